@@ -1,0 +1,3 @@
+from kept.cli import main
+
+main()

@@ -1,0 +1,87 @@
+"""The ``kept`` command line. Heavy imports stay inside commands so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from kept import __version__
+
+app = typer.Typer(
+    name="kept",
+    help="KEPT: knowledge-enhanced pretraining of language models (ERNIE-style masking + KG fusion).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+# Each module in kept.commands exposes ``register(app)``; listed here so the order of --help is stable.
+COMMAND_MODULES: list[str] = [
+    "kept.commands.data",
+    "kept.commands.kg",
+]
+
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"kept {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    """KEPT command line."""
+    _state["debug"] = debug
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(_module).register(app)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Error types that mean 'bad input': printed as one line, exit code 2."""
+    from kept.errors import KeptError
+
+    types: list[type[BaseException]] = [KeptError]
+    for module_name, attr in (("kg.errors", "KGError"), ("masking.errors", "MaskingError"),
+                              ("fusion.errors", "FusionError")):
+        try:
+            types.append(getattr(importlib.import_module(module_name), attr))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(types)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Entry point of the console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SystemExit:
+        raise
+    except Exception as error:  # noqa: BLE001 - turn user errors into one line
+        import click
+
+        if isinstance(error, click.exceptions.Exit):
+            sys.exit(error.exit_code)
+        if isinstance(error, click.exceptions.Abort):
+            console.print("Aborted.")
+            sys.exit(130)
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        if _state["debug"] or not isinstance(error, _user_error_types()):
+            raise
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,31 @@
+"""Shared test settings: offline, few threads (tests run two at a time on two cores)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FEWREL_DIR = REPO_ROOT.parent / "shared" / "data" / "fewrel"
+
+
+@pytest.fixture(scope="session")
+def fewrel_dir() -> Path:
+    """The FewRel sets beside the checkout; tests that need them skip where they are absent."""
+    if not (FEWREL_DIR / "val_nyt.json").exists():
+        pytest.skip(f"FewRel data not found at {FEWREL_DIR}")
+    return FEWREL_DIR
