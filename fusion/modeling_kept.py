@@ -1,0 +1,685 @@
+"""KEPT fusion model (ERNIE-THU): T-encoder of BERT layers, K-encoder of aggregator layers, heads.
+
+Shapes: B batch, L tokens, H hidden, I intermediate, E entity dim, S entity slots per sequence
+(the most aligned entities of any sequence in the batch), N aligned entities in the whole batch,
+C dEA candidate entities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import MaskedLMOutput, SequenceClassifierOutput
+from transformers.modeling_utils import PreTrainedModel
+from transformers.models.bert.modeling_bert import (
+    BertAttention,
+    BertEmbeddings,
+    BertIntermediate,
+    BertLMPredictionHead,
+    BertOutput,
+    BertPooler,
+)
+from transformers.utils import ModelOutput
+
+from fusion.configuration_kept import KeptConfig
+from fusion.entity_table import ENTITY_TABLE_FILE, DEFAULT_KEY, EntityTable, check_ids, open_table
+from fusion.errors import FusionError
+
+IGNORE_INDEX = -100
+
+
+# --------------------------------------------------------------------------------------------- outputs
+@dataclass
+class KeptModelOutput(ModelOutput):
+    """last_hidden_state [B, L, H]; entity_last_hidden_state [B, L, E] (zeros where no entity is aligned);
+    pooler_output [B, H] or None; hidden_states: embeddings + every T and K layer; attentions (eager only)."""
+
+    last_hidden_state: torch.Tensor | None = None
+    entity_last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class KeptForPreTrainingOutput(ModelOutput):
+    """loss = mlm_weight*mlm_loss + dea_weight*dea_loss (+ sop_weight*sop_loss); logits [B, L, vocab];
+    entity_logits [N_labelled, C] scores of the dEA-labelled positions (row order = ``entity_labels >= 0``
+    in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids); sop_logits [B, 2]."""
+
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    dea_loss: torch.Tensor | None = None
+    sop_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    entity_logits: torch.Tensor | None = None
+    entity_candidate_ids: torch.Tensor | None = None
+    sop_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------------- layers
+class KeptLayer(GradientCheckpointingLayer):
+    """A BERT layer (T-encoder); same parameter names as transformers' BertLayer."""
+
+    def __init__(self, config: KeptConfig, layer_idx: int | None = None) -> None:
+        super().__init__()
+        self.attention = BertAttention(config, layer_idx=layer_idx)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, weights = self.attention(hidden_states, attention_mask)  # [B, L, H]
+        layer_output = self.output(self.intermediate(attention_output), attention_output)
+        return layer_output, weights
+
+
+class KeptEntitySelfAttention(nn.Module):
+    """Multi-head self-attention among one sequence's aligned entities (SDPA), then dense+dropout+LN residual
+    (ERNIE-THU's ``self_ent``/``output_ent``)."""
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__()
+        dim = config.entity_dim
+        self.num_heads = config.num_entity_attention_heads
+        self.head_dim = dim // self.num_heads
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.attention_dropout = float(config.attention_probs_dropout_prob)
+        self.dense = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+
+    def forward(self, entity_states: torch.Tensor, entity_mask: torch.Tensor) -> torch.Tensor:
+        # entity_states [B, S, E]; entity_mask [B, 1, S, S] bool (True = may attend)
+        batch, slots, dim = entity_states.shape
+        shape = (batch, slots, self.num_heads, self.head_dim)
+        q = self.query(entity_states).view(shape).transpose(1, 2)  # [B, heads, S, d]
+        k = self.key(entity_states).view(shape).transpose(1, 2)
+        v = self.value(entity_states).view(shape).transpose(1, 2)
+        context = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=entity_mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        context = context.transpose(1, 2).reshape(batch, slots, dim)  # [B, S, E]
+        return self.LayerNorm(self.dropout(self.dense(context)) + entity_states)
+
+
+class KeptEntityOutput(nn.Module):
+    """e' = LN(dropout(W'_e h) + ẽ) on the aligned positions (ERNIE-THU's BertOutput_ent)."""
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.entity_dim)
+        self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, fused: torch.Tensor, entity_input: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(fused)) + entity_input)
+
+
+@dataclass
+class EntityAlignment:
+    """Index plumbing between token positions and entity slots, computed once per batch.
+
+    token_index [N] flat index into B*L of each aligned token; slot_index [N] flat index into B*S;
+    entity_mask [B, 1, S, S] bool attention mask among slots (padding slots attend only to themselves);
+    entity_positions [B, S] token position of each slot (-1 for padding)."""
+
+    batch: int
+    length: int
+    slots: int
+    token_index: torch.Tensor
+    slot_index: torch.Tensor
+    entity_mask: torch.Tensor
+    entity_positions: torch.Tensor
+    slot_ids: torch.Tensor  # [N] KG ids in slot order
+
+
+@torch.compiler.disable
+def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                   batch: int, length: int, device: torch.device) -> EntityAlignment:
+    """Gather each sequence's aligned positions into S padded slots (no Python loop over tokens)."""
+    if entity_ids is None:
+        aligned = torch.zeros(batch, length, dtype=torch.bool, device=device)
+        ids = torch.full((batch, length), -1, dtype=torch.long, device=device)
+    else:
+        if entity_ids.shape != (batch, length):
+            raise FusionError(f"entity_ids has shape {list(entity_ids.shape)}, expected {[batch, length]}",
+                              where="entity_ids", fix="Give one KG id (or -1) per token.")
+        ids = entity_ids.to(device=device, dtype=torch.long)
+        aligned = ids >= 0
+        if attention_mask is not None and attention_mask.dim() == 2:
+            aligned = aligned & attention_mask.to(device).bool()
+    counts = aligned.sum(dim=1)  # [B]
+    slots = max(int(counts.max()) if batch else 0, 1)  # at least one (padding) slot: the path always runs
+    order = torch.argsort((~aligned).to(torch.int32), dim=1, stable=True)[:, :slots]  # aligned first, in order
+    slot_range = torch.arange(slots, device=device)
+    valid = slot_range[None, :] < counts[:, None]  # [B, S]
+    rows = torch.arange(batch, device=device)[:, None]
+    token_index = (rows * length + order)[valid]  # [N]
+    slot_index = (rows * slots + slot_range[None, :])[valid]  # [N]
+    slot_ids = ids.gather(1, order)[valid]  # [N]
+    eye = torch.eye(slots, dtype=torch.bool, device=device)
+    entity_mask = (valid[:, None, None, :] | eye[None, None]).contiguous()  # [B, 1, S, S]
+    positions = torch.where(valid, order, torch.full_like(order, -1))
+    return EntityAlignment(batch, length, slots, token_index, slot_index, entity_mask, positions, slot_ids)
+
+
+class KeptAggregatorLayer(GradientCheckpointingLayer):
+    """ERNIE-THU aggregator (K-encoder layer).
+
+    w̃ = BertAttention(w);  ẽ = EntitySelfAttention(e) over the aligned slots;
+    h = GELU(W_t·w̃ + W_e·ẽ + b)  (W_e·ẽ added only at aligned tokens; h has BERT's intermediate size);
+    w' = LN(dropout(W'_t·h) + w̃);  e' = LN(dropout(W'_e·h) + ẽ).
+    The token side has BertLayer's parameter names, so BERT weights load into it and, with no
+    entities, the layer computes exactly a BertLayer.
+    """
+
+    def __init__(self, config: KeptConfig, layer_idx: int | None = None) -> None:
+        super().__init__()
+        self.attention = BertAttention(config, layer_idx=layer_idx)
+        self.intermediate = BertIntermediate(config)  # W_t, b and the activation
+        self.output = BertOutput(config)  # W'_t, dropout, LN
+        self.entity_attention = KeptEntitySelfAttention(config)
+        self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)  # W_e
+        self.entity_output = KeptEntityOutput(config)  # W'_e, dropout, LN
+
+    def forward(self, hidden_states: torch.Tensor, entity_states: torch.Tensor,
+                attention_mask: torch.Tensor | None, alignment: EntityAlignment
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        # hidden_states [B, L, H]; entity_states [B, S, E]
+        batch, length, _ = hidden_states.shape
+        attention_output, weights = self.attention(hidden_states, attention_mask)  # w̃ [B, L, H]
+        entity_attended = self.entity_attention(entity_states, alignment.entity_mask)  # ẽ [B, S, E]
+        dim = entity_attended.shape[-1]
+        entity_selected = entity_attended.reshape(-1, dim).index_select(0, alignment.slot_index)  # [N, E]
+
+        pre = self.intermediate.dense(attention_output)  # [B, L, I]
+        inter = pre.shape[-1]
+        entity_term = self.entity_intermediate(entity_selected).to(pre.dtype)  # [N, I]
+        pre = pre.reshape(-1, inter).index_add(0, alignment.token_index, entity_term).view(batch, length, inter)
+        fused = self.intermediate.intermediate_act_fn(pre)  # h [B, L, I]
+
+        layer_output = self.output(fused, attention_output)  # w' [B, L, H]
+        fused_selected = fused.reshape(-1, inter).index_select(0, alignment.token_index)  # [N, I]
+        entity_out = self.entity_output(fused_selected, entity_selected)  # e' [N, E]
+        new_entities = entity_attended.new_zeros(batch * alignment.slots, dim).index_copy(
+            0, alignment.slot_index, entity_out.to(entity_attended.dtype)).view(batch, alignment.slots, dim)
+        return layer_output, new_entities, weights
+
+
+# ----------------------------------------------------------------------------------------------- model
+class KeptPreTrainedModel(PreTrainedModel):
+    config_class = KeptConfig
+    config: KeptConfig
+    base_model_prefix = "kept"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _no_split_modules = ["BertEmbeddings", "KeptLayer", "KeptAggregatorLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, BertLMPredictionHead):
+            init.zeros_(module.bias)
+        elif isinstance(module, BertEmbeddings):
+            init.copy_(module.position_ids, torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+            init.zeros_(module.token_type_ids)
+
+    # ---- entity table
+    def _kept(self) -> "KeptModel":
+        return self if isinstance(self, KeptModel) else getattr(self, self.base_model_prefix)
+
+    @property
+    def entity_table(self) -> EntityTable | None:
+        """The frozen CPU entity table (None when none is loaded or the table is trainable)."""
+        return self._kept()._entity_table
+
+    def load_entity_table(self, path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True,
+                          trainable: bool = False) -> None:
+        """Attach KG embeddings (safetensors tensor ``key`` [num_entities, entity_dim], row = KG id).
+
+        Frozen (default): a CPU tensor outside the parameters (memory-mapped when ``mmap``) of which
+        only the batch's rows travel to the device. ``trainable=True``: an ``nn.Embedding`` parameter
+        (sparse gradients when ``config.entity_table_sparse_grad``; use SGD/SparseAdam/Adagrad then)."""
+        self._kept()._attach_table(Path(path), key=key, mmap=mmap, trainable=trainable)
+        self.config.entity_vocab_size = self._kept().config.entity_vocab_size
+        self.config.freeze_entity_table = not trainable
+
+    def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:
+        """Hugging Face save plus, for a frozen table, ``entity_table.safetensors`` next to the weights."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        table = self.entity_table
+        if table is not None and kwargs.get("is_main_process", True):
+            table.save(Path(save_directory) / ENTITY_TABLE_FILE)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):
+        """Hugging Face load; a local directory's ``entity_table.safetensors`` is memory-mapped back."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        table_path = Path(str(pretrained_model_name_or_path)) / ENTITY_TABLE_FILE
+        if model.config.freeze_entity_table and table_path.is_file():
+            model.load_entity_table(table_path, mmap=True, trainable=False)
+        return model
+
+    def entity_path_anchor(self, entity_states: torch.Tensor | None) -> torch.Tensor | float:
+        """0 * sum of the last entity states: keeps every entity-path parameter in the autograd graph
+        (DDP without find_unused_parameters) without changing the loss."""
+        if entity_states is None:
+            return 0.0
+        return entity_states.sum() * 0.0
+
+
+class KeptModel(KeptPreTrainedModel):
+    """Embeddings -> T-encoder (BERT layers) -> K-encoder (aggregators) -> token and entity states."""
+
+    def __init__(self, config: KeptConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(KeptLayer(config, i) for i in range(config.num_hidden_layers))
+        self.knowledge_encoder = nn.Module()
+        self.knowledge_encoder.layer = nn.ModuleList(
+            KeptAggregatorLayer(config, config.num_hidden_layers + i) for i in range(config.num_knowledge_layers))
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self._entity_table: EntityTable | None = None
+        if not config.freeze_entity_table and config.entity_vocab_size > 0:
+            self.entity_embeddings = nn.Embedding(config.entity_vocab_size, config.entity_dim,
+                                                  sparse=config.entity_table_sparse_grad)
+        else:
+            self.entity_embeddings = None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    # ---- entity table
+    def _attach_table(self, path: Path, key: str, mmap: bool, trainable: bool) -> None:
+        weight = open_table(path, key=key, mmap=mmap and not trainable)
+        if weight.shape[1] != self.config.entity_dim:
+            raise FusionError(f"entity table dim {weight.shape[1]} != config.entity_dim {self.config.entity_dim}",
+                              where=path, fix=f"Build the model with entity_dim={weight.shape[1]}.")
+        self.config.entity_vocab_size = int(weight.shape[0])
+        self.config.freeze_entity_table = not trainable
+        if trainable:
+            device = self.embeddings.word_embeddings.weight.device
+            embedding = nn.Embedding(weight.shape[0], weight.shape[1], sparse=self.config.entity_table_sparse_grad,
+                                     device=device)
+            with torch.no_grad():
+                embedding.weight.copy_(weight.float())
+            self.entity_embeddings = embedding
+            self._entity_table = None
+        else:
+            self.entity_embeddings = None
+            self._entity_table = EntityTable(weight=weight, path=path, key=key)
+
+    def has_entity_table(self) -> bool:
+        return self.entity_embeddings is not None or self._entity_table is not None
+
+    def entity_vectors(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Entity embeddings of KG ids ``ids`` (any shape) on the model's device -> [*ids.shape, E]."""
+        device = self.embeddings.word_embeddings.weight.device
+        if self.entity_embeddings is not None:
+            ids = ids.to(device)
+            check_ids(ids.reshape(-1), self.entity_embeddings.num_embeddings)
+            return self.entity_embeddings(ids).to(dtype)
+        if self._entity_table is None:
+            if ids.numel() == 0:
+                return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
+            raise FusionError("the batch has aligned entities but the model has no entity table",
+                              where="entity_ids", fix="Call model.load_entity_table('kg/embeddings.safetensors').")
+        return self._entity_table.gather(ids, device, dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        entity_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> KeptModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise FusionError("give exactly one of input_ids or inputs_embeds", where="KeptModel.forward",
+                              fix="Pass input_ids [batch, length].")
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
+                                    else self.config.output_hidden_states)
+        output_attentions = bool(output_attentions if output_attentions is not None else False)
+        if output_attentions and self.config._attn_implementation != "eager":
+            raise FusionError(f"attention weights need the eager attention, not {self.config._attn_implementation}",
+                              where="output_attentions",
+                              fix="Load the model with attn_implementation='eager' to get attentions.")
+        embedding_output = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
+                                           position_ids=position_ids, inputs_embeds=inputs_embeds)  # [B, L, H]
+        batch, length, _ = embedding_output.shape
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=embedding_output,
+                                         attention_mask=attention_mask)
+        all_hidden: list[torch.Tensor] = [embedding_output] if output_hidden_states else []
+        all_attn: list[torch.Tensor] = []
+
+        hidden = embedding_output
+        for layer in self.encoder.layer:
+            hidden, weights = layer(hidden, mask)
+            if output_hidden_states:
+                all_hidden.append(hidden)
+            if output_attentions:
+                all_attn.append(weights)
+
+        entity_last = None
+        if len(self.knowledge_encoder.layer):
+            alignment = align_entities(entity_ids, attention_mask, batch, length, hidden.device)
+            ent_dtype = self.knowledge_encoder.layer[0].entity_intermediate.weight.dtype
+            vectors = self.entity_vectors(alignment.slot_ids, ent_dtype)  # [N, E]
+            entities = vectors.new_zeros(batch * alignment.slots, self.config.entity_dim).index_copy(
+                0, alignment.slot_index, vectors).view(batch, alignment.slots, -1)  # [B, S, E]
+            for layer in self.knowledge_encoder.layer:
+                hidden, entities, weights = layer(hidden, entities, mask, alignment)
+                if output_hidden_states:
+                    all_hidden.append(hidden)
+                if output_attentions:
+                    all_attn.append(weights)
+            dim = entities.shape[-1]
+            entity_flat = entities.reshape(-1, dim).index_select(0, alignment.slot_index)  # [N, E]
+            entity_last = entity_flat.new_zeros(batch * length, dim).index_copy(
+                0, alignment.token_index, entity_flat).view(batch, length, dim)  # [B, L, E]
+        pooled = self.pooler(hidden) if self.pooler is not None else None
+        return KeptModelOutput(
+            last_hidden_state=hidden,
+            entity_last_hidden_state=entity_last,
+            pooler_output=pooled,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attn) if output_attentions else None,
+        )
+
+
+# ----------------------------------------------------------------------------------------------- heads
+class KeptEntityPredictionHead(nn.Module):
+    """dEA head (ERNIE-THU BertEntPredictionHead): token state -> entity dim -> dot with candidates."""
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.entity_dim)
+        self.act = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.entity_dim, eps=config.layer_norm_eps)
+
+    def forward(self, token_states: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        # token_states [N, H]; candidates [C, E] -> [N, C]
+        projected = self.LayerNorm(self.act(self.dense(token_states)))
+        return projected @ candidates.to(projected.dtype).t()
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over positions with label != -100; 0 (with a graph) when there are none."""
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    labels = labels.reshape(-1).to(logits.device)
+    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    count = (labels != IGNORE_INDEX).sum().clamp(min=1)
+    return total / count
+
+
+@torch.compiler.disable
+def dea_candidates(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None, num_negatives: int,
+                   num_entities: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (candidate KG ids [C] sorted, CPU; labelled positions mask [B, L]; targets [N_labelled] into C).
+
+    Candidates = unique entities of entity_labels and entity_ids + ``num_negatives`` ids drawn uniformly
+    from the table (torch's global RNG)."""
+    labels_cpu = entity_labels.to("cpu", torch.long)
+    labelled = labels_cpu >= 0
+    pieces = [labels_cpu[labelled]]
+    if entity_ids is not None:
+        ids_cpu = entity_ids.to("cpu", torch.long)
+        pieces.append(ids_cpu[ids_cpu >= 0])
+    if num_negatives > 0 and num_entities > 0:
+        pieces.append(torch.randint(0, num_entities, (num_negatives,)))
+    candidates = torch.unique(torch.cat(pieces))  # sorted
+    check_ids(candidates, num_entities)
+    targets = torch.searchsorted(candidates, labels_cpu[labelled])
+    return candidates, labelled, targets
+
+
+class KeptForPreTraining(KeptPreTrainedModel):
+    """KeptModel + MLM head (tied to the word embeddings) + dEA head (+ SOP head when config.use_sop)."""
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "kept.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__(config)
+        self.kept = KeptModel(config, add_pooling_layer=config.use_sop)
+        self.cls = nn.Module()
+        self.cls.predictions = BertLMPredictionHead(config)
+        self.entity_head = KeptEntityPredictionHead(config)
+        self.sop_classifier = nn.Linear(config.hidden_size, 2) if config.use_sop else None
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    @classmethod
+    def from_bert(cls, bert_dir: str | Path, **config_overrides: Any):
+        """Initialise from a local BERT checkpoint directory -> (model, LoadReport)."""
+        from fusion.loading import load_from_bert
+
+        return load_from_bert(cls, bert_dir, **config_overrides)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        entity_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        entity_labels: torch.Tensor | None = None,
+        sentence_order_label: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> KeptForPreTrainingOutput:
+        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        sequence = out.last_hidden_state  # [B, L, H]
+        logits = self.cls.predictions(sequence)  # [B, L, V]
+        cfg = self.config
+        mlm_loss = dea_loss = sop_loss = None
+        entity_logits = candidate_ids = sop_logits = None
+        if labels is not None:
+            mlm_loss = masked_cross_entropy(logits, labels)
+        if entity_labels is not None:
+            if entity_labels.shape != sequence.shape[:2]:
+                raise FusionError(f"entity_labels has shape {list(entity_labels.shape)}, expected "
+                                  f"{list(sequence.shape[:2])}", where="entity_labels",
+                                  fix="Give one KG id (or -100) per token.")
+            kept = self.kept
+            num_entities = (kept.entity_embeddings.num_embeddings if kept.entity_embeddings is not None
+                            else kept._entity_table.num_entities if kept._entity_table is not None else 0)
+            candidate_ids, labelled, targets = dea_candidates(entity_labels, entity_ids, cfg.dea_num_negatives,
+                                                              num_entities)
+            labelled = labelled.to(sequence.device)
+            states = sequence[labelled]  # [N_labelled, H] (zero rows is fine: the head still runs)
+            candidates = kept.entity_vectors(candidate_ids, self.entity_head.dense.weight.dtype)  # [C, E]
+            entity_logits = self.entity_head(states, candidates)  # [N_labelled, C]
+            if targets.numel():
+                dea_loss = F.cross_entropy(entity_logits.float(), targets.to(entity_logits.device))
+            else:  # no labelled entity: defined as 0, the head stays in the graph (zero gradients)
+                dea_loss = entity_logits.float().sum() * 0.0
+        if self.sop_classifier is not None:
+            sop_logits = self.sop_classifier(out.pooler_output)  # [B, 2]
+            if sentence_order_label is not None:
+                sop_loss = F.cross_entropy(sop_logits.float(), sentence_order_label.reshape(-1).to(sop_logits.device))
+        loss = None
+        if mlm_loss is not None or dea_loss is not None or sop_loss is not None:
+            loss = self.entity_path_anchor(out.entity_last_hidden_state)
+            if mlm_loss is not None:
+                loss = loss + cfg.mlm_weight * mlm_loss
+            if dea_loss is not None:
+                loss = loss + cfg.dea_weight * dea_loss
+            else:  # no dEA targets in this batch: keep the dEA head in the graph for DDP
+                loss = loss + sum(p.sum() for p in self.entity_head.parameters()) * 0.0
+            if sop_loss is not None:
+                loss = loss + cfg.sop_weight * sop_loss
+            elif sop_logits is not None:
+                loss = loss + sop_logits.sum() * 0.0
+        return KeptForPreTrainingOutput(
+            loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, logits=logits,
+            entity_logits=entity_logits, entity_candidate_ids=candidate_ids, sop_logits=sop_logits,
+            hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+class KeptForMaskedLM(KeptPreTrainedModel):
+    """KeptModel + tied MLM head; entities optional (fill-mask pipelines pass none)."""
+
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "kept.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__(config)
+        self.kept = KeptModel(config, add_pooling_layer=False)
+        self.cls = nn.Module()
+        self.cls.predictions = BertLMPredictionHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None, labels=None,
+                position_ids=None, inputs_embeds=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs: Any) -> MaskedLMOutput:
+        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        logits = self.cls.predictions(out.last_hidden_state)  # [B, L, V]
+        loss = None
+        if labels is not None:
+            loss = masked_cross_entropy(logits, labels) + self.entity_path_anchor(out.entity_last_hidden_state)
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+def classification_loss(config: KeptConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BERT's rule: regression for 1 label, single-label CE for integer labels, else multi-label BCE."""
+    num_labels = config.num_labels
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float()) if num_labels == 1 \
+            else F.mse_loss(logits.float(), labels.float())
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels).float(), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+class KeptForSequenceClassification(KeptPreTrainedModel):
+    """Pooled [CLS] -> dropout -> linear (config.num_labels)."""
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.kept = KeptModel(config, add_pooling_layer=True)
+        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(drop)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None, labels=None,
+                position_ids=None, inputs_embeds=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs: Any) -> SequenceClassifierOutput:
+        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        logits = self.classifier(self.dropout(out.pooler_output))  # [B, num_labels]
+        loss = None
+        if labels is not None:
+            loss = classification_loss(self.config, logits, labels.to(logits.device)) \
+                + self.entity_path_anchor(out.entity_last_hidden_state)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                        attentions=out.attentions)
+
+
+class KeptForRelationClassification(KeptPreTrainedModel):
+    """FewRel-style entity-marker pooling: [state at head_start ; state at tail_start] -> dropout -> linear."""
+
+    def __init__(self, config: KeptConfig) -> None:
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.kept = KeptModel(config, add_pooling_layer=False)
+        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(drop)
+        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None,
+                head_start: torch.Tensor | None = None, tail_start: torch.Tensor | None = None, labels=None,
+                position_ids=None, inputs_embeds=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs: Any) -> SequenceClassifierOutput:
+        if head_start is None or tail_start is None:
+            raise FusionError("relation classification needs head_start and tail_start", where="forward",
+                              fix="Pass the token index of the head and tail entity start markers, shape [batch].")
+        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
+                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        sequence = out.last_hidden_state  # [B, L, H]
+        batch, length, _ = sequence.shape
+        starts = torch.stack([head_start.reshape(-1), tail_start.reshape(-1)], dim=1).to(sequence.device).long()
+        if starts.shape[0] != batch:
+            raise FusionError(f"head_start/tail_start have {starts.shape[0]} rows, the batch has {batch}",
+                              where="head_start", fix="Give one head and one tail index per example.")
+        if bool(((starts < 0) | (starts >= length)).any()):
+            raise FusionError(f"a head/tail marker index is outside 0..{length - 1}", where="head_start/tail_start",
+                              fix="Check that the entity markers survived truncation.")
+        rows = torch.arange(batch, device=sequence.device)[:, None]
+        pair = sequence[rows, starts].reshape(batch, -1)  # [B, 2H]
+        logits = self.classifier(self.dropout(pair))  # [B, num_labels]
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels.reshape(-1).to(logits.device)) \
+                + self.entity_path_anchor(out.entity_last_hidden_state)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
+                                        attentions=out.attentions)
+
+
+__all__ = [
+    "KeptModel", "KeptPreTrainedModel", "KeptForPreTraining", "KeptForMaskedLM",
+    "KeptForSequenceClassification", "KeptForRelationClassification", "KeptModelOutput",
+    "KeptForPreTrainingOutput", "KeptAggregatorLayer", "KeptLayer", "align_entities", "dea_candidates",
+]

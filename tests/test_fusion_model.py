@@ -1,0 +1,294 @@
+"""Fusion model: shapes, gradients, entity table, save/load, zero-entity behaviour, overfitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import fusion
+from fusion import (
+    FusionError,
+    KeptConfig,
+    KeptForMaskedLM,
+    KeptForPreTraining,
+    KeptForRelationClassification,
+    KeptForSequenceClassification,
+    KeptModel,
+)
+
+NUM_ENTITIES = 50
+DIM = 32
+
+
+@pytest.fixture()
+def table_path(tmp_path: Path) -> Path:
+    generator = torch.Generator().manual_seed(0)
+    path = tmp_path / "embeddings.safetensors"
+    save_file({"entity_embeddings": torch.randn(NUM_ENTITIES, DIM, generator=generator),
+               "relation_embeddings": torch.randn(3, DIM, generator=generator)}, str(path))
+    return path
+
+
+def make_batch(batch: int = 4, length: int = 16, seed: int = 0, entities: bool = True) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1000, 2000, (batch, length), generator=g)
+    attention_mask = torch.ones(batch, length, dtype=torch.long)
+    attention_mask[-1, length - 4:] = 0
+    input_ids[-1, length - 4:] = 0
+    labels = torch.full((batch, length), -100)
+    pick = torch.rand(batch, length, generator=g) < 0.3
+    pick[:, 0] = True
+    labels[pick] = input_ids[pick]
+    entity_ids = torch.full((batch, length), -1)
+    entity_labels = torch.full((batch, length), -100)
+    if entities:
+        aligned = torch.rand(batch, length, generator=g) < 0.25
+        aligned[0, 1] = True
+        aligned[-1, length - 4:] = False
+        aligned[1] = False  # one sequence without entities
+        ids = torch.randint(0, NUM_ENTITIES, (batch, length), generator=g)
+        entity_ids[aligned] = ids[aligned]
+        entity_labels[aligned] = ids[aligned]
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            "entity_ids": entity_ids, "entity_labels": entity_labels}
+
+
+def tiny_model(table_path: Path | None = None, cls=KeptForPreTraining, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    overrides.setdefault("entity_dim", DIM)
+    config = KeptConfig.from_preset("tiny", vocab_size=2048, **overrides)
+    model = cls(config)
+    if table_path is not None:
+        model.load_entity_table(table_path)
+    return model
+
+
+def test_shapes_and_losses(table_path: Path) -> None:
+    model = tiny_model(table_path)
+    batch = make_batch()
+    out = model(**batch)
+    assert out.logits.shape == (4, 16, 2048)
+    assert out.loss is not None and torch.isfinite(out.loss)
+    assert torch.isfinite(out.mlm_loss) and torch.isfinite(out.dea_loss)
+    labelled = int((batch["entity_labels"] >= 0).sum())
+    assert out.entity_logits.shape == (labelled, out.entity_candidate_ids.numel())
+    # candidates: every batch entity plus up to k negatives, sorted and unique
+    batch_entities = set(batch["entity_labels"][batch["entity_labels"] >= 0].tolist())
+    assert batch_entities <= set(out.entity_candidate_ids.tolist())
+    assert out.entity_candidate_ids.numel() <= len(batch_entities) + model.config.dea_num_negatives
+    assert torch.equal(out.entity_candidate_ids, torch.unique(out.entity_candidate_ids))
+    expected = model.config.mlm_weight * out.mlm_loss + model.config.dea_weight * out.dea_loss
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+
+    base = model.kept(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                      entity_ids=batch["entity_ids"], output_hidden_states=True)
+    assert base.last_hidden_state.shape == (4, 16, 64)
+    assert base.entity_last_hidden_state.shape == (4, 16, DIM)
+    no_entity = batch["entity_ids"] < 0
+    assert torch.all(base.entity_last_hidden_state[no_entity] == 0)
+    assert torch.all(base.entity_last_hidden_state[~no_entity].abs().sum(-1) > 0)
+    assert len(base.hidden_states) == 1 + 2 + 2
+
+
+def test_entities_change_token_states_only_where_fused(table_path: Path) -> None:
+    model = tiny_model(table_path).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        with_entities = model.kept(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   entity_ids=batch["entity_ids"]).last_hidden_state
+        without = model.kept(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    # sequence 1 carries no entity: identical; sequence 0 does: different
+    assert torch.allclose(with_entities[1], without[1], atol=1e-6)
+    assert not torch.allclose(with_entities[0], without[0], atol=1e-4)
+
+
+def test_gradients_reach_trainable_parts_not_frozen_table(table_path: Path) -> None:
+    model = tiny_model(table_path)
+    table = model.entity_table
+    assert table is not None and not table.weight.requires_grad
+    assert all(p.data_ptr() != table.weight.data_ptr() for p in model.parameters())
+    model(**make_batch()).loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+    fusion_grad = model.kept.knowledge_encoder.layer[0].entity_intermediate.weight.grad
+    assert fusion_grad.abs().sum() > 0
+    assert table.weight.grad is None
+
+
+def test_zero_aligned_entities_is_defined(table_path: Path) -> None:
+    model = tiny_model(table_path)
+    batch = make_batch(entities=False)
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    assert out.dea_loss.item() == 0.0
+    assert torch.allclose(out.loss, out.mlm_loss)
+    assert out.entity_logits.shape[0] == 0
+    out.loss.backward()
+    # every parameter gets a (zero) gradient on the entity path: DDP needs no find_unused_parameters
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+    assert model.kept.knowledge_encoder.layer[0].entity_attention.query.weight.grad.abs().sum() == 0
+    # entity_ids=None equals all -1, and no table is needed then
+    bare = tiny_model(None)
+    kwargs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    a = bare.eval().kept(**kwargs).last_hidden_state
+    b = bare.kept(**kwargs, entity_ids=torch.full_like(batch["input_ids"], -1)).last_hidden_state
+    assert torch.equal(a, b)
+
+
+def test_errors_are_fusion_errors(table_path: Path, tmp_path: Path) -> None:
+    model = tiny_model(None)
+    batch = make_batch()
+    with pytest.raises(FusionError, match="no entity table"):
+        model(**batch)
+    with pytest.raises(FusionError, match="dim"):
+        tiny_model(None, entity_dim=16).load_entity_table(table_path)
+    with pytest.raises(FusionError, match="not in the file"):
+        model.load_entity_table(table_path, key="nope")
+    with pytest.raises(FusionError, match="not found"):
+        model.load_entity_table(tmp_path / "missing.safetensors")
+    model.load_entity_table(table_path)
+    bad = dict(batch)
+    bad["entity_ids"] = batch["entity_ids"].clone()
+    bad["entity_ids"][0, 1] = NUM_ENTITIES + 5
+    with pytest.raises(FusionError, match="outside the entity table"):
+        model(**bad)
+
+
+def test_save_load_identical_outputs(table_path: Path, tmp_path: Path) -> None:
+    model = tiny_model(table_path).eval()
+    batch = make_batch()
+    model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / fusion.ENTITY_TABLE_FILE).is_file()
+    from transformers import AutoModelForPreTraining
+
+    loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "saved").eval()
+    assert isinstance(loaded, KeptForPreTraining)
+    assert loaded.entity_table is not None and loaded.entity_table.num_entities == NUM_ENTITIES
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "entity_ids")}
+    with torch.no_grad():
+        a = model.kept(**inputs)
+        b = loaded.kept(**inputs)
+        la = model(**inputs).logits
+        lb = loaded(**inputs).logits
+    assert torch.equal(a.last_hidden_state, b.last_hidden_state)
+    assert torch.equal(a.entity_last_hidden_state, b.entity_last_hidden_state)
+    assert torch.equal(la, lb)
+    assert loaded.cls.predictions.decoder.weight is loaded.kept.embeddings.word_embeddings.weight
+
+
+def test_trainable_table_sparse_gradients_and_round_trip(table_path: Path, tmp_path: Path) -> None:
+    model = tiny_model(None)
+    model.load_entity_table(table_path, trainable=True)
+    assert model.entity_table is None
+    emb = model.kept.entity_embeddings
+    assert emb.sparse and emb.weight.requires_grad
+    model(**make_batch()).loss.backward()
+    assert emb.weight.grad is not None and emb.weight.grad.is_sparse
+    model.save_pretrained(tmp_path / "trainable")
+    assert not (tmp_path / "trainable" / fusion.ENTITY_TABLE_FILE).exists()
+    loaded = KeptForPreTraining.from_pretrained(tmp_path / "trainable")
+    assert torch.equal(loaded.kept.entity_embeddings.weight, emb.weight)
+
+
+def test_auto_classes_and_task_heads(table_path: Path) -> None:
+    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    config = KeptConfig.from_preset("tiny", vocab_size=2048, entity_dim=DIM, num_labels=3)
+    assert isinstance(AutoConfig.for_model("kept"), KeptConfig)
+    assert isinstance(AutoModel.from_config(config), KeptModel)
+    assert isinstance(AutoModelForMaskedLM.from_config(config), KeptForMaskedLM)
+    classifier = AutoModelForSequenceClassification.from_config(config)
+    assert isinstance(classifier, KeptForSequenceClassification)
+    classifier.load_entity_table(table_path)
+    batch = make_batch()
+    out = classifier(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     entity_ids=batch["entity_ids"], labels=torch.tensor([0, 1, 2, 1]))
+    assert out.logits.shape == (4, 3) and torch.isfinite(out.loss)
+
+    relation = KeptForRelationClassification(config)
+    relation.load_entity_table(table_path)
+    out = relation(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   entity_ids=batch["entity_ids"], head_start=torch.tensor([1, 2, 3, 4]),
+                   tail_start=torch.tensor([5, 6, 7, 8]), labels=torch.tensor([0, 1, 2, 0]))
+    assert out.logits.shape == (4, 3)
+    out.loss.backward()
+    assert all(p.grad is not None for p in relation.parameters())
+    with pytest.raises(FusionError, match="outside"):
+        relation(input_ids=batch["input_ids"], head_start=torch.tensor([0, 0, 0, 99]), tail_start=torch.zeros(4))
+
+    mlm = KeptForMaskedLM(config)
+    out = mlm(input_ids=batch["input_ids"], labels=batch["labels"])
+    assert out.logits.shape == (4, 16, 2048) and torch.isfinite(out.loss)
+
+
+def test_sop_head(table_path: Path) -> None:
+    model = tiny_model(table_path, use_sop=True)
+    batch = make_batch()
+    out = model(**batch, sentence_order_label=torch.tensor([0, 1, 1, 0]))
+    assert out.sop_logits.shape == (4, 2) and torch.isfinite(out.sop_loss)
+    assert torch.allclose(out.loss, out.mlm_loss + out.dea_loss + out.sop_loss, atol=1e-6)
+
+
+def test_overfit_small_batch_losses_fall(table_path: Path) -> None:
+    model = tiny_model(table_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                       dea_num_negatives=8)
+    batch = make_batch(seed=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    first = model(**batch)
+    mlm0, dea0 = first.mlm_loss.item(), first.dea_loss.item()
+    for _ in range(40):
+        optimizer.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        optimizer.step()
+    final = model(**batch)
+    assert final.mlm_loss.item() < 0.3 * mlm0
+    assert final.dea_loss.item() < 0.5 * dea0
+
+
+def test_entity_table_stays_on_cpu_and_is_memory_mapped(table_path: Path) -> None:
+    import numpy as np
+
+    model = tiny_model(table_path)
+    table = model.entity_table
+    names = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    assert not any("entity_table" in name for name in names)
+    assert table.weight.device.type == "cpu"
+    assert "entity_embeddings" not in model.state_dict()
+    assert isinstance(np.asarray(table.weight.numpy()).base, np.memmap) or table.weight.numpy().base is not None
+    model.to(torch.float64)  # moving the model leaves the table alone
+    assert model.entity_table.weight.dtype == torch.float32
+    out = model(**make_batch())
+    assert out.loss.dtype == torch.float64 or torch.isfinite(out.loss)
+
+
+def test_bf16_autocast(table_path: Path) -> None:
+    model = tiny_model(table_path)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**make_batch())
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    assert model.kept.knowledge_encoder.layer[1].entity_output.dense.weight.grad is not None
+
+
+def test_gradient_checkpointing_matches(table_path: Path) -> None:
+    batch = make_batch()
+    model = tiny_model(table_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    assert model.supports_gradient_checkpointing
+    torch.manual_seed(1)
+    model(**batch).loss.backward()
+    ref = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.kept.knowledge_encoder.layer)
+    assert all(layer.gradient_checkpointing for layer in model.kept.encoder.layer)
+    torch.manual_seed(1)
+    model.train()
+    model(**batch).loss.backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, ref[name], atol=1e-5), name
