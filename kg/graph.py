@@ -1,0 +1,398 @@
+"""``KnowledgeGraph``: entity/relation vocabularies with stable ids, labels, aliases and id triples."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import torch
+
+from kg._io import atomic_write_json, clean_cell, read_text, write_tsv
+from kg.errors import KGError
+from kg.report import LoadReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    import networkx as nx
+
+ENTITIES_FILE = "entities.tsv"
+RELATIONS_FILE = "relations.tsv"
+TRIPLES_FILE = "triples.tsv"
+STATS_FILE = "stats.json"
+METADATA_FILE = "metadata.json"
+ALIAS_SEPARATOR = "|"
+
+
+@dataclass
+class KGStats:
+    """Summary numbers of a graph (``to_dict()`` is what ``kg/stats.json`` holds)."""
+
+    num_entities: int
+    num_relations: int
+    num_triples: int
+    num_isolated_entities: int
+    num_self_loops: int
+    degree_min: int
+    degree_max: int
+    degree_mean: float
+    degree_median: float
+    degree_histogram: dict[str, int]  # bucket ("0", "1", "2-3", "4-7", ...) -> number of entities
+    relation_frequencies: dict[str, int]  # relation name -> number of triples, most frequent first
+    num_components: int  # weakly connected components (isolated entities count as one each)
+    largest_component_size: int
+    top_entities_by_degree: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["top_entities_by_degree"] = [list(item) for item in self.top_entities_by_degree]
+        return data
+
+
+@dataclass
+class Neighbourhood:
+    """Entities within ``hops`` of ``center`` (either direction) and the triples among the walk."""
+
+    center: int
+    hops: int
+    entities: list[int]  # ordered by distance, then id; includes the center
+    distances: dict[int, int]
+    triples: torch.Tensor  # [n, 3] (head, relation, tail) ids of the edges traversed
+
+    def names(self, graph: "KnowledgeGraph") -> list[str]:
+        return [graph.entities[i] for i in self.entities]
+
+    def triple_names(self, graph: "KnowledgeGraph") -> list[tuple[str, str, str]]:
+        return [(graph.entities[h], graph.relations[r], graph.entities[t]) for h, r, t in self.triples.tolist()]
+
+
+def _degree_bucket(degree: int) -> str:
+    if degree <= 1:
+        return str(degree)
+    low = 1 << (degree.bit_length() - 1)
+    return f"{low}-{2 * low - 1}"
+
+
+class KnowledgeGraph:
+    """Entities and relations with ids == list index, and triples as a ``LongTensor [n, 3]``.
+
+    Names are unique strings (the keys of the vocabulary); labels are display names; aliases are
+    other surface forms of an entity. ``metadata`` is free-form JSON (source, predefined split sizes).
+    """
+
+    def __init__(self, entities: Sequence[str], relations: Sequence[str], triples: torch.Tensor | Sequence[Sequence[int]] | None = None,
+                 *, entity_labels: Sequence[str] | None = None, entity_aliases: Sequence[Sequence[str]] | None = None,
+                 relation_labels: Sequence[str] | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+        self.entities: list[str] = [str(e) for e in entities]
+        self.relations: list[str] = [str(r) for r in relations]
+        self._entity_index = self._index(self.entities, "entity")
+        self._relation_index = self._index(self.relations, "relation")
+        n, m = len(self.entities), len(self.relations)
+        self.entity_labels: list[str] = list(entity_labels) if entity_labels is not None else list(self.entities)
+        self.entity_aliases: list[list[str]] = ([list(a) for a in entity_aliases] if entity_aliases is not None
+                                                else [[] for _ in range(n)])
+        self.relation_labels: list[str] = list(relation_labels) if relation_labels is not None else list(self.relations)
+        for what, values, size in (("entity_labels", self.entity_labels, n), ("entity_aliases", self.entity_aliases, n),
+                                   ("relation_labels", self.relation_labels, m)):
+            if len(values) != size:
+                raise KGError(f"{what} has {len(values)} items for {size} names", where=what,
+                              fix="give one item per entity/relation, in id order")
+        if triples is None:
+            triples = torch.empty((0, 3), dtype=torch.long)
+        triples = torch.as_tensor(triples, dtype=torch.long)
+        if triples.numel() == 0:
+            triples = triples.reshape(0, 3)
+        if triples.ndim != 2 or triples.shape[1] != 3:
+            raise KGError(f"triples must have shape [n, 3], got {list(triples.shape)}", where="triples",
+                          fix="pass (head id, relation id, tail id) rows")
+        if len(triples):
+            for column, size, what in ((0, n, "head"), (1, m, "relation"), (2, n, "tail")):
+                values = triples[:, column]
+                if int(values.min()) < 0 or int(values.max()) >= size:
+                    bad = int(((values < 0) | (values >= size)).nonzero()[0, 0])
+                    raise KGError(f"{what} id {int(values[bad])} of triple {bad} is outside 0..{size - 1}",
+                                  where="triples", fix="use ids of the given vocabularies")
+        self.triples: torch.Tensor = triples.contiguous()
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.load_report: LoadReport | None = None
+
+    @staticmethod
+    def _index(names: list[str], what: str) -> dict[str, int]:
+        index: dict[str, int] = {}
+        for i, name in enumerate(names):
+            if not name.strip():
+                raise KGError(f"{what} {i} has an empty name", where=f"{what} names", fix="give every entry a name")
+            if name in index:
+                raise KGError(f"{what} name {name!r} occurs twice (ids {index[name]} and {i})",
+                              where=f"{what} names", fix="names must be unique")
+            index[name] = i
+        return index
+
+    # construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_triples(cls, triples: Iterable[tuple[str, str, str]], *, entities: Sequence[str] = (),
+                     relations: Sequence[str] = (), dedupe: bool = True, **kwargs: Any) -> "KnowledgeGraph":
+        """Build from (head, relation, tail) names; ids follow ``entities``/``relations`` then first appearance."""
+        entity_index: dict[str, int] = {}
+        relation_index: dict[str, int] = {}
+        for name in entities:
+            entity_index.setdefault(name, len(entity_index))
+        for name in relations:
+            relation_index.setdefault(name, len(relation_index))
+        rows: list[tuple[int, int, int]] = []
+        seen: set[tuple[int, int, int]] = set()
+        for head, relation, tail in triples:
+            row = (entity_index.setdefault(head, len(entity_index)), relation_index.setdefault(relation, len(relation_index)),
+                   entity_index.setdefault(tail, len(entity_index)))
+            if dedupe:
+                if row in seen:
+                    continue
+                seen.add(row)
+            rows.append(row)
+        tensor = torch.tensor(rows, dtype=torch.long) if rows else torch.empty((0, 3), dtype=torch.long)
+        return cls(list(entity_index), list(relation_index), tensor, **kwargs)
+
+    # vocabulary -------------------------------------------------------------------------------
+    @property
+    def num_entities(self) -> int:
+        return len(self.entities)
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relations)
+
+    @property
+    def num_triples(self) -> int:
+        return int(self.triples.shape[0])
+
+    @property
+    def entity_to_id(self) -> dict[str, int]:
+        return dict(self._entity_index)
+
+    @property
+    def relation_to_id(self) -> dict[str, int]:
+        return dict(self._relation_index)
+
+    def has_entity(self, name: str) -> bool:
+        return name in self._entity_index
+
+    def entity_id(self, name: str) -> int:
+        try:
+            return self._entity_index[name]
+        except KeyError:
+            raise KGError(f"unknown entity {name!r}", where="entity",
+                          fix="use a name from entities.tsv (AliasIndex.lookup finds entities by surface form)") from None
+
+    def relation_id(self, name: str) -> int:
+        try:
+            return self._relation_index[name]
+        except KeyError:
+            raise KGError(f"unknown relation {name!r}", where="relation",
+                          fix=f"use one of {', '.join(self.relations[:10])}{' ...' if self.num_relations > 10 else ''}") from None
+
+    def _resolve(self, entity: str | int) -> int:
+        if isinstance(entity, (int,)) and not isinstance(entity, bool):
+            if not 0 <= entity < self.num_entities:
+                raise KGError(f"entity id {entity} is outside 0..{self.num_entities - 1}", where="entity")
+            return int(entity)
+        return self.entity_id(str(entity))
+
+    def triple_names(self, limit: int | None = None) -> list[tuple[str, str, str]]:
+        rows = self.triples if limit is None else self.triples[:limit]
+        return [(self.entities[h], self.relations[r], self.entities[t]) for h, r, t in rows.tolist()]
+
+    # views ----------------------------------------------------------------------------------
+    def to_networkx(self) -> "nx.MultiDiGraph":
+        """Nodes are entity ids (attributes name, label); edges carry key/relation name and relation_id."""
+        import networkx as nx
+
+        graph = nx.MultiDiGraph()
+        graph.add_nodes_from((i, {"name": name, "label": label})
+                             for i, (name, label) in enumerate(zip(self.entities, self.entity_labels)))
+        graph.add_edges_from((h, t, self.relations[r], {"relation": self.relations[r], "relation_id": r})
+                             for h, r, t in self.triples.tolist())
+        return graph
+
+    def degrees(self) -> torch.Tensor:
+        """Total (in + out) degree of every entity, ``LongTensor [num_entities]``."""
+        degree = torch.zeros(self.num_entities, dtype=torch.long)
+        if self.num_triples:
+            degree += torch.bincount(self.triples[:, 0], minlength=self.num_entities)
+            degree += torch.bincount(self.triples[:, 2], minlength=self.num_entities)
+        return degree
+
+    def _components(self) -> tuple[int, int]:
+        if self.num_entities == 0:
+            return 0, 0
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        heads, tails = self.triples[:, 0].numpy(), self.triples[:, 2].numpy()
+        matrix = coo_matrix(([1] * len(heads), (heads, tails)), shape=(self.num_entities, self.num_entities))
+        count, labels = connected_components(matrix, directed=True, connection="weak")
+        sizes = Counter(labels.tolist())
+        return int(count), int(max(sizes.values()))
+
+    def stats(self, top: int = 10) -> KGStats:
+        degree = self.degrees()
+        histogram: Counter[str] = Counter(_degree_bucket(int(d)) for d in degree.tolist())
+        ordered_buckets = sorted(histogram, key=lambda b: int(b.split("-")[0]))
+        rel_counts = torch.bincount(self.triples[:, 1], minlength=self.num_relations).tolist() if self.num_triples \
+            else [0] * self.num_relations
+        frequencies = {self.relations[i]: int(c) for i, c in sorted(enumerate(rel_counts), key=lambda x: (-x[1], x[0]))}
+        components, largest = self._components()
+        order = torch.argsort(degree, descending=True, stable=True)[:top].tolist() if self.num_entities else []
+        as_float = degree.double()
+        return KGStats(
+            num_entities=self.num_entities, num_relations=self.num_relations, num_triples=self.num_triples,
+            num_isolated_entities=int((degree == 0).sum()),
+            num_self_loops=int((self.triples[:, 0] == self.triples[:, 2]).sum()) if self.num_triples else 0,
+            degree_min=int(degree.min()) if self.num_entities else 0,
+            degree_max=int(degree.max()) if self.num_entities else 0,
+            degree_mean=round(float(as_float.mean()), 4) if self.num_entities else 0.0,
+            degree_median=float(as_float.median()) if self.num_entities else 0.0,
+            degree_histogram={b: histogram[b] for b in ordered_buckets},
+            relation_frequencies=frequencies, num_components=components, largest_component_size=largest,
+            top_entities_by_degree=[(self.entities[i], int(degree[i])) for i in order],
+        )
+
+    def neighbourhood(self, entity: str | int, hops: int = 1, *, direction: str = "both",
+                      max_entities: int | None = None) -> Neighbourhood:
+        """Breadth-first walk of ``hops`` steps from ``entity`` along out-, in- or both-direction edges."""
+        if hops < 0:
+            raise KGError(f"hops must be >= 0, got {hops}", where="hops")
+        if direction not in ("both", "out", "in"):
+            raise KGError(f"direction must be 'both', 'out' or 'in', got {direction!r}", where="direction")
+        center = self._resolve(entity)
+        adjacency = self._adjacency()
+        distances = {center: 0}
+        edges: list[int] = []
+        frontier = deque([center])
+        while frontier:
+            node = frontier.popleft()
+            if distances[node] >= hops:
+                continue
+            for edge_index, other, outgoing in adjacency.get(node, ()):
+                if (direction == "out" and not outgoing) or (direction == "in" and outgoing):
+                    continue
+                edges.append(edge_index)
+                if other not in distances:
+                    if max_entities is not None and len(distances) >= max_entities:
+                        continue
+                    distances[other] = distances[node] + 1
+                    frontier.append(other)
+        unique_edges = sorted(set(e for e in edges if int(self.triples[e, 0]) in distances and int(self.triples[e, 2]) in distances))
+        triples = self.triples[unique_edges] if unique_edges else torch.empty((0, 3), dtype=torch.long)
+        entities = sorted(distances, key=lambda i: (distances[i], i))
+        return Neighbourhood(center=center, hops=hops, entities=entities, distances=distances, triples=triples)
+
+    def _adjacency(self) -> dict[int, list[tuple[int, int, bool]]]:
+        cached = getattr(self, "_adjacency_cache", None)
+        if cached is not None and cached[0] == self.num_triples:
+            return cached[1]
+        adjacency: dict[int, list[tuple[int, int, bool]]] = {}
+        for index, (head, _, tail) in enumerate(self.triples.tolist()):
+            adjacency.setdefault(head, []).append((index, tail, True))
+            if tail != head:
+                adjacency.setdefault(tail, []).append((index, head, False))
+        self._adjacency_cache = (self.num_triples, adjacency)
+        return adjacency
+
+    # persistence ----------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, write_stats: bool = True) -> Path:
+        """Write entities.tsv, relations.tsv, triples.tsv (+ stats.json, metadata.json) atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for what, names in (("entity", self.entities), ("relation", self.relations)):
+            for name in names:
+                if "\t" in name or "\n" in name or "\r" in name:
+                    raise KGError(f"{what} name {name!r} contains a tab or newline", where=f"{what} names",
+                                  fix="names are TSV cells: replace tabs/newlines before saving")
+        write_tsv(directory / ENTITIES_FILE, ("id", "name", "label", "aliases"),
+                  ((i, name, clean_cell(label), ALIAS_SEPARATOR.join(clean_cell(a).replace(ALIAS_SEPARATOR, " ")
+                                                                     for a in aliases))
+                   for i, (name, label, aliases) in enumerate(zip(self.entities, self.entity_labels, self.entity_aliases))))
+        write_tsv(directory / RELATIONS_FILE, ("id", "name", "label"),
+                  ((i, name, clean_cell(label)) for i, (name, label) in enumerate(zip(self.relations, self.relation_labels))))
+        write_tsv(directory / TRIPLES_FILE, ("head", "relation", "tail"), self.triple_names())
+        if self.metadata:
+            atomic_write_json(directory / METADATA_FILE, self.metadata)
+        if write_stats:
+            atomic_write_json(directory / STATS_FILE, self.stats().to_dict())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "KnowledgeGraph":
+        """Read a ``kg/`` directory (or a run directory holding ``kg/``) written by :meth:`save`."""
+        directory = Path(directory)
+        if not (directory / ENTITIES_FILE).exists() and (directory / "kg" / ENTITIES_FILE).exists():
+            directory = directory / "kg"
+        for name in (ENTITIES_FILE, RELATIONS_FILE, TRIPLES_FILE):
+            if not (directory / name).exists():
+                raise KGError(f"missing {name}", where=directory,
+                              fix="pass a kg/ directory written by KnowledgeGraph.save (or `kept data ...`)")
+        entities, labels, aliases = [], [], []
+        for line_no, cells in _rows(directory / ENTITIES_FILE, min_cols=2, max_cols=4, header="id"):
+            _check_id(cells[0], len(entities), directory / ENTITIES_FILE, line_no)
+            entities.append(cells[1])
+            labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
+            aliases.append([a for a in cells[3].split(ALIAS_SEPARATOR) if a] if len(cells) > 3 else [])
+        relations, relation_labels = [], []
+        for line_no, cells in _rows(directory / RELATIONS_FILE, min_cols=2, max_cols=3, header="id"):
+            _check_id(cells[0], len(relations), directory / RELATIONS_FILE, line_no)
+            relations.append(cells[1])
+            relation_labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
+        entity_index = {name: i for i, name in enumerate(entities)}
+        relation_index = {name: i for i, name in enumerate(relations)}
+        rows = []
+        path = directory / TRIPLES_FILE
+        for line_no, cells in _rows(path, min_cols=3, max_cols=3, header="head"):
+            try:
+                rows.append((entity_index[cells[0]], relation_index[cells[1]], entity_index[cells[2]]))
+            except KeyError as error:
+                raise KGError(f"name {error.args[0]!r} is not in entities.tsv/relations.tsv", where=path, line=line_no,
+                              fix="the three files must come from the same save; re-create the kg/ directory") from None
+        metadata = {}
+        if (directory / METADATA_FILE).exists():
+            metadata = json.loads(read_text(directory / METADATA_FILE))
+        triples = torch.tensor(rows, dtype=torch.long) if rows else torch.empty((0, 3), dtype=torch.long)
+        return cls(entities, relations, triples, entity_labels=labels, entity_aliases=aliases,
+                   relation_labels=relation_labels, metadata=metadata)
+
+    def __repr__(self) -> str:
+        return (f"KnowledgeGraph(entities={self.num_entities}, relations={self.num_relations}, "
+                f"triples={self.num_triples})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KnowledgeGraph):
+            return NotImplemented
+        return (self.entities == other.entities and self.relations == other.relations
+                and self.entity_labels == other.entity_labels and self.entity_aliases == other.entity_aliases
+                and self.relation_labels == other.relation_labels and torch.equal(self.triples, other.triples))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _check_id(cell: str, expected: int, path: Path, line: int) -> None:
+    if cell != str(expected):
+        raise KGError(f"id {cell!r} where {expected} was expected (ids are 0..n-1 in file order)", where=path, line=line,
+                      fix="do not reorder or edit the id column; re-create the file with KnowledgeGraph.save")
+
+
+def _rows(path: Path, *, min_cols: int, max_cols: int, header: str) -> Iterable[tuple[int, list[str]]]:
+    text = read_text(path)
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        cells = line.split("\t")
+        if line_no == 1 and cells[0] == header:
+            continue
+        if not min_cols <= len(cells) <= max_cols:
+            raise KGError(f"{len(cells)} tab-separated columns, expected {min_cols}"
+                          f"{'' if min_cols == max_cols else f'-{max_cols}'}", where=path, line=line_no,
+                          fix="fix the row (names must not contain tabs)")
+        if any(not cells[i] for i in range(min(len(cells), 2 if min_cols < 3 else 3))):
+            raise KGError("empty field", where=path, line=line_no, fix="fill in the field or delete the row")
+        yield line_no, cells
