@@ -1,0 +1,477 @@
+"""Annotate a corpus with spans: detectors -> overlap resolution -> ``spans`` column (``datasets`` pipeline).
+
+``annotate(dataset, config, alias_index)`` runs one batched ``Dataset.map`` (``num_proc`` workers, each
+building its detectors once; spaCy detectors share one ``nlp.pipe`` with only the needed components).
+Results are cached by a content fingerprint (input dataset fingerprint + config + alias index + code
+version), and a corpus can be split with ``num_shards``/``shard_index`` to fan out across machines;
+``merge_annotated_shards`` puts the pieces back together.
+
+``annotate_run_dir(run_dir, config)`` is the product entry point (``kept annotate``, ``kept run``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors
+from masking.errors import MaskingError
+from masking.spans import SPAN_FIELDS, Span, check_spans, resolve_overlaps
+from masking.stats import doc_counts, finalize_stats, merge_counts
+
+ANNOTATION_VERSION = "1"  # bump when detector output changes for the same config (invalidates caches)
+_STATS_COLUMN = "_annotation_counts"
+
+
+def span_features() -> Any:
+    """The Arrow schema of one Span (``datasets.Features`` value)."""
+    from datasets import Value
+
+    return {"start": Value("int32"), "end": Value("int32"), "kind": Value("string"), "label": Value("string"),
+            "entity_id": Value("int64"), "source": Value("string")}
+
+
+def document_features() -> Any:
+    """Schema of ``corpus/documents.jsonl`` and ``corpus/annotated/``: id, title, text, spans."""
+    from datasets import Features, List, Value
+
+    return Features({"id": Value("string"), "title": Value("string"), "text": Value("string"),
+                     "spans": List(span_features())})
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _clean_text(text: str, policy: str, where: str, line: int) -> tuple[str, bool]:
+    """Lone surrogates (undecodable bytes smuggled through JSON) -> U+FFFD (same length) or an error."""
+    try:
+        text.encode("utf-8")
+        return text, False
+    except UnicodeEncodeError:
+        if policy == "error":
+            raise MaskingError("the text holds undecodable characters (lone UTF-16 surrogates)", where=where,
+                               line=line, fix="re-encode the corpus as UTF-8, or set undecodable='replace' to "
+                                               "replace them with U+FFFD") from None
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text), True
+
+
+def iter_documents(path: str | Path, *, undecodable: str = "error") -> Iterator[dict[str, Any]]:
+    """Documents of a ``documents.jsonl`` file, checked line by line (MaskingError names file:line)."""
+    path = Path(path)
+    seen: set[str] = set()
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise MaskingError(f"cannot read the corpus: {error.strerror}", where=path,
+                           fix="run `kept data ...` first or check the path") from None
+    with handle:
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if undecodable == "error":
+                    raise MaskingError(f"line is not UTF-8 (byte {error.start})", where=path, line=line_no,
+                                       fix="re-encode the corpus as UTF-8 (e.g. iconv -f latin1 -t utf-8), or set "
+                                           "undecodable='replace'") from None
+                line = raw.decode("utf-8", "replace")
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise MaskingError(f"invalid JSON: {error.msg}", where=path, line=line_no,
+                                   fix="each line must be one JSON object {id, title, text, spans}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text", ""), (str, type(None))):
+                raise MaskingError("a document must be a JSON object with a string 'text'", where=path,
+                                   line=line_no, fix='write {"id": ..., "title": ..., "text": "...", "spans": []}')
+            doc_id = str(record.get("id", line_no))
+            if doc_id in seen:
+                raise MaskingError(f"duplicate document id {doc_id!r}", where=path, line=line_no,
+                                   fix="give every document a unique id")
+            seen.add(doc_id)
+            text, _ = _clean_text(record.get("text") or "", undecodable, str(path), line_no)
+            spans = record.get("spans") or []
+            if not isinstance(spans, list):
+                raise MaskingError("'spans' must be a list", where=path, line=line_no, fix="write spans as a JSON list")
+            try:
+                spans, _ = check_spans(text, spans, doc_id=doc_id, on_invalid="error")
+            except MaskingError as error:
+                raise MaskingError(error.what, where=f"{path} ({error.where})", line=line_no, fix=error.fix) from None
+            yield {"id": doc_id, "title": str(record.get("title") or ""), "text": text, "spans": spans}
+
+
+def _file_digest(path: Path) -> str:
+    import xxhash
+
+    digest = xxhash.xxh64()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _generate(path: str, digest: str, undecodable: str) -> Iterator[dict[str, Any]]:  # digest keys the cache
+    yield from iter_documents(path, undecodable=undecodable)
+
+
+def load_documents(path: str | Path, *, cache_dir: str | Path | None = None, undecodable: str = "error") -> Any:
+    """``documents.jsonl`` -> ``datasets.Dataset`` (id, title, text, spans), cached by the file's content hash."""
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    path = Path(path)
+    if not path.exists():
+        raise MaskingError("corpus file not found", where=path,
+                           fix="write corpus/documents.jsonl first (kept data ...) or pass the right run directory")
+    digest = _file_digest(path)
+    try:
+        return Dataset.from_generator(_generate, features=document_features(),
+                                      cache_dir=str(cache_dir) if cache_dir else None,
+                                      gen_kwargs={"path": str(path), "digest": digest, "undecodable": undecodable},
+                                      fingerprint=f"kept-docs-{digest}-{undecodable}")
+    except DatasetGenerationError as error:
+        cause = error.__cause__
+        while cause is not None and not isinstance(cause, MaskingError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, MaskingError):
+            raise cause from None
+        raise
+
+
+def documents_from_records(records: Sequence[Mapping[str, Any]]) -> Any:
+    """A small in-memory corpus (list of {id, title, text, spans}) as a ``datasets.Dataset``."""
+    from datasets import Dataset
+
+    rows = [{"id": str(r.get("id", i)), "title": str(r.get("title") or ""), "text": r.get("text") or "",
+             "spans": list(r.get("spans") or [])} for i, r in enumerate(records)]
+    for row in rows:
+        row["spans"], _ = check_spans(row["text"], row["spans"], doc_id=row["id"], on_invalid="error")
+    return Dataset.from_list(rows, features=document_features())
+
+
+# ------------------------------------------------------------------------------------------------ annotating
+
+def _alias_digest(alias_index: Any) -> str:
+    import xxhash
+
+    if alias_index is None:
+        return "none"
+    digest = xxhash.xxh64()
+    if hasattr(alias_index, "entries"):
+        for alias, entity_id, count in alias_index.entries():
+            digest.update(f"{alias}\t{entity_id}\t{count}\n".encode("utf-8", "surrogatepass"))
+    else:
+        for alias, ids in alias_index.surface_forms():
+            digest.update(f"{alias}\t{ids}\n".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+class _Annotator:
+    """The ``Dataset.map`` function. Detectors are built lazily once per process (never pickled)."""
+
+    def __init__(self, config: AnnotationConfig, alias_index: Any, entity_labels: Sequence[str] | None,
+                 fitted: dict[int, Any], nlp: Any = None,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.config = config
+        self.alias_index = alias_index
+        self.entity_labels = list(entity_labels) if entity_labels is not None else None
+        self.fitted = fitted  # detector position -> fitted NPMI detector
+        self.nlp = nlp
+        self.progress = progress
+        self._detectors: list[Any] | None = None
+        self._linker: Any = None
+        # at equal offsets: gold first, then detectors in configuration order
+        self.source_priority = sorted((d.name or d.type for d in config.detectors), key=lambda n: n != "gold")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_detectors"] = None
+        state["nlp"] = None
+        state["progress"] = None
+        state["_linker"] = None
+        return state
+
+    def detectors(self) -> list[Any]:
+        if self._detectors is None:
+            from masking.detectors.linking import MentionLinker
+
+            built = build_detectors(self.config, self.alias_index, entity_labels=self.entity_labels, nlp=self.nlp)
+            for position, detector in self.fitted.items():
+                built[position] = detector
+            self._detectors = built
+            self._linker = MentionLinker(self.alias_index)
+        return self._detectors
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from masking.detectors.spacy_detectors import run_doc_detectors, split_long_text
+
+        detectors = self.detectors()
+        texts: list[str] = [t or "" for t in batch["text"]]
+        ids = [str(i) for i in batch["id"]] if "id" in batch else [str(i) for i in range(len(texts))]
+        inputs = batch.get("spans") or [[] for _ in texts]
+        live = [i for i, t in enumerate(texts) if t.strip()]  # empty documents skip the detectors
+        live_texts = [texts[i] for i in live]
+        per_source: list[dict[str, list[Span]]] = [dict() for _ in texts]
+
+        doc_detectors = [d for d in detectors if hasattr(d, "spans_from_doc")]
+        split_counts = [0] * len(texts)
+        if doc_detectors and live_texts:
+            nlp = doc_detectors[0].nlp
+            for i in live:
+                pieces = len(split_long_text(texts[i], nlp.max_length))
+                if pieces > 1 and self.config.long_documents == "error":
+                    raise MaskingError(f"document has {len(texts[i])} characters, more than spaCy's max_length "
+                                       f"{nlp.max_length}", where=f"document {ids[i]!r} field text",
+                                       fix="set long_documents='split' (split at line breaks) or raise max_length "
+                                           "(about 1 GB of memory per 100,000 characters for parser/NER)")
+                split_counts[i] = pieces - 1
+            for i, spans in zip(live, run_doc_detectors(doc_detectors, live_texts, self.config.batch_size)):
+                for span in spans:
+                    per_source[i].setdefault(span["source"], []).append(span)
+        for detector in detectors:
+            if hasattr(detector, "spans_from_doc"):
+                continue
+            if getattr(detector, "uses_input_spans", False):
+                results = detector.detect(texts, spans=inputs, ids=ids)
+                targets = range(len(texts))
+            else:
+                results = detector.detect(live_texts)
+                targets = live
+            for i, spans in zip(targets, results):
+                if spans:
+                    per_source[i].setdefault(detector.name, []).extend(spans)
+
+        out_spans: list[list[Span]] = []
+        counts: list[str] = []
+        for i, text in enumerate(texts):
+            candidates = [s for spans in per_source[i].values() for s in spans]
+            resolved = resolve_overlaps(candidates, self.source_priority)
+            gold_input, dropped = check_spans(text, inputs[i] or [], doc_id=ids[i], on_invalid="drop")
+            gold = [s for s in gold_input if s["source"] == "gold"]
+            record = doc_counts(text, resolved, linker=self._linker, candidates=per_source[i], gold=gold)
+            record["documents"] = 1
+            record["empty_documents"] = int(not text.strip())
+            record["split_documents"] = int(split_counts[i] > 0)
+            record["split_pieces"] = split_counts[i]
+            record["overlaps_removed"] = len(candidates) - len(resolved)
+            record["invalid_input_spans"] = dropped
+            out_spans.append(resolved)
+            counts.append(json.dumps(record, separators=(",", ":")))
+        if self.progress is not None:
+            self.progress(len(texts))
+        return {"spans": out_spans, _STATS_COLUMN: counts}
+
+
+def _fit_corpus_detectors(config: AnnotationConfig, dataset: Any) -> dict[int, Any]:
+    """Detectors learned from the corpus (NPMI collocations) are fitted once, on the whole corpus (before sharding)."""
+    from masking.detectors.npmi import NPMIPhraseDetector
+
+    fitted: dict[int, Any] = {}
+    for position, cfg in enumerate(config.detectors):
+        if isinstance(cfg, NPMIConfig) and not cfg.path:
+            limit = len(dataset) if cfg.fit_max_documents is None else min(len(dataset), cfg.fit_max_documents)
+            texts = (row["text"] or "" for row in dataset.select(range(limit)).select_columns(["text"]))
+            fitted[position] = NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold,
+                                                  max_tokens=cfg.max_tokens, name=cfg.name or cfg.type).fit(texts)
+    return fitted
+
+
+def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, alias_index: Any = None, *,
+                        entity_labels: Sequence[str] | None = None, nlp: Any = None, num_shards: int = 1,
+                        shard_index: int = 0, progress: Callable[[int], None] | None = None,
+                        load_from_cache_file: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Annotate ``dataset`` (columns ``text``; optional ``id``, ``title``, ``spans`` with gold spans).
+
+    Returns ``(dataset with a resolved "spans" column, statistics)``. With ``num_shards > 1`` only shard
+    ``shard_index`` (contiguous) is annotated. ``progress(n)`` is called after each batch (num_proc=1).
+    """
+    config = config or AnnotationConfig()
+    if "text" not in dataset.column_names:
+        raise MaskingError(f"the dataset has no 'text' column (columns: {dataset.column_names})", where="dataset",
+                           fix="name the document text column 'text' (dataset.rename_column(...))")
+    if not 0 <= shard_index < num_shards:
+        raise MaskingError(f"shard index {shard_index} is outside 0..{num_shards - 1}", where="--shard-index",
+                           fix="use 0 <= shard index < number of shards")
+    if config.needs_kg() and alias_index is None:
+        if any(d.type == "gazetteer" for d in config.detectors) and config.missing_kg == "error":
+            raise MaskingError("the gazetteer detector needs a KG alias index", where="annotation config",
+                               fix="pass alias_index (kg.AliasIndex) or drop the gazetteer detector")
+    fitted = _fit_corpus_detectors(config, dataset)
+    if num_shards > 1:
+        dataset = dataset.shard(num_shards=num_shards, index=shard_index, contiguous=True)
+    if "spans" not in dataset.column_names:
+        from datasets import List
+
+        dataset = dataset.add_column("spans", [[] for _ in range(len(dataset))],
+                                     feature=List(span_features()))
+    if _STATS_COLUMN in dataset.column_names:
+        dataset = dataset.remove_columns(_STATS_COLUMN)
+
+    import xxhash
+
+    fitted_digest = xxhash.xxh64(json.dumps({k: sorted(map(list, v.scores)) for k, v in fitted.items()},
+                                            default=str).encode()).hexdigest()
+    labels_digest = xxhash.xxh64("\n".join(entity_labels or []).encode("utf-8", "surrogatepass")).hexdigest()
+    nlp_tag = "none" if nlp is None else f"{nlp.meta.get('name')}-{nlp.meta.get('version')}-{nlp.pipe_names}"
+    fingerprint = xxhash.xxh64("|".join([
+        ANNOTATION_VERSION, dataset._fingerprint, config.model_dump_json(), _alias_digest(alias_index),
+        labels_digest, fitted_digest, nlp_tag,
+    ]).encode()).hexdigest()
+    annotator = _Annotator(config, alias_index, entity_labels, fitted, nlp=nlp,
+                           progress=progress if config.num_proc == 1 else None)
+    from datasets import Value
+
+    features = dataset.features.copy()
+    from datasets import List
+
+    features["spans"] = List(span_features())
+    features[_STATS_COLUMN] = Value("string")
+    num_proc = config.num_proc if config.num_proc > 1 and len(dataset) >= config.num_proc else None
+    try:
+        mapped = dataset.map(annotator, batched=True, batch_size=config.map_batch_size, num_proc=num_proc,
+                             features=features, new_fingerprint=fingerprint,
+                             load_from_cache_file=load_from_cache_file, desc="annotating")
+    except Exception as error:  # noqa: BLE001 - surface MaskingError raised in worker processes
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, MaskingError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, MaskingError):
+            raise cause from None
+        raise
+    if progress is not None and config.num_proc > 1:
+        progress(len(mapped))
+    totals: dict[str, Any] = {}
+    for record in mapped[_STATS_COLUMN]:
+        merge_counts(totals, json.loads(record))
+    stats = finalize_stats(totals)
+    stats["config"] = config.model_dump(mode="json")
+    stats["shard"] = {"num_shards": num_shards, "shard_index": shard_index}
+    stats["fingerprint"] = fingerprint
+    return mapped.remove_columns(_STATS_COLUMN), stats
+
+
+def annotate(dataset: Any, config: AnnotationConfig | None = None, alias_index: Any = None, **kwargs: Any) -> Any:
+    """``annotate_with_stats`` without the statistics: the dataset with its resolved ``spans`` column."""
+    return annotate_with_stats(dataset, config, alias_index, **kwargs)[0]
+
+
+# ------------------------------------------------------------------------------------------------ run directory
+
+def _shard_suffix(num_shards: int, shard_index: int) -> str:
+    return "" if num_shards == 1 else f"shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_save_dataset(dataset: Any, target: Path) -> None:
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dataset.save_to_disk(str(tmp))
+    old = target.with_name(f"{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, list[str] | None]:
+    """``(alias index, entity labels)`` from ``RUN_DIR/kg`` (aliases.tsv, else built from entities.tsv)."""
+    run_dir = Path(run_dir)
+    kg_dir = run_dir / "kg"
+    if not (kg_dir / "entities.tsv").exists():
+        if required:
+            raise MaskingError("no knowledge graph in the run directory", where=kg_dir / "entities.tsv",
+                               fix="build the KG first (kept data ... / kept kg ...) or annotate without the "
+                                   "gazetteer (--detectors ner,noun_chunk,gold)")
+        return None, None
+    from kg import AliasIndex, KnowledgeGraph
+
+    graph = KnowledgeGraph.load(kg_dir)
+    aliases_path = kg_dir / "aliases.tsv"
+    if aliases_path.exists():
+        alias_index = AliasIndex.load(aliases_path, num_entities=graph.num_entities)
+    else:
+        alias_index = AliasIndex.from_graph(graph)
+    if len(alias_index) == 0 and required:
+        raise MaskingError("the KG has no labels or aliases to match", where=aliases_path,
+                           fix="write kg/aliases.tsv (alias, entity_id, count) or annotate without the gazetteer")
+    return alias_index, list(graph.entity_labels)
+
+
+def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None, *, num_shards: int = 1,
+                     shard_index: int = 0, progress: Callable[[int], None] | None = None,
+                     on_total: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Annotate ``RUN_DIR/corpus/documents.jsonl`` -> ``RUN_DIR/corpus/annotated/`` + ``annotation_stats.json``.
+
+    With shards, writes ``annotated/shard-IIIII-of-KKKKK/`` and ``annotation_stats.shard-...json``; once all
+    shards are there, ``merge_annotated_shards(run_dir)`` (called automatically by the last shard to finish)
+    concatenates them. Returns the statistics.
+    """
+    config = config or AnnotationConfig()
+    run_dir = Path(run_dir)
+    corpus_dir = run_dir / "corpus"
+    needs_gazetteer = any(d.type == "gazetteer" for d in config.detectors)
+    alias_index, labels = load_run_kg(run_dir, required=needs_gazetteer and config.missing_kg == "error")
+    if needs_gazetteer and alias_index is None:
+        config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
+    dataset = load_documents(corpus_dir / "documents.jsonl", cache_dir=corpus_dir / ".cache",
+                             undecodable=config.undecodable)
+    if on_total is not None:
+        on_total(len(dataset) if num_shards == 1 else len(dataset.shard(num_shards, shard_index, contiguous=True)))
+    annotated, stats = annotate_with_stats(dataset, config, alias_index, entity_labels=labels,
+                                           num_shards=num_shards, shard_index=shard_index, progress=progress)
+    stats["kg_linked"] = alias_index is not None
+    suffix = _shard_suffix(num_shards, shard_index)
+    if not suffix:
+        _atomic_save_dataset(annotated, corpus_dir / "annotated")
+        _atomic_write_json(corpus_dir / "annotation_stats.json", stats)
+        return stats
+    shards_dir = corpus_dir / "annotated.shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_save_dataset(annotated, shards_dir / suffix)
+    _atomic_write_json(shards_dir / f"{suffix}.stats.json", stats)
+    if all((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").exists() for i in range(num_shards)):
+        return merge_annotated_shards(run_dir, num_shards)
+    return stats
+
+
+def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, Any]:
+    """Concatenate ``corpus/annotated.shards/*`` (in shard order) into ``corpus/annotated`` and sum the stats."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    corpus_dir = Path(run_dir) / "corpus"
+    shards_dir = corpus_dir / "annotated.shards"
+    parts, totals = [], {}
+    configs = set()
+    for index in range(num_shards):
+        suffix = _shard_suffix(num_shards, index)
+        stats_path = shards_dir / f"{suffix}.stats.json"
+        if not stats_path.exists():
+            raise MaskingError(f"shard {index} of {num_shards} is missing", where=stats_path,
+                               fix=f"run `kept annotate RUN_DIR --num-shards {num_shards} --shard-index {index}`")
+        shard_stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        configs.add(json.dumps(shard_stats.get("config"), sort_keys=True))
+        merge_counts(totals, shard_stats["counts"])
+        parts.append(load_from_disk(str(shards_dir / suffix)))
+    if len(configs) > 1:
+        raise MaskingError("the shards were annotated with different configurations", where=shards_dir,
+                           fix="re-run every shard with the same --detectors/--spacy-model options")
+    stats = finalize_stats(totals)
+    stats["config"] = json.loads(configs.pop())
+    stats["shard"] = {"num_shards": num_shards, "merged": True}
+    _atomic_save_dataset(concatenate_datasets(parts), corpus_dir / "annotated")
+    _atomic_write_json(corpus_dir / "annotation_stats.json", stats)
+    return stats
+
+
+__all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_run_dir", "annotate_with_stats",
+           "document_features", "documents_from_records", "iter_documents", "load_documents", "load_run_kg",
+           "merge_annotated_shards", "span_features"]

@@ -1,0 +1,29 @@
+"""Detectors: texts in, Span records out. Combine them with ``AnnotationConfig`` + ``build_detectors``."""
+
+from masking.detectors.base import AliasIndexLike, Detector, DocDetector
+from masking.detectors.config import (
+    AnnotationConfig,
+    DetectorConfig,
+    GazetteerConfig,
+    GoldConfig,
+    NERConfig,
+    NounChunkConfig,
+    NPMIConfig,
+    RegexConfig,
+    TermsConfig,
+    build_detectors,
+)
+from masking.detectors.gazetteer import GazetteerDetector, GazetteerTable, KeptGazetteer
+from masking.detectors.linking import MentionLinker
+from masking.detectors.npmi import NPMIPhraseDetector
+from masking.detectors.rules import GoldSpanDetector, RegexDetector, TermListDetector
+from masking.detectors.spacy_detectors import NounChunkDetector, SpacyNERDetector, split_long_text
+from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_name
+
+__all__ = [
+    "AliasIndexLike", "AnnotationConfig", "Detector", "DetectorConfig", "DocDetector", "GazetteerConfig",
+    "GazetteerDetector", "GazetteerTable", "GoldConfig", "GoldSpanDetector", "KeptGazetteer", "MentionLinker",
+    "NERConfig", "NPMIConfig", "NPMIPhraseDetector", "NounChunkConfig", "NounChunkDetector", "RegexConfig",
+    "RegexDetector", "SpacyNERDetector", "TermListDetector", "TermsConfig", "build_detectors",
+    "load_spacy_pipeline", "resolve_model_name", "split_long_text",
+]

@@ -1,0 +1,179 @@
+"""Detectors chosen by configuration: ``AnnotationConfig`` (pydantic) and ``build_detectors``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from masking.detectors.base import AliasIndexLike
+from masking.detectors.spacy_model import DEFAULT_MODEL
+from masking.errors import MaskingError
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None  # the span ``source``; defaults to the type
+
+
+class NERConfig(_Base):
+    type: Literal["ner"] = "ner"
+    labels: list[str] | None = None
+    exclude_labels: list[str] = Field(default_factory=lambda: ["CARDINAL", "ORDINAL", "QUANTITY", "PERCENT",
+                                                               "MONEY", "DATE", "TIME"])
+    link: bool = True
+    min_prior: float = 0.0
+
+
+class NounChunkConfig(_Base):
+    type: Literal["noun_chunk"] = "noun_chunk"
+    min_tokens: int = 2
+    trim: bool = True
+
+
+class GazetteerConfig(_Base):
+    type: Literal["gazetteer"] = "gazetteer"
+    backend: Literal["fast", "spacy"] = "fast"
+    case_insensitive: bool | None = None  # None: AnnotationConfig.case_insensitive
+    min_chars: int = 2
+    stopwords: list[str] | None = None  # None: a built-in English list
+
+
+class GoldConfig(_Base):
+    type: Literal["gold"] = "gold"
+    link: bool = True
+
+
+class NPMIConfig(_Base):
+    type: Literal["npmi"] = "npmi"
+    min_count: int = 5
+    threshold: float = 0.5
+    max_tokens: int = 4
+    fit_max_documents: int | None = 100_000
+    path: str | None = None  # a saved phrase table (skips fitting)
+
+
+class TermsConfig(_Base):
+    type: Literal["terms"] = "terms"
+    terms: dict[str, str] | list[str] = Field(default_factory=list)
+    path: str | None = None  # one term per line, optionally ``term<TAB>label``
+    kind: Literal["entity", "phrase"] = "phrase"
+    label: str = "TERM"
+    case_insensitive: bool | None = None
+
+
+class RegexConfig(_Base):
+    type: Literal["regex"] = "regex"
+    patterns: list[dict[str, Any] | str]
+    kind: Literal["entity", "phrase"] = "phrase"
+    label: str = "REGEX"
+
+
+DetectorConfig = Annotated[Union[NERConfig, NounChunkConfig, GazetteerConfig, GoldConfig, NPMIConfig, TermsConfig,
+                                 RegexConfig], Field(discriminator="type")]
+DETECTOR_TYPES: tuple[str, ...] = ("ner", "noun_chunk", "gazetteer", "gold", "npmi", "terms", "regex")
+
+
+class AnnotationConfig(BaseModel):
+    """How a corpus is annotated. Configuration is data: YAML/JSON round-trips through ``model_dump``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detectors: list[DetectorConfig] = Field(default_factory=lambda: [NERConfig(), NounChunkConfig(),
+                                                                     GazetteerConfig(), GoldConfig()])
+    spacy_model: str = DEFAULT_MODEL
+    batch_size: int = Field(64, ge=1, description="nlp.pipe batch size")
+    map_batch_size: int = Field(256, ge=1, description="documents per Dataset.map batch")
+    num_proc: int = Field(1, ge=1)
+    case_insensitive: bool = False
+    invalid_spans: Literal["error", "drop"] = "error"
+    long_documents: Literal["split", "error"] = "split"
+    max_length: int | None = Field(None, ge=1000, description="spaCy nlp.max_length (None: the pipeline's)")
+    undecodable: Literal["error", "replace"] = "error"  # non-UTF-8 lines / lone surrogates in the corpus
+    missing_kg: Literal["error", "skip"] = "error"  # no RUN_DIR/kg: fail, or drop the gazetteer and linking
+
+    @classmethod
+    def from_names(cls, names: str | Sequence[str], **overrides: Any) -> "AnnotationConfig":
+        """``"ner,noun_chunk,gazetteer,gold"`` -> a config with those detectors and default options."""
+        parts = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+        unknown = [n for n in parts if n not in DETECTOR_TYPES or n in ("terms", "regex")]
+        if unknown or not parts:
+            raise MaskingError(f"unknown detector name(s) {unknown or parts!r}", where="--detectors",
+                               fix=f"choose from ner, noun_chunk, gazetteer, gold, npmi (terms and regex need a "
+                                   f"config file)")
+        try:
+            return cls(detectors=[{"type": n} for n in parts], **overrides)  # type: ignore[misc]
+        except ValidationError as error:
+            raise MaskingError(f"invalid annotation config: {error.errors()[0]['msg']}", where="annotation config",
+                               fix="see masking.AnnotationConfig for the fields") from None
+
+    def needs_kg(self) -> bool:
+        return any(d.type == "gazetteer" or getattr(d, "link", False) for d in self.detectors)
+
+
+def _read_terms(cfg: TermsConfig) -> dict[str, str] | list[str]:
+    if not cfg.path:
+        return cfg.terms
+    try:
+        lines = Path(cfg.path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MaskingError(f"cannot read term list: {error}", where=cfg.path,
+                           fix="give a UTF-8 file with one term per line (term<TAB>label optional)") from None
+    terms: dict[str, str] = dict(cfg.terms) if isinstance(cfg.terms, dict) else {t: cfg.label for t in cfg.terms}
+    for line in lines:
+        if line.strip() and not line.startswith("#"):
+            term, _, label = line.partition("\t")
+            terms[term.strip()] = label.strip() or cfg.label
+    return terms
+
+
+def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None = None, *,
+                    entity_labels: Sequence[str] | None = None, nlp: Any = None) -> list[Any]:
+    """Instantiate the configured detectors. spaCy detectors share one pipeline with the union of the
+    components they need (``nlp`` overrides loading ``config.spacy_model``)."""
+    from masking.detectors.gazetteer import ENGLISH_STOPWORDS, GazetteerDetector
+    from masking.detectors.npmi import NPMIPhraseDetector
+    from masking.detectors.rules import GoldSpanDetector, RegexDetector, TermListDetector
+    from masking.detectors.spacy_detectors import NounChunkDetector, SpacyNERDetector
+    from masking.detectors.spacy_model import load_spacy_pipeline
+
+    needs = [c for d in config.detectors for c in ({"ner": ["ner"], "noun_chunk": ["parser"]}.get(d.type, []))]
+    if needs and nlp is None:
+        nlp = load_spacy_pipeline(config.spacy_model, needs, max_length=config.max_length)
+    elif nlp is not None and config.max_length is not None:
+        nlp.max_length = config.max_length
+    detectors: list[Any] = []
+    for cfg in config.detectors:
+        name = cfg.name or cfg.type
+        ci = config.case_insensitive if getattr(cfg, "case_insensitive", None) is None else cfg.case_insensitive
+        if isinstance(cfg, NERConfig):
+            detectors.append(SpacyNERDetector(nlp, alias_index=alias_index if cfg.link else None,
+                                              labels=cfg.labels, exclude_labels=cfg.exclude_labels,
+                                              batch_size=config.batch_size, min_prior=cfg.min_prior, name=name))
+        elif isinstance(cfg, NounChunkConfig):
+            detectors.append(NounChunkDetector(nlp, min_tokens=cfg.min_tokens, trim=cfg.trim,
+                                               batch_size=config.batch_size, name=name))
+        elif isinstance(cfg, GazetteerConfig):
+            if alias_index is None:
+                raise MaskingError("the gazetteer detector needs the KG's alias index", where=f"detector {name}",
+                                   fix="build the KG first (RUN_DIR/kg/aliases.tsv) or drop 'gazetteer' from "
+                                       "--detectors")
+            detectors.append(GazetteerDetector(alias_index, case_insensitive=ci, min_chars=cfg.min_chars,
+                                               stopwords=ENGLISH_STOPWORDS if cfg.stopwords is None else cfg.stopwords,
+                                               labels=entity_labels, backend=cfg.backend, name=name))
+        elif isinstance(cfg, GoldConfig):
+            detectors.append(GoldSpanDetector(alias_index=alias_index if cfg.link else None,
+                                              on_invalid=config.invalid_spans, name=name))
+        elif isinstance(cfg, NPMIConfig):
+            if cfg.path:
+                detectors.append(NPMIPhraseDetector.load(cfg.path, name=name))
+            else:
+                detectors.append(NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold,
+                                                    max_tokens=cfg.max_tokens, name=name))
+        elif isinstance(cfg, TermsConfig):
+            detectors.append(TermListDetector(_read_terms(cfg), kind=cfg.kind, label=cfg.label, case_insensitive=ci,
+                                              alias_index=alias_index, name=name))
+        elif isinstance(cfg, RegexConfig):
+            detectors.append(RegexDetector(cfg.patterns, kind=cfg.kind, label=cfg.label, name=name))
+    return detectors

@@ -1,0 +1,267 @@
+"""KG gazetteer: longest-match of the KG's labels and aliases, linked through the alias index.
+
+Two backends over the same compiled alias table (``GazetteerTable``):
+
+- ``fast`` (default): a regex tokeniser (words, single CJK characters, single punctuation marks) and a
+  greedy leftmost-longest match over token tuples in pure Python; offsets come from C-level
+  ``re.findall`` + ``itertools.accumulate``, so the per-token Python work is one dict probe.
+- ``spacy``: the ``kept_gazetteer`` spaCy component (``@Language.factory``) with a ``PhraseMatcher``
+  (attr ``LOWER`` when case-insensitive) on any pipeline; matches land on ``doc._.kept_spans`` (Span
+  records) and ``doc.spans["kept_gazetteer"]`` (with ``span._.kept_entity_id``), spaCy style.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Any, Iterable, Sequence
+
+from masking.detectors.base import AliasIndexLike
+from masking.errors import MaskingError
+from masking.spans import Span, make_span
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+TOKEN_PATTERN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+_PIECE_PATTERN = re.compile(rf"\s*(?:[{_CJK}]|[^\W{_CJK}]+|[^\w\s])")
+
+# Single-token aliases that are common words are dropped (they would flood the corpus with false links).
+ENGLISH_STOPWORDS: frozenset[str] = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below
+between both but by can could did do does doing down during each few for from further had has have having
+he her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor
+not now of off on once only or other our ours ourselves out over own same she should so some such than that
+the their theirs them themselves then there these they this those through to too under until up very was we
+were what when where which while who whom why will with would you your yours yourself yourselves one two
+first new may can will s t
+""".split())
+
+
+def normalise_text(text: str, case_insensitive: bool) -> str:
+    """Lower-case without changing character offsets (characters whose lower case is longer stay as they are)."""
+    if not case_insensitive:
+        return text
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(ch if len(low := ch.lower()) != 1 else low for ch in text)
+
+
+def tokenise(text: str) -> list[str]:
+    return TOKEN_PATTERN.findall(text)
+
+
+@dataclass
+class GazetteerTable:
+    """Normalised alias token tuples -> (entity id of the best candidate, number of candidate entities)."""
+
+    case_insensitive: bool
+    entries: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)
+    first: dict[str, int] = field(default_factory=dict)  # first token -> longest alias length starting with it
+    surfaces: dict[tuple[str, ...], str] = field(default_factory=dict)  # one surface form per key
+    skipped: int = 0
+
+    @classmethod
+    def from_alias_index(cls, alias_index: AliasIndexLike, *, case_insensitive: bool = False, min_chars: int = 2,
+                         stopwords: Iterable[str] = ENGLISH_STOPWORDS, skip_numeric: bool = True,
+                         max_tokens: int = 12) -> "GazetteerTable":
+        if alias_index is None or not hasattr(alias_index, "surface_forms"):
+            raise MaskingError("the gazetteer needs an alias index (kg.AliasIndex)", where="detector gazetteer",
+                               fix="build one with kg.AliasIndex.from_graph(graph) or load RUN_DIR/kg/aliases.tsv")
+        stop = {w.lower() for w in stopwords}
+        table = cls(case_insensitive=case_insensitive)
+        ids_per_key: dict[tuple[str, ...], list[int]] = {}
+        for surface, entity_ids in alias_index.surface_forms():
+            surface = surface.strip()
+            key = tuple(tokenise(normalise_text(surface, case_insensitive)))
+            if (not key or len(surface) < min_chars or len(key) > max_tokens or not entity_ids
+                    or (len(key) == 1 and key[0].lower() in stop)
+                    or (skip_numeric and all(not t.isalpha() for t in key))):
+                table.skipped += 1
+                continue
+            known = ids_per_key.setdefault(key, [])
+            for entity_id in entity_ids:
+                if int(entity_id) not in known:
+                    known.append(int(entity_id))
+            table.surfaces.setdefault(key, surface)
+        if not ids_per_key:
+            raise MaskingError("the alias index has no usable surface forms (no labels or aliases)",
+                               where="detector gazetteer",
+                               fix="give the KG entity names/aliases (kg/entities.tsv, kg/aliases.tsv) or drop the "
+                                   "gazetteer detector")
+        for key, ids in ids_per_key.items():
+            best = ids[0]
+            if len(ids) > 1:
+                best = _best_candidate(alias_index, table.surfaces[key], ids)
+            table.entries[key] = (best, len(ids))
+            if len(key) > table.first.get(key[0], 0):
+                table.first[key[0]] = len(key)
+        return table
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _best_candidate(alias_index: AliasIndexLike, surface: str, ids: list[int]) -> int:
+    """The candidate with the highest prior for ``surface`` among ``ids`` (first id when the index has no opinion)."""
+    try:
+        candidates = alias_index.lookup(surface)
+    except Exception:  # noqa: BLE001 - a lookup failure only loses the prior ordering
+        return ids[0]
+    allowed = set(ids)
+    for candidate in candidates or []:
+        if int(candidate.entity_id) in allowed:
+            return int(candidate.entity_id)
+    return ids[0]
+
+
+def match_tokens(tokens: Sequence[str], table: GazetteerTable) -> list[tuple[int, int, int]]:
+    """Greedy leftmost-longest matches ``(first token, end token, entity id)``, non-overlapping."""
+    first = table.first
+    entries = table.entries
+    found: list[tuple[int, int, int]] = []
+    resume = 0
+    n_tokens = len(tokens)
+    for i, token in enumerate(tokens):
+        longest = first.get(token)
+        if longest is None or i < resume:
+            continue
+        for length in range(min(longest, n_tokens - i), 0, -1):
+            entry = entries.get(tuple(tokens[i:i + length]))
+            if entry is not None:
+                found.append((i, i + length, entry[0]))
+                resume = i + length
+                break
+    return found
+
+
+class GazetteerDetector:
+    """Finds KG labels/aliases in text (longest match first) and links them to the KG.
+
+    ``labels``: per-entity label (e.g. ``KnowledgeGraph.entity_labels``); spans get ``"KG"`` without it.
+    ``backend``: ``"fast"`` (regex tokens, pure Python) or ``"spacy"`` (PhraseMatcher component on ``nlp``
+    or a blank pipeline of ``language``).
+    """
+
+    def __init__(self, alias_index: AliasIndexLike, *, case_insensitive: bool = False, min_chars: int = 2,
+                 stopwords: Iterable[str] = ENGLISH_STOPWORDS, labels: Sequence[str] | None = None,
+                 backend: str = "fast", nlp: Any = None, language: str = "en", batch_size: int = 256,
+                 name: str = "gazetteer") -> None:
+        if backend not in ("fast", "spacy"):
+            raise MaskingError(f"unknown gazetteer backend {backend!r}", where=f"detector {name}",
+                               fix="use 'fast' or 'spacy'")
+        self.name = name
+        self.case_insensitive = case_insensitive
+        self.labels = list(labels) if labels is not None else None
+        self.table = GazetteerTable.from_alias_index(alias_index, case_insensitive=case_insensitive,
+                                                     min_chars=min_chars, stopwords=stopwords)
+        self.backend = backend
+        self.batch_size = batch_size
+        self._nlp = None
+        if backend == "spacy":
+            import spacy
+
+            register_spacy_components()
+            self._nlp = nlp if nlp is not None else spacy.blank(language)
+            if "kept_gazetteer" in self._nlp.pipe_names:
+                self._nlp.remove_pipe("kept_gazetteer")
+            component = self._nlp.add_pipe("kept_gazetteer", config={"case_insensitive": case_insensitive,
+                                                                     "source": name})
+            component.set_table(self.table, self.labels)
+
+    def _label(self, entity_id: int) -> str:
+        if self.labels is not None and 0 <= entity_id < len(self.labels) and self.labels[entity_id]:
+            return self.labels[entity_id]
+        return "KG"
+
+    def detect_one(self, text: str) -> list[Span]:
+        norm = normalise_text(text, self.case_insensitive)
+        tokens = TOKEN_PATTERN.findall(norm)
+        matches = match_tokens(tokens, self.table)
+        if not matches:
+            return []
+        ends = list(accumulate(map(len, _PIECE_PATTERN.findall(norm))))
+        name = self.name
+        spans: list[Span] = []
+        for first, last, entity_id in matches:
+            start = ends[first] - len(tokens[first])
+            spans.append(Span(start=start, end=ends[last - 1], kind="entity", label=self._label(entity_id),
+                              entity_id=entity_id, source=name))
+        return spans
+
+    def detect(self, texts: Sequence[str]) -> list[list[Span]]:
+        if self.backend == "fast":
+            return [self.detect_one(text) for text in texts]
+        return [list(doc._.kept_spans) for doc in self._nlp.pipe(texts, batch_size=self.batch_size)]
+
+
+# ----------------------------------------------------------------------------------------- spaCy component
+
+def register_spacy_components() -> None:
+    """Register the ``kept_gazetteer`` factory and the ``kept_spans``/``kept_entity_id`` extensions (idempotent)."""
+    from spacy.language import Language
+    from spacy.tokens import Doc
+    from spacy.tokens import Span as SpacySpan
+
+    if not Doc.has_extension("kept_spans"):
+        Doc.set_extension("kept_spans", default=None)
+    if not SpacySpan.has_extension("kept_entity_id"):
+        SpacySpan.set_extension("kept_entity_id", default=-1)
+
+    if "kept_gazetteer" in Language.factories:
+        return
+
+    @Language.factory("kept_gazetteer", default_config={"case_insensitive": False, "source": "gazetteer",
+                                                        "aliases_path": None, "min_chars": 2})
+    def make_kept_gazetteer(nlp: Language, name: str, case_insensitive: bool, source: str,
+                            aliases_path: str | None, min_chars: int) -> "KeptGazetteer":
+        component = KeptGazetteer(nlp, name, case_insensitive=case_insensitive, source=source)
+        if aliases_path:
+            from kg import AliasIndex  # masking may import kg
+
+            component.set_table(GazetteerTable.from_alias_index(AliasIndex.load(aliases_path),
+                                                                case_insensitive=case_insensitive,
+                                                                min_chars=min_chars))
+        return component
+
+
+class KeptGazetteer:
+    """spaCy component: PhraseMatcher over the alias table, longest non-overlapping matches, linked ids."""
+
+    def __init__(self, nlp: Any, name: str = "kept_gazetteer", *, case_insensitive: bool = False,
+                 source: str = "gazetteer") -> None:
+        from spacy.matcher import PhraseMatcher
+
+        self.nlp = nlp
+        self.name = name
+        self.source = source
+        self.case_insensitive = case_insensitive
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER" if case_insensitive else "ORTH")
+        self.link: dict[int, tuple[int, str]] = {}  # match key hash -> (entity id, label)
+
+    def set_table(self, table: GazetteerTable, labels: Sequence[str] | None = None) -> None:
+        self.matcher = type(self.matcher)(self.nlp.vocab, attr="LOWER" if self.case_insensitive else "ORTH")
+        self.link = {}
+        keys = list(table.entries)
+        surfaces = [table.surfaces[key] for key in keys]
+        for key, doc in zip(keys, self.nlp.tokenizer.pipe(surfaces)):
+            entity_id = table.entries[key][0]
+            label = labels[entity_id] if labels is not None and 0 <= entity_id < len(labels) and labels[entity_id] else "KG"
+            match_key = " ".join(key)
+            self.matcher.add(match_key, [doc])
+            self.link[self.nlp.vocab.strings[match_key]] = (entity_id, label)
+
+    def __call__(self, doc: Any) -> Any:
+        from spacy.util import filter_spans
+
+        matches = self.matcher(doc, as_spans=True)
+        chosen = filter_spans(matches)  # longest first, then earliest; non-overlapping
+        records: list[Span] = []
+        for span in chosen:
+            entity_id, label = self.link.get(span.label, (-1, "KG"))
+            span._.kept_entity_id = entity_id
+            records.append(make_span(span.start_char, span.end_char, "entity", label, entity_id, self.source))
+        doc.spans[self.name] = chosen
+        doc._.kept_spans = records
+        return doc
+

@@ -1,0 +1,132 @@
+"""Statistical phrases for pipelines or languages without a parser: collocations scored by NPMI.
+
+``fit`` counts words and adjacent word pairs (not across punctuation) over a corpus; a pair is a
+collocation when it occurs at least ``min_count`` times and its normalised pointwise mutual information
+``NPMI(x, y) = ln(p(xy) / (p(x) p(y))) / -ln p(xy)`` reaches ``threshold`` (in [-1, 1]). ``detect`` marks
+maximal runs of collocated pairs (up to ``max_tokens`` words) that neither start nor end with a stopword.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from masking.detectors.gazetteer import ENGLISH_STOPWORDS, _CJK
+from masking.errors import MaskingError
+from masking.spans import Span, make_span
+
+# words, or punctuation (which breaks a run); CJK characters are single words
+_WORD_OR_BREAK = re.compile(rf"([{_CJK}]|[^\W{_CJK}]+)|[^\w\s]+")
+
+
+def _word_runs(text: str) -> Iterable[list[re.Match[str]]]:
+    run: list[re.Match[str]] = []
+    for match in _WORD_OR_BREAK.finditer(text):
+        if match.group(1) is None:
+            if len(run) > 1:
+                yield run
+            run = []
+        else:
+            run.append(match)
+    if len(run) > 1:
+        yield run
+
+
+class NPMIPhraseDetector:
+    """Phrases learned from the corpus by NPMI; call ``fit(texts)`` (or ``load``) before ``detect``."""
+
+    def __init__(self, *, min_count: int = 5, threshold: float = 0.5, max_tokens: int = 4,
+                 stopwords: Iterable[str] = ENGLISH_STOPWORDS, lowercase: bool = True, name: str = "npmi") -> None:
+        if not -1.0 <= threshold <= 1.0:
+            raise MaskingError(f"NPMI threshold {threshold} is outside [-1, 1]", where=f"detector {name}",
+                               fix="use a threshold such as 0.5")
+        self.name = name
+        self.min_count = min_count
+        self.threshold = threshold
+        self.max_tokens = max_tokens
+        self.stopwords = frozenset(w.lower() for w in stopwords)
+        self.lowercase = lowercase
+        self.scores: dict[tuple[str, str], float] = {}
+        self.fitted = False
+
+    def _norm(self, word: str) -> str:
+        return word.lower() if self.lowercase else word
+
+    def fit(self, texts: Iterable[str]) -> "NPMIPhraseDetector":
+        unigrams: Counter[str] = Counter()
+        bigrams: Counter[tuple[str, str]] = Counter()
+        total_words = 0
+        for text in texts:
+            for run in _word_runs(text):
+                words = [self._norm(m.group(1)) for m in run]
+                unigrams.update(words)
+                bigrams.update(zip(words, words[1:]))
+                total_words += len(words)
+        self.scores = {}
+        total_pairs = max(1, sum(bigrams.values()))
+        for (x, y), count in bigrams.items():
+            if count < self.min_count:
+                continue
+            p_xy = count / total_pairs
+            if p_xy >= 1.0:
+                continue
+            pmi = math.log(p_xy / ((unigrams[x] / total_words) * (unigrams[y] / total_words)))
+            npmi = pmi / -math.log(p_xy)
+            if npmi >= self.threshold:
+                self.scores[(x, y)] = npmi
+        self.fitted = True
+        return self
+
+    def detect(self, texts: Sequence[str]) -> list[list[Span]]:
+        if not self.fitted:
+            raise MaskingError("the NPMI phrase detector has not been fitted", where=f"detector {self.name}",
+                               fix="call fit(texts) on the corpus first (masking.annotate does this) or load() a "
+                                   "saved phrase table")
+        results: list[list[Span]] = []
+        scores, stop = self.scores, self.stopwords
+        for text in texts:
+            spans: list[Span] = []
+            for run in _word_runs(text):
+                words = [self._norm(m.group(1)) for m in run]
+                i = 0
+                while i < len(words) - 1:
+                    j = i
+                    while j < len(words) - 1 and j - i + 1 < self.max_tokens and (words[j], words[j + 1]) in scores:
+                        j += 1
+                    # trim stopwords at both ends
+                    a, b = i, j
+                    while a < b and words[a] in stop:
+                        a += 1
+                    while b > a and words[b] in stop:
+                        b -= 1
+                    if b > a:
+                        spans.append(make_span(run[a].start(), run[b].end(), "phrase", "COLLOCATION", -1, self.name))
+                    i = j + 1 if j > i else i + 1
+            results.append(spans)
+        return results
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        payload = {"min_count": self.min_count, "threshold": self.threshold, "max_tokens": self.max_tokens,
+                   "lowercase": self.lowercase, "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())]}
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path, **kwargs: object) -> "NPMIPhraseDetector":
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise MaskingError(f"cannot read NPMI phrase table: {error}", where=path,
+                               fix="save one with NPMIPhraseDetector.save") from None
+        detector = cls(min_count=payload["min_count"], threshold=payload["threshold"],
+                       max_tokens=payload["max_tokens"], lowercase=payload["lowercase"], **kwargs)  # type: ignore[arg-type]
+        detector.scores = {(x, y): float(s) for x, y, s in payload["pairs"]}
+        detector.fitted = True
+        return detector
