@@ -1,0 +1,492 @@
+"""The run configuration: one YAML file, validated with pydantic, saved resolved in the run directory.
+
+```yaml
+name: demo                  # the run directory is runs_dir/name unless a command is given one
+data: {source: wikipedia_sample, max_documents: 30}
+kg: {model: TransE, dim: 64, epochs: 50}          # kg.EmbeddingConfig fields
+annotation: {...}                                  # masking.AnnotationConfig fields
+tokenizer: {vocab_size: 8000}                      # or base_model: bert-base-uncased
+encode: {max_length: 128, validation_fraction: 0.1}
+masking: {strategy: entity}                        # masking.MaskingConfig fields
+model: {preset: tiny, fusion: true, init_from: null}
+train: {max_steps: 200, batch_size: 16, learning_rate: 5e-4}
+eval: {...}                                        # kept.evaluate.config.EvalConfig fields
+```
+
+Every section forbids unknown keys; a wrong key or type is a :class:`KeptError` naming the key
+path, the file and the line. Command-line flags are overrides of the same fields
+(``--set train.max_steps=50``), applied after the file.
+
+The ``kg``, ``annotation`` and ``masking`` sections reuse the configuration classes of the
+``kg`` and ``masking`` packages, so their fields are defined (and documented) in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Iterable, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kept.errors import KeptError
+
+DataSource = Literal["wikipedia_sample", "pykeen", "files", "fewrel"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ------------------------------------------------------------------ sections reused from other packages
+
+_EXTERNAL_SECTIONS: dict[str, str] = {
+    "kg": "kg.embeddings:EmbeddingConfig",
+    "annotation": "masking.detectors.config:AnnotationConfig",
+    "masking": "masking.masking_config:MaskingConfig",
+}
+
+
+def external_section_class(section: str) -> type:
+    """The class that defines a reused section (``kg`` → ``kg.EmbeddingConfig``, ...)."""
+    module_name, attr = _EXTERNAL_SECTIONS[section].split(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise KeptError(f"{module_name}.{attr} is not available ({error})", where=section,
+                        fix="reinstall kept (`make install`)") from None
+
+
+def _field_names(cls: type) -> list[str] | None:
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        if cls.model_config.get("extra") == "forbid":
+            return None  # pydantic reports extras itself
+        return list(cls.model_fields)
+    if dataclasses.is_dataclass(cls):
+        return [f.name for f in dataclasses.fields(cls) if f.init]
+    return None
+
+
+def validate_external(section: str, value: Any) -> dict[str, Any]:
+    """Validate ``value`` against the reused class; return the complete section (defaults filled)."""
+    from pydantic import TypeAdapter
+
+    cls = external_section_class(section)
+    if value is None:
+        value = {}
+    if hasattr(value, "model_dump") or dataclasses.is_dataclass(value):
+        value = TypeAdapter(type(value)).dump_python(value, mode="json")
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of {cls.__name__} fields, got {type(value).__name__}")
+    names = _field_names(cls)
+    if names is not None:
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise _ExternalError([((key,), "extra_forbidden", "Extra inputs are not permitted") for key in unknown])
+    adapter = TypeAdapter(cls)
+    try:
+        obj = adapter.validate_python(value)
+        if callable(getattr(obj, "validate", None)) and not isinstance(obj, BaseModel):
+            obj.validate()
+    except ValidationError as error:
+        raise _ExternalError([(tuple(e["loc"]), e["type"], e["msg"].removeprefix("Value error, "))
+                              for e in error.errors()]) from None
+    except Exception as error:  # noqa: BLE001 - their own checks (KGError, MaskingError, ValueError)
+        where = str(getattr(error, "where", "") or "")
+        loc = tuple(where.removeprefix(f"{section}.").split(".")) if where and " " not in where else ()
+        raise _ExternalError([(loc, "value_error", getattr(error, "what", str(error)))]) from None
+    return adapter.dump_python(obj, mode="json")
+
+
+class _ExternalError(ValueError):
+    def __init__(self, problems: list[tuple[tuple, str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, _, msg in problems))
+
+
+def section_object(config: "RunConfig", section: str) -> Any:
+    """The reused section as an instance of its own class (``kg.EmbeddingConfig`` ...)."""
+    from pydantic import TypeAdapter
+
+    obj = TypeAdapter(external_section_class(section)).validate_python(getattr(config, section))
+    if callable(getattr(obj, "validate", None)) and not isinstance(obj, BaseModel):
+        obj.validate()
+    return obj
+
+
+# ------------------------------------------------------------------ our own sections
+
+class DataConfig(_Section):
+    """Where the corpus and the knowledge graph come from."""
+
+    source: DataSource = Field("wikipedia_sample", description="wikipedia_sample | pykeen | files | fewrel")
+    corpus: Optional[Path] = Field(None, description="files: txt/jsonl/parquet file or HF dataset dir; "
+                                                     "fewrel: a FewRel JSON file or a directory of them")
+    text_field: str = Field("text", description="column holding the text (jsonl/parquet/HF)")
+    title_field: str = "title"
+    id_field: str = "id"
+    max_documents: Optional[int] = Field(None, ge=1, description="keep only the first N documents")
+    wikipedia_dump: Optional[Path] = Field(None, description="wikipedia_sample: another MediaWiki XML dump")
+    pykeen_dataset: str = Field("Nations", description="pykeen: a bundled dataset name")
+    kg_triples: Optional[Path] = Field(None, description="files: head<TAB>relation<TAB>tail file")
+    kg_entities: Optional[Path] = None
+    kg_relations: Optional[Path] = None
+    kg_aliases: Optional[Path] = None
+    fewrel: Optional[Path] = Field(None, description="FewRel-format file for relation classification")
+
+
+class TokenizerConfig(_Section):
+    base_model: Optional[str] = Field(None, description="a local model dir or hub name; None: train WordPiece")
+    vocab_size: int = Field(8000, ge=100)
+    min_frequency: int = Field(2, ge=1)
+    lowercase: bool = True
+
+
+class EncodeConfig(_Section):
+    max_length: int = Field(128, ge=16, le=8192)
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of documents held out")
+    packing: bool = Field(False, description="pack chunks of consecutive documents into full sequences")
+    seed: int = 0
+    num_proc: int = Field(1, ge=1)
+
+
+class ModelConfig(_Section):
+    preset: Literal["tiny", "base", "large"] = "tiny"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="KeptConfig fields")
+    fusion: bool = Field(True, description="entity table + dEA; off: same model, no entity input, dEA weight 0")
+    init_from: Optional[str] = Field(None, description="a model dir (kept or BERT) or run:NAME")
+    freeze_entity_table: bool = True
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1, description="per device")
+    eval_batch_size: Optional[int] = Field(None, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    lr_scheduler: str = "linear"
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is 0")
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 0
+    eval_steps: int = Field(50, ge=1)
+    save_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    save_total_limit: Optional[int] = Field(3, ge=1)
+    bf16: Union[bool, Literal["auto"]] = Field("auto", description="auto: bf16 on a GPU that supports it")
+    dataloader_num_workers: int = Field(0, ge=0)
+    use_cpu: bool = False
+
+
+#: Train fields that do not change what is learned (allowed to differ when resuming).
+NON_TRAINING_KEYS: frozenset[str] = frozenset({
+    "train.eval_steps", "train.save_steps", "train.logging_steps", "train.save_total_limit",
+    "train.eval_batch_size", "train.dataloader_num_workers", "train.use_cpu", "train.bf16",
+    "encode.num_proc",
+})
+#: Sections whose values shape training (compared when resuming from a checkpoint).
+TRAINING_SECTIONS: tuple[str, ...] = ("tokenizer", "encode", "masking", "model", "train")
+
+
+def _eval_config_class() -> type:
+    from kept.evaluate.config import EvalConfig
+
+    return EvalConfig
+
+
+class RunConfig(_Section):
+    """A whole run: data → kg → annotation → tokenizer → encode → pretrain → eval."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    runs_dir: Path = Path("runs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    kg: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    annotation: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    masking: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("kg", "annotation", "masking", mode="before")
+    @classmethod
+    def _external(cls, value: Any, info: Any) -> dict[str, Any]:
+        return validate_external(info.field_name, value)
+
+    @field_validator("eval", mode="before")
+    @classmethod
+    def _eval(cls, value: Any) -> dict[str, Any]:
+        eval_cls = _eval_config_class()
+        if value is None:
+            value = {}
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        try:
+            return eval_cls.model_validate(value).model_dump(mode="json")
+        except ValidationError as error:
+            raise _ExternalError([(tuple(e["loc"]), e["type"], e["msg"]) for e in error.errors()]) from None
+
+    def run_dir(self) -> Path:
+        return self.runs_dir / self.name
+
+    def eval_config(self) -> Any:
+        return _eval_config_class().model_validate(self.eval)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ------------------------------------------------------------------ loading, overrides, saving
+
+def _yaml_line(text: str | None, loc: tuple) -> int | None:
+    """The 1-based line of a key path in YAML text (the deepest key that exists)."""
+    if not text:
+        return None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if key_node.value == str(key):
+                line = key_node.start_mark.line + 1
+                node = value_node
+                break
+        else:
+            break
+    return line
+
+
+def _describe(errors: list[tuple[tuple, str, str]]) -> tuple[tuple, str]:
+    loc, kind, msg = errors[0]
+    path = ".".join(str(part) for part in loc if part not in ("function-after", "function-before"))
+    if kind == "extra_forbidden":
+        what = f"unknown key '{path}'"
+    elif kind == "missing":
+        what = f"missing key '{path}'"
+    else:
+        what = f"invalid value for '{path}': {msg}"
+    if len(errors) > 1:
+        what += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return loc, what
+
+
+def _flatten_validation(error: ValidationError) -> list[tuple[tuple, str, str]]:
+    problems: list[tuple[tuple, str, str]] = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        ctx_error = (item.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _ExternalError):
+            problems.extend((loc + sub_loc, kind, msg) for sub_loc, kind, msg in ctx_error.problems)
+        elif isinstance(ctx_error, KeptError):
+            problems.append((loc, "value_error", ctx_error.what))
+        else:
+            problems.append((loc, item["type"], item["msg"].removeprefix("Value error, ")))
+    return problems
+
+
+def validate_config(data: dict[str, Any], *, source: str | Path | None = None,
+                    text: str | None = None) -> RunConfig:
+    """Validate a raw mapping; errors name the key path, the file and (from ``text``) the line."""
+    if not isinstance(data, dict):
+        raise KeptError("a run configuration must be a YAML mapping of sections", where=source,
+                        fix="start from the example in README.md (`kept run --help`)")
+    try:
+        return RunConfig.model_validate(data)
+    except KeptError:
+        raise
+    except ValidationError as error:
+        problems = _flatten_validation(error)
+        loc, what = _describe(problems)
+        valid = ", ".join(RunConfig.model_fields) if len(loc) == 1 else None
+        fix = f"top-level sections are: {valid}" if valid and problems[0][1] == "extra_forbidden" else \
+            "fix the value or remove the key (see README.md for every field)"
+        raise KeptError(what, where=source or "config", line=_yaml_line(text, loc), fix=fix) from None
+
+
+def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
+    """``["train.max_steps=50", "model.fusion=false"]`` → key paths and YAML-parsed values."""
+    parsed = []
+    for item in items:
+        if "=" not in item:
+            raise KeptError(f"override '{item}' is not KEY=VALUE", where="--set",
+                            fix="write e.g. --set train.max_steps=50")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise KeptError(f"override '{item}' has an empty key", where="--set")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.split("."), value))
+    return parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str] | dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a raw configuration mapping (creating sections as needed)."""
+    items = list(overrides.items()) if isinstance(overrides, dict) else None
+    pairs = [(key.split("."), value) for key, value in items] if items is not None else parse_overrides(overrides)
+    for path, value in pairs:
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise KeptError(f"cannot set '{'.'.join(path)}': '{part}' is not a section", where="--set")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
+    path = Path(path)
+    if not path.exists():
+        raise KeptError("configuration file not found", where=path, fix="give the path of a YAML run configuration")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise KeptError(f"not valid YAML: {getattr(error, 'problem', error)}", where=path,
+                        line=mark.line + 1 if mark else None) from None
+    return (data if data is not None else {}), text
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] | dict[str, Any] = ()) -> RunConfig:
+    """Read a YAML file (or start from defaults when None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    text = None
+    if path is not None:
+        data, text = read_yaml(path)
+        if not isinstance(data, dict):
+            raise KeptError("a run configuration must be a YAML mapping of sections", where=path)
+        # relative paths inside the file are relative to the file
+        data = _absolutize(data, Path(path).resolve().parent)
+    data = apply_overrides(data, overrides)
+    return validate_config(data, source=path, text=text)
+
+
+_PATH_KEYS = {("data", k) for k in ("corpus", "wikipedia_dump", "kg_triples", "kg_entities", "kg_relations",
+                                    "kg_aliases", "fewrel")} | {("runs_dir",)}
+
+
+def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    for keys in _PATH_KEYS:
+        node: Any = data
+        for key in keys[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+            value = Path(node[keys[-1]]).expanduser()
+            if not value.is_absolute() and (base / value).exists():
+                node[keys[-1]] = str(base / value)
+    return data
+
+
+def save_config(config: RunConfig, run_dir: str | Path) -> Path:
+    """Write the resolved configuration to ``RUN_DIR/config.yaml`` (atomically, rank 0 only)."""
+    from kept.rundir import atomic_write_text, is_main_process, run_paths
+
+    path = run_paths(run_dir).config
+    if is_main_process():
+        text = "# resolved KEPT run configuration (written by kept; edit and re-run to change)\n"
+        text += yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+        atomic_write_text(path, text)
+    return path
+
+
+def load_run_config(run_dir: str | Path, overrides: Iterable[str] | dict[str, Any] = (),
+                    required: bool = False) -> RunConfig:
+    """The configuration of a run directory (its config.yaml) with overrides applied.
+
+    Without a config.yaml the defaults are used (or a KeptError when ``required``).
+    """
+    from kept.rundir import run_paths
+
+    path = run_paths(run_dir).config
+    if not path.exists():
+        if required:
+            raise KeptError("config.yaml not found in the run directory", where=run_dir,
+                            fix="run `kept run CONFIG` or an earlier stage first")
+        config = load_config(None, overrides)
+        return config.model_copy(update={"name": Path(run_dir).name or "run",
+                                         "runs_dir": Path(run_dir).parent}) if config.name == "run" else config
+    return load_config(path, overrides)
+
+
+# ------------------------------------------------------------------ comparing configurations
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        if not data and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    return {prefix[:-1]: data}
+
+
+def training_view(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
+    """The flattened keys of a configuration that change what pretraining learns."""
+    data = config.to_dict() if isinstance(config, RunConfig) else config
+    flat = flatten({section: data.get(section, {}) for section in TRAINING_SECTIONS})
+    return {key: value for key, value in flat.items() if key not in NON_TRAINING_KEYS}
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two flattened mappings (added/removed included)."""
+    return sorted(key for key in set(old) | set(new) if old.get(key, "<unset>") != new.get(key, "<unset>"))
+
+
+# ------------------------------------------------------------------ init_from
+
+def resolve_init_from(value: str | None, runs_dir: str | Path = "runs") -> Path | None:
+    """``run:NAME`` → ``runs_dir/NAME/model``; a path stays a path. Checks it is a loadable model dir."""
+    if value is None:
+        return None
+    if value.startswith("run:"):
+        path = Path(runs_dir) / value[4:] / "model"
+        if not path.exists():
+            raise KeptError(f"init_from '{value}': run '{value[4:]}' has no final model", where="model.init_from",
+                            fix=f"finish pretraining that run first ({path} missing)")
+    else:
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise KeptError(f"init_from '{value}' does not exist", where="model.init_from",
+                            fix="give a model directory (a run's model/ or a BERT checkpoint) or run:NAME")
+    check_checkpoint_dir(path)
+    return path
+
+
+def check_checkpoint_dir(path: Path) -> dict[str, Any]:
+    """A model dir must hold config.json of a kept or BERT model and its weights."""
+    import json
+
+    where = "model.init_from"
+    config_file = path / "config.json"
+    if not path.is_dir() or not config_file.exists():
+        raise KeptError(f"'{path}' is not a model checkpoint (no config.json)", where=where,
+                        fix="point init_from at a directory written by save_pretrained (a run's model/)")
+    try:
+        model_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise KeptError(f"'{config_file}' is not valid JSON", where=where) from None
+    model_type = model_config.get("model_type")
+    if model_type not in ("kept", "bert"):
+        raise KeptError(f"'{path}' holds a '{model_type}' model; init_from needs a kept or BERT checkpoint",
+                        where=where, fix="start from a run's model/ dir or a BERT checkpoint")
+    weights = [p for p in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+               if (path / p).exists()]
+    if not weights:
+        raise KeptError(f"'{path}' has no weights (model.safetensors)", where=where,
+                        fix="the checkpoint is incomplete; re-run the stage that saved it")
+    return model_config

@@ -1,0 +1,195 @@
+"""Corpus loading: txt / jsonl / parquet / HF dataset dir → ``corpus/documents.jsonl``.
+
+A document is ``{"id": str, "title": str, "text": str, "spans": [Span]}`` (CONTRACTS.md);
+``spans`` holds gold spans when the source has them (jsonl/parquet/HF rows with a ``spans``
+column, Wikipedia links, FewRel heads/tails), else ``[]``.
+
+Inputs:
+
+* ``.txt`` file: documents separated by blank lines; a directory of ``.txt`` files: one per file.
+* ``.jsonl`` (``.json`` lines): one object per line with ``text`` (and optional ``id``, ``title``, ``spans``).
+* ``.parquet``: the same columns.
+* a directory written by ``datasets.save_to_disk`` (a Dataset, or a DatasetDict: its ``train`` split).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from kept.errors import KeptError
+
+_SPAN_KINDS = ("entity", "phrase")
+
+
+def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
+    if spans is None:
+        return []
+    if not isinstance(spans, list):
+        raise KeptError("'spans' must be a list of span objects", where=where)
+    out = []
+    for span in spans:
+        try:
+            start, end, kind = int(span["start"]), int(span["end"]), span.get("kind", "entity")
+        except (KeyError, TypeError, ValueError):
+            raise KeptError("a span needs integer 'start' and 'end'", where=where,
+                            fix='write spans as {"start": 0, "end": 5, "kind": "entity", ...}') from None
+        if not 0 <= start < end <= len(text):
+            raise KeptError(f"span [{start}, {end}) lies outside the text ({len(text)} characters)", where=where)
+        if kind not in _SPAN_KINDS:
+            raise KeptError(f"span kind '{kind}' is not entity or phrase", where=where)
+        entity_id = span.get("entity_id", -1)
+        out.append({"start": start, "end": end, "kind": kind, "label": str(span.get("label", "") or ""),
+                    "entity_id": int(-1 if entity_id is None else entity_id),
+                    "source": str(span.get("source", "gold") or "gold")})
+    return out
+
+
+def make_document(row: dict[str, Any], number: int, *, text_field: str = "text", id_field: str = "id",
+                  title_field: str = "title", where: str = "") -> dict[str, Any]:
+    if text_field not in row:
+        raise KeptError(f"record has no '{text_field}' field (fields: {', '.join(map(str, row))})", where=where,
+                        fix="set data.text_field to the column that holds the text")
+    text = row[text_field]
+    if not isinstance(text, str):
+        raise KeptError(f"'{text_field}' is a {type(text).__name__}, not text", where=where)
+    doc_id = row.get(id_field)
+    return {"id": str(doc_id) if doc_id not in (None, "") else str(number),
+            "title": str(row.get(title_field) or ""), "text": text,
+            "spans": _check_spans(row.get("spans"), text, where)}
+
+
+def _iter_txt(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    if path.is_dir():
+        for number, file in enumerate(sorted(path.rglob("*.txt"))):
+            yield {"id": str(file.relative_to(path)), "title": file.stem,
+                   "text": file.read_text(encoding="utf-8").strip()}, str(file)
+        return
+    text = path.read_text(encoding="utf-8")
+    for number, block in enumerate(b.strip() for b in re.split(r"\n\s*\n", text)):
+        if block:
+            yield {"id": f"{path.stem}-{number}", "title": "", "text": block}, f"{path}"
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise KeptError(f"not valid JSON: {error.msg}", where=path, line=line_number) from None
+            if not isinstance(row, dict):
+                raise KeptError("each line must be a JSON object", where=path, line=line_number)
+            yield row, f"{path}:{line_number}"
+
+
+def _iter_table(rows: Iterable[dict[str, Any]], where: str) -> Iterator[tuple[dict[str, Any], str]]:
+    for index, row in enumerate(rows):
+        yield dict(row), f"{where}[{index}]"
+
+
+def iter_records(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """Raw records of a corpus source with a location for error messages."""
+    path = Path(path)
+    if not path.exists():
+        raise KeptError("corpus not found", where=path, fix="set data.corpus to a txt/jsonl/parquet file or a dataset dir")
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            import datasets
+
+            loaded = datasets.load_from_disk(str(path))
+            if isinstance(loaded, datasets.DatasetDict):
+                if "train" not in loaded:
+                    raise KeptError(f"dataset dict has no 'train' split ({', '.join(loaded)})", where=path)
+                loaded = loaded["train"]
+            yield from _iter_table(loaded, str(path))
+            return
+        if any(path.rglob("*.txt")):
+            yield from _iter_txt(path)
+            return
+        raise KeptError("directory is neither a saved HF dataset nor a folder of .txt files", where=path)
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        yield from _iter_txt(path)
+    elif suffix in (".jsonl", ".ndjson") or (suffix == ".json" and _looks_like_jsonl(path)):
+        yield from _iter_jsonl(path)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        yield from _iter_table(pq.read_table(path).to_pylist(), str(path))
+    else:
+        raise KeptError(f"unsupported corpus format '{suffix}'", where=path,
+                        fix="use .txt, .jsonl, .parquet or a datasets.save_to_disk directory")
+
+
+def _looks_like_jsonl(path: Path) -> bool:
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline().strip()
+    return first.startswith("{") and first.endswith("}")
+
+
+def load_documents(path: str | Path, *, text_field: str = "text", id_field: str = "id", title_field: str = "title",
+                   max_documents: int | None = None) -> list[dict[str, Any]]:
+    """Documents of a corpus file or directory (ids made unique; empty texts dropped)."""
+    documents: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for number, (row, where) in enumerate(iter_records(path)):
+        document = make_document(row, number, text_field=text_field, id_field=id_field, title_field=title_field,
+                                 where=where)
+        if not document["text"].strip():
+            continue
+        if document["id"] in seen:
+            document["id"] = f"{document['id']}#{number}"
+        seen.add(document["id"])
+        documents.append(document)
+        if max_documents is not None and len(documents) >= max_documents:
+            break
+    if not documents:
+        raise KeptError("the corpus has no documents with text", where=path)
+    return documents
+
+
+def write_documents(documents: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write documents.jsonl atomically; returns the number written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    count = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for document in documents:
+                handle.write(json.dumps(document, ensure_ascii=False) + "\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
+
+
+def read_documents(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise KeptError("corpus/documents.jsonl not found", where=path,
+                        fix="run `kept corpus RUN_DIR --source ...` or `kept run CONFIG` first")
+    return [make_document(row, i, where=where) for i, (row, where) in enumerate(_iter_jsonl(path))]
+
+
+def documents_to_dataset(documents: list[dict[str, Any]]) -> Any:
+    """A ``datasets.Dataset`` with columns id, title, text, spans."""
+    import datasets
+
+    features = datasets.Features({
+        "id": datasets.Value("string"), "title": datasets.Value("string"), "text": datasets.Value("string"),
+        "spans": datasets.List({"start": datasets.Value("int64"), "end": datasets.Value("int64"),
+                                "kind": datasets.Value("string"), "label": datasets.Value("string"),
+                                "entity_id": datasets.Value("int64"), "source": datasets.Value("string")}),
+    })
+    return datasets.Dataset.from_list(documents, features=features)

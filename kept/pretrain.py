@@ -1,0 +1,491 @@
+"""`kept pretrain`: the Hugging Face Trainer with the knowledge-masking collator and the fusion model.
+
+Reads ``tokenizer/``, ``encoded/train`` and ``encoded/validation`` (and ``kg/embeddings.safetensors``
+when fusion is on), trains ``KeptForPreTraining`` and writes:
+
+* ``checkpoints/checkpoint-N/`` (Trainer checkpoints; resumed automatically),
+* ``checkpoints/kept_training.json`` (the training-relevant configuration the checkpoints were made
+  with: resuming with a different one is refused, naming the keys that changed),
+* ``logs/tensorboard/`` (TensorBoard), ``logs/train_history.json`` (the Trainer's log history),
+  ``logs/pretrain_metrics.json`` (final train/eval loss, steps, runtime),
+* ``model/`` (save_pretrained + tokenizer).
+
+Fusion off = the same model without entity inputs and with dEA weight 0, on the same budget.
+
+Exact resume: the data order comes from the Trainer's seeded sampler, model RNG states from the
+checkpoint, and the masking collator is reseeded for every batch from (seed, the dataset indices
+of the batch), so a resumed run draws the same masks as an uninterrupted one even though the
+Trainer skips the already-seen batches without collating them.
+
+Distributed: run the same command under ``torchrun`` / ``accelerate launch``; the Trainer handles
+DDP, and only rank 0 writes run-directory artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from kept.config import RunConfig, changed_keys, resolve_init_from, section_object, training_view
+from kept.errors import KeptError
+from kept.rundir import (
+    atomic_write_json,
+    is_main_process,
+    path_fingerprint,
+    read_json,
+    require,
+    run_paths,
+)
+
+TRAINING_SNAPSHOT = "kept_training.json"
+INDEX_KEY = "__index__"
+
+
+@dataclass
+class PretrainResult:
+    model_dir: Path
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    resumed_from: str | None
+    runtime_s: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ deterministic data plumbing
+
+class IndexedDataset:
+    """A map-style dataset that adds each row's index (consumed by :class:`BatchSeededCollator`)."""
+
+    def __init__(self, dataset: Any, columns: Sequence[str] | None = None) -> None:
+        self.dataset = dataset
+        self.columns = [c for c in (columns or dataset.column_names) if c in dataset.column_names]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.dataset[int(index)]
+        item = {c: row[c] for c in self.columns}
+        item[INDEX_KEY] = int(index)
+        return item
+
+
+def batch_seed(seed: int, indices: Sequence[int], salt: int = 0) -> int:
+    data = np.asarray([seed, salt, *indices], dtype=np.int64).tobytes()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+class BatchSeededCollator:
+    """Reseeds the masking collator's generator from (seed, batch indices) before every batch."""
+
+    def __init__(self, collator: Any, seed: int, salt: int = 0) -> None:
+        self.collator = collator
+        self.seed = int(seed)
+        self.salt = int(salt)
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        indices = [int(f[INDEX_KEY]) for f in features]
+        stripped = [{k: v for k, v in f.items() if k != INDEX_KEY} for f in features]
+        reseed_in_worker = getattr(self.collator, "_reseed_in_worker", None)
+        if reseed_in_worker is not None:  # let a DataLoader worker swap its generator first
+            reseed_in_worker()
+        self.collator.generator.manual_seed(batch_seed(self.seed, indices, self.salt))
+        return self.collator(stripped)
+
+
+# ------------------------------------------------------------------ checkpoints and resume checks
+
+def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Checkpoint dirs whose trainer_state.json (written last by the Trainer) is readable, oldest first."""
+    if not checkpoint_dir.exists():
+        return []
+    found = []
+    for path in checkpoint_dir.glob("checkpoint-*"):
+        suffix = path.name.split("-", 1)[1]
+        if not path.is_dir() or not suffix.isdigit():
+            continue
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        found.append((int(suffix), path))
+    return [p for _, p in sorted(found)]
+
+
+def remove_incomplete_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Delete checkpoint dirs a killed process left half-written (no valid trainer_state.json)."""
+    complete = set(complete_checkpoints(checkpoint_dir))
+    removed = []
+    if checkpoint_dir.exists():
+        for path in checkpoint_dir.glob("checkpoint-*"):
+            if path.is_dir() and path not in complete:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def training_snapshot(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    paths = run_paths(run_dir)
+    inputs = path_fingerprint([paths.encoded_train, paths.tokenizer])
+    if config.model.fusion:
+        inputs.update(path_fingerprint([paths.embeddings]))
+    return {"config": training_view(config),
+            "inputs": {str(Path(k).relative_to(run_dir)) if Path(k).is_relative_to(run_dir) else k: v
+                       for k, v in inputs.items()}}
+
+
+def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume checkpoints made with a configuration or data that changes training."""
+    paths = run_paths(run_dir)
+    snapshot_file = paths.checkpoints / TRAINING_SNAPSHOT
+    if not complete_checkpoints(paths.checkpoints) or not snapshot_file.exists():
+        return
+    saved = read_json(snapshot_file, "training snapshot")
+    current = training_snapshot(config, run_dir)
+    keys = changed_keys(saved.get("config", {}), current["config"])
+    if keys:
+        details = ", ".join(f"{k}: {saved['config'].get(k, '<unset>')!r} -> {current['config'].get(k, '<unset>')!r}"
+                            for k in keys[:8])
+        raise KeptError(f"the checkpoints were made with a different configuration ({details}"
+                        f"{', ...' if len(keys) > 8 else ''})", where=paths.checkpoints,
+                        fix="restore those values, or start over with --restart (deletes the checkpoints)")
+    changed_inputs = [k for k in set(saved.get("inputs", {})) | set(current["inputs"])
+                      if saved.get("inputs", {}).get(k) != current["inputs"].get(k)]
+    if changed_inputs:
+        raise KeptError(f"the checkpoints were made from other data ({', '.join(sorted(changed_inputs))} changed "
+                        "since)", where=paths.checkpoints,
+                        fix="start over with --restart (deletes the checkpoints)")
+
+
+# ------------------------------------------------------------------ model
+
+def _embedding_dim(path: Path) -> tuple[int, int]:
+    from fusion.entity_table import read_safetensors_header
+
+    header, _ = read_safetensors_header(path)
+    info = header.get("entity_embeddings")
+    if info is None:
+        raise KeptError("no 'entity_embeddings' tensor", where=path, fix="re-run `kept kg embed RUN_DIR`")
+    rows, dim = info["shape"]
+    return int(rows), int(dim)
+
+
+def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]) -> Any:
+    """KeptForPreTraining from a preset, a previous stage (init_from) or a BERT checkpoint."""
+    import torch
+    from fusion import KeptConfig, KeptForPreTraining
+
+    paths = run_paths(run_dir)
+    mcfg = config.model
+    overrides = dict(mcfg.overrides)
+    entity_rows = entity_dim = None
+    if mcfg.fusion:
+        require(paths.embeddings, "KG embeddings (kg/embeddings.safetensors)",
+                "run `kept kg embed RUN_DIR`, or set model.fusion: false")
+        entity_rows, entity_dim = _embedding_dim(paths.embeddings)
+        if "entity_dim" in overrides and int(overrides["entity_dim"]) != entity_dim:
+            raise KeptError(f"model.overrides.entity_dim {overrides['entity_dim']} != KG embedding dim {entity_dim}",
+                            where="model.overrides.entity_dim", fix=f"set it to {entity_dim} or remove it")
+    if not mcfg.fusion:
+        overrides["dea_weight"] = 0.0
+    init_from = resolve_init_from(mcfg.init_from, config.runs_dir)
+    if init_from is None:
+        kwargs = dict(overrides)
+        kwargs.setdefault("vocab_size", len(tokenizer))
+        kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or 0)
+        if entity_dim is not None:
+            kwargs["entity_dim"] = entity_dim
+            heads = kwargs.get("num_entity_attention_heads")
+            if heads is None:
+                from fusion import PRESETS
+
+                heads = PRESETS[mcfg.preset].get("num_entity_attention_heads", 4)
+            if entity_dim % int(heads):
+                kwargs["num_entity_attention_heads"] = next(h for h in (4, 2, 1) if entity_dim % h == 0)
+        kwargs["max_position_embeddings"] = max(int(kwargs.get("max_position_embeddings", 512)),
+                                                config.encode.max_length)
+        model_config = KeptConfig.from_preset(mcfg.preset, **kwargs)
+        torch.manual_seed(config.train.seed)
+        model = KeptForPreTraining(model_config)
+        log(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+    else:
+        model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
+        if model_type == "kept":
+            model = KeptForPreTraining.from_pretrained(str(init_from), **overrides)
+            log(f"model: continued from {init_from}")
+        else:
+            if entity_dim is not None:
+                overrides["entity_dim"] = entity_dim
+            model, report = KeptForPreTraining.from_bert(str(init_from), **overrides)
+            log(f"model: initialised from BERT: {report.summary()}")
+        if model.config.vocab_size != len(tokenizer):
+            raise KeptError(f"init_from checkpoint has a vocabulary of {model.config.vocab_size} tokens but the "
+                            f"run's tokenizer has {len(tokenizer)}", where="model.init_from",
+                            fix="use the tokenizer of that checkpoint (leave tokenizer.base_model unset and "
+                                "re-run `kept encode`)")
+        if mcfg.fusion and int(model.config.entity_dim) != entity_dim:
+            raise KeptError(f"init_from checkpoint has entity_dim {model.config.entity_dim} but the KG embeddings "
+                            f"have {entity_dim}", where="model.init_from",
+                            fix=f"embed the KG with dim {model.config.entity_dim} (kg.dim) or start from another "
+                                "checkpoint")
+        if not mcfg.fusion:
+            model.config.dea_weight = 0.0
+    if mcfg.fusion:
+        model.load_entity_table(paths.embeddings, trainable=not mcfg.freeze_entity_table)
+        log(f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})")
+    return model
+
+
+# ------------------------------------------------------------------ callbacks
+
+def _history_callback(history_path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class HistoryCallback(TrainerCallback):
+        """Writes the Trainer's log history to a JSON file (rank 0) after every log."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if state.is_world_process_zero:
+                atomic_write_json(history_path, {"global_step": state.global_step, "max_steps": state.max_steps,
+                                                 "log_history": state.log_history})
+
+    return HistoryCallback()
+
+
+def _rich_progress_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class RichProgressCallback(TrainerCallback):
+        """A rich progress bar for training (rank 0), with the last logged loss."""
+
+        def __init__(self) -> None:
+            self.progress = None
+            self.task = None
+
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if state.is_world_process_zero:
+                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+                self.progress = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                         transient=False)
+                self.progress.start()
+                self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if self.progress is not None:
+                self.progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+            if self.progress is not None and logs:
+                parts = [f"{k}={v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss") and isinstance(v, float)]
+                if parts:
+                    self.progress.update(self.task, info=" ".join(parts))
+
+        def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if self.progress is not None:
+                self.progress.stop()
+                self.progress = None
+
+    return RichProgressCallback()
+
+
+class StopAtStep:
+    """A callback that stops training after a given global step (tests of interruption/resume)."""
+
+    def __new__(cls, step: int) -> Any:
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+                if state.global_step >= step:
+                    control.should_training_stop = True
+                    control.should_save = True
+                return control
+
+        return _Stop()
+
+
+# ------------------------------------------------------------------ the recipe
+
+def resolve_bf16(value: bool | str) -> bool:
+    import torch
+
+    if value == "auto":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if value and not torch.cuda.is_available():
+        raise KeptError("bf16 was requested but there is no CUDA device", where="train.bf16",
+                        fix="use train.bf16: auto (bf16 only on a GPU)")
+    return bool(value)
+
+
+def last_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    for entry in reversed(history):
+        if key in entry:
+            return float(entry[key])
+    return None
+
+
+def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = lambda _: None, extra_callbacks: Sequence[Any] = ()) -> PretrainResult:
+    """Train (or resume) the run's model; returns final losses and where the model is."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from kept.encode import load_encoded
+    from kept.tokenizer import load_run_tokenizer
+    from masking import ErnieStageCallback, KnowledgeMaskingCollator
+
+    run_dir = Path(run_dir)
+    paths = run_paths(run_dir)
+    started = time.time()
+    tokenizer = load_run_tokenizer(paths.tokenizer)
+    train_data = load_encoded(run_dir, "train")
+    validation = load_encoded(run_dir, "validation") if paths.encoded_validation.exists() else None
+    if validation is not None and len(validation) == 0:
+        validation = None
+
+    if restart and is_main_process() and paths.checkpoints.exists():
+        shutil.rmtree(paths.checkpoints)
+    if is_main_process():
+        remove_incomplete_checkpoints(paths.checkpoints)
+    check_resume_compatible(config, run_dir)
+    checkpoints = complete_checkpoints(paths.checkpoints)
+    resume = str(checkpoints[-1]) if checkpoints else None
+
+    model = build_model(config, run_dir, tokenizer, log)
+    masking = section_object(config, "masking")
+    masking.dea = bool(masking.dea and config.model.fusion)
+    collator = KnowledgeMaskingCollator(tokenizer, config=masking)
+    eval_collator = KnowledgeMaskingCollator(tokenizer, config=masking)
+    train_collate = BatchSeededCollator(collator, config.train.seed, salt=0)
+    eval_collate = BatchSeededCollator(eval_collator, config.train.seed, salt=1)
+
+    tcfg = config.train
+    bf16 = resolve_bf16(tcfg.bf16)
+    warmup = tcfg.warmup_steps or int(round(tcfg.warmup_ratio * tcfg.max_steps))
+    columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids"]
+    args = TrainingArguments(
+        output_dir=str(paths.checkpoints),
+        max_steps=tcfg.max_steps,
+        per_device_train_batch_size=tcfg.batch_size,
+        per_device_eval_batch_size=tcfg.eval_batch_size or tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+        learning_rate=tcfg.learning_rate,
+        lr_scheduler_type=tcfg.lr_scheduler,
+        warmup_steps=warmup,
+        weight_decay=tcfg.weight_decay,
+        max_grad_norm=tcfg.max_grad_norm,
+        seed=tcfg.seed,
+        data_seed=tcfg.seed,
+        bf16=bf16,
+        eval_strategy="steps" if validation is not None else "no",
+        eval_steps=tcfg.eval_steps,
+        save_strategy="steps",
+        save_steps=tcfg.save_steps,
+        save_total_limit=tcfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=tcfg.logging_steps,
+        report_to=["tensorboard"],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        label_names=["labels"],
+        dataloader_num_workers=tcfg.dataloader_num_workers,
+        use_cpu=tcfg.use_cpu,
+        ddp_find_unused_parameters=False,
+        save_only_model=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    callbacks = [_history_callback(paths.train_history)]
+    if progress:
+        callbacks.append(_rich_progress_callback())
+    if masking.strategy == "ernie":
+        callbacks.append(ErnieStageCallback(collator))
+    callbacks.extend(extra_callbacks)
+
+    if is_main_process():
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(paths.checkpoints / TRAINING_SNAPSHOT, training_snapshot(config, run_dir))
+    previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.logs / "tensorboard")
+    try:
+        trainer = Trainer(model=model, args=args, data_collator=train_collate,
+                          train_dataset=IndexedDataset(train_data, columns),
+                          eval_dataset=IndexedDataset(validation, columns) if validation is not None else None,
+                          callbacks=callbacks)
+        trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
+                                              if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")]
+        _use_eval_collator(trainer, eval_collate)
+        if resume:
+            log(f"resuming from {resume}")
+        train_output = trainer.train(resume_from_checkpoint=resume)
+        eval_loss = None
+        if validation is not None:
+            eval_metrics = trainer.evaluate()
+            eval_loss = float(eval_metrics["eval_loss"])
+    finally:
+        if previous_tb is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
+
+    history = trainer.state.log_history
+    stopped_early = trainer.state.global_step < tcfg.max_steps
+    metrics = {"global_step": trainer.state.global_step, "max_steps": tcfg.max_steps,
+               "train_loss": last_logged(history, "loss"), "train_loss_mean": float(train_output.training_loss),
+               "eval_loss": eval_loss, "fusion": config.model.fusion, "strategy": masking.strategy,
+               "bf16": bf16, "resumed_from": resume, "runtime_s": round(time.time() - started, 2),
+               "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+               "num_parameters": int(sum(p.numel() for p in model.parameters()))}
+    partial = paths.root / "model.partial"
+    if not stopped_early:
+        # every rank takes part (FSDP/DeepSpeed gather); the Trainer writes on rank 0 only
+        trainer.save_model(str(partial))
+    if is_main_process():
+        atomic_write_json(paths.train_history, {"global_step": trainer.state.global_step,
+                                                "max_steps": tcfg.max_steps, "log_history": history})
+        if not stopped_early:
+            tokenizer.save_pretrained(str(partial))
+            atomic_write_json(partial / "kept_pretrain.json", metrics)
+            old = paths.root / "model.old"
+            if paths.model.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(paths.model, old)
+            os.replace(partial, paths.model)
+            shutil.rmtree(old, ignore_errors=True)
+            atomic_write_json(paths.logs / "pretrain_metrics.json", metrics)
+    _barrier()
+    return PretrainResult(paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume,
+                          metrics["runtime_s"], metrics)
+
+
+def _use_eval_collator(trainer: Any, eval_collate: Callable) -> None:
+    """Evaluation gets its own seeded collator (same masks at every evaluation)."""
+    original = trainer.get_eval_dataloader
+
+    def get_eval_dataloader(eval_dataset: Any = None) -> Any:
+        train_collate = trainer.data_collator
+        trainer.data_collator = eval_collate
+        try:
+            return original(eval_dataset)
+        finally:
+            trainer.data_collator = train_collate
+
+    trainer.get_eval_dataloader = get_eval_dataloader
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

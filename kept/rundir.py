@@ -1,0 +1,346 @@
+"""The run directory: paths, atomic writes, a writer lock and stage stamps.
+
+Every stage reads and writes ``runs/NAME/`` (layout in DESIGN.md). This module is the one
+place that knows the layout, so commands, notebooks and tests agree on it.
+
+* Atomic writes: :func:`atomic_write_text` / :func:`atomic_write_json` write
+  ``name.tmp-<pid>`` in the same directory and ``os.replace`` it; :func:`atomic_dir` does the
+  same for a whole directory (``datasets.save_to_disk``, ``save_pretrained``), so a process
+  killed while writing leaves the previous artifact or nothing, never half of one.
+* :class:`RunLock`: an ``fcntl`` lock on ``RUN_DIR/.kept.lock``; the kernel drops it when the
+  process dies (even with SIGKILL), so a stale lock never blocks the next run.
+* Stage stamps (``RUN_DIR/stamps/<stage>.json``): a fingerprint of the configuration sections a
+  stage depends on plus its inputs; a stage is done when its outputs exist and the stamp's
+  fingerprint equals the current one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from kept.errors import KeptError
+
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".kept.lock"
+
+
+def is_main_process() -> bool:
+    """True on the process that writes run-dir artifacts (rank 0 under torchrun/accelerate)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every path of a run directory (DESIGN.md layout)."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def kg(self) -> Path:
+        return self.root / "kg"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.kg / "embeddings.safetensors"
+
+    @property
+    def kg_metrics(self) -> Path:
+        return self.kg / "kg_metrics.json"
+
+    @property
+    def aliases(self) -> Path:
+        return self.kg / "aliases.tsv"
+
+    @property
+    def corpus(self) -> Path:
+        return self.root / "corpus"
+
+    @property
+    def documents(self) -> Path:
+        return self.corpus / "documents.jsonl"
+
+    @property
+    def annotated(self) -> Path:
+        return self.corpus / "annotated"
+
+    @property
+    def annotation_stats(self) -> Path:
+        return self.corpus / "annotation_stats.json"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def encoded(self) -> Path:
+        return self.root / "encoded"
+
+    @property
+    def encoded_train(self) -> Path:
+        return self.encoded / "train"
+
+    @property
+    def encoded_validation(self) -> Path:
+        return self.encoded / "validation"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def train_history(self) -> Path:
+        return self.root / "logs" / "train_history.json"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def stamps(self) -> Path:
+        return self.root / "stamps"
+
+    def stamp(self, stage: str) -> Path:
+        return self.stamps / f"{stage}.json"
+
+
+def run_paths(run_dir: str | Path) -> RunPaths:
+    return RunPaths(Path(run_dir))
+
+
+def require(path: Path, what: str, fix: str) -> Path:
+    """Return ``path`` if it exists, else a KeptError naming it and the command that makes it."""
+    if not path.exists():
+        raise KeptError(f"{what} not found", where=path, fix=fix)
+    return path
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KeptError(f"{what} not found", where=path) from None
+    except json.JSONDecodeError as error:
+        raise KeptError(f"{what} is not valid JSON: {error.msg}", where=path, line=error.lineno,
+                        fix="delete it and re-run the stage that writes it") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``path`` (old one removed).
+
+    On an exception the temporary directory is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    if path.exists() or path.is_symlink():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old.exists() or old.is_symlink():
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
+def clean_stale_temporaries(root: str | Path) -> list[Path]:
+    """Remove ``*.tmp-<pid>`` / ``*.old-<pid>`` leftovers of killed processes under ``root``."""
+    removed: list[Path] = []
+    root = Path(root)
+    if not root.exists():
+        return removed
+    for candidate in list(root.rglob("*.tmp-*")) + list(root.rglob("*.old-*")):
+        suffix = candidate.name.rsplit("-", 1)[-1]
+        if not suffix.isdigit() or _pid_alive(int(suffix)):
+            continue
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        elif candidate.exists() or candidate.is_symlink():
+            candidate.unlink()
+        removed.append(candidate)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------- lock
+
+class RunLock:
+    """An exclusive writer lock on a run directory (``fcntl.flock``; released when the process dies).
+
+    Only the main process (rank 0) takes it; other ranks of a distributed job get a no-op lock.
+    """
+
+    def __init__(self, run_dir: str | Path, command: str = "kept") -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.command = command
+        self._handle: Any = None
+
+    def acquire(self) -> "RunLock":
+        if not is_main_process():
+            return self
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise KeptError(f"the run directory is in use by {holder}", where=self.path.parent,
+                            fix="wait for that command to finish, or use another run directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            import fcntl
+
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------- stamps
+
+def fingerprint(obj: Any) -> str:
+    """A stable short hash of a JSON-serialisable object."""
+    payload = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def path_fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
+    """A cheap fingerprint of files/directories: relative names, sizes and modification times."""
+    result: dict[str, str] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            result[str(path)] = "missing"
+            continue
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        entries = []
+        for file in files:
+            if ".tmp-" in file.name or ".old-" in file.name:
+                continue
+            stat = file.stat()
+            entries.append((str(file.relative_to(path)) if file != path else file.name, stat.st_size,
+                            stat.st_mtime_ns))
+        result[str(path)] = fingerprint(entries)
+    return result
+
+
+def stamp_fingerprint(config_part: Any, inputs: Iterable[str | Path] = ()) -> str:
+    return fingerprint({"config": config_part, "inputs": path_fingerprint(inputs)})
+
+
+def write_stamp(run_dir: str | Path, stage: str, fp: str, config_part: Any = None,
+                extra: dict[str, Any] | None = None) -> Path:
+    paths = run_paths(run_dir)
+    record = {"stage": stage, "fingerprint": fp, "config": config_part,
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if extra:
+        record.update(extra)
+    return atomic_write_json(paths.stamp(stage), record)
+
+
+def read_stamp(run_dir: str | Path, stage: str) -> dict[str, Any] | None:
+    path = run_paths(run_dir).stamp(stage)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def stage_done(run_dir: str | Path, stage: str, fp: str, outputs: Iterable[str | Path]) -> bool:
+    """True when every output exists and the stamp records the same fingerprint."""
+    if not all(Path(out).exists() for out in outputs):
+        return False
+    stamp = read_stamp(run_dir, stage)
+    return stamp is not None and stamp.get("fingerprint") == fp
