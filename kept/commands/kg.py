@@ -1,10 +1,189 @@
-"""`kept kg ...`: knowledge-graph statistics and embeddings."""
+"""`kept kg ...`: knowledge-graph statistics, embeddings, neighbourhoods and alias look-ups.
+
+``embed_run_dir`` and ``load_graph`` are the reusable entry points (``kept demo`` calls them).
+"""
 
 from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 import typer
 
 kg_app = typer.Typer(help="Knowledge-graph statistics and embeddings.", no_args_is_help=True)
+
+EMBEDDINGS_FILE = Path("kg") / "embeddings.safetensors"
+METRICS_FILE = Path("kg") / "kg_metrics.json"
+
+
+def kg_dir(path: str | Path) -> Path:
+    """The kg/ directory of a run directory, or ``path`` itself when it is a kg/ directory."""
+    from kg import KGError
+
+    path = Path(path)
+    if (path / "kg" / "entities.tsv").exists():
+        return path / "kg"
+    if (path / "entities.tsv").exists():
+        return path
+    raise KGError("no kg/entities.tsv here", where=path,
+                  fix="pass a run directory made by `kept data ...`, a kg/ directory, or a triples file")
+
+
+def load_graph(path: str | Path, *, strict: bool = False) -> Any:
+    """A KnowledgeGraph from a run directory, a kg/ directory, or a triples TSV/CSV file."""
+    from kg import KGError, KnowledgeGraph, load_triples
+
+    path = Path(path)
+    if path.is_file():
+        return load_triples(path, strict=strict)
+    if not path.exists():
+        raise KGError("not found", where=path, fix="pass a run directory, a kg/ directory or a triples file")
+    return KnowledgeGraph.load(kg_dir(path))
+
+
+def kg_stats(path: str | Path) -> dict[str, Any]:
+    """``KnowledgeGraph.stats().to_dict()`` of a run dir, kg/ dir or triples file."""
+    return load_graph(path).stats().to_dict()
+
+
+def embed_run_dir(run_dir: str | Path, config: Any = None, *, dtype: str | None = None) -> dict[str, Any]:
+    """Train KG embeddings for ``run_dir/kg`` and write kg/embeddings.safetensors and kg/kg_metrics.json.
+
+    ``config`` is a ``kg.EmbeddingConfig``, a mapping of its fields, or None (TransE, dim 100).
+    ``dtype`` (float32/float16/bfloat16) is the storage type of the exported tables. Returns the metrics.
+    """
+    from kg import EmbeddingConfig, KGError, KnowledgeGraph, save_embeddings, train_embeddings
+    from kg._io import atomic_write_json
+
+    directory = kg_dir(run_dir)
+    if config is None:
+        config = EmbeddingConfig()
+    elif isinstance(config, Mapping):
+        known = {f.name for f in fields(EmbeddingConfig)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise KGError(f"unknown embedding option(s) {', '.join(unknown)}", where="config",
+                          fix=f"use {', '.join(sorted(known))}")
+        config = EmbeddingConfig(**config)
+    graph = KnowledgeGraph.load(directory)
+    result = train_embeddings(graph, config)
+    path = save_embeddings(result, directory / "embeddings.safetensors", dtype=dtype)
+    metrics = {**result.metrics, "dtype": dtype or "float32", "embeddings": str(path)}
+    atomic_write_json(directory / "kg_metrics.json", metrics)
+    return metrics
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+@kg_app.command("stats")
+def stats_command(
+    path: Path = typer.Argument(..., help="A run directory, a kg/ directory, or a triples file."),
+    as_json: bool = typer.Option(False, "--json", help="Print stats.json instead of tables."),
+    top: int = typer.Option(10, "--top", help="How many relations and entities to list."),
+) -> None:
+    """Entities, relations, triples, degrees, components and relation frequencies."""
+    from rich.console import Console
+
+    graph = load_graph(path)
+    stats = graph.stats(top=top)
+    if as_json:
+        typer.echo(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
+        return
+    console = Console()
+    console.print(_table(f"Knowledge graph {path}", [
+        ("entities", f"{stats.num_entities:,}"), ("relations", f"{stats.num_relations:,}"),
+        ("triples", f"{stats.num_triples:,}"), ("isolated entities", f"{stats.num_isolated_entities:,}"),
+        ("self loops", f"{stats.num_self_loops:,}"),
+        ("degree min / median / mean / max",
+         f"{stats.degree_min} / {stats.degree_median:g} / {stats.degree_mean:.2f} / {stats.degree_max}"),
+        ("weakly connected components", f"{stats.num_components:,}"),
+        ("largest component", f"{stats.largest_component_size:,}"),
+    ]))
+    console.print(_table("Degree distribution", [(b, f"{n:,}") for b, n in stats.degree_histogram.items()]))
+    console.print(_table(f"Top {top} relations", [(r, f"{n:,}") for r, n in
+                                                   list(stats.relation_frequencies.items())[:top]]))
+    console.print(_table(f"Top {top} entities by degree", [(e, f"{d:,}") for e, d in stats.top_entities_by_degree]))
+
+
+@kg_app.command("embed")
+def embed_command(
+    run_dir: Path = typer.Argument(..., help="Run directory (or kg/ directory) holding the graph."),
+    model: str = typer.Option("TransE", "--model", help="Any PyKEEN model name (TransE, DistMult, RotatE, ...)."),
+    dim: int = typer.Option(100, "--dim", help="Embedding dimension."),
+    epochs: int = typer.Option(100, "--epochs", help="Training epochs."),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    learning_rate: float = typer.Option(0.01, "--lr"),
+    seed: int = typer.Option(42, "--seed"),
+    split: str = typer.Option("auto", "--split", help="auto, random, predefined (PyKEEN sets) or none."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage type: float32, float16 or bfloat16."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """Train KG embeddings with PyKEEN; write kg/embeddings.safetensors and kg/kg_metrics.json."""
+    from rich.console import Console
+
+    from kg import EmbeddingConfig
+
+    config = EmbeddingConfig(model=model, dim=dim, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                             seed=seed, split=split, device=device)  # type: ignore[arg-type]
+    with Console(stderr=True).status(f"training {model} (dim {dim}, {epochs} epochs) ..."):
+        metrics = embed_run_dir(run_dir, config, dtype=dtype)
+    rows = [(k, f"{metrics[k]:.4f}") for k in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")]
+    rows += [("split", str(metrics.get("split"))), ("training triples", f"{metrics['num_training']:,}"),
+             ("testing triples", f"{metrics['num_testing']:,}"), ("seconds", f"{metrics['pipeline_seconds']:.1f}"),
+             ("written", metrics["embeddings"])]
+    if metrics.get("split_note"):
+        rows.append(("note", metrics["split_note"]))
+    Console().print(_table(f"{metrics['model']} on {run_dir}", rows))
+
+
+@kg_app.command("neighbours")
+def neighbours_command(
+    path: Path = typer.Argument(..., help="A run directory, a kg/ directory, or a triples file."),
+    entity: str = typer.Argument(..., help="Entity name (as in entities.tsv)."),
+    hops: int = typer.Option(1, "--hops"),
+    limit: int = typer.Option(50, "--limit", help="Print at most this many triples."),
+) -> None:
+    """The triples around an entity."""
+    graph = load_graph(path)
+    hood = graph.neighbourhood(entity, hops=hops)
+    typer.echo(f"{len(hood.entities)} entities and {len(hood.triples)} triples within {hops} hop(s) of {entity!r}")
+    for head, relation, tail in hood.triple_names(graph)[:limit]:
+        typer.echo(f"{head}\t{relation}\t{tail}")
+
+
+@kg_app.command("lookup")
+def lookup_command(
+    run_dir: Path = typer.Argument(..., help="Run directory (or kg/ directory) with aliases.tsv."),
+    mention: str = typer.Argument(..., help="A mention string."),
+    exact: bool = typer.Option(False, "--exact", help="Match the alias as written (no normalisation)."),
+    limit: int = typer.Option(10, "--limit"),
+) -> None:
+    """Candidate entities for a mention, with priors, from kg/aliases.tsv."""
+    from kg import AliasIndex, KGError, KnowledgeGraph
+
+    directory = kg_dir(run_dir)
+    graph = KnowledgeGraph.load(directory)
+    if not (directory / "aliases.tsv").exists():
+        raise KGError("no aliases.tsv", where=directory, fix="build the run with `kept data ...`")
+    index = AliasIndex.load(directory / "aliases.tsv", num_entities=graph.num_entities)
+    candidates = index.lookup(mention, exact=exact, limit=limit)
+    if not candidates:
+        typer.echo(f"no entity for {mention!r}")
+        return
+    for candidate in candidates:
+        typer.echo(f"{candidate.prior:.3f}\t{candidate.entity_id}\t{graph.entities[candidate.entity_id]}\t"
+                   f"(alias {candidate.alias!r}, {candidate.count} links)")
 
 
 def register(app: typer.Typer) -> None:
