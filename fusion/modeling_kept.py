@@ -275,6 +275,14 @@ class KeptPreTrainedModel(PreTrainedModel):
             model.load_entity_table(table_path, mmap=True, trainable=False)
         return model
 
+    @classmethod
+    def from_bert(cls, bert_dir: str | Path, **config_overrides: Any):
+        """Initialise from a local BERT checkpoint directory -> (model, LoadReport): T-encoder and the
+        K-encoder's token side from BERT's layers, everything else new (see fusion.loading)."""
+        from fusion.loading import load_from_bert
+
+        return load_from_bert(cls, bert_dir, **config_overrides)
+
     def entity_path_anchor(self, entity_states: torch.Tensor | None) -> torch.Tensor | float:
         """0 * sum of the last entity states: keeps every entity-path parameter in the autograd graph
         (DDP without find_unused_parameters) without changing the loss."""
@@ -481,13 +489,6 @@ class KeptForPreTraining(KeptPreTrainedModel):
     def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
-
-    @classmethod
-    def from_bert(cls, bert_dir: str | Path, **config_overrides: Any):
-        """Initialise from a local BERT checkpoint directory -> (model, LoadReport)."""
-        from fusion.loading import load_from_bert
-
-        return load_from_bert(cls, bert_dir, **config_overrides)
 
     def forward(
         self,
