@@ -24,6 +24,9 @@ console = Console(stderr=True)
 COMMAND_MODULES: list[str] = [
     "kept.commands.data",
     "kept.commands.kg",
+    "kept.commands.evaluate",
+    "kept.commands.compare",
+    "kept.commands.report",
 ]
 
 _state = {"debug": False}

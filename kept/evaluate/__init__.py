@@ -1,0 +1,229 @@
+"""`kept evaluate`: every figure of a trained run, written to ``RUN_DIR/eval/metrics.json``.
+
+    >>> from kept.evaluate import evaluate_run_dir
+    >>> metrics = evaluate_run_dir("runs/demo")          # eval settings from the run's config.yaml
+    >>> metrics["metrics"]["cloze"]["accuracy"]
+
+One module per metric: :mod:`~kept.evaluate.mlm` (held-out MLM with the run's strategy and with
+token masking), :mod:`~kept.evaluate.cloze` (entity cloze), :mod:`~kept.evaluate.probe` (KG probe),
+:mod:`~kept.evaluate.relation` (FewRel fine-tune), :mod:`~kept.evaluate.linkpred` (KG link prediction).
+
+metrics.json (format ``kept.eval.metrics``, format_version 1)::
+
+    {"format", "format_version", "kept_version", "run", "created_at",
+     "model": {"path", "fusion", "strategy", "num_parameters", "device"},
+     "eval_config": {...EvalConfig...},
+     "metrics": {
+        "mlm":   {"strategy": {strategy, loss, accuracy, perplexity, num_predicted, ...},
+                  "token":    {... same, plain token masking ...}},
+        "cloze": {accuracy, piece_accuracy, num_mentions, num_available},
+        "probe": {mrr, hits_at_1, hits_at_3, hits_at_10, mean_rank, num_facts, per_relation: {rel: {mrr, hits_at_1, count}}},
+        "relation": {accuracy, macro_f1, num_labels, num_train, num_test, chance, ...} | {"skipped": reason},
+        "linkpred": {mrr, hits_at_1, hits_at_3, hits_at_10, model, source} | {"skipped": reason}},
+     "examples": {"cloze": [{doc_id, position, entity_id, context, gold, prediction, correct}],
+                  "probe": [{head, relation, prompt, gold, prediction, rank, num_candidates}]},
+     "timings_s": {"mlm": s, "cloze": s, ...}}
+
+A disabled metric is ``{"skipped": "disabled in eval config"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION
+from kept.errors import KeptError
+from kept.evaluate.config import EvalConfig, coerce_eval_config
+
+__all__ = ["EvalConfig", "evaluate_run_dir", "metrics_path"]
+
+
+def metrics_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "eval" / "metrics.json"
+
+
+def _check_model_dir(model_dir: Path) -> dict[str, Any]:
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():
+        raise KeptError("model not found (no config.json)", where=model_dir,
+                        fix="pretrain the run first (`kept run CONFIG`)")
+    try:
+        model_config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise KeptError(f"not valid JSON ({error.msg})", where=config_file, line=error.lineno,
+                        fix="re-run pretraining to save the model again") from None
+    if model_config.get("model_type") != "kept":
+        raise KeptError(f"holds a '{model_config.get('model_type')}' model, not a kept model", where=config_file,
+                        fix="evaluate a run directory written by this version of kept")
+    return model_config
+
+
+def _run_settings(run_config: Any) -> dict[str, Any]:
+    masking = dict(getattr(run_config, "masking", {}) or {})
+    model = getattr(run_config, "model", None)
+    data = getattr(run_config, "data", None)
+    return {
+        "strategy": str(masking.get("strategy") or "token"),
+        "mlm_probability": float(masking.get("mlm_probability") or 0.15),
+        "fusion": bool(getattr(model, "fusion", True)),
+        "fewrel": getattr(data, "fewrel", None),
+    }
+
+
+def _timed(timings: dict[str, float], name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = fn()
+    timings[name] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Callable[[str], None] | None = None
+                     ) -> dict[str, Any]:
+    """Evaluate the run's final model and write ``RUN_DIR/eval/metrics.json`` (atomically).
+
+    ``config``: an :class:`EvalConfig`, a ``RunConfig`` (its ``eval`` section is used), a dict, or None
+    for the ``eval`` section of the run's own config.yaml. Returns the metrics.json content.
+    """
+    import torch
+
+    from kept import __version__
+    from kept.analysis import load_encoded, load_kg_tables
+    from kept.config import load_run_config
+    from kept.evaluate import cloze, linkpred, mlm, probe, relation
+    from kept.evaluate.common import resolve_device
+    from kept.rundir import atomic_write_json
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise KeptError("run directory not found", where=run_dir, fix="pass a run directory (runs/NAME)")
+    say = progress or (lambda message: None)
+    run_config = load_run_config(run_dir)
+    eval_config: EvalConfig = coerce_eval_config(config if config is not None else run_config)
+    settings = _run_settings(run_config)
+    model_dir = run_dir / "model"
+    _check_model_dir(model_dir)
+    tokenizer_dir = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else model_dir
+
+    from transformers import AutoTokenizer
+
+    from fusion import KeptForMaskedLM
+
+    torch.manual_seed(eval_config.seed)
+    device = resolve_device(eval_config.device)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    model = KeptForMaskedLM.from_pretrained(str(model_dir)).to(device).eval()
+    fusion = settings["fusion"]
+    metrics: dict[str, Any] = {}
+    examples: dict[str, list[dict[str, Any]]] = {}
+    timings: dict[str, float] = {}
+    disabled = {"skipped": "disabled in eval config"}
+
+    rows: list[dict[str, Any]] | None = None
+    if eval_config.mlm.enabled or eval_config.cloze.enabled:
+        validation = load_encoded(run_dir, "validation")
+        limit = max(eval_config.mlm.max_examples if eval_config.mlm.enabled else 0,
+                    len(validation) if eval_config.cloze.enabled else 0)
+        rows = validation.select(range(min(limit, len(validation)))).to_list()
+        if not rows:
+            raise KeptError("the encoded validation split is empty", where=run_dir / "encoded" / "validation",
+                            fix="set encode.validation_fraction above 0 and re-run the encode step")
+
+    if eval_config.mlm.enabled:
+        say("MLM")
+        probability = eval_config.mlm.mlm_probability or settings["mlm_probability"]
+        mlm_rows = rows[: eval_config.mlm.max_examples]
+
+        def run_mlm() -> dict[str, Any]:
+            kwargs = dict(mlm_probability=probability, seed=eval_config.seed, batch_size=eval_config.batch_size,
+                          use_entities=fusion)
+            own = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy=settings["strategy"], **kwargs)
+            token = own if settings["strategy"] == "token" else \
+                mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy="token", **kwargs)
+            return {"strategy": own, "token": token}
+
+        metrics["mlm"] = _timed(timings, "mlm", run_mlm)
+    else:
+        metrics["mlm"] = dict(disabled)
+
+    if eval_config.cloze.enabled:
+        say("entity cloze")
+        c = eval_config.cloze
+        result = _timed(timings, "cloze", lambda: cloze.evaluate_cloze(
+            model, tokenizer, rows, max_mentions=c.max_mentions, max_pieces=c.max_pieces,
+            context_tokens=c.context_tokens, seed=eval_config.seed, batch_size=eval_config.batch_size,
+            num_examples=eval_config.num_examples, use_entities=fusion))
+        examples["cloze"] = result.pop("examples")
+        metrics["cloze"] = result
+    else:
+        metrics["cloze"] = dict(disabled)
+
+    if eval_config.probe.enabled:
+        say("KG probe")
+        p = eval_config.probe
+        tables = load_kg_tables(run_dir)
+        held_out = _kg_test_split(run_dir)
+        facts = probe.facts_from_tables(
+            tables["entities"].to_dict("records"), tables["relations"].to_dict("records"),
+            list(tables["triples"].itertuples(index=False, name=None)), held_out, p.holdout_fraction,
+            eval_config.seed)
+        result = _timed(timings, "probe", lambda: probe.evaluate_probe(
+            model, tokenizer, facts, max_facts=p.max_facts, max_candidates=p.max_candidates,
+            max_pieces=p.max_pieces, score=p.score, filtered=p.filtered, seed=eval_config.seed,
+            batch_size=eval_config.batch_size, num_examples=eval_config.num_examples, use_entities=fusion))
+        examples["probe"] = result.pop("examples")
+        metrics["probe"] = result
+    else:
+        metrics["probe"] = dict(disabled)
+
+    if eval_config.relation.enabled:
+        say("relation classification")
+        r = eval_config.relation
+        data = r.data or settings["fewrel"]
+        metrics["relation"] = _timed(timings, "relation", lambda: relation.evaluate_relation(
+            model_dir, tokenizer_dir, data, max_relations=r.max_relations, max_per_relation=r.max_per_relation,
+            test_fraction=r.test_fraction, epochs=r.epochs, learning_rate=r.learning_rate,
+            batch_size=r.batch_size, max_length=r.max_length, seed=eval_config.seed, device=device))
+    else:
+        metrics["relation"] = dict(disabled)
+
+    if eval_config.linkpred.enabled:
+        say("KG link prediction")
+        metrics["linkpred"] = _timed(timings, "linkpred", lambda: linkpred.evaluate_linkpred(
+            run_dir, recompute=eval_config.linkpred.recompute, run_config=run_config.to_dict()))
+    else:
+        metrics["linkpred"] = dict(disabled)
+
+    record = {
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "kept_version": __version__,
+        "run": run_dir.name,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"path": "model", "fusion": fusion, "strategy": settings["strategy"],
+                  "num_parameters": int(sum(p.numel() for p in model.parameters())), "device": str(device)},
+        "eval_config": eval_config.model_dump(mode="json"),
+        "metrics": metrics,
+        "examples": examples,
+        "timings_s": timings,
+    }
+    atomic_write_json(metrics_path(run_dir), record)
+    return record
+
+
+def _kg_test_split(run_dir: Path) -> list[tuple[str, str, str]] | None:
+    """Test triples of the KG when the kg step saved a split (kg/test_triples.tsv), else None."""
+    import csv
+
+    for name in ("test_triples.tsv", "triples_test.tsv"):
+        path = run_dir / "kg" / name
+        if path.is_file():
+            with path.open(encoding="utf-8", newline="") as handle:
+                rows = [tuple(row[:3]) for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+                        if len(row) >= 3]
+            if rows and rows[0] == ("head_name", "relation_name", "tail_name"):
+                rows = rows[1:]
+            return rows  # type: ignore[return-value]
+    return None

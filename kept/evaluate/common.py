@@ -1,0 +1,111 @@
+"""Shared pieces of the metric modules: device choice, padding, a model call that works for
+fusion and plain MLM models, and the ranking arithmetic (MRR, hits@k) used by probe and tests."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Sequence
+
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def accepts_entity_ids(model: torch.nn.Module) -> bool:
+    """True when ``model.forward`` takes ``entity_ids`` (the fusion models do)."""
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "entity_ids" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def uses_fusion(model: torch.nn.Module) -> bool:
+    """Whether to feed KG entity alignments: the model takes entity_ids and has knowledge layers."""
+    if not accepts_entity_ids(model):
+        return False
+    config = getattr(model, "config", None)
+    if config is None:
+        return True
+    for flag in ("use_fusion", "fusion"):
+        if hasattr(config, flag):
+            return bool(getattr(config, flag))
+    layers = getattr(config, "num_knowledge_layers", None)
+    return True if layers is None else int(layers) > 0
+
+
+def pad(rows: Sequence[Sequence[int]], value: int, length: int | None = None) -> torch.Tensor:
+    """Right-pad integer lists into a [B, L] LongTensor."""
+    length = max((len(r) for r in rows), default=0) if length is None else length
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = list(row)[:length]
+        if row:
+            out[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+    return out
+
+
+@torch.no_grad()
+def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   entity_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """MLM logits [B, L, V] of any masked-LM model; entity_ids only go to models that take them."""
+    device = model_device(model)
+    kwargs: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    if entity_ids is not None and accepts_entity_ids(model):
+        kwargs["entity_ids"] = entity_ids.to(device)
+    output = model(**kwargs)
+    logits = output.logits if hasattr(output, "logits") else output["logits"] if isinstance(output, dict) else output[0]
+    return logits.float()
+
+
+def ranks_from_scores(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+    """Realistic ranks (PyKEEN's default): 1 + #higher + #tied-others / 2.
+
+    scores: [N, C] (use -inf for padding), gold: [N] index of the true candidate. Returns [N] float.
+    """
+    gold_score = scores.gather(1, gold.view(-1, 1))
+    higher = (scores > gold_score).sum(dim=1).float()
+    tied = (scores == gold_score).sum(dim=1).float() - 1.0
+    return 1.0 + higher + tied / 2.0
+
+
+def rank_metrics(ranks: Sequence[float] | torch.Tensor, ks: Sequence[int] = (1, 3, 10)) -> dict[str, float]:
+    """MRR, mean rank and hits@k of a list of ranks (1 = best). Empty input gives NaN figures."""
+    ranks_t = torch.as_tensor(list(ranks) if not isinstance(ranks, torch.Tensor) else ranks, dtype=torch.float64)
+    if ranks_t.numel() == 0:
+        return {"mrr": math.nan, "mean_rank": math.nan, **{f"hits_at_{k}": math.nan for k in ks}, "count": 0}
+    result = {"mrr": float((1.0 / ranks_t).mean()), "mean_rank": float(ranks_t.mean())}
+    for k in ks:
+        result[f"hits_at_{k}"] = float((ranks_t <= k).double().mean())
+    result["count"] = int(ranks_t.numel())
+    return result
+
+
+def macro_f1(predictions: Sequence[int], labels: Sequence[int], num_labels: int | None = None) -> float:
+    """Macro-averaged F1 over the classes present in the labels or predictions."""
+    preds = torch.as_tensor(list(predictions), dtype=torch.long)
+    golds = torch.as_tensor(list(labels), dtype=torch.long)
+    if golds.numel() == 0:
+        return math.nan
+    classes = torch.unique(torch.cat([preds, golds])) if num_labels is None else torch.arange(num_labels)
+    scores = []
+    for c in classes.tolist():
+        tp = int(((preds == c) & (golds == c)).sum())
+        fp = int(((preds == c) & (golds != c)).sum())
+        fn = int(((preds != c) & (golds == c)).sum())
+        if tp + fp + fn == 0:
+            continue
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(sum(scores) / len(scores)) if scores else math.nan

@@ -1,0 +1,92 @@
+"""Configuration of `kept evaluate`: what to measure and how many items (the ``eval:`` section).
+
+Defaults are sized so a tiny demo model evaluates in well under a minute on a 2-core CPU;
+raise the caps for a real model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MLMEvalConfig(_Section):
+    enabled: bool = True
+    max_examples: int = Field(256, ge=1, description="encoded validation sequences evaluated")
+    mlm_probability: Optional[float] = Field(None, gt=0, lt=1, description="None: the run's value (or 0.15)")
+
+
+class ClozeEvalConfig(_Section):
+    enabled: bool = True
+    max_mentions: int = Field(256, ge=1, description="held-out linked mentions masked, one at a time")
+    max_pieces: int = Field(8, ge=1, description="mentions longer than this (word pieces) are skipped")
+    context_tokens: int = Field(64, ge=8, description="tokens of context kept on each side of the mention")
+
+
+class ProbeEvalConfig(_Section):
+    enabled: bool = True
+    max_facts: int = Field(200, ge=1, description="held-out triples turned into cloze facts")
+    max_candidates: int = Field(100, ge=2, description="tail candidates per fact (gold always included)")
+    max_pieces: int = Field(6, ge=1, description="candidates longer than this (word pieces) are dropped")
+    score: Literal["sum", "mean"] = Field("sum", description="masked PLL: sum of piece log-probs, or their mean")
+    filtered: bool = Field(True, description="drop other true tails of (head, relation) from the candidates")
+    holdout_fraction: float = Field(0.1, gt=0, le=1,
+                                    description="share of triples used as held-out facts when the KG has no test split")
+
+
+class RelationEvalConfig(_Section):
+    enabled: bool = True
+    data: Optional[Path] = Field(None, description="FewRel-format JSON file; None: the run config's fewrel setting")
+    max_relations: int = Field(5, ge=2)
+    max_per_relation: int = Field(40, ge=2, description="sentences per relation (train + test)")
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    epochs: int = Field(3, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(96, ge=16)
+
+
+class LinkPredEvalConfig(_Section):
+    enabled: bool = True
+    recompute: bool = Field(False, description="retrain the KG embedding and rank again instead of reading kg_metrics.json")
+
+
+class EvalConfig(_Section):
+    """The ``eval:`` section of a run configuration."""
+
+    seed: int = 0
+    batch_size: int = Field(32, ge=1)
+    num_examples: int = Field(10, ge=0, description="cloze/probe examples stored in metrics.json")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    mlm: MLMEvalConfig = MLMEvalConfig()
+    cloze: ClozeEvalConfig = ClozeEvalConfig()
+    probe: ProbeEvalConfig = ProbeEvalConfig()
+    relation: RelationEvalConfig = RelationEvalConfig()
+    linkpred: LinkPredEvalConfig = LinkPredEvalConfig()
+
+
+def coerce_eval_config(config: Any) -> EvalConfig:
+    """Accept an EvalConfig, a run config carrying ``.eval``, a mapping, or None (defaults)."""
+    if config is None:
+        return EvalConfig()
+    if isinstance(config, EvalConfig):
+        return config
+    section = getattr(config, "eval", None)
+    if isinstance(section, EvalConfig):
+        return section
+    if section is not None and hasattr(section, "model_dump"):
+        return EvalConfig.model_validate(section.model_dump())
+    if isinstance(section, dict):
+        return EvalConfig.model_validate(section)
+    if isinstance(config, dict):
+        return EvalConfig.model_validate(config.get("eval", config) if "eval" in config else config)
+    from kept.errors import KeptError
+
+    raise KeptError(f"cannot read evaluation settings from a {type(config).__name__}",
+                    where="eval", fix="pass an EvalConfig, a RunConfig or a dict")

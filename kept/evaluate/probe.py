@@ -1,0 +1,225 @@
+"""KG probe: held-out triples as templated cloze facts, tails ranked by masked pseudo log-likelihood.
+
+A fact (head, relation, tail) becomes ``[CLS] <head label> <relation words> [MASK]×k . [SEP]``.
+The candidates are the labels of the relation's tail entities (the gold tail always among them;
+with ``filtered`` the other true tails of (head, relation) are dropped, as in link prediction).
+A candidate of k word pieces is scored with k masks: ``sum_i log p(piece_i | prompt)`` (or the
+mean). Candidates of equal length share one forward pass. Ranks are PyKEEN's "realistic" ranks
+(ties count half), giving hits@k and MRR, overall and per relation.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import torch
+
+from kept.evaluate.common import forward_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
+
+
+def relation_words(name: str, label: str = "") -> str:
+    """Words of a relation for the template: its label when it reads as words, else its name split
+    on ``_ - / .`` and camelCase (``placeOfBirth`` and ``place_of_birth`` -> ``place of birth``)."""
+    text = label.strip() if label and label.strip() and label.strip() != name else name
+    text = text.rsplit("/", 1)[-1] if "/" in text and " " not in text else text
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text)
+    text = re.sub(r"[_\-./:]+", " ", text)
+    return re.sub(r"\s+", " ", text).strip().lower() or name
+
+
+@dataclass
+class ProbeFacts:
+    """What the probe needs of a KG: labels, relation words, all true triples and the held-out ones."""
+
+    entity_labels: list[str]
+    relation_words: list[str]
+    relation_names: list[str]
+    triples: list[tuple[int, int, int]]
+    held_out: list[tuple[int, int, int]]
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Query:
+    fact: tuple[int, int, int]
+    prompt: list[int]                 # head + relation pieces
+    candidates: list[int]             # entity ids, gold first
+    pieces: list[list[int]]           # word pieces of each candidate
+
+
+def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: int, max_pieces: int,
+             filtered: bool, seed: int) -> tuple[list[_Query], int]:
+    tails_of: dict[int, list[int]] = defaultdict(list)
+    true_tails: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for h, r, t in facts.triples:
+        if t not in tails_of[r]:
+            tails_of[r].append(t)
+        true_tails[(h, r)].add(t)
+    piece_cache: dict[int, list[int]] = {}
+
+    def pieces(entity: int) -> list[int]:
+        if entity not in piece_cache:
+            piece_cache[entity] = tokenizer.encode(facts.entity_labels[entity], add_special_tokens=False)
+        return piece_cache[entity]
+
+    rng = random.Random(seed)
+    queries, skipped = [], 0
+    for fact in facts.held_out:
+        if len(queries) >= max_facts:
+            break
+        h, r, t = fact
+        gold = pieces(t)
+        if not gold or len(gold) > max_pieces:
+            skipped += 1
+            continue
+        others = [c for c in tails_of[r] if c != t and not (filtered and c in true_tails[(h, r)])]
+        seen = {tuple(gold)}
+        unique = []
+        for c in others:
+            p = pieces(c)
+            if p and len(p) <= max_pieces and tuple(p) not in seen:
+                seen.add(tuple(p))
+                unique.append(c)
+        if len(unique) > max_candidates - 1:
+            unique = rng.sample(unique, max_candidates - 1)
+        if not unique:
+            skipped += 1  # a single candidate ranks trivially first: not a test
+            continue
+        prompt = tokenizer.encode(f"{facts.entity_labels[h]} {facts.relation_words[r]}", add_special_tokens=False)
+        candidates = [t] + unique
+        queries.append(_Query(fact, prompt, candidates, [pieces(c) for c in candidates]))
+    return queries, skipped
+
+
+@torch.no_grad()
+def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *, max_facts: int = 200,
+                   max_candidates: int = 100, max_pieces: int = 6, score: Literal["sum", "mean"] = "sum",
+                   filtered: bool = True, seed: int = 0, batch_size: int = 32,
+                   num_examples: int = 10,
+                   use_entities: bool | None = None) -> dict[str, Any]:
+    """hits@1/3/10 and MRR of the gold tail among the candidates, overall and per relation."""
+    if tokenizer.mask_token_id is None:
+        from kept.errors import KeptError
+
+        raise KeptError("the tokenizer has no [MASK] token", where="tokenizer/", fix="use a masked-LM tokenizer")
+    queries, skipped = _queries(facts, tokenizer, max_facts, max_candidates, max_pieces, filtered, seed)
+    fusion = uses_fusion(model) if use_entities is None else use_entities
+    cls_ids = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
+    sep_ids = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
+    period = tokenizer.encode(".", add_special_tokens=False)
+
+    # one forward input per (query, candidate length)
+    jobs: list[tuple[int, int]] = []  # (query index, k)
+    for q, query in enumerate(queries):
+        for k in sorted({len(p) for p in query.pieces}):
+            jobs.append((q, k))
+    log_probs: dict[tuple[int, int], torch.Tensor] = {}  # -> [k, V]
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size]
+        inputs, entities, offsets = [], [], []
+        for q, k in chunk:
+            query = queries[q]
+            ids = cls_ids + query.prompt + [tokenizer.mask_token_id] * k + period + sep_ids
+            ents = [-1] * len(ids)
+            if fusion:
+                ents[len(cls_ids)] = query.fact[0]  # the head mention is linked to the head entity
+            inputs.append(ids)
+            entities.append(ents)
+            offsets.append(len(cls_ids) + len(query.prompt))
+        input_ids = pad(inputs, tokenizer.pad_token_id or 0)
+        attention = pad([[1] * len(i) for i in inputs], 0)
+        logits = forward_logits(model, input_ids, attention, pad(entities, -1) if fusion else None)
+        for i, ((q, k), offset) in enumerate(zip(chunk, offsets)):
+            log_probs[(q, k)] = torch.log_softmax(logits[i, offset:offset + k], dim=-1).cpu()
+
+    ranks: list[float] = []
+    per_relation: dict[int, list[float]] = defaultdict(list)
+    examples: list[dict[str, Any]] = []
+    for q, query in enumerate(queries):
+        scores = []
+        for piece_ids in query.pieces:
+            table = log_probs[(q, len(piece_ids))]
+            picked = table[torch.arange(len(piece_ids)), torch.as_tensor(piece_ids)]
+            scores.append(float(picked.sum() if score == "sum" else picked.mean()))
+        score_t = torch.tensor([scores], dtype=torch.float64)
+        rank = float(ranks_from_scores(score_t, torch.tensor([0]))[0])
+        ranks.append(rank)
+        per_relation[query.fact[1]].append(rank)
+        if len(examples) < num_examples:
+            best = max(range(len(scores)), key=lambda j: scores[j])
+            h, r, t = query.fact
+            examples.append({
+                "head": facts.entity_labels[h], "relation": facts.relation_names[r],
+                "prompt": f"{facts.entity_labels[h]} {facts.relation_words[r]} [MASK] .",
+                "gold": facts.entity_labels[t], "prediction": facts.entity_labels[query.candidates[best]],
+                "rank": rank, "num_candidates": len(query.candidates),
+            })
+    overall = rank_metrics(ranks)
+    result: dict[str, Any] = {
+        "mrr": overall["mrr"], "hits_at_1": overall["hits_at_1"], "hits_at_3": overall["hits_at_3"],
+        "hits_at_10": overall["hits_at_10"], "mean_rank": overall["mean_rank"],
+        "num_facts": len(queries), "num_skipped": skipped,
+        "mean_candidates": (sum(len(q.candidates) for q in queries) / len(queries)) if queries else math.nan,
+        "score": score, "filtered": filtered,
+        "per_relation": {
+            facts.relation_names[r]: {k: v for k, v in rank_metrics(rs).items() if k in ("mrr", "hits_at_1", "count")}
+            for r, rs in sorted(per_relation.items())
+        },
+        "examples": examples,
+    }
+    if facts.note:
+        result["note"] = facts.note
+    return result
+
+
+def held_out_triples(num_triples: int, fraction: float, seed: int) -> list[int]:
+    """Seeded indices of the held-out share of the triples (at least one when there are any)."""
+    if num_triples == 0:
+        return []
+    count = max(1, int(round(num_triples * fraction)))
+    return sorted(random.Random(seed).sample(range(num_triples), min(count, num_triples)))
+
+
+def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[dict[str, Any]],
+                      triples: Sequence[tuple[str, str, str]], held_out: Sequence[tuple[str, str, str]] | None,
+                      fraction: float, seed: int) -> ProbeFacts:
+    """Build ProbeFacts from KG rows (entities: id/name/label, relations: id/name/label, triples by name).
+
+    ``held_out``: the KG's test triples when it has a split; else a seeded ``fraction`` of all triples.
+    Triples naming unknown entities/relations are ignored.
+    """
+    n_entities = max((int(e["id"]) for e in entities), default=-1) + 1
+    labels = [""] * n_entities
+    entity_index: dict[str, int] = {}
+    for e in entities:
+        i = int(e["id"])
+        labels[i] = (e.get("label") or e["name"]).strip() or e["name"]
+        entity_index[e["name"]] = i
+    n_relations = max((int(r["id"]) for r in relations), default=-1) + 1
+    names, words = [""] * n_relations, [""] * n_relations
+    relation_index: dict[str, int] = {}
+    for r in relations:
+        i = int(r["id"])
+        names[i] = r["name"]
+        words[i] = relation_words(r["name"], r.get("label") or "")
+        relation_index[r["name"]] = i
+
+    def to_ids(rows: Sequence[tuple[str, str, str]]) -> list[tuple[int, int, int]]:
+        return [(entity_index[h], relation_index[r], entity_index[t]) for h, r, t in rows
+                if h in entity_index and r in relation_index and t in entity_index]
+
+    all_triples = to_ids(triples)
+    if held_out is not None:
+        test = to_ids(held_out)
+        note = "held-out facts: the KG's test split"
+        all_triples = list(dict.fromkeys(all_triples + test))
+    else:
+        test = [all_triples[i] for i in held_out_triples(len(all_triples), fraction, seed)]
+        note = f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples"
+    return ProbeFacts(labels, words, names, all_triples, test, note=note)
