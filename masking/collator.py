@@ -108,7 +108,11 @@ class KnowledgeMaskingCollator:
                                    fix="encode the corpus with masking.encode_with_units (and keep its columns: "
                                        "TrainingArguments(remove_unused_columns=False))"
                                        + ("; or use dea=False" if "entity_ids" in missing else ""))
-        batch, lengths, length = self._pad(features)
+        # convert only the columns this batch uses (list -> array conversion dominates the cost)
+        wanted = {"attention_mask", "token_type_ids", "unit_ids"} | needed
+        if any(name in ("whole_word", "span") for name in strategies):
+            wanted.add("word_ids")
+        batch, lengths, length = self._pad(features, wanted)
         input_ids = batch["input_ids"]
         valid = batch["attention_mask"].bool()
         content = valid & ~torch.isin(input_ids, self.special_ids)
@@ -184,9 +188,10 @@ class KnowledgeMaskingCollator:
         draws = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=self.generator)
         return [names[i] for i in draws.tolist()]
 
-    def _pad(self, features: Sequence[Mapping[str, Any]]) -> tuple[dict[str, torch.Tensor], np.ndarray, int]:
+    def _pad(self, features: Sequence[Mapping[str, Any]],
+             wanted: set[str]) -> tuple[dict[str, torch.Tensor], np.ndarray, int]:
         first = features[0]
-        keys = ["input_ids"] + [k for k in _PAD_VALUES if k in first]
+        keys = ["input_ids"] + [k for k in _PAD_VALUES if k in first and k in wanted]
         lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))
         if (lengths == 0).any():
             bad = int(np.flatnonzero(lengths == 0)[0])

@@ -89,15 +89,16 @@ def selection_units(strategy: str, content: torch.Tensor, unit_ids: torch.Tensor
 
 def _tiers_from_presence(ids: torch.Tensor, n_units: int, tier_of_token: torch.Tensor | None) -> torch.Tensor:
     batch = ids.shape[0]
-    tiers = torch.full((batch, max(n_units, 1)), _EMPTY_TIER, dtype=torch.long)
-    valid = ids >= 0
+    width = max(n_units, 1)
+    # one spare column receives the writes of tokens without a unit, then is dropped
+    tiers = torch.full((batch, width + 1), _EMPTY_TIER, dtype=torch.long)
     if n_units == 0:
-        return tiers
+        return tiers[:, :width]
+    index = torch.where(ids >= 0, ids, width)
     src = tier_of_token if tier_of_token is not None else torch.zeros_like(ids)
-    # all tokens of a unit share its kind, so scatter (any writer wins) gives the unit's tier
-    flat_index = (torch.arange(batch).unsqueeze(1) * tiers.shape[1] + ids.clamp(min=0))[valid]
-    tiers.view(-1).scatter_(0, flat_index, src[valid])
-    return tiers
+    # all tokens of a unit share its kind, so any writer gives the unit's tier
+    tiers.scatter_(1, index, src)
+    return tiers[:, :width].contiguous()
 
 
 def choose_units(ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor,
