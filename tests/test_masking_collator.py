@@ -344,3 +344,26 @@ def test_works_as_dataloader_collate_fn(tokenizer, features):
     batches = list(loader)
     assert len(batches) == -(-len(features) // 3)
     assert all("labels" in b for b in batches)
+
+
+@pytest.mark.slow
+def test_trainer_data_collator_with_ernie_callback(tokenizer, tmp_path):
+    from datasets import Dataset
+    from transformers import BertConfig, BertForMaskedLM, Trainer, TrainingArguments
+
+    texts, spans = make_corpus(8, 30, seed=7)
+    enc = encode_with_units(tokenizer, texts, spans, max_length=48, doc_ids=[f"d{i}" for i in range(8)])
+    dataset = Dataset.from_dict({k: enc[k] for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind",
+                                                     "word_ids", "doc_id")})
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(0)
+    collator = KnowledgeMaskingCollator(tokenizer, strategy="ernie", dea=False, seed=0)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, report_to=[],
+                             remove_unused_columns=False, use_cpu=True, save_strategy="no", logging_steps=1,
+                             dataloader_num_workers=0)
+    trainer = Trainer(model=BertForMaskedLM(config), args=args, train_dataset=dataset, data_collator=collator,
+                      callbacks=[ErnieStageCallback(collator)])
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    assert collator.progress == 0.75 and collator.current_stage() == "entity"  # set before the 4th step
