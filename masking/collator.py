@@ -61,7 +61,9 @@ class KnowledgeMaskingCollator:
         self.mask_token_id = int(tokenizer.mask_token_id)
         self.pad_token_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
         self.vocab_size = int(len(tokenizer))
-        self.special_ids = torch.tensor(sorted(set(int(i) for i in tokenizer.all_special_ids)), dtype=torch.long)
+        # never masked when the features carry no unit_ids ([UNK] is ordinary text)
+        unk = tokenizer.unk_token_id
+        self.special_ids = torch.tensor(sorted(set(int(i) for i in tokenizer.all_special_ids) - {unk}), dtype=torch.long)
         self.padding_left = getattr(tokenizer, "padding_side", "right") == "left"
         self.progress = 0.0
         self.generator = torch.Generator().manual_seed(int(self.config.seed))
@@ -115,9 +117,11 @@ class KnowledgeMaskingCollator:
         batch, lengths, length = self._pad(features, wanted)
         input_ids = batch["input_ids"]
         valid = batch["attention_mask"].bool()
-        content = valid & ~torch.isin(input_ids, self.special_ids)
         if "unit_ids" in batch:
-            content &= batch["unit_ids"] >= 0
+            # the encoder marked special tokens with unit -1; [UNK] inside a word stays part of its unit
+            content = valid & (batch["unit_ids"] >= 0)
+        else:
+            content = valid & ~torch.isin(input_ids, self.special_ids)
 
         labels_mask = torch.zeros_like(content)
         to_mask = torch.zeros_like(content)

@@ -161,6 +161,22 @@ def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, d
     assert all(torch.equal(batch[k], again[k]) for k in batch)
 
 
+def test_unknown_pieces_stay_inside_their_units(tokenizer):
+    texts = ["北京是中国的首都 and 东京 is far"] * 6
+    spans = [[make_span(0, 2, "entity", entity_id=1), make_span(13, 15, "entity", entity_id=2)]] * 6
+    enc = encode_with_units(tokenizer, texts, spans, max_length=32)
+    feats = [{k: enc[k][i] for k in enc if k != "doc_index"} for i in range(6)]
+    assert tokenizer.unk_token_id in feats[0]["input_ids"]
+    unit_ids = padded(feats, "unit_ids", -1)
+    for seed in range(10):
+        predicted = KnowledgeMaskingCollator(tokenizer, strategy="entity", seed=seed, mlm_probability=0.5)(feats)
+        predicted = predicted["labels"] != -100
+        for row in range(6):
+            for u in torch.unique(unit_ids[row][unit_ids[row] >= 0]):
+                part = predicted[row][unit_ids[row] == u]
+                assert part.all() or not part.any()
+
+
 def test_phrase_and_entity_units_stay_whole(tokenizer, features):
     unit_ids = padded(features, "unit_ids", -1)
     for strategy in ("phrase", "entity"):
