@@ -24,6 +24,12 @@ console = Console(stderr=True)
 COMMAND_MODULES: list[str] = [
     "kept.commands.data",
     "kept.commands.kg",
+    "kept.commands.annotate",
+    "kept.commands.corpus",
+    "kept.commands.encode",
+    "kept.commands.pretrain",
+    "kept.commands.run",
+    "kept.commands.demo",
     "kept.commands.evaluate",
     "kept.commands.compare",
     "kept.commands.report",

@@ -22,6 +22,7 @@ from masking.errors import MaskingError
 from masking.spans import Span, make_span
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_END = ""  # trie key marking the end of an alias (no token is empty)
 TOKEN_PATTERN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 _PIECE_PATTERN = re.compile(rf"\s*(?:[{_CJK}]|[^\W{_CJK}]+|[^\w\s])")
 
@@ -101,6 +102,21 @@ class GazetteerTable:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def trie(self) -> dict[Any, Any]:
+        """Nested dicts token -> child; the key ``_END`` holds the entity id where an alias ends (built once)."""
+        cached = self.__dict__.get("_trie")
+        if cached is not None and self.__dict__.get("_trie_size") == len(self.entries):
+            return cached
+        root: dict[Any, Any] = {}
+        for key, (entity_id, _) in self.entries.items():
+            node = root
+            for token in key:
+                node = node.setdefault(token, {})
+            node[_END] = entity_id
+        self.__dict__["_trie"] = root
+        self.__dict__["_trie_size"] = len(self.entries)
+        return root
+
 
 def _best_candidate(alias_index: AliasIndexLike, surface: str, ids: list[int]) -> int:
     """The candidate with the highest prior for ``surface`` among ``ids`` (first id when the index has no opinion)."""
@@ -116,22 +132,35 @@ def _best_candidate(alias_index: AliasIndexLike, surface: str, ids: list[int]) -
 
 
 def match_tokens(tokens: Sequence[str], table: GazetteerTable) -> list[tuple[int, int, int]]:
-    """Greedy leftmost-longest matches ``(first token, end token, entity id)``, non-overlapping."""
-    first = table.first
-    entries = table.entries
+    """Greedy leftmost-longest matches ``(first token, end token, entity id)``, non-overlapping.
+
+    A token trie is walked from each token that starts an alias; the walk stops at the first token
+    that continues no alias, so each start costs about as many dict probes as the match is long.
+    """
+    root = table.trie()
     found: list[tuple[int, int, int]] = []
     resume = 0
     n_tokens = len(tokens)
     for i, token in enumerate(tokens):
-        longest = first.get(token)
-        if longest is None or i < resume:
+        node = root.get(token)
+        if node is None or i < resume:
             continue
-        for length in range(min(longest, n_tokens - i), 0, -1):
-            entry = entries.get(tuple(tokens[i:i + length]))
+        best_end = -1
+        best_id = -1
+        j = i
+        while True:
+            entry = node.get(_END)
             if entry is not None:
-                found.append((i, i + length, entry[0]))
-                resume = i + length
+                best_end, best_id = j + 1, entry
+            j += 1
+            if j >= n_tokens:
                 break
+            node = node.get(tokens[j])
+            if node is None:
+                break
+        if best_end > 0:
+            found.append((i, best_end, best_id))
+            resume = best_end
     return found
 
 

@@ -68,11 +68,11 @@ class NPMIPhraseDetector:
                 bigrams.update(zip(words, words[1:]))
                 total_words += len(words)
         self.scores = {}
-        total_pairs = max(1, sum(bigrams.values()))
+        # one denominator for words and pairs keeps NPMI in [-1, 1] (count(xy) <= min(count(x), count(y)))
         for (x, y), count in bigrams.items():
             if count < self.min_count:
                 continue
-            p_xy = count / total_pairs
+            p_xy = count / total_words
             if p_xy >= 1.0:
                 continue
             pmi = math.log(p_xy / ((unigrams[x] / total_words) * (unigrams[y] / total_words)))

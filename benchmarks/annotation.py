@@ -1,0 +1,169 @@
+"""Annotation benchmark: our pipeline vs bare spaCy, the gazetteer fast path, num_proc scaling.
+
+    .venv/bin/python benchmarks/annotation.py [--words 40000] [--skip-scaling]
+
+Texts: the Wikipedia sample (kg.wikipedia, gensim's bundled dump), else FewRel NYT sentences.
+Measurements (one process, best of ``--repeat``):
+  1. NER annotation: ``masking.annotate`` (datasets map + detectors + linking + overlaps + stats) with
+     en_core_web_sm vs bare ``nlp.pipe`` over the same texts with the same components enabled (the
+     overhead we add, goal <= 10%) and vs bare ``nlp.pipe`` with the full pipeline (what a user runs by default);
+  2. gazetteer-only path in words/s (goal >= 1M words/s on one core): the detector alone, the whole
+     ``annotate`` call, and the spaCy PhraseMatcher backend (spacy.blank + kept_gazetteer) as reference;
+  3. ``num_proc`` 1 -> 2 scaling of NER annotation (wall clock, includes loading the model in each worker).
+Prints a table, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def load_texts() -> tuple[list[dict], object, list[str] | None, str]:
+    try:
+        from kg.wikipedia import load_wikipedia_sample
+
+        sample = load_wikipedia_sample()
+        docs = [{"id": str(d.id), "title": d.title, "text": d.text, "spans": []} for d in sample.documents]
+        return docs, sample.alias_index, list(sample.graph.entity_labels), "wikipedia sample"
+    except Exception as error:  # noqa: BLE001 - fall back to FewRel
+        print(f"(wikipedia sample unavailable: {error}; using FewRel)", file=sys.stderr)
+        path = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fewrel" / "val_nyt.json"
+        data = json.loads(path.read_text())
+        docs = [{"id": f"{r}-{i}", "title": "", "text": " ".join(x["tokens"]), "spans": []}
+                for r, items in data.items() for i, x in enumerate(items)]
+        return docs, None, None, "fewrel nyt"
+
+
+def words(texts: list[str]) -> int:
+    return sum(len(t.split()) for t in texts)
+
+
+def best_time(fn, repeat: int, clock=time.process_time) -> float:
+    """Best of ``repeat`` runs. Default clock: this process's CPU time (robust on a shared machine; the
+    single-process measurements run on one core). Scaling uses wall-clock time."""
+    times = []
+    for _ in range(repeat):
+        start = clock()
+        fn()
+        times.append(clock() - start)
+    return min(times)
+
+
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Best CPU time of each function, runs interleaved so load changes hit all of them alike."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], best_time(fn, 1))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--words", type=int, default=40_000, help="words of text for the NER measurements")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--skip-scaling", action="store_true")
+    args = parser.parse_args()
+
+    import datasets
+    import spacy
+
+    from masking import AnnotationConfig, GazetteerDetector, annotate
+    from masking.annotate import documents_from_records
+    from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_name
+
+    datasets.disable_progress_bars()
+    docs, alias_index, labels, source = load_texts()
+    all_texts = [d["text"] for d in docs]
+    subset, total = [], 0
+    for doc in docs:  # paragraphs of the first documents up to --words (spaCy cost is linear in length)
+        for paragraph in doc["text"].split("\n"):
+            if paragraph.strip() and total < args.words:
+                subset.append({"id": f"{doc['id']}-{len(subset)}", "title": doc["title"], "text": paragraph, "spans": []})
+                total += len(paragraph.split())
+    texts = [d["text"] for d in subset]
+    n_words = words(texts)
+    dataset = documents_from_records(subset)
+    rows: list[tuple[str, str]] = []
+    result: dict[str, object] = {"clock": "process CPU time (scaling: wall)", "texts": source, "ner_words": n_words, "ner_texts": len(texts)}
+
+    # 1. NER: ours vs bare nlp.pipe
+    model = str(resolve_model_name("en_core_web_sm"))
+    nlp_ner = load_spacy_pipeline("en_core_web_sm", ["ner"])
+    nlp_full = spacy.load(model)
+    batch = 64
+    list(nlp_ner.pipe(texts[:50], batch_size=batch))  # warm up
+    config = AnnotationConfig.from_names("ner", batch_size=batch, map_batch_size=256)
+    timed = interleaved({
+        "bare": lambda: [d.ents for d in nlp_ner.pipe(texts, batch_size=batch)],
+        "ours": lambda: annotate(dataset, config, alias_index, entity_labels=labels, nlp=nlp_ner,
+                                 load_from_cache_file=False),
+    }, args.repeat)
+    bare_same, ours = timed["bare"], timed["ours"]
+    bare_full = best_time(lambda: [d.ents for d in nlp_full.pipe(texts, batch_size=batch)], 1)
+    overhead = ours / bare_same - 1
+    result.update({"bare_nlp_pipe_ner_s": round(bare_same, 3), "ours_ner_s": round(ours, 3),
+                   "ner_overhead": round(overhead, 4), "bare_full_pipeline_s": round(bare_full, 3),
+                   "ours_vs_full_pipeline_speedup": round(bare_full / ours, 3),
+                   "ours_ner_words_per_s": round(n_words / ours)})
+    rows += [("bare nlp.pipe, ner only (s)", f"{bare_same:.2f}  ({n_words / bare_same:,.0f} words/s)"),
+             ("ours: annotate(ner) (s)", f"{ours:.2f}  ({n_words / ours:,.0f} words/s)"),
+             ("  overhead vs bare (goal <= 10%)", f"{overhead * 100:+.1f}%"),
+             ("bare nlp.pipe, full pipeline (s)", f"{bare_full:.2f}  (ours is {bare_full / ours:.2f}x faster)")]
+
+    # 2. gazetteer-only path
+    if alias_index is not None:
+        all_words = words(all_texts)
+        gazetteer = GazetteerDetector(alias_index, labels=labels)
+        detector_s = best_time(lambda: gazetteer.detect(all_texts), args.repeat + 1)
+        gazetteer_ci = GazetteerDetector(alias_index, labels=labels, case_insensitive=True)
+        detector_ci_s = best_time(lambda: gazetteer_ci.detect(all_texts), args.repeat + 1)
+        full = documents_from_records([{**d, "spans": []} for d in docs])
+        gconfig = AnnotationConfig.from_names("gazetteer")
+        pipeline_s = best_time(lambda: annotate(full, gconfig, alias_index, entity_labels=labels,
+                                                load_from_cache_file=False), args.repeat)
+        spacy_gazetteer = GazetteerDetector(alias_index, labels=labels, backend="spacy")
+        spacy_s = best_time(lambda: spacy_gazetteer.detect(all_texts), 1)
+        result.update({"gazetteer_words": all_words,
+                       "gazetteer_detector_words_per_s": round(all_words / detector_s),
+                       "gazetteer_detector_ci_words_per_s": round(all_words / detector_ci_s),
+                       "gazetteer_annotate_words_per_s": round(all_words / pipeline_s),
+                       "gazetteer_spacy_phrasematcher_words_per_s": round(all_words / spacy_s)})
+        rows += [("gazetteer detector, fast path (goal >= 1M)", f"{all_words / detector_s:,.0f} words/s"),
+                 ("  case-insensitive", f"{all_words / detector_ci_s:,.0f} words/s"),
+                 ("gazetteer via annotate() (datasets+stats)", f"{all_words / pipeline_s:,.0f} words/s"),
+                 ("spaCy blank + PhraseMatcher backend", f"{all_words / spacy_s:,.0f} words/s")]
+
+    # 3. num_proc scaling
+    if not args.skip_scaling:
+        timings = {}
+        for num_proc in (1, 2):
+            cfg = AnnotationConfig.from_names("ner", num_proc=num_proc, batch_size=batch,
+                                              map_batch_size=max(1, len(texts) // (2 * num_proc)))
+            timings[num_proc] = best_time(lambda: annotate(dataset, cfg, alias_index, entity_labels=labels,
+                                                           load_from_cache_file=False), 1, clock=time.perf_counter)
+        result.update({"num_proc_1_s": round(timings[1], 3), "num_proc_2_s": round(timings[2], 3),
+                       "num_proc_speedup": round(timings[1] / timings[2], 3)})
+        rows += [("annotate(ner) num_proc=1 (s, incl. model load)", f"{timings[1]:.2f}"),
+                 ("annotate(ner) num_proc=2 (s, incl. model load)", f"{timings[2]:.2f}  ({timings[1] / timings[2]:.2f}x)")]
+
+    width = max(len(r[0]) for r in rows)
+    print(f"annotation benchmark on {source}: {len(texts)} texts / {n_words:,} words for NER "
+          f"(CPU seconds of this process, best of {args.repeat}; scaling in wall-clock seconds; "
+          f"load average {os.getloadavg()[0]:.1f})")
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

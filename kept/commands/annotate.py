@@ -1,0 +1,108 @@
+"""`kept annotate RUN_DIR`: find entity and phrase spans in the run's corpus (masking.annotate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def annotate_command(
+    run_dir: Path = typer.Argument(..., help="Run directory with corpus/documents.jsonl (and kg/ for the gazetteer)."),
+    detectors: Optional[str] = typer.Option(
+        None, "--detectors", help="Comma-separated detectors: ner, noun_chunk, gazetteer, gold, npmi "
+                                  "[default: the config's, else ner,noun_chunk,gazetteer,gold]."),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", help="YAML/JSON file with masking.AnnotationConfig fields (detector options, terms, regex)."),
+    num_proc: Optional[int] = typer.Option(None, "--num-proc", min=1, help="Worker processes for Dataset.map."),
+    num_shards: int = typer.Option(1, "--num-shards", min=1, help="Split the corpus into this many shards."),
+    shard_index: int = typer.Option(0, "--shard-index", min=0, help="Which shard this call annotates (0-based)."),
+    spacy_model: Optional[str] = typer.Option(None, "--spacy-model", help="spaCy pipeline name or directory."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="nlp.pipe batch size."),
+    case_insensitive: Optional[bool] = typer.Option(
+        None, "--case-insensitive/--case-sensitive", help="Gazetteer matching of KG labels and aliases."),
+) -> None:
+    """Annotate RUN_DIR/corpus/documents.jsonl into RUN_DIR/corpus/annotated/ and annotation_stats.json."""
+    import json
+    import os
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+    from rich.table import Table
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    from masking.annotate import annotate_run_dir
+    from masking.detectors.config import AnnotationConfig
+    from masking.errors import MaskingError
+
+    console = Console(stderr=True)
+    if shard_index >= num_shards:
+        raise MaskingError(f"--shard-index {shard_index} is not below --num-shards {num_shards}",
+                           where="--shard-index", fix="shard indices run from 0 to num_shards - 1")
+    base: dict = {}
+    if config_file is not None:
+        try:
+            text = config_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise MaskingError(f"cannot read the annotation config: {error.strerror}", where=config_file,
+                               fix="pass an existing YAML/JSON file") from None
+        if config_file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            base = yaml.safe_load(text) or {}
+        else:
+            base = json.loads(text)
+        base = base.get("annotation", base)
+    overrides = {k: v for k, v in {"num_proc": num_proc, "spacy_model": spacy_model, "batch_size": batch_size,
+                                   "case_insensitive": case_insensitive}.items() if v is not None}
+    from pydantic import ValidationError
+
+    try:
+        if detectors:
+            config = AnnotationConfig.from_names(detectors, **{**{k: v for k, v in base.items() if k != "detectors"},
+                                                               **overrides})
+        else:
+            config = AnnotationConfig(**{**base, **overrides})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise MaskingError(f"invalid annotation config: {'.'.join(map(str, first['loc']))}: {first['msg']}",
+                           where=config_file or "options", fix="see masking.AnnotationConfig for the fields") from None
+
+    corpus = run_dir / "corpus" / "documents.jsonl"
+    if not corpus.exists():
+        raise MaskingError("corpus not found", where=corpus,
+                           fix="write the corpus first (kept data ... or kept run CONFIG) or check RUN_DIR")
+    datasets.disable_progress_bars()
+    columns = [TextColumn("[bold]annotating[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("annotate", total=None)
+        stats = annotate_run_dir(run_dir, config, num_shards=num_shards, shard_index=shard_index,
+                                 progress=lambda n: progress.advance(task, n),
+                                 on_total=lambda n: progress.update(task, total=n))
+        progress.update(task, completed=progress.tasks[0].total or 0)
+
+    table = Table(title=f"annotation of {run_dir}", show_header=False)
+    for key in ("documents", "empty_documents", "spans", "spans_per_document", "linked_fraction",
+                "ambiguous_mentions", "token_coverage", "overlaps_removed"):
+        table.add_row(key, str(stats.get(key)))
+    table.add_row("spans_by_source", ", ".join(f"{k}={v}" for k, v in stats.get("spans_by_source", {}).items()))
+    gold = stats.get("gold")
+    if gold:
+        table.add_row("gold recall (overlap)", ", ".join(f"{k}={v}" for k, v in gold["recall_overlap"].items()))
+    Console().print(table)
+    shard = stats.get("shard", {})
+    if num_shards > 1 and not shard.get("merged"):
+        console.print(f"shard {shard_index + 1}/{num_shards} written to {run_dir / 'corpus' / 'annotated.shards'}; "
+                      "corpus/annotated/ appears when the last shard finishes")
+    else:
+        console.print(f"wrote {run_dir / 'corpus' / 'annotated'} and {run_dir / 'corpus' / 'annotation_stats.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("annotate")(annotate_command)
