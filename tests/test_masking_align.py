@@ -258,3 +258,18 @@ def test_property_spans_are_never_split(name, request, data):
             k += 1
     out = encode_with_units(tokenizer, [text], [spans], max_length=256)
     _check_invariants(tokenizer, text, spans, out)
+
+
+def test_inside_datasets_map(wordpiece):
+    from datasets import Dataset
+
+    texts = SENTENCES[:8] + [""]
+    spans = [_spans_for(t, [m for m in MENTIONS if m[0] in t]) for t in texts]
+    ds = Dataset.from_dict({"id": [f"d{i}" for i in range(9)], "text": texts,
+                            "spans": [[dict(s, label="", source="gold") for s in sp] for sp in spans]})
+    out = ds.map(lambda b: encode_with_units(wordpiece, b["text"], b["spans"], max_length=10, stride=2,
+                                             doc_ids=b["id"]),
+                 batched=True, batch_size=3, remove_columns=ds.column_names)
+    assert len(out) > 8 and "d8" not in set(out["doc_id"])  # long documents continue; the empty one is skipped
+    direct = encode_with_units(wordpiece, texts, spans, max_length=10, stride=2)
+    assert out["unit_ids"] == direct["unit_ids"] and out["entity_ids"] == direct["entity_ids"]
