@@ -93,7 +93,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     from kept.analysis import load_encoded, load_kg_tables
     from kept.config import load_run_config
     from kept.evaluate import cloze, linkpred, mlm, probe, relation
-    from kept.evaluate.common import resolve_device
+    from kept.evaluate.common import quiet_from_pretrained, resolve_device
     from kept.rundir import atomic_write_json
 
     run_dir = Path(run_dir)
@@ -114,7 +114,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     torch.manual_seed(eval_config.seed)
     device = resolve_device(eval_config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    model = KeptForMaskedLM.from_pretrained(str(model_dir)).to(device).eval()
+    model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).to(device).eval()
     fusion = settings["fusion"]
     metrics: dict[str, Any] = {}
     examples: dict[str, list[dict[str, Any]]] = {}
@@ -125,7 +125,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     if eval_config.mlm.enabled or eval_config.cloze.enabled:
         validation = load_encoded(run_dir, "validation")
         limit = max(eval_config.mlm.max_examples if eval_config.mlm.enabled else 0,
-                    len(validation) if eval_config.cloze.enabled else 0)
+                    eval_config.cloze.max_rows if eval_config.cloze.enabled else 0)
         rows = validation.select(range(min(limit, len(validation)))).to_list()
         if not rows:
             raise KeptError("the encoded validation split is empty", where=run_dir / "encoded" / "validation",
@@ -133,15 +133,17 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
 
     if eval_config.mlm.enabled:
         say("MLM")
-        probability = eval_config.mlm.mlm_probability or settings["mlm_probability"]
+        own_probability = eval_config.mlm.mlm_probability or settings["mlm_probability"]
+        token_probability = eval_config.mlm.mlm_probability or 0.15
         mlm_rows = rows[: eval_config.mlm.max_examples]
 
         def run_mlm() -> dict[str, Any]:
-            kwargs = dict(mlm_probability=probability, seed=eval_config.seed, batch_size=eval_config.batch_size,
-                          use_entities=fusion)
-            own = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy=settings["strategy"], **kwargs)
-            token = own if settings["strategy"] == "token" else \
-                mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy="token", **kwargs)
+            common = dict(seed=eval_config.seed, batch_size=eval_config.batch_size, use_entities=fusion)
+            own = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy=settings["strategy"],
+                                   mlm_probability=own_probability, masking=dict(run_config.masking), **common)
+            # the same task for every run: BERT token masking with default settings and the eval seed
+            token = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy="token",
+                                     mlm_probability=token_probability, **common)
             return {"strategy": own, "token": token}
 
         metrics["mlm"] = _timed(timings, "mlm", run_mlm)

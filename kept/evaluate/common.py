@@ -10,6 +10,19 @@ from typing import Any, Sequence
 import torch
 
 
+def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained`` without the load report: loading a pretraining checkpoint into a
+    masked-LM or task class leaves heads out (expected), which transformers reports as a warning."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return model_class.from_pretrained(path, **kwargs)
+    finally:
+        hf_logging.set_verbosity(before)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

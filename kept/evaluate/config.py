@@ -25,6 +25,7 @@ class MLMEvalConfig(_Section):
 class ClozeEvalConfig(_Section):
     enabled: bool = True
     max_mentions: int = Field(256, ge=1, description="held-out linked mentions masked, one at a time")
+    max_rows: int = Field(2000, ge=1, description="validation sequences scanned for linked mentions")
     max_pieces: int = Field(8, ge=1, description="mentions longer than this (word pieces) are skipped")
     context_tokens: int = Field(64, ge=8, description="tokens of context kept on each side of the mention")
 

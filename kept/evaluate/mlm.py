@@ -13,40 +13,50 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kept.evaluate.common import forward_logits, pad, uses_fusion
+from kept.evaluate.common import forward_logits, uses_fusion
 
-FEATURE_KEYS = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids")
+#: Encoded columns the collator may use (doc_id and other non-tensor columns are left out).
+FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "unit_ids", "unit_kind", "entity_ids", "word_ids")
 
 
 def _features(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{k: list(row[k]) for k in FEATURE_KEYS if k in row} for row in rows]
 
 
-def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: int) -> Any:
-    """The masking collator of the run's strategy, seeded, without dEA corruption, at the end of
-    any staged schedule (``ernie`` evaluates its final stage)."""
-    from masking import KnowledgeMaskingCollator
+def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: int, entities: bool = False,
+                  masking: Mapping[str, Any] | None = None) -> Any:
+    """The masking collator of the run (its ``masking`` settings), with ``strategy``, a fixed seed, and
+    no dEA corruption: with ``entities`` the batch carries the true alignments as ``entity_ids``.
+    A staged ``ernie`` schedule is evaluated at its end (progress 1.0)."""
+    from masking import KnowledgeMaskingCollator, MaskingConfig
 
-    collator = KnowledgeMaskingCollator(tokenizer, strategy=strategy, mlm_probability=mlm_probability,
-                                        dea=False, seed=seed)
-    if hasattr(collator, "set_progress"):
-        collator.set_progress(1.0)
+    fields = set(getattr(MaskingConfig, "__dataclass_fields__", {}))
+    settings = {k: v for k, v in dict(masking or {}).items() if k in fields}
+    if isinstance(settings.get("ernie_stages"), list):
+        settings["ernie_stages"] = tuple(tuple(stage) for stage in settings["ernie_stages"])
+    settings.update(strategy=strategy, mlm_probability=mlm_probability, seed=seed, dea=entities,
+                    dea_replace_prob=0.0, dea_remove_prob=0.0, pad_to_multiple_of=None)
+    collator = KnowledgeMaskingCollator(tokenizer, config=MaskingConfig(**settings))
+    collator.set_progress(1.0)
     return collator
 
 
 @torch.no_grad()
 def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
                  strategy: str = "token", mlm_probability: float = 0.15, seed: int = 0, batch_size: int = 32,
-                 collator: Any = None,
+                 collator: Any = None, masking: Mapping[str, Any] | None = None,
                  use_entities: bool | None = None) -> dict[str, Any]:
     """MLM loss (mean cross-entropy over predicted tokens), accuracy (argmax == label) and perplexity.
 
     ``rows``: encoded examples (input_ids, attention_mask, unit_ids, unit_kind, entity_ids).
     ``collator``: any callable that turns a list of features into ``input_ids``/``attention_mask``/``labels``
-    (default: the KnowledgeMaskingCollator with ``strategy``).
+    (and ``entity_ids`` for a fusion model); default: the KnowledgeMaskingCollator with ``strategy`` and
+    the run's other ``masking`` settings. ``use_entities``: feed entity alignments (default: when the
+    model takes them and has knowledge layers).
     """
-    collator = collator if collator is not None else make_collator(tokenizer, strategy, mlm_probability, seed)
     fusion = uses_fusion(model) if use_entities is None else use_entities
+    if collator is None:
+        collator = make_collator(tokenizer, strategy, mlm_probability, seed, entities=fusion, masking=masking)
     features = _features(rows)
     total_loss, correct, predicted = 0.0, 0, 0
     for start in range(0, len(features), batch_size):
@@ -56,9 +66,7 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        entity_ids = None
-        if fusion and all("entity_ids" in f for f in chunk):
-            entity_ids = pad([f["entity_ids"] for f in chunk], -1, input_ids.shape[1])
+        entity_ids = batch.get("entity_ids") if fusion else None
         logits = forward_logits(model, input_ids, attention_mask, entity_ids)
         labels = labels.to(logits.device)
         where = labels != -100

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from kept.evaluate.common import macro_f1, pad
+from kept.evaluate.common import macro_f1, pad, quiet_from_pretrained
 from kept.fewrel import ENTITY_MARKERS, FewRelExample, RelationExample, load_fewrel, relation_examples
 
 MARKERS = ENTITY_MARKERS
@@ -109,6 +109,10 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
                 "labels": torch.tensor([labels[i] for i in chosen], device=device),
             }
 
+    # the KG entity table stays fixed (no entity ids are fed here; its sparse gradients do not suit AdamW)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding) and module.sparse:
+            module.weight.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     model.train()
     losses = []
@@ -177,7 +181,7 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    model = KeptForRelationClassification.from_pretrained(str(model_dir), num_labels=len(relations))
+    model = quiet_from_pretrained(KeptForRelationClassification, str(model_dir), num_labels=len(relations))
     add_markers(tokenizer, model)
     model.to(device)
     result = finetune_and_score(model, tokenizer, train, test, relations, epochs=epochs, learning_rate=learning_rate,

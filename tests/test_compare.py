@@ -1,0 +1,134 @@
+"""compare_runs statistics, outputs, and the compare YAML."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, load_compare
+from kept.compare import CompareResult, compare_runs, load_compare_config, summarize
+from kept.errors import KeptError
+
+
+def fake_run(root: Path, name: str, cloze: float, token_loss: float, relation: dict | None = None) -> Path:
+    run_dir = root / name
+    (run_dir / "eval").mkdir(parents=True)
+    record = {
+        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION, "run": name,
+        "model": {"strategy": "entity", "fusion": True, "num_parameters": 10},
+        "metrics": {
+            "mlm": {"strategy": {"strategy": "entity", "loss": token_loss + 0.5, "accuracy": 0.2, "num_predicted": 90},
+                    "token": {"strategy": "token", "loss": token_loss, "accuracy": 0.3, "num_predicted": 100}},
+            "cloze": {"accuracy": cloze, "piece_accuracy": cloze, "num_mentions": 50},
+            "probe": {"mrr": 0.5, "hits_at_1": 0.25, "num_facts": 8, "per_relation": {"r": {"mrr": 0.5, "count": 8}}},
+            "relation": relation or {"skipped": "no FewRel data configured"},
+            "linkpred": {"mrr": 0.3, "hits_at_1": 0.2, "model": "TransE"},
+        },
+        "examples": {"cloze": [{"context": "x [MASK]", "gold": "paris", "prediction": "rome", "correct": False}]},
+    }
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps(record), encoding="utf-8")
+    return run_dir
+
+
+@pytest.fixture()
+def runs(tmp_path) -> dict[str, list[Path]]:
+    return {
+        "token": [fake_run(tmp_path, "token-0", 0.10, 5.0), fake_run(tmp_path, "token-1", 0.20, 5.4)],
+        "entity+fusion": [fake_run(tmp_path, "ent-0", 0.30, 4.8, {"accuracy": 0.6, "macro_f1": 0.5}),
+                          fake_run(tmp_path, "ent-1", 0.50, 4.6, {"accuracy": 0.8, "macro_f1": 0.7}),
+                          fake_run(tmp_path, "ent-2", 0.40, 4.7, {"accuracy": 0.7, "macro_f1": 0.6})],
+    }
+
+
+def test_summarize_is_mean_and_sample_std() -> None:
+    stat = summarize([1.0, 2.0, 4.0])
+    assert stat.mean == pytest.approx(7 / 3) and stat.std == pytest.approx(statistics.stdev([1, 2, 4])) and stat.n == 3
+    assert summarize([3.0]).std == 0.0
+    assert summarize([math.nan, 2.0]).n == 1
+    assert summarize([]).n == 0 and math.isnan(summarize([]).mean)
+
+
+def test_compare_runs_table(runs) -> None:
+    result = compare_runs(runs)
+    assert result.variants == ["token", "entity+fusion"]
+    cloze = result.table["entity+fusion"]["cloze.accuracy"]
+    assert cloze.mean == pytest.approx(0.4) and cloze.std == pytest.approx(0.1) and cloze.n == 3
+    assert result.table["token"]["cloze.accuracy"].std == pytest.approx(statistics.stdev([0.1, 0.2]))
+    # a metric only one variant has: n == 0 for the other
+    assert result.table["token"]["relation.accuracy"].n == 0
+    assert result.table["entity+fusion"]["relation.macro_f1"].mean == pytest.approx(0.6)
+    # counts and per-relation breakdowns are not compared
+    assert not any(m.endswith("num_mentions") or "per_relation" in m for m in result.metrics)
+    assert result.best("cloze.accuracy") == "entity+fusion"
+    assert result.best("mlm.token.loss") == "entity+fusion"  # lower is better
+    assert result.metrics[0] == "mlm.token.loss"  # headline order first
+
+
+def test_compare_outputs(tmp_path, runs) -> None:
+    result = compare_runs(runs)
+    markdown = result.to_markdown()
+    assert "| entity+fusion | 3 |" in markdown and "**0.400 ± 0.100**" in markdown and "–" in markdown
+    written = result.save(tmp_path / "out" / "compare")
+    summary = json.loads(written["summary.json"].read_text())
+    assert summary["table"]["token"]["cloze.accuracy"]["n"] == 2
+    assert (tmp_path / "out" / "compare" / "summary.md").read_text().startswith("# KEPT comparison")
+    pngs = sorted(p.name for p in (tmp_path / "out" / "compare" / "figures").glob("*.png"))
+    assert "compare_cloze.png" in pngs and "compare_mlm.png" in pngs
+    assert all((tmp_path / "out" / "compare" / "figures" / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    loaded = load_compare(tmp_path / "out")
+    again = CompareResult.from_dict(loaded)
+    assert again.table["entity+fusion"]["cloze.accuracy"] == result.table["entity+fusion"]["cloze.accuracy"]
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    console.print(result.rich_table())
+    assert "0.400 ± 0.100" in console.export_text()
+
+
+def test_missing_metrics_names_the_file(tmp_path, runs) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KeptError, match=r"empty/eval/metrics\.json: metrics file not found.*kept evaluate"):
+        compare_runs({"token": [*runs["token"], tmp_path / "empty"]})
+    with pytest.raises(KeptError, match="no runs"):
+        compare_runs({})
+
+
+def test_metrics_of_another_version_are_refused(tmp_path) -> None:
+    run_dir = fake_run(tmp_path, "old", 0.1, 5.0)
+    path = run_dir / "eval" / "metrics.json"
+    data = json.loads(path.read_text())
+    data["format_version"] = 0
+    path.write_text(json.dumps(data))
+    with pytest.raises(KeptError, match=r"old/eval/metrics\.json: written by another version of kept"):
+        compare_runs({"a": [run_dir]})
+
+
+def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
+    path = tmp_path / "compare.yaml"
+    path.write_text("name: cmp\nruns_dir: out\ntrain: {max_steps: 7}\n"
+                    "compare:\n  strategies: [token, entity]\n  fusion: [false, true]\n  seeds: [0, 3]\n")
+    plan = load_compare_config(path, ["train.learning_rate=0.001"])
+    assert list(plan.runs) == ["token", "token+fusion", "entity", "entity+fusion"]
+    seed, config = plan.runs["entity+fusion"][1]
+    assert seed == 3 and config.train.seed == 3 and config.masking["strategy"] == "entity"
+    assert config.model.fusion is True and config.train.max_steps == 7 and config.train.learning_rate == 0.001
+    assert plan.runs["token"][0][1].model.fusion is False
+    assert plan.run_dir("entity+fusion", 3) == plan.out / "runs" / "entity_fusion-seed3"
+    assert plan.out.name == "cmp"
+
+
+def test_compare_config_errors_name_file_and_line(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  seed: [0]\n")
+    with pytest.raises(KeptError, match=r"bad\.yaml:4.*compare\.seed"):
+        load_compare_config(path)
+    path.write_text("name: cmp\n")
+    with pytest.raises(KeptError, match=r"bad\.yaml.*no `compare:` section"):
+        load_compare_config(path)
+    path.write_text("name: cmp\ncompare:\n  strategies: [tokn]\n")
+    with pytest.raises(KeptError, match=r"bad\.yaml.*strategy"):
+        load_compare_config(path)

@@ -1,0 +1,138 @@
+"""evaluate_run_dir on a tiny run directory (real tokenizer, real tiny KEPT model, KG, encoded data)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eval_fixtures import build_run_dir
+from kept.analysis import METRICS_FORMAT, load_metrics
+from kept.errors import KeptError
+from kept.evaluate import EvalConfig, evaluate_run_dir
+
+FAST = {"relation": {"enabled": False}, "batch_size": 8, "num_examples": 3}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return build_run_dir(tmp_path_factory.mktemp("runs"), eval_section=FAST)
+
+
+@pytest.fixture(scope="module")
+def record(run_dir):
+    return evaluate_run_dir(run_dir)
+
+
+def test_metrics_json_has_every_figure(run_dir, record) -> None:
+    on_disk = load_metrics(run_dir)
+    assert on_disk["format"] == METRICS_FORMAT and on_disk["run"] == "tiny"
+    metrics = on_disk["metrics"]
+    assert metrics["mlm"]["strategy"]["strategy"] == "entity" and metrics["mlm"]["token"]["strategy"] == "token"
+    for part in (metrics["mlm"]["strategy"], metrics["mlm"]["token"]):
+        assert part["num_predicted"] > 0 and 0.0 <= part["accuracy"] <= 1.0 and part["loss"] > 0
+    assert metrics["cloze"]["num_mentions"] > 0 and 0.0 <= metrics["cloze"]["accuracy"] <= 1.0
+    assert metrics["probe"]["num_facts"] >= 1 and 0.0 < metrics["probe"]["mrr"] <= 1.0
+    assert metrics["probe"]["per_relation"]
+    assert metrics["relation"] == {"skipped": "disabled in eval config"}
+    assert metrics["linkpred"]["mrr"] == 0.25 and metrics["linkpred"]["source"] == "kg/kg_metrics.json"
+    assert len(on_disk["examples"]["cloze"]) == 3 and {"gold", "prediction", "context"} <= set(on_disk["examples"]["cloze"][0])
+    assert on_disk["model"]["fusion"] is True and on_disk["model"]["strategy"] == "entity"
+    assert set(on_disk["timings_s"]) == {"mlm", "cloze", "probe", "linkpred"}
+    assert not list((run_dir / "eval").glob("*.tmp-*")), "written atomically"
+
+
+def test_evaluation_is_deterministic(run_dir, record) -> None:
+    again = evaluate_run_dir(run_dir, EvalConfig.model_validate({**FAST, "probe": {"enabled": False}}))
+    assert again["metrics"]["mlm"] == record["metrics"]["mlm"]
+    assert again["metrics"]["cloze"] == record["metrics"]["cloze"]
+    assert again["metrics"]["probe"] == {"skipped": "disabled in eval config"}
+
+
+def test_token_masking_is_the_same_task_for_every_strategy(tmp_path, run_dir, record) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    config_text = (other / "config.yaml").read_text().replace("strategy: entity", "strategy: span")
+    (other / "config.yaml").write_text(config_text)
+    result = evaluate_run_dir(other, EvalConfig.model_validate({**FAST, "probe": {"enabled": False},
+                                                                "cloze": {"enabled": False}}))
+    assert result["metrics"]["mlm"]["strategy"]["strategy"] == "span"
+    assert result["metrics"]["mlm"]["token"] == record["metrics"]["mlm"]["token"]
+
+
+def test_caps_limit_the_evaluated_items(run_dir) -> None:
+    result = evaluate_run_dir(run_dir, {"mlm": {"max_examples": 2}, "cloze": {"max_mentions": 2},
+                                        "probe": {"max_facts": 1}, "relation": {"enabled": False},
+                                        "linkpred": {"enabled": False}})
+    metrics = result["metrics"]
+    assert metrics["mlm"]["token"]["num_sequences"] == 2
+    assert metrics["cloze"]["num_mentions"] == 2
+    assert metrics["probe"]["num_facts"] == 1
+    assert metrics["linkpred"]["skipped"]
+
+
+def test_missing_model_names_the_directory(tmp_path) -> None:
+    run_dir = build_run_dir(tmp_path, with_model=False)
+    with pytest.raises(KeptError, match=r"model.*pretrain the run first"):
+        evaluate_run_dir(run_dir, FAST)
+
+
+def test_model_of_another_kind_names_config_json(tmp_path, run_dir) -> None:
+    other = tmp_path / "bert"
+    shutil.copytree(run_dir, other)
+    config_file = other / "model" / "config.json"
+    data = json.loads(config_file.read_text())
+    data["model_type"] = "bert"
+    config_file.write_text(json.dumps(data))
+    with pytest.raises(KeptError, match=r"model/config\.json.*'bert' model"):
+        evaluate_run_dir(other, FAST)
+
+
+def test_run_config_of_another_version_names_config_yaml(tmp_path, run_dir) -> None:
+    other = tmp_path / "old"
+    shutil.copytree(run_dir, other)
+    with open(other / "config.yaml", "a", encoding="utf-8") as handle:
+        handle.write("pretraining_objective: mlm\n")  # a key this version does not know
+    with pytest.raises(KeptError, match=r"config\.yaml.*pretraining_objective"):
+        evaluate_run_dir(other, FAST)
+
+
+def test_missing_kg_metrics_is_a_note_and_bad_ones_an_error(tmp_path, run_dir) -> None:
+    other = tmp_path / "nokg"
+    shutil.copytree(run_dir, other)
+    only_linkpred = {"mlm": {"enabled": False}, "cloze": {"enabled": False}, "probe": {"enabled": False},
+                     "relation": {"enabled": False}}
+    (other / "kg" / "kg_metrics.json").unlink()
+    result = evaluate_run_dir(other, only_linkpred)
+    assert "kg_metrics.json not found" in result["metrics"]["linkpred"]["skipped"]
+    (other / "kg" / "kg_metrics.json").write_text('{"model": "TransE"}')
+    with pytest.raises(KeptError, match=r"kg_metrics\.json.*lack mrr"):
+        evaluate_run_dir(other, only_linkpred)
+    (other / "kg" / "kg_metrics.json").write_text('{"mrr": ')
+    with pytest.raises(KeptError, match=r"kg_metrics\.json.*not valid JSON"):
+        evaluate_run_dir(other, only_linkpred)
+
+
+def test_relation_skips_with_a_note_without_fewrel(run_dir) -> None:
+    result = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
+                                        "probe": {"enabled": False}, "linkpred": {"enabled": False}})
+    assert "no FewRel data configured" in result["metrics"]["relation"]["skipped"]
+    missing = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
+                                         "probe": {"enabled": False}, "linkpred": {"enabled": False},
+                                         "relation": {"data": str(run_dir / "nowhere.json")}})
+    assert "does not exist" in missing["metrics"]["relation"]["skipped"]
+
+
+@pytest.mark.slow
+def test_relation_classification_on_fewrel(run_dir, fewrel_dir) -> None:
+    result = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
+                                        "probe": {"enabled": False}, "linkpred": {"enabled": False},
+                                        "relation": {"data": str(fewrel_dir / "val_nyt.json"), "max_relations": 3,
+                                                     "max_per_relation": 20, "epochs": 2}})
+    relation = result["metrics"]["relation"]
+    assert relation["num_labels"] == 3 and relation["num_test"] == 18 and relation["num_train"] == 42
+    assert 0.0 <= relation["accuracy"] <= 1.0 and not math.isnan(relation["macro_f1"])
+    assert relation["chance"] == pytest.approx(1 / 3)
