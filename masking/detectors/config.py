@@ -24,6 +24,7 @@ class NERConfig(_Base):
                                                                "MONEY", "DATE", "TIME"])
     link: bool = True
     min_prior: float = 0.0
+    trim: bool = True  # drop leading the/a/an and trailing 's from entity spans
 
 
 class NounChunkConfig(_Base):
@@ -150,7 +151,8 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
         if isinstance(cfg, NERConfig):
             detectors.append(SpacyNERDetector(nlp, alias_index=alias_index if cfg.link else None,
                                               labels=cfg.labels, exclude_labels=cfg.exclude_labels,
-                                              batch_size=config.batch_size, min_prior=cfg.min_prior, name=name))
+                                              batch_size=config.batch_size, min_prior=cfg.min_prior, trim=cfg.trim,
+                                              name=name))
         elif isinstance(cfg, NounChunkConfig):
             detectors.append(NounChunkDetector(nlp, min_tokens=cfg.min_tokens, trim=cfg.trim,
                                                batch_size=config.batch_size, name=name))

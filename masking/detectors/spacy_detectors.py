@@ -16,6 +16,8 @@ from masking.errors import MaskingError
 from masking.spans import Span, make_span
 
 # spaCy labels that are values, not things: not masked as entities unless asked for.
+_LEADING = frozenset({"the", "a", "an"})
+_TRAILING = frozenset({"'s", "’s", "'", "’"})
 NUMERIC_LABELS: frozenset[str] = frozenset({"CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME"})
 
 
@@ -114,8 +116,9 @@ class SpacyNERDetector(_SpacyDetector):
     def __init__(self, nlp: Any = None, *, alias_index: AliasIndexLike | None = None, model: str = DEFAULT_MODEL,
                  labels: Iterable[str] | None = None, exclude_labels: Iterable[str] = NUMERIC_LABELS,
                  batch_size: int = 64, min_prior: float = 0.0, max_length: int | None = None,
-                 name: str = "ner") -> None:
+                 trim: bool = True, name: str = "ner") -> None:
         self.name = name
+        self.trim = trim
         super().__init__(nlp, model=model, batch_size=batch_size, max_length=max_length)
         self.labels = frozenset(labels) if labels is not None else None
         self.exclude_labels = frozenset(exclude_labels)
@@ -127,8 +130,16 @@ class SpacyNERDetector(_SpacyDetector):
             label = ent.label_
             if (self.labels is not None and label not in self.labels) or label in self.exclude_labels:
                 continue
-            entity_id, _ = self.linker.link(ent.text)
-            spans.append(make_span(ent.start_char, ent.end_char, "entity", label, entity_id, self.name))
+            start, end = ent.start, ent.end
+            if self.trim:  # "the Eiffel Tower" -> "Eiffel Tower", "Obama's" -> "Obama" (as KG labels are written)
+                while start < end - 1 and doc[start].lower_ in _LEADING:
+                    start += 1
+                while end - 1 > start and doc[end - 1].lower_ in _TRAILING:
+                    end -= 1
+            first, last = doc[start], doc[end - 1]
+            start_char, end_char = first.idx, last.idx + len(last.text)
+            entity_id, _ = self.linker.link(doc.text[start_char:end_char])
+            spans.append(make_span(start_char, end_char, "entity", label, entity_id, self.name))
         return spans
 
 
