@@ -50,6 +50,10 @@ class KnowledgeMaskingCollator:
                  dea_replace_prob: float = 0.05, dea_remove_prob: float = 0.15, seed: int = 0,
                  pad_to_multiple_of: int | None = None, config: MaskingConfig | None = None, **kwargs: Any) -> None:
         if config is None:
+            unknown = set(kwargs) - set(MaskingConfig.__dataclass_fields__)
+            if unknown:
+                raise MaskingError(f"unknown masking option(s) {', '.join(sorted(unknown))}", where="masking",
+                                   fix=f"use MaskingConfig fields: {', '.join(MaskingConfig.__dataclass_fields__)}")
             config = MaskingConfig(strategy=strategy, mlm_probability=mlm_probability, dea=dea,
                                    dea_replace_prob=dea_replace_prob, dea_remove_prob=dea_remove_prob, seed=seed,
                                    pad_to_multiple_of=pad_to_multiple_of, **kwargs)

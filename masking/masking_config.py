@@ -48,6 +48,17 @@ class MaskingConfig:
     seed: int = 0
     pad_to_multiple_of: int | None = None
 
+    def __post_init__(self) -> None:
+        # YAML/JSON give lists: store the stages as a tuple of (strategy, share) pairs
+        try:
+            self.ernie_stages = tuple((str(name), float(share)) for name, share in self.ernie_stages)
+        except (TypeError, ValueError):
+            raise MaskingError(f"invalid stages {self.ernie_stages!r}", where="masking.ernie_stages",
+                               fix="give a list of [strategy, share] pairs, e.g. [[whole_word, 1], [phrase, 1], "
+                                   "[entity, 1]]") from None
+        if self.ernie_mixture is not None:
+            self.ernie_mixture = {str(k): float(v) for k, v in dict(self.ernie_mixture).items()}
+
     @property
     def keep_prob(self) -> float:
         return 1.0 - self.mask_replace_prob - self.random_replace_prob

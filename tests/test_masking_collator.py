@@ -383,3 +383,12 @@ def test_trainer_data_collator_with_ernie_callback(tokenizer, tmp_path):
     result = trainer.train()
     assert np.isfinite(result.training_loss)
     assert collator.progress == 0.75 and collator.current_stage() == "entity"  # set before the 4th step
+
+
+def test_config_from_yaml_like_data_and_unknown_options(tokenizer):
+    config = MaskingConfig(strategy="ernie", ernie_stages=[["token", 1], ["entity", 3]]).validate()
+    assert config.ernie_stages == (("token", 1.0), ("entity", 3.0))
+    with pytest.raises(MaskingError, match="unknown masking option.*mlm_prob"):
+        KnowledgeMaskingCollator(tokenizer, mlm_prob=0.2)
+    with pytest.raises(MaskingError, match="ernie_stages"):
+        MaskingConfig(strategy="ernie", ernie_stages=[["nope", 1]]).validate()
