@@ -131,9 +131,8 @@ class DataConfig(_Section):
     wikipedia_dump: Optional[Path] = Field(None, description="wikipedia_sample: another MediaWiki XML dump")
     pykeen_dataset: str = Field("Nations", description="pykeen: a bundled dataset name")
     kg_triples: Optional[Path] = Field(None, description="files: head<TAB>relation<TAB>tail file")
-    kg_entities: Optional[Path] = None
-    kg_relations: Optional[Path] = None
-    kg_aliases: Optional[Path] = None
+    kg_labels: Optional[Path] = Field(None, description="files: entity<TAB>label file")
+    kg_aliases: Optional[Path] = Field(None, description="files: entity<TAB>alias file")
     fewrel: Optional[Path] = Field(None, description="FewRel-format file for relation classification")
 
 
@@ -375,8 +374,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | dict[
     return validate_config(data, source=path, text=text)
 
 
-_PATH_KEYS = {("data", k) for k in ("corpus", "wikipedia_dump", "kg_triples", "kg_entities", "kg_relations",
-                                    "kg_aliases", "fewrel")} | {("runs_dir",)}
+_PATH_KEYS = {("data", k) for k in ("corpus", "wikipedia_dump", "kg_triples", "kg_labels", "kg_aliases",
+                                    "fewrel")} | {("runs_dir",)}
 
 
 def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -420,6 +419,17 @@ def load_run_config(run_dir: str | Path, overrides: Iterable[str] | dict[str, An
         return config.model_copy(update={"name": Path(run_dir).name or "run",
                                          "runs_dir": Path(run_dir).parent}) if config.name == "run" else config
     return load_config(path, overrides)
+
+
+def resolve_run_config(run_dir: str | Path, config_file: str | Path | None = None,
+                       overrides: Iterable[str] | dict[str, Any] = ()) -> RunConfig:
+    """The configuration a command uses on RUN_DIR: ``config_file`` if given, else RUN_DIR/config.yaml,
+    else the defaults; then the overrides (command-line flags and ``--set``)."""
+    if config_file is not None:
+        config = load_config(config_file, overrides)
+    else:
+        config = load_run_config(run_dir, overrides)
+    return config
 
 
 # ------------------------------------------------------------------ comparing configurations

@@ -1,0 +1,45 @@
+"""`kept encode RUN_DIR`: train or load the tokenizer and encode the annotated corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from kept.commands.common import SET_OPTION, console, flag_overrides
+
+
+def encode_command(
+    run_dir: Path = typer.Argument(..., help="Run directory with corpus/annotated (from `kept annotate`)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="tokenizer.base_model: a local model dir or hub name."),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="tokenizer.vocab_size of a trained WordPiece."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="encode.max_length (tokens per sequence)."),
+    validation_fraction: Optional[float] = typer.Option(None, "--validation-fraction", help="encode.validation_fraction (documents)."),
+    packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="encode.packing."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="encode.seed (document split)."),
+    set_: Optional[list[str]] = SET_OPTION,
+) -> None:
+    """Tokenize corpus/annotated into encoded/train and encoded/validation (and save tokenizer/)."""
+    import datasets
+
+    from kept.config import resolve_run_config, save_config
+    from kept.encode import encode_run
+    from kept.rundir import RunLock
+
+    datasets.disable_progress_bars()
+    overrides: dict[str, Any] = flag_overrides({
+        "tokenizer.base_model": base_model, "tokenizer.vocab_size": vocab_size, "encode.max_length": max_length,
+        "encode.validation_fraction": validation_fraction, "encode.packing": packing, "encode.seed": seed}, set_)
+    cfg = resolve_run_config(run_dir, config, overrides)
+    with RunLock(run_dir, "kept encode"):
+        save_config(cfg, run_dir)
+        result = encode_run(run_dir, cfg, log=lambda m: console.print(m, highlight=False))
+    train, val = result.stats["train"], result.stats["validation"]
+    console.print(f"[green]encoded[/] {train['sequences']} train / {val['sequences']} validation sequences, "
+                  f"{train['linked_mentions']} linked mentions in train -> {run_dir / 'encoded'}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("encode")(encode_command)

@@ -1,0 +1,60 @@
+"""`kept pretrain RUN_DIR`: pretrain (or resume) the run's model with the HF Trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from kept.commands.common import SET_OPTION, console, flag_overrides
+
+
+def pretrain_command(
+    run_dir: Path = typer.Argument(..., help="Run directory with tokenizer/ and encoded/ (from `kept encode`)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="train.max_steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="train.batch_size (per device)."),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", "--learning-rate", help="train.learning_rate."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="train.warmup_steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="train.seed."),
+    eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="train.eval_steps."),
+    save_steps: Optional[int] = typer.Option(None, "--save-steps", help="train.save_steps."),
+    bf16: Optional[str] = typer.Option(None, "--bf16", help="train.bf16: auto | true | false."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="masking.strategy: token, whole_word, span, phrase, entity, ernie."),
+    fusion: Optional[bool] = typer.Option(None, "--fusion/--no-fusion", help="model.fusion (entity table + dEA)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="model.preset: tiny | base | large."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="model.init_from: a model dir or run:NAME."),
+    restart: bool = typer.Option(False, "--restart", help="Delete existing checkpoints and train from the start."),
+    set_: Optional[list[str]] = SET_OPTION,
+) -> None:
+    """Train KeptForPreTraining on encoded/ with the masking collator; resume from checkpoints."""
+    from kept.config import resolve_run_config, save_config
+    from kept.pretrain import pretrain_run
+    from kept.rundir import RunLock, is_main_process
+
+    bf16_value: Any = None
+    if bf16 is not None:
+        lowered = bf16.lower()
+        if lowered not in ("auto", "true", "false"):
+            from kept.errors import KeptError
+
+            raise KeptError(f"--bf16 {bf16!r} is not auto, true or false", where="--bf16")
+        bf16_value = lowered if lowered == "auto" else lowered == "true"
+    overrides = flag_overrides({
+        "train.max_steps": max_steps, "train.batch_size": batch_size, "train.learning_rate": learning_rate,
+        "train.warmup_steps": warmup_steps, "train.seed": seed, "train.eval_steps": eval_steps,
+        "train.save_steps": save_steps, "train.bf16": bf16_value, "masking.strategy": strategy,
+        "model.fusion": fusion, "model.preset": preset, "model.init_from": init_from}, set_)
+    cfg = resolve_run_config(run_dir, config, overrides)
+    log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
+    with RunLock(run_dir, "kept pretrain"):
+        result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
+        save_config(cfg, run_dir)
+    if is_main_process():
+        console.print(f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "
+                      f"eval loss {result.eval_loss} -> {result.model_dir}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pretrain")(pretrain_command)

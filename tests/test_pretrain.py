@@ -1,0 +1,132 @@
+"""`kept pretrain`: tiny model, fusion on/off, resume checks, init_from, artifacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kept.config import load_run_config
+from kept.encode import encode_run
+from kept.errors import KeptError
+from kept.pretrain import (
+    BatchSeededCollator,
+    StopAtStep,
+    complete_checkpoints,
+    pretrain_run,
+    remove_incomplete_checkpoints,
+)
+from kept.tiny import make_tiny_run
+
+
+@pytest.fixture(scope="module")
+def encoded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = make_tiny_run(tmp_path_factory.mktemp("pre") / "template", steps=6, save_steps=3)
+    encode_run(run_dir, load_run_config(run_dir))
+    return run_dir
+
+
+@pytest.fixture
+def run_dir(encoded_template: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(encoded_template, target)
+    return target
+
+
+def test_pretrain_writes_model_logs_and_checkpoints(run_dir: Path) -> None:
+    from fusion import KeptForPreTraining
+
+    result = pretrain_run(run_dir, load_run_config(run_dir), progress=False)
+    assert result.steps == 6 and result.eval_loss is not None and result.train_loss is not None
+    model = KeptForPreTraining.from_pretrained(str(run_dir / "model"))
+    assert model.entity_table is not None and model.entity_table.num_entities == 22
+    assert (run_dir / "model" / "tokenizer.json").exists()
+    history = json.loads((run_dir / "logs" / "train_history.json").read_text())["log_history"]
+    assert any("loss" in e for e in history) and any("eval_loss" in e for e in history)
+    assert list((run_dir / "logs" / "tensorboard").rglob("events.out.tfevents*"))
+    metrics = json.loads((run_dir / "logs" / "pretrain_metrics.json").read_text())
+    assert metrics["fusion"] is True and metrics["global_step"] == 6
+    assert [p.name for p in complete_checkpoints(run_dir / "checkpoints")] == ["checkpoint-3", "checkpoint-6"]
+    assert not (run_dir / "model.partial").exists()
+
+
+def test_fusion_off_trains_without_entity_inputs(run_dir: Path) -> None:
+    from fusion import KeptForPreTraining
+
+    config = load_run_config(run_dir, ["model.fusion=false", "masking.strategy=token"])
+    result = pretrain_run(run_dir, config, progress=False)
+    model = KeptForPreTraining.from_pretrained(str(run_dir / "model"))
+    assert model.config.dea_weight == 0 and model.entity_table is None
+    assert result.metrics["fusion"] is False
+
+
+def test_resume_with_changed_training_config_is_refused(run_dir: Path) -> None:
+    pretrain_run(run_dir, load_run_config(run_dir), progress=False, extra_callbacks=[StopAtStep(3)])
+    assert not (run_dir / "model").exists()  # stopped early: no final model
+    changed = load_run_config(run_dir, ["train.learning_rate=0.5", "masking.strategy=token"])
+    with pytest.raises(KeptError, match=r"masking\.strategy.*train\.learning_rate") as info:
+        pretrain_run(run_dir, changed, progress=False)
+    assert "--restart" in str(info.value)
+    # bookkeeping keys may change; the run resumes and finishes
+    harmless = load_run_config(run_dir, ["train.logging_steps=2"])
+    result = pretrain_run(run_dir, harmless, progress=False)
+    assert result.resumed_from and result.resumed_from.endswith("checkpoint-3") and result.steps == 6
+    # --restart starts over
+    restarted = pretrain_run(run_dir, changed, restart=True, progress=False)
+    assert restarted.resumed_from is None and restarted.steps == 6
+
+
+def test_incomplete_checkpoint_is_removed_before_resuming(run_dir: Path) -> None:
+    broken = run_dir / "checkpoints" / "checkpoint-9"
+    broken.mkdir(parents=True)
+    (broken / "model.safetensors").write_bytes(b"half")
+    assert complete_checkpoints(run_dir / "checkpoints") == []
+    assert remove_incomplete_checkpoints(run_dir / "checkpoints") == [broken]
+    assert not broken.exists()
+
+
+def test_init_from_previous_stage_and_incompatible_checkpoints(run_dir: Path, tmp_path: Path) -> None:
+    pretrain_run(run_dir, load_run_config(run_dir), progress=False)
+    stage2 = tmp_path / "stage2"
+    shutil.copytree(run_dir, stage2, ignore=shutil.ignore_patterns("checkpoints", "model", "logs"))
+    config = load_run_config(stage2, [f"model.init_from={run_dir / 'model'}", "train.max_steps=2"])
+    result = pretrain_run(stage2, config, progress=False)
+    assert result.steps == 2
+    # a tokenizer with another vocabulary cannot continue that checkpoint
+    from kept.tokenizer import save_tokenizer, train_wordpiece
+
+    save_tokenizer(train_wordpiece(["completely different words here"] * 5, vocab_size=120, min_frequency=1),
+                   stage2 / "tokenizer")
+    with pytest.raises(KeptError, match="vocabulary"):
+        pretrain_run(stage2, config, restart=True, progress=False)
+    with pytest.raises(KeptError, match="not a model checkpoint"):
+        pretrain_run(stage2, load_run_config(stage2, [f"model.init_from={stage2 / 'tokenizer'}"]), progress=False)
+
+
+def test_missing_inputs_are_clear_errors(run_dir: Path, tmp_path: Path) -> None:
+    (run_dir / "kg" / "embeddings.safetensors").unlink()
+    with pytest.raises(KeptError, match="kg/embeddings.safetensors"):
+        pretrain_run(run_dir, load_run_config(run_dir), progress=False)
+    with pytest.raises(KeptError, match="tokenizer not found"):
+        pretrain_run(tmp_path / "nothing", load_run_config(tmp_path / "nothing"), progress=False)
+
+
+def test_batch_seeded_collator_is_a_function_of_the_batch(run_dir: Path) -> None:
+    from masking import KnowledgeMaskingCollator
+
+    from kept.encode import load_encoded
+    from kept.tokenizer import load_run_tokenizer
+
+    tokenizer = load_run_tokenizer(run_dir / "tokenizer")
+    data = load_encoded(run_dir, "train")
+    features = [{**{k: data[i][k] for k in ("input_ids", "unit_ids", "unit_kind", "entity_ids", "word_ids")},
+                 "__index__": i} for i in range(4)]
+    collate = BatchSeededCollator(KnowledgeMaskingCollator(tokenizer, strategy="token", mlm_probability=0.5), seed=1)
+    first = collate(features)
+    collate(list(reversed(features)))  # another batch in between changes nothing for the next one
+    again = collate(features)
+    assert (first["labels"] == again["labels"]).all() and (first["input_ids"] == again["input_ids"]).all()
+    other = BatchSeededCollator(collate.collator, seed=2)(features)
+    assert not (other["labels"] == first["labels"]).all()
