@@ -136,13 +136,17 @@ def _char_word_ids(joined: str, segment_starts: np.ndarray | None) -> tuple[np.n
     return np.where(space, cum, cum - 1), np.flatnonzero(~space)
 
 
-def _anchor(tok_start: np.ndarray, tok_end: np.ndarray, nonspace: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def _anchor(tok_start: np.ndarray, tok_end: np.ndarray, nonspace: np.ndarray,
+            text_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Move token starts off leading whitespace (``▁``/``Ġ`` pieces); a whitespace-only token is
-    anchored on the next character so it joins the unit that follows."""
-    k = np.searchsorted(nonspace, tok_start, side="left")
-    nxt = np.where(k < nonspace.shape[0], nonspace[np.minimum(k, max(nonspace.shape[0] - 1, 0))], limit) \
-        if nonspace.size else np.full_like(tok_start, limit)
-    start = np.maximum(tok_start, nxt)
+    anchored on the next character of its own text so it joins the unit that follows (a trailing one
+    keeps its place)."""
+    if nonspace.size == 0:
+        return tok_start, np.maximum(tok_end, tok_start + 1)
+    k = np.minimum(np.searchsorted(nonspace, tok_start, side="left"), nonspace.shape[0] - 1)
+    nxt = nonspace[k]
+    start = np.where((nxt >= tok_start) & (nxt < text_end), nxt, tok_start)
+    start = np.maximum(tok_start, start)
     return start, np.maximum(tok_end, start + 1)
 
 
@@ -291,7 +295,7 @@ def align_spans(offsets: Sequence[Sequence[int]], spans: Sequence[Span], special
         checked = _check_spans(spans, len(text), 0, overlaps)
         joined, bases, seg = _join_texts([text], segmenter)
         char_word, nonspace = _char_word_ids(joined, seg)
-        starts, ends = _anchor(off[:, 0], off[:, 1], nonspace, len(joined) - 1)
+        starts, ends = _anchor(off[:, 0], off[:, 1], nonspace, np.full(off.shape[0], len(text)))
         starts = np.where(special, off[:, 0], starts)
         ends = np.where(special, off[:, 1], ends)
         word = char_word[np.clip(starts, 0, char_word.shape[0] - 1)]
@@ -424,7 +428,9 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
         row_sample = sample[first_of_bin] if sample.size else sample
     else:
         row_sample = sample
-    tok_start, tok_end = _anchor(flat_off[:, 0] + tok_base, flat_off[:, 1] + tok_base, nonspace, len(joined) - 1)
+    text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    tok_text_end = np.repeat(bases[sample] + text_len[sample], lengths)
+    tok_start, tok_end = _anchor(flat_off[:, 0] + tok_base, flat_off[:, 1] + tok_base, nonspace, tok_text_end)
     word = char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)]
     unit_ids, unit_kind, entity_ids, word_ids = _align_flat(
         tok_start=tok_start, tok_end=tok_end, special=flat_special,

@@ -273,3 +273,11 @@ def test_inside_datasets_map(wordpiece):
     assert len(out) > 8 and "d8" not in set(out["doc_id"])  # long documents continue; the empty one is skipped
     direct = encode_with_units(wordpiece, texts, spans, max_length=10, stride=2)
     assert out["unit_ids"] == direct["unit_ids"] and out["entity_ids"] == direct["entity_ids"]
+
+
+def test_trailing_whitespace_piece_stays_in_its_document(unigram):
+    texts = ["hello world  ", "Barack Obama spoke"]
+    spans = [[], [make_span(0, 12, "entity", entity_id=4)]]
+    out = encode_with_units(unigram, texts, spans, max_length=64)
+    assert 4 not in out["entity_ids"][0] and 2 not in out["unit_kind"][0]
+    assert out["entity_ids"][1].count(4) == 1
