@@ -281,3 +281,38 @@ def test_trailing_whitespace_piece_stays_in_its_document(unigram):
     out = encode_with_units(unigram, texts, spans, max_length=64)
     assert 4 not in out["entity_ids"][0] and 2 not in out["unit_kind"][0]
     assert out["entity_ids"][1].count(4) == 1
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+@pytest.mark.parametrize("name", ["wordpiece", "unigram"])
+def test_property_arbitrary_text_and_spans(name, request, data):
+    """Any text (spaces, CJK, punctuation, emoji) and any disjoint spans: well-formed columns."""
+    tokenizer = request.getfixturevalue(name)
+    alphabet = st.sampled_from(list("ab xy.,'  北京人\t\n😀Zé"))
+    texts = data.draw(st.lists(st.text(alphabet, max_size=40), min_size=1, max_size=4))
+    spans_per_text = []
+    for text in texts:
+        cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=6))))
+        pairs = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+        spans_per_text.append([make_span(a, b, data.draw(st.sampled_from(["entity", "phrase"])), entity_id=i)
+                               for i, (a, b) in enumerate(pairs)])
+    max_length = data.draw(st.integers(4, 20))
+    packing = data.draw(st.booleans())
+    out = encode_with_units(tokenizer, texts, spans_per_text, max_length=max_length, stride=1, packing=packing)
+    for row in range(len(out["input_ids"])):
+        n = len(out["input_ids"][row])
+        assert 0 < n <= max_length
+        units = np.array(out["unit_ids"][row])
+        kinds = np.array(out["unit_kind"][row])
+        ents = np.array(out["entity_ids"][row])
+        assert len(units) == len(kinds) == len(ents) == len(out["word_ids"][row]) == n
+        content = units[units >= 0]
+        assert content.size and content[0] == 0 and set(np.diff(content).tolist()) <= {0, 1}
+        for u in np.unique(content):
+            members = np.flatnonzero(units == u)
+            assert (np.diff(members) == 1).all()  # a unit is one run of tokens
+            assert len(set(kinds[members].tolist())) == 1
+            assert (ents[members[1:]] == -1).all()  # the id sits on the first token only
+            if ents[members[0]] >= 0:
+                assert kinds[members[0]] == 2
