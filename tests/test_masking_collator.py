@@ -392,3 +392,12 @@ def test_config_from_yaml_like_data_and_unknown_options(tokenizer):
         KnowledgeMaskingCollator(tokenizer, mlm_prob=0.2)
     with pytest.raises(MaskingError, match="ernie_stages"):
         MaskingConfig(strategy="ernie", ernie_stages=[["nope", 1]]).validate()
+
+
+def test_features_as_tensors_or_arrays(tokenizer, features):
+    as_lists = KnowledgeMaskingCollator(tokenizer, strategy="entity", seed=4)(features)
+    tensors = [{k: torch.tensor(v) if isinstance(v, list) else v for k, v in f.items()} for f in features]
+    arrays = [{k: np.asarray(v) if isinstance(v, list) else v for k, v in f.items()} for f in features]
+    for feats in (tensors, arrays):
+        batch = KnowledgeMaskingCollator(tokenizer, strategy="entity", seed=4)(feats)
+        assert all(torch.equal(batch[k], as_lists[k]) for k in as_lists)
