@@ -64,6 +64,91 @@ _LINK_TRAIL = re.compile(r"[a-z]+")
 _PARENTHETICAL = re.compile(r"\s*\([^()]*\)\s*$")
 
 
+_INVALID_TITLE = re.compile(r"[\[\]{}|<>\n]")
+
+
+def _strip_tables(text: str) -> str:
+    """Drop wiki tables (``{| ... |}``, nested) line by line; malformed ones would leak markup as text."""
+    if "{|" not in text:
+        return text
+    kept: list[str] = []
+    depth = 0
+    for line in text.split("\n"):
+        stripped = line.lstrip()
+        if stripped.startswith("{|"):
+            depth += 1
+        if depth == 0:
+            kept.append(line)
+        elif stripped.startswith("|}"):
+            depth -= 1
+    return text if depth else "\n".join(kept)  # unbalanced: leave it to the parser
+
+
+_MEDIA_LINK = re.compile(r"\[\[\s*:?\s*(?:file|image|media)\s*:", re.IGNORECASE)
+
+
+def _strip_media(text: str) -> str:
+    """Drop ``[[File:...]]`` links with nested links in captions (the parser gives up on multi-line ones)."""
+    match = _MEDIA_LINK.search(text)
+    if match is None:
+        return text
+    pieces: list[str] = []
+    position = 0
+    while match is not None:
+        start = match.start()
+        depth, cursor = 0, start
+        while True:
+            opening, closing = text.find("[[", cursor), text.find("]]", cursor)
+            if closing < 0:
+                return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
+            if 0 <= opening < closing:
+                depth += 1
+                cursor = opening + 2
+            else:
+                depth -= 1
+                cursor = closing + 2
+                if depth == 0:
+                    break
+        pieces.append(text[position:start])
+        position = cursor
+        match = _MEDIA_LINK.search(text, position)
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def _strip_templates(text: str, keep_prefix: str = "infobox") -> str:
+    """Drop ``{{...}}`` templates (nested) except those named ``keep_prefix...``: they are never visible
+    text here, and leaving them out spares the parser most of its work."""
+    start = text.find("{{")
+    if start < 0:
+        return text
+    pieces: list[str] = []
+    position = 0
+    while start >= 0:
+        depth, cursor = 0, start
+        while True:
+            opening, closing = text.find("{{", cursor), text.find("}}", cursor)
+            if closing < 0:
+                pieces.append(text[position:])
+                return "".join(pieces)  # unbalanced: keep the rest for the parser
+            if 0 <= opening < closing:
+                depth += 1
+                cursor = opening + 2
+            else:
+                depth -= 1
+                cursor = closing + 2
+                if depth == 0:
+                    break
+        name = text[start + 2:start + 40].lstrip("{ \n").lower().replace("_", " ")
+        pieces.append(text[position:start])
+        if name.startswith(keep_prefix):
+            pieces.append(text[start:cursor])
+        position = cursor
+        start = text.find("{{", position)
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
 def normalize_title(title: str) -> str:
     """MediaWiki title normalisation: anchors dropped, ``_``->space, whitespace collapsed, first letter upper."""
     title = html.unescape(title).replace("_", " ")
@@ -121,12 +206,13 @@ class WikipediaSample:
 
 def default_sample_path() -> Path:
     """The enwiki sample inside gensim's wheel (KGError with the fix when gensim is missing)."""
-    try:
-        from gensim.test.utils import datapath
-    except ImportError:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gensim")  # locate the wheel without importing gensim (seconds)
+    if spec is None or not spec.submodule_search_locations:
         raise KGError("gensim is not installed", where="wikipedia sample",
-                      fix="pip install gensim (it ships the sample), or pass path= to a MediaWiki XML dump") from None
-    path = Path(datapath(SAMPLE_NAME))
+                      fix="pip install gensim (it ships the sample), or pass path= to a MediaWiki XML dump")
+    path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / SAMPLE_NAME
     if not path.exists():
         raise KGError(f"{SAMPLE_NAME} not found in the gensim package", where=path,
                       fix="reinstall gensim, or pass path= to a MediaWiki XML dump")
@@ -227,15 +313,15 @@ class _ArticleParser:
         self._Tag, self._Heading, self._ExternalLink = nodes.Tag, nodes.Heading, nodes.ExternalLink
         self._HTMLEntity = nodes.HTMLEntity
 
-    def parse(self, wikitext: str) -> tuple[str, list[tuple[int, int, str, str]], list[tuple[str, str]], int]:
-        """Return (text, links as (start, end, raw target, anchor), infobox (field, raw target) pairs, #infoboxes)."""
-        code = self._mw.parse(_PRE_CLEAN.sub("", wikitext))
+    def parse(self, wikitext: str) -> tuple[str, list[tuple[int, int, str, str]], list[tuple[str, str, str]], int]:
+        """Return (text, links as (start, end, raw target, anchor), infobox (field, raw target, anchor), #infoboxes)."""
+        code = self._mw.parse(_strip_media(_strip_tables(_strip_templates(_PRE_CLEAN.sub("", wikitext)))))
         builder = _TextBuilder()
         links: list[list[Any]] = []
         self._skipping = False
         self._pending: list[Any] | None = None
         self._walk(code.nodes, builder, links, top=True)
-        facts: list[tuple[str, str]] = []
+        facts: list[tuple[str, str, str]] = []
         infoboxes = 0
         for template in code.filter_templates(recursive=True):
             name = str(template.name).strip().lower().replace("_", " ")
@@ -248,8 +334,9 @@ class _ArticleParser:
                     continue
                 for link in param.value.filter_wikilinks(recursive=True):
                     raw = str(link.title).strip()
-                    if _namespace(raw.lstrip(":")) is None:
-                        facts.append((field_name, raw))
+                    if _namespace(raw.lstrip(":")) is None and not _INVALID_TITLE.search(raw):
+                        anchor = link.text.strip_code() if link.text is not None else raw.lstrip(":")
+                        facts.append((field_name, raw, " ".join(html.unescape(anchor).split())))
         text = builder.text()
         return text, [(s, min(e, len(text)), t, a) for s, e, t, a in links if s < min(e, len(text))], facts, infoboxes
 
@@ -307,13 +394,15 @@ class _ArticleParser:
 
     def _link(self, node: Any, out: _TextBuilder, links: list[list[Any]]) -> None:
         raw_title = str(node.title).strip()
+        if _INVALID_TITLE.search(raw_title):
+            return  # not a valid title: broken markup, not a link
         leading_colon = raw_title.startswith(":")
         namespace = _namespace(raw_title.lstrip(":"))
         if namespace is not None:
             if not leading_colon and (namespace in _INVISIBLE_NAMESPACES or _LANGUAGE_CODE.match(namespace)):
                 return  # images, categories, interlanguage links: not visible text
             visible = node.text.strip_code() if node.text is not None else raw_title.lstrip(":")
-            out.add(visible)
+            out.add(html.unescape(visible))
             return
         if node.text is None:
             visible = raw_title.lstrip(":")
@@ -321,11 +410,9 @@ class _ArticleParser:
             visible = node.text.strip_code()
             if not visible.strip():
                 visible = _PARENTHETICAL.sub("", raw_title.lstrip(":").split("#")[0])  # pipe trick
-        visible = " ".join(visible.split())
+        visible = " ".join(html.unescape(visible).split())
         if not visible:
             return
-        if out.tail[-1:] == "\n" or not out.length:
-            pass
         out.add(visible)
         end = out.length
         start = end - len(visible)
@@ -388,12 +475,14 @@ def load_wikipedia_sample(path: str | Path | None = None, *, max_documents: int 
             anchor_counts.setdefault(text[start:end], Counter())[entity_id] += 1
             if entity_id != head:
                 link_edges[(head, entity_id)] = None
-        for field_name, raw_target in facts:
+        for field_name, raw_target, anchor in facts:
             target = normalize_title(raw_target)
             if not target:
                 continue
             tail = entity_index.setdefault(resolve(target), len(entity_index))
             fact_rows[(head, field_name, tail)] = None
+            if anchor:
+                anchor_counts.setdefault(anchor, Counter())[tail] += 1
         num_links += len(links)
         num_words += len(text.split())
         documents.append(WikiDocument(id=str(len(documents)), title=title, text=text, links=links))
