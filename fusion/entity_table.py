@@ -9,6 +9,7 @@ so millions of entities cost only the pages that batches touch.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import struct
@@ -81,10 +82,23 @@ def open_table(path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True) -> t
         array = np.memmap(path, dtype=np_dtype, mode="c", offset=data_start + begin, shape=shape)
         if not mmap:
             array = np.array(array)
+        else:
+            advise_random(array)
     tensor = torch.from_numpy(array)
     if view_as is not None:
         tensor = tensor.view(view_as)
     return tensor
+
+
+def advise_random(array: np.memmap) -> None:
+    """Rows are read at random: no read-ahead, so resident memory tracks the rows actually used."""
+    handle = getattr(array, "_mmap", None)
+    advice = getattr(mmap, "MADV_RANDOM", None)
+    if handle is not None and advice is not None:
+        try:
+            handle.madvise(advice)
+        except (OSError, ValueError):  # not supported here: only a memory-use hint
+            pass
 
 
 @dataclass

@@ -230,6 +230,8 @@ class KeptPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = True
     _no_split_modules = ["BertEmbeddings", "KeptLayer", "KeptAggregatorLayer"]
+    # losses are means over this batch's labelled positions: the Trainer must not pass num_items_in_batch
+    accepts_loss_kwargs = False
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -258,6 +260,18 @@ class KeptPreTrainedModel(PreTrainedModel):
         self._kept()._attach_table(Path(path), key=key, mmap=mmap, trainable=trainable)
         self.config.entity_vocab_size = self._kept().config.entity_vocab_size
         self.config.freeze_entity_table = not trainable
+
+    def set_entity_table(self, table: EntityTable) -> None:
+        """Use an already opened frozen table (e.g. one memory-mapped table shared by several models)."""
+        if table.dim != self.config.entity_dim:
+            raise FusionError(f"entity table dim {table.dim} != config.entity_dim {self.config.entity_dim}",
+                              where=table.path or "set_entity_table", fix="Use a table of the model's entity_dim.")
+        kept = self._kept()
+        kept.entity_embeddings = None
+        kept._entity_table = table
+        for config in {id(self.config): self.config, id(kept.config): kept.config}.values():
+            config.entity_vocab_size = table.num_entities
+            config.freeze_entity_table = True
 
     def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:
         """Hugging Face save plus, for a frozen table, ``entity_table.safetensors`` next to the weights."""
@@ -436,13 +450,25 @@ class KeptEntityPredictionHead(nn.Module):
         return projected @ candidates.to(projected.dtype).t()
 
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over positions with label != -100; 0 (with a graph) when there are none."""
-    logits = logits.reshape(-1, logits.shape[-1]).float()
-    labels = labels.reshape(-1).to(logits.device)
-    total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    count = (labels != IGNORE_INDEX).sum().clamp(min=1)
-    return total / count
+def mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """-> (logits [B, L, V], MLM loss or None).
+
+    Without labels the logits carry gradients as usual. With labels the loss runs the head on the
+    labelled positions only ([M, H] -> [M, V], M ~ 15% of the tokens: the vocabulary projection and its
+    softmax dominate a small model's step), and the full logits are returned detached (computed without
+    autograd, for metrics). Mean over labelled positions; 0 with a graph when there are none."""
+    if labels is None:
+        return head(sequence), None
+    with torch.no_grad():
+        logits = head(sequence)  # [B, L, V]
+    labels = labels.to(sequence.device)
+    selected = labels != IGNORE_INDEX  # [B, L]
+    scores = head(sequence[selected])  # [M, V]
+    targets = labels[selected]
+    if targets.numel() == 0:
+        return logits, scores.float().sum() * 0.0
+    return logits, F.cross_entropy(scores.float(), targets)
 
 
 @torch.compiler.disable
@@ -510,12 +536,10 @@ class KeptForPreTraining(KeptPreTrainedModel):
                         entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         sequence = out.last_hidden_state  # [B, L, H]
-        logits = self.cls.predictions(sequence)  # [B, L, V]
+        logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels)
         cfg = self.config
-        mlm_loss = dea_loss = sop_loss = None
+        dea_loss = sop_loss = None
         entity_logits = candidate_ids = sop_logits = None
-        if labels is not None:
-            mlm_loss = masked_cross_entropy(logits, labels)
         if entity_labels is not None:
             if entity_labels.shape != sequence.shape[:2]:
                 raise FusionError(f"entity_labels has shape {list(entity_labels.shape)}, expected "
@@ -585,10 +609,9 @@ class KeptForMaskedLM(KeptPreTrainedModel):
         out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        logits = self.cls.predictions(out.last_hidden_state)  # [B, L, V]
-        loss = None
-        if labels is not None:
-            loss = masked_cross_entropy(logits, labels) + self.entity_path_anchor(out.entity_last_hidden_state)
+        logits, loss = mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels)
+        if loss is not None:
+            loss = loss + self.entity_path_anchor(out.entity_last_hidden_state)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
 
 

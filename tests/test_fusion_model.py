@@ -80,6 +80,9 @@ def test_shapes_and_losses(table_path: Path) -> None:
     assert batch_entities <= set(out.entity_candidate_ids.tolist())
     assert out.entity_candidate_ids.numel() <= len(batch_entities) + model.config.dea_num_negatives
     assert torch.equal(out.entity_candidate_ids, torch.unique(out.entity_candidate_ids))
+    # the MLM loss (computed on the labelled rows only) equals cross-entropy over the full logits
+    reference = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 2048), batch["labels"].reshape(-1))
+    assert torch.allclose(out.mlm_loss, reference, atol=1e-5)
     expected = model.config.mlm_weight * out.mlm_loss + model.config.dea_weight * out.dea_loss
     assert torch.allclose(out.loss, expected, atol=1e-6)
 
