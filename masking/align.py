@@ -64,23 +64,33 @@ class AlignedUnits:
 # ----------------------------------------------------------------------------- characters -> words
 
 def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def _is_space(cp: np.ndarray) -> np.ndarray:
-    small = cp < _SPACE_TABLE.shape[0]
-    out = np.zeros(cp.shape, dtype=bool)
-    out[small] = _SPACE_TABLE[cp[small]]
-    return out
+def _build_bmp_table() -> np.ndarray:
+    """Character classes of the Basic Multilingual Plane: bit 1 whitespace, bit 2 splits on its own."""
+    table = np.zeros(0x10000, dtype=np.uint8)
+    table[: _SPACE_TABLE.shape[0]] = _SPACE_TABLE.astype(np.uint8)
+    for lo, hi in _SPLIT_RANGES.tolist():
+        if lo < 0x10000:
+            table[lo: min(hi, 0xFFFF) + 1] |= 2
+    return table
 
 
-def _is_split_char(cp: np.ndarray) -> np.ndarray:
-    # ranges are sorted and disjoint: find the range whose start <= cp and test its end
-    idx = np.searchsorted(_SPLIT_RANGES[:, 0], cp, side="right") - 1
-    ok = idx >= 0
-    out = np.zeros(cp.shape, dtype=bool)
-    out[ok] = cp[ok] <= _SPLIT_RANGES[idx[ok], 1]
-    return out
+_BMP_TABLE = _build_bmp_table()
+
+
+def _char_classes(cp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(is_space, is_split_char) for code points (one table lookup; astral planes by range)."""
+    classes = _BMP_TABLE[np.minimum(cp, 0xFFFF)]
+    astral = np.flatnonzero(cp > 0xFFFF)
+    if astral.size:
+        ranges = _SPLIT_RANGES[_SPLIT_RANGES[:, 0] >= 0x10000]
+        high = cp[astral].astype(np.int64)
+        idx = np.searchsorted(ranges[:, 0], high, side="right") - 1
+        split = (idx >= 0) & (high <= ranges[np.maximum(idx, 0), 1])
+        classes[astral] = np.where(split, 2, 0)
+    return (classes & 1).astype(bool), (classes & 2).astype(bool)
 
 
 def _segment_starts(text: str, words: Sequence[str | tuple[int, int]], index: int) -> list[int]:
@@ -118,12 +128,11 @@ def _char_word_ids(joined: str, segment_starts: np.ndarray | None) -> tuple[np.n
     cp = _codepoints(joined)
     if cp.size == 0:
         return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    space = _is_space(cp)
+    space, split = _char_classes(cp)
     prev_space = np.empty_like(space)
     prev_space[0] = True
     prev_space[1:] = space[:-1]
     if segment_starts is None:
-        split = _is_split_char(cp)
         prev_split = np.empty_like(split)
         prev_split[0] = False
         prev_split[1:] = split[:-1]
