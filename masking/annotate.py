@@ -24,6 +24,8 @@ from masking.stats import doc_counts, finalize_stats, merge_counts
 
 ANNOTATION_VERSION = "1"  # bump when detector output changes for the same config (invalidates caches)
 _STATS_COLUMN = "_annotation_counts"
+_DETECTOR_CACHE: dict[str, tuple[list[Any], Any]] = {}  # built detectors per (config, KG, nlp) in this process
+_DETECTOR_CACHE_SIZE = 4
 
 
 def span_features() -> Any:
@@ -168,6 +170,11 @@ def _alias_digest(alias_index: Any) -> str:
     return digest.hexdigest()
 
 
+def clear_detector_cache() -> None:
+    """Forget the detectors (and spaCy pipelines) that ``annotate`` keeps between calls in this process."""
+    _DETECTOR_CACHE.clear()
+
+
 class _Annotator:
     """The ``Dataset.map`` function. Detectors are built lazily once per process (never pickled)."""
 
@@ -180,6 +187,8 @@ class _Annotator:
         self.fitted = fitted  # detector position -> fitted NPMI detector
         self.nlp = nlp
         self.progress = progress
+        self.progress_queue: Any = None  # worker processes report batch sizes here (num_proc > 1)
+        self.cache_key: str = ""
         self._detectors: list[Any] | None = None
         self._linker: Any = None
         # at equal offsets: gold first, then detectors in configuration order
@@ -194,14 +203,23 @@ class _Annotator:
         return state
 
     def detectors(self) -> list[Any]:
+        """Built once per process and kept in a small module cache keyed by ``cache_key``: forked workers
+        inherit the parent's (``annotate`` builds them before starting workers), so they load no model."""
         if self._detectors is None:
             from masking.detectors.linking import MentionLinker
 
-            built = build_detectors(self.config, self.alias_index, entity_labels=self.entity_labels, nlp=self.nlp)
-            for position, detector in self.fitted.items():
-                built[position] = detector
-            self._detectors = built
-            self._linker = MentionLinker(self.alias_index)
+            cached = _DETECTOR_CACHE.get(self.cache_key) if self.cache_key else None
+            if cached is None:
+                built = build_detectors(self.config, self.alias_index, entity_labels=self.entity_labels,
+                                        nlp=self.nlp)
+                for position, detector in self.fitted.items():
+                    built[position] = detector
+                cached = (built, MentionLinker(self.alias_index))
+                if self.cache_key:
+                    while len(_DETECTOR_CACHE) >= _DETECTOR_CACHE_SIZE:
+                        _DETECTOR_CACHE.pop(next(iter(_DETECTOR_CACHE)))
+                    _DETECTOR_CACHE[self.cache_key] = cached
+            self._detectors, self._linker = cached
         return self._detectors
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -261,7 +279,36 @@ class _Annotator:
             counts.append(json.dumps(record, separators=(",", ":")))
         if self.progress is not None:
             self.progress(len(texts))
+        elif self.progress_queue is not None:
+            self.progress_queue.put(len(texts))
         return {"spans": out_spans, _STATS_COLUMN: counts}
+
+
+class _QueueListener:
+    """Collects progress from worker processes (a manager queue) on a thread of the main process."""
+
+    def __init__(self, callback: Callable[[int], None]) -> None:
+        import threading
+
+        import multiprocess
+
+        self._manager = multiprocess.Manager()
+        self.queue = self._manager.Queue()
+        self._callback = callback
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            n = self.queue.get()
+            if n is None:
+                return
+            self._callback(n)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self._thread.join(timeout=10)
+        self._manager.shutdown()
 
 
 def _fit_corpus_detectors(config: AnnotationConfig, dataset: Any) -> dict[int, Any]:
@@ -285,7 +332,7 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
     """Annotate ``dataset`` (columns ``text``; optional ``id``, ``title``, ``spans`` with gold spans).
 
     Returns ``(dataset with a resolved "spans" column, statistics)``. With ``num_shards > 1`` only shard
-    ``shard_index`` (contiguous) is annotated. ``progress(n)`` is called after each batch (num_proc=1).
+    ``shard_index`` (contiguous) is annotated. ``progress(n)`` is called as batches finish (from worker processes too).
     """
     config = config or AnnotationConfig()
     if "text" not in dataset.column_names:
@@ -315,12 +362,31 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
                                             default=str).encode()).hexdigest()
     labels_digest = xxhash.xxh64("\n".join(entity_labels or []).encode("utf-8", "surrogatepass")).hexdigest()
     nlp_tag = "none" if nlp is None else f"{nlp.meta.get('name')}-{nlp.meta.get('version')}-{nlp.pipe_names}"
+    alias_digest = _alias_digest(alias_index)
+    output_config = config.model_copy(update={"num_proc": 1, "map_batch_size": 1}).model_dump_json()
     fingerprint = xxhash.xxh64("|".join([
-        ANNOTATION_VERSION, dataset._fingerprint, config.model_dump_json(), _alias_digest(alias_index),
+        ANNOTATION_VERSION, dataset._fingerprint, output_config, alias_digest,
         labels_digest, fitted_digest, nlp_tag,
     ]).encode()).hexdigest()
+    num_proc = config.num_proc if config.num_proc > 1 and len(dataset) >= config.num_proc else None
+    reported = [0]
+
+    def report(n: int) -> None:
+        reported[0] += n
+        if progress is not None:
+            progress(n)
+
     annotator = _Annotator(config, alias_index, entity_labels, fitted, nlp=nlp,
-                           progress=progress if config.num_proc == 1 else None)
+                           progress=report if num_proc is None and progress is not None else None)
+    annotator.cache_key = xxhash.xxh64("|".join([
+        output_config, alias_digest, labels_digest,
+        fitted_digest, "none" if nlp is None else str(id(nlp))]).encode()).hexdigest()
+    if num_proc is not None:
+        annotator.detectors()  # load models before the workers fork, so they inherit them
+    listener = None
+    if num_proc is not None and progress is not None:
+        listener = _QueueListener(report)
+        annotator.progress_queue = listener.queue
     from datasets import Value
 
     features = dataset.features.copy()
@@ -328,7 +394,6 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
 
     features["spans"] = List(span_features())
     features[_STATS_COLUMN] = Value("string")
-    num_proc = config.num_proc if config.num_proc > 1 and len(dataset) >= config.num_proc else None
     try:
         mapped = dataset.map(annotator, batched=True, batch_size=config.map_batch_size, num_proc=num_proc,
                              features=features, new_fingerprint=fingerprint,
@@ -340,8 +405,11 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
         if isinstance(cause, MaskingError):
             raise cause from None
         raise
-    if progress is not None and config.num_proc > 1:
-        progress(len(mapped))
+    finally:
+        if listener is not None:
+            listener.close()
+    if progress is not None and reported[0] < len(mapped):  # loaded from the cache
+        progress(len(mapped) - reported[0])
     totals: dict[str, Any] = {}
     for record in mapped[_STATS_COLUMN]:
         merge_counts(totals, json.loads(record))
@@ -473,5 +541,6 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
 
 
 __all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_run_dir", "annotate_with_stats",
+           "clear_detector_cache",
            "document_features", "documents_from_records", "iter_documents", "load_documents", "load_run_kg",
            "merge_annotated_shards", "span_features"]

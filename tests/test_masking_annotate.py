@@ -131,6 +131,7 @@ def test_cli_annotate(tmp_path, graph, index):
     assert result.exit_code != 0 and isinstance(result.exception, MaskingError)
 
 
+@pytest.mark.slow  # main() imports every package's error type (fusion pulls in transformers)
 def test_cli_main_prints_one_line_error(tmp_path, capsys):
     from kept.cli import main
 
