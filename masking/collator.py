@@ -23,7 +23,7 @@ from transformers.trainer_callback import TrainerCallback
 
 from masking.dea import corrupt_alignments
 from masking.errors import MaskingError
-from masking.masking_config import BASIC_STRATEGIES, MaskingConfig
+from masking.masking_config import MaskingConfig
 from masking.strategies import choose_units, selection_units, unit_actions
 
 __all__ = ["KnowledgeMaskingCollator", "ErnieStageCallback"]
