@@ -147,6 +147,30 @@ def test_gazetteer_spacy_component_agrees_with_fast_path(tiny_kg):
     assert "kept_gazetteer" in spacy.blank("en").factory_names or "kept_gazetteer" in spacy.registry.factories
 
 
+def test_kept_gazetteer_factory_loads_aliases_file(tiny_kg, tmp_path):
+    import spacy
+
+    from masking.detectors import register_spacy_components
+
+    _, index = tiny_kg
+    index.save(tmp_path / "aliases.tsv")
+    register_spacy_components()
+    nlp = spacy.blank("en")
+    nlp.add_pipe("kept_gazetteer", config={"aliases_path": str(tmp_path / "aliases.tsv"), "case_insensitive": True})
+    doc = nlp("obama flew from nyc to paris")
+    assert [(s["entity_id"], doc.text[s["start"]:s["end"]]) for s in doc._.kept_spans] == [
+        (4, "obama"), (1, "nyc"), (2, "paris")]
+
+
+def test_every_detector_satisfies_the_protocol(tiny_kg, nlp):
+    from masking.detectors import Detector
+
+    _, index = tiny_kg
+    for detector in (GazetteerDetector(index), TermListDetector(["x y"]), RegexDetector([r"\d"]), GoldSpanDetector(),
+                     NPMIPhraseDetector(), SpacyNERDetector(nlp), NounChunkDetector(nlp)):
+        assert isinstance(detector, Detector) and detector.name
+
+
 def test_gazetteer_without_aliases_is_a_clear_error():
     empty = AliasIndex()
     with pytest.raises(MaskingError, match="no usable surface forms"):

@@ -13,7 +13,7 @@ from masking.detectors.config import (
     TermsConfig,
     build_detectors,
 )
-from masking.detectors.gazetteer import GazetteerDetector, GazetteerTable, KeptGazetteer
+from masking.detectors.gazetteer import GazetteerDetector, GazetteerTable, KeptGazetteer, register_spacy_components
 from masking.detectors.linking import MentionLinker
 from masking.detectors.npmi import NPMIPhraseDetector
 from masking.detectors.rules import GoldSpanDetector, RegexDetector, TermListDetector
@@ -25,5 +25,5 @@ __all__ = [
     "GazetteerDetector", "GazetteerTable", "GoldConfig", "GoldSpanDetector", "KeptGazetteer", "MentionLinker",
     "NERConfig", "NPMIConfig", "NPMIPhraseDetector", "NounChunkConfig", "NounChunkDetector", "RegexConfig",
     "RegexDetector", "SpacyNERDetector", "TermListDetector", "TermsConfig", "build_detectors",
-    "load_spacy_pipeline", "resolve_model_name", "split_long_text",
+    "load_spacy_pipeline", "register_spacy_components", "resolve_model_name", "split_long_text",
 ]
