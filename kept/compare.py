@@ -135,35 +135,37 @@ class CompareResult:
                    dict(data.get("per_run", {})), list(data.get("headline", HEADLINE_METRICS)))
 
     def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
+        """Metrics as rows, variants as columns (runs per variant in the header), best in bold."""
         metrics = list(metrics) if metrics is not None else self.shown_metrics()
-        header = "| variant | runs | " + " | ".join(metrics) + " |"
-        lines = [header, "|" + "---|" * (len(metrics) + 2)]
-        for variant in self.variants:
+        header = "| metric | " + " | ".join(f"{v} (n={len(self.runs.get(v, []))})" for v in self.variants) + " |"
+        lines = [header, "|" + "---|" * (len(self.variants) + 1)]
+        for metric in metrics:
             cells = []
-            for metric in metrics:
-                stat = self.table[variant].get(metric, Stat(math.nan, math.nan, 0))
-                text = stat.format()
-                cells.append(f"**{text}**" if self.best(metric) == variant and len(self.variants) > 1 else text)
-            lines.append(f"| {variant} | {len(self.runs.get(variant, []))} | " + " | ".join(cells) + " |")
-        arrows = ", ".join(f"{m} ↓" if m in LOWER_IS_BETTER else f"{m} ↑" for m in metrics)
+            best = self.best(metric) if len(self.variants) > 1 else None
+            for variant in self.variants:
+                text = self.table[variant].get(metric, Stat(math.nan, math.nan, 0)).format()
+                cells.append(f"**{text}**" if variant == best else text)
+            arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
+            lines.append(f"| {metric} {arrow} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append(f"mean ± sample std over seeds; best in bold ({arrows}).")
+        lines.append("mean ± sample std over seeds (n runs per variant); best in bold; ↑ higher is better, ↓ lower.")
         return "\n".join(lines) + "\n"
 
     def rich_table(self, metrics: Sequence[str] | None = None) -> Any:
+        """The same table for the terminal: one row per metric, one column per variant."""
         from rich.table import Table
 
         metrics = list(metrics) if metrics is not None else self.shown_metrics()
         table = Table(title="kept compare: mean ± std over seeds")
-        table.add_column("variant", style="bold")
-        table.add_column("runs", justify="right")
-        for metric in metrics:
-            table.add_column(metric + (" ↓" if metric in LOWER_IS_BETTER else " ↑"), justify="right")
+        table.add_column("metric", style="bold")
         for variant in self.variants:
-            row = [variant, str(len(self.runs.get(variant, [])))]
-            for metric in metrics:
+            table.add_column(f"{variant}\n(n={len(self.runs.get(variant, []))})", justify="right")
+        for metric in metrics:
+            best = self.best(metric) if len(self.variants) > 1 else None
+            row = [metric + (" ↓" if metric in LOWER_IS_BETTER else " ↑")]
+            for variant in self.variants:
                 text = self.table[variant].get(metric, Stat(math.nan, math.nan, 0)).format()
-                row.append(f"[green]{text}[/]" if self.best(metric) == variant and len(self.variants) > 1 else text)
+                row.append(f"[green]{text}[/]" if variant == best else text)
             table.add_row(*row)
         return table
 

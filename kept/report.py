@@ -47,23 +47,38 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
 # ------------------------------------------------------------------ figures
 
 def metric_bars_figure(result: "CompareResult", metrics: Sequence[str], title: str = "") -> Any:
-    """Grouped bars: one group per metric, one bar per variant, error bars = std over seeds."""
+    """One panel per metric, one bar per variant, error bars = sample std over seeds (n under each bar)."""
     plt = _pyplot()
     variants = result.variants
-    width = 0.8 / max(1, len(variants))
-    figure, axis = plt.subplots(figsize=(max(4.0, 1.6 * len(metrics) * max(1, len(variants)) / 2 + 2), 3.6))
-    for i, variant in enumerate(variants):
-        means = [result.table[variant].get(m).mean if m in result.table[variant] else math.nan for m in metrics]
-        stds = [result.table[variant].get(m).std if m in result.table[variant] else 0.0 for m in metrics]
-        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(metrics))]
-        axis.bar(xs, [0 if math.isnan(v) else v for v in means], width,
-                 yerr=[0 if math.isnan(s) else s for s in stds], capsize=3, label=variant)
-    axis.set_xticks(range(len(metrics)))
-    axis.set_xticklabels([m.split(".", 1)[-1] if "." in m else m for m in metrics], rotation=20, ha="right")
-    axis.set_title(title)
-    axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=8, loc="best")
+    columns = min(4, max(1, len(metrics)))
+    rows = math.ceil(len(metrics) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows),
+                                squeeze=False)
+    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(variants))]
+    for index, metric in enumerate(metrics):
+        axis = axes[index // columns][index % columns]
+        stats = [result.table[v].get(metric) for v in variants]
+        means = [s.mean if s is not None and s.n else 0.0 for s in stats]
+        stds = [s.std if s is not None and s.n else 0.0 for s in stats]
+        axis.bar(range(len(variants)), means, yerr=stds, capsize=4, color=colors)
+        axis.set_xticks(range(len(variants)))
+        axis.set_xticklabels([f"{v}\n(n={s.n if s is not None else 0})" for v, s in zip(variants, stats)],
+                             rotation=20 if len(variants) > 3 else 0, fontsize=8)
+        arrow = "↓" if metric in _lower_is_better() else "↑"
+        axis.set_title(f"{metric} {arrow}", fontsize=9)
+        axis.grid(axis="y", alpha=0.3)
+    for index in range(len(metrics), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
     return figure
+
+
+def _lower_is_better() -> frozenset[str]:
+    from kept.compare import LOWER_IS_BETTER
+
+    return LOWER_IS_BETTER
 
 
 def run_metrics_figure(flat: Mapping[str, float], metrics: Sequence[str], title: str = "") -> Any:
@@ -113,6 +128,8 @@ def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], 
     lr_axis.set_xlabel("step")
     lr_axis.set_title("learning rate")
     lr_axis.grid(alpha=0.3)
+    lr_axis.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    figure.tight_layout()
     return figure
 
 
@@ -150,6 +167,7 @@ def annotation_figure(stats: Mapping[str, Any]) -> Any | None:
     linked = _linked_fraction(stats)
     if linked is not None:
         figure.suptitle(f"annotation: linked fraction {linked:.1%}")
+    figure.tight_layout()
     return figure
 
 

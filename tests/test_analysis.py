@@ -60,7 +60,7 @@ def test_load_kg_tables_and_kg_metrics(tmp_path) -> None:
     assert len(tables["entities"]) == len(ENTITIES) and len(tables["triples"]) == len(TRIPLES)
     assert tables["entities"].loc[12, "aliases"] == ["Curie"] and tables["entities"]["id"].dtype.kind == "i"
     assert analysis.load_kg_metrics(tmp_path / "run") == {"mrr": 0.5}
-    (tmp_path / "run" / "kg" / "relations.tsv").write_text("identifier\tname\n0\tr\n")
+    (tmp_path / "run" / "kg" / "relations.tsv").write_text("0\tr\tR\n")
     with pytest.raises(KeptError, match=r"relations\.tsv:1: expected a header row"):
         analysis.load_kg_tables(tmp_path / "run")
 

@@ -71,7 +71,9 @@ def test_compare_runs_table(runs) -> None:
 def test_compare_outputs(tmp_path, runs) -> None:
     result = compare_runs(runs)
     markdown = result.to_markdown()
-    assert "| entity+fusion | 3 |" in markdown and "**0.400 ± 0.100**" in markdown and "–" in markdown
+    assert "| metric | token (n=2) | entity+fusion (n=3) |" in markdown
+    assert "| cloze.accuracy ↑ | 0.150 ± 0.071 | **0.400 ± 0.100** |" in markdown
+    assert "| relation.accuracy ↑ | – | **0.700 ± 0.100** |" in markdown
     written = result.save(tmp_path / "out" / "compare")
     summary = json.loads(written["summary.json"].read_text())
     assert summary["table"]["token"]["cloze.accuracy"]["n"] == 2
@@ -132,3 +134,55 @@ def test_compare_config_errors_name_file_and_line(tmp_path) -> None:
     path.write_text("name: cmp\ncompare:\n  strategies: [tokn]\n")
     with pytest.raises(KeptError, match=r"bad\.yaml.*strategy"):
         load_compare_config(path)
+
+
+COMPARE_YAML = """\
+name: cmp
+data: {source: pykeen, pykeen_dataset: Nations, max_documents: 12}
+kg: {model: TransE, dim: 16, epochs: 2}
+annotation:
+  detectors: [{type: gold}]
+tokenizer: {vocab_size: 200, min_frequency: 1}
+encode: {max_length: 48, validation_fraction: 0.25}
+model:
+  preset: tiny
+  overrides: {hidden_size: 32, num_hidden_layers: 1, num_knowledge_layers: 1, num_attention_heads: 2,
+              intermediate_size: 64, dea_num_negatives: 4}
+train: {max_steps: 2, batch_size: 4, eval_steps: 2, save_steps: 2, logging_steps: 1}
+eval: {relation: {enabled: false}, probe: {max_facts: 10}}
+compare:
+  strategies: [entity]
+  fusion: [false, true]
+  seeds: [0, 1]
+  out: out/cmp
+"""
+
+
+@pytest.mark.slow
+def test_kept_compare_end_to_end_shares_prepared_data(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from kept.cli import app
+    from kept.report import report
+
+    (tmp_path / "compare.yaml").write_text(COMPARE_YAML)
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "compare.yaml")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "cmp"
+    summary = load_compare(out)
+    assert summary["variants"] == ["entity", "entity+fusion"]
+    assert summary["runs"]["entity+fusion"] == ["runs/entity_fusion-seed0", "runs/entity_fusion-seed1"]
+    assert summary["table"]["entity"]["cloze.accuracy"]["n"] == 2
+    for run in ("entity-seed0", "entity_fusion-seed1"):
+        run_dir = out / "runs" / run
+        for shared in ("kg", "corpus", "tokenizer", "encoded"):
+            assert (run_dir / shared).is_symlink()
+            assert (run_dir / shared).resolve() == (out / "prepared" / shared).resolve()
+        assert (run_dir / "eval" / "metrics.json").is_file() and (run_dir / "eval" / "report.md").is_file()
+    assert (out / "compare" / "summary.md").is_file() and list((out / "compare" / "figures").glob("*.png"))
+    assert report(out) == out / "eval" / "report.md"
+    # a second invocation finds every stage done and recomputes nothing
+    before = (out / "runs" / "entity-seed0" / "model" / "model.safetensors").stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["compare", str(tmp_path / "compare.yaml")])
+    assert again.exit_code == 0, again.output
+    assert (out / "runs" / "entity-seed0" / "model" / "model.safetensors").stat().st_mtime_ns == before
