@@ -136,3 +136,17 @@ def test_relation_classification_on_fewrel(run_dir, fewrel_dir) -> None:
     assert relation["num_labels"] == 3 and relation["num_test"] == 18 and relation["num_train"] == 42
     assert 0.0 <= relation["accuracy"] <= 1.0 and not math.isnan(relation["macro_f1"])
     assert relation["chance"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.slow
+def test_linkpred_recompute_ranks_with_pykeen(tmp_path) -> None:
+    from kg import EmbeddingConfig, load_pykeen_dataset
+
+    from kept.evaluate.linkpred import evaluate_linkpred
+
+    load_pykeen_dataset("Nations").save(tmp_path / "run" / "kg")
+    result = evaluate_linkpred(tmp_path / "run", recompute=True,
+                               embedding_config=EmbeddingConfig(model="TransE", dim=8, epochs=1))
+    assert result["source"] == "recomputed" and result["model"] == "TransE"
+    assert 0.0 < result["mrr"] <= 1.0 and 0.0 <= result["hits_at_1"] <= result["hits_at_10"] <= 1.0
+    assert not (tmp_path / "run" / "kg" / "kg_metrics.json").exists(), "recomputing writes nothing"

@@ -193,8 +193,14 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
 
     if eval_config.linkpred.enabled:
         say("KG link prediction")
+        recompute = eval_config.linkpred.recompute
+        embedding = None
+        if recompute:
+            from kept.config import section_object
+
+            embedding = section_object(run_config, "kg")
         metrics["linkpred"] = _timed(timings, "linkpred", lambda: linkpred.evaluate_linkpred(
-            run_dir, recompute=eval_config.linkpred.recompute, run_config=run_config.to_dict()))
+            run_dir, recompute=recompute, embedding_config=embedding))
     else:
         metrics["linkpred"] = dict(disabled)
 

@@ -21,18 +21,23 @@ def _pick(data: Mapping[str, Any]) -> dict[str, Any]:
                                                                 "adjusted_mean_rank_index"):
             if finite(value):
                 result[key] = float(value)
-        elif key in ("model", "dim", "epochs", "num_triples", "num_test_triples", "seed"):
+        elif key in ("model", "dim", "epochs", "seed", "evaluation", "split", "num_testing", "num_entities",
+                     "num_relations"):
             result[key] = value
     return result
 
 
-def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, run_config: Mapping[str, Any] | None = None
+def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, embedding_config: Any = None
                       ) -> dict[str, Any]:
-    """Link-prediction figures of the run's KG embedding; a ``skipped`` note when there is none."""
+    """Link-prediction figures of the run's KG embedding; a ``skipped`` note when there is none.
+
+    ``recompute``: train the embedding again with ``embedding_config`` (a ``kg.EmbeddingConfig``, the
+    run's ``kg`` section) and let PyKEEN rank the test triples; nothing in the run directory changes.
+    """
     run_dir = Path(run_dir)
     path = run_dir / "kg" / "kg_metrics.json"
     if recompute:
-        return _recompute(run_dir, run_config or {})
+        return _recompute(run_dir, embedding_config)
     if not path.is_file():
         return {"skipped": f"{path} not found: the run has no KG embedding (run the kg embed step, "
                            "or set eval.linkpred.recompute: true)"}
@@ -46,22 +51,13 @@ def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, run_confi
     return result
 
 
-def _recompute(run_dir: Path, run_config: Mapping[str, Any]) -> dict[str, Any]:
+def _recompute(run_dir: Path, embedding_config: Any) -> dict[str, Any]:
     from kg import EmbeddingConfig, train_embeddings
 
     from kept.analysis import load_kg
 
     graph = load_kg(run_dir)
-    settings = {}
-    for section in ("embedding", "embeddings", "kg_embedding"):
-        candidate = run_config.get(section) or (run_config.get("kg") or {}).get(section)
-        if isinstance(candidate, Mapping):
-            settings = dict(candidate)
-            break
-    allowed = set(getattr(EmbeddingConfig, "model_fields", {}) or getattr(EmbeddingConfig, "__dataclass_fields__", {}))
-    config = EmbeddingConfig(**{k: v for k, v in settings.items() if not allowed or k in allowed})
-    result = train_embeddings(graph, config)
-    metrics = result.metrics if isinstance(result.metrics, Mapping) else dict(result.metrics)
-    picked = _pick(metrics)
+    result = train_embeddings(graph, embedding_config if embedding_config is not None else EmbeddingConfig())
+    picked = _pick(dict(result.metrics))
     picked["source"] = "recomputed"
     return picked
