@@ -29,7 +29,9 @@ _TEMPLATES = {
 }
 TINY_CONFIG = """\
 name: {name}
-data: {{source: files}}
+data: {{source: files, corpus: {corpus}, kg_triples: {triples}}}
+kg: {{model: TransE, dim: {entity_dim}, epochs: 5, batch_size: 16, split: none}}
+annotation: {{detectors: [{{type: gold, link: false}}]}}
 tokenizer: {{vocab_size: 200, min_frequency: 1}}
 encode: {{max_length: 32, validation_fraction: 0.2, seed: 0}}
 masking: {{strategy: {strategy}, seed: 0}}
@@ -80,6 +82,11 @@ def make_tiny_run(run_dir: str | Path, *, name: str = "tiny", n_docs: int = 24, 
     documents, entities = tiny_documents(n_docs, seed)
     relations = sorted({r for _, r, _ in _FACTS})
     write_documents(documents, paths.documents)
+    # the same data as source files, for `kept run` (data.source: files)
+    source = run_dir / "source"
+    write_documents(documents, source / "corpus.jsonl")
+    atomic_write_text(source / "triples.tsv", "head\trelation\ttail\n"
+                      + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in _FACTS))
     with atomic_dir(paths.annotated) as tmp:
         documents_to_dataset(documents).save_to_disk(str(tmp))
     paths.kg.mkdir(parents=True, exist_ok=True)
@@ -92,6 +99,7 @@ def make_tiny_run(run_dir: str | Path, *, name: str = "tiny", n_docs: int = 24, 
     save_file({"entity_embeddings": torch.randn(len(entities), entity_dim, generator=generator),
                "relation_embeddings": torch.randn(len(relations), entity_dim, generator=generator)},
               str(paths.embeddings), metadata={"model": "random", "dim": str(entity_dim)})
-    atomic_write_text(paths.config, TINY_CONFIG.format(name=name, strategy=strategy, fusion=str(fusion).lower(),
-                                                       steps=steps, save_steps=save_steps))
+    atomic_write_text(paths.config, TINY_CONFIG.format(
+        name=name, strategy=strategy, fusion=str(fusion).lower(), steps=steps, save_steps=save_steps,
+        corpus=(source / "corpus.jsonl").resolve(), triples=(source / "triples.tsv").resolve(), entity_dim=entity_dim))
     return run_dir

@@ -130,6 +130,10 @@ def run_demo(out: Path, *, documents: int = 30, steps: int = 300, kg_epochs: int
         runs[variant_name(strategy, fusion)] = [variant_dir]
 
     result = compare_runs(runs)
+    # paths relative to the demo directory, so it can be moved
+    result.runs = {v: [str(Path(r).relative_to(out)) for r in dirs] for v, dirs in result.runs.items()}
+    result.per_run = {str(Path(r).relative_to(out)) if Path(r).is_relative_to(out) else r: flat
+                      for r, flat in result.per_run.items()}
     result.save(out / "compare")
     report = report_compare_dir(out)
     timings["total"] = time.time() - started

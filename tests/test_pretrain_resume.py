@@ -1,0 +1,111 @@
+"""Reliability of `kept pretrain`: SIGKILL at a random step, resume, same final metrics; torchrun DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kept.config import load_run_config
+from kept.encode import encode_run
+from kept.pretrain import complete_checkpoints
+from kept.tiny import make_tiny_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    return env
+
+
+def _encoded(tmp_path: Path, steps: int, save_steps: int) -> Path:
+    run_dir = make_tiny_run(tmp_path / "template", n_docs=40, steps=steps, save_steps=save_steps)
+    encode_run(run_dir, load_run_config(run_dir))
+    return run_dir
+
+
+def _copy(template: Path, target: Path) -> Path:
+    shutil.copytree(template, target)
+    return target
+
+
+def _metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "logs" / "pretrain_metrics.json").read_text())
+
+
+def _pretrain(run_dir: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kept", "pretrain", str(run_dir), *extra], env=_env(),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_final_metrics(tmp_path: Path) -> None:
+    template = _encoded(tmp_path, steps=40, save_steps=5)
+    reference = _copy(template, tmp_path / "reference")
+    done = _pretrain(reference)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    interrupted = _copy(template, tmp_path / "interrupted")
+    rng = random.Random()
+    process = subprocess.Popen([sys.executable, "-m", "kept", "pretrain", str(interrupted)], env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not complete_checkpoints(interrupted / "checkpoints") and time.time() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.0))  # somewhere after the first checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (interrupted / "model").exists()
+    last = complete_checkpoints(interrupted / "checkpoints")[-1]
+
+    resumed = _pretrain(interrupted)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr
+    a, b = _metrics(reference), _metrics(interrupted)
+    assert b["resumed_from"] is not None and Path(b["resumed_from"]).name.startswith("checkpoint-")
+    assert int(Path(b["resumed_from"]).name.split("-")[1]) >= int(last.name.split("-")[1])
+    assert b["global_step"] == a["global_step"] == 40
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=1e-6)
+    assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5, abs=1e-6)
+    assert not list(interrupted.rglob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_checkpoint_and_resume(tmp_path: Path) -> None:
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed")
+    template = _encoded(tmp_path, steps=6, save_steps=3)
+    run_dir = _copy(template, tmp_path / "ddp")
+    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "kept", "pretrain", str(run_dir),
+               "--set", "train.use_cpu=true"]
+    first = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-4000:]
+    metrics = _metrics(run_dir)
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 6
+    assert [p.name for p in complete_checkpoints(run_dir / "checkpoints")] == ["checkpoint-3", "checkpoint-6"]
+    assert (run_dir / "model" / "model.safetensors").exists()
+
+    # lose the last checkpoint and the model: the second launch resumes from checkpoint-3
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(run_dir / "model")
+    second = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    assert second.returncode == 0, second.stderr[-4000:]
+    resumed = _metrics(run_dir)
+    assert resumed["resumed_from"].endswith("checkpoint-3") and resumed["global_step"] == 6
+    assert resumed["train_loss"] == pytest.approx(metrics["train_loss"], rel=1e-5)
+    assert resumed["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
