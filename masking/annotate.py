@@ -341,10 +341,12 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
     if not 0 <= shard_index < num_shards:
         raise MaskingError(f"shard index {shard_index} is outside 0..{num_shards - 1}", where="--shard-index",
                            fix="use 0 <= shard index < number of shards")
-    if config.needs_kg() and alias_index is None:
-        if any(d.type == "gazetteer" for d in config.detectors) and config.missing_kg == "error":
+    if alias_index is None and any(d.type == "gazetteer" for d in config.detectors):
+        if config.missing_kg == "error":
             raise MaskingError("the gazetteer detector needs a KG alias index", where="annotation config",
-                               fix="pass alias_index (kg.AliasIndex) or drop the gazetteer detector")
+                               fix="pass alias_index (kg.AliasIndex), drop the gazetteer detector, or set "
+                                   "missing_kg='skip'")
+        config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
     fitted = _fit_corpus_detectors(config, dataset)
     if num_shards > 1:
         dataset = dataset.shard(num_shards=num_shards, index=shard_index, contiguous=True)

@@ -38,16 +38,37 @@ def resolve_overlaps(spans: Iterable[Span], source_priority: Sequence[str] = ())
 
     Ties (same kind and offsets, e.g. a gold link that a gazetteer found too) go to a linked span over an
     unlinked one, then to the source listed first in ``source_priority``, then to the first given.
-    Returned in text order. Empty spans (start >= end) are dropped. O(n log n): the span boundaries
-    are compressed to elementary segments and a Fenwick tree counts taken segments; accepted spans
-    are disjoint, so each elementary segment is marked at most once.
+    Returned in text order. Empty spans (start >= end) are dropped.
+
+    O(n log n): spans sorted by start split into clusters of transitively overlapping spans (a span
+    outside every other is kept at once); inside a cluster the greedy choice by priority checks
+    overlap with a Fenwick tree over the compressed boundaries.
     """
-    candidates = [s for s in spans if s["end"] > s["start"]]
+    candidates = sorted((s for s in spans if s["end"] > s["start"]), key=lambda s: (s["start"], s["end"]))
     if len(candidates) <= 1:
         return candidates
     rank = {source: i for i, source in enumerate(source_priority)}
-    ordered = sorted(candidates, key=lambda s: (*_priority(s), s["entity_id"] < 0, rank.get(s["source"], len(rank))))
-    points = sorted({p for s in candidates for p in (s["start"], s["end"])})
+
+    def key(s: Span) -> tuple[int, int, int, bool, int]:
+        return (*_priority(s), s["entity_id"] < 0, rank.get(s["source"], len(rank)))
+
+    kept: list[Span] = []
+    cluster: list[Span] = [candidates[0]]
+    cluster_end = candidates[0]["end"]
+    for span in candidates[1:]:
+        if span["start"] < cluster_end:
+            cluster.append(span)
+            cluster_end = max(cluster_end, span["end"])
+            continue
+        kept.extend(cluster if len(cluster) == 1 else _resolve_cluster(cluster, key))
+        cluster, cluster_end = [span], span["end"]
+    kept.extend(cluster if len(cluster) == 1 else _resolve_cluster(cluster, key))
+    return kept
+
+
+def _resolve_cluster(cluster: list[Span], key: Any) -> list[Span]:
+    """Greedy by priority over one cluster; a Fenwick tree counts taken elementary segments."""
+    points = sorted({p for s in cluster for p in (s["start"], s["end"])})
     size = len(points)  # elementary segment k is [points[k], points[k+1])
     tree = [0] * (size + 1)
 
@@ -58,20 +79,20 @@ def resolve_overlaps(spans: Iterable[Span], source_priority: Sequence[str] = ())
             k -= k & -k
         return total
 
-    kept: list[Span] = []
-    for span in ordered:
+    chosen: list[Span] = []
+    for span in sorted(cluster, key=key):
         first = bisect_left(points, span["start"])
         last = bisect_left(points, span["end"])  # segments first..last-1 cover the span
         if prefix(last) - prefix(first):
             continue
-        kept.append(span)
-        for k in range(first, last):
+        chosen.append(span)
+        for k in range(first, last):  # accepted spans are disjoint: each segment is marked once
             i = k + 1
             while i <= size:
                 tree[i] += 1
                 i += i & -i
-    kept.sort(key=lambda s: (s["start"], s["end"]))
-    return kept
+    chosen.sort(key=lambda s: (s["start"], s["end"]))
+    return chosen
 
 
 def shift_spans(spans: Iterable[Span], offset: int) -> list[Span]:

@@ -25,13 +25,14 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
         by_kind[span["kind"]] = by_kind.get(span["kind"], 0) + 1
         by_source[span["source"]] = by_source.get(span["source"], 0) + 1
         covered_chars += span["end"] - span["start"]
-        covered_words += len(_WORD.findall(text, span["start"], span["end"]))
         if span["kind"] == "entity":
             entity_spans += 1
             if span["entity_id"] >= 0:
                 linked += 1
                 if linker is not None and linker.link(text[span["start"]:span["end"]])[1]:
                     ambiguous += 1
+    if spans:  # one regex pass over the covered text (spans are disjoint after resolution)
+        covered_words = len(_WORD.findall(" ".join(text[s["start"]:s["end"]] for s in spans)))
     record: dict[str, Any] = {
         "spans": len(spans), "by_kind": by_kind, "by_source": by_source, "entity_spans": entity_spans,
         "linked": linked, "ambiguous": ambiguous, "words": len(_WORD.findall(text)), "chars": len(text),
