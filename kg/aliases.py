@@ -41,6 +41,8 @@ class Candidate:
 class AliasIndex:
     """Surface forms with counts per entity. Lookups are dictionary look-ups (no scans)."""
 
+    normalize_mention = staticmethod(normalize_mention)
+
     def __init__(self) -> None:
         self._exact: dict[str, dict[int, int]] = {}  # alias as written -> entity -> count
         self._normal: dict[str, dict[int, int]] = {}  # normalised alias -> entity -> count

@@ -130,10 +130,20 @@ def embed_command(
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
 ) -> None:
     """Train KG embeddings with PyKEEN; write kg/embeddings.safetensors and kg/kg_metrics.json."""
+    import logging
+    import warnings
+
     from rich.console import Console
 
     from kg import EmbeddingConfig
 
+    import pykeen.pipeline  # noqa: F401 - creates PyKEEN's loggers so that they can be quieted
+    import pykeen.triples.splitting  # noqa: F401
+
+    for name in list(logging.root.manager.loggerDict):  # PyKEEN's chatter (CPU fallback, batch sizes, ratios)
+        if name.startswith(("pykeen", "torch_max_mem")):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
     config = EmbeddingConfig(model=model, dim=dim, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed, split=split, device=device)  # type: ignore[arg-type]
     with Console(stderr=True).status(f"training {model} (dim {dim}, {epochs} epochs) ..."):
