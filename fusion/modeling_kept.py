@@ -54,7 +54,9 @@ class KeptModelOutput(ModelOutput):
 class KeptForPreTrainingOutput(ModelOutput):
     """loss = mlm_weight*mlm_loss + dea_weight*dea_loss (+ sop_weight*sop_loss); logits [B, L, vocab];
     entity_logits [N_labelled, C] scores of the dEA-labelled positions (row order = ``entity_labels >= 0``
-    in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids); sop_logits [B, 2]."""
+    in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids, CPU); sop_logits [B, 2].
+    When ``labels`` are given the MLM loss is computed on the labelled positions only and ``logits`` are
+    returned detached (for metrics)."""
 
     loss: torch.Tensor | None = None
     mlm_loss: torch.Tensor | None = None

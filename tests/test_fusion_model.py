@@ -295,3 +295,34 @@ def test_gradient_checkpointing_matches(table_path: Path) -> None:
     model(**batch).loss.backward()
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, ref[name], atol=1e-5), name
+
+
+def test_hidden_states_and_eager_attentions(table_path: Path, tmp_path: Path) -> None:
+    model = tiny_model(table_path).eval()
+    batch = make_batch()
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "entity_ids")}
+    with pytest.raises(FusionError, match="eager"):
+        model.kept(**inputs, output_attentions=True)
+    model.save_pretrained(tmp_path / "m")
+    eager = KeptForPreTraining.from_pretrained(tmp_path / "m", attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = eager.kept(**inputs, output_attentions=True, output_hidden_states=True)
+        ref = model.kept(**inputs)
+    assert len(out.attentions) == 4 and out.attentions[0].shape == (4, 4, 16, 16)
+    assert torch.allclose(out.attentions[-1].sum(-1)[0], torch.ones(4, 16), atol=1e-5)
+    assert torch.allclose(out.last_hidden_state, ref.last_hidden_state, atol=1e-5)  # eager == SDPA
+
+
+def test_shared_table_and_report(table_path: Path) -> None:
+    from fusion import EntityTable
+
+    table = EntityTable.open(table_path)
+    a, b = tiny_model(None), tiny_model(None)
+    a.set_entity_table(table)
+    b.set_entity_table(table)
+    assert a.entity_table.weight is b.entity_table.weight
+    assert a.config.entity_vocab_size == NUM_ENTITIES
+    with pytest.raises(FusionError, match="dim"):
+        tiny_model(None, entity_dim=16).set_entity_table(table)
+    rows = table.gather(torch.tensor([[3, 4]]), torch.device("cpu"), torch.float64)
+    assert rows.shape == (1, 2, DIM) and rows.dtype == torch.float64
