@@ -326,3 +326,23 @@ def test_shared_table_and_report(table_path: Path) -> None:
         tiny_model(None, entity_dim=16).set_entity_table(table)
     rows = table.gather(torch.tensor([[3, 4]]), torch.device("cpu"), torch.float64)
     assert rows.shape == (1, 2, DIM) and rows.dtype == torch.float64
+
+
+def test_hf_trainer_trains_checkpoints_and_evaluates(table_path: Path, tmp_path: Path) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    model = tiny_model(table_path)
+    batch = make_batch(8, 16)
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2,
+                             save_steps=2, report_to=[], use_cpu=True, disable_tqdm=True,
+                             label_names=["labels", "entity_labels"])  # sentence_order_label is optional
+    trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=rows)
+    assert trainer.model_accepts_loss_kwargs is False
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert "eval_loss" in metrics and metrics["eval_loss"] > 0
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    assert (checkpoint / fusion.ENTITY_TABLE_FILE).is_file()
+    restored = KeptForPreTraining.from_pretrained(checkpoint)
+    assert restored.entity_table.num_entities == NUM_ENTITIES
