@@ -247,3 +247,33 @@ def test_wikipedia_gold_links_measure_gazetteer_and_ner_recall(nlp):
     assert gold["recall_exact"]["gazetteer"] > 0.9 and gold["link_accuracy"]["gazetteer"] > 0.9, gold
     assert gold["recall_overlap"]["ner"] > 0.2, gold  # many links are common nouns, not named entities
     assert stats["linked_fraction"] > 0.5 and stats["ambiguous_mentions"] >= 0
+
+
+def test_cli_config_file_with_terms_regex_and_npmi(tmp_path, graph, index):
+    from datasets import load_from_disk
+    from typer.testing import CliRunner
+
+    from kept.cli import app
+
+    fillers = ["red", "big", "old", "new", "tall", "dark", "cold", "warm", "wet", "dry", "odd", "shy"]
+    docs = [{"id": str(i), "title": "", "spans": [],
+             "text": f"A {fillers[i]} hot dog, stand {i}; {fillers[(i * 5) % 12]} man sold to Obama in Paris."}
+            for i in range(12)]
+    run = write_run(tmp_path, graph, index, docs)
+    (tmp_path / "annotation.yaml").write_text(
+        "annotation:\n"
+        "  detectors:\n"
+        "    - {type: gazetteer}\n"
+        "    - {type: terms, terms: {sold: VERB}, kind: phrase}\n"
+        "    - {type: regex, patterns: ['\\d+'], label: NUM}\n"
+        "    - {type: npmi, min_count: 3, threshold: 0.3}\n")
+    result = CliRunner().invoke(app, ["annotate", str(run), "--config", str(tmp_path / "annotation.yaml")])
+    assert result.exit_code == 0, result.output
+    row = load_from_disk(str(run / "corpus" / "annotated"))[3]
+    assert {(row["text"][s["start"]:s["end"]], s["source"]) for s in row["spans"]} >= {
+        ("hot dog", "npmi"), ("sold", "terms"), ("3", "regex"), ("Obama", "gazetteer"), ("Paris", "gazetteer")}
+    stats = json.loads((run / "corpus" / "annotation_stats.json").read_text())
+    assert stats["config"]["detectors"][3]["type"] == "npmi" and stats["spans_by_source"]["npmi"] >= 12
+    (tmp_path / "bad.yaml").write_text("annotation:\n  detectors: [{type: gazetteer, colour: red}]\n")
+    result = CliRunner().invoke(app, ["annotate", str(run), "--config", str(tmp_path / "bad.yaml")])
+    assert isinstance(result.exception, MaskingError) and "colour" in str(result.exception)
