@@ -346,3 +346,16 @@ def test_hf_trainer_trains_checkpoints_and_evaluates(table_path: Path, tmp_path:
     assert (checkpoint / fusion.ENTITY_TABLE_FILE).is_file()
     restored = KeptForPreTraining.from_pretrained(checkpoint)
     assert restored.entity_table.num_entities == NUM_ENTITIES
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_table_stays_on_cpu(table_path: Path) -> None:
+    model = tiny_model(table_path).to("cuda")
+    assert model.entity_table.weight.device.type == "cpu"
+    batch = {k: v.to("cuda") for k, v in make_batch().items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(**batch)
+    out.loss.backward()
+    assert out.logits.device.type == "cuda" and torch.isfinite(out.loss)
+    assert model.kept.knowledge_encoder.layer[0].entity_intermediate.weight.grad.abs().sum() > 0
