@@ -95,8 +95,11 @@ def test_shards_and_num_proc_give_the_same_spans(tmp_path, graph, index):
     whole = annotate(dataset, config, index)["spans"]
     parts = [annotate(dataset, config, index, num_shards=3, shard_index=i)["spans"] for i in range(3)]
     assert [s for part in parts for s in part] == whole
-    parallel = annotate(dataset, config.model_copy(update={"num_proc": 2}), index)["spans"]
+    reported: list[int] = []
+    parallel = annotate(dataset, config.model_copy(update={"num_proc": 2, "map_batch_size": 4}), index,
+                        load_from_cache_file=False, progress=reported.append)["spans"]
     assert parallel == whole
+    assert sum(reported) == len(dataset) and len(reported) > 1  # progress reaches us from the workers
     with pytest.raises(MaskingError, match="shard index 3"):
         annotate(dataset, config, index, num_shards=3, shard_index=3)
 

@@ -229,6 +229,13 @@ def test_npmi_phrases_learned_from_fewrel(fewrel_dir):
     assert not any(p.split()[0] in ("the", "of") for p in found)
 
 
+def test_npmi_finds_words_in_text_without_spaces():
+    texts = ["我爱北京天安门。", "北京是中国的首都。", "他去北京工作，北京很大。", "天安门在北京。"] * 3
+    detector = NPMIPhraseDetector(min_count=3, threshold=0.3, stopwords=[]).fit(texts)
+    found = {t[s["start"]:s["end"]] for t, spans in zip(texts, detector.detect(texts)) for s in spans}
+    assert "北京" in found and "天安门" in found
+
+
 def test_npmi_save_load_and_unfitted_error(tmp_path):
     detector = NPMIPhraseDetector(min_count=2, threshold=0.3)
     with pytest.raises(MaskingError, match="not been fitted"):
