@@ -181,6 +181,11 @@ def test_save_load_identical_outputs(table_path: Path, tmp_path: Path) -> None:
     assert torch.equal(a.entity_last_hidden_state, b.entity_last_hidden_state)
     assert torch.equal(la, lb)
     assert loaded.cls.predictions.decoder.weight is loaded.kept.embeddings.word_embeddings.weight
+    # the evaluation path: a pretraining checkpoint opened as KeptForMaskedLM keeps weights and table
+    masked = KeptForMaskedLM.from_pretrained(tmp_path / "saved").eval()
+    assert masked.entity_table is not None
+    with torch.no_grad():
+        assert torch.equal(masked(**inputs).logits, la)
 
 
 def test_trainable_table_sparse_gradients_and_round_trip(table_path: Path, tmp_path: Path) -> None:
