@@ -20,3 +20,12 @@ def flag_overrides(flags: dict[str, Any], sets: Optional[list[str]] = None) -> d
     for path, value in parse_overrides(sets or []):
         out[".".join(path)] = value
     return out
+
+
+def quiet_libraries() -> None:
+    """Turn off the per-file progress bars of datasets/transformers (our own rich bars stay)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides
+from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def corpus_command(
@@ -24,6 +24,7 @@ def corpus_command(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Write RUN_DIR/corpus/documents.jsonl (gold spans when the source has them) and the KG if any."""
+    quiet_libraries()
     from kept.config import resolve_run_config, save_config
     from kept.rundir import RunLock
     from kept.runner import prepare_data

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides
+from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
 
 DEMO_CONFIG = """\
 # KEPT demo: the embedded Wikipedia sample, a tiny model, CPU-sized budget.
@@ -157,10 +157,9 @@ def demo_command(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run the whole KEPT pipeline on the embedded Wikipedia sample and compare token vs entity+fusion."""
-    import datasets
     import torch
 
-    datasets.disable_progress_bars()
+    quiet_libraries()
     if os.environ.get("OMP_NUM_THREADS") is None:
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
     outcome = run_demo(out, documents=documents, steps=steps, kg_epochs=kg_epochs, relation=relation,

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides
+from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def encode_command(
@@ -22,13 +22,11 @@ def encode_command(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Tokenize corpus/annotated into encoded/train and encoded/validation (and save tokenizer/)."""
-    import datasets
-
     from kept.config import resolve_run_config, save_config
     from kept.encode import encode_run
     from kept.rundir import RunLock
 
-    datasets.disable_progress_bars()
+    quiet_libraries()
     overrides: dict[str, Any] = flag_overrides({
         "tokenizer.base_model": base_model, "tokenizer.vocab_size": vocab_size, "encode.max_length": max_length,
         "encode.validation_fraction": validation_fraction, "encode.packing": packing, "encode.seed": seed}, set_)

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides
+from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def pretrain_command(
@@ -29,8 +29,9 @@ def pretrain_command(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Train KeptForPreTraining on encoded/ with the masking collator; resume from checkpoints."""
+    quiet_libraries()
     from kept.config import resolve_run_config, save_config
-    from kept.pretrain import pretrain_run
+    from kept.pretrain import check_resume_compatible, pretrain_run
     from kept.rundir import RunLock, is_main_process
 
     bf16_value: Any = None
@@ -49,8 +50,10 @@ def pretrain_command(
     cfg = resolve_run_config(run_dir, config, overrides)
     log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
     with RunLock(run_dir, "kept pretrain"):
-        result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
+        if not restart:
+            check_resume_compatible(cfg, run_dir)  # refuse before the saved config.yaml changes
         save_config(cfg, run_dir)
+        result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
     if is_main_process():
         console.print(f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "
                       f"eval loss {result.eval_loss} -> {result.model_dir}", highlight=False)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides
+from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def run_command(
@@ -20,14 +20,13 @@ def run_command(
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run data → kg embed → annotate → encode → pretrain → evaluate → report."""
-    import datasets
     from rich.table import Table
 
     from kept.config import load_config
     from kept.rundir import is_main_process
     from kept.runner import run_pipeline
 
-    datasets.disable_progress_bars()
+    quiet_libraries()
     cfg = load_config(config, flag_overrides({"name": name}, set_))
     split = (lambda text: [s.strip() for s in text.split(",") if s.strip()] if text else None)
     log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
