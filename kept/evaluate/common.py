@@ -16,11 +16,15 @@ def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> Any:
     from transformers.utils import logging as hf_logging
 
     before = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         return model_class.from_pretrained(path, **kwargs)
     finally:
         hf_logging.set_verbosity(before)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_device(name: str = "auto") -> torch.device:

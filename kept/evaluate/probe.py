@@ -58,15 +58,33 @@ def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: 
     tails_of: dict[int, list[int]] = defaultdict(list)
     true_tails: dict[tuple[int, int], set[int]] = defaultdict(set)
     for h, r, t in facts.triples:
-        if t not in tails_of[r]:
-            tails_of[r].append(t)
+        tails_of[r].append(t)
         true_tails[(h, r)].add(t)
-    piece_cache: dict[int, list[int]] = {}
+    piece_cache: dict[int, tuple[int, ...]] = {}
 
-    def pieces(entity: int) -> list[int]:
+    def pieces(entity: int) -> tuple[int, ...]:
         if entity not in piece_cache:
-            piece_cache[entity] = tokenizer.encode(facts.entity_labels[entity], add_special_tokens=False)
+            piece_cache[entity] = tuple(tokenizer.encode(facts.entity_labels[entity], add_special_tokens=False))
         return piece_cache[entity]
+
+    pools: dict[int, list[int]] = {}
+
+    def pool(relation: int) -> list[int]:
+        """The relation's tails with a usable label, one entity per distinct word-piece sequence."""
+        if relation not in pools:
+            todo = [t for t in dict.fromkeys(tails_of[relation]) if t not in piece_cache]
+            if todo:  # one batched tokenizer call per relation
+                encoded = tokenizer([facts.entity_labels[t] for t in todo], add_special_tokens=False)["input_ids"]
+                piece_cache.update({t: tuple(ids) for t, ids in zip(todo, encoded)})
+            seen: set[tuple[int, ...]] = set()
+            unique = []
+            for tail in dict.fromkeys(tails_of[relation]):
+                p = pieces(tail)
+                if p and len(p) <= max_pieces and p not in seen:
+                    seen.add(p)
+                    unique.append(tail)
+            pools[relation] = unique
+        return pools[relation]
 
     rng = random.Random(seed)
     queries, skipped = [], 0
@@ -78,22 +96,21 @@ def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: 
         if not gold or len(gold) > max_pieces:
             skipped += 1
             continue
-        others = [c for c in tails_of[r] if c != t and not (filtered and c in true_tails[(h, r)])]
-        seen = {tuple(gold)}
-        unique = []
-        for c in others:
-            p = pieces(c)
-            if p and len(p) <= max_pieces and tuple(p) not in seen:
-                seen.add(tuple(p))
-                unique.append(c)
-        if len(unique) > max_candidates - 1:
-            unique = rng.sample(unique, max_candidates - 1)
-        if not unique:
+        excluded = (true_tails[(h, r)] if filtered else set()) | {t}
+        candidates = pool(r)
+        wanted = max_candidates - 1
+        sampled = len(candidates) > wanted + len(excluded)
+        if sampled:  # sample first, then filter the few picked
+            candidates = rng.sample(candidates, wanted + len(excluded))
+        others = [c for c in candidates if c not in excluded and pieces(c) != gold]
+        if len(others) > wanted:
+            others = others[:wanted] if sampled else rng.sample(others, wanted)
+        if not others:
             skipped += 1  # a single candidate ranks trivially first: not a test
             continue
         prompt = tokenizer.encode(f"{facts.entity_labels[h]} {facts.relation_words[r]}", add_special_tokens=False)
-        candidates = [t] + unique
-        queries.append(_Query(fact, prompt, candidates, [pieces(c) for c in candidates]))
+        chosen = [t] + others
+        queries.append(_Query(fact, prompt, chosen, [list(pieces(c)) for c in chosen]))
     return queries, skipped
 
 
@@ -142,11 +159,17 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
     per_relation: dict[int, list[float]] = defaultdict(list)
     examples: list[dict[str, Any]] = []
     for q, query in enumerate(queries):
-        scores = []
-        for piece_ids in query.pieces:
-            table = log_probs[(q, len(piece_ids))]
-            picked = table[torch.arange(len(piece_ids)), torch.as_tensor(piece_ids)]
-            scores.append(float(picked.sum() if score == "sum" else picked.mean()))
+        scores = [0.0] * len(query.pieces)
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for j, piece_ids in enumerate(query.pieces):
+            by_length[len(piece_ids)].append(j)
+        for k, members in by_length.items():
+            table = log_probs[(q, k)]  # [k, V]
+            index = torch.as_tensor([query.pieces[j] for j in members], dtype=torch.long)  # [n, k]
+            picked = table.gather(1, index.T).T  # [n, k]: log p(piece_i of candidate n)
+            values = picked.sum(dim=1) if score == "sum" else picked.mean(dim=1)
+            for j, value in zip(members, values.tolist()):
+                scores[j] = value
         score_t = torch.tensor([scores], dtype=torch.float64)
         rank = float(ranks_from_scores(score_t, torch.tensor([0]))[0])
         ranks.append(rank)

@@ -95,9 +95,12 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     generator = torch.Generator().manual_seed(seed)
     pad_id = tokenizer.pad_token_id or 0
 
-    def batches(examples: Sequence[RelationExample], shuffle: bool):
+    def encoded(examples: Sequence[RelationExample]) -> tuple[list[list[int]], list[int], list[int], list[int]]:
         ids, heads, tails = encode_examples(tokenizer, examples, max_length)
-        labels = [e.label for e in examples]
+        return ids, heads, tails, [e.label for e in examples]
+
+    def batches(data: tuple[list[list[int]], list[int], list[int], list[int]], shuffle: bool):
+        ids, heads, tails, labels = data
         order = torch.randperm(len(ids), generator=generator).tolist() if shuffle else list(range(len(ids)))
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
@@ -109,6 +112,7 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
                 "labels": torch.tensor([labels[i] for i in chosen], device=device),
             }
 
+    train_data, test_data = encoded(train_marked), encoded(test_marked)
     # the KG entity table stays fixed (no entity ids are fed here; its sparse gradients do not suit AdamW)
     for module in model.modules():
         if isinstance(module, torch.nn.Embedding) and module.sparse:
@@ -117,18 +121,18 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     model.train()
     losses = []
     for _ in range(epochs):
-        for batch in batches(train_marked, shuffle=True):
+        for batch in batches(train_data, shuffle=True):
             labels = batch.pop("labels")
             logits = _logits(model(**batch))
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     model.eval()
     predictions, golds = [], []
     with torch.no_grad():
-        for batch in batches(test_marked, shuffle=False):
+        for batch in batches(test_data, shuffle=False):
             labels = batch.pop("labels")
             predictions += _logits(model(**batch)).argmax(dim=-1).tolist()
             golds += labels.tolist()
@@ -147,7 +151,14 @@ def add_markers(tokenizer: Any, model: torch.nn.Module | None = None) -> int:
     """Add the entity markers as special tokens; resize the model's embeddings to match."""
     added = tokenizer.add_tokens(list(MARKERS), special_tokens=True)
     if model is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tokenizer))
+        from transformers.utils import logging as hf_logging
+
+        before = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the note about mean-resizing the new rows
+        try:
+            model.resize_token_embeddings(len(tokenizer))
+        finally:
+            hf_logging.set_verbosity(before)
     return added
 
 
