@@ -127,6 +127,10 @@ def load_documents(path: str | Path, *, cache_dir: str | Path | None = None, und
     if not path.exists():
         raise MaskingError("corpus file not found", where=path,
                            fix="write corpus/documents.jsonl first (kept data ...) or pass the right run directory")
+    with path.open("rb") as handle:
+        if not any(line.strip() for line in handle):
+            raise MaskingError("the corpus has no documents", where=path,
+                               fix="write one JSON document per line ({id, title, text, spans}) or rebuild the corpus")
     digest = _file_digest(path)
     try:
         return Dataset.from_generator(_generate, features=document_features(),
@@ -150,6 +154,8 @@ def documents_from_records(records: Sequence[Mapping[str, Any]]) -> Any:
              "spans": list(r.get("spans") or [])} for i, r in enumerate(records)]
     for row in rows:
         row["spans"], _ = check_spans(row["text"], row["spans"], doc_id=row["id"], on_invalid="error")
+    if not rows:
+        return Dataset.from_dict({"id": [], "title": [], "text": [], "spans": []}, features=document_features())
     return Dataset.from_list(rows, features=document_features())
 
 
@@ -311,6 +317,18 @@ class _QueueListener:
         self._manager.shutdown()
 
 
+def shard_dataset(dataset: Any, num_shards: int, shard_index: int) -> Any:
+    """Contiguous shard ``shard_index`` of ``num_shards`` (as ``Dataset.shard(contiguous=True)``; empty when
+    there are fewer documents than shards)."""
+    size = len(dataset)
+    base, extra = divmod(size, num_shards)
+    start = base * shard_index + min(shard_index, extra)
+    end = start + base + (1 if shard_index < extra else 0)
+    if (start, end) == (0, size):
+        return dataset
+    return dataset.select(range(start, end) if end > start else [])
+
+
 def _fit_corpus_detectors(config: AnnotationConfig, dataset: Any) -> dict[int, Any]:
     """Detectors learned from the corpus (NPMI collocations) are fitted once, on the whole corpus (before sharding)."""
     from masking.detectors.npmi import NPMIPhraseDetector
@@ -349,7 +367,7 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
         config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
     fitted = _fit_corpus_detectors(config, dataset)
     if num_shards > 1:
-        dataset = dataset.shard(num_shards=num_shards, index=shard_index, contiguous=True)
+        dataset = shard_dataset(dataset, num_shards, shard_index)
     if "spans" not in dataset.column_names:
         from datasets import List
 
@@ -357,6 +375,11 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
                                      feature=List(span_features()))
     if _STATS_COLUMN in dataset.column_names:
         dataset = dataset.remove_columns(_STATS_COLUMN)
+    if len(dataset) == 0:  # an empty corpus or shard: nothing to map
+        stats = finalize_stats({"documents": 0})
+        stats.update(config=config.model_dump(mode="json"), shard={"num_shards": num_shards,
+                                                                   "shard_index": shard_index})
+        return dataset, stats
 
     import xxhash
 
@@ -495,7 +518,7 @@ def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None
     dataset = load_documents(corpus_dir / "documents.jsonl", cache_dir=corpus_dir / ".cache",
                              undecodable=config.undecodable)
     if on_total is not None:
-        on_total(len(dataset) if num_shards == 1 else len(dataset.shard(num_shards, shard_index, contiguous=True)))
+        on_total(len(shard_dataset(dataset, num_shards, shard_index)))
     annotated, stats = annotate_with_stats(dataset, config, alias_index, entity_labels=labels,
                                            num_shards=num_shards, shard_index=shard_index, progress=progress)
     stats["kg_linked"] = alias_index is not None
@@ -543,6 +566,6 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
 
 
 __all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_run_dir", "annotate_with_stats",
-           "clear_detector_cache",
+           "clear_detector_cache", "shard_dataset",
            "document_features", "documents_from_records", "iter_documents", "load_documents", "load_run_kg",
            "merge_annotated_shards", "span_features"]

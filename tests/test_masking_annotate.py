@@ -100,6 +100,9 @@ def test_shards_and_num_proc_give_the_same_spans(tmp_path, graph, index):
                         load_from_cache_file=False, progress=reported.append)["spans"]
     assert parallel == whole
     assert sum(reported) == len(dataset) and len(reported) > 1  # progress reaches us from the workers
+    empty_shard, empty_stats = annotate_with_stats(documents_from_records(DOCS[:1]), config, index, num_shards=2,
+                                                   shard_index=1)
+    assert len(empty_shard) == 0 and empty_stats["documents"] == 0
     with pytest.raises(MaskingError, match="shard index 3"):
         annotate(dataset, config, index, num_shards=3, shard_index=3)
 
@@ -165,6 +168,9 @@ def test_bad_corpus_lines_are_named(tmp_path):
         load_documents(path, cache_dir=tmp_path / "c")
     path.write_text('{"id": "x", "text": "a"\n')
     with pytest.raises(MaskingError, match="invalid JSON"):
+        load_documents(path, cache_dir=tmp_path / "c")
+    path.write_text("\n\n")
+    with pytest.raises(MaskingError, match="no documents"):
         load_documents(path, cache_dir=tmp_path / "c")
 
 
