@@ -135,6 +135,14 @@ def test_cli_annotate(tmp_path, graph, index):
     assert (run / "corpus" / "annotation_stats.json").exists()
     result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gazetteer,nope"])
     assert result.exit_code != 0 and isinstance(result.exception, MaskingError)
+    for index_ in range(2):  # shards (as if on two machines), then an explicit merge
+        result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gazetteer,gold", "--num-shards", "2",
+                                          "--shard-index", str(index_)])
+        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["annotate", str(run), "--merge", "--num-shards", "2"])
+    assert result.exit_code == 0 and "merged 2 shards (4 documents)" in result.output
+    result = CliRunner().invoke(app, ["annotate", str(run), "--merge", "--num-shards", "3"])
+    assert isinstance(result.exception, MaskingError) and "shard 0 of 3 is missing" in str(result.exception)
 
 
 @pytest.mark.slow  # main() imports every package's error type (fusion pulls in transformers)

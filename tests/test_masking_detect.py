@@ -318,3 +318,28 @@ def test_build_detectors_from_config(nlp, tiny_kg):
     with pytest.raises(MaskingError, match="unknown detector"):
         AnnotationConfig.from_names("ner,bogus")
     assert AnnotationConfig.model_validate_json(config.model_dump_json()) == config
+
+
+def test_resolve_overlaps_properties():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    span = st.builds(lambda start, length, kind, linked, source: make_span(start, start + length, kind,
+                                                                          entity_id=3 if linked else -1,
+                                                                          source=source),
+                     st.integers(0, 80), st.integers(0, 15), st.sampled_from(["entity", "phrase"]), st.booleans(),
+                     st.sampled_from(["ner", "gold", "gazetteer"]))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(span, max_size=60))
+    def check(spans):
+        kept = resolve_overlaps(spans, ["gold"])
+        assert all(a["end"] <= b["start"] for a, b in zip(kept, kept[1:]))  # disjoint, in text order
+        assert all(any(s is k for s in spans) for k in kept)  # a subset of the input
+        for s in spans:  # every dropped non-empty span overlaps a kept one that is at least as strong
+            if s["end"] > s["start"] and not any(s is k for k in kept):
+                rivals = [k for k in kept if k["start"] < s["end"] and s["start"] < k["end"]]
+                assert rivals
+                assert any((k["kind"] == "entity") >= (s["kind"] == "entity") for k in rivals)
+
+    check()

@@ -22,6 +22,9 @@ def annotate_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="nlp.pipe batch size."),
     case_insensitive: Optional[bool] = typer.Option(
         None, "--case-insensitive/--case-sensitive", help="Gazetteer matching of KG labels and aliases."),
+    merge: bool = typer.Option(
+        False, "--merge", help="Only merge corpus/annotated.shards/ (written by --num-shards K runs, e.g. on other "
+                               "machines and copied here) into corpus/annotated/."),
 ) -> None:
     """Annotate RUN_DIR/corpus/documents.jsonl into RUN_DIR/corpus/annotated/ and annotation_stats.json."""
     import json
@@ -41,6 +44,16 @@ def annotate_command(
     from masking.errors import MaskingError
 
     console = Console(stderr=True)
+    if merge:
+        from masking.annotate import merge_annotated_shards
+
+        if num_shards < 2:
+            raise MaskingError("--merge needs the number of shards", where="--num-shards",
+                               fix="pass --num-shards K as used when annotating the shards")
+        stats = merge_annotated_shards(run_dir, num_shards)
+        console.print(f"merged {num_shards} shards ({stats['documents']} documents) into "
+                      f"{run_dir / 'corpus' / 'annotated'}")
+        return
     if shard_index >= num_shards:
         raise MaskingError(f"--shard-index {shard_index} is not below --num-shards {num_shards}",
                            where="--shard-index", fix="shard indices run from 0 to num_shards - 1")
