@@ -12,7 +12,7 @@ def annotate_command(
     run_dir: Path = typer.Argument(..., help="Run directory with corpus/documents.jsonl (and kg/ for the gazetteer)."),
     detectors: Optional[str] = typer.Option(
         None, "--detectors", help="Comma-separated detectors: ner, noun_chunk, gazetteer, gold, npmi "
-                                  "[default: the config's, else ner,noun_chunk,gazetteer,gold]."),
+                                  "(default: the --config file's, else ner,noun_chunk,gazetteer,gold)."),
     config_file: Optional[Path] = typer.Option(
         None, "--config", help="YAML/JSON file with masking.AnnotationConfig fields (detector options, terms, regex)."),
     num_proc: Optional[int] = typer.Option(None, "--num-proc", min=1, help="Worker processes for Dataset.map."),
