@@ -233,3 +233,26 @@ def test_mlm_oracle_and_wrong_model(tokenizer, rows) -> None:
     assert bad["accuracy"] == 0.0
     # CE = log(e^30 + V - 1) - 0 when the gold logit is 0 and one wrong logit is 30
     assert bad["loss"] == pytest.approx(math.log(math.exp(30) + len(tokenizer) - 1), rel=1e-5)
+
+
+def test_masked_logits_projects_only_selected_positions_and_matches_full_logits(tokenizer, rows) -> None:
+    from fusion import KeptConfig, KeptForMaskedLM
+    from kept.evaluate.common import forward_logits, masked_logits, pad
+
+    torch.manual_seed(0)
+    config = KeptConfig.from_preset("tiny", vocab_size=len(tokenizer), entity_vocab_size=20, entity_dim=16,
+                                    num_entity_attention_heads=2, freeze_entity_table=False)
+    model = KeptForMaskedLM(config).eval()
+    input_ids = pad([r["input_ids"] for r in rows[:4]], 0)
+    attention = pad([r["attention_mask"] for r in rows[:4]], 0)
+    entity_ids = pad([r["entity_ids"] for r in rows[:4]], -1)
+    select = torch.zeros_like(input_ids, dtype=torch.bool)
+    select[0, 1:3] = True
+    select[2, 4] = True
+    select[3, 1] = True
+    fast = masked_logits(model, input_ids, attention, select, entity_ids)
+    full = forward_logits(model, input_ids, attention, entity_ids)[select]
+    assert fast.shape == (4, len(tokenizer))
+    assert torch.allclose(fast, full, atol=1e-5)
+    stub = StubMLM(len(tokenizer), lambda ids: list(ids))  # no separate head: the fallback path
+    assert masked_logits(stub, input_ids, attention, select).argmax(-1).tolist() == input_ids[select].tolist()

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kept.evaluate.common import forward_logits, pad, uses_fusion
+from kept.evaluate.common import masked_logits, pad, uses_fusion
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,14 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
         input_ids = pad([b[0] for b in built], tokenizer.pad_token_id or 0)
         attention = pad([[1] * len(b[0]) for b in built], 0)
         entity_ids = pad([b[1] for b in built], -1) if fusion else None
-        logits = forward_logits(model, input_ids, attention, entity_ids)
+        select = torch.zeros_like(input_ids, dtype=torch.bool)
+        for i, (_, _, positions, _) in enumerate(built):
+            select[i, positions] = True
+        argmax = masked_logits(model, input_ids, attention, select, entity_ids).argmax(dim=-1).tolist()
+        offset = 0
         for i, (item, (ids, _, positions, gold)) in enumerate(zip(chunk, built)):
-            predicted = logits[i, positions].argmax(dim=-1).tolist()
+            predicted = argmax[offset:offset + len(positions)]  # positions are increasing: row-major order
+            offset += len(positions)
             hits = sum(int(p == g) for p, g in zip(predicted, gold))
             pieces_right += hits
             pieces_total += len(gold)

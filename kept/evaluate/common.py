@@ -59,6 +59,8 @@ def uses_fusion(model: torch.nn.Module) -> bool:
     for flag in ("use_fusion", "fusion"):
         if hasattr(config, flag):
             return bool(getattr(config, flag))
+    if int(getattr(config, "entity_vocab_size", 1) or 0) <= 0:
+        return False  # no entity table to look the ids up in
     layers = getattr(config, "num_knowledge_layers", None)
     return True if layers is None else int(layers) > 0
 
@@ -85,6 +87,40 @@ def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     output = model(**kwargs)
     logits = output.logits if hasattr(output, "logits") else output["logits"] if isinstance(output, dict) else output[0]
     return logits.float()
+
+
+def _split_head(model: torch.nn.Module) -> tuple[Any, Any] | None:
+    """(encoder, token head) of a BERT-style masked LM (``model.<base_model_prefix>`` + ``model.cls``)."""
+    prefix = getattr(model, "base_model_prefix", None)
+    encoder = getattr(model, prefix, None) if prefix else None
+    head = getattr(model, "cls", None)
+    head = getattr(head, "predictions", head)
+    if encoder is None or head is None or not callable(head):
+        return None
+    return encoder, head
+
+
+@torch.no_grad()
+def masked_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  select: torch.Tensor, entity_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """MLM logits [N, V] at the N positions where ``select`` [B, L] is true (row-major order).
+
+    For BERT-style models the vocabulary projection runs on the selected positions only (the
+    [B, L, V] logits of a 30k vocabulary dominate evaluation time otherwise); other models fall back
+    to :func:`forward_logits`.
+    """
+    parts = _split_head(model)
+    device = model_device(model)
+    if parts is None:
+        logits = forward_logits(model, input_ids, attention_mask, entity_ids)
+        return logits[select.to(logits.device)]
+    encoder, head = parts
+    kwargs: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+    if entity_ids is not None and accepts_entity_ids(encoder):
+        kwargs["entity_ids"] = entity_ids.to(device)
+    output = encoder(**kwargs)
+    hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+    return head(hidden[select.to(hidden.device)]).float()
 
 
 def ranks_from_scores(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kept.evaluate.common import forward_logits, uses_fusion
+from kept.evaluate.common import masked_logits, uses_fusion
 
 #: Encoded columns the collator may use (doc_id and other non-tensor columns are left out).
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "unit_ids", "unit_kind", "entity_ids", "word_ids")
@@ -67,13 +67,11 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         entity_ids = batch.get("entity_ids") if fusion else None
-        logits = forward_logits(model, input_ids, attention_mask, entity_ids)
-        labels = labels.to(logits.device)
         where = labels != -100
         if not bool(where.any()):
             continue
-        chosen = logits[where]
-        gold = labels[where]
+        chosen = masked_logits(model, input_ids, attention_mask, where, entity_ids)  # [N, V]
+        gold = labels[where].to(chosen.device)
         total_loss += float(torch.nn.functional.cross_entropy(chosen, gold, reduction="sum"))
         correct += int((chosen.argmax(dim=-1) == gold).sum())
         predicted += int(gold.numel())

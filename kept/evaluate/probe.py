@@ -19,7 +19,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from kept.evaluate.common import forward_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
+from kept.evaluate.common import masked_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
 
 
 def relation_words(name: str, label: str = "") -> str:
@@ -151,9 +151,15 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
             offsets.append(len(cls_ids) + len(query.prompt))
         input_ids = pad(inputs, tokenizer.pad_token_id or 0)
         attention = pad([[1] * len(i) for i in inputs], 0)
-        logits = forward_logits(model, input_ids, attention, pad(entities, -1) if fusion else None)
-        for i, ((q, k), offset) in enumerate(zip(chunk, offsets)):
-            log_probs[(q, k)] = torch.log_softmax(logits[i, offset:offset + k], dim=-1).cpu()
+        select = torch.zeros_like(input_ids, dtype=torch.bool)
+        for i, ((_, k), offset) in enumerate(zip(chunk, offsets)):
+            select[i, offset:offset + k] = True
+        logits = masked_logits(model, input_ids, attention, select, pad(entities, -1) if fusion else None)
+        table = torch.log_softmax(logits, dim=-1).cpu()  # [sum of k, V], row-major
+        start_row = 0
+        for q, k in chunk:
+            log_probs[(q, k)] = table[start_row:start_row + k]
+            start_row += k
 
     ranks: list[float] = []
     per_relation: dict[int, list[float]] = defaultdict(list)
