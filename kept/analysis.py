@@ -27,7 +27,7 @@ COMPARE_FORMAT_VERSION = 1
 
 __all__ = [
     "METRICS_FORMAT", "METRICS_FORMAT_VERSION", "COMPARE_FORMAT", "COMPARE_FORMAT_VERSION",
-    "flatten_metrics", "is_compare_dir", "is_run_dir", "load_annotation_stats", "load_annotations",
+    "examples_frame", "flatten_metrics", "is_compare_dir", "is_run_dir", "load_annotation_stats", "load_annotations",
     "load_compare", "load_config", "load_documents", "load_encoded", "load_kg", "load_kg_metrics",
     "load_kg_tables", "load_log_history", "load_metrics", "load_model", "load_tokenizer", "metrics_frame",
 ]
@@ -145,6 +145,39 @@ def metrics_frame(run_dirs: Iterable[str | Path]) -> "Any":
     for run_dir in run_dirs:
         rows[Path(run_dir).name] = flatten_metrics(load_metrics(run_dir))
     return pd.DataFrame.from_dict(rows, orient="index").sort_index(axis=1)
+
+
+def examples_frame(run_dirs: Iterable[str | Path] | Mapping[str, str | Path], kind: str = "cloze") -> "Any":
+    """Stored examples of several runs side by side (pandas): one row per item, a prediction column
+    per run (and a ``<run> ok`` column for cloze). The items are the same in every run evaluated on the
+    same data (seeded selection), so they join on their key (cloze: doc_id/position; probe: prompt/gold).
+
+    ``run_dirs``: paths (column names = directory names) or ``{name: path}``.
+    """
+    import pandas as pd
+
+    named = dict(run_dirs) if isinstance(run_dirs, Mapping) else {Path(r).name: r for r in run_dirs}
+    if kind == "cloze":
+        keys, shared = ["doc_id", "position"], ["context", "gold"]
+    elif kind == "probe":
+        keys, shared = ["prompt", "gold"], ["relation"]
+    else:
+        raise KeptError(f"unknown example kind '{kind}'", where="kind", fix="use 'cloze' or 'probe'")
+    frame = None
+    for name, run_dir in named.items():
+        items = load_metrics(run_dir).get("examples", {}).get(kind, [])
+        part = pd.DataFrame(items)
+        if part.empty:
+            continue
+        columns = {"prediction": name}
+        if "correct" in part:
+            columns["correct"] = f"{name} ok"
+        if "rank" in part:
+            columns["rank"] = f"{name} rank"
+        part = part[[c for c in keys + shared + list(columns) if c in part]].rename(columns=columns)
+        frame = part if frame is None else frame.merge(part.drop(columns=[c for c in shared if c in part]),
+                                                       on=keys, how="outer")
+    return frame if frame is not None else pd.DataFrame(columns=keys + shared)
 
 
 def load_kg_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -322,8 +355,10 @@ def load_model(run_dir: str | Path, model_class: Any = None, **kwargs: Any) -> "
                         fix="pretrain the run first (`kept run CONFIG`)")
     if model_class is None:
         from fusion import KeptForMaskedLM as model_class  # noqa: N813
+    from kept.evaluate.common import quiet_from_pretrained
+
     try:
-        model = model_class.from_pretrained(str(path), **kwargs)
+        model = quiet_from_pretrained(model_class, str(path), **kwargs)
     except (OSError, ValueError, KeyError) as error:
         raise KeptError(f"cannot load the model ({error})", where=path,
                         fix="check that it was saved by this version of kept (save_pretrained)") from error

@@ -93,3 +93,18 @@ def test_annotation_loaders(tmp_path) -> None:
         analysis.load_documents(run_dir)
     with pytest.raises(KeptError, match=r"encoded/validation: encoded validation split not found"):
         analysis.load_encoded(run_dir)
+
+
+def test_examples_frame_joins_runs_on_the_same_items(tmp_path) -> None:
+    a, b = fake_run(tmp_path, "a", 0.1, 5.0), fake_run(tmp_path, "b", 0.2, 5.0)
+    for run_dir, prediction in ((a, "rome"), (b, "paris")):
+        path = run_dir / "eval" / "metrics.json"
+        data = json.loads(path.read_text())
+        data["examples"]["cloze"] = [{"doc_id": "d0", "position": 3, "context": "x [MASK]", "gold": "paris",
+                                      "prediction": prediction, "correct": prediction == "paris"}]
+        path.write_text(json.dumps(data))
+    frame = analysis.examples_frame({"token": a, "entity": b})
+    assert list(frame.columns) == ["doc_id", "position", "context", "gold", "token", "token ok", "entity", "entity ok"]
+    assert frame.loc[0, "token"] == "rome" and bool(frame.loc[0, "entity ok"]) is True
+    with pytest.raises(KeptError, match="unknown example kind"):
+        analysis.examples_frame([a], kind="nope")
