@@ -40,7 +40,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
     config = EmbeddingConfig(model="TransE", dim=args.dim, epochs=args.epochs, seed=args.seed)
-    kwargs = pipeline_kwargs(config)
+    kwargs = pipeline_kwargs(config, load_pykeen_dataset(args.dataset).num_entities)
 
     def ours() -> tuple[float, float, dict[str, float]]:
         start, cpu = time.perf_counter(), time.process_time()

@@ -52,7 +52,7 @@ class EmbeddingConfig:
     min_triples_to_split: int = 50
     device: str | None = None  # None: cuda when available, else cpu
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    evaluation_batch_size: int | None = 256  # None: PyKEEN's automatic choice (32 on CPU: slow)
+    evaluation_batch_size: int | None = None  # None: min(256, what keeps a [batch, entities, dim] score tensor <= 512 MB)
     max_evaluation_triples: int | None = 5000  # cap when evaluating on training triples (no split)
     use_tqdm: bool = False
 
@@ -172,7 +172,17 @@ def _no_split(graph: KnowledgeGraph, config: EmbeddingConfig, full: Any, reason:
     return full, testing, None, {"split": "none", "evaluated_on": "training triples", "split_note": note}
 
 
-def pipeline_kwargs(config: EmbeddingConfig) -> dict[str, Any]:
+EVALUATION_SCORE_BUDGET = 2**27  # floats in one evaluation batch's [batch, num_entities, dim] intermediate
+
+
+def evaluation_batch_size(config: EmbeddingConfig, num_entities: int) -> int:
+    """``config.evaluation_batch_size``, or a memory-bounded default (PyKEEN's own is 32 on CPU)."""
+    if config.evaluation_batch_size is not None:
+        return config.evaluation_batch_size
+    return max(1, min(256, EVALUATION_SCORE_BUDGET // max(1, num_entities * config.dim)))
+
+
+def pipeline_kwargs(config: EmbeddingConfig, num_entities: int = 0) -> dict[str, Any]:
     """The keyword arguments handed to ``pykeen.pipeline.pipeline`` (besides the triples)."""
     model_kwargs = {"embedding_dim": config.dim, **config.model_kwargs}
     kwargs: dict[str, Any] = {
@@ -182,11 +192,10 @@ def pipeline_kwargs(config: EmbeddingConfig) -> dict[str, Any]:
         "optimizer_kwargs": {"lr": config.learning_rate},
         "training_loop": config.training_loop,
         "training_kwargs": {"num_epochs": config.epochs, "batch_size": config.batch_size, "use_tqdm": config.use_tqdm},
-        "evaluation_kwargs": {"use_tqdm": config.use_tqdm},
+        "evaluation_kwargs": {"use_tqdm": config.use_tqdm,
+                              "batch_size": evaluation_batch_size(config, num_entities)},
         "random_seed": config.seed,
     }
-    if config.evaluation_batch_size is not None:
-        kwargs["evaluation_kwargs"]["batch_size"] = config.evaluation_batch_size
     if config.loss is not None:
         kwargs["loss"] = config.loss
     if config.negative_sampler is not None:
@@ -214,7 +223,7 @@ def _matrix(representation: Any) -> torch.Tensor:
 def train_embeddings(graph: KnowledgeGraph, config: EmbeddingConfig | None = None) -> EmbeddingResult:
     """Train ``config.model`` with ``pykeen.pipeline.pipeline`` and evaluate it (rank-based, filtered)."""
     config = config or EmbeddingConfig()
-    kwargs = pipeline_kwargs(config)  # validates the model name before any work
+    kwargs = pipeline_kwargs(config, graph.num_entities)  # validates the model name before any work
     training, testing, validation, split_info = split_graph(graph, config)
     from pykeen import get_version
     from pykeen.pipeline import pipeline
