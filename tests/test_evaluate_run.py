@@ -150,3 +150,32 @@ def test_linkpred_recompute_ranks_with_pykeen(tmp_path) -> None:
     assert result["source"] == "recomputed" and result["model"] == "TransE"
     assert 0.0 < result["mrr"] <= 1.0 and 0.0 <= result["hits_at_1"] <= result["hits_at_10"] <= 1.0
     assert not (tmp_path / "run" / "kg" / "kg_metrics.json").exists(), "recomputing writes nothing"
+
+
+def test_cli_evaluate_prints_table_and_writes_metrics(run_dir) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from kept.cli import app
+    from kept.commands.evaluate import print_summary
+
+    result = CliRunner().invoke(app, ["evaluate", str(run_dir), "--set", "eval.probe.enabled=false",
+                                      "--set", "eval.mlm.max_examples=3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = load_metrics(run_dir)
+    assert metrics["metrics"]["probe"]["skipped"] and metrics["metrics"]["mlm"]["token"]["num_sequences"] == 3
+    console = Console(record=True, width=160)
+    print_summary(metrics, console)
+    text = console.export_text()
+    assert "cloze.accuracy" in text and "probe" in text and "skipped" in text
+
+
+def test_missing_encoded_validation_names_the_directory(tmp_path, run_dir) -> None:
+    other = tmp_path / "noenc"
+    shutil.copytree(run_dir, other)
+    shutil.rmtree(other / "encoded" / "validation")
+    with pytest.raises(KeptError, match=r"encoded/validation: encoded validation split not found"):
+        evaluate_run_dir(other, FAST)
+    shutil.rmtree(other / "kg")
+    with pytest.raises(KeptError, match=r"kg/entities\.tsv: KG table not found"):
+        evaluate_run_dir(other, {**FAST, "mlm": {"enabled": False}, "cloze": {"enabled": False}})
