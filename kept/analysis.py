@@ -30,6 +30,7 @@ __all__ = [
     "examples_frame", "flatten_metrics", "is_compare_dir", "is_run_dir", "load_annotation_stats", "load_annotations",
     "load_compare", "load_config", "load_documents", "load_encoded", "load_kg", "load_kg_metrics",
     "load_kg_tables", "load_log_history", "load_metrics", "load_model", "load_tokenizer", "metrics_frame",
+    "json_safe",
 ]
 
 
@@ -378,6 +379,17 @@ def load_compare(compare_dir: str | Path) -> dict[str, Any]:
     data = _read_json(path, "compare summary", fix)
     _check_format(data, path, COMPARE_FORMAT, COMPARE_FORMAT_VERSION, fix)
     return data
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and ±inf (not valid JSON) become None, recursively; everything else is unchanged."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def finite(value: Any) -> bool:

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kept.analysis import COMPARE_FORMAT, COMPARE_FORMAT_VERSION, flatten_metrics, load_metrics
+from kept.analysis import COMPARE_FORMAT, COMPARE_FORMAT_VERSION, flatten_metrics, json_safe, load_metrics
 from kept.errors import KeptError
 
 #: Figures shown in the printed table, the markdown summary and the figures (when present).
@@ -129,7 +129,10 @@ class CompareResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CompareResult":
-        table = {v: {m: Stat(float(s["mean"]), float(s["std"]), int(s["n"])) for m, s in rows.items()}
+        def number(value: Any) -> float:
+            return math.nan if value is None else float(value)
+
+        table = {v: {m: Stat(number(s["mean"]), number(s["std"]), int(s["n"])) for m, s in rows.items()}
                  for v, rows in data["table"].items()}
         return cls(list(data["variants"]), list(data["metrics"]), table, dict(data["runs"]),
                    dict(data.get("per_run", {})), list(data.get("headline", HEADLINE_METRICS)))
@@ -189,7 +192,7 @@ class CompareResult:
         from kept.rundir import atomic_write_json, atomic_write_text
 
         out_dir = Path(out_dir)
-        written = {"summary.json": atomic_write_json(out_dir / "summary.json", self.to_dict())}
+        written = {"summary.json": atomic_write_json(out_dir / "summary.json", json_safe(self.to_dict()))}
         text = "# KEPT comparison\n\n" + self.to_markdown() + "\n## Runs\n\n"
         text += "\n".join(f"- **{v}**: " + ", ".join(f"`{r}`" for r in self.runs.get(v, [])) for v in self.variants)
         written["summary.md"] = atomic_write_text(out_dir / "summary.md", text + "\n")

@@ -179,3 +179,25 @@ def test_missing_encoded_validation_names_the_directory(tmp_path, run_dir) -> No
     shutil.rmtree(other / "kg")
     with pytest.raises(KeptError, match=r"kg/entities\.tsv: KG table not found"):
         evaluate_run_dir(other, {**FAST, "mlm": {"enabled": False}, "cloze": {"enabled": False}})
+
+
+def test_no_linked_mentions_gives_null_not_nan(tmp_path, run_dir) -> None:
+    import datasets
+
+    other = tmp_path / "nolinks"
+    shutil.copytree(run_dir, other)
+    rows = datasets.load_from_disk(str(other / "encoded" / "validation")).to_list()
+    for row in rows:
+        row["entity_ids"] = [-1] * len(row["entity_ids"])
+    shutil.rmtree(other / "encoded" / "validation")
+    datasets.Dataset.from_list(rows).save_to_disk(str(other / "encoded" / "validation"))
+    evaluate_run_dir(other, {**FAST, "mlm": {"enabled": False}, "probe": {"enabled": False}})
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"metrics.json holds {constant}, which is not JSON")
+
+    data = json.loads((other / "eval" / "metrics.json").read_text(), parse_constant=refuse)
+    assert data["metrics"]["cloze"]["num_mentions"] == 0 and data["metrics"]["cloze"]["accuracy"] is None
+    from kept.analysis import flatten_metrics
+
+    assert "cloze.accuracy" not in flatten_metrics(data) and flatten_metrics(data)["cloze.num_mentions"] == 0

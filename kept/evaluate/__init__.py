@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION
+from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, json_safe
 from kept.errors import KeptError
 from kept.evaluate.config import EvalConfig, coerce_eval_config
 
@@ -217,6 +217,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         "examples": examples,
         "timings_s": timings,
     }
+    record = json_safe(record)  # NaN (e.g. no linked mention to test) is written as null
     atomic_write_json(metrics_path(run_dir), record)
     return record
 
