@@ -176,7 +176,7 @@ def fewrel_documents(dataset: FewRelSet, entity_index: dict[str, int] | None = N
                               "entity_id": int(entity_index.get(entity.kb_id, -1)) if entity_index else -1,
                               "source": "gold"})
         spans = _non_overlapping(spans)
-        documents.append({"id": f"fewrel-{number}", "title": example.relation or "", "text": example.text,
+        documents.append({"id": f"fewrel-{number}", "title": "", "text": example.text,
                           "spans": spans})
     return documents
 

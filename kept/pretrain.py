@@ -448,6 +448,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "num_parameters": int(sum(p.numel() for p in model.parameters()))}
     partial = paths.root / "model.partial"
+    if is_main_process() and partial.exists():
+        shutil.rmtree(partial)  # left by a process killed while saving
     if not stopped_early:
         # every rank takes part (FSDP/DeepSpeed gather); the Trainer writes on rank 0 only
         trainer.save_model(str(partial))

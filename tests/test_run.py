@@ -98,20 +98,20 @@ def test_cli_encode_flags_override_and_are_saved(tiny: Path) -> None:
     assert stats["max_length"] == 24
 
 
-def test_cli_errors_are_one_line_with_exit_code_2(tiny: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_cli_errors_are_one_line_with_exit_code_2(tiny: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from kept.cli import main
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  max_stepz: 3\n")
-    completed = subprocess.run([sys.executable, "-m", "kept", "run", str(bad)], capture_output=True, text=True,
-                               check=False)
-    assert completed.returncode == 2
-    assert "train.max_stepz" in completed.stderr and f"{bad}:2" in completed.stderr
-    assert "Traceback" not in completed.stderr
-    completed = subprocess.run([sys.executable, "-m", "kept", "pretrain", str(tmp_path / "missing")],
-                               capture_output=True, text=True, check=False)
-    assert completed.returncode == 2 and "kept encode" in completed.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(bad)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "train.max_stepz" in err and f"{bad}:2" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2 and "kept encode" in capsys.readouterr().err
 
 
 @pytest.mark.slow
