@@ -201,3 +201,16 @@ def test_no_linked_mentions_gives_null_not_nan(tmp_path, run_dir) -> None:
     from kept.analysis import flatten_metrics
 
     assert "cloze.accuracy" not in flatten_metrics(data) and flatten_metrics(data)["cloze.num_mentions"] == 0
+
+
+@pytest.mark.slow
+def test_relation_feeds_linked_entities_to_a_fusion_model(run_dir, fewrel_dir) -> None:
+    from kept.evaluate.relation import evaluate_relation
+    from kept.fewrel import fewrel_entities, load_fewrel
+
+    kb_ids = [kb for kb, _ in fewrel_entities(load_fewrel(fewrel_dir / "val_nyt.json"))]
+    index = {kb: i % 17 for i, kb in enumerate(kb_ids)}  # the tiny model's table has 17 rows
+    result = evaluate_relation(run_dir / "model", run_dir / "tokenizer", fewrel_dir / "val_nyt.json",
+                               max_relations=2, max_per_relation=10, epochs=1, entity_index=index)
+    assert result["entity_input"] and result["linked_fraction"] == 1.0
+    assert 0.0 <= result["accuracy"] <= 1.0

@@ -184,10 +184,15 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         say("relation classification")
         r = eval_config.relation
         data = r.data or settings["fewrel"]
+        entity_index = None
+        if fusion and (run_dir / "kg" / "entities.tsv").is_file():
+            entities = load_kg_tables(run_dir)["entities"]
+            entity_index = dict(zip(entities["name"], entities["id"].astype(int)))
         metrics["relation"] = _timed(timings, "relation", lambda: relation.evaluate_relation(
             model_dir, tokenizer_dir, data, max_relations=r.max_relations, max_per_relation=r.max_per_relation,
             test_fraction=r.test_fraction, epochs=r.epochs, learning_rate=r.learning_rate,
-            batch_size=r.batch_size, max_length=r.max_length, seed=eval_config.seed, device=device))
+            batch_size=r.batch_size, max_length=r.max_length, seed=eval_config.seed, device=device,
+            entity_index=entity_index))
     else:
         metrics["relation"] = dict(disabled)
 
