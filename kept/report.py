@@ -133,6 +133,11 @@ def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], 
     return figure
 
 
+#: Panels of the annotation figure, in order (masking.stats.annotation_stats keys).
+_ANNOTATION_TABLES = ("spans_by_source", "spans_by_kind", "candidates_by_source", "gold.recall_exact",
+                      "gold.recall_overlap", "gold.link_accuracy")
+
+
 def _count_tables(stats: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Every mapping of numbers in the annotation statistics (e.g. spans by source, by kind)."""
     tables: dict[str, dict[str, float]] = {}
@@ -152,12 +157,20 @@ def _count_tables(stats: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 def annotation_figure(stats: Mapping[str, Any]) -> Any | None:
     """One bar panel per count table of annotation_stats.json (spans by source, by kind, ...)."""
-    tables = _count_tables(stats)
+    found = _count_tables(stats)
+    preferred = [name for name in _ANNOTATION_TABLES if found.get(name)]
+    tables = {name: found[name] for name in preferred} if preferred else \
+        {k: v for k, v in found.items() if v and k.split(".")[0] not in ("shard", "config")}
     if not tables:
         return None
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.4), squeeze=False)
-    for axis, (name, counts) in zip(axes[0], tables.items()):
+    columns = min(3, len(tables))
+    rows = math.ceil(len(tables) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for index in range(len(tables), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    for index, (name, counts) in enumerate(tables.items()):
+        axis = axes[index // columns][index % columns]
         labels = list(counts)[:20]
         axis.bar(range(len(labels)), [counts[k] for k in labels], color="#55A868")
         axis.set_xticks(range(len(labels)))
