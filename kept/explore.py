@@ -31,12 +31,13 @@ from kept import analysis
 from kept.errors import KeptError
 
 __all__ = [
-    "MaskedBatch", "RunSet", "annotation_stats_tables", "cloze_comparison", "cloze_wins", "comparison", "comparison_figure",
-    "degree_figure", "detector_figure", "detector_table", "displacy_options", "displacy_records", "entity_projection",
-    "gold_recall_table", "kg_overview", "learning_curves", "linkpred_table", "masked_batch",
-    "masked_displacy", "masked_tokens_frame", "masking_summary", "neighbourhood_figure", "note",
-    "open_runs", "probe_per_relation", "probe_per_relation_figure", "projection_figure",
-    "relation_frequency_figure", "show", "skipped_metrics", "spans_frame",
+    "MaskedBatch", "RunSet", "annotation_stats_tables", "cloze_comparison", "cloze_examples", "cloze_wins",
+    "comparison", "comparison_figure", "degree_figure", "detector_figure", "detector_table",
+    "displacy_options", "displacy_records", "entity_projection", "gold_recall_table", "kg_overview",
+    "learning_curves", "linkpred_table", "masked_batch", "masked_displacy", "masked_tokens_frame",
+    "masking_summary", "neighbourhood_figure", "note", "open_runs", "probe_per_relation",
+    "probe_per_relation_figure", "projection_figure", "relation_frequency_figure", "show", "skipped_metrics",
+    "spans_frame",
 ]
 
 #: Colours of span sources in displaCy renderings (other sources get a grey).
@@ -319,8 +320,8 @@ def gold_recall_table(data_dir: str | Path, max_documents: int | None = None) ->
     per detector and for all non-gold detectors together: exact offsets, any overlap, and link
     accuracy (same KG id) of the exact hits.
 
-    Returns ``(frame, "")``, or ``(None, reason)`` when the corpus has no gold spans or the
-    annotation has no spans besides the gold ones (recall would be trivial).
+    Returns ``(frame, note)`` (note: "" or a caveat), or ``(None, reason)`` when the corpus has no
+    gold spans or the annotation has no spans besides the gold ones (recall would be trivial).
     """
     import pandas as pd
 
@@ -361,12 +362,16 @@ def gold_recall_table(data_dir: str | Path, max_documents: int | None = None) ->
                     row["overlap"] += 1
     if not detected:
         return None, "the annotation holds only gold spans (no other detector ran), so recall against gold is trivial"
+    gold_in_annotation = any((s.get("source") or "?") == "gold" for d in annotated for s in d.get("spans") or [])
     rows = [{"detector": name, "gold_spans": total, "recall_exact": row["exact"] / total if total else math.nan,
              "recall_overlap": row["overlap"] / total if total else math.nan,
              "link_accuracy": row["link_correct"] / row["link_total"] if row["link_total"] else math.nan}
             for name, row in pools.items()]
     frame = pd.DataFrame(rows, columns=["detector", "gold_spans", "recall_exact", "recall_overlap", "link_accuracy"])
-    return frame.set_index("detector"), ""
+    why = ("the gold detector is part of this annotation and its spans win overlaps, so the other detectors' final "
+           "spans rarely coincide with gold ones; their raw candidates' recall (annotation_stats.json) is the fairer "
+           "figure") if gold_in_annotation else ""
+    return frame.set_index("detector"), why
 
 
 def annotation_stats_tables(stats: Mapping[str, Any]) -> dict[str, "Any"]:
@@ -840,17 +845,57 @@ def probe_per_relation_figure(frame: "Any", metric: str = "hits_at_1", top: int 
     return figure
 
 
-def cloze_comparison(baseline_dir: str | Path, knowledge_dir: str | Path) -> "Any":
-    """The entity-cloze examples of two runs' eval/metrics.json side by side, joined on the item
-    (document row and token position; both runs evaluate the same seeded items on the same data)."""
+def cloze_examples(run_dir: str | Path, recompute: int = 0) -> list[dict[str, Any]]:
+    """A run's entity-cloze examples: those recorded in eval/metrics.json (``recompute=0``), or the
+    first ``recompute`` of the evaluation's held-out mentions predicted again with the run's model and
+    the evaluation's own settings (rows, seed, context, max pieces; kept.evaluate.cloze): the items
+    are the same for two runs on the same data, and the first ones match the recorded examples."""
+    run_dir = Path(run_dir)
+    record = analysis.load_metrics(run_dir)
+    if not recompute:
+        return list((record.get("examples") or {}).get("cloze") or [])
+    import torch
+
+    from kept.evaluate.cloze import evaluate_cloze
+    from kept.evaluate.common import quiet_from_pretrained
+    from kept.evaluate.config import EvalConfig
+
+    from fusion import KeptForMaskedLM
+
+    settings = EvalConfig.model_validate(record.get("eval_config") or {})
+    model_dir = run_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        raise KeptError("model not found (no model/config.json)", where=model_dir,
+                        fix="pretrain the run first, or use the recorded examples (recompute=0)")
+    validation = analysis.load_encoded(run_dir, "validation")
+    # the rows and items kept.evaluate uses, so the first examples are the evaluation's own items
+    limit = max(settings.mlm.max_examples if settings.mlm.enabled else 0, settings.cloze.max_rows)
+    rows = validation.select(range(min(limit, len(validation)))).to_list()
+    tokenizer = analysis.load_tokenizer(run_dir)
+    model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).eval()
+    fusion = bool((record.get("model") or {}).get("fusion"))
+    torch.manual_seed(settings.seed)
+    result = evaluate_cloze(model, tokenizer, rows, max_mentions=max(recompute, settings.cloze.max_mentions),
+                            max_pieces=settings.cloze.max_pieces,
+                            context_tokens=settings.cloze.context_tokens, seed=settings.seed,
+                            batch_size=settings.batch_size, num_examples=recompute, use_entities=fusion)
+    return result["examples"]
+
+
+def cloze_comparison(baseline_dir: str | Path, knowledge_dir: str | Path, recompute: int = 0) -> "Any":
+    """The entity-cloze examples of two runs side by side, joined on the item (document row and
+    token position: both runs evaluate the same seeded held-out mentions on the same data).
+
+    ``recompute=0``: the examples recorded in each eval/metrics.json (``eval.num_examples``);
+    ``recompute=N``: the first N mentions predicted again by both models (see :func:`cloze_examples`).
+    """
     import pandas as pd
 
     def frame(run_dir: str | Path, suffix: str) -> "Any":
-        examples = (analysis.load_metrics(run_dir).get("examples") or {}).get("cloze") or []
         rows = [{"doc_id": e.get("doc_id"), "row": e.get("row"), "position": e.get("position"),
                  "gold": e.get("gold"), f"context_{suffix}": e.get("context"),
                  f"prediction_{suffix}": e.get("prediction"), f"correct_{suffix}": bool(e.get("correct"))}
-                for e in examples]
+                for e in cloze_examples(run_dir, recompute)]
         return pd.DataFrame(rows, columns=["doc_id", "row", "position", "gold", f"context_{suffix}",
                                            f"prediction_{suffix}", f"correct_{suffix}"])
 
@@ -862,7 +907,7 @@ def cloze_comparison(baseline_dir: str | Path, knowledge_dir: str | Path) -> "An
                    "correct_baseline", "correct_knowledge"]]
 
 
-def cloze_wins(baseline_dir: str | Path, knowledge_dir: str | Path) -> "Any":
+def cloze_wins(baseline_dir: str | Path, knowledge_dir: str | Path, recompute: int = 0) -> "Any":
     """Cloze examples the knowledge run gets right and the baseline gets wrong."""
-    both = cloze_comparison(baseline_dir, knowledge_dir)
+    both = cloze_comparison(baseline_dir, knowledge_dir, recompute)
     return both[both["correct_knowledge"] & ~both["correct_baseline"]].reset_index(drop=True)

@@ -106,9 +106,9 @@ else:
     ("md", "## Recall against gold spans\n\nWhere the corpus has gold entity spans (e.g. Wikipedia links)."),
     ("code", """\
 recall, why = explore.gold_recall_table(DATA, max_documents=MAX_DOCUMENTS)
-if recall is None:
+if why:
     explore.note(why)
-else:
+if recall is not None:
     print("final annotation vs gold entity spans")
     display(recall)
 if stats is not None and "gold" in stat_tables:
@@ -226,7 +226,8 @@ import os
 RUN_DIR = os.environ.get("KEPT_RUN_DIR", "../runs/demo")
 BASELINE = None  # a run label (see the runs table) or a run directory; None: no fusion, token masking
 KNOWLEDGE = None  # likewise; None: the fusion run (entity masking preferred)
-METRICS = None  # figures compared (e.g. ["cloze.accuracy", "probe.mrr"]); None: the headline figures"""),
+METRICS = None  # figures compared (e.g. ["cloze.accuracy", "probe.mrr"]); None: the headline figures
+RECOMPUTE_CLOZE = 0  # 0: the cloze examples recorded in eval/metrics.json; N: predict N held-out mentions again"""),
     ("code", """\
 import pandas as pd
 
@@ -274,9 +275,9 @@ else:
     ("md", """\
 ## Right with knowledge, wrong without
 
-Entity-cloze examples from the two runs' `eval/metrics.json` (the same seeded held-out mentions in
-both), joined item by item. Only the examples the evaluation recorded are compared
-(`eval.num_examples`)."""),
+Entity-cloze examples of the two runs (the same seeded held-out mentions in both), joined item by
+item: those recorded in each `eval/metrics.json` (`eval.num_examples` of them), or with
+`RECOMPUTE_CLOZE = N` the first N mentions predicted again by both models."""),
     ("code", """\
 baseline = runs.pick(BASELINE, "baseline")
 knowledge = runs.pick(KNOWLEDGE, "knowledge")
@@ -286,8 +287,8 @@ if baseline is None or knowledge is None or baseline[1] == knowledge[1]:
 else:
     print(f"baseline: {baseline[0]} ({baseline[1]})")
     print(f"knowledge: {knowledge[0]} ({knowledge[1]})")
-    both = explore.cloze_comparison(baseline[1], knowledge[1])
-    wins = explore.cloze_wins(baseline[1], knowledge[1])
+    both = explore.cloze_comparison(baseline[1], knowledge[1], recompute=RECOMPUTE_CLOZE)
+    wins = both[both["correct_knowledge"] & ~both["correct_baseline"]]
     print(f"{len(both)} cloze examples in both runs: knowledge right {int(both['correct_knowledge'].sum())}, "
           f"baseline right {int(both['correct_baseline'].sum())}, knowledge right and baseline wrong {len(wins)}")
     if len(wins):

@@ -315,3 +315,21 @@ def test_results_notebook_runs_on_a_single_run(tiny_runs, monkeypatch) -> None:
     text, _, images = outputs(execute("03_results.ipynb", tiny_runs / "entity_fusion", monkeypatch))
     assert "needs two evaluated runs" in text and "compare summary: none" in text
     assert images >= 2
+
+
+@pytest.mark.slow
+def test_recomputed_cloze_examples_are_the_evaluation_items(tiny_runs) -> None:
+    from kept import explore
+
+    def key(example: dict) -> tuple:
+        return example["row"], example["position"], example["gold"], example["prediction"], example["correct"]
+
+    for name in ("token", "entity_fusion"):
+        recorded = explore.cloze_examples(tiny_runs / name)
+        assert len(recorded) == 20  # eval.num_examples of the fixture
+        again = explore.cloze_examples(tiny_runs / name, recompute=len(recorded))
+        assert [key(e) for e in again] == [key(e) for e in recorded]
+    both = explore.cloze_comparison(tiny_runs / "token", tiny_runs / "entity_fusion", recompute=30)
+    assert len(both) == 30 and both["gold"].map(bool).all()
+    wins = explore.cloze_wins(tiny_runs / "token", tiny_runs / "entity_fusion", recompute=30)
+    assert len(wins) == int((both["correct_knowledge"] & ~both["correct_baseline"]).sum())
