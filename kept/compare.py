@@ -38,7 +38,8 @@ from kept.errors import KeptError
 
 #: Figures shown in the printed table, the markdown summary and the figures (when present).
 HEADLINE_METRICS: tuple[str, ...] = (
-    "mlm.token.loss", "mlm.token.accuracy", "mlm.strategy.accuracy", "cloze.accuracy", "probe.hits_at_1",
+    "mlm.token.loss", "mlm.token.accuracy", "mlm.token.accuracy_by_kind.entity", "mlm.strategy.accuracy",
+    "cloze.accuracy", "probe.hits_at_1",
     "probe.mrr", "relation.accuracy", "relation.macro_f1", "linkpred.mrr",
 )
 #: Figures where lower is better (everything else: higher is better).
@@ -203,6 +204,8 @@ class CompareResult:
 
 
 def _is_compared(metric: str) -> bool:
+    if ".predicted_by_kind." in f".{metric}.":
+        return False
     leaf = metric.rsplit(".", 1)[-1]
     return not any(leaf.startswith(prefix) for prefix in _COUNTS)
 

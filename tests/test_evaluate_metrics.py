@@ -228,9 +228,13 @@ def test_mlm_oracle_and_wrong_model(tokenizer, rows) -> None:
     good = evaluate_mlm(oracle, tokenizer, rows, collator=FixedCollator(tokenizer), batch_size=3)
     assert good["accuracy"] == 1.0 and good["num_predicted"] == len(rows)
     assert good["loss"] == pytest.approx(0.0, abs=1e-6) and good["perplexity"] == pytest.approx(1.0)
+    kinds = [row["unit_kind"][1] for row in rows]  # the masked position of every row
+    assert good["predicted_by_kind"] == {"word": kinds.count(0), "phrase": kinds.count(1), "entity": kinds.count(2)}
+    assert good["accuracy_by_kind"]["entity"] == 1.0 and good["accuracy_by_kind"]["word"] == 1.0
+    assert math.isnan(good["accuracy_by_kind"]["phrase"])
     wrong = StubMLM(len(tokenizer), lambda ids: [tokenizer.pad_token_id] * len(ids))
     bad = evaluate_mlm(wrong, tokenizer, rows, collator=FixedCollator(tokenizer), batch_size=4)
-    assert bad["accuracy"] == 0.0
+    assert bad["accuracy"] == 0.0 and bad["accuracy_by_kind"]["entity"] == 0.0
     # CE = log(e^30 + V - 1) - 0 when the gold logit is 0 and one wrong logit is 30
     assert bad["loss"] == pytest.approx(math.log(math.exp(30) + len(tokenizer) - 1), rel=1e-5)
 

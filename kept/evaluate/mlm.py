@@ -41,12 +41,23 @@ def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: i
     return collator
 
 
+def _padded(values: Sequence[int], length: int, left: bool) -> torch.Tensor:
+    row = torch.full((length,), -1, dtype=torch.long)
+    values = torch.as_tensor(list(values)[:length], dtype=torch.long)
+    if left:
+        row[length - len(values):] = values
+    else:
+        row[: len(values)] = values
+    return row
+
+
 @torch.no_grad()
 def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
                  strategy: str = "token", mlm_probability: float = 0.15, seed: int = 0, batch_size: int = 32,
                  collator: Any = None, masking: Mapping[str, Any] | None = None,
                  use_entities: bool | None = None) -> dict[str, Any]:
-    """MLM loss (mean cross-entropy over predicted tokens), accuracy (argmax == label) and perplexity.
+    """MLM loss (mean cross-entropy over predicted tokens), accuracy (argmax == label), perplexity, and
+    accuracy by the kind of unit of the predicted token (word / phrase / entity, from ``unit_kind``).
 
     ``rows``: encoded examples (input_ids, attention_mask, unit_ids, unit_kind, entity_ids).
     ``collator``: any callable that turns a list of features into ``input_ids``/``attention_mask``/``labels``
@@ -59,6 +70,9 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         collator = make_collator(tokenizer, strategy, mlm_probability, seed, entities=fusion, masking=masking)
     features = _features(rows)
     total_loss, correct, predicted = 0.0, 0, 0
+    kind_right = torch.zeros(3, dtype=torch.long)  # word, phrase, entity
+    kind_total = torch.zeros(3, dtype=torch.long)
+    left = getattr(tokenizer, "padding_side", "right") == "left"
     for start in range(0, len(features), batch_size):
         chunk = features[start:start + batch_size]
         batch = collator([dict(f) for f in chunk])
@@ -73,8 +87,15 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         chosen = masked_logits(model, input_ids, attention_mask, where, entity_ids)  # [N, V]
         gold = labels[where].to(chosen.device)
         total_loss += float(torch.nn.functional.cross_entropy(chosen, gold, reduction="sum"))
-        correct += int((chosen.argmax(dim=-1) == gold).sum())
+        right = (chosen.argmax(dim=-1) == gold).cpu()
+        correct += int(right.sum())
         predicted += int(gold.numel())
+        if all("unit_kind" in f for f in chunk):  # accuracy by the kind of unit the token belongs to
+            length = input_ids.shape[1]
+            kinds = torch.stack([_padded(f["unit_kind"], length, left) for f in chunk])[where.cpu()]
+            valid = (kinds >= 0) & (kinds <= 2)
+            kind_total += torch.bincount(kinds[valid], minlength=3)[:3]
+            kind_right += torch.bincount(kinds[valid & right], minlength=3)[:3]
     loss = total_loss / predicted if predicted else math.nan
     return {
         "strategy": strategy,
@@ -83,6 +104,9 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         "perplexity": math.exp(min(loss, 50.0)) if predicted else math.nan,
         "num_predicted": predicted,
         "num_sequences": len(features),
+        "accuracy_by_kind": {name: (int(kind_right[i]) / int(kind_total[i])) if int(kind_total[i]) else math.nan
+                             for i, name in enumerate(("word", "phrase", "entity"))},
+        "predicted_by_kind": {name: int(kind_total[i]) for i, name in enumerate(("word", "phrase", "entity"))},
         "mlm_probability": mlm_probability,
         "seed": seed,
     }
