@@ -446,7 +446,9 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
                "eval_loss": eval_loss, "fusion": config.model.fusion, "strategy": masking.strategy,
                "bf16": bf16, "resumed_from": resume, "runtime_s": round(time.time() - started, 2),
                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-               "num_parameters": int(sum(p.numel() for p in model.parameters()))}
+               "num_parameters": int(sum(p.numel() for p in model.parameters())),
+               "train_runtime_s": train_output.metrics.get("train_runtime"),
+               "train_steps_per_second": train_output.metrics.get("train_steps_per_second")}
     partial = paths.root / "model.partial"
     if is_main_process() and partial.exists():
         shutil.rmtree(partial)  # left by a process killed while saving
