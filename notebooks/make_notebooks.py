@@ -231,7 +231,7 @@ RECOMPUTE_CLOZE = 0  # 0: the cloze examples recorded in eval/metrics.json; N: p
     ("code", """\
 import pandas as pd
 
-from kept import explore
+from kept import analysis, explore
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_colwidth", 80)
@@ -272,6 +272,13 @@ if per_relation.empty:
 else:
     display(per_relation)
     explore.show(explore.probe_per_relation_figure(per_relation))"""),
+    ("code", """\
+probe_examples = analysis.examples_frame(runs.runs, kind="probe") if runs.runs else None
+if probe_examples is None or probe_examples.empty:
+    explore.note("no KG-probe examples recorded (eval.num_examples = 0, or the probe was skipped)")
+else:
+    print("KG-probe examples: each run's top candidate (and the gold tail's rank)")
+    display(probe_examples.head(20))"""),
     ("md", """\
 ## Right with knowledge, wrong without
 
