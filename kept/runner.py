@@ -289,6 +289,11 @@ def _check_config(config: RunConfig) -> None:
     if config.model.fusion and not has_kg(config):
         raise KeptError("model.fusion is on but the run has no knowledge graph", where="data.kg_triples",
                         fix="give data.kg_triples, or set model.fusion: false")
+    detectors = [d.get("type") for d in config.annotation.get("detectors", [])]
+    if not has_kg(config) and "gazetteer" in detectors and config.annotation.get("missing_kg") == "error":
+        raise KeptError("the annotation uses the KG gazetteer but the run has no knowledge graph",
+                        where="annotation.detectors",
+                        fix="give data.kg_triples, remove the gazetteer detector, or set annotation.missing_kg: skip")
     if config.data.source in ("files", "fewrel") and config.data.corpus is None:
         raise KeptError(f"data.source '{config.data.source}' needs data.corpus", where="data.corpus",
                         fix="give the corpus file or directory")

@@ -65,8 +65,11 @@ def test_fusion_without_a_kg_is_refused_before_anything_runs(tmp_path: Path) -> 
     corpus = tmp_path / "c.txt"
     corpus.write_text("Some text.\n")
     config = load_run_config(tmp_path / "r", ["data.source=files", f"data.corpus={corpus}"])
-    with pytest.raises(KeptError, match="no knowledge graph"):
+    with pytest.raises(KeptError, match="fusion is on but the run has no knowledge graph"):
         run_pipeline(config, tmp_path / "r", progress=False)
+    no_fusion = load_run_config(tmp_path / "r", ["data.source=files", f"data.corpus={corpus}", "model.fusion=false"])
+    with pytest.raises(KeptError, match="gazetteer"):
+        run_pipeline(no_fusion, tmp_path / "r", progress=False)
     assert not (tmp_path / "r" / "corpus").exists()
 
 
