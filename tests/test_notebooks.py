@@ -63,11 +63,28 @@ def test_notebooks_match_their_generator() -> None:
     assert module.main(["--check"]) == 0
 
 
-def test_python3_kernel_runs_this_interpreter() -> None:
+@pytest.fixture(scope="session")
+def jupyter_path(tmp_path_factory) -> Path:
+    """A JUPYTER_PATH whose "python3" kernelspec starts this interpreter (the venv's), ahead of any
+    user or system kernelspec of the same name; nothing is installed anywhere."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python"}), encoding="utf-8")
+    return root
+
+
+def test_python3_kernel_runs_this_interpreter(jupyter_path, monkeypatch) -> None:
     from jupyter_client.manager import KernelManager
 
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
     manager = KernelManager(kernel_name="python3")
-    assert Path(manager.format_kernel_cmd()[0]).resolve() == Path(sys.executable).resolve()
+    assert manager.format_kernel_cmd()[0] == sys.executable
+    # without the override, the name still resolves (ipykernel ships its spec) to this interpreter
+    monkeypatch.delenv("JUPYTER_PATH")
+    assert KernelManager(kernel_name="python3").kernel_spec.language == "python"
 
 
 # ------------------------------------------------------------------ fast: kept.explore
@@ -250,15 +267,23 @@ def tiny_runs(tmp_path_factory) -> Path:
         config = load_run_config(run_dir, ["eval.relation.enabled=false", "eval.num_examples=20"])
         run_pipeline(config, run_dir, stages=["encode", "pretrain", "evaluate"], progress=False)
         dirs[f"{strategy}+fusion" if fusion else strategy] = [run_dir]
+    # annotation statistics for one run (the data directory of the compare layout); the other has none
+    from kept.analysis import load_annotations
+    from kept.rundir import atomic_write_json
+    from masking import annotation_stats
+
+    atomic_write_json(root / "token" / "corpus" / "annotation_stats.json",
+                      annotation_stats(load_annotations(root / "token")))
     result = compare_runs(dirs)
     result.runs = {v: [str(Path(r).relative_to(root)) for r in rs] for v, rs in result.runs.items()}
     result.save(root / "compare", figures=False)
     return root
 
 
-def execute(name: str, run_dir: Path, monkeypatch) -> nbformat.NotebookNode:
+def execute(name: str, run_dir: Path, monkeypatch, jupyter_path: Path) -> nbformat.NotebookNode:
     from nbclient import NotebookClient
 
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
     monkeypatch.setenv("KEPT_RUN_DIR", str(run_dir))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
@@ -284,25 +309,32 @@ def outputs(notebook: nbformat.NotebookNode) -> tuple[str, str, int]:
 
 
 @pytest.mark.slow
-def test_annotations_notebook_runs(tiny_runs, monkeypatch) -> None:
-    text, html, images = outputs(execute("01_annotations.ipynb", tiny_runs, monkeypatch))
+def test_annotations_notebook_runs(tiny_runs, monkeypatch, jupyter_path) -> None:
+    text, html, images = outputs(execute("01_annotations.ipynb", tiny_runs, monkeypatch, jupyter_path))
     assert "displacy" in html or 'class="entities"' in html  # displaCy renderings
     assert "GOLD:entity → " in html and "entity·[MASK]" in html
-    assert "note: no annotation statistics" in text and "only gold spans" in text
+    assert "--- summary" in text and "--- by_source" in text  # annotation_stats.json of the data run
+    assert "only gold spans" in text
     assert images >= 1
 
 
 @pytest.mark.slow
-def test_knowledge_graph_notebook_runs(tiny_runs, monkeypatch) -> None:
-    text, html, images = outputs(execute("02_knowledge_graph.ipynb", tiny_runs, monkeypatch))
+def test_annotations_notebook_runs_without_annotation_statistics(tiny_runs, monkeypatch, jupyter_path) -> None:
+    text, html, _ = outputs(execute("01_annotations.ipynb", tiny_runs / "entity_fusion", monkeypatch, jupyter_path))
+    assert "note: no annotation statistics" in text and 'class="entities"' in html
+
+
+@pytest.mark.slow
+def test_knowledge_graph_notebook_runs(tiny_runs, monkeypatch, jupyter_path) -> None:
+    text, html, images = outputs(execute("02_knowledge_graph.ipynb", tiny_runs, monkeypatch, jupyter_path))
     assert "KnowledgeGraph(entities=22, relations=3, triples=16)" in text
     assert "explained variance" in text and "no link-prediction figures" in text
     assert images == 4  # degrees, relations, neighbourhood, projection
 
 
 @pytest.mark.slow
-def test_results_notebook_runs_on_a_compare_directory(tiny_runs, monkeypatch) -> None:
-    text, html, images = outputs(execute("03_results.ipynb", tiny_runs, monkeypatch))
+def test_results_notebook_runs_on_a_compare_directory(tiny_runs, monkeypatch, jupyter_path) -> None:
+    text, html, images = outputs(execute("03_results.ipynb", tiny_runs, monkeypatch, jupyter_path))
     assert "compare summary: compare/summary.json" in text
     assert "baseline: token" in text and "knowledge: entity+fusion" in text
     assert "cloze examples in both runs" in text
@@ -311,8 +343,8 @@ def test_results_notebook_runs_on_a_compare_directory(tiny_runs, monkeypatch) ->
 
 
 @pytest.mark.slow
-def test_results_notebook_runs_on_a_single_run(tiny_runs, monkeypatch) -> None:
-    text, _, images = outputs(execute("03_results.ipynb", tiny_runs / "entity_fusion", monkeypatch))
+def test_results_notebook_runs_on_a_single_run(tiny_runs, monkeypatch, jupyter_path) -> None:
+    text, _, images = outputs(execute("03_results.ipynb", tiny_runs / "entity_fusion", monkeypatch, jupyter_path))
     assert "needs two evaluated runs" in text and "compare summary: none" in text
     assert images >= 2
 
