@@ -14,8 +14,14 @@ def report_command(
     from rich.console import Console
 
     from kept.report import report
+    from kept.rundir import RunLock
 
-    written = report(path)
+    if not path.is_dir():
+        from kept.errors import KeptError
+
+        raise KeptError("directory not found", where=path, fix="pass a run directory (runs/NAME) or a compare directory")
+    with RunLock(path, "kept report"):
+        written = report(path)
     Console(stderr=True).print(f"wrote {written}")
 
 
