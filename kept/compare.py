@@ -106,13 +106,16 @@ class CompareResult:
         return shown or list(self.metrics)
 
     def best(self, metric: str) -> str | None:
-        """The variant with the best mean of ``metric`` (lower for losses/ranks)."""
+        """The variant with the best mean of ``metric`` (lower for losses/ranks); None on a tie."""
         candidates = [(v, self.table[v][metric].mean) for v in self.variants
                       if metric in self.table[v] and self.table[v][metric].n > 0]
         if not candidates:
             return None
         pick = min if metric in LOWER_IS_BETTER else max
-        return pick(candidates, key=lambda item: item[1])[0]
+        name, value = pick(candidates, key=lambda item: item[1])
+        if sum(1 for _, other in candidates if math.isclose(other, value, rel_tol=1e-9, abs_tol=1e-12)) > 1:
+            return None  # a tie: nobody is best
+        return name
 
     def to_dict(self) -> dict[str, Any]:
         return {

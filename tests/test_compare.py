@@ -65,6 +65,7 @@ def test_compare_runs_table(runs) -> None:
     assert not any(m.endswith("num_mentions") or "per_relation" in m for m in result.metrics)
     assert result.best("cloze.accuracy") == "entity+fusion"
     assert result.best("mlm.token.loss") == "entity+fusion"  # lower is better
+    assert result.best("probe.mrr") is None  # every run has 0.5: a tie
     assert result.metrics[0] == "mlm.token.loss"  # headline order first
 
 
