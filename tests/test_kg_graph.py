@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kg import KGError, KnowledgeGraph
 
@@ -117,3 +119,20 @@ def test_empty_graph_is_valid_but_has_zero_stats() -> None:
     graph = KnowledgeGraph([], [])
     stats = graph.stats()
     assert stats.num_entities == 0 and stats.num_components == 0
+
+
+_name = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=12).filter(
+    lambda s: s.strip() != "" and s.strip() == s)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=st.lists(_name, min_size=1, max_size=8, unique=True), relations=st.lists(_name, min_size=1, max_size=3,
+                                                                                      unique=True), data=st.data())
+def test_save_load_round_trip_property(tmp_path, names, relations, data) -> None:
+    rows = data.draw(st.lists(st.tuples(st.integers(0, len(names) - 1), st.integers(0, len(relations) - 1),
+                                        st.integers(0, len(names) - 1)), max_size=20))
+    aliases = [data.draw(st.lists(_name.filter(lambda s: "|" not in s), max_size=2)) for _ in names]
+    graph = KnowledgeGraph(names, relations, rows, entity_aliases=aliases)
+    directory = tmp_path / f"kg{abs(hash((tuple(names), tuple(rows))))}"
+    graph.save(directory)
+    assert KnowledgeGraph.load(directory) == graph
