@@ -143,14 +143,18 @@ class EntityTable:
         if self.path is not None and self.path.exists() and path.exists() and os.path.samefile(self.path, path):
             return
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        if self.path is not None and self.key == DEFAULT_KEY and self.path.exists():
-            try:
-                os.link(self.path, tmp)
-            except OSError:
-                shutil.copyfile(self.path, tmp)
-        else:
-            save_file({DEFAULT_KEY: self.weight.contiguous()}, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
+        try:
+            if self.path is not None and self.key == DEFAULT_KEY and self.path.exists():
+                try:
+                    os.link(self.path, tmp)
+                except OSError:
+                    shutil.copyfile(self.path, tmp)
+            else:
+                save_file({DEFAULT_KEY: self.weight.contiguous()}, str(tmp), metadata={"format": "pt"})
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():  # a failed write leaves no partial file behind
+                tmp.unlink()
 
 
 def check_ids(flat_ids: torch.Tensor, num_entities: int) -> None:

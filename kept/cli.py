@@ -90,6 +90,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         if isinstance(error, click.ClickException):
             error.show()
             sys.exit(2)
+        if not _state["debug"] and isinstance(error, OSError):
+            from kept.rundir import WRITE_ERRNOS
+
+            if error.errno in WRITE_ERRNOS:  # disk full, read-only, permissions: the machine, not the code
+                where = f"{error.filename}: " if error.filename else ""
+                console.print(f"[bold red]error:[/] {where}{error.strerror or error}. Free disk space or fix the "
+                              "permissions, then re-run the command (files written before are unchanged)",
+                              highlight=False, soft_wrap=True)
+                sys.exit(2)
         if _state["debug"] or not isinstance(error, _user_error_types()):
             raise
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)

@@ -350,7 +350,17 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(path)
     if not path.exists():
         raise KeptError("configuration file not found", where=path, fix="give the path of a YAML run configuration")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise KeptError("expected a YAML file, got a directory", where=path,
+                        fix="give the path of a YAML run configuration")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise KeptError(f"not UTF-8 text (byte {error.start})", where=path, line=raw.count(b"\n", 0, error.start) + 1,
+                        fix="save the configuration as UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -408,8 +418,9 @@ def load_run_config(run_dir: str | Path, overrides: Iterable[str] | dict[str, An
 
     Without a config.yaml the defaults are used (or a KeptError when ``required``).
     """
-    from kept.rundir import run_paths
+    from kept.rundir import check_run_format, run_paths
 
+    check_run_format(run_dir)
     path = run_paths(run_dir).config
     if not path.exists():
         if required:
@@ -464,7 +475,14 @@ def resolve_init_from(value: str | None, runs_dir: str | Path = "runs") -> Path 
     if value is None:
         return None
     if value.startswith("run:"):
-        path = Path(runs_dir) / value[4:] / "model"
+        import re
+
+        name = value[4:]
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+            raise KeptError(f"init_from '{value}': '{name}' is not a run name", where="model.init_from",
+                            fix="run:NAME takes the name of a run under runs_dir (letters, digits, '.', '_', '-'; "
+                                "no '/' or '..'); give a path for a model elsewhere")
+        path = Path(runs_dir) / name / "model"
         if not path.exists():
             raise KeptError(f"init_from '{value}': run '{value[4:]}' has no final model", where="model.init_from",
                             fix=f"finish pretraining that run first ({path} missing)")
@@ -488,8 +506,12 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
                         fix="point init_from at a directory written by save_pretrained (a run's model/)")
     try:
         model_config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        raise KeptError(f"'{config_file}' is not valid JSON", where=where) from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise KeptError(f"'{config_file}' is not valid JSON", where=where,
+                        fix="point init_from at a directory written by save_pretrained (a run's model/)") from None
+    if not isinstance(model_config, dict):
+        raise KeptError(f"'{config_file}' is not a model configuration (a JSON object)", where=where,
+                        fix="point init_from at a directory written by save_pretrained (a run's model/)")
     model_type = model_config.get("model_type")
     if model_type not in ("kept", "bert"):
         raise KeptError(f"'{path}' holds a '{model_type}' model; init_from needs a kept or BERT checkpoint",

@@ -23,6 +23,20 @@ from typing import Any, Iterable, Iterator
 from kept.errors import KeptError
 
 _SPAN_KINDS = ("entity", "phrase")
+#: Longest document accepted (characters). Longer texts are almost always a file read the wrong way
+#: (a whole book on one line, a binary file); split them into documents.
+MAX_DOCUMENT_CHARS = 10_000_000
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 text of a corpus file; a wrong encoding names the file and line."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise KeptError(f"not UTF-8 text (byte {error.start})", where=path, line=line,
+                        fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)") from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
@@ -34,7 +48,7 @@ def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
     for span in spans:
         try:
             start, end, kind = int(span["start"]), int(span["end"]), span.get("kind", "entity")
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise KeptError("a span needs integer 'start' and 'end'", where=where,
                             fix='write spans as {"start": 0, "end": 5, "kind": "entity", ...}') from None
         if not 0 <= start < end <= len(text):
@@ -42,8 +56,12 @@ def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
         if kind not in _SPAN_KINDS:
             raise KeptError(f"span kind '{kind}' is not entity or phrase", where=where)
         entity_id = span.get("entity_id", -1)
+        entity_id = -1 if entity_id is None else entity_id
+        if isinstance(entity_id, bool) or not isinstance(entity_id, int) or entity_id < -1:
+            raise KeptError(f"span entity_id {entity_id!r} is not a KG id (an integer >= 0) or -1", where=where,
+                            fix="use the entity's row in kg/entities.tsv, or -1 for an unlinked span")
         out.append({"start": start, "end": end, "kind": kind, "label": str(span.get("label", "") or ""),
-                    "entity_id": int(-1 if entity_id is None else entity_id),
+                    "entity_id": entity_id,
                     "source": str(span.get("source", "gold") or "gold")})
     return out
 
@@ -55,7 +73,15 @@ def make_document(row: dict[str, Any], number: int, *, text_field: str = "text",
                         fix="set data.text_field to the column that holds the text")
     text = row[text_field]
     if not isinstance(text, str):
-        raise KeptError(f"'{text_field}' is a {type(text).__name__}, not text", where=where)
+        raise KeptError(f"'{text_field}' is a {type(text).__name__}, not text", where=where,
+                        fix=f"write the document text as a JSON string in '{text_field}'")
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise KeptError(f"document has {len(text):,} characters, more than the {MAX_DOCUMENT_CHARS:,} allowed",
+                        where=where, fix="split it into smaller documents (one per line in JSONL, or blank-line "
+                                         "separated in .txt)")
+    if "\x00" in text:
+        raise KeptError("the text holds NUL bytes (a binary file?)", where=where,
+                        fix="give a text corpus; remove the NUL characters")
     doc_id = row.get(id_field)
     return {"id": str(doc_id) if doc_id not in (None, "") else str(number),
             "title": str(row.get(title_field) or ""), "text": text,
@@ -66,25 +92,35 @@ def _iter_txt(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
     if path.is_dir():
         for number, file in enumerate(sorted(path.rglob("*.txt"))):
             yield {"id": str(file.relative_to(path)), "title": file.stem,
-                   "text": file.read_text(encoding="utf-8").strip()}, str(file)
+                   "text": _decode(file.read_bytes(), file).strip()}, str(file)
         return
-    text = path.read_text(encoding="utf-8")
+    text = _decode(path.read_bytes(), path)
     for number, block in enumerate(b.strip() for b in re.split(r"\n\s*\n", text)):
         if block:
             yield {"id": f"{path.stem}-{number}", "title": "", "text": block}, f"{path}"
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise KeptError(f"not UTF-8 text (byte {error.start} of the line)", where=path, line=line_number,
+                                fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)") from None
+            if line_number == 1 and line.startswith("\ufeff"):
+                line = line[1:]
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise KeptError(f"not valid JSON: {error.msg}", where=path, line=line_number) from None
+            except (json.JSONDecodeError, RecursionError) as error:
+                message = getattr(error, "msg", "nested too deeply")
+                raise KeptError(f"not valid JSON: {message}", where=path, line=line_number,
+                                fix='write one JSON object per line: {"id": ..., "text": "...", "spans": []}') from None
             if not isinstance(row, dict):
-                raise KeptError("each line must be a JSON object", where=path, line=line_number)
+                raise KeptError("each line must be a JSON object", where=path, line=line_number,
+                                fix='write one JSON object per line: {"id": ..., "text": "...", "spans": []}')
             yield row, f"{path}:{line_number}"
 
 
@@ -102,7 +138,11 @@ def iter_records(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             import datasets
 
-            loaded = datasets.load_from_disk(str(path))
+            try:
+                loaded = datasets.load_from_disk(str(path))
+            except Exception as error:  # noqa: BLE001 - datasets/pyarrow raise many types for a damaged dir
+                raise KeptError(f"cannot read the saved dataset ({type(error).__name__}: {error})".splitlines()[0],
+                                where=path, fix="re-save it with datasets.Dataset.save_to_disk") from None
             if isinstance(loaded, datasets.DatasetDict):
                 if "train" not in loaded:
                     raise KeptError(f"dataset dict has no 'train' split ({', '.join(loaded)})", where=path)
@@ -121,16 +161,21 @@ def iter_records(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        yield from _iter_table(pq.read_table(path).to_pylist(), str(path))
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as error:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
+            raise KeptError(f"not a readable Parquet file ({error})".splitlines()[0], where=path,
+                            fix="re-write it with pandas/pyarrow, or give the corpus as JSONL") from None
+        yield from _iter_table(rows, str(path))
     else:
         raise KeptError(f"unsupported corpus format '{suffix}'", where=path,
                         fix="use .txt, .jsonl, .parquet or a datasets.save_to_disk directory")
 
 
 def _looks_like_jsonl(path: Path) -> bool:
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:
         first = handle.readline().strip()
-    return first.startswith("{") and first.endswith("}")
+    return first.startswith(b"{") and first.endswith(b"}")
 
 
 def load_documents(path: str | Path, *, text_field: str = "text", id_field: str = "id", title_field: str = "title",
@@ -168,6 +213,10 @@ def write_documents(documents: Iterable[dict[str, Any]], path: str | Path) -> in
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        from kept.rundir import write_error
+
+        raise write_error(error, path) from error
     finally:
         if tmp.exists():
             tmp.unlink()

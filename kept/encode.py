@@ -86,6 +86,41 @@ def _split_stats(dataset: Any) -> dict[str, Any]:
             "documents": len(set(dataset["doc_id"]))}
 
 
+def _count_entities(paths: Any) -> int | None:
+    """Rows of the run's entity table (embeddings, else kg/entities.tsv); None without a KG."""
+    if paths.embeddings.is_file():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(paths.embeddings), framework="numpy") as handle:
+                if "entity_embeddings" in handle.keys():
+                    return int(handle.get_slice("entity_embeddings").get_shape()[0])
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types on a damaged file
+            raise KeptError(f"cannot read the KG embeddings ({error})".splitlines()[0], where=paths.embeddings,
+                            fix="re-run `kept kg embed RUN_DIR`") from None
+    entities = paths.kg / "entities.tsv"
+    if entities.is_file():
+        with open(entities, "rb") as handle:
+            return max(0, sum(1 for line in handle if line.strip()) - 1)  # minus the header row
+    return None
+
+
+def _check_entity_ids(annotated: Any, paths: Any) -> None:
+    """Every linked span must name a row of the entity table (else pretraining fails much later)."""
+    num_entities = _count_entities(paths)
+    if num_entities is None:
+        return
+    for start in range(0, len(annotated), 1000):
+        batch = annotated[start:start + 1000]
+        for offset, spans in enumerate(batch["spans"]):
+            for i, span in enumerate(spans or []):
+                entity_id = span.get("entity_id")
+                if entity_id is not None and not -1 <= entity_id < num_entities:
+                    raise KeptError(f"document {batch['id'][offset]!r} spans[{i}] links to entity id {entity_id}, "
+                                    f"but the KG has {num_entities} entities", where=paths.annotated,
+                                    fix="annotate against this run's KG (kept annotate RUN_DIR) or rebuild the KG")
+
+
 def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None) -> EncodeResult:
     """Build RUN_DIR/tokenizer and RUN_DIR/encoded/{train,validation} from corpus/annotated."""
     from kept.tokenizer import build_tokenizer, save_tokenizer
@@ -94,6 +129,7 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     annotated = load_annotated(run_dir)
     if len(annotated) == 0:
         raise KeptError("the annotated corpus has no documents", where=paths.annotated)
+    _check_entity_ids(annotated, paths)
     init_from = resolve_init_from(config.model.init_from, config.runs_dir)
     tok_cfg = config.tokenizer
     tokenizer, source = build_tokenizer((t for t in annotated["text"]), base_model=tok_cfg.base_model,

@@ -7,6 +7,9 @@ place that knows the layout, so commands, notebooks and tests agree on it.
   ``name.tmp-<pid>`` in the same directory and ``os.replace`` it; :func:`atomic_dir` does the
   same for a whole directory (``datasets.save_to_disk``, ``save_pretrained``), so a process
   killed while writing leaves the previous artifact or nothing, never half of one.
+* Every command that writes a run directory holds its :class:`RunLock`; taking it also checks
+  (and records) the run-directory format version (``.kept-run.json``), so a directory written by
+  an incompatible kept is refused before anything in it changes.
 * :class:`RunLock`: an ``fcntl`` lock on ``RUN_DIR/.kept.lock``; the kernel drops it when the
   process dies (even with SIGKILL), so a stale lock never blocks the next run.
 * Stage stamps (``RUN_DIR/stamps/<stage>.json``): a fingerprint of the configuration sections a
@@ -31,6 +34,12 @@ from kept.errors import KeptError
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".kept.lock"
+#: ``RUN_DIR/.kept-run.json``: which layout version of the run directory this is (written under the lock).
+FORMAT_FILE = ".kept-run.json"
+RUN_FORMAT = "kept.run"
+RUN_FORMAT_VERSION = 1
+#: errno values of a failed write that the user fixes on the machine (space, permissions, read-only disk).
+WRITE_ERRNOS = frozenset({28, 122, 30, 13, 1, 5, 27})  # ENOSPC EDQUOT EROFS EACCES EPERM EIO EFBIG
 
 
 def is_main_process() -> bool:
@@ -141,16 +150,31 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
+def write_error(error: OSError, path: str | Path) -> KeptError:
+    """A KeptError for a failed write (disk full, read-only, no permission) naming the file."""
+    reason = error.strerror or str(error)
+    return KeptError(f"cannot write: {reason}", where=path,
+                     fix="free disk space or fix the permissions, then re-run the command "
+                         "(files written before are unchanged)")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via ``path.tmp-<pid>`` + fsync + ``os.replace``.
+
+    A failing write (disk full, ...) leaves ``path`` as it was, removes the temporary file and
+    raises a :class:`KeptError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise write_error(error, path) from error
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -190,13 +214,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno in WRITE_ERRNOS:
+            raise write_error(error, path) from error
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = path.with_name(f"{path.name}.old-{os.getpid()}")
     if path.exists() or path.is_symlink():
         os.replace(path, old)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if old.exists() or old.is_symlink():
+            os.replace(old, path)  # put the previous artifact back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if old.exists() or old.is_symlink():
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)
@@ -234,6 +269,57 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def inside_run_dir(run_dir: str | Path, subpath: str | Path, field: str) -> Path:
+    """``run_dir / subpath``, refused when it would leave the run directory (``..``, absolute, symlinks)."""
+    root = Path(run_dir).resolve()
+    sub = Path(subpath)
+    target = (root / sub).resolve()
+    if sub.is_absolute() or not target.is_relative_to(root):
+        raise KeptError(f"'{subpath}' points outside the run directory {root}", where=field,
+                        fix="give a relative path inside the run directory (no '..', not absolute)")
+    return Path(run_dir) / sub
+
+
+# ----------------------------------------------------------------------------- format version
+
+def check_run_format(run_dir: str | Path) -> dict[str, Any] | None:
+    """Refuse a run directory written by a kept with another run-directory layout.
+
+    Returns the format record (None for a directory that has none yet: new, or made before the
+    record existed; both are this layout).
+    """
+    path = Path(run_dir) / FORMAT_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise KeptError("the run-directory format record is unreadable", where=path,
+                        fix="delete it if this directory was made by this version of kept, else use a new "
+                            "run directory") from None
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise KeptError("not a kept run-directory format record", where=path,
+                        fix="use a new run directory") from None
+    version = record.get("format_version")
+    if version != RUN_FORMAT_VERSION:
+        made_by = record.get("kept_version", "?")
+        raise KeptError(f"the run directory was written by kept {made_by} (run format {version}); this kept "
+                        f"reads run format {RUN_FORMAT_VERSION}", where=Path(run_dir),
+                        fix=f"use kept {made_by} for this run, or start a new run directory (kept run CONFIG --out NEW)")
+    return record
+
+
+def write_run_format(run_dir: str | Path) -> None:
+    """Record this kept's run-directory layout (once; the caller holds the lock)."""
+    path = Path(run_dir) / FORMAT_FILE
+    if path.exists():
+        return
+    from kept import __version__
+
+    atomic_write_json(path, {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION,
+                             "kept_version": __version__})
+
+
 # ----------------------------------------------------------------------------- lock
 
 class RunLock:
@@ -267,6 +353,12 @@ class RunLock:
         handle.write(f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()})\n")
         handle.flush()
         self._handle = handle
+        try:
+            check_run_format(self.path.parent)
+            write_run_format(self.path.parent)
+        except BaseException:
+            self.release()
+            raise
         return self
 
     def release(self) -> None:

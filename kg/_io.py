@@ -10,15 +10,24 @@ from typing import Any, Callable, Iterable
 from kg.errors import KGError
 
 
+def _write_error(error: OSError, path: Path) -> KGError:
+    return KGError(f"cannot write: {error.strerror or error}", where=path,
+                   fix="free disk space or fix the permissions, then re-run (files written before are unchanged)")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via ``path.tmp-<pid>`` in the same directory and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        raise _write_error(error, path) from error
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -36,11 +45,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Let ``writer(tmp_path)`` produce the file, then move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         writer(tmp)
         os.replace(tmp, path)
+    except OSError as error:
+        raise _write_error(error, path) from error
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -1,21 +1,63 @@
-from masking.align import AlignedUnits, align_spans, encode_with_units  # alignment (masking/align.py)
-from masking.masking_config import STRATEGIES, MaskingConfig  # masking strategies config
-from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator  # MLM + dEA collator
-from masking.errors import MaskingError  # error type (masking/errors.py)
-from masking.spans import Span, make_span, resolve_overlaps  # the Span contract
-from masking.detectors import (  # detectors (masking/detectors/)
-    AnnotationConfig,
-    Detector,
-    DetectorConfig,
-    GazetteerDetector,
-    GoldSpanDetector,
-    NounChunkDetector,
-    NPMIPhraseDetector,
-    RegexDetector,
-    SpacyNERDetector,
-    TermListDetector,
-    build_detectors,
-    load_spacy_pipeline,
-)
-from masking.annotate import annotate, annotate_run_dir, annotate_with_stats, load_documents  # annotation
-from masking.stats import annotation_stats  # annotation statistics
+"""KEPT masking: detectors, annotation, alignment, masking strategies and the MLM + dEA collator.
+
+The public names below are resolved lazily (module-level ``__getattr__``, PEP 562), so
+``import masking`` is cheap: torch (collator), spaCy (detectors) and datasets (annotation) load
+only when a name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # alignment (masking/align.py)
+    "AlignedUnits": "masking.align", "align_spans": "masking.align", "encode_with_units": "masking.align",
+    # masking strategies config
+    "STRATEGIES": "masking.masking_config", "MaskingConfig": "masking.masking_config",
+    # MLM + dEA collator
+    "ErnieStageCallback": "masking.collator", "KnowledgeMaskingCollator": "masking.collator",
+    # error type (masking/errors.py)
+    "MaskingError": "masking.errors",
+    # the Span contract
+    "Span": "masking.spans", "make_span": "masking.spans", "resolve_overlaps": "masking.spans",
+    # detectors (masking/detectors/)
+    **{name: "masking.detectors" for name in (
+        "AnnotationConfig", "Detector", "DetectorConfig", "GazetteerDetector", "GoldSpanDetector",
+        "NounChunkDetector", "NPMIPhraseDetector", "RegexDetector", "SpacyNERDetector", "TermListDetector",
+        "build_detectors", "load_spacy_pipeline")},
+    # annotation
+    "annotate": "masking.annotate", "annotate_run_dir": "masking.annotate",
+    "annotate_with_stats": "masking.annotate", "load_documents": "masking.annotate",
+    # annotation statistics
+    "annotation_stats": "masking.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'masking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the real names
+    from masking.align import AlignedUnits, align_spans, encode_with_units
+    from masking.annotate import annotate, annotate_run_dir, annotate_with_stats, load_documents
+    from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator
+    from masking.detectors import (AnnotationConfig, Detector, DetectorConfig, GazetteerDetector,
+                                   GoldSpanDetector, NounChunkDetector, NPMIPhraseDetector, RegexDetector,
+                                   SpacyNERDetector, TermListDetector, build_detectors, load_spacy_pipeline)
+    from masking.errors import MaskingError
+    from masking.masking_config import STRATEGIES, MaskingConfig
+    from masking.spans import Span, make_span, resolve_overlaps
+    from masking.stats import annotation_stats

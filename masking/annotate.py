@@ -12,8 +12,6 @@ version), and a corpus can be split with ``num_shards``/``shard_index`` to fan o
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -457,22 +455,30 @@ def _shard_suffix(num_shards: int, shard_index: int) -> str:
 
 
 def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from masking._io import atomic_write_json
+
+    atomic_write_json(path, payload, indent=2, sort_keys=True)
 
 
 def _atomic_save_dataset(dataset: Any, target: Path) -> None:
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dataset.save_to_disk(str(tmp))
-    old = target.with_name(f"{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
+    from masking._io import atomic_save_dataset
+
+    atomic_save_dataset(dataset, target)
+
+
+def check_entity_ids(dataset: Any, num_entities: int, where: str | Path) -> None:
+    """MaskingError when a span links to an entity id that the run's KG does not have."""
+    for start in range(0, len(dataset), 1000):
+        batch = dataset[start:start + 1000]
+        for offset, spans in enumerate(batch["spans"]):
+            for i, span in enumerate(spans or []):
+                entity_id = span["entity_id"]
+                if entity_id is not None and not -1 <= entity_id < num_entities:
+                    raise MaskingError(
+                        f"document {batch['id'][offset]!r} spans[{i}] links to entity id {entity_id}, but the KG has "
+                        f"{num_entities} entities (ids 0..{num_entities - 1})", where=where,
+                        fix="use ids from kg/entities.tsv (or -1 for an unlinked span), or rebuild the KG that "
+                            "the corpus was linked to")
 
 
 def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, list[str] | None]:
@@ -517,6 +523,8 @@ def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None
         config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
     dataset = load_documents(corpus_dir / "documents.jsonl", cache_dir=corpus_dir / ".cache",
                              undecodable=config.undecodable)
+    if labels is not None:
+        check_entity_ids(dataset, len(labels), corpus_dir / "documents.jsonl")
     if on_total is not None:
         on_total(len(shard_dataset(dataset, num_shards, shard_index)))
     annotated, stats = annotate_with_stats(dataset, config, alias_index, entity_labels=labels,

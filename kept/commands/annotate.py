@@ -27,23 +27,39 @@ def annotate_command(
                                "machines and copied here) into corpus/annotated/."),
 ) -> None:
     """Annotate RUN_DIR/corpus/documents.jsonl into RUN_DIR/corpus/annotated/ and annotation_stats.json."""
-    import json
     import os
+
+    from rich.console import Console
+
+    from kept.rundir import RunLock
+    from masking.errors import MaskingError
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    if not run_dir.is_dir():
+        raise MaskingError("run directory not found", where=run_dir,
+                           fix="write the corpus first (kept data ... or kept corpus RUN_DIR) or check RUN_DIR")
+    console = Console(stderr=True)
+    with RunLock(run_dir, "kept annotate"):
+        _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index, spacy_model,
+                  batch_size, case_insensitive, merge)
+
+
+def _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index,  # type: ignore[no-untyped-def]
+              spacy_model, batch_size, case_insensitive, merge) -> None:
+    import json
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
     from rich.table import Table
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
 
     from masking.annotate import annotate_run_dir
     from masking.detectors.config import AnnotationConfig
     from masking.errors import MaskingError
 
-    console = Console(stderr=True)
     if merge:
         from masking.annotate import merge_annotated_shards
 
@@ -64,13 +80,30 @@ def annotate_command(
         except OSError as error:
             raise MaskingError(f"cannot read the annotation config: {error.strerror}", where=config_file,
                                fix="pass an existing YAML/JSON file") from None
-        if config_file.suffix in (".yaml", ".yml"):
-            import yaml
+        except UnicodeDecodeError as error:
+            raise MaskingError(f"the annotation config is not UTF-8 text (byte {error.start})", where=config_file,
+                               fix="save it as UTF-8") from None
+        import yaml
 
-            base = yaml.safe_load(text) or {}
-        else:
-            base = json.loads(text)
+        try:
+            if config_file.suffix in (".yaml", ".yml"):
+                base = yaml.safe_load(text) or {}
+            else:
+                base = json.loads(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            raise MaskingError(f"not valid YAML: {getattr(error, 'problem', None) or error}", where=config_file,
+                               line=mark.line + 1 if mark else None, fix="fix the YAML syntax") from None
+        except json.JSONDecodeError as error:
+            raise MaskingError(f"not valid JSON: {error.msg}", where=config_file, line=error.lineno,
+                               fix="fix the JSON syntax (or use a .yaml file)") from None
+        if not isinstance(base, dict):
+            raise MaskingError("the annotation config must be a mapping of AnnotationConfig fields",
+                               where=config_file, fix="write e.g. `detectors: [{type: gold}]`")
         base = base.get("annotation", base)
+        if not isinstance(base, dict):
+            raise MaskingError("'annotation' must be a mapping of AnnotationConfig fields", where=config_file,
+                               fix="write e.g. `annotation: {detectors: [{type: gold}]}`")
     overrides = {k: v for k, v in {"num_proc": num_proc, "spacy_model": spacy_model, "batch_size": batch_size,
                                    "case_insensitive": case_insensitive}.items() if v is not None}
     from pydantic import ValidationError

@@ -36,8 +36,8 @@ def corpus_command(
         "data.kg_aliases": str(kg_aliases) if kg_aliases else None, "data.pykeen_dataset": pykeen_dataset}, set_)
     cfg = resolve_run_config(run_dir, config, overrides)
     with RunLock(run_dir, "kept corpus"):
-        save_config(cfg, run_dir)
         info = prepare_data(run_dir, cfg)
+        save_config(cfg, run_dir)  # after the data was read: a bad input leaves config.yaml as it was
     console.print(f"[green]corpus[/] {info.get('documents', '?')} documents"
                   + (f", KG {info['entities']} entities / {info.get('triples', '?')} triples" if "entities" in info else "")
                   + f" -> {run_dir / 'corpus' / 'documents.jsonl'}", highlight=False)

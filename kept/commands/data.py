@@ -98,8 +98,13 @@ def wikipedia_sample_command(
     """Parse the enwiki sample shipped in gensim's wheel: documents with gold links, and a KG."""
     from rich.console import Console
 
+    from kg.wikipedia import load_wikipedia_sample
+    from kept.rundir import RunLock
+
     with Console(stderr=True).status("parsing the Wikipedia sample ..."):
-        numbers = build_wikipedia_sample(out, source=source, max_documents=max_documents)
+        sample = load_wikipedia_sample(source, max_documents=max_documents)  # read before anything is written
+        with RunLock(out, "kept data wikipedia-sample"):
+            numbers = build_wikipedia_sample(out, sample=sample)
     _print_numbers(f"Wikipedia sample -> {out}", numbers)
 
 
@@ -109,7 +114,13 @@ def pykeen_command(
     out: Path = typer.Option(..., "--out", help="Run directory; the graph goes to RUN_DIR/kg/."),
 ) -> None:
     """Put one of PyKEEN's bundled datasets into a run directory's kg/."""
-    _print_numbers(f"PyKEEN {name} -> {out}", build_pykeen_run(name, out))
+    from kg import load_pykeen_dataset
+    from kept.rundir import RunLock
+
+    graph = load_pykeen_dataset(name)
+    with RunLock(out, "kept data pykeen"):
+        numbers = _write_graph(graph, Path(out))
+    _print_numbers(f"PyKEEN {name} -> {out}", numbers)
 
 
 @data_app.command("triples")
@@ -122,8 +133,13 @@ def triples_command(
     delimiter: Optional[str] = typer.Option(None, "--delimiter", help="Column separator (default: by extension)."),
 ) -> None:
     """Load a triples file (+ labels/aliases) into a run directory's kg/."""
-    result = build_triples_run(path, out, labels=labels, aliases=aliases, strict=strict, delimiter=delimiter)
-    report = result.pop("load_report") or {}
+    from kg import load_triples
+    from kept.rundir import RunLock
+
+    graph = load_triples(path, labels=labels, aliases=aliases, strict=strict, delimiter=delimiter)
+    with RunLock(out, "kept data triples"):  # the input was read and checked before anything is written
+        result = _write_graph(graph, Path(out))
+    report = graph.load_report.to_dict() if graph.load_report else {}
     _print_numbers(f"{path} -> {out}", result)
     for reason, count in report.get("skipped", {}).items():
         lines = ", ".join(str(n) for n in report["skipped_lines"].get(reason, []))

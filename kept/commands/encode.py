@@ -32,8 +32,8 @@ def encode_command(
         "encode.validation_fraction": validation_fraction, "encode.packing": packing, "encode.seed": seed}, set_)
     cfg = resolve_run_config(run_dir, config, overrides)
     with RunLock(run_dir, "kept encode"):
-        save_config(cfg, run_dir)
         result = encode_run(run_dir, cfg, log=lambda m: console.print(m, highlight=False))
+        save_config(cfg, run_dir)  # after encoding: a bad input leaves config.yaml as it was
     train, val = result.stats["train"], result.stats["validation"]
     console.print(f"[green]encoded[/] {train['sequences']} train / {val['sequences']} validation sequences, "
                   f"{train['linked_mentions']} linked mentions in train -> {run_dir / 'encoded'}", highlight=False)

@@ -146,7 +146,12 @@ def embed_command(
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     config = EmbeddingConfig(model=model, dim=dim, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                              seed=seed, split=split, device=device)  # type: ignore[arg-type]
-    with Console(stderr=True).status(f"training {model} (dim {dim}, {epochs} epochs) ..."):
+    from kept.rundir import RunLock
+
+    directory = kg_dir(run_dir)  # a missing graph is reported before the lock creates anything
+    lock_dir = directory.parent  # the run directory
+    with RunLock(lock_dir, "kept kg embed"), \
+            Console(stderr=True).status(f"training {model} (dim {dim}, {epochs} epochs) ..."):
         metrics = embed_run_dir(run_dir, config, dtype=dtype)
     rows = [(k, f"{metrics[k]:.4f}") for k in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")]
     rows += [("split", str(metrics.get("split"))), ("training triples", f"{metrics['num_training']:,}"),

@@ -52,11 +52,33 @@ def pretrain_command(
     with RunLock(run_dir, "kept pretrain"):
         if not restart:
             check_resume_compatible(cfg, run_dir)  # refuse before the saved config.yaml changes
+        _check_init_from(cfg, run_dir)  # likewise: a wrong init_from leaves config.yaml as it was
         save_config(cfg, run_dir)
         result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
     if is_main_process():
         console.print(f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "
                       f"eval loss {result.eval_loss} -> {result.model_dir}", highlight=False)
+
+
+def _check_init_from(cfg: Any, run_dir: Path) -> None:
+    """init_from must be a checkpoint whose vocabulary is the run's tokenizer (checked before anything is written)."""
+    from kept.config import check_checkpoint_dir, resolve_init_from
+    from kept.errors import KeptError
+    from kept.rundir import run_paths
+
+    init_from = resolve_init_from(cfg.model.init_from, cfg.runs_dir)
+    tokenizer_dir = run_paths(run_dir).tokenizer
+    if init_from is None or not tokenizer_dir.is_dir():
+        return
+    vocab_size = check_checkpoint_dir(init_from).get("vocab_size")
+    from kept.tokenizer import load_run_tokenizer
+
+    tokens = len(load_run_tokenizer(tokenizer_dir))
+    if isinstance(vocab_size, int) and vocab_size != tokens:
+        raise KeptError(f"init_from checkpoint has a vocabulary of {vocab_size} tokens but the run's tokenizer "
+                        f"({tokenizer_dir}) has {tokens}", where="model.init_from",
+                        fix="encode the run with the checkpoint's tokenizer (tokenizer.base_model: the checkpoint "
+                            "dir, then `kept encode RUN_DIR`) or start from a matching checkpoint")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -114,9 +113,9 @@ class NPMIPhraseDetector:
         path = Path(path)
         payload = {"min_count": self.min_count, "threshold": self.threshold, "max_tokens": self.max_tokens,
                    "lowercase": self.lowercase, "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())]}
-        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(payload), encoding="utf-8")
-        os.replace(tmp, path)
+        from masking._io import atomic_write_json
+
+        atomic_write_json(path, payload)
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: object) -> "NPMIPhraseDetector":

@@ -1,0 +1,528 @@
+"""A catalogue of bad inputs: each gives one line that names the file/line/field and what to do.
+
+Every case is a row of ``CASES``: a name, a setup that builds the bad input in a fresh directory
+and returns the command line (``argv`` for ``kept``) or an API call, and the substrings the
+message must hold. For each case the test checks:
+
+* the CLI exits with code 2 and prints exactly one ``error:`` line and no traceback (API cases:
+  one of our error types, whose message is one line);
+* nothing that existed before is damaged: every file keeps its content hash and mtime, and no
+  ``*.tmp-<pid>`` / ``*.old-<pid>`` leftovers remain.
+
+``--debug`` shows the traceback instead (checked once, in a subprocess). Two real processes on
+one run directory are checked in ``test_two_processes_are_refused_by_the_lock``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from kept.errors import KeptError
+from kg.errors import KGError
+from masking.errors import MaskingError
+from fusion.errors import FusionError
+
+OUR_ERRORS = (KeptError, KGError, MaskingError, FusionError)
+REPO = Path(__file__).resolve().parent.parent
+KEPT = [sys.executable, "-m", "kept"]
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def tiny_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run directory (kept.tiny) with encoded/ and tokenizer/, built once and copied per case."""
+    from kept.commands.common import quiet_libraries
+    from kept.config import load_run_config
+    from kept.encode import encode_run
+    from kept.rundir import write_run_format
+    from kept.tiny import make_tiny_run
+
+    quiet_libraries()
+    run = make_tiny_run(tmp_path_factory.mktemp("template") / "tiny")
+    encode_run(run, load_run_config(run))
+    write_run_format(run)  # as a command holding the lock would have
+    return run
+
+
+@dataclass
+class Env:
+    """What a setup gets: a fresh working directory, a way to copy the tiny run, monkeypatch."""
+
+    tmp: Path
+    template: Path
+    monkeypatch: pytest.MonkeyPatch
+    cleanups: list[Callable[[], Any]] = dataclasses.field(default_factory=list)
+
+    def tiny(self, name: str = "run") -> Path:
+        target = self.tmp / name
+        shutil.copytree(self.template, target, symlinks=True)
+        return target
+
+    def write(self, name: str, content: str | bytes) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        return path
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Env], list[str] | Callable[[], Any]]  # argv for `kept`, or an API call
+    expect: tuple[str, ...]
+
+
+def _doc(text: str, spans: list[dict[str, Any]] | None = None, doc_id: str = "d") -> str:
+    return json.dumps({"id": doc_id, "title": "", "text": text, "spans": spans or []})
+
+
+def _span(start: int, end: int, entity_id: int = -1) -> dict[str, Any]:
+    return {"start": start, "end": end, "kind": "entity", "label": "", "entity_id": entity_id, "source": "gold"}
+
+
+# ------------------------------------------------------------------------------------------ corpus
+
+def corpus_invalid_json(env: Env) -> list[str]:
+    bad = env.write("bad.jsonl", _doc("Paris is nice.") + "\n" + '{"text": "no closing brace"\n')
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_latin1(env: Env) -> list[str]:
+    bad = env.write("latin.jsonl", '{"text": "ok"}\n'.encode() + '{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_utf16_txt(env: Env) -> list[str]:
+    bad = env.write("corpus.txt", "A first document.\n\nA second one.\n".encode("utf-16"))
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_empty_documents(env: Env) -> list[str]:
+    bad = env.write("empty.jsonl", _doc("", doc_id="a") + "\n" + _doc("   ", doc_id="b") + "\n\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_huge_document(env: Env) -> list[str]:
+    from kept.corpus import MAX_DOCUMENT_CHARS
+
+    bad = env.write("huge.jsonl", _doc("word " * (MAX_DOCUMENT_CHARS // 5 + 1)) + "\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_span_outside_text(env: Env) -> list[str]:
+    bad = env.write("spans.jsonl", _doc("Paris is nice.", [_span(0, 5)]) + "\n"
+                    + _doc("Rome.", [_span(0, 40)], doc_id="e") + "\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_text_not_string(env: Env) -> list[str]:
+    bad = env.write("types.jsonl", json.dumps({"id": "a", "text": 42}) + "\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_overwrite_disk_full(env: Env) -> list[str]:
+    """Re-writing documents.jsonl of an existing run on a full disk: the old file stays."""
+    run = env.tiny()
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    env.monkeypatch.setattr(os, "fsync", full)
+    assert real_fsync is not full
+    return ["corpus", str(run), "--source", "files", "--corpus", str(run / "source" / "corpus.jsonl")]
+
+
+# ------------------------------------------------------------------------------------------ annotation
+
+def annotate_unknown_entity_id(env: Env) -> list[str]:
+    run = env.tiny()
+    (run / "corpus" / "documents.jsonl").write_text(
+        _doc("Paris is nice.", [_span(0, 5, entity_id=999)]) + "\n", encoding="utf-8")
+    return ["annotate", str(run), "--detectors", "gold"]
+
+
+def annotate_corpus_bad_line(env: Env) -> list[str]:
+    run = env.tiny()
+    (run / "corpus" / "documents.jsonl").write_text(
+        _doc("One.", doc_id="1") + "\n" + _doc("Two.", doc_id="2") + "\n" + '{"id": "3", "text": \n',
+        encoding="utf-8")
+    return ["annotate", str(run), "--detectors", "gold"]
+
+
+def annotate_config_bad_yaml(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("annotation.yaml", "detectors: [{type: gold\nbatch_size: 4\n")
+    return ["annotate", str(run), "--config", str(config)]
+
+
+def annotate_disk_full(env: Env) -> list[str]:
+    """Saving corpus/annotated fails (disk full): the previous corpus/annotated stays intact."""
+    import datasets
+
+    run = env.tiny()
+
+    def full(self: Any, path: str, *args: Any, **kwargs: Any) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(path) / "data-00000-of-00001.arrow"))
+
+    env.monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
+    return ["annotate", str(run), "--detectors", "gold"]
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+def config_yaml_syntax(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("bad.yaml", "name: tiny\ntrain: {max_steps: 5\nencode: {max_length: 32}\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def config_unknown_key(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("typo.yaml", "name: tiny\ntrain:\n  max_step: 5\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def config_wrong_type(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("type.yaml", "name: tiny\nencode:\n  max_length: many\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def config_not_utf8(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("latin.yaml", "name: tiny\n# caf\u00e9\n".encode("latin-1"))
+    return ["encode", str(run), "--config", str(config)]
+
+
+def config_not_a_mapping(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("list.yaml", "- name: tiny\n- train: {}\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def run_config_yaml_corrupt(env: Env) -> list[str]:
+    """The run directory's own config.yaml was damaged (e.g. a merge conflict)."""
+    run = env.tiny()
+    text = (run / "config.yaml").read_text(encoding="utf-8")
+    (run / "config.yaml").write_text(text + "<<<<<<< HEAD\n  : [\n", encoding="utf-8")
+    return ["encode", str(run)]
+
+
+# ------------------------------------------------------------------------------------------ knowledge graph
+
+def triples_wrong_columns(env: Env) -> list[str]:
+    bad = env.write("triples.tsv", "head\trelation\ttail\nParis\tcapital_of\tFrance\nRome\tcapital_of\n")
+    return ["data", "triples", str(bad), "--out", str(env.tmp / "run")]
+
+
+def triples_latin1(env: Env) -> list[str]:
+    bad = env.write("triples.tsv", "head\trelation\ttail\nCaf\u00e9\tin\tParis\n".encode("latin-1"))
+    return ["data", "triples", str(bad), "--out", str(env.tmp / "run")]
+
+
+def labels_unknown_entity(env: Env) -> list[str]:
+    triples = env.write("triples.tsv", "head\trelation\ttail\nParis\tcapital_of\tFrance\n")
+    labels = env.write("labels.tsv", "Paris\tParis, France\nAtlantis\tLost city\n")
+    return ["data", "triples", str(triples), "--labels", str(labels), "--strict", "--out", str(env.tmp / "run")]
+
+
+def kg_embeddings_corrupt(env: Env) -> list[str]:
+    run = env.tiny()
+    (run / "kg" / "embeddings.safetensors").write_bytes(b"\x00\x01 not a safetensors file")
+    return ["encode", str(run)]
+
+
+def encode_unknown_entity_id(env: Env) -> list[str]:
+    """An annotated corpus linked to another KG (ids past the entity table)."""
+    from kept.corpus import documents_to_dataset
+    from kept.rundir import atomic_dir
+
+    run = env.tiny()
+    with atomic_dir(run / "corpus" / "annotated") as tmp:
+        documents_to_dataset([{"id": "x", "title": "", "text": "Paris is nice.",
+                               "spans": [_span(0, 5, entity_id=10_000)]}]).save_to_disk(str(tmp))
+    return ["encode", str(run)]
+
+
+# ------------------------------------------------------------------------------------------ models and run dirs
+
+def init_from_not_a_checkpoint(env: Env) -> list[str]:
+    run = env.tiny()
+    notes = env.tmp / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not a model", encoding="utf-8")
+    return ["pretrain", str(run), "--init-from", str(notes)]
+
+
+def init_from_escapes_runs_dir(env: Env) -> list[str]:
+    run = env.tiny()
+    return ["pretrain", str(run), "--init-from", "run:../../elsewhere"]
+
+
+def tokenizer_model_mismatch(env: Env) -> list[str]:
+    """init_from a checkpoint whose vocabulary is not the run's tokenizer."""
+    run = env.tiny()
+    model = env.tmp / "other_model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 30522}), encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"")
+    return ["pretrain", str(run), "--init-from", str(model)]
+
+
+def run_dir_from_other_version(env: Env) -> list[str]:
+    run = env.tiny()
+    (run / ".kept-run.json").write_text(json.dumps({"format": "kept.run", "format_version": 99,
+                                                    "kept_version": "9.0.0"}), encoding="utf-8")
+    return ["encode", str(run)]
+
+
+def run_dir_locked(env: Env) -> list[str]:
+    from kept.rundir import RunLock
+
+    run = env.tiny()
+    lock = RunLock(run, "kept pretrain").acquire()  # a second open file description: flock conflicts
+    env.cleanups.append(lock.release)
+    return ["encode", str(run)]
+
+
+def evaluate_without_model(env: Env) -> list[str]:
+    run = env.tiny()
+    return ["evaluate", str(run)]
+
+
+def report_missing_dir(env: Env) -> list[str]:
+    return ["report", str(env.tmp / "no_such_run")]
+
+
+# ------------------------------------------------------------------------------------------ API calls
+
+def api_fewrel_corrupt(env: Env) -> Callable[[], Any]:
+    from kept.fewrel import load_fewrel
+
+    bad = env.write("fewrel.json", '{"P17": [{"tokens": ["a", "b"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[5]]]}]}')
+    return lambda: load_fewrel(bad)
+
+
+def api_check_spans_outside(env: Env) -> Callable[[], Any]:
+    from masking.spans import check_spans
+
+    return lambda: check_spans("short", [_span(2, 10)], doc_id="doc7")
+
+
+def api_load_triples_missing(env: Env) -> Callable[[], Any]:
+    from kg import load_triples
+
+    return lambda: load_triples(env.tmp / "missing.tsv")
+
+
+def api_aliases_bad_row(env: Env) -> Callable[[], Any]:
+    from kg import AliasIndex
+
+    bad = env.write("aliases.tsv", "alias\tentity_id\tcount\nParis\t0\t3\nRome\tone\t2\n")
+    return lambda: AliasIndex.load(bad)
+
+
+def api_config_output_escape(env: Env) -> Callable[[], Any]:
+    from kept.rundir import inside_run_dir
+
+    run = env.tiny()
+    return lambda: inside_run_dir(run, "../../etc/passwd", "eval.figures")
+
+
+CASES: list[Case] = [
+    Case("corpus_invalid_json", corpus_invalid_json, ("bad.jsonl:2", "not valid JSON", "one JSON object per line")),
+    Case("corpus_latin1_jsonl", corpus_latin1, ("latin.jsonl:2", "not UTF-8", "re-encode")),
+    Case("corpus_utf16_txt", corpus_utf16_txt, ("corpus.txt:1", "not UTF-8", "re-encode")),
+    Case("corpus_empty_documents", corpus_empty_documents, ("empty.jsonl", "no documents with text")),
+    Case("corpus_huge_document", corpus_huge_document, ("huge.jsonl:1", "characters, more than", "split it")),
+    Case("corpus_span_outside_text", corpus_span_outside_text, ("spans.jsonl:2", "outside the text")),
+    Case("corpus_text_not_string", corpus_text_not_string, ("types.jsonl:1", "'text' is a int", "JSON string")),
+    Case("corpus_disk_full", corpus_overwrite_disk_full, ("documents.jsonl", "No space left", "free disk space")),
+    Case("annotate_unknown_entity_id", annotate_unknown_entity_id,
+         ("documents.jsonl", "entity id 999", "entities", "kg/entities.tsv")),
+    Case("annotate_corpus_bad_line", annotate_corpus_bad_line, ("documents.jsonl:3", "invalid JSON")),
+    Case("annotate_config_bad_yaml", annotate_config_bad_yaml, ("annotation.yaml:", "not valid YAML")),
+    Case("annotate_disk_full", annotate_disk_full, ("annotated", "No space left", "free disk space")),
+    Case("config_yaml_syntax", config_yaml_syntax, ("bad.yaml:", "not valid YAML")),
+    Case("config_unknown_key", config_unknown_key, ("typo.yaml:3", "unknown key 'train.max_step'")),
+    Case("config_wrong_type", config_wrong_type, ("type.yaml:3", "encode.max_length", "fix the value")),
+    Case("config_not_utf8", config_not_utf8, ("latin.yaml:2", "not UTF-8", "UTF-8")),
+    Case("config_not_a_mapping", config_not_a_mapping, ("list.yaml", "YAML mapping")),
+    Case("run_config_corrupt", run_config_yaml_corrupt, ("config.yaml:", "not valid YAML")),
+    Case("triples_wrong_columns", triples_wrong_columns, ("triples.tsv:3", "columns, expected 3")),
+    Case("triples_latin1", triples_latin1, ("triples.tsv:2", "not valid utf-8", "re-save")),
+    Case("labels_unknown_entity", labels_unknown_entity, ("labels.tsv:2", "Atlantis")),
+    Case("kg_embeddings_corrupt", kg_embeddings_corrupt, ("embeddings.safetensors", "kept kg embed")),
+    Case("encode_unknown_entity_id", encode_unknown_entity_id, ("annotated", "entity id 10000", "KG has")),
+    Case("init_from_not_a_checkpoint", init_from_not_a_checkpoint, ("model.init_from", "no config.json")),
+    Case("init_from_escapes_runs_dir", init_from_escapes_runs_dir, ("model.init_from", "not a run name")),
+    Case("tokenizer_model_mismatch", tokenizer_model_mismatch,
+         ("model.init_from", "30522 tokens", "tokenizer", "kept encode")),
+    Case("run_dir_other_version", run_dir_from_other_version, ("kept 9.0.0", "run format 99", "new run directory")),
+    Case("run_dir_locked", run_dir_locked, ("in use by `kept pretrain`", "wait for that command")),
+    Case("evaluate_without_model", evaluate_without_model, ("run/model", "model not found", "pretrain the run first")),
+    Case("report_missing_dir", report_missing_dir, ("no_such_run", "not found")),
+    Case("api_fewrel_entity_past_tokens", api_fewrel_corrupt, ("fewrel.json", "points past the 2 tokens")),
+    Case("api_check_spans_outside", api_check_spans_outside, ("doc7", "outside the text of 5 characters")),
+    Case("api_load_triples_missing", api_load_triples_missing, ("missing.tsv", "not found")),
+    Case("api_aliases_bad_row", api_aliases_bad_row, ("aliases.tsv:3",)),
+    Case("api_output_path_escape", api_config_output_escape, ("eval.figures", "outside the run directory")),
+]
+
+
+# ------------------------------------------------------------------------------------------ the test
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Content hash and mtime of every file under ``root`` (the lock file is not an artifact)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and path.name != ".kept.lock":
+            out[str(path.relative_to(root))] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    return out
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from kept.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out + captured.err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input(case: Case, tmp_path: Path, tiny_template: Path, monkeypatch: pytest.MonkeyPatch,
+                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = Env(tmp_path, tiny_template, monkeypatch)
+    call = case.setup(env)
+    before = snapshot(tmp_path)
+    if isinstance(call, list):
+        code, output = run_cli(call, capsys)
+        assert code == 2, output
+        assert "Traceback" not in output, output
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, output
+        message = errors[0]
+        assert output.rstrip().endswith(message), f"the error is not the last line:\n{output}"
+    else:
+        with pytest.raises(OUR_ERRORS) as error_info:
+            call()
+        message = str(error_info.value)
+        assert "\n" not in message
+    for expected in case.expect:
+        assert expected in message, f"{expected!r} not in {message!r}"
+    monkeypatch.undo()  # restore patched writers before looking at the files
+    for cleanup in env.cleanups:
+        cleanup()
+    after = snapshot(tmp_path)
+    damaged = [name for name, stamp in before.items() if after.get(name) != stamp]
+    assert not damaged, f"{case.name} changed existing files: {damaged}"
+    leftovers = [p for p in tmp_path.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
+    assert not leftovers, leftovers
+
+
+def test_catalogue_is_big_enough() -> None:
+    assert len(CASES) >= 20
+    assert len({case.name for case in CASES}) == len(CASES)
+
+
+# ------------------------------------------------------------------------------------------ real processes
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    env.pop("RANK", None)
+    return env
+
+
+@pytest.mark.slow
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": \n', encoding="utf-8")
+    argv = ["corpus", str(tmp_path / "run"), "--source", "files", "--corpus", str(bad)]
+    quiet = subprocess.run(KEPT + argv, capture_output=True, text=True, env=_env(), timeout=120)
+    assert quiet.returncode == 2
+    assert "Traceback" not in quiet.stderr and quiet.stderr.count("error:") == 1
+    loud = subprocess.run(KEPT + ["--debug"] + argv, capture_output=True, text=True, env=_env(), timeout=120)
+    assert loud.returncode != 0
+    assert "Traceback" in loud.stderr and "KeptError" in loud.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_are_refused_by_the_lock(tmp_path: Path, tiny_template: Path) -> None:
+    """A real second process (`kept encode`) is refused while another holds the run directory."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_template, run)
+    before = snapshot(run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from kept.rundir import RunLock
+            with RunLock({str(run)!r}, "kept pretrain"):
+                print("locked", flush=True)
+                sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        second = subprocess.run(KEPT + ["encode", str(run)], capture_output=True, text=True, env=_env(), timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert "in use by `kept pretrain` (pid" in second.stderr and "Traceback" not in second.stderr
+        assert snapshot(run) == before
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+    # once the first process is gone the lock is free again (the kernel dropped it)
+    from kept.rundir import RunLock
+
+    with RunLock(run, "test"):
+        pass
+
+
+def test_every_writing_command_takes_the_lock(tmp_path: Path, tiny_template: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command that writes a run directory is refused while the directory is locked."""
+    from kept.rundir import RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_template, run)
+    triples = run / "source" / "triples.tsv"
+    commands = [
+        ["corpus", str(run), "--source", "files", "--corpus", str(run / "source" / "corpus.jsonl")],
+        ["annotate", str(run), "--detectors", "gold"],
+        ["kg", "embed", str(run), "--epochs", "1", "--dim", "8"],
+        ["encode", str(run)],
+        ["pretrain", str(run)],
+        ["evaluate", str(run)],
+        ["report", str(run)],
+        ["data", "triples", str(triples), "--out", str(run)],
+        ["run", str(run / "config.yaml"), "--out", str(run)],
+    ]
+    before = snapshot(run)
+    with RunLock(run, "holder"):
+        for argv in commands:
+            code, output = run_cli(argv, capsys)
+            assert code == 2 and "in use by `holder`" in output, (argv, output)
+    assert snapshot(run) == before
