@@ -179,3 +179,26 @@ def build_run_dir(root: Path, *, name: str = "tiny", strategy: str = "entity", f
                                               freeze_entity_table=False, max_position_embeddings=128)
         KeptForPreTraining(model_config).save_pretrained(str(run_dir / "model"))
     return run_dir
+
+
+def fake_run(root: Path, name: str, cloze: float, token_loss: float, relation: dict | None = None) -> Path:
+    """A run directory holding only a hand-written eval/metrics.json (known figures)."""
+    run_dir = root / name
+    (run_dir / "eval").mkdir(parents=True)
+    from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION
+
+    record = {
+        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION, "run": name,
+        "model": {"strategy": "entity", "fusion": True, "num_parameters": 10},
+        "metrics": {
+            "mlm": {"strategy": {"strategy": "entity", "loss": token_loss + 0.5, "accuracy": 0.2, "num_predicted": 90},
+                    "token": {"strategy": "token", "loss": token_loss, "accuracy": 0.3, "num_predicted": 100}},
+            "cloze": {"accuracy": cloze, "piece_accuracy": cloze, "num_mentions": 50},
+            "probe": {"mrr": 0.5, "hits_at_1": 0.25, "num_facts": 8, "per_relation": {"r": {"mrr": 0.5, "count": 8}}},
+            "relation": relation or {"skipped": "no FewRel data configured"},
+            "linkpred": {"mrr": 0.3, "hits_at_1": 0.2, "model": "TransE"},
+        },
+        "examples": {"cloze": [{"context": "x [MASK]", "gold": "paris", "prediction": "rome", "correct": False}]},
+    }
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps(record), encoding="utf-8")
+    return run_dir

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eval_fixtures import ANNOTATION_STATS, ENTITIES, LOG_HISTORY, TRIPLES, write_kg
+from eval_fixtures import ANNOTATION_STATS, ENTITIES, LOG_HISTORY, TRIPLES, fake_run, write_kg
 from kept import analysis
 from kept.errors import KeptError
-from test_compare import fake_run
 
 
 def test_load_metrics_and_flatten(tmp_path) -> None:

@@ -9,29 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, load_compare
+from eval_fixtures import fake_run
+from kept.analysis import load_compare
 from kept.compare import CompareResult, compare_runs, load_compare_config, summarize
 from kept.errors import KeptError
-
-
-def fake_run(root: Path, name: str, cloze: float, token_loss: float, relation: dict | None = None) -> Path:
-    run_dir = root / name
-    (run_dir / "eval").mkdir(parents=True)
-    record = {
-        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION, "run": name,
-        "model": {"strategy": "entity", "fusion": True, "num_parameters": 10},
-        "metrics": {
-            "mlm": {"strategy": {"strategy": "entity", "loss": token_loss + 0.5, "accuracy": 0.2, "num_predicted": 90},
-                    "token": {"strategy": "token", "loss": token_loss, "accuracy": 0.3, "num_predicted": 100}},
-            "cloze": {"accuracy": cloze, "piece_accuracy": cloze, "num_mentions": 50},
-            "probe": {"mrr": 0.5, "hits_at_1": 0.25, "num_facts": 8, "per_relation": {"r": {"mrr": 0.5, "count": 8}}},
-            "relation": relation or {"skipped": "no FewRel data configured"},
-            "linkpred": {"mrr": 0.3, "hits_at_1": 0.2, "model": "TransE"},
-        },
-        "examples": {"cloze": [{"context": "x [MASK]", "gold": "paris", "prediction": "rome", "correct": False}]},
-    }
-    (run_dir / "eval" / "metrics.json").write_text(json.dumps(record), encoding="utf-8")
-    return run_dir
 
 
 @pytest.fixture()

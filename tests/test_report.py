@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from eval_fixtures import ANNOTATION_STATS, LOG_HISTORY
+from eval_fixtures import ANNOTATION_STATS, LOG_HISTORY, fake_run
 from kept.cli import app
 from kept.compare import compare_runs
 from kept.errors import KeptError
 from kept.report import report, report_run_dir
-from test_compare import fake_run
 
 
 def complete_run(root: Path, name: str, cloze: float = 0.3) -> Path:
