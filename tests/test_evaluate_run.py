@@ -24,11 +24,14 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def record(run_dir):
-    return evaluate_run_dir(run_dir)
+    """The default evaluation and the metrics.json it wrote (read at once: later tests overwrite it)."""
+    result = evaluate_run_dir(run_dir)
+    return {**result, "on_disk": load_metrics(run_dir)}
 
 
 def test_metrics_json_has_every_figure(run_dir, record) -> None:
-    on_disk = load_metrics(run_dir)
+    on_disk = record["on_disk"]
+    assert on_disk["metrics"] == record["metrics"]
     assert on_disk["format"] == METRICS_FORMAT and on_disk["run"] == "tiny"
     metrics = on_disk["metrics"]
     assert metrics["mlm"]["strategy"]["strategy"] == "entity" and metrics["mlm"]["token"]["strategy"] == "token"
