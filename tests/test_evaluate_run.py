@@ -81,6 +81,11 @@ def test_missing_model_names_the_directory(tmp_path) -> None:
     run_dir = build_run_dir(tmp_path, with_model=False)
     with pytest.raises(KeptError, match=r"model.*pretrain the run first"):
         evaluate_run_dir(run_dir, FAST)
+    (run_dir / "config.yaml").unlink()
+    with pytest.raises(KeptError, match=r"config\.yaml: config\.yaml not found"):
+        evaluate_run_dir(run_dir, FAST)
+    with pytest.raises(KeptError, match=r"run directory not found"):
+        evaluate_run_dir(tmp_path / "nowhere", FAST)
 
 
 def test_model_of_another_kind_names_config_json(tmp_path, run_dir) -> None:

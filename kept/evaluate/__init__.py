@@ -100,6 +100,9 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     if not run_dir.is_dir():
         raise KeptError("run directory not found", where=run_dir, fix="pass a run directory (runs/NAME)")
     say = progress or (lambda message: None)
+    if not (run_dir / "config.yaml").is_file():
+        raise KeptError("config.yaml not found (the run's strategy and fusion setting are read from it)",
+                        where=run_dir / "config.yaml", fix="evaluate a run directory written by `kept run`")
     run_config = load_run_config(run_dir)
     eval_config: EvalConfig = coerce_eval_config(config if config is not None else run_config)
     settings = _run_settings(run_config)
