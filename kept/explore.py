@@ -31,7 +31,7 @@ from kept import analysis
 from kept.errors import KeptError
 
 __all__ = [
-    "MaskedBatch", "RunSet", "annotation_stats_tables", "cloze_comparison", "cloze_examples", "cloze_wins",
+    "ARTIFACTS", "MaskedBatch", "RunSet", "annotation_stats_tables", "available", "cloze_comparison", "cloze_examples", "cloze_wins",
     "comparison", "comparison_figure", "degree_figure", "detector_figure", "detector_table",
     "displacy_options", "displacy_records", "entity_projection", "gold_recall_table", "kg_overview",
     "learning_curves", "linkpred_table", "masked_batch", "masked_displacy", "masked_tokens_frame",
@@ -153,6 +153,25 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
                     "fusion": bool((config.get("model") or {}).get("fusion"))}
         except KeptError:
             return {}
+
+
+#: What :func:`available` checks, as (name, path inside the run directory).
+ARTIFACTS: tuple[tuple[str, str], ...] = (
+    ("config", "config.yaml"), ("documents", "corpus/documents.jsonl"), ("annotations", "corpus/annotated"),
+    ("annotation_stats", "corpus/annotation_stats.json"), ("kg", "kg/entities.tsv"),
+    ("aliases", "kg/aliases.tsv"), ("embeddings", "kg/embeddings.safetensors"), ("kg_metrics", "kg/kg_metrics.json"),
+    ("tokenizer", "tokenizer"), ("encoded", "encoded/validation"), ("model", "model/config.json"),
+    ("metrics", "eval/metrics.json"),
+)
+
+
+def available(run_dir: str | Path | None) -> dict[str, bool]:
+    """Which artifacts a run directory holds: ``{"annotations": True, "kg_metrics": False, ...}``
+    (see :data:`ARTIFACTS`); all False for None."""
+    if run_dir is None:
+        return {name: False for name, _ in ARTIFACTS}
+    root = Path(run_dir)
+    return {name: (root / relative).exists() for name, relative in ARTIFACTS}
 
 
 def open_runs(path: str | Path) -> RunSet:

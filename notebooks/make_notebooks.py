@@ -46,7 +46,6 @@ import pandas as pd
 from spacy import displacy
 
 from kept import analysis, explore
-from kept.errors import KeptError
 
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
@@ -54,41 +53,43 @@ pd.set_option("display.max_colwidth", 60)
 
 runs = explore.open_runs(RUN_DIR)
 DATA = runs.data_dir
-if DATA is None:
-    raise KeptError("no corpus, KG or encoded data in this directory", where=runs.root,
-                    fix="point RUN_DIR at a run directory (runs/NAME) or the demo directory (runs/demo)")
+have = explore.available(DATA)
 print(f"run directory: {runs.root}")
-print(f"data (corpus, KG, encoded): {DATA}")"""),
+print(f"data (corpus, KG, encoded): {DATA}")
+print("has: " + ", ".join(name for name, present in have.items() if present))
+if not have["annotations"]:
+    explore.note("no annotated corpus (corpus/annotated): run the annotation step (`kept run CONFIG`); "
+                 "the annotation sections are skipped")"""),
     ("md", "## Annotation statistics\n\n`corpus/annotation_stats.json`, written by the annotation step."),
     ("code", """\
-try:
-    stats = analysis.load_annotation_stats(DATA)
-except KeptError as error:
-    stats = None
-    explore.note(f"no annotation statistics ({error}); the tables below are computed from the annotated corpus")
-if stats is not None:
-    stat_tables = explore.annotation_stats_tables(stats)
+stat_tables = {}
+if have["annotation_stats"]:
+    stat_tables = explore.annotation_stats_tables(analysis.load_annotation_stats(DATA))
     for name, table in stat_tables.items():
         if name != "gold":
             print(f"--- {name}")
-            display(table)"""),
+            display(table)
+else:
+    explore.note("no annotation statistics (corpus/annotation_stats.json); the tables below are computed "
+                 "from the annotated corpus")"""),
     ("md", "## What was detected\n\nThe first documents with their spans; labels read `SOURCE:label → linked KG entity`."),
     ("code", """\
-records = explore.displacy_records(DATA, n=SHOW_DOCUMENTS)
+records = explore.displacy_records(DATA, n=SHOW_DOCUMENTS) if have["annotations"] else []
 if records:
     displacy.render(records, style="ent", manual=True, jupyter=True, options=explore.displacy_options(records))
 else:
-    explore.note("no annotated document has spans")"""),
+    explore.note("no annotated document with spans to show")"""),
     ("code", """\
-spans = explore.spans_frame(DATA, max_documents=MAX_DOCUMENTS)
-print(f"{len(spans)} spans in {spans['doc'].nunique()} documents")
-display(spans.groupby(["source", "kind"]).size().rename("spans").to_frame())
-linked = spans[spans["entity_id"] >= 0]
-if len(linked):
-    print("most frequent linked entities")
-    display(linked["entity"].value_counts().head(15).rename("mentions").to_frame())
-else:
-    explore.note("no span is linked to the KG")"""),
+if have["annotations"]:
+    spans = explore.spans_frame(DATA, max_documents=MAX_DOCUMENTS)
+    print(f"{len(spans)} spans in {spans['doc'].nunique()} documents")
+    display(spans.groupby(["source", "kind"]).size().rename("spans").to_frame())
+    linked = spans[spans["entity_id"] >= 0]
+    if len(linked):
+        print("most frequent linked entities")
+        display(linked["entity"].value_counts().head(15).rename("mentions").to_frame())
+    else:
+        explore.note("no span is linked to the KG")"""),
     ("md", """\
 ## Per detector: coverage, linked fraction, ambiguity
 
@@ -97,21 +98,23 @@ characters inside the detector's spans, `linked_fraction` the share of its entit
 KG entity, `ambiguous_fraction` the share of its linked mentions whose surface form has more than
 one candidate in the alias index (`mean_candidates`: candidates per linked mention)."""),
     ("code", """\
-detectors = explore.detector_table(DATA, max_documents=MAX_DOCUMENTS)
-display(detectors)
-if detectors.empty:
-    explore.note("the annotation has no spans")
-else:
-    explore.show(explore.detector_figure(detectors))"""),
+if have["annotations"]:
+    detectors = explore.detector_table(DATA, max_documents=MAX_DOCUMENTS)
+    display(detectors)
+    if detectors.empty:
+        explore.note("the annotation has no spans")
+    else:
+        explore.show(explore.detector_figure(detectors))"""),
     ("md", "## Recall against gold spans\n\nWhere the corpus has gold entity spans (e.g. Wikipedia links)."),
     ("code", """\
-recall, why = explore.gold_recall_table(DATA, max_documents=MAX_DOCUMENTS)
+recall, why = explore.gold_recall_table(DATA, max_documents=MAX_DOCUMENTS) if have["annotations"] \\
+    else (None, "no annotated corpus")
 if why:
     explore.note(why)
 if recall is not None:
     print("final annotation vs gold entity spans")
     display(recall)
-if stats is not None and "gold" in stat_tables:
+if "gold" in stat_tables:
     print("raw detector candidates (before overlap resolution) vs gold, from annotation_stats.json")
     display(stat_tables["gold"])"""),
     ("md", """\
@@ -121,13 +124,12 @@ if stats is not None and "gold" in stat_tables:
 where they fall (entity / phrase / word units) and how they are replaced, per strategy; then one
 example per strategy, masked units highlighted (`KIND·ACTION`: [MASK], RANDOM token, or KEPT)."""),
     ("code", """\
-try:
+summary = None
+if have["encoded"] and have["tokenizer"]:
     summary = explore.masking_summary(DATA, STRATEGIES, rows=32)
-except KeptError as error:
-    summary = None
-    explore.note(f"no masked batches: {error}")
-if summary is not None:
-    display(summary)"""),
+    display(summary)
+else:
+    explore.note("no encoded data or tokenizer: run the encode step (`kept run CONFIG`) to see masked batches")"""),
     ("code", """\
 if summary is not None:
     for strategy in SHOW_STRATEGIES:
@@ -159,48 +161,47 @@ LABEL_TOP = 15  # entities labelled in the projection (highest degree)"""),
 import pandas as pd
 
 from kept import explore
-from kept.errors import KeptError
 
 pd.set_option("display.width", 160)
 
 runs = explore.open_runs(RUN_DIR)
 DATA = runs.data_dir
-if DATA is None:
-    raise KeptError("no KG in this directory", where=runs.root,
-                    fix="point RUN_DIR at a run directory (runs/NAME) or the demo directory (runs/demo)")
-graph, stats = explore.kg_overview(DATA)
+have = explore.available(DATA)
 print(f"run directory: {runs.root}")
-print(graph)"""),
+graph, stats = (None, {})
+if have["kg"]:
+    graph, stats = explore.kg_overview(DATA)
+    print(graph)
+else:
+    explore.note("this run has no knowledge graph (kg/entities.tsv): the KG sections are skipped")"""),
     ("md", "## Statistics"),
     ("code", """\
-scalars = {k: v for k, v in stats.items() if not isinstance(v, (dict, list))}
-display(pd.DataFrame({"value": pd.Series(scalars, dtype=object)}))
-print("entities with the highest degree")
-display(pd.DataFrame(stats.get("top_entities_by_degree", []), columns=["entity", "degree"]))"""),
-    ("code", """\
-explore.show(explore.degree_figure(stats))
-explore.show(explore.relation_frequency_figure(stats))"""),
+if graph is not None:
+    scalars = {k: v for k, v in stats.items() if not isinstance(v, (dict, list))}
+    display(pd.DataFrame({"value": pd.Series(scalars, dtype=object)}))
+    print("entities with the highest degree")
+    display(pd.DataFrame(stats.get("top_entities_by_degree", []), columns=["entity", "degree"]))
+    explore.show(explore.degree_figure(stats))
+    explore.show(explore.relation_frequency_figure(stats))"""),
     ("md", "## An entity's neighbourhood"),
     ("code", """\
 top = stats.get("top_entities_by_degree") or []
-entity = ENTITY or (top[0][0] if top else (graph.entities[0] if graph.num_entities else None))
-if entity is None:
-    explore.note("the KG has no entities")
+entity = ENTITY or (top[0][0] if top else None)
+if graph is None or entity is None:
+    explore.note("no entity to show")
 else:
     hood = graph.neighbourhood(entity, hops=HOPS, max_entities=MAX_NEIGHBOURS)
     display(pd.DataFrame(hood.triple_names(graph), columns=["head", "relation", "tail"]).head(40))
     explore.show(explore.neighbourhood_figure(graph, entity, hops=HOPS, max_entities=MAX_NEIGHBOURS))"""),
     ("md", "## Entity embeddings, 2-D projection\n\nPCA by numpy SVD of the centred embedding table; point size grows with degree."),
     ("code", """\
-try:
+if graph is not None and have["embeddings"]:
     projection, variance = explore.entity_projection(DATA)
-except KeptError as error:
-    projection = None
-    explore.note(f"no entity embeddings: {error}")
-if projection is not None:
     print(f"{len(projection)} entities; explained variance: PC1 {variance[0]:.1%}, PC2 {variance[1]:.1%}")
     explore.show(explore.projection_figure(projection, variance, annotate=LABEL_TOP,
-                                           highlight=[entity] if entity else []))"""),
+                                           highlight=[entity] if entity else []))
+else:
+    explore.note("no entity embeddings (kg/embeddings.safetensors): run the kg embed step")"""),
     ("md", "## Link prediction\n\nRank-based MRR and hits@k of the KG embedding (PyKEEN), from `kg/kg_metrics.json` and each run's evaluation."),
     ("code", """\
 linkpred = explore.linkpred_table(runs)

@@ -49,7 +49,7 @@ def test_every_notebook_is_valid_stripped_and_parameterised() -> None:
         later = "\n".join(cell.source for cell in code[1:])
         assert "RUN_DIR =" not in later, f"{path.name}: RUN_DIR is set again after the parameters cell"
         # loaders live in the library (kept.analysis / kept.explore), not in cells
-        for forbidden in ("open(", "json.load", "load_from_disk", "read_csv", "safetensors", "\ndef "):
+        for forbidden in ("open(", "json.load", "load_from_disk", "read_csv", "safe_open", "load_file(", "\ndef "):
             assert forbidden not in later, f"{path.name}: a cell reads files itself ({forbidden!r})"
         assert "from kept import" in later
 
@@ -215,6 +215,22 @@ def test_gold_recall_counts_exact_and_overlapping_detector_spans(encoded_run, tm
     assert recall.loc["all detectors (non-gold)", "recall_overlap"] == recall.loc["ner", "recall_overlap"]
 
 
+def test_gold_recall_without_gold_spans_is_a_note(encoded_run, tmp_path) -> None:
+    import shutil
+
+    from kept import explore
+    from kept.analysis import load_documents
+    from kept.corpus import write_documents
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(encoded_run, run_dir)
+    write_documents([dict(d, spans=[]) for d in load_documents(run_dir)], run_dir / "corpus" / "documents.jsonl")
+    recall, why = explore.gold_recall_table(run_dir)
+    assert recall is None and "no gold spans" in why
+    assert explore.available(run_dir)["annotations"] and not explore.available(run_dir)["model"]
+    assert not any(explore.available(None).values())
+
+
 def test_masked_batches_mask_whole_entities(encoded_run) -> None:
     from kept import explore
 
@@ -365,3 +381,15 @@ def test_recomputed_cloze_examples_are_the_evaluation_items(tiny_runs) -> None:
     assert len(both) == 30 and both["gold"].map(bool).all()
     wins = explore.cloze_wins(tiny_runs / "token", tiny_runs / "entity_fusion", recompute=30)
     assert len(wins) == int((both["correct_knowledge"] & ~both["correct_baseline"]).sum())
+
+
+@pytest.mark.slow
+def test_notebooks_on_a_directory_with_only_metrics_print_notes(tiny_runs, monkeypatch, jupyter_path, tmp_path) -> None:
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_runs / "token" / "eval", bare / "eval")
+    text, _, _ = outputs(execute("01_annotations.ipynb", bare, monkeypatch, jupyter_path))
+    assert "note: no annotated corpus" in text and "note: no encoded data" in text
+    text, _, _ = outputs(execute("02_knowledge_graph.ipynb", bare, monkeypatch, jupyter_path))
+    assert "note: this run has no knowledge graph" in text and "no link-prediction figures" in text
