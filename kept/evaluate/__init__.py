@@ -14,17 +14,21 @@ metrics.json (format ``kept.eval.metrics``, format_version 1)::
      "model": {"path", "fusion", "strategy", "num_parameters", "device"},
      "eval_config": {...EvalConfig...},
      "metrics": {
-        "mlm":   {"strategy": {strategy, loss, accuracy, perplexity, num_predicted, ...},
-                  "token":    {... same, plain token masking ...}},
+        "mlm":   {"strategy": {strategy, loss, accuracy, perplexity, num_predicted, num_sequences,
+                               accuracy_by_kind: {word, phrase, entity}, predicted_by_kind: {...}, ...},
+                  "token":    {... same, plain token masking with default settings ...}},
         "cloze": {accuracy, piece_accuracy, num_mentions, num_available},
-        "probe": {mrr, hits_at_1, hits_at_3, hits_at_10, mean_rank, num_facts, per_relation: {rel: {mrr, hits_at_1, count}}},
-        "relation": {accuracy, macro_f1, num_labels, num_train, num_test, chance, ...} | {"skipped": reason},
+        "probe": {mrr, hits_at_1, hits_at_3, hits_at_10, mean_rank, num_facts, num_skipped, mean_candidates,
+                  score, filtered, note, per_relation: {relation name: {mrr, hits_at_1, count}}},
+        "relation": {accuracy, macro_f1, num_labels, num_train, num_test, chance, relations, entity_input,
+                     linked_fraction, data, ...} | {"skipped": reason},
         "linkpred": {mrr, hits_at_1, hits_at_3, hits_at_10, model, source} | {"skipped": reason}},
      "examples": {"cloze": [{doc_id, position, entity_id, context, gold, prediction, correct}],
                   "probe": [{head, relation, prompt, gold, prediction, rank, num_candidates}]},
      "timings_s": {"mlm": s, "cloze": s, ...}}
 
-A disabled metric is ``{"skipped": "disabled in eval config"}``.
+A disabled metric is ``{"skipped": "disabled in eval config"}``; a figure that cannot be computed
+(no linked mention, no fact) is null.
 """
 
 from __future__ import annotations
