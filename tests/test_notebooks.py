@@ -146,7 +146,16 @@ def test_open_runs_pairs_baseline_and_knowledge_and_finds_wins(tmp_path) -> None
     summary.save(tmp_path / "compare", figures=False)
     compared = explore.open_runs(tmp_path)
     assert compared.compare is not None and compared.runs == {"token": base.resolve(), "entity+fusion": know.resolve()}
-    assert compared.data_dir is None  # no corpus or KG anywhere: the annotation/KG notebooks stop with a KeptError
+    assert compared.data_dir is None  # no corpus or KG anywhere: the annotation/KG notebooks print notes
+
+    # several seeds of a variant: one label per run
+    seed1 = write_run(tmp_path, "token-seed1", metrics_record("token-seed1", False, "token", [("paris", "paris", True)]))
+    seeded = compare_runs({"token": [base, seed1], "entity+fusion": [know]})
+    seeded.save(tmp_path / "seeded" / "compare", figures=False)
+    runs = explore.open_runs(tmp_path / "seeded")
+    assert list(runs.runs) == ["token/token", "token/token-seed1", "entity+fusion"]
+    assert runs.baseline() == "token/token" and runs.knowledge() == "entity+fusion"
+    assert explore.comparison(runs).table["token"]["cloze.accuracy"].n == 2
 
 
 def test_open_runs_of_a_missing_directory_says_what_to_do(tmp_path) -> None:
