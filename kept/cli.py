@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape as rich_escape
 
 from kept import __version__
 
@@ -101,5 +102,6 @@ def main(argv: Optional[list[str]] = None) -> None:
                 sys.exit(2)
         if _state["debug"] or not isinstance(error, _user_error_types()):
             raise
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        message = " ".join(str(error).split())  # one line, whatever the message holds
+        console.print(f"[bold red]error:[/] {rich_escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)

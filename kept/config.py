@@ -365,8 +365,9 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        raise KeptError(f"not valid YAML: {getattr(error, 'problem', error)}", where=path,
-                        line=mark.line + 1 if mark else None) from None
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise KeptError(f"not valid YAML: {problem}", where=path, line=mark.line + 1 if mark else None,
+                        fix="fix the YAML syntax (indentation, brackets, quotes)") from None
     return (data if data is not None else {}), text
 
 

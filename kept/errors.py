@@ -27,4 +27,4 @@ class KeptError(Exception):
         text = f"{location}: {self.what}" if location else self.what
         if self.fix:
             text = f"{text.rstrip('.')}. {self.fix}"
-        return text
+        return " ".join(text.split()) if "\n" in text or "\r" in text else text  # always one line

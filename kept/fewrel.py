@@ -91,11 +91,14 @@ def _entity(raw: Any, where: str) -> FewRelEntity:
 def _example(raw: Any, relation: str | None, where: str) -> FewRelExample:
     if not isinstance(raw, dict) or "tokens" not in raw or "h" not in raw or "t" not in raw:
         raise KeptError("example lacks 'tokens', 'h' or 't'", where=where, fix="this does not look like FewRel format")
-    tokens = tuple(str(t) for t in raw["tokens"])
+    if not isinstance(raw["tokens"], list) or not all(isinstance(t, str) for t in raw["tokens"]):
+        raise KeptError("'tokens' is not a list of strings", where=where, fix="this does not look like FewRel format")
+    tokens = tuple(raw["tokens"])
     head, tail = _entity(raw["h"], where + " h"), _entity(raw["t"], where + " t")
     for entity in (head, tail):
         if any(i < 0 or i >= len(tokens) for occ in entity.positions for i in occ):
-            raise KeptError(f"entity '{entity.name}' points past the {len(tokens)} tokens", where=where)
+            raise KeptError(f"entity '{entity.name}' points past the {len(tokens)} tokens", where=where,
+                            fix="token positions are 0-based indices into 'tokens'")
     return FewRelExample(tokens, head, tail, relation, where)
 
 
@@ -116,9 +119,14 @@ def load_fewrel(path: str | Path, *, max_per_relation: int | None = None) -> Few
     examples: list[FewRelExample] = []
     for file in _files(path):
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise KeptError(f"not valid JSON: {error.msg}", where=file, line=error.lineno) from None
+            data = json.loads(file.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as error:
+            raise KeptError(f"not UTF-8 text (byte {error.start})", where=file,
+                            fix="re-encode the file as UTF-8") from None
+        except (json.JSONDecodeError, RecursionError) as error:
+            raise KeptError(f"not valid JSON: {getattr(error, 'msg', 'nested too deeply')}", where=file,
+                            line=getattr(error, "lineno", None),
+                            fix="FewRel files are one JSON object {relation: [examples]} or a list of examples") from None
         if isinstance(data, dict):
             for relation, items in data.items():
                 if not isinstance(items, list):

@@ -359,7 +359,7 @@ CASES: list[Case] = [
     Case("corpus_text_not_string", corpus_text_not_string, ("types.jsonl:1", "'text' is a int", "JSON string")),
     Case("corpus_disk_full", corpus_overwrite_disk_full, ("documents.jsonl", "No space left", "free disk space")),
     Case("annotate_unknown_entity_id", annotate_unknown_entity_id,
-         ("documents.jsonl", "entity id 999", "entities", "kg/entities.tsv")),
+         ("documents.jsonl", "spans[0] links to entity id 999", "entities", "kg/entities.tsv")),
     Case("annotate_corpus_bad_line", annotate_corpus_bad_line, ("documents.jsonl:3", "invalid JSON")),
     Case("annotate_config_bad_yaml", annotate_config_bad_yaml, ("annotation.yaml:", "not valid YAML")),
     Case("annotate_disk_full", annotate_disk_full, ("annotated", "No space left", "free disk space")),
