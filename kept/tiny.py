@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from kept.rundir import atomic_dir, atomic_write_text, run_paths
+from kept.rundir import atomic_dir, atomic_write_bytes, atomic_write_text, run_paths
 
 _FACTS = [
     ("Paris", "capital_of", "France"), ("Berlin", "capital_of", "Germany"), ("Rome", "capital_of", "Italy"),
@@ -73,7 +73,7 @@ def make_tiny_run(run_dir: str | Path, *, name: str = "tiny", n_docs: int = 24, 
                   seed: int = 0) -> Path:
     """Write a tiny run directory ready for ``kept encode`` (config, corpus, annotation, KG embeddings)."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
     from kept.corpus import documents_to_dataset, write_documents
 
@@ -96,9 +96,10 @@ def make_tiny_run(run_dir: str | Path, *, name: str = "tiny", n_docs: int = 24, 
                       + "".join(f"{i}\t{r}\t{r}\n" for i, r in enumerate(relations)))
     atomic_write_text(paths.kg / "triples.tsv", "head\trelation\ttail\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in _FACTS))
     generator = torch.Generator().manual_seed(seed)
-    save_file({"entity_embeddings": torch.randn(len(entities), entity_dim, generator=generator),
-               "relation_embeddings": torch.randn(len(relations), entity_dim, generator=generator)},
-              str(paths.embeddings), metadata={"model": "random", "dim": str(entity_dim)})
+    atomic_write_bytes(paths.embeddings, safetensors_bytes(
+        {"entity_embeddings": torch.randn(len(entities), entity_dim, generator=generator),
+         "relation_embeddings": torch.randn(len(relations), entity_dim, generator=generator)},
+        metadata={"model": "random", "dim": str(entity_dim)}))
     atomic_write_text(paths.config, TINY_CONFIG.format(
         name=name, strategy=strategy, fusion=str(fusion).lower(), steps=steps, save_steps=save_steps,
         corpus=(source / "corpus.jsonl").resolve(), triples=(source / "triples.tsv").resolve(), entity_dim=entity_dim))
