@@ -273,13 +273,14 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
                 result.outcomes.append(StageOutcome(stage, "skipped", detail="done and current"))
                 log(f"{stage}: done, skipped")
                 continue
-            started = time.time()
+            started, cpu_started = time.time(), time.process_time()
             _run_stage(stage, run_dir, config, log, progress, restart_pretrain)
             dirty = True
             # the stamp fingerprints the inputs as they are now (after the stage ran)
             fp = stamp_fingerprint(part, inputs)
             if is_main_process():
-                write_stamp(run_dir, stage, fp, part, extra={"seconds": round(time.time() - started, 2)})
+                write_stamp(run_dir, stage, fp, part, extra={"seconds": round(time.time() - started, 2),
+                                                             "cpu_seconds": round(time.process_time() - cpu_started, 2)})
             result.outcomes.append(StageOutcome(stage, "ran", round(time.time() - started, 2)))
     return result
 

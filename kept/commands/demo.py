@@ -161,7 +161,8 @@ def demo_command(
 
     quiet_libraries()
     if os.environ.get("OMP_NUM_THREADS") is None:
-        torch.set_num_threads(max(1, min(os.cpu_count() or 1, 8)))
+        # the demo's model is tiny: one intra-op thread is as fast and does not spin on a busy machine
+        torch.set_num_threads(1)
     outcome = run_demo(out, documents=documents, steps=steps, kg_epochs=kg_epochs, relation=relation,
                        overrides=flag_overrides({}, set_), log=lambda m: console.print(m, highlight=False))
     from rich.console import Console
