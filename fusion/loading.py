@@ -57,7 +57,15 @@ def read_bert_state_dict(bert_dir: Path) -> dict[str, torch.Tensor]:
         return state
     legacy = bert_dir / "pytorch_model.bin"
     if legacy.is_file():
-        return torch.load(legacy, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            raise FusionError("refusing to load: the file is not a plain tensor checkpoint (it would run pickled "
+                              f"code, or is damaged: {str(error).splitlines()[0][:120]})", where=legacy,
+                              fix="convert a trusted checkpoint to model.safetensors (save_pretrained with "
+                                  "safe_serialization) and point to that directory") from None
     raise FusionError("no BERT weights found (model.safetensors or pytorch_model.bin)", where=bert_dir,
                       fix="Point to a directory written by save_pretrained of a BERT model.")
 

@@ -522,4 +522,14 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
     if not weights:
         raise KeptError(f"'{path}' has no weights (model.safetensors)", where=where,
                         fix="the checkpoint is incomplete; re-run the stage that saved it")
+    if weights[0] == "model.safetensors":
+        from safetensors import safe_open
+
+        try:  # reads only the header: cheap, and catches truncated or foreign files before training starts
+            with safe_open(str(path / "model.safetensors"), framework="numpy") as handle:
+                handle.keys()
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise KeptError(f"'{path / 'model.safetensors'}' is not a readable safetensors file "
+                            f"({str(error).splitlines()[0][:100]})", where=where,
+                            fix="the checkpoint is damaged or incomplete; re-run the stage that saved it") from None
     return model_config

@@ -285,7 +285,21 @@ def tokenizer_model_mismatch(env: Env) -> list[str]:
     model = env.tmp / "other_model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 30522}), encoding="utf-8")
-    (model / "model.safetensors").write_bytes(b"")
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"kept.embeddings.word_embeddings.weight": np.zeros((4, 2), dtype=np.float32)},
+              str(model / "model.safetensors"))
+    return ["pretrain", str(run), "--init-from", str(model)]
+
+
+def init_from_damaged_weights(env: Env) -> list[str]:
+    """A checkpoint whose model.safetensors was truncated (copy interrupted)."""
+    run = env.tiny()
+    model = env.tmp / "truncated_model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 190}), encoding="utf-8")
+    (model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")
     return ["pretrain", str(run), "--init-from", str(model)]
 
 
@@ -378,6 +392,8 @@ CASES: list[Case] = [
     Case("init_from_escapes_runs_dir", init_from_escapes_runs_dir, ("model.init_from", "not a run name")),
     Case("tokenizer_model_mismatch", tokenizer_model_mismatch,
          ("model.init_from", "30522 tokens", "tokenizer", "kept encode")),
+    Case("init_from_damaged_weights", init_from_damaged_weights,
+         ("model.init_from", "model.safetensors' is not a readable safetensors file", "damaged")),
     Case("run_dir_other_version", run_dir_from_other_version, ("kept 9.0.0", "run format 99", "new run directory")),
     Case("run_dir_locked", run_dir_locked, ("in use by `kept pretrain`", "wait for that command")),
     Case("evaluate_without_model", evaluate_without_model, ("run/model", "model not found", "pretrain the run first")),
@@ -526,3 +542,40 @@ def test_every_writing_command_takes_the_lock(tmp_path: Path, tiny_template: Pat
             code, output = run_cli(argv, capsys)
             assert code == 2 and "in use by `holder`" in output, (argv, output)
     assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------------------ safe loading
+
+def test_weights_load_safely() -> None:
+    """No unpickling loads and no remote code in the product: safetensors or torch.load(weights_only=True)."""
+    import re
+
+    problems = []
+    for package in ("kg", "masking", "fusion", "kept"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            for number, line in enumerate(text.splitlines(), start=1):
+                code = line.split("#", 1)[0]
+                if "torch.load(" in code and "weights_only=True" not in code:
+                    problems.append(f"{path.relative_to(REPO)}:{number}: torch.load without weights_only=True")
+                if re.search(r"trust_remote_code\s*=\s*True", code):
+                    problems.append(f"{path.relative_to(REPO)}:{number}: trust_remote_code=True")
+                if re.search(r"\bpickle\.loads?\(|allow_pickle\s*=\s*True", code):
+                    problems.append(f"{path.relative_to(REPO)}:{number}: unpickling")
+    assert not problems, problems
+
+
+def test_legacy_bin_checkpoint_is_loaded_without_unpickling_code(tmp_path: Path) -> None:
+    """A pytorch_model.bin that carries a pickled object (not tensors) is refused, not executed."""
+    import torch
+
+    from fusion.loading import read_bert_state_dict
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, tuple[str]]:
+            return (print, ("this must never run",))
+
+    torch.save({"weight": Payload()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(FusionError, match="refusing to load") as error_info:
+        read_bert_state_dict(tmp_path)
+    assert "pytorch_model.bin" in str(error_info.value) and "\n" not in str(error_info.value)

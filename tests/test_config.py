@@ -148,7 +148,16 @@ def test_init_from_errors(tmp_path: Path) -> None:
     with pytest.raises(KeptError, match="no weights"):
         resolve_init_from("run:prev", tmp_path / "runs")
     (bert / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(KeptError, match="not a readable safetensors file"):
+        resolve_init_from("run:prev", tmp_path / "runs")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"bert.embeddings.word_embeddings.weight": np.zeros((2, 2), dtype=np.float32)},
+              str(bert / "model.safetensors"))
     assert resolve_init_from("run:prev", tmp_path / "runs") == bert
+    with pytest.raises(KeptError, match="not a run name"):
+        resolve_init_from("run:../runs/prev", tmp_path / "runs")
 
 
 def test_run_config_is_strict_on_top_level() -> None:
