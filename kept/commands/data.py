@@ -48,7 +48,7 @@ def build_wikipedia_sample(out_dir: str | Path, *, source: str | Path | None = N
 
 def build_pykeen_run(name: str, out_dir: str | Path) -> dict[str, Any]:
     """Put PyKEEN's bundled ``name`` (nations, kinships, umls) into ``out_dir/kg/`` (+ alias index)."""
-    from kg import AliasIndex, load_pykeen_dataset
+    from kg import load_pykeen_dataset
 
     graph = load_pykeen_dataset(name)
     return _write_graph(graph, Path(out_dir))
