@@ -123,7 +123,7 @@ def _check_entity_ids(annotated: Any, paths: Any) -> None:
 
 def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None) -> EncodeResult:
     """Build RUN_DIR/tokenizer and RUN_DIR/encoded/{train,validation} from corpus/annotated."""
-    from kept.tokenizer import build_tokenizer, save_tokenizer
+    from kept.tokenizer import build_tokenizer
 
     paths = run_paths(run_dir)
     annotated = load_annotated(run_dir)
@@ -153,11 +153,14 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     stats = {"tokenizer": source, "vocab_size": len(tokenizer), "max_length": enc.max_length,
              "packing": enc.packing, "train": _split_stats(train), "validation": _split_stats(validation)}
     if is_main_process():
-        save_tokenizer(tokenizer, paths.tokenizer)
-        with atomic_dir(paths.encoded) as tmp:
-            train.save_to_disk(str(tmp / "train"))
-            validation.save_to_disk(str(tmp / "validation"))
-            atomic_write_json(tmp / "stats.json", stats)
+        # tokenizer/ and encoded/ belong together: both are written beside the old ones first and
+        # swapped in only when both are complete (a failure leaves the previous pair untouched)
+        with atomic_dir(paths.tokenizer) as tokenizer_tmp:
+            tokenizer.save_pretrained(str(tokenizer_tmp))
+            with atomic_dir(paths.encoded) as tmp:
+                train.save_to_disk(str(tmp / "train"))
+                validation.save_to_disk(str(tmp / "validation"))
+                atomic_write_json(tmp / "stats.json", stats)
     log(f"encoded: {stats['train']['sequences']} train / {stats['validation']['sequences']} validation sequences")
     return EncodeResult(source, len(tokenizer), stats)
 

@@ -188,6 +188,20 @@ def annotate_disk_full(env: Env) -> list[str]:
     return ["annotate", str(run), "--detectors", "gold"]
 
 
+def encode_disk_full(env: Env) -> list[str]:
+    """The disk fills while encoded/ is saved: tokenizer/ and encoded/ both stay as they were."""
+    import datasets
+
+    run = env.tiny()
+
+    def full(self: Any, path: str, *args: Any, **kwargs: Any) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(path) / "data-00000-of-00001.arrow"))
+
+    env.monkeypatch.setattr(datasets.Dataset, "save_to_disk", full)
+    return ["encode", str(run)]
+
+
 # ------------------------------------------------------------------------------------------ configuration
 
 def config_yaml_syntax(env: Env) -> list[str]:
@@ -377,6 +391,7 @@ CASES: list[Case] = [
     Case("annotate_corpus_bad_line", annotate_corpus_bad_line, ("documents.jsonl:3", "invalid JSON")),
     Case("annotate_config_bad_yaml", annotate_config_bad_yaml, ("annotation.yaml:", "not valid YAML")),
     Case("annotate_disk_full", annotate_disk_full, ("annotated", "No space left", "free disk space")),
+    Case("encode_disk_full", encode_disk_full, ("encoded", "No space left", "free disk space")),
     Case("config_yaml_syntax", config_yaml_syntax, ("bad.yaml:", "not valid YAML")),
     Case("config_unknown_key", config_unknown_key, ("typo.yaml:3", "unknown key 'train.max_step'")),
     Case("config_wrong_type", config_wrong_type, ("type.yaml:3", "encode.max_length", "fix the value")),
