@@ -318,7 +318,6 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
 def _link_shared(prepared: Path, run_dir: Path) -> None:
     """Symlink the prepared kg/corpus/tokenizer/encoded (and their stage stamps) into a variant run."""
     import os
-    import shutil
 
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in SHARED_PATHS:
@@ -336,7 +335,9 @@ def _link_shared(prepared: Path, run_dir: Path) -> None:
     for stage in SHARED_STAGES:
         stamp = prepared / "stamps" / f"{stage}.json"
         if stamp.is_file():
-            shutil.copyfile(stamp, run_dir / "stamps" / f"{stage}.json")
+            from kept.rundir import atomic_write_bytes
+
+            atomic_write_bytes(run_dir / "stamps" / f"{stage}.json", stamp.read_bytes())
 
 
 def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool = False,
