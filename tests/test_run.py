@@ -137,3 +137,21 @@ def test_kept_run_every_stage_from_source_files(tmp_path: Path) -> None:
     assert stamps == {"data", "kg", "annotate", "encode", "pretrain", "evaluate", "report"}
     again = run_pipeline(load_run_config(run_dir), run_dir, progress=False)
     assert again.ran() == [] and len(again.skipped()) == 7
+
+
+def test_stages_chain_through_init_from_run_name(tmp_path: Path) -> None:
+    """general → domain: the second stage starts from run:general's model and reuses its tokenizer."""
+    runs = tmp_path / "runs"
+    general = make_tiny_run(runs / "general", name="general", steps=2, save_steps=2)
+    config = load_run_config(general, [f"runs_dir={runs}"])
+    run_pipeline(config, general, stages=["encode", "pretrain"], progress=False)
+
+    domain = make_tiny_run(runs / "domain", name="domain", steps=2, save_steps=2, seed=1)
+    shutil.rmtree(domain / "tokenizer", ignore_errors=True)
+    stage2 = load_run_config(domain, [f"runs_dir={runs}", "model.init_from=run:general"])
+    assert run_pipeline(stage2, domain, stages=["encode", "pretrain"], progress=False).ran() == ["encode", "pretrain"]
+    assert json.loads((domain / "encoded" / "stats.json").read_text())["tokenizer"].startswith("init_from:")
+    assert (domain / "tokenizer" / "tokenizer.json").read_text() == (general / "model" / "tokenizer.json").read_text()
+    with pytest.raises(KeptError, match="has no final model"):
+        run_pipeline(load_run_config(domain, [f"runs_dir={runs}", "model.init_from=run:absent"]), domain,
+                     stages=["encode"], progress=False)
