@@ -36,8 +36,8 @@ def annotate_command(
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    if not run_dir.is_dir():
-        raise MaskingError("run directory not found", where=run_dir,
+    if not run_dir.is_dir():  # checked before the lock, which would create the directory
+        raise MaskingError("corpus not found (no such run directory)", where=run_dir / "corpus" / "documents.jsonl",
                            fix="write the corpus first (kept data ... or kept corpus RUN_DIR) or check RUN_DIR")
     console = Console(stderr=True)
     with RunLock(run_dir, "kept annotate"):
