@@ -137,6 +137,19 @@ def corpus_text_not_string(env: Env) -> list[str]:
     return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
 
 
+def corpus_parquet_corrupt(env: Env) -> list[str]:
+    bad = env.write("corpus.parquet", b"PAR1 this was cut off in the middle of a download")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_dataset_dir_corrupt(env: Env) -> list[str]:
+    directory = env.tmp / "saved"
+    directory.mkdir()
+    (directory / "dataset_info.json").write_text("{not json", encoding="utf-8")
+    (directory / "state.json").write_text("{}", encoding="utf-8")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(directory)]
+
+
 def corpus_overwrite_disk_full(env: Env) -> list[str]:
     """Re-writing documents.jsonl of an existing run on a full disk: the old file stays."""
     run = env.tiny()
@@ -385,6 +398,9 @@ CASES: list[Case] = [
     Case("corpus_huge_document", corpus_huge_document, ("huge.jsonl:1", "characters, more than", "split it")),
     Case("corpus_span_outside_text", corpus_span_outside_text, ("spans.jsonl:2", "outside the text")),
     Case("corpus_text_not_string", corpus_text_not_string, ("types.jsonl:1", "'text' is a int", "JSON string")),
+    Case("corpus_parquet_corrupt", corpus_parquet_corrupt, ("corpus.parquet", "not a readable Parquet file")),
+    Case("corpus_dataset_dir_corrupt", corpus_dataset_dir_corrupt,
+         ("saved", "cannot read the saved dataset", "save_to_disk")),
     Case("corpus_disk_full", corpus_overwrite_disk_full, ("documents.jsonl", "No space left", "free disk space")),
     Case("annotate_unknown_entity_id", annotate_unknown_entity_id,
          ("documents.jsonl", "spans[0] links to entity id 999", "entities", "kg/entities.tsv")),
