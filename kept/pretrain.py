@@ -85,12 +85,21 @@ def batch_seed(seed: int, indices: Sequence[int], salt: int = 0) -> int:
 
 
 class BatchSeededCollator:
-    """Reseeds the masking collator's generator from (seed, batch indices) before every batch."""
+    """Reseeds the masking collator's generator from (seed, batch indices) before every batch.
 
-    def __init__(self, collator: Any, seed: int, salt: int = 0) -> None:
+    With ``total_batches`` (staged ERNIE, no DataLoader workers) it also sets the collator's training
+    progress from its own count of collated batches, which :func:`_batch_counter_callback` starts at
+    ``global_step * gradient_accumulation_steps`` (also after a resume, where the Trainer skips the seen
+    batches without collating them): batch ``i`` always gets progress ``i / total_batches``, so staged
+    masking is exact across resumes too (a step callback would lag the DataLoader's prefetching).
+    """
+
+    def __init__(self, collator: Any, seed: int, salt: int = 0, total_batches: int | None = None) -> None:
         self.collator = collator
         self.seed = int(seed)
         self.salt = int(salt)
+        self.total_batches = total_batches
+        self.batches_seen = 0
 
     def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
         indices = [int(f[INDEX_KEY]) for f in features]
@@ -99,7 +108,20 @@ class BatchSeededCollator:
         if reseed_in_worker is not None:  # let a DataLoader worker swap its generator first
             reseed_in_worker()
         self.collator.generator.manual_seed(batch_seed(self.seed, indices, self.salt))
+        if self.total_batches:
+            self.collator.set_progress(self.batches_seen / self.total_batches)
+            self.batches_seen += 1
         return self.collator(stripped)
+
+
+def _batch_counter_callback(collate: BatchSeededCollator) -> Any:
+    from transformers import TrainerCallback
+
+    class BatchCounter(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            collate.batches_seen = state.global_step * args.gradient_accumulation_steps
+
+    return BatchCounter()
 
 
 # ------------------------------------------------------------------ checkpoints and resume checks
@@ -367,7 +389,10 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     masking.dea = bool(masking.dea and config.model.fusion)
     collator = KnowledgeMaskingCollator(tokenizer, config=masking)
     eval_collator = KnowledgeMaskingCollator(tokenizer, config=masking)
-    train_collate = BatchSeededCollator(collator, config.train.seed, salt=0)
+    staged = masking.strategy == "ernie" and masking.ernie_mixture is None
+    by_batch = staged and config.train.dataloader_num_workers == 0
+    total_batches = config.train.max_steps * config.train.gradient_accumulation_steps if by_batch else None
+    train_collate = BatchSeededCollator(collator, config.train.seed, salt=0, total_batches=total_batches)
     eval_collate = BatchSeededCollator(eval_collator, config.train.seed, salt=1)
 
     tcfg = config.train
@@ -409,8 +434,10 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     callbacks = [_history_callback(paths.train_history)]
     if progress:
         callbacks.append(_rich_progress_callback())
-    if masking.strategy == "ernie":
-        callbacks.append(ErnieStageCallback(collator))
+    if by_batch:
+        callbacks.append(_batch_counter_callback(train_collate))
+    elif masking.strategy == "ernie":
+        callbacks.append(ErnieStageCallback(collator))  # with workers: progress by step (approximate)
     callbacks.extend(extra_callbacks)
 
     if is_main_process():

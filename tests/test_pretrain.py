@@ -148,3 +148,19 @@ def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path
     trained = pretrain_run(run_dir, config, progress=False)
     assert trained.steps == 2 and trained.eval_loss is not None
     assert json.loads((run_dir / "model" / "config.json").read_text())["hidden_size"] == 384
+
+
+def test_staged_ernie_resumes_exactly_across_a_stage_boundary(encoded_template: Path, tmp_path: Path) -> None:
+    """The stage switches at half of training, exactly where the interrupted run resumes."""
+    overrides = ["masking.strategy=ernie", "masking.ernie_stages=[[token, 0.5], [entity, 0.5]]",
+                 "train.max_steps=8", "train.save_steps=4", "train.eval_steps=4"]
+    whole = shutil.copytree(encoded_template, tmp_path / "whole")
+    reference = pretrain_run(whole, load_run_config(whole, overrides), progress=False)
+    parts = shutil.copytree(encoded_template, tmp_path / "parts")
+    pretrain_run(parts, load_run_config(parts, overrides), progress=False, extra_callbacks=[StopAtStep(4)])
+    resumed = pretrain_run(parts, load_run_config(parts, overrides), progress=False)
+    assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-4")
+    history = [json.loads((d / "logs" / "train_history.json").read_text())["log_history"] for d in (whole, parts)]
+    losses = [[e["loss"] for e in h if "loss" in e] for h in history]
+    assert losses[0] == losses[1] and len(losses[0]) == 8
+    assert resumed.eval_loss == reference.eval_loss
