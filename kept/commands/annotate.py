@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -45,8 +45,10 @@ def annotate_command(
                   batch_size, case_insensitive, merge)
 
 
-def _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index,  # type: ignore[no-untyped-def]
-              spacy_model, batch_size, case_insensitive, merge) -> None:
+def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file: Optional[Path],
+              num_proc: Optional[int], num_shards: int, shard_index: int, spacy_model: Optional[str],
+              batch_size: Optional[int], case_insensitive: Optional[bool], merge: bool) -> None:
+    """The annotation itself (the caller holds the run directory's lock)."""
     import json
 
     from rich.console import Console
