@@ -61,7 +61,7 @@ def write(data: bytes, suffix: str) -> Path:
     return path
 
 
-def ours_or_success(call: Callable[[], Any]) -> None:
+def check_ours_or_success(call: Callable[[], Any]) -> None:
     try:
         call()
     except OUR_ERRORS as error:
@@ -75,8 +75,8 @@ def ours_or_success(call: Callable[[], Any]) -> None:
 def test_triples_reader(data: bytes) -> None:
     from kg import load_triples
 
-    ours_or_success(lambda: load_triples(write(data, ".tsv")))
-    ours_or_success(lambda: load_triples(write(data, ".csv"), strict=True))
+    check_ours_or_success(lambda: load_triples(write(data, ".tsv")))
+    check_ours_or_success(lambda: load_triples(write(data, ".csv"), strict=True))
 
 
 @FUZZ
@@ -86,12 +86,12 @@ def test_label_and_alias_readers(data: bytes, strict: bool) -> None:
     from kg.sources import apply_aliases, apply_labels
 
     triples = write(b"head\trelation\ttail\nParis\tcapital_of\tFrance\nRome\tcapital_of\tItaly\n", ".tsv")
-    ours_or_success(lambda: load_triples(triples, labels=write(data, ".tsv"), strict=strict))
-    ours_or_success(lambda: load_triples(triples, aliases=write(data, ".tsv"), strict=strict))
+    check_ours_or_success(lambda: load_triples(triples, labels=write(data, ".tsv"), strict=strict))
+    check_ours_or_success(lambda: load_triples(triples, aliases=write(data, ".tsv"), strict=strict))
     graph = load_triples(triples)
-    ours_or_success(lambda: apply_labels(graph, write(data, ".tsv"), strict=strict))
-    ours_or_success(lambda: apply_aliases(graph, write(data, ".tsv"), strict=strict))
-    ours_or_success(lambda: AliasIndex.load(write(data, ".tsv"), num_entities=graph.num_entities, strict=strict))
+    check_ours_or_success(lambda: apply_labels(graph, write(data, ".tsv"), strict=strict))
+    check_ours_or_success(lambda: apply_aliases(graph, write(data, ".tsv"), strict=strict))
+    check_ours_or_success(lambda: AliasIndex.load(write(data, ".tsv"), num_entities=graph.num_entities, strict=strict))
 
 
 # ------------------------------------------------------------------------------------------ corpus readers
@@ -107,10 +107,10 @@ def test_documents_jsonl_readers(data: bytes) -> None:
     from masking.annotate import iter_documents
 
     path = write(data, ".jsonl")
-    ours_or_success(lambda: load_documents(path))
-    ours_or_success(lambda: read_documents(path))
-    ours_or_success(lambda: list(iter_documents(path)))
-    ours_or_success(lambda: load_documents(write(data, ".txt")))
+    check_ours_or_success(lambda: load_documents(path))
+    check_ours_or_success(lambda: read_documents(path))
+    check_ours_or_success(lambda: list(iter_documents(path)))
+    check_ours_or_success(lambda: load_documents(write(data, ".txt")))
 
 
 @FUZZ
@@ -121,7 +121,7 @@ def test_documents_jsonl_readers(data: bytes) -> None:
 def test_yaml_run_config_loader(data: bytes) -> None:
     from kept.config import load_config
 
-    ours_or_success(lambda: load_config(write(data, ".yaml")))
+    check_ours_or_success(lambda: load_config(write(data, ".yaml")))
 
 
 fewrel_example = st.fixed_dictionaries({}, optional={
@@ -145,7 +145,7 @@ def test_fewrel_loader(data: bytes) -> None:
         dataset = load_fewrel(write(data, ".json"))
         fewrel_documents(dataset)
 
-    ours_or_success(load_and_use)
+    check_ours_or_success(load_and_use)
 
 
 # ------------------------------------------------------------------------------------------ span checking
@@ -156,9 +156,9 @@ def test_span_checking(text: str, spans: Any) -> None:
     from kept.corpus import make_document
     from masking.spans import check_spans
 
-    ours_or_success(lambda: check_spans(text, spans if isinstance(spans, list) else [spans]))
-    ours_or_success(lambda: check_spans(text, spans if isinstance(spans, list) else [spans], on_invalid="drop"))
-    ours_or_success(lambda: make_document({"text": text, "spans": spans}, 0, where="fuzz"))
+    check_ours_or_success(lambda: check_spans(text, spans if isinstance(spans, list) else [spans]))
+    check_ours_or_success(lambda: check_spans(text, spans if isinstance(spans, list) else [spans], on_invalid="drop"))
+    check_ours_or_success(lambda: make_document({"text": text, "spans": spans}, 0, where="fuzz"))
 
 
 @pytest.mark.parametrize("bad", [{"start": 0}, {"start": "a", "end": 2}, {"start": 0, "end": 99},
