@@ -15,7 +15,6 @@ Inputs:
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -200,26 +199,14 @@ def load_documents(path: str | Path, *, text_field: str = "text", id_field: str 
 
 
 def write_documents(documents: Iterable[dict[str, Any]], path: str | Path) -> int:
-    """Write documents.jsonl atomically; returns the number written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for document in documents:
-                handle.write(json.dumps(document, ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        from kept.rundir import write_error
+    """Write documents.jsonl atomically (streamed, one JSON object a line); returns the number written."""
+    from kept.rundir import atomic_open
 
-        raise write_error(error, path) from error
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    count = 0
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for document in documents:
+            handle.write(json.dumps(document, ensure_ascii=False) + "\n")
+            count += 1
     return count
 
 

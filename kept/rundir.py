@@ -158,18 +158,19 @@ def write_error(error: OSError, path: str | Path) -> KeptError:
                          "(files written before are unchanged)")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via ``path.tmp-<pid>`` + fsync + ``os.replace``.
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
+    """Open ``path.tmp-<pid>`` for writing; on a clean exit fsync it and ``os.replace`` it onto ``path``.
 
-    A failing write (disk full, ...) leaves ``path`` as it was, removes the temporary file and
-    raises a :class:`KeptError` naming ``path``.
+    A failing write (disk full, ...) or an exception in the block leaves ``path`` as it was and
+    removes the temporary file; an ``OSError`` becomes a :class:`KeptError` naming ``path``.
     """
     path = Path(path)
     tmp = _tmp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        with open(tmp, mode, encoding=encoding) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -178,7 +179,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
