@@ -1,6 +1,6 @@
 """Annotation benchmark: our pipeline vs bare spaCy, the gazetteer fast path, num_proc scaling.
 
-    .venv/bin/python benchmarks/annotation.py [--words 40000] [--skip-scaling]
+    .venv/bin/python benchmarks/annotation.py [--words 40000] [--scaling-words 150000] [--skip-scaling]
 
 Texts: the Wikipedia sample (kg.wikipedia, gensim's bundled dump), else FewRel NYT sentences.
 Measurements (one process, best of ``--repeat``):
@@ -9,7 +9,10 @@ Measurements (one process, best of ``--repeat``):
      overhead we add, goal <= 10%) and vs bare ``nlp.pipe`` with the full pipeline (what a user runs by default);
   2. gazetteer-only path in words/s (goal >= 1M words/s on one core): the detector alone, the whole
      ``annotate`` call, and the spaCy PhraseMatcher backend (spacy.blank + kept_gazetteer) as reference;
-  3. ``num_proc`` 1 -> 2 scaling of NER annotation (wall clock, includes loading the model in each worker).
+  3. ``num_proc`` 1 -> 2 scaling of NER annotation on ``--scaling-words`` words (wall clock, best of
+     ``--repeat`` interleaved runs, each including building the detectors once: forked workers inherit
+     them); also the CPU seconds of this process + its workers and the larger worker's share of the words
+     (the ceiling is 1 / share; ``annotate`` deals rows round robin, plain ``Dataset.map`` in contiguous blocks).
 Prints a table, then one JSON object as the last line.
 """
 
@@ -43,6 +46,23 @@ def load_texts() -> tuple[list[dict], object, list[str] | None, str]:
         return docs, None, None, "fewrel nyt"
 
 
+def paragraphs(docs: list[dict], limit: int) -> list[dict]:
+    """Paragraphs of the first documents up to ``limit`` words (spaCy cost is linear in length)."""
+    subset, total = [], 0
+    for doc in docs:
+        for paragraph in doc["text"].split("\n"):
+            if paragraph.strip() and total < limit:
+                subset.append({"id": f"{doc['id']}-{len(subset)}", "title": doc["title"], "text": paragraph, "spans": []})
+                total += len(paragraph.split())
+    return subset
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the map workers)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def words(texts: list[str]) -> int:
     return sum(len(t.split()) for t in texts)
 
@@ -71,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--words", type=int, default=40_000, help="words of text for the NER measurements")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--scaling-words", type=int, default=150_000,
+                        help="words of text for the num_proc 1 -> 2 scaling (large enough to amortise worker start-up)")
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
 
@@ -84,12 +106,7 @@ def main() -> None:
     datasets.disable_progress_bars()
     docs, alias_index, labels, source = load_texts()
     all_texts = [d["text"] for d in docs]
-    subset, total = [], 0
-    for doc in docs:  # paragraphs of the first documents up to --words (spaCy cost is linear in length)
-        for paragraph in doc["text"].split("\n"):
-            if paragraph.strip() and total < args.words:
-                subset.append({"id": f"{doc['id']}-{len(subset)}", "title": doc["title"], "text": paragraph, "spans": []})
-                total += len(paragraph.split())
+    subset = paragraphs(docs, args.words)
     texts = [d["text"] for d in subset]
     n_words = words(texts)
     dataset = documents_from_records(subset)
@@ -143,23 +160,46 @@ def main() -> None:
                  ("gazetteer via annotate() (datasets+stats)", f"{all_words / pipeline_s:,.0f} words/s"),
                  ("spaCy blank + PhraseMatcher backend", f"{all_words / spacy_s:,.0f} words/s")]
 
-    # 3. num_proc scaling
+    # 3. num_proc scaling (wall clock) on a corpus large enough to amortise starting the workers
     if not args.skip_scaling:
-        timings = {}
-        for num_proc in (1, 2):
-            cfg = AnnotationConfig.from_names("ner", num_proc=num_proc, batch_size=batch,
-                                              map_batch_size=max(1, len(texts) // (2 * num_proc)))
-            clear_detector_cache()  # both include loading the model once (forked workers inherit it)
-            timings[num_proc] = best_time(lambda: annotate(dataset, cfg, alias_index, entity_labels=labels,
-                                                           load_from_cache_file=False), 1, clock=time.perf_counter)
-        result.update({"num_proc_1_s": round(timings[1], 3), "num_proc_2_s": round(timings[2], 3),
-                       "num_proc_speedup": round(timings[1] / timings[2], 3)})
-        rows += [("annotate(ner) num_proc=1 (s, incl. model load)", f"{timings[1]:.2f}"),
-                 ("annotate(ner) num_proc=2 (s, incl. model load)", f"{timings[2]:.2f}  ({timings[1] / timings[2]:.2f}x)")]
+        scaling_docs = paragraphs(docs, args.scaling_words)
+        scaling_texts = [d["text"] for d in scaling_docs]
+        scaling_words = words(scaling_texts)
+        scaling_set = documents_from_records(scaling_docs)
+        half = (len(scaling_texts) + 1) // 2  # plain Dataset.map(num_proc=2): two contiguous blocks of rows
+        contiguous_share = max(words(scaling_texts[:half]), words(scaling_texts[half:])) / scaling_words
+        # annotate() hands worker r rows r, r+2, r+4, ... (round robin)
+        share = max(words(scaling_texts[0::2]), words(scaling_texts[1::2])) / scaling_words
+        walls: dict[int, float] = {1: float("inf"), 2: float("inf")}
+        cpus: dict[int, float] = {}
+        for _ in range(args.repeat):  # interleaved, so a change in the machine's load hits both alike
+            for num_proc in (1, 2):
+                cfg = AnnotationConfig.from_names("ner", num_proc=num_proc, batch_size=batch)
+                clear_detector_cache()  # both include building the detectors (model load) once
+                cpu0, start = cpu_seconds(), time.perf_counter()
+                annotate(scaling_set, cfg, alias_index, entity_labels=labels, load_from_cache_file=False)
+                wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu0
+                if wall < walls[num_proc]:
+                    walls[num_proc], cpus[num_proc] = wall, cpu
+        speedup = walls[1] / walls[2]
+        result.update({"scaling_words": scaling_words, "scaling_texts": len(scaling_texts),
+                       "num_proc_1_s": round(walls[1], 3), "num_proc_2_s": round(walls[2], 3),
+                       "num_proc_1_cpu_s": round(cpus[1], 3), "num_proc_2_cpu_s": round(cpus[2], 3),
+                       "num_proc_speedup": round(speedup, 3), "num_proc_2_larger_shard_word_share": round(share, 4),
+                       "num_proc_2_contiguous_blocks_word_share": round(contiguous_share, 4),
+                       "num_proc_2_ceiling": round(1 / share, 3)})
+        rows += [(f"annotate(ner) num_proc=1, {scaling_words:,} words (wall s)",
+                  f"{walls[1]:.2f}  ({scaling_words / walls[1]:,.0f} words/s; CPU {cpus[1]:.2f} s)"),
+                 (f"annotate(ner) num_proc=2, {scaling_words:,} words (wall s)",
+                  f"{walls[2]:.2f}  ({scaling_words / walls[2]:,.0f} words/s; CPU {cpus[2]:.2f} s)  "
+                  f"{speedup:.2f}x"),
+                 ("  larger worker's share of the words (ceiling)", f"{share * 100:.1f}%  ({1 / share:.2f}x)"),
+                 ("  same with contiguous row blocks (datasets' split)",
+                  f"{contiguous_share * 100:.1f}%  ({1 / contiguous_share:.2f}x)")]
 
     width = max(len(r[0]) for r in rows)
     print(f"annotation benchmark on {source}: {len(texts)} texts / {n_words:,} words for NER "
-          f"(CPU seconds of this process, best of {args.repeat}; scaling in wall-clock seconds; "
+          f"(CPU seconds of this process, best of {args.repeat}; scaling: wall-clock seconds, best of {args.repeat}; "
           f"load average {os.getloadavg()[0]:.1f})")
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
