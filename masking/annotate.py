@@ -224,7 +224,8 @@ class _Annotator:
 
     def _restore_inputs(self) -> None:
         if self._inputs_pending and self._inputs is not None:
-            self.alias_index, self.entity_labels, self.fitted = pickle.loads(self._inputs)
+            # in-process: bytes made by this run's parent in __getstate__, never read from a file
+            self.alias_index, self.entity_labels, self.fitted = pickle.loads(self._inputs)  # in-process
         self._inputs_pending = False
 
     def detectors(self) -> list[Any]:
