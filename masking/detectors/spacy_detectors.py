@@ -91,17 +91,7 @@ class _SpacyDetector:
         raise TypeError(f"{type(self).__name__} does not implement spans_from_doc")
 
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
-        results: list[list[Span]] = []
-        for pieces in pipe_with_offsets(self.nlp, texts, self.batch_size):
-            spans: list[Span] = []
-            for offset, doc in pieces:
-                for span in self.spans_from_doc(doc):
-                    if offset:
-                        span["start"] += offset
-                        span["end"] += offset
-                    spans.append(span)
-            results.append(spans)
-        return results
+        return run_doc_detectors([self], texts, self.batch_size)
 
 
 class SpacyNERDetector(_SpacyDetector):
