@@ -135,16 +135,12 @@ class EntityAlignment:
     """Index plumbing between token positions and entity slots, computed once per batch.
 
     token_index [N] flat index into B*L of each aligned token; slot_index [N] flat index into B*S;
-    entity_mask [B, 1, S, S] bool attention mask among slots (padding slots attend only to themselves);
-    entity_positions [B, S] token position of each slot (-1 for padding)."""
+    entity_mask [B, 1, S, S] bool attention mask among slots (padding slots attend only to themselves)."""
 
-    batch: int
-    length: int
     slots: int
     token_index: torch.Tensor
     slot_index: torch.Tensor
     entity_mask: torch.Tensor
-    entity_positions: torch.Tensor
     slot_ids: torch.Tensor  # [N] KG ids in slot order
 
 
@@ -174,8 +170,7 @@ def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor
     slot_ids = ids.gather(1, order)[valid]  # [N]
     eye = torch.eye(slots, dtype=torch.bool, device=device)
     entity_mask = (valid[:, None, None, :] | eye[None, None]).contiguous()  # [B, 1, S, S]
-    positions = torch.where(valid, order, torch.full_like(order, -1))
-    return EntityAlignment(batch, length, slots, token_index, slot_index, entity_mask, positions, slot_ids)
+    return EntityAlignment(slots, token_index, slot_index, entity_mask, slot_ids)
 
 
 class KeptAggregatorLayer(GradientCheckpointingLayer):
