@@ -355,9 +355,9 @@ class KeptModel(KeptPreTrainedModel):
         """Entity embeddings of KG ids ``ids`` (any shape) on the model's device -> [*ids.shape, E]."""
         device = self.embeddings.word_embeddings.weight.device
         if self.entity_embeddings is not None:
-            ids = ids.to(device)
+            # check where the ids are (dEA candidates arrive on the CPU: no device sync for them)
             check_ids(ids.reshape(-1), self.entity_embeddings.num_embeddings)
-            return self.entity_embeddings(ids).to(dtype)
+            return self.entity_embeddings(ids.to(device)).to(dtype)
         if self._entity_table is None:
             if ids.numel() == 0:
                 return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
