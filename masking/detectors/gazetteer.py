@@ -164,6 +164,17 @@ def match_tokens(tokens: Sequence[str], table: GazetteerTable) -> list[tuple[int
     return found
 
 
+def match_text(text: str, table: GazetteerTable, case_insensitive: bool) -> list[tuple[int, int, int]]:
+    """:func:`match_tokens` on ``text``, as ``(start char, end char, value)`` (value: the table entry's id)."""
+    norm = normalise_text(text, case_insensitive)
+    tokens = TOKEN_PATTERN.findall(norm)
+    matches = match_tokens(tokens, table)
+    if not matches:
+        return []
+    ends = list(accumulate(map(len, _PIECE_PATTERN.findall(norm))))
+    return [(ends[first] - len(tokens[first]), ends[last - 1], value) for first, last, value in matches]
+
+
 class GazetteerDetector:
     """Finds KG labels/aliases in text (longest match first) and links them to the KG.
 
@@ -204,19 +215,9 @@ class GazetteerDetector:
         return "KG"
 
     def detect_one(self, text: str) -> list[Span]:
-        norm = normalise_text(text, self.case_insensitive)
-        tokens = TOKEN_PATTERN.findall(norm)
-        matches = match_tokens(tokens, self.table)
-        if not matches:
-            return []
-        ends = list(accumulate(map(len, _PIECE_PATTERN.findall(norm))))
-        name = self.name
-        spans: list[Span] = []
-        for first, last, entity_id in matches:
-            start = ends[first] - len(tokens[first])
-            spans.append(Span(start=start, end=ends[last - 1], kind="entity", label=self._label(entity_id),
-                              entity_id=entity_id, source=name))
-        return spans
+        return [Span(start=start, end=end, kind="entity", label=self._label(entity_id), entity_id=entity_id,
+                     source=self.name)
+                for start, end, entity_id in match_text(text, self.table, self.case_insensitive)]
 
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         if self.backend == "fast":

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-from itertools import accumulate
 from typing import Any, Iterable, Mapping, Sequence
 
 from masking.detectors.base import AliasIndexLike
-from masking.detectors.gazetteer import _PIECE_PATTERN, TOKEN_PATTERN, GazetteerTable, match_tokens, normalise_text
+from masking.detectors.gazetteer import TOKEN_PATTERN, GazetteerTable, match_text, normalise_text
 from masking.detectors.linking import MentionLinker
 from masking.errors import MaskingError
 from masking.spans import Span, SpanKind, check_spans, make_span
@@ -45,16 +44,10 @@ class TermListDetector:
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         results: list[list[Span]] = []
         for text in texts:
-            norm = normalise_text(text, self.case_insensitive)
-            tokens = TOKEN_PATTERN.findall(norm)
-            matches = match_tokens(tokens, self.table)
             spans: list[Span] = []
-            if matches:
-                ends = list(accumulate(map(len, _PIECE_PATTERN.findall(norm))))
-                for first, last, target in matches:
-                    label, entity_id = self.targets[target]
-                    spans.append(make_span(ends[first] - len(tokens[first]), ends[last - 1], self.kind, label,
-                                           entity_id, self.name))
+            for start, end, target in match_text(text, self.table, self.case_insensitive):
+                label, entity_id = self.targets[target]
+                spans.append(make_span(start, end, self.kind, label, entity_id, self.name))
             results.append(spans)
         return results
 
