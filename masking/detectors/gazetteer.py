@@ -164,6 +164,13 @@ def match_tokens(tokens: Sequence[str], table: GazetteerTable) -> list[tuple[int
     return found
 
 
+def entity_label(labels: Sequence[str] | None, entity_id: int) -> str:
+    """The KG label of ``entity_id`` for a span, or ``"KG"`` when there is none."""
+    if labels is not None and 0 <= entity_id < len(labels) and labels[entity_id]:
+        return labels[entity_id]
+    return "KG"
+
+
 def match_text(text: str, table: GazetteerTable, case_insensitive: bool) -> list[tuple[int, int, int]]:
     """:func:`match_tokens` on ``text``, as ``(start char, end char, value)`` (value: the table entry's id)."""
     norm = normalise_text(text, case_insensitive)
@@ -210,9 +217,7 @@ class GazetteerDetector:
             component.set_table(self.table, self.labels)
 
     def _label(self, entity_id: int) -> str:
-        if self.labels is not None and 0 <= entity_id < len(self.labels) and self.labels[entity_id]:
-            return self.labels[entity_id]
-        return "KG"
+        return entity_label(self.labels, entity_id)
 
     def detect_one(self, text: str) -> list[Span]:
         return [Span(start=start, end=end, kind="entity", label=self._label(entity_id), entity_id=entity_id,
@@ -276,7 +281,7 @@ class KeptGazetteer:
         surfaces = [table.surfaces[key] for key in keys]
         for key, doc in zip(keys, self.nlp.tokenizer.pipe(surfaces)):
             entity_id = table.entries[key][0]
-            label = labels[entity_id] if labels is not None and 0 <= entity_id < len(labels) and labels[entity_id] else "KG"
+            label = entity_label(labels, entity_id)
             match_key = " ".join(key)
             self.matcher.add(match_key, [doc])
             self.link[self.nlp.vocab.strings[match_key]] = (entity_id, label)
