@@ -118,7 +118,7 @@ class KnowledgeMaskingCollator:
         wanted = {"attention_mask", "token_type_ids", "unit_ids"} | needed
         if any(name in ("whole_word", "span") for name in strategies):
             wanted.add("word_ids")
-        batch, lengths, length = self._pad(features, wanted)
+        batch = self._pad(features, wanted)
         input_ids = batch["input_ids"]
         valid = batch["attention_mask"].bool()
         if "unit_ids" in batch:
@@ -196,8 +196,7 @@ class KnowledgeMaskingCollator:
         draws = torch.multinomial(weights / weights.sum(), n, replacement=True, generator=self.generator)
         return [names[i] for i in draws.tolist()]
 
-    def _pad(self, features: Sequence[Mapping[str, Any]],
-             wanted: set[str]) -> tuple[dict[str, torch.Tensor], np.ndarray, int]:
+    def _pad(self, features: Sequence[Mapping[str, Any]], wanted: set[str]) -> dict[str, torch.Tensor]:
         first = features[0]
         keys = ["input_ids"] + [k for k in _PAD_VALUES if k in first and k in wanted]
         lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))
@@ -236,7 +235,7 @@ class KnowledgeMaskingCollator:
             out[key] = torch.from_numpy(dense)
         if "attention_mask" not in out:
             out["attention_mask"] = torch.from_numpy(where.astype(np.int64))
-        return out, lengths, length
+        return out
 
     def _reseed_in_worker(self) -> None:
         if self._worker_checked and self._pid == os.getpid():
