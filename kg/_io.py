@@ -17,21 +17,14 @@ def _write_error(error: OSError, path: Path) -> KGError:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via ``path.tmp-<pid>`` in the same directory and ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise _write_error(error, path) from error
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+    return atomic_write_with(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
