@@ -127,6 +127,13 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     examples: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
     disabled = {"skipped": "disabled in eval config"}
+    kg_tables: dict[str, Any] = {}
+
+    def tables() -> dict[str, Any]:
+        """The run's KG tables, read once for the probe and the relation task."""
+        if not kg_tables:
+            kg_tables.update(load_kg_tables(run_dir))
+        return kg_tables
 
     rows: list[dict[str, Any]] | None = None
     if eval_config.mlm.enabled or eval_config.cloze.enabled:
@@ -172,11 +179,11 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     if eval_config.probe.enabled:
         say("KG probe")
         p = eval_config.probe
-        tables = load_kg_tables(run_dir)
+        kg = tables()
         held_out = _kg_test_split(run_dir)
         facts = probe.facts_from_tables(
-            tables["entities"].to_dict("records"), tables["relations"].to_dict("records"),
-            list(tables["triples"].itertuples(index=False, name=None)), held_out, p.holdout_fraction,
+            kg["entities"].to_dict("records"), kg["relations"].to_dict("records"),
+            list(kg["triples"].itertuples(index=False, name=None)), held_out, p.holdout_fraction,
             eval_config.seed)
         result = _timed(timings, "probe", lambda: probe.evaluate_probe(
             model, tokenizer, facts, max_facts=p.max_facts, max_candidates=p.max_candidates,
@@ -193,7 +200,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         data = r.data or settings["fewrel"]
         entity_index = None
         if fusion and (run_dir / "kg" / "entities.tsv").is_file():
-            entities = load_kg_tables(run_dir)["entities"]
+            entities = tables()["entities"]
             entity_index = dict(zip(entities["name"], entities["id"].astype(int)))
         metrics["relation"] = _timed(timings, "relation", lambda: relation.evaluate_relation(
             model_dir, tokenizer_dir, data, max_relations=r.max_relations, max_per_relation=r.max_per_relation,
