@@ -54,7 +54,6 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
             if source == "gold" or not found:
                 continue
             by_offsets = {(s["start"], s["end"]): s for s in found}
-            ordered = sorted(found, key=lambda s: s["start"])
             for g in gold_entities:
                 hit = by_offsets.get((g["start"], g["end"]))
                 if hit is not None:
@@ -62,7 +61,7 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
                     if g["entity_id"] >= 0 and hit["entity_id"] >= 0:
                         link_total[source] = link_total.get(source, 0) + 1
                         link_correct[source] = link_correct.get(source, 0) + int(hit["entity_id"] == g["entity_id"])
-                if any(s["start"] < g["end"] and g["start"] < s["end"] for s in ordered):
+                if any(s["start"] < g["end"] and g["start"] < s["end"] for s in found):
                     overlap[source] = overlap.get(source, 0) + 1
         record["gold_exact"] = exact
         record["gold_overlap"] = overlap
