@@ -76,6 +76,11 @@ def pad(rows: Sequence[Sequence[int]], value: int, length: int | None = None) ->
     return out
 
 
+def output_logits(output: Any) -> torch.Tensor:
+    """The logits of a model output (a ModelOutput, a dict or a tuple)."""
+    return output.logits if hasattr(output, "logits") else output["logits"] if isinstance(output, dict) else output[0]
+
+
 @torch.no_grad()
 def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    entity_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,9 +89,7 @@ def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     kwargs: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     if entity_ids is not None and accepts_entity_ids(model):
         kwargs["entity_ids"] = entity_ids.to(device)
-    output = model(**kwargs)
-    logits = output.logits if hasattr(output, "logits") else output["logits"] if isinstance(output, dict) else output[0]
-    return logits.float()
+    return output_logits(model(**kwargs)).float()
 
 
 def _split_head(model: torch.nn.Module) -> tuple[Any, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from kept.evaluate.common import macro_f1, pad, quiet_from_pretrained
+from kept.evaluate.common import macro_f1, output_logits, pad, quiet_from_pretrained
 from kept.fewrel import ENTITY_MARKERS, FewRelExample, RelationExample, load_fewrel, relation_examples
 
 MARKERS = ENTITY_MARKERS
@@ -90,10 +90,6 @@ def encode_examples(tokenizer: Any, examples: Sequence[RelationExample], max_len
     return all_ids, head_starts, tail_starts, all_entities
 
 
-def _logits(output: Any) -> torch.Tensor:
-    return output.logits if hasattr(output, "logits") else output["logits"] if isinstance(output, dict) else output[0]
-
-
 def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[FewRelExample],
                        test: Sequence[FewRelExample], relations: Sequence[str], *, epochs: int = 3,
                        learning_rate: float = 5e-4, batch_size: int = 16, max_length: int = 96,
@@ -142,7 +138,7 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     for _ in range(epochs):
         for batch in batches(train_data, shuffle=True):
             labels = batch.pop("labels")
-            logits = _logits(model(**batch))
+            logits = output_logits(model(**batch))
             loss = torch.nn.functional.cross_entropy(logits.float(), labels)
             optimizer.zero_grad()
             loss.backward()
@@ -153,7 +149,7 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     with torch.no_grad():
         for batch in batches(test_data, shuffle=False):
             labels = batch.pop("labels")
-            predictions += _logits(model(**batch)).argmax(dim=-1).tolist()
+            predictions += output_logits(model(**batch)).argmax(dim=-1).tolist()
             golds += labels.tolist()
     correct = sum(int(p == g) for p, g in zip(predictions, golds))
     linked = sum(int(h >= 0) + int(t >= 0) for h, t in (pairs(list(train) + list(test)) or []))
