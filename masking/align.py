@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 
 from masking.errors import MaskingError
-from masking.spans import Span, resolve_overlaps
+from masking.spans import KIND_ENTITY, KIND_PHRASE, KIND_WORD, Span, resolve_overlaps
 
 __all__ = ["AlignedUnits", "Segmenter", "align_spans", "encode_with_units"]
 
@@ -35,7 +35,6 @@ __all__ = ["AlignedUnits", "Segmenter", "align_spans", "encode_with_units"]
 #: or ``(start, end)`` character offsets.
 Segmenter = Callable[[str], Sequence[Union[str, tuple[int, int]]]]
 
-KIND_WORD, KIND_PHRASE, KIND_ENTITY = 0, 1, 2
 _KIND_CODE = {"phrase": KIND_PHRASE, "entity": KIND_ENTITY}
 
 _SPACE_TABLE = np.array([chr(i).isspace() for i in range(0x3001)], dtype=bool)

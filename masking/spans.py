@@ -10,6 +10,8 @@ from masking.errors import MaskingError
 SpanKind = Literal["entity", "phrase"]
 SPAN_KINDS: tuple[str, ...] = ("entity", "phrase")
 SPAN_FIELDS: tuple[str, ...] = ("start", "end", "kind", "label", "entity_id", "source")
+#: ``unit_kind`` codes of an encoded example (DESIGN.md): 0 word, 1 phrase, 2 entity.
+KIND_WORD, KIND_PHRASE, KIND_ENTITY = 0, 1, 2
 
 
 class Span(TypedDict):

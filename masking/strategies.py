@@ -23,9 +23,10 @@ import math
 
 import torch
 
+from masking.spans import KIND_ENTITY, KIND_PHRASE, KIND_WORD
+
 __all__ = ["selection_units", "choose_units", "unit_actions", "KIND_WORD", "KIND_PHRASE", "KIND_ENTITY"]
 
-KIND_WORD, KIND_PHRASE, KIND_ENTITY = 0, 1, 2
 _EMPTY_TIER = 3  # ids that no token uses sort last
 
 
