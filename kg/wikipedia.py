@@ -84,6 +84,23 @@ def _strip_tables(text: str) -> str:
     return text if depth else "\n".join(kept)  # unbalanced: leave it to the parser
 
 
+def _balanced_end(text: str, start: int, opening: str, closing: str) -> int:
+    """The position just after the ``closing`` that balances the ``opening`` at ``start`` (nested), or -1."""
+    depth, cursor = 0, start
+    while True:
+        next_open, next_close = text.find(opening, cursor), text.find(closing, cursor)
+        if next_close < 0:
+            return -1
+        if 0 <= next_open < next_close:
+            depth += 1
+            cursor = next_open + len(opening)
+        else:
+            depth -= 1
+            cursor = next_close + len(closing)
+            if depth == 0:
+                return cursor
+
+
 _MEDIA_LINK = re.compile(r"\[\[\s*:?\s*(?:file|image|media)\s*:", re.IGNORECASE)
 
 
@@ -96,19 +113,9 @@ def _strip_media(text: str) -> str:
     position = 0
     while match is not None:
         start = match.start()
-        depth, cursor = 0, start
-        while True:
-            opening, closing = text.find("[[", cursor), text.find("]]", cursor)
-            if closing < 0:
-                return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
-            if 0 <= opening < closing:
-                depth += 1
-                cursor = opening + 2
-            else:
-                depth -= 1
-                cursor = closing + 2
-                if depth == 0:
-                    break
+        cursor = _balanced_end(text, start, "[[", "]]")
+        if cursor < 0:
+            return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
         pieces.append(text[position:start])
         position = cursor
         match = _MEDIA_LINK.search(text, position)
@@ -125,20 +132,9 @@ def _strip_templates(text: str, keep_prefix: str = "infobox") -> str:
     pieces: list[str] = []
     position = 0
     while start >= 0:
-        depth, cursor = 0, start
-        while True:
-            opening, closing = text.find("{{", cursor), text.find("}}", cursor)
-            if closing < 0:
-                pieces.append(text[position:])
-                return "".join(pieces)  # unbalanced: keep the rest for the parser
-            if 0 <= opening < closing:
-                depth += 1
-                cursor = opening + 2
-            else:
-                depth -= 1
-                cursor = closing + 2
-                if depth == 0:
-                    break
+        cursor = _balanced_end(text, start, "{{", "}}")
+        if cursor < 0:
+            return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
         name = text[start + 2:start + 40].lstrip("{ \n").lower().replace("_", " ")
         pieces.append(text[position:start])
         if name.startswith(keep_prefix):
