@@ -16,6 +16,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from masking._io import atomic_save_dataset, atomic_write_json
 from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors
 from masking.errors import MaskingError
 from masking.spans import SPAN_FIELDS, Span, check_spans, resolve_overlaps
@@ -493,15 +494,7 @@ def _shard_suffix(num_shards: int, shard_index: int) -> str:
 
 
 def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    from masking._io import atomic_write_json
-
     atomic_write_json(path, payload, indent=2, sort_keys=True)
-
-
-def _atomic_save_dataset(dataset: Any, target: Path) -> None:
-    from masking._io import atomic_save_dataset
-
-    atomic_save_dataset(dataset, target)
 
 
 def check_entity_ids(dataset: Any, num_entities: int, where: str | Path) -> None:
@@ -570,12 +563,12 @@ def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None
     stats["kg_linked"] = alias_index is not None
     suffix = _shard_suffix(num_shards, shard_index)
     if not suffix:
-        _atomic_save_dataset(annotated, corpus_dir / "annotated")
+        atomic_save_dataset(annotated, corpus_dir / "annotated")
         _atomic_write_json(corpus_dir / "annotation_stats.json", stats)
         return stats
     shards_dir = corpus_dir / "annotated.shards"
     shards_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_save_dataset(annotated, shards_dir / suffix)
+    atomic_save_dataset(annotated, shards_dir / suffix)
     _atomic_write_json(shards_dir / f"{suffix}.stats.json", stats)
     if all((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").exists() for i in range(num_shards)):
         return merge_annotated_shards(run_dir, num_shards)
@@ -606,7 +599,7 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
     stats = finalize_stats(totals)
     stats["config"] = json.loads(configs.pop())
     stats["shard"] = {"num_shards": num_shards, "merged": True}
-    _atomic_save_dataset(concatenate_datasets(parts), corpus_dir / "annotated")
+    atomic_save_dataset(concatenate_datasets(parts), corpus_dir / "annotated")
     _atomic_write_json(corpus_dir / "annotation_stats.json", stats)
     return stats
 
