@@ -888,8 +888,7 @@ def cloze_examples(run_dir: str | Path, recompute: int = 0) -> list[dict[str, An
                         fix="pretrain the run first, or use the recorded examples (recompute=0)")
     validation = analysis.load_encoded(run_dir, "validation")
     # the rows and items kept.evaluate uses, so the first examples are the evaluation's own items
-    limit = max(settings.mlm.max_examples if settings.mlm.enabled else 0, settings.cloze.max_rows)
-    rows = validation.select(range(min(limit, len(validation)))).to_list()
+    rows = validation.select(range(min(settings.cloze.max_rows, len(validation)))).to_list()
     tokenizer = analysis.load_tokenizer(run_dir)
     model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).eval()
     fusion = bool((record.get("model") or {}).get("fusion"))

@@ -168,7 +168,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         say("entity cloze")
         c = eval_config.cloze
         result = _timed(timings, "cloze", lambda: cloze.evaluate_cloze(
-            model, tokenizer, rows, max_mentions=c.max_mentions, max_pieces=c.max_pieces,
+            model, tokenizer, rows[: c.max_rows], max_mentions=c.max_mentions, max_pieces=c.max_pieces,
             context_tokens=c.context_tokens, seed=eval_config.seed, batch_size=eval_config.batch_size,
             num_examples=eval_config.num_examples, use_entities=fusion))
         examples["cloze"] = result.pop("examples")
