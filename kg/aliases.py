@@ -28,6 +28,11 @@ def normalize_mention(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def _normal_key(mention: str) -> str:
+    """The key of the normalised table: ``normalize_mention``, or the whitespace-collapsed text when that is empty."""
+    return normalize_mention(mention) or " ".join(mention.split())
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One entity a mention may refer to; ``prior`` = P(entity | mention), priors of one lookup sum to 1."""
@@ -59,7 +64,7 @@ class AliasIndex:
             raise KGError(f"negative count {count} for alias {alias!r}", where="count")
         per_entity = self._exact.setdefault(alias, {})
         per_entity[entity_id] = per_entity.get(entity_id, 0) + count
-        key = normalize_mention(alias) or alias
+        key = _normal_key(alias)
         normal = self._normal.setdefault(key, {})
         normal[entity_id] = normal.get(entity_id, 0) + count
         best = self._surface.get((key, entity_id))
@@ -103,7 +108,7 @@ class AliasIndex:
             per_entity = self._exact.get(" ".join(mention.split()))
             key = None
         else:
-            key = normalize_mention(mention) or " ".join(mention.split())
+            key = _normal_key(mention)
             per_entity = self._normal.get(key)
         if not per_entity:
             return []
@@ -125,7 +130,7 @@ class AliasIndex:
         return candidates[0].entity_id if candidates else -1
 
     def __contains__(self, mention: object) -> bool:
-        return isinstance(mention, str) and (normalize_mention(mention) or mention) in self._normal
+        return isinstance(mention, str) and _normal_key(mention) in self._normal
 
     def __len__(self) -> int:
         return len(self._exact)

@@ -77,3 +77,10 @@ def test_load_bad_rows(tmp_path, row: str, message: str) -> None:
 def test_normalisation_is_idempotent(text: str) -> None:
     once = normalize_mention(text)
     assert normalize_mention(once) == once
+
+
+def test_contains_agrees_with_lookup_for_punctuation_only_aliases() -> None:
+    index = AliasIndex()
+    index.add("++", 0)
+    assert index.lookup("  ++ ") and "  ++ " in index
+    assert not index.lookup("--") and "--" not in index
