@@ -97,12 +97,6 @@ def _resolve_cluster(cluster: list[Span], key: Any) -> list[Span]:
     return chosen
 
 
-def shift_spans(spans: Iterable[Span], offset: int) -> list[Span]:
-    """The same spans with ``offset`` added to start and end (for text split into chunks)."""
-    return [Span(start=s["start"] + offset, end=s["end"] + offset, kind=s["kind"], label=s["label"],
-                 entity_id=s["entity_id"], source=s["source"]) for s in spans]
-
-
 def coerce_span(raw: Mapping[str, Any], *, default_source: str = "gold") -> Span:
     """A span from loosely typed input (JSON): fills label/entity_id/source defaults, checks types.
 
