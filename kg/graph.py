@@ -276,13 +276,12 @@ class KnowledgeGraph:
             for edge_index, other, outgoing in adjacency.get(node, ()):
                 if (direction == "out" and not outgoing) or (direction == "in" and outgoing):
                     continue
-                edges.append(edge_index)
-                if other not in distances:
-                    if max_entities is not None and len(distances) >= max_entities:
-                        continue
+                if other not in distances and (max_entities is None or len(distances) < max_entities):
                     distances[other] = distances[node] + 1
                     frontier.append(other)
-        unique_edges = sorted(set(e for e in edges if int(self.triples[e, 0]) in distances and int(self.triples[e, 2]) in distances))
+                if other in distances:  # final: an entity left out by max_entities never joins later
+                    edges.append(edge_index)
+        unique_edges = sorted(set(edges))
         triples = self.triples[unique_edges] if unique_edges else torch.empty((0, 3), dtype=torch.long)
         entities = sorted(distances, key=lambda i: (distances[i], i))
         return Neighbourhood(center=center, hops=hops, entities=entities, distances=distances, triples=triples)
