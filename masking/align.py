@@ -160,8 +160,9 @@ def _anchor(tok_start: np.ndarray, tok_end: np.ndarray, nonspace: np.ndarray,
 
 # ----------------------------------------------------------------------------- spans
 
-def _check_spans(spans: Sequence[Mapping[str, Any]] | None, text_len: int, index: int,
+def _check_spans(spans: Sequence[Mapping[str, Any]] | None, text_len: int | None, index: int,
                  overlaps: str) -> list[Mapping[str, Any]]:
+    """Validated spans in text order (``text_len`` None: no text to bound them)."""
     if not spans:
         return []
     prev_end = -1
@@ -178,8 +179,10 @@ def _check_spans(spans: Sequence[Mapping[str, Any]] | None, text_len: int, index
         if kind not in _KIND_CODE:
             raise MaskingError(f"span kind {kind!r} is not 'entity' or 'phrase'", where=where,
                                fix="set kind to 'entity' or 'phrase'")
-        if start < 0 or end > text_len or start > end:
-            raise MaskingError(f"span ({start}, {end}) lies outside the text of length {text_len}", where=where,
+        if start < 0 or (text_len is not None and end > text_len) or start > end:
+            bound = "" if text_len is None else f" of length {text_len}"
+            raise MaskingError(f"span ({start}, {end}) lies outside the text{bound} or ends before it starts",
+                               where=where,
                                fix="spans are character offsets into this text with 0 <= start <= end <= "
                                    "len(text); re-run annotation on the same text")
         if start == end:
@@ -264,7 +267,8 @@ def _span_arrays(spans_per_text: Sequence[Sequence[Mapping[str, Any]]], bases: n
             ends.append(base + int(span["end"]))
             kind = _KIND_CODE[span["kind"]]
             kinds.append(kind)
-            eid = int(span.get("entity_id", -1) if span.get("entity_id", -1) is not None else -1)
+            eid = span.get("entity_id")
+            eid = -1 if eid is None else int(eid)
             eids.append(eid if kind == KIND_ENTITY and eid >= 0 else -1)
     as_arr = lambda xs: np.asarray(xs, dtype=np.int64)  # noqa: E731
     return as_arr(starts), as_arr(ends), as_arr(kinds), as_arr(eids)
@@ -308,8 +312,8 @@ def align_spans(offsets: Sequence[Sequence[int]], spans: Sequence[Span], special
         ends = np.where(special, off[:, 1], ends)
         word = char_word[np.clip(starts, 0, char_word.shape[0] - 1)]
     else:
-        text_len = int(off[:, 1].max()) if off.size else 0
-        checked = _check_spans(spans, max(text_len, max((int(s["end"]) for s in spans), default=0)), 0, overlaps)
+        # no text to bound the spans: only their own consistency is checked (start <= end, kind, types)
+        checked = _check_spans(spans, None, 0, overlaps)
         bases = np.zeros(1, dtype=np.int64)
         # words from touching offsets: a token starts a new word when a gap precedes it
         gap = np.ones(off.shape[0], dtype=bool)

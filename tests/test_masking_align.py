@@ -316,3 +316,10 @@ def test_property_arbitrary_text_and_spans(name, request, data):
             assert (ents[members[1:]] == -1).all()  # the id sits on the first token only
             if ents[members[0]] >= 0:
                 assert kinds[members[0]] == 2
+
+
+@pytest.mark.parametrize("span", [{"start": 0, "kind": "entity"}, {"start": 0, "end": "x", "kind": "entity"},
+                                  {"start": 5, "end": 3, "kind": "entity"}])
+def test_align_without_text_rejects_malformed_spans_with_masking_error(span) -> None:
+    with pytest.raises(MaskingError, match=r"spans_per_text\[0\]\[0\]"):
+        align_spans([(0, 0), (0, 3), (4, 7), (0, 0)], [span], [1, 0, 0, 1])
