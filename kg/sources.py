@@ -11,7 +11,7 @@ import torch
 
 from kg._io import read_text
 from kg.errors import KGError
-from kg.graph import KnowledgeGraph
+from kg.graph import ALIAS_SEPARATOR, KnowledgeGraph
 from kg.report import LoadReport
 
 HEADER_WORDS = {"head", "relation", "tail", "h", "r", "t", "subject", "predicate", "object", "s", "p", "o",
@@ -151,7 +151,7 @@ def apply_aliases(graph: KnowledgeGraph, path: str | Path, *, strict: bool = Fal
             continue
         existing = graph.entity_aliases[graph.entity_id(name)]
         added = False
-        for alias in (a.strip() for a in cell.split("|")):
+        for alias in (a.strip() for a in cell.split(ALIAS_SEPARATOR)):
             if alias and alias not in existing:
                 existing.append(alias)
                 added = True
