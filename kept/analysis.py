@@ -55,6 +55,14 @@ def _read_json(path: Path, what: str, fix: str) -> Any:
                         fix="delete it and re-run the step that writes it") from error
 
 
+def _read_json_object(path: Path, what: str, fix: str, rerun: str) -> dict[str, Any]:
+    """``_read_json`` for files that must hold one JSON object; ``rerun`` says which step rewrites it."""
+    data = _read_json(path, what, fix)
+    if not isinstance(data, dict):
+        raise KeptError(f"{what} must be a JSON object", where=path, fix=rerun)
+    return data
+
+
 def is_run_dir(path: str | Path) -> bool:
     """A run directory has a config.yaml or at least one of the stage folders."""
     path = Path(path)
@@ -184,10 +192,8 @@ def examples_frame(run_dirs: Iterable[str | Path] | Mapping[str, str | Path], ki
 def load_kg_metrics(run_dir: str | Path) -> dict[str, Any]:
     """``kg/kg_metrics.json`` (link prediction of the KG embedding, written by the kg embed step)."""
     path = _dir(run_dir) / "kg" / "kg_metrics.json"
-    data = _read_json(path, "KG metrics", "run the kg embed step (`kept run` or `kept kg embed`)")
-    if not isinstance(data, dict):
-        raise KeptError("KG metrics must be a JSON object", where=path, fix="re-run the kg embed step")
-    return data
+    return _read_json_object(path, "KG metrics", "run the kg embed step (`kept run` or `kept kg embed`)",
+                             "re-run the kg embed step")
 
 
 # --------------------------------------------------------------------------- training history
@@ -232,10 +238,8 @@ def load_log_history(run_dir: str | Path) -> list[dict[str, Any]]:
 def load_annotation_stats(run_dir: str | Path) -> dict[str, Any]:
     """``corpus/annotation_stats.json`` (spans by source and kind, linked fraction, ...)."""
     path = _dir(run_dir) / "corpus" / "annotation_stats.json"
-    data = _read_json(path, "annotation statistics", "run the annotation step (`kept run CONFIG`)")
-    if not isinstance(data, dict):
-        raise KeptError("annotation statistics must be a JSON object", where=path, fix="re-run annotation")
-    return data
+    return _read_json_object(path, "annotation statistics", "run the annotation step (`kept run CONFIG`)",
+                             "re-run annotation")
 
 
 def load_annotations(run_dir: str | Path) -> "Any":
