@@ -20,6 +20,7 @@ import torch
 from kg._io import atomic_write_with
 from kg.errors import KGError
 from kg.graph import KnowledgeGraph
+from kg.split import TripleSplit, predefined_split, split_triples
 
 if TYPE_CHECKING:  # pragma: no cover
     from pykeen.triples import TriplesFactory
@@ -50,6 +51,7 @@ class EmbeddingConfig:
     split: Literal["auto", "random", "predefined", "none"] = "auto"
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # training, testing, validation
     min_triples_to_split: int = 50
+    min_test_triples: int = 200  # a random split holds out at least min(this, triples // 10) when coverage allows
     device: str | None = None  # None: cuda when available, else cpu
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     evaluation_batch_size: int | None = None  # None: min(256, what keeps a [batch, entities, dim] score tensor <= 512 MB)
@@ -88,6 +90,7 @@ class EmbeddingResult:
     config: EmbeddingConfig | None = None
     model: Any = None  # the trained PyKEEN model (not saved)
     pipeline_result: Any = None
+    split: TripleSplit | None = None  # the triples it was trained and tested on (None: all, no held-out set)
 
 
 def resolve_model_name(name: str) -> str:
@@ -112,52 +115,39 @@ def triples_factory(graph: KnowledgeGraph, triples: torch.Tensor | None = None) 
                           entity_to_id=graph.entity_to_id, relation_to_id=graph.relation_to_id)
 
 
-def split_graph(graph: KnowledgeGraph, config: EmbeddingConfig) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(training, testing, validation or None, description) following ``config.split``."""
+def make_split(graph: KnowledgeGraph, config: EmbeddingConfig) -> TripleSplit | None:
+    """The split ``config.split`` asks for, or None (train and evaluate on all triples)."""
     if graph.num_triples == 0:
         raise KGError("the graph has no triples", where="graph", fix="load a graph with at least one triple")
-    sizes = graph.metadata.get("split_sizes")
     mode = config.split
     if mode == "auto":
-        mode = "predefined" if sizes else "random"
+        mode = "predefined" if graph.metadata.get("split_sizes") else "random"
     if mode == "predefined":
-        if not sizes or sum(sizes) != graph.num_triples:
-            raise KGError("the graph has no predefined split (metadata['split_sizes'])", where="split",
-                          fix="use split='random' (or 'auto')")
-        n_train, n_valid, _ = sizes
-        training = triples_factory(graph, graph.triples[:n_train])
-        validation = triples_factory(graph, graph.triples[n_train:n_train + n_valid]) if n_valid else None
-        testing = triples_factory(graph, graph.triples[n_train + n_valid:])
-        return training, testing, validation, {"split": "predefined", "split_sizes": list(sizes)}
-    full = triples_factory(graph)
-    too_small = graph.num_triples < config.min_triples_to_split
-    if mode == "none" or too_small:
-        reason = ("split='none'" if mode == "none" else
+        return predefined_split(graph)
+    if mode == "none" or graph.num_triples < config.min_triples_to_split:
+        return None
+    _, test_fraction, validation_fraction = config.ratios
+    return split_triples(graph, test_fraction=test_fraction, validation_fraction=validation_fraction,
+                         seed=config.seed, min_test_triples=config.min_test_triples)
+
+
+def split_graph(graph: KnowledgeGraph, config: EmbeddingConfig, split: TripleSplit | None = None,
+                ) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(training, testing, validation or None, description) PyKEEN factories of ``split`` (made from
+    ``config`` when not given; see :mod:`kg.split`)."""
+    if split is None:
+        split = make_split(graph, config)
+    if split is None:
+        reason = ("split='none'" if config.split == "none" else
                   f"graph too small to split ({graph.num_triples} < min_triples_to_split={config.min_triples_to_split})")
-        return _no_split(graph, config, full, reason)
-    ratios = [r for r in config.ratios if r > 0]
-    parts, method, errors = None, "coverage", []
-    for method in ("coverage", "cleanup"):
-        # coverage: PyKEEN picks a spanning set of triples for training first (fails when the graph has
-        # many degree-1 entities); cleanup: random split, then triples whose entities are missing from
-        # training move to training (the test set shrinks). Either way no entity is only in test.
-        try:
-            parts = full.split(ratios, random_state=config.seed, method=method)
-            break
-        except (ValueError, RuntimeError) as error:
-            errors.append(f"{method}: {error}")
-    if parts is None or parts[1].num_triples == 0:
-        reason = f"PyKEEN could not split the graph ({'; '.join(errors) or 'empty test set'})"
-        return _no_split(graph, config, full, reason)
-    training, testing = parts[0], parts[1]
-    validation = parts[2] if len(parts) > 2 else None
-    info: dict[str, Any] = {"split": "random", "split_method": method, "ratios": list(config.ratios),
-                            "split_seed": config.seed}
-    actual = [round(p.num_triples / graph.num_triples, 4) for p in parts]
-    if method == "cleanup":
-        info["split_note"] = (f"coverage split impossible ({errors[0]}); random split with cleanup gave "
-                              f"ratios {actual} so that every test entity occurs in training")
-    return training, testing, validation, info
+        return _no_split(graph, config, triples_factory(graph), reason)
+    if split.test.numel() == 0:
+        raise KGError("the split holds out no test triple", where="split",
+                      fix="lower min_triples_to_split's graph size or use split='none'")
+    training = triples_factory(graph, split.triples(graph, "train"))
+    testing = triples_factory(graph, split.triples(graph, "test"))
+    validation = triples_factory(graph, split.triples(graph, "validation")) if split.validation.numel() else None
+    return training, testing, validation, dict(split.info)
 
 
 def _no_split(graph: KnowledgeGraph, config: EmbeddingConfig, full: Any, reason: str) -> tuple[Any, Any, None, dict[str, Any]]:
@@ -220,11 +210,15 @@ def _matrix(representation: Any) -> torch.Tensor:
     return values.reshape(values.shape[0], -1).contiguous()
 
 
-def train_embeddings(graph: KnowledgeGraph, config: EmbeddingConfig | None = None) -> EmbeddingResult:
-    """Train ``config.model`` with ``pykeen.pipeline.pipeline`` and evaluate it (rank-based, filtered)."""
+def train_embeddings(graph: KnowledgeGraph, config: EmbeddingConfig | None = None,
+                     split: TripleSplit | None = None) -> EmbeddingResult:
+    """Train ``config.model`` with ``pykeen.pipeline.pipeline`` on the training triples of ``split`` (made
+    from ``config`` when not given) and evaluate it on the test triples (rank-based, filtered)."""
     config = config or EmbeddingConfig()
     kwargs = pipeline_kwargs(config, graph.num_entities)  # validates the model name before any work
-    training, testing, validation, split_info = split_graph(graph, config)
+    if split is None:
+        split = make_split(graph, config)
+    training, testing, validation, split_info = split_graph(graph, config, split)
     from pykeen import get_version
     from pykeen.pipeline import pipeline
 
@@ -242,7 +236,7 @@ def train_embeddings(graph: KnowledgeGraph, config: EmbeddingConfig | None = Non
     extra.update({f"relation_embeddings_{i}": _matrix(r)
                   for i, r in enumerate(model.relation_representations[1:], start=1)})
     used = torch.zeros(graph.num_entities, dtype=torch.bool)
-    used[graph.triples[:, [0, 2]].reshape(-1)] = True
+    used[training.mapped_triples[:, [0, 2]].reshape(-1)] = True
     losses = [float(x) for x in result.losses]
     metrics: dict[str, Any] = {
         "model": kwargs["model"], "dim": config.dim, "entity_dim": int(entity.shape[1]),
@@ -260,7 +254,7 @@ def train_embeddings(graph: KnowledgeGraph, config: EmbeddingConfig | None = Non
     }
     return EmbeddingResult(entity_embeddings=entity, relation_embeddings=relation, metrics=metrics,
                            entity_names=list(graph.entities), relation_names=list(graph.relations), extra=extra,
-                           config=config, model=model, pipeline_result=result)
+                           config=config, model=model, pipeline_result=result, split=split)
 
 
 # export / import ------------------------------------------------------------------------------

@@ -346,7 +346,7 @@ class KnowledgeGraph:
         relation_index = {name: i for i, name in enumerate(relations)}
         rows = []
         path = directory / TRIPLES_FILE
-        for line_no, cells in _rows(path, min_cols=3, max_cols=3, header="head"):
+        for line_no, cells in read_triple_rows(path):
             try:
                 rows.append((entity_index[cells[0]], relation_index[cells[1]], entity_index[cells[2]]))
             except KeyError as error:
@@ -377,6 +377,12 @@ def _check_id(cell: str, expected: int, path: Path, line: int) -> None:
     if cell != str(expected):
         raise KGError(f"id {cell!r} where {expected} was expected (ids are 0..n-1 in file order)", where=path, line=line,
                       fix="do not reorder or edit the id column; re-create the file with KnowledgeGraph.save")
+
+
+def read_triple_rows(path: Path) -> Iterable[tuple[int, tuple[str, str, str]]]:
+    """``(line_number, (head, relation, tail))`` names of a triples file written by :meth:`KnowledgeGraph.save`."""
+    for line_no, cells in _rows(path, min_cols=3, max_cols=3, header="head"):
+        yield line_no, (cells[0], cells[1], cells[2])
 
 
 def _rows(path: Path, *, min_cols: int, max_cols: int, header: str) -> Iterable[tuple[int, list[str]]]:

@@ -132,5 +132,6 @@ def test_build_wikipedia_sample_then_embed(tmp_path: Path) -> None:
     assert numbers["documents"] == 106 and numbers["entities"] > 15_000
     metrics = embed_run_dir(tmp_path, {"dim": 8, "epochs": 1})
     assert metrics["num_entities"] == numbers["entities"] and metrics["split"] == "random"
-    assert metrics["split_method"] == "cleanup" and metrics["num_testing"] > 100
+    assert metrics["split_method"] == "coverage-greedy" and metrics["num_testing"] >= 0.09 * metrics["num_training"]
+    assert (tmp_path / "kg" / "test_triples.tsv").is_file()
     assert load_embeddings(tmp_path / "kg" / "embeddings.safetensors").num_entities == numbers["entities"]

@@ -68,11 +68,28 @@ def embed_run_dir(run_dir: str | Path, config: Any = None, *, dtype: str | None 
                           fix=f"use {', '.join(sorted(known))}")
         config = EmbeddingConfig(**config)
     graph = KnowledgeGraph.load(directory)
-    result = train_embeddings(graph, config)
+    split = current_split(graph, directory, config)
+    result = train_embeddings(graph, config, split=split)
     path = save_embeddings(result, directory / "embeddings.safetensors", dtype=dtype)
     metrics = {**result.metrics, "dtype": dtype or "float32", "embeddings": str(path)}
     atomic_write_json(directory / "kg_metrics.json", metrics)
     return metrics
+
+
+def current_split(graph: Any, directory: Path, config: Any) -> Any:
+    """The KG's train/test split (seeded, so re-running gives the same one), saved before anything is
+    embedded: the probe and link prediction read its test triples. With no split the old split files are
+    removed so that nothing reads a stale held-out set."""
+    from kg.embeddings import make_split
+    from kg.split import SPLIT_FILES, SPLIT_INFO_FILE, save_split
+
+    split = make_split(graph, config)
+    if split is None:
+        for name in (*SPLIT_FILES.values(), SPLIT_INFO_FILE):
+            (directory / name).unlink(missing_ok=True)
+        return None
+    save_split(split, graph, directory)
+    return split
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> Any:

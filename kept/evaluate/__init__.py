@@ -242,16 +242,11 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
 
 
 def _kg_test_split(run_dir: Path) -> list[tuple[str, str, str]] | None:
-    """Test triples of the KG when the kg step saved a split (kg/test_triples.tsv), else None."""
-    import csv
+    """Test triples of the KG split that the kg step saved before embedding (kg/test_triples.tsv), else None."""
+    from kg.graph import read_triple_rows
+    from kg.split import SPLIT_FILES
 
-    for name in ("test_triples.tsv", "triples_test.tsv"):
-        path = run_dir / "kg" / name
-        if path.is_file():
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows = [tuple(row[:3]) for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-                        if len(row) >= 3]
-            if rows and rows[0] == ("head_name", "relation_name", "tail_name"):
-                rows = rows[1:]
-            return rows  # type: ignore[return-value]
-    return None
+    path = run_dir / "kg" / SPLIT_FILES["test"]
+    if not path.is_file():
+        return None
+    return [triple for _, triple in read_triple_rows(path)]

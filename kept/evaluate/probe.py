@@ -246,9 +246,10 @@ def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[di
     all_triples = to_ids(triples)
     if held_out is not None:
         test = to_ids(held_out)
-        note = "held-out facts: the KG's test split"
+        note = f"held-out facts: the KG's test split ({len(test)} triples, not seen by the KG embedding)"
         all_triples = list(dict.fromkeys(all_triples + test))
     else:
         test = [all_triples[i] for i in held_out_triples(len(all_triples), fraction, seed)]
-        note = f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples"
+        note = (f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples (the KG has no saved split, "
+                "so the KG embedding may have been trained on them)")
     return ProbeFacts(labels, words, names, all_triples, test, note=note)
