@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from transformers.trainer_callback import TrainerCallback
 
-from masking.dea import corrupt_alignments
+from masking.dea import corrupt_alignments, hide_masked_alignments
 from masking.errors import MaskingError
 from masking.masking_config import MaskingConfig
 from masking.strategies import choose_units, selection_units, unit_actions
@@ -150,6 +150,8 @@ class KnowledgeMaskingCollator:
         if cfg.dea:
             out["entity_ids"], out["entity_labels"] = corrupt_alignments(
                 batch["entity_ids"], cfg.dea_replace_prob, cfg.dea_remove_prob, self.generator)
+            if cfg.dea_hide_masked:  # the masked mentions' own entities are not an input
+                out["entity_ids"] = hide_masked_alignments(out["entity_ids"], batch.get("unit_ids"), labels)
         if "sentence_order_label" in features[0]:
             try:
                 out["sentence_order_label"] = torch.tensor([int(f["sentence_order_label"]) for f in features])

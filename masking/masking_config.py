@@ -30,6 +30,12 @@ class MaskingConfig:
       ``ernie_mixture`` (strategy -> weight; each sequence draws its strategy) is given.
     - ``dea``: build ``entity_ids``/``entity_labels``; of the aligned positions ``dea_replace_prob`` get
       a random entity of the batch, ``dea_remove_prob`` lose their alignment (-1), the rest keep it.
+    - ``dea_hide_masked``: also remove the alignment of every masked mention (any of its tokens
+      predicted) from the model input, so that a fusion model cannot read a masked entity from its own
+      embedding (the held-out MLM evaluation and the entity cloze always do this). Off by default, as in
+      ERNIE-THU, where masked mentions keep their alignment (subject to the dEA corruption) and the
+      model learns to use the entity embedding for the masked tokens; on, training matches the
+      evaluation, where a masked mention is predicted from its context only.
     - ``seed``: the collator's own torch.Generator seed.
     - ``pad_to_multiple_of``: pad the sequence length to a multiple of this.
     """
@@ -45,6 +51,7 @@ class MaskingConfig:
     dea: bool = True
     dea_replace_prob: float = 0.05
     dea_remove_prob: float = 0.15
+    dea_hide_masked: bool = False
     seed: int = 0
     pad_to_multiple_of: int | None = None
 

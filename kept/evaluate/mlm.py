@@ -3,7 +3,9 @@
 The encoded validation split is masked by the ``KnowledgeMaskingCollator`` with a fixed seed,
 once with the run's own strategy and once with plain token masking, so that runs trained with
 different strategies can be compared on the same (token) task. dEA corruption is off: a fusion
-model sees the true entity alignments of the text.
+model sees the true entity alignments of the context, but not those of the masked mentions (any
+mention with a predicted token loses its alignment, as in the entity cloze), since the embedding of
+a masked entity would give its tokens away.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from kept.evaluate.common import masked_logits, uses_fusion
+from masking.dea import hide_masked_alignments
 
 #: Encoded columns the collator may use (doc_id and other non-tensor columns are left out).
 FEATURE_KEYS = ("input_ids", "attention_mask", "token_type_ids", "unit_ids", "unit_kind", "entity_ids", "word_ids")
@@ -63,7 +66,8 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
     ``collator``: any callable that turns a list of features into ``input_ids``/``attention_mask``/``labels``
     (and ``entity_ids`` for a fusion model); default: the KnowledgeMaskingCollator with ``strategy`` and
     the run's other ``masking`` settings. ``use_entities``: feed entity alignments (default: when the
-    model takes them and has knowledge layers).
+    model takes them and has knowledge layers); the alignments of the masked mentions are removed
+    (found through the rows' ``unit_ids``), whichever collator built the batch.
     """
     fusion = uses_fusion(model) if use_entities is None else use_entities
     if collator is None:
@@ -80,10 +84,15 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        entity_ids = batch.get("entity_ids") if fusion else None
         where = labels != -100
         if not bool(where.any()):
             continue
+        length = input_ids.shape[1]
+        entity_ids = batch.get("entity_ids") if fusion else None
+        if entity_ids is not None:  # a masked mention's own entity would give it away
+            units = (torch.stack([_padded(f["unit_ids"], length, left) for f in chunk])
+                     if all("unit_ids" in f for f in chunk) else None)  # [B, L]
+            entity_ids = hide_masked_alignments(entity_ids, units, labels)
         chosen = masked_logits(model, input_ids, attention_mask, where, entity_ids)  # [N, V]
         gold = labels[where].to(chosen.device)
         total_loss += float(torch.nn.functional.cross_entropy(chosen, gold, reduction="sum"))
@@ -91,7 +100,6 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         correct += int(right.sum())
         predicted += int(gold.numel())
         if all("unit_kind" in f for f in chunk):  # accuracy by the kind of unit the token belongs to
-            length = input_ids.shape[1]
             kinds = torch.stack([_padded(f["unit_kind"], length, left) for f in chunk])[where.cpu()]
             valid = (kinds >= 0) & (kinds <= 2)
             kind_total += torch.bincount(kinds[valid], minlength=3)[:3]
