@@ -3,7 +3,10 @@
 Two entry points:
 
 * :func:`compare_runs` — aggregate already evaluated runs: ``{variant: [run_dir, ...]}`` →
-  :class:`CompareResult` with mean ± std (sample std, ddof 1) of every figure per variant.
+  :class:`CompareResult` with mean ± std (sample std, ddof 1) of every figure per variant, and each
+  variant's difference to the baseline variant with a bootstrap 95% interval
+  (:mod:`kept.significance`): over test items and seeds for figures with per-item outcomes in
+  ``eval/metrics.json`` ``items`` (cloze, probe, relation), over seeds only for the others.
 * :func:`run_compare` — `kept compare CONFIG`: prepare the data once, train and evaluate every
   variant × seed as its own run directory under the compare directory (the prepared kg, corpus,
   tokenizer and encoded data are shared through symlinks), then aggregate.
@@ -20,6 +23,8 @@ The compare YAML is a run configuration plus a ``compare`` section::
       strategies: [token, entity]
       fusion: [false, true]
       seeds: [0, 1]
+      baseline: token                       # default: the first variant
+      bootstrap: {resamples: 1000, seed: 0}
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kept.analysis import COMPARE_FORMAT, COMPARE_FORMAT_VERSION, flatten_metrics, json_safe, load_metrics
 from kept.errors import KeptError
+from kept.significance import ITEM_METRICS, Difference, paired_bootstrap, seed_bootstrap
 
 #: Figures shown in the printed table, the markdown summary and the figures (when present).
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -49,6 +55,15 @@ LOWER_IS_BETTER: frozenset[str] = frozenset({"mlm.token.loss", "mlm.strategy.los
 _COUNTS = ("num_", "count", "seed", "epochs", "mlm_probability", "chance", "dim", "mean_candidates")
 
 
+class BootstrapSection(BaseModel):
+    """``compare.bootstrap``: the resampling behind the intervals of the differences to the baseline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resamples: int = Field(1000, ge=10, description="bootstrap resamples per metric and variant")
+    seed: int = Field(0, description="seed of the resampling (the same intervals on every call)")
+
+
 class CompareSection(BaseModel):
     """The ``compare`` section of a compare YAML."""
 
@@ -60,6 +75,10 @@ class CompareSection(BaseModel):
     out: Path | None = Field(None, description="compare directory; default runs_dir/name")
     metrics: list[str] = Field(default_factory=lambda: list(HEADLINE_METRICS),
                                description="figures shown in the table and figures")
+    baseline: str | None = Field(None, description="variant the others are compared to (default: the first), "
+                                                   "e.g. `token` or `entity+fusion`")
+    bootstrap: BootstrapSection = Field(default_factory=BootstrapSection,
+                                        description="resamples and seed of the paired bootstrap intervals")
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,8 @@ def variant_name(strategy: str, fusion: bool) -> str:
 
 @dataclass
 class CompareResult:
-    """Per-variant statistics of every flat metric (``table[variant][metric] -> Stat``)."""
+    """Per-variant statistics of every flat metric (``table[variant][metric] -> Stat``) and each
+    variant's difference to the baseline (``differences[variant][metric] -> Difference``)."""
 
     variants: list[str]
     metrics: list[str]
@@ -99,6 +119,9 @@ class CompareResult:
     runs: dict[str, list[str]]
     per_run: dict[str, dict[str, float]] = field(default_factory=dict)
     headline: list[str] = field(default_factory=lambda: list(HEADLINE_METRICS))
+    baseline: str | None = None
+    bootstrap: dict[str, int] = field(default_factory=lambda: BootstrapSection().model_dump())
+    differences: dict[str, dict[str, Difference]] = field(default_factory=dict)
 
     def shown_metrics(self) -> list[str]:
         """Headline metrics that some variant has, in headline order (all metrics if none)."""
@@ -117,7 +140,35 @@ class CompareResult:
             return None  # a tie: nobody is best
         return name
 
+    def cell(self, variant: str, metric: str) -> tuple[str, str]:
+        """``("0.400 ± 0.100", "+0.250 [0.100, 0.400]*")``: the statistic and the difference to the
+        baseline ("" for the baseline itself and where no difference was computed)."""
+        text = self.table[variant].get(metric, Stat(math.nan, math.nan, 0)).format()
+        difference = self.differences.get(variant, {}).get(metric)
+        return text, difference.format() if difference is not None else ""
+
+    def legend(self) -> str:
+        """One line on how the differences were computed (empty without a baseline)."""
+        if self.baseline is None or not self.differences:
+            return ""
+        paired: dict[str, int] = {}
+        for rows in self.differences.values():
+            for metric, difference in rows.items():
+                if difference.method == "items+seeds":
+                    section = metric.split(".")[0]
+                    paired[section] = min(paired.get(section, difference.n_items), difference.n_items)
+        over = (f"over paired test items and seeds where the runs store per-item outcomes (paired items: "
+                + ", ".join(f"{section} {count}" for section, count in paired.items()) + "), else over seeds"
+                if paired else "over seeds (no run stores per-item outcomes)")
+        return (f"Difference to `{self.baseline}` (variant − baseline) with a bootstrap 95% interval "
+                f"({self.bootstrap.get('resamples')} resamples, seed {self.bootstrap.get('seed')}) {over}; "
+                "* the interval excludes 0; n/a: fewer than 2 seeds.")
+
     def to_dict(self) -> dict[str, Any]:
+        def row(variant: str, metric: str, stat: Stat) -> dict[str, Any]:
+            difference = self.differences.get(variant, {}).get(metric)
+            return {**stat.to_dict(), **(difference.to_dict() if difference is not None else {})}
+
         return {
             "format": COMPARE_FORMAT,
             "format_version": COMPARE_FORMAT_VERSION,
@@ -126,20 +177,27 @@ class CompareResult:
             "metrics": self.metrics,
             "headline": self.shown_metrics(),
             "runs": self.runs,
-            "table": {v: {m: s.to_dict() for m, s in self.table[v].items()} for v in self.variants},
+            "baseline": self.baseline,
+            "bootstrap": dict(self.bootstrap),
+            "table": {v: {m: row(v, m, s) for m, s in self.table[v].items()} for v in self.variants},
             "per_run": self.per_run,
             "lower_is_better": sorted(m for m in self.metrics if m in LOWER_IS_BETTER),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CompareResult":
+        """Read a summary.json (also one written before differences to a baseline existed)."""
         def number(value: Any) -> float:
             return math.nan if value is None else float(value)
 
         table = {v: {m: Stat(number(s["mean"]), number(s["std"]), int(s["n"])) for m, s in rows.items()}
                  for v, rows in data["table"].items()}
+        differences = {v: {m: Difference.from_dict(s) for m, s in rows.items() if "delta" in s}
+                       for v, rows in data["table"].items()}
         return cls(list(data["variants"]), list(data["metrics"]), table, dict(data["runs"]),
-                   dict(data.get("per_run", {})), list(data.get("headline", HEADLINE_METRICS)))
+                   dict(data.get("per_run", {})), list(data.get("headline", HEADLINE_METRICS)),
+                   data.get("baseline"), dict(data.get("bootstrap") or BootstrapSection().model_dump()),
+                   {v: rows for v, rows in differences.items() if rows})
 
     def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
         """Metrics as rows, variants as columns (runs per variant in the header), best in bold."""
@@ -150,20 +208,27 @@ class CompareResult:
             cells = []
             best = self.best(metric) if len(self.variants) > 1 else None
             for variant in self.variants:
-                text = self.table[variant].get(metric, Stat(math.nan, math.nan, 0)).format()
-                cells.append(f"**{text}**" if variant == best else text)
+                text, difference = self.cell(variant, metric)
+                text = f"**{text}**" if variant == best else text
+                cells.append(f"{text} {difference}" if difference else text)
             arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
             lines.append(f"| {metric} {arrow} | " + " | ".join(cells) + " |")
         lines.append("")
         lines.append("mean ± sample std over seeds (n runs per variant); best in bold; ↑ higher is better, ↓ lower.")
+        if self.legend():
+            lines.extend(["", self.legend()])
         return "\n".join(lines) + "\n"
 
     def rich_table(self, metrics: Sequence[str] | None = None) -> Any:
         """The same table for the terminal: one row per metric, one column per variant."""
+        from rich.markup import escape
         from rich.table import Table
 
         metrics = list(metrics) if metrics is not None else self.shown_metrics()
-        table = Table(title="kept compare: mean ± std over seeds")
+        title = "kept compare: mean ± std over seeds"
+        if self.baseline is not None and self.differences:
+            title += f"; Δ to {self.baseline} [95% bootstrap interval], * excludes 0"
+        table = Table(title=title)
         table.add_column("metric", style="bold")
         for variant in self.variants:
             table.add_column(f"{variant}\n(n={len(self.runs.get(variant, []))})", justify="right")
@@ -171,8 +236,9 @@ class CompareResult:
             best = self.best(metric) if len(self.variants) > 1 else None
             row = [metric + (" ↓" if metric in LOWER_IS_BETTER else " ↑")]
             for variant in self.variants:
-                text = self.table[variant].get(metric, Stat(math.nan, math.nan, 0)).format()
-                row.append(f"[green]{text}[/]" if variant == best else text)
+                text, difference = self.cell(variant, metric)
+                text = f"[green]{text}[/]" if variant == best else text
+                row.append(f"{text}\n{escape(difference)}" if difference else text)
             table.add_row(*row)
         return table
 
@@ -213,32 +279,84 @@ def _is_compared(metric: str) -> bool:
     return not any(leaf.startswith(prefix) for prefix in _COUNTS)
 
 
+def check_baseline(baseline: str | None, variants: Sequence[str]) -> str:
+    """The baseline variant: ``baseline`` when it is one of ``variants``, the first variant when None."""
+    if baseline is None:
+        return str(variants[0])
+    if baseline not in variants:
+        raise KeptError(f"baseline '{baseline}' is not one of the compared variants", where="compare.baseline",
+                        fix=f"use one of: {', '.join(variants)}")
+    return baseline
+
+
+def difference_to_baseline(metric: str, flats: Sequence[Mapping[str, float]], base_flats: Sequence[Mapping[str, float]],
+                           items: Sequence[Mapping[str, Any]], base_items: Sequence[Mapping[str, Any]],
+                           bootstrap: BootstrapSection, where: str = "items") -> Difference:
+    """A variant's difference to the baseline on one metric: the paired bootstrap over test items and
+    seeds when every run of both stores the metric's per-item outcomes (and they share items), else the
+    bootstrap over seeds of the runs' figures (runs pair by position: the seed order)."""
+    spec = ITEM_METRICS.get(metric)
+    if spec is not None:
+        section, fields, metric_fn = spec
+        runs_a = [run.get(section) for run in items]
+        runs_b = [run.get(section) for run in base_items]
+        if all(isinstance(run, Mapping) and "ids" in run for run in [*runs_a, *runs_b]):
+            difference = paired_bootstrap(metric_fn, runs_a, runs_b, bootstrap.resamples, bootstrap.seed,
+                                          fields=fields, where=f"{where}.{section}")
+            if difference.method != "n/a":
+                return difference
+    return seed_bootstrap([f.get(metric, math.nan) for f in flats], [f.get(metric, math.nan) for f in base_flats],
+                          bootstrap.resamples, bootstrap.seed)
+
+
 def compare_runs(run_dirs_by_variant: Mapping[str, Sequence[str | Path]],
-                 headline: Sequence[str] = HEADLINE_METRICS) -> CompareResult:
-    """Aggregate evaluated runs: every run needs ``eval/metrics.json`` (KeptError naming it if not)."""
+                 headline: Sequence[str] = HEADLINE_METRICS, *, baseline: str | None = None,
+                 bootstrap: BootstrapSection | None = None) -> CompareResult:
+    """Aggregate evaluated runs: every run needs ``eval/metrics.json`` (KeptError naming it if not).
+
+    ``baseline``: the variant the others are compared to (default: the first). Each other variant
+    gets, per metric, its difference to the baseline with a bootstrap interval (see
+    :func:`difference_to_baseline`); runs of two variants pair by their position in the lists.
+    """
     if not run_dirs_by_variant:
         raise KeptError("no runs to compare", where="compare", fix="give at least one variant with one run")
+    baseline = check_baseline(baseline, [str(v) for v in run_dirs_by_variant])
+    bootstrap = bootstrap or BootstrapSection()
     table: dict[str, dict[str, Stat]] = {}
     runs: dict[str, list[str]] = {}
     per_run: dict[str, dict[str, float]] = {}
+    flats_of: dict[str, list[dict[str, float]]] = {}
+    items_of: dict[str, list[dict[str, Any]]] = {}
     names: list[str] = []
     for variant, run_dirs in run_dirs_by_variant.items():
         if not run_dirs:
             raise KeptError(f"variant '{variant}' has no runs", where="compare", fix="give at least one run dir")
-        flats = []
+        flats, items = [], []
         for run_dir in run_dirs:
-            flat = {k: v for k, v in flatten_metrics(load_metrics(run_dir)).items() if _is_compared(k)}
+            record = load_metrics(run_dir)
+            flat = {k: v for k, v in flatten_metrics(record).items() if _is_compared(k)}
             flats.append(flat)
+            items.append(dict(record.get("items") or {}))
             per_run[str(run_dir)] = flat
             names.extend(k for k in flat if k not in names)
         runs[str(variant)] = [str(r) for r in run_dirs]
+        flats_of[str(variant)], items_of[str(variant)] = flats, items
         table[str(variant)] = {m: summarize([f.get(m, math.nan) for f in flats]) for m in names}
     for variant in table:  # metrics first seen in later variants
         for metric in names:
             if metric not in table[variant]:
                 table[variant][metric] = Stat(math.nan, math.nan, 0)
     ordered = [m for m in headline if m in names] + sorted(m for m in names if m not in headline)
-    return CompareResult(list(table), ordered, table, runs, per_run, list(headline))
+    differences: dict[str, dict[str, Difference]] = {}
+    for variant in table:
+        if variant == baseline:
+            continue
+        where = f"eval/metrics.json items of the runs of '{variant}' and '{baseline}'"
+        rows = {m: difference_to_baseline(m, flats_of[variant], flats_of[baseline], items_of[variant],
+                                          items_of[baseline], bootstrap, where) for m in ordered}
+        differences[variant] = {m: d for m, d in rows.items() if math.isfinite(d.delta)}
+    return CompareResult(list(table), ordered, table, runs, per_run, list(headline), baseline,
+                         bootstrap.model_dump(), differences)
 
 
 # ------------------------------------------------------------------ kept compare CONFIG
@@ -345,6 +463,7 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
     """Prepare the data once, train + evaluate every variant × seed, aggregate and save the summary."""
     from kept.runner import run_pipeline
 
+    check_baseline(plan.section.baseline, list(plan.runs))  # before hours of training, not after
     plan.out.mkdir(parents=True, exist_ok=True)
     log(f"compare: preparing shared data in {plan.prepared_dir}")
     prepare_config = plan.base.model_copy(update={"name": "prepared"})
@@ -362,7 +481,8 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
             run_pipeline(config, run_dir, stages=list(VARIANT_STAGES),
                          force=[s for s in force if s in VARIANT_STAGES], log=log, progress=progress)
             by_variant.setdefault(variant, []).append(run_dir)
-    result = compare_runs(by_variant, headline=plan.section.metrics)
+    result = compare_runs(by_variant, headline=plan.section.metrics, baseline=plan.section.baseline,
+                          bootstrap=plan.section.bootstrap)
     # paths relative to the compare directory, so it can be moved
     result.runs = {v: [str(Path(r).relative_to(plan.out)) if Path(r).is_relative_to(plan.out) else r
                        for r in runs] for v, runs in result.runs.items()}

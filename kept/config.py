@@ -172,6 +172,10 @@ class TrainConfig(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0
     eval_steps: int = Field(50, ge=1)
+    final_eval_max_examples: Optional[int] = Field(
+        256, ge=1, description="the validation loss after training (when the last step had no periodic "
+                               "evaluation) is measured on a seeded sample of at most this many sequences; "
+                               "null: the whole split")
     save_steps: int = Field(50, ge=1)
     logging_steps: int = Field(10, ge=1)
     save_total_limit: Optional[int] = Field(3, ge=1)
@@ -184,7 +188,7 @@ class TrainConfig(_Section):
 NON_TRAINING_KEYS: frozenset[str] = frozenset({
     "train.eval_steps", "train.save_steps", "train.logging_steps", "train.save_total_limit",
     "train.eval_batch_size", "train.dataloader_num_workers", "train.use_cpu", "train.bf16",
-    "encode.num_proc",
+    "train.final_eval_max_examples", "encode.num_proc",
 })
 #: Sections whose values shape training (compared when resuming from a checkpoint).
 TRAINING_SECTIONS: tuple[str, ...] = ("tokenizer", "encode", "masking", "model", "train")

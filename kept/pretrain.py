@@ -6,7 +6,8 @@ when fusion is on), trains ``KeptForPreTraining`` and writes:
 * ``checkpoints/checkpoint-N/`` (Trainer checkpoints; resumed automatically),
 * ``checkpoints/kept_training.json`` (the training-relevant configuration the checkpoints were made
   with: resuming with a different one is refused, naming the keys that changed),
-* ``logs/tensorboard/`` (TensorBoard), ``logs/train_history.json`` (the Trainer's log history),
+* ``logs/tensorboard/`` (TensorBoard), ``logs/train_history.json`` (the Trainer's log history, with
+  the loss components ``mlm_loss``/``dea_loss``/``sop_loss`` and ``eval_mlm_loss``/... beside ``loss``),
   ``logs/pretrain_metrics.json`` (final train/eval loss, steps, runtime),
 * ``model/`` (save_pretrained + tokenizer).
 
@@ -267,6 +268,77 @@ def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[
     return model
 
 
+# ------------------------------------------------------------------ trainer
+
+#: Loss components of a KeptForPreTraining output, logged beside the total loss.
+LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss")
+
+
+def component_loss_trainer() -> type:
+    """``transformers.Trainer`` that also logs the loss components of the model output.
+
+    Training logs get ``mlm_loss``/``dea_loss``/``sop_loss``: means over the batches since the previous
+    log (weighted by batch size), next to the Trainer's total ``loss``; evaluations get
+    ``eval_mlm_loss``/... over the evaluated set. A component the model does not return (``dea_loss``
+    without fusion, ``sop_loss`` without SOP) is left out. Sums stay on the device until a log
+    (no per-step synchronisation) and are summed over processes in distributed runs.
+    """
+    import torch
+    from transformers import Trainer
+
+    class ComponentLossTrainer(Trainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._component_sums: dict[bool, torch.Tensor | None] = {True: None, False: None}  # by training mode
+
+        def compute_loss(self, model, inputs, return_outputs=False,  # type: ignore[no-untyped-def]
+                         num_items_in_batch=None):
+            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
+                                                 num_items_in_batch=num_items_in_batch)
+            self._accumulate(bool(model.training), outputs, int(inputs["input_ids"].shape[0]))
+            return (loss, outputs) if return_outputs else loss
+
+        def _accumulate(self, training: bool, outputs: Any, batch_size: int) -> None:
+            values = [outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
+                      for name in LOSS_COMPONENTS]
+            if all(v is None for v in values):
+                return
+            device = next(v for v in values if v is not None).device
+            row = torch.zeros(2, len(LOSS_COMPONENTS), device=device)  # [sum of loss * batch, batch] x component
+            for i, value in enumerate(values):
+                if value is not None:
+                    row[0, i] = value.detach().float().mean() * batch_size
+                    row[1, i] = batch_size
+            previous = self._component_sums[training]
+            self._component_sums[training] = row if previous is None else previous + row.to(previous.device)
+
+        def _component_means(self, training: bool, prefix: str) -> dict[str, float]:
+            sums, self._component_sums[training] = self._component_sums[training], None
+            if sums is None and self.args.world_size <= 1:
+                return {}
+            if sums is None:  # this rank saw no batch; still take part in the reduction
+                sums = torch.zeros(2, len(LOSS_COMPONENTS), device=self.args.device)
+            if self.args.world_size > 1:
+                sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
+            total, count = sums.cpu().tolist()
+            return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(LOSS_COMPONENTS) if count[i] > 0}
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "loss" in logs:  # a training log (evaluation keys carry a prefix)
+                logs = {**logs, **self._component_means(True, "")}
+            super().log(logs, *args, **kwargs)
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):  # type: ignore[no-untyped-def]
+            self._component_sums[False] = None
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
+                                             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+            output.metrics.update(self._component_means(False, f"{metric_key_prefix}_"))
+            return output
+
+    return ComponentLossTrainer
+
+
 # ------------------------------------------------------------------ callbacks
 
 def _history_callback(history_path: Path) -> Any:
@@ -281,6 +353,22 @@ def _history_callback(history_path: Path) -> Any:
                                                  "log_history": state.log_history})
 
     return HistoryCallback()
+
+
+def _skip_end_of_training_eval_callback() -> Any:
+    from transformers import TrainerCallback
+
+    class SkipEndOfTrainingEval(TrainerCallback):
+        """Cancels the Trainer's own evaluation of the whole validation split after the last step when that
+        step is not a periodic evaluation step: :func:`final_evaluation` measures it (capped) instead.
+        Runs after the Trainer's DefaultFlowCallback, which asks for that evaluation."""
+
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if state.global_step >= state.max_steps and state.global_step % max(int(state.eval_steps or 1), 1):
+                control.should_evaluate = False
+            return control
+
+    return SkipEndOfTrainingEval()
 
 
 def _rich_progress_callback() -> Any:
@@ -361,7 +449,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
                  log: Callable[[str], None] = lambda _: None, extra_callbacks: Sequence[Any] = ()) -> PretrainResult:
     """Train (or resume) the run's model; returns final losses and where the model is."""
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from kept.encode import load_encoded
     from kept.tokenizer import load_run_tokenizer
@@ -431,7 +519,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         save_only_model=False,
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    callbacks = [_history_callback(paths.train_history)]
+    callbacks = [_history_callback(paths.train_history), _skip_end_of_training_eval_callback()]
     if progress:
         callbacks.append(_rich_progress_callback())
     if by_batch:
@@ -446,20 +534,21 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.logs / "tensorboard")
     try:
-        trainer = Trainer(model=model, args=args, data_collator=train_collate,
-                          train_dataset=IndexedDataset(train_data, columns),
-                          eval_dataset=IndexedDataset(validation, columns) if validation is not None else None,
-                          callbacks=callbacks)
+        trainer_class = component_loss_trainer()
+        trainer = trainer_class(model=model, args=args, data_collator=train_collate,
+                                train_dataset=IndexedDataset(train_data, columns),
+                                eval_dataset=IndexedDataset(validation, columns) if validation is not None else None,
+                                callbacks=callbacks)
         trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
                                               if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")]
         _use_eval_collator(trainer, eval_collate)
         if resume:
             log(f"resuming from {resume}")
         train_output = trainer.train(resume_from_checkpoint=resume)
-        eval_loss = None
+        eval_loss, eval_examples = None, 0
         if validation is not None:
-            eval_metrics = trainer.evaluate()
-            eval_loss = float(eval_metrics["eval_loss"])
+            eval_loss, eval_examples = final_evaluation(trainer, validation, columns, tcfg.final_eval_max_examples,
+                                                        tcfg.seed)
     finally:
         if previous_tb is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
@@ -470,7 +559,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     stopped_early = trainer.state.global_step < tcfg.max_steps
     metrics = {"global_step": trainer.state.global_step, "max_steps": tcfg.max_steps,
                "train_loss": last_logged(history, "loss"), "train_loss_mean": float(train_output.training_loss),
-               "eval_loss": eval_loss, "fusion": config.model.fusion, "strategy": masking.strategy,
+               "eval_loss": eval_loss, "eval_examples": eval_examples, "fusion": config.model.fusion,
+               "strategy": masking.strategy,
                "bf16": bf16, "resumed_from": resume, "runtime_s": round(time.time() - started, 2),
                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "num_parameters": int(sum(p.numel() for p in model.parameters())),
@@ -498,6 +588,28 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     _barrier()
     return PretrainResult(paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume,
                           metrics["runtime_s"], metrics)
+
+
+def final_evaluation(trainer: Any, validation: Any, columns: Sequence[str], max_examples: int | None,
+                     seed: int) -> tuple[float, int]:
+    """The validation loss after training and the number of sequences it was measured on.
+
+    The periodic evaluation of the last step (every ``train.eval_steps``) is reused when there was one
+    (the whole split, no extra pass). Otherwise the whole split is evaluated when it has at most
+    ``max_examples`` sequences (logged as ``eval_loss``), else a seeded sample of ``max_examples`` of
+    them (logged as ``final_eval_loss``, so that the ``eval_loss`` curve stays on the whole split).
+    """
+    history = trainer.state.log_history
+    last = next((entry for entry in reversed(history) if "eval_loss" in entry), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return float(last["eval_loss"]), len(validation)
+    prefix = "eval"
+    if max_examples is not None and len(validation) > max_examples:
+        rng = np.random.default_rng(seed)
+        validation = validation.select(np.sort(rng.choice(len(validation), max_examples, replace=False)).tolist())
+        prefix = "final_eval"
+    metrics = trainer.evaluate(IndexedDataset(validation, columns), metric_key_prefix=prefix)
+    return float(metrics[f"{prefix}_loss"]), len(validation)
 
 
 def _use_eval_collator(trainer: Any, eval_collate: Callable) -> None:

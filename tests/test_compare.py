@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
 import pytest
 
+import numpy as np
+
 from eval_fixtures import fake_run
-from kept.analysis import load_compare
-from kept.compare import CompareResult, compare_runs, load_compare_config, summarize
+from kept.analysis import json_safe, load_compare
+from kept.compare import BootstrapSection, CompareResult, compare_runs, load_compare_config, summarize
 from kept.errors import KeptError
 
 
@@ -54,11 +57,20 @@ def test_compare_outputs(tmp_path, runs) -> None:
     result = compare_runs(runs)
     markdown = result.to_markdown()
     assert "| metric | token (n=2) | entity+fusion (n=3) |" in markdown
-    assert "| cloze.accuracy ↑ | 0.150 ± 0.071 | **0.400 ± 0.100** |" in markdown
-    assert "| relation.accuracy ↑ | – | **0.700 ± 0.100** |" in markdown
+    # no per-item outcomes in these runs: the difference to token is bootstrapped over seeds
+    assert re.search(r"\| cloze\.accuracy ↑ \| 0\.150 ± 0\.071 \| \*\*0\.400 ± 0\.100\*\* "
+                     r"\+0\.250 \[0\.\d{3}, 0\.\d{3}\]\* \|", markdown)
+    assert "| probe.mrr ↑ | 0.500 ± 0.000 | 0.500 ± 0.000 +0.000 [0.000, 0.000] |" in markdown  # equal: no *
+    assert "| relation.accuracy ↑ | – | **0.700 ± 0.100** |" in markdown  # the baseline has none: no difference
+    assert "Difference to `token`" in markdown and "over seeds (no run stores per-item outcomes)" in markdown
     written = result.save(tmp_path / "out" / "compare")
     summary = json.loads(written["summary.json"].read_text())
     assert summary["table"]["token"]["cloze.accuracy"]["n"] == 2
+    assert summary["baseline"] == "token" and summary["bootstrap"] == {"resamples": 1000, "seed": 0}
+    cloze = summary["table"]["entity+fusion"]["cloze.accuracy"]
+    assert cloze["delta"] == pytest.approx(0.25) and cloze["significant"] is True and cloze["method"] == "seeds"
+    assert 0 < cloze["ci_low"] < 0.25 < cloze["ci_high"]
+    assert "delta" not in summary["table"]["token"]["cloze.accuracy"]
     assert (tmp_path / "out" / "compare" / "summary.md").read_text().startswith("# KEPT comparison")
     pngs = sorted(p.name for p in (tmp_path / "out" / "compare" / "figures").glob("*.png"))
     assert "compare_cloze.png" in pngs and "compare_mlm.png" in pngs
@@ -66,11 +78,85 @@ def test_compare_outputs(tmp_path, runs) -> None:
     loaded = load_compare(tmp_path / "out")
     again = CompareResult.from_dict(loaded)
     assert again.table["entity+fusion"]["cloze.accuracy"] == result.table["entity+fusion"]["cloze.accuracy"]
+    assert again.differences["entity+fusion"]["cloze.accuracy"] == result.differences["entity+fusion"]["cloze.accuracy"]
+    assert again.baseline == "token" and again.to_markdown() == result.to_markdown()
     from rich.console import Console
 
     console = Console(record=True, width=200)
     console.print(result.rich_table())
-    assert "0.400 ± 0.100" in console.export_text()
+    text = console.export_text()
+    assert "0.400 ± 0.100" in text and "+0.250 [0." in text and "Δ to token" in text
+
+
+def _with_items(run_dir: Path, items: dict) -> Path:
+    """Add per-item outcomes (the top-level ``items`` of metrics.json) to a fake run."""
+    path = run_dir / "eval" / "metrics.json"
+    record = json.loads(path.read_text())
+    record["items"] = items
+    path.write_text(json.dumps(record))
+    return run_dir
+
+
+def _outcomes(rate: float, seed: int, n: int = 200) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return (rng.random(n) < rate).astype(int).tolist()
+
+
+def test_compare_runs_bootstraps_over_paired_items(tmp_path) -> None:
+    ids = [f"doc{i}:0:{i}" for i in range(200)]
+    facts = [f"{i}|0|{i + 1}" for i in range(60)]
+    gold = [i % 4 for i in range(80)]
+
+    def run(name: str, rate: float, seed: int) -> Path:
+        correct = _outcomes(rate, seed)
+        ranks = [1.0 if hit else 2.0 for hit in _outcomes(rate, seed + 50, 60)]
+        pred = [g if hit else (g + 1) % 4 for g, hit in zip(gold, _outcomes(rate, seed + 90, 80))]
+        relation = {"accuracy": float(np.mean(np.equal(gold, pred))), "macro_f1": 0.0}  # figures present
+        run_dir = fake_run(tmp_path, name, sum(correct) / 200, 5.0, relation)
+        return _with_items(run_dir, {
+            # the stronger variant lists its items in another order and has one more: pairing is by id
+            "cloze": {"ids": ids[::-1] + ["extra"], "correct": correct[::-1] + [1]} if rate > 0.5 else
+                     {"ids": ids, "correct": correct},
+            "probe": {"ids": facts, "reciprocal_rank": [1 / r for r in ranks], "hits_at_1": [int(r == 1) for r in ranks]},
+            "relation": {"ids": [f"s{i}" for i in range(80)], "gold": gold, "pred": pred},
+        })
+
+    runs = {"token": [run("t0", 0.3, 0), run("t1", 0.3, 1)], "entity": [run("e0", 0.7, 2), run("e1", 0.7, 3)],
+            "phrase": [run("p0", 0.3, 4), run("p1", 0.3, 5)]}
+    result = compare_runs(runs, bootstrap=BootstrapSection(resamples=300, seed=1))
+    entity = result.differences["entity"]
+    cloze = entity["cloze.accuracy"]
+    assert cloze.method == "items+seeds" and cloze.n_items == 200 and cloze.significant
+    assert cloze.delta == pytest.approx(result.table["entity"]["cloze.accuracy"].mean
+                                        - result.table["token"]["cloze.accuracy"].mean)
+    for metric in ("probe.hits_at_1", "probe.mrr", "relation.accuracy", "relation.macro_f1"):
+        assert entity[metric].method == "items+seeds" and entity[metric].significant, metric
+    assert entity["linkpred.mrr"].method == "seeds"  # no per-item outcomes: over seeds only
+    phrase = result.differences["phrase"]["cloze.accuracy"]
+    assert phrase.ci_low < 0 < phrase.ci_high and not phrase.significant  # same rate, other noise
+    assert "token" not in result.differences
+    assert "paired items: cloze 200, probe 60, relation 80" in result.to_markdown()
+    # the same call gives the same intervals; another baseline gives other differences
+    again = compare_runs(runs, bootstrap=BootstrapSection(resamples=300, seed=1))
+    assert again.differences["entity"]["cloze.accuracy"] == cloze
+    versus_entity = compare_runs(runs, baseline="entity", bootstrap=BootstrapSection(resamples=300, seed=1))
+    assert versus_entity.differences["token"]["cloze.accuracy"].delta == pytest.approx(-cloze.delta)
+    with pytest.raises(KeptError, match=r"compare\.baseline: baseline 'tokn'.*token, entity, phrase"):
+        compare_runs(runs, baseline="tokn")
+
+
+def test_a_summary_without_differences_still_loads(tmp_path, runs) -> None:
+    summary = compare_runs(runs).to_dict()
+    del summary["baseline"], summary["bootstrap"]
+    for rows in summary["table"].values():
+        for stat in rows.values():
+            for key in ("delta", "ci_low", "ci_high", "significant", "share_le_zero", "method", "n_items"):
+                stat.pop(key, None)
+    old = CompareResult.from_dict(json.loads(json.dumps(json_safe(summary))))
+    assert old.baseline is None and old.differences == {}
+    assert old.table["entity+fusion"]["cloze.accuracy"].mean == pytest.approx(0.4)
+    assert "| cloze.accuracy ↑ | 0.150 ± 0.071 | **0.400 ± 0.100** |" in old.to_markdown()
+    assert "Difference to" not in old.to_markdown()
 
 
 def test_missing_metrics_names_the_file(tmp_path, runs) -> None:
@@ -103,6 +189,11 @@ def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
     assert plan.runs["token"][0][1].model.fusion is False
     assert plan.run_dir("entity+fusion", 3) == plan.out / "runs" / "entity_fusion-seed3"
     assert plan.out.name == "cmp"
+    assert plan.section.baseline is None and plan.section.bootstrap.resamples == 1000
+    path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  baseline: token\n"
+                    "  bootstrap: {resamples: 200, seed: 3}\n")
+    section = load_compare_config(path).section
+    assert section.baseline == "token" and (section.bootstrap.resamples, section.bootstrap.seed) == (200, 3)
 
 
 def test_compare_config_errors_name_file_and_line(tmp_path) -> None:

@@ -48,6 +48,17 @@ def test_metrics_json_has_every_figure(run_dir, record) -> None:
     assert not list((run_dir / "eval").glob("*.tmp-*")), "written atomically"
 
 
+def test_per_item_outcomes_sit_at_the_top_level(record) -> None:
+    on_disk = record["on_disk"]
+    items, metrics = on_disk["items"], on_disk["metrics"]
+    assert {"cloze", "probe"} <= set(items) and "relation" not in items  # relation is disabled here
+    assert "items" not in metrics["cloze"] and "items" not in metrics["probe"]
+    assert len(items["cloze"]["ids"]) == metrics["cloze"]["num_mentions"]
+    assert sum(items["cloze"]["correct"]) / len(items["cloze"]["correct"]) == pytest.approx(metrics["cloze"]["accuracy"])
+    assert len(items["probe"]["ids"]) == metrics["probe"]["num_facts"]
+    assert sum(items["probe"]["reciprocal_rank"]) / metrics["probe"]["num_facts"] == pytest.approx(metrics["probe"]["mrr"])
+
+
 def test_evaluation_is_deterministic(run_dir, record) -> None:
     again = evaluate_run_dir(run_dir, EvalConfig.model_validate({**FAST, "probe": {"enabled": False}}))
     assert again["metrics"]["mlm"] == record["metrics"]["mlm"]

@@ -86,7 +86,10 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
                    use_entities: bool | None = None) -> dict[str, Any]:
     """Exact-match accuracy over held-out linked mentions (and per-piece accuracy).
 
-    Returns ``{"accuracy", "piece_accuracy", "num_mentions", "num_available", "examples": [...]}``.
+    Returns ``{"accuracy", "piece_accuracy", "num_mentions", "num_available", "examples": [...],
+    "items": {"ids": [...], "correct": [0/1, ...]}}``; an item id is ``doc_id:row:position`` (the
+    mention's document, encoded row and first token), the same for every run on the same encoded data
+    and eval seed, so `kept compare` pairs the items of two runs.
     """
     mask_id = tokenizer.mask_token_id
     if mask_id is None:
@@ -98,6 +101,8 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
     items = select_items(available, max_mentions, seed)
     exact, pieces_right, pieces_total = 0, 0, 0
     examples: list[dict[str, Any]] = []
+    item_ids: list[str] = []
+    item_correct: list[int] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         built = [_build(item, rows[item.row], mask_id, context_tokens, fusion,
@@ -118,6 +123,8 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
             pieces_total += len(gold)
             correct = hits == len(gold)
             exact += int(correct)
+            item_ids.append(f"{item.doc_id}:{item.row}:{item.positions[0]}")
+            item_correct.append(int(correct))
             if len(examples) < num_examples:
                 examples.append({
                     "doc_id": item.doc_id, "row": item.row, "position": item.positions[0],
@@ -133,4 +140,5 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
         "num_mentions": count,
         "num_available": len(available),
         "examples": examples,
+        "items": {"ids": item_ids, "correct": item_correct},
     }
