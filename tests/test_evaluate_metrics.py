@@ -102,6 +102,19 @@ def test_cloze_needs_every_piece(tokenizer, rows) -> None:
     assert result["piece_accuracy"] == pytest.approx((singles + len(multi)) / pieces)
 
 
+def test_cloze_items_are_per_mention_outcomes_with_stable_ids(tokenizer, rows) -> None:
+    mentions = find_mentions(rows)
+    model = StubMLM(len(tokenizer), _oracle(rows, tokenizer.mask_token_id, wrong_after_first=True))
+    result = evaluate_cloze(model, tokenizer, rows, context_tokens=64)
+    items = result["items"]
+    assert items["ids"] == [f"{m.doc_id}:{m.row}:{m.positions[0]}" for m in mentions]
+    assert len(set(items["ids"])) == len(mentions) == result["num_mentions"]
+    assert items["correct"] == [int(len(m.positions) == 1) for m in mentions]  # multi-piece mentions fail
+    assert sum(items["correct"]) / len(items["correct"]) == pytest.approx(result["accuracy"])
+    fewer = evaluate_cloze(model, tokenizer, rows, context_tokens=64, max_mentions=4)
+    assert set(fewer["items"]["ids"]) < set(items["ids"])  # the same ids for the same mentions
+
+
 def test_cloze_wrong_model_gets_zero_and_hides_the_masked_entity(tokenizer, rows) -> None:
     model = StubMLM(len(tokenizer), lambda ids: [tokenizer.pad_token_id] * len(ids), takes_entities=True)
     result = evaluate_cloze(model, tokenizer, rows, max_mentions=5, context_tokens=6, use_entities=True)
@@ -146,6 +159,13 @@ def test_probe_mrr_by_hand(tokenizer) -> None:
     assert [e["rank"] for e in result["examples"]] == [1.0, 2.0, 3.0]
     assert all(e["prediction"] == "France" for e in result["examples"])
     assert result["examples"][0]["prompt"].startswith("Paris capital of [MASK]")
+
+
+def test_probe_items_hold_each_facts_reciprocal_rank(tokenizer) -> None:
+    model = ScoreMLM(_scores(tokenizer, {"France": 3.0, "Germany": 2.0, "Italy": 1.0}))
+    result = evaluate_probe(model, tokenizer, _facts(tokenizer))
+    assert result["items"] == {"ids": ["0|0|3", "1|0|4", "2|0|5"], "reciprocal_rank": [1.0, 1 / 2, 1 / 3],
+                               "hits_at_1": [1, 0, 0]}
 
 
 def test_probe_filtered_drops_other_true_tails(tokenizer) -> None:

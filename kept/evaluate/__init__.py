@@ -25,6 +25,8 @@ metrics.json (format ``kept.eval.metrics``, format_version 1)::
         "linkpred": {mrr, hits_at_1, hits_at_3, hits_at_10, model, source} | {"skipped": reason}},
      "examples": {"cloze": [{doc_id, position, entity_id, context, gold, prediction, correct}],
                   "probe": [{head, relation, prompt, gold, prediction, rank, num_candidates}]},
+     "items": {"cloze": {"ids", "correct"}, "probe": {"ids", "reciprocal_rank", "hits_at_1"},
+               "relation": {"ids", "gold", "pred"}},   # per-item outcomes for `kept compare`'s bootstrap
      "timings_s": {"mlm": s, "cloze": s, ...}}
 
 A disabled metric is ``{"skipped": "disabled in eval config"}``; a figure that cannot be computed
@@ -223,6 +225,10 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     else:
         metrics["linkpred"] = dict(disabled)
 
+    items: dict[str, Any] = {}
+    for name, result in metrics.items():  # per-item outcomes move out of the figures, to the top level
+        if isinstance(result, dict) and "items" in result:
+            items[name] = result.pop("items")
     record = {
         "format": METRICS_FORMAT,
         "format_version": METRICS_FORMAT_VERSION,
@@ -234,6 +240,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         "eval_config": eval_config.model_dump(mode="json"),
         "metrics": metrics,
         "examples": examples,
+        "items": items,
         "timings_s": timings,
     }
     record = json_safe(record)  # NaN (e.g. no linked mention to test) is written as null

@@ -120,7 +120,12 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
                    filtered: bool = True, seed: int = 0, batch_size: int = 32,
                    num_examples: int = 10,
                    use_entities: bool | None = None) -> dict[str, Any]:
-    """hits@1/3/10 and MRR of the gold tail among the candidates, overall and per relation."""
+    """hits@1/3/10 and MRR of the gold tail among the candidates, overall and per relation.
+
+    The result's ``items`` hold each fact's outcome for `kept compare`'s paired bootstrap:
+    ``{"ids": ["head|relation|tail" entity/relation ids of the KG], "reciprocal_rank": [...],
+    "hits_at_1": [0/1, ...]}``.
+    """
     if tokenizer.mask_token_id is None:
         from kept.errors import KeptError
 
@@ -164,6 +169,7 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
     ranks: list[float] = []
     per_relation: dict[int, list[float]] = defaultdict(list)
     examples: list[dict[str, Any]] = []
+    item_ids: list[str] = []
     for q, query in enumerate(queries):
         scores = [0.0] * len(query.pieces)
         by_length: dict[int, list[int]] = defaultdict(list)
@@ -180,6 +186,7 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
         rank = float(ranks_from_scores(score_t, torch.tensor([0]))[0])
         ranks.append(rank)
         per_relation[query.fact[1]].append(rank)
+        item_ids.append("|".join(str(part) for part in query.fact))
         if len(examples) < num_examples:
             best = max(range(len(scores)), key=lambda j: scores[j])
             h, r, t = query.fact
@@ -201,6 +208,8 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
             for r, rs in sorted(per_relation.items())
         },
         "examples": examples,
+        "items": {"ids": item_ids, "reciprocal_rank": [1.0 / rank for rank in ranks],
+                  "hits_at_1": [int(rank <= 1) for rank in ranks]},
     }
     if facts.note:
         result["note"] = facts.note
