@@ -118,6 +118,42 @@ def macro_f1(items: Mapping[str, np.ndarray], weights: np.ndarray) -> np.ndarray
     return np.divide(f1.sum(axis=1), counted, out=np.full(len(counted), math.nan), where=counted > 0)
 
 
+def _set_counts(items: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Per item of a multi-label task (gold/pred: label lists): [|gold ∩ pred|, |gold|, |pred|, gold == pred]."""
+    rows = [(len(set(g) & set(p)), len(set(g)), len(set(p)), float(set(g) == set(p)))
+            for g, p in zip(items["gold"], items["pred"])]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)  # [N, 4]
+
+
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    total = precision + recall
+    return np.divide(2.0 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+
+
+def typing_micro_f1(items: Mapping[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Loose micro-F1 of type sets (pooled over all (item, type) pairs), as kept.evaluate.typing scores it."""
+    sums = weights @ _set_counts(items)[:, :3]  # [R, 3]: correct, gold, predicted
+    correct, gold, predicted = sums[:, 0], sums[:, 1], sums[:, 2]
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    recall = np.divide(correct, gold, out=np.zeros_like(correct), where=gold > 0)
+    return _f1(precision, recall)
+
+
+def typing_macro_f1(items: Mapping[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Loose macro-F1 of type sets: F1 of the per-item precision and recall averaged over items."""
+    counts = _set_counts(items)  # [N, 4]
+    correct, gold, predicted = counts[:, 0], counts[:, 1], counts[:, 2]
+    item_precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)  # [N]
+    item_recall = np.divide(correct, gold, out=np.zeros_like(correct), where=gold > 0)              # [N]
+    total = weights.sum(axis=1)
+    return _f1((weights @ item_precision) / total, (weights @ item_recall) / total)
+
+
+def typing_strict_accuracy(items: Mapping[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Share of items whose predicted type set equals the gold set."""
+    return (weights @ _set_counts(items)[:, 3]) / weights.sum(axis=1)
+
+
 def _ranks(reciprocal: np.ndarray) -> np.ndarray:
     return 1.0 / np.clip(reciprocal, 1e-12, None)
 
@@ -136,6 +172,9 @@ ITEM_METRICS: dict[str, tuple[str, tuple[str, ...], MetricFn]] = {
     "probe.mean_rank": ("probe", ("reciprocal_rank",), mean_of("reciprocal_rank", _ranks)),
     "relation.accuracy": ("relation", ("gold", "pred"), accuracy),
     "relation.macro_f1": ("relation", ("gold", "pred"), macro_f1),
+    "typing.micro_f1": ("typing", ("gold", "pred"), typing_micro_f1),
+    "typing.macro_f1": ("typing", ("gold", "pred"), typing_macro_f1),
+    "typing.strict_accuracy": ("typing", ("gold", "pred"), typing_strict_accuracy),
 }
 
 
@@ -166,8 +205,18 @@ def align_items(runs: Sequence[Mapping[str, Sequence[Any]]], fields: Sequence[st
     aligned = []
     for run, index in zip(runs, positions):
         take = np.fromiter((index[i] for i in common), dtype=np.int64, count=len(common))  # [N]
-        aligned.append({name: np.asarray(run[name])[take] for name in fields})
+        aligned.append({name: _as_array(run[name])[take] for name in fields})
     return aligned, len(common)
+
+
+def _as_array(values: Sequence[Any]) -> np.ndarray:
+    """A per-item field as an array: numbers as they are, label lists (multi-label) as tuples in an object array."""
+    if not any(isinstance(value, (list, tuple)) for value in values):
+        return np.asarray(values)
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    return out
 
 
 def resample_weights(rng: np.random.Generator, n_items: int, n_resamples: int) -> np.ndarray:

@@ -128,6 +128,27 @@ def test_relation_bootstrap_recomputes_macro_f1_per_resample() -> None:
     assert difference.delta == pytest.approx(expected) and difference.significant
 
 
+def test_typing_figures_from_type_sets_match_the_reported_ones() -> None:
+    torch = pytest.importorskip("torch")
+    typing_scores = pytest.importorskip("kept.evaluate.typing").typing_scores  # the entity-typing task
+
+    gold = [[0], [1, 2], [2], [0, 3], [1], []]
+    pred = [[0], [1], [0, 2], [], [1], [3]]
+    items = {"gold": gold, "pred": pred}
+    aligned, count = align_items([{"ids": list(range(6)), **items}], ["gold", "pred"])
+    full = np.ones((1, count))
+
+    def hot(rows: list[list[int]]) -> "torch.Tensor":
+        table = torch.zeros(len(rows), 4, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            table[i, row] = True
+        return table
+
+    reported = typing_scores(hot(gold), hot(pred))
+    for name in ("micro_f1", "macro_f1", "strict_accuracy"):
+        assert float(ITEM_METRICS[f"typing.{name}"][2](aligned[0], full)[0]) == pytest.approx(reported[name]), name
+
+
 def test_seed_bootstrap_needs_two_seeds() -> None:
     single = seed_bootstrap([0.5], [0.2, 0.3])
     assert single.method == "n/a" and single.delta == pytest.approx(0.25) and not single.significant
