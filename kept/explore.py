@@ -483,7 +483,7 @@ def _masking_settings(data_dir: Path) -> dict[str, Any]:
     except KeptError:
         return {}
     keep = ("mlm_probability", "mask_replace_prob", "random_replace_prob", "span_geometric_p", "span_max_words",
-            "ernie_stages", "ernie_mixture", "dea_replace_prob", "dea_remove_prob")
+            "entity_share", "phrase_share", "ernie_stages", "ernie_mixture", "dea_replace_prob", "dea_remove_prob")
     return {k: v for k, v in masking.items() if k in keep and v is not None}
 
 

@@ -24,7 +24,7 @@ from transformers.trainer_callback import TrainerCallback
 from masking.dea import corrupt_alignments, hide_masked_alignments
 from masking.errors import MaskingError
 from masking.masking_config import MaskingConfig
-from masking.strategies import choose_units, selection_units, unit_actions
+from masking.strategies import choose_units, first_tier_share, selection_units, unit_actions
 
 __all__ = ["KnowledgeMaskingCollator", "ErnieStageCallback"]
 
@@ -174,7 +174,8 @@ class KnowledgeMaskingCollator:
         ids, tiers = selection_units(strategy, sub_content, pick("unit_ids"), pick("unit_kind"), pick("word_ids"),
                                      self.generator, cfg.span_geometric_p, cfg.span_max_words)
         budget = sub_content.sum(dim=1).float() * cfg.mlm_probability
-        masked, _ = choose_units(ids, tiers, budget, self.generator)
+        share = first_tier_share(strategy, cfg.entity_share, cfg.phrase_share)
+        masked, _ = choose_units(ids, tiers, budget, self.generator, share)
         m, r = unit_actions(ids, tiers.shape[1], cfg.mask_replace_prob, cfg.random_replace_prob, self.generator)
         m &= masked
         r &= masked

@@ -26,6 +26,14 @@ class MaskingConfig:
     - ``mask_replace_prob`` / ``random_replace_prob``: per chosen unit, [MASK] / random tokens; the rest
       (``keep_prob``) keeps its tokens.
     - ``span_geometric_p`` / ``span_max_words``: SpanBERT span lengths in words (geometric, truncated).
+    - ``entity_share`` / ``phrase_share``: with the ``entity`` (``phrase``) strategy, also inside
+      ``ernie``, the share of each sequence's budget that goes to entity (phrase) units; the rest goes to
+      the other units (words, and phrases/entities of the other kind), as in Baidu ERNIE's mix of basic,
+      phrase and entity masking. What one part cannot use flows to the other: a sequence with few
+      mentions fills its budget with words, one that is all mentions with more mentions. ``0.5`` keeps
+      about half of the masked tokens words on entity-dense text (36 % of tokens in mentions: 15 % x 0.5
+      on entities, the rest on words); ``1.0`` spends the budget on the preferred units first (the old
+      behaviour: no word is masked while a mention is left); ``0.0`` masks them only when words run out.
     - ``ernie_stages``: (strategy, share of training) in order, used by ``ernie`` unless
       ``ernie_mixture`` (strategy -> weight; each sequence draws its strategy) is given.
     - ``dea``: build ``entity_ids``/``entity_labels``; of the aligned positions ``dea_replace_prob`` get
@@ -46,6 +54,8 @@ class MaskingConfig:
     random_replace_prob: float = 0.1
     span_geometric_p: float = 0.2
     span_max_words: int = 10
+    entity_share: float = 0.5
+    phrase_share: float = 0.5
     ernie_stages: tuple[tuple[str, float], ...] = DEFAULT_ERNIE_STAGES
     ernie_mixture: dict[str, float] | None = None
     dea: bool = True
@@ -90,6 +100,11 @@ class MaskingConfig:
                       "e.g. 0.8 and 0.1 (the remaining 0.1 keeps the tokens)")
         if self.dea_replace_prob + self.dea_remove_prob > 1.0 + 1e-9:
             raise bad("dea_replace_prob", "dea_replace_prob + dea_remove_prob exceeds 1", "e.g. 0.05 and 0.15")
+        for name in ("entity_share", "phrase_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise bad(name, f"{value} is not in [0, 1]",
+                          "give the share of the budget for those units, e.g. 0.5 (1.0: all of it first)")
         if not 0.0 < self.span_geometric_p <= 1.0 or self.span_max_words < 1:
             raise bad("span_geometric_p", f"p={self.span_geometric_p}, max={self.span_max_words}",
                       "use 0 < p <= 1 and span_max_words >= 1 (SpanBERT: 0.2 and 10)")

@@ -7,14 +7,19 @@ Every strategy reduces to the same two steps:
 2. ``choose_units``: shuffle the units of each row inside their tiers and take a prefix whose token
    count fills the row's budget (``mlm_probability`` x non-special tokens).
 
-The prefix rule takes unit k when ``tokens before it + size_k / 2 < budget`` (the first unit of a row
-with a positive budget is always taken), so the masked count is within half the largest unit of the
-budget and never splits a unit. All work is sort / cumsum / gather / scatter over [B, U] tensors.
+The prefix rule takes unit k when ``tokens before it + size_k / 2 < quota`` (a row with a positive
+budget and nothing taken gets its first unit), so a quota is met within half the largest unit and no
+unit is split. The budget is spent in three passes: tier 0 up to its quota (``first_share`` x the
+row's budget), the other tiers up to the rest of the budget (plus what tier 0 left unused when it ran
+out of units), then any unit still free up to what is left (tier 0 again when the others ran out).
+With one quota (``first_share`` 1, or a single tier) the masked count is within half the largest unit
+of the budget, with two within the largest. All work is sort / cumsum / gather / scatter over [B, U]
+tensors.
 
 Strategies: ``token`` (each token), ``whole_word`` (words), ``span`` (SpanBERT: words grouped in
 consecutive spans of geometric length, p=0.2, max 10 words, then spans drawn until the budget),
-``phrase`` (phrase units first, then words/entities to fill), ``entity`` (entity units first, then
-the rest).
+``phrase`` (phrase units up to ``phrase_share`` of the budget, words/entities fill the rest),
+``entity`` (entity units up to ``entity_share`` of the budget, the rest fills the remainder).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import torch
 
 from masking.spans import KIND_ENTITY, KIND_PHRASE, KIND_WORD
 
-__all__ = ["selection_units", "choose_units", "unit_actions", "KIND_WORD", "KIND_PHRASE", "KIND_ENTITY"]
+__all__ = ["selection_units", "choose_units", "first_tier_share", "unit_actions", "KIND_WORD", "KIND_PHRASE",
+           "KIND_ENTITY"]
 
 _EMPTY_TIER = 3  # ids that no token uses sort last
 
@@ -102,10 +108,28 @@ def _tiers_from_presence(ids: torch.Tensor, n_units: int, tier_of_token: torch.T
     return tiers[:, :width].contiguous()
 
 
-def choose_units(ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def first_tier_share(strategy: str, entity_share: float, phrase_share: float) -> float:
+    """Share of a row's budget reserved for tier 0 of ``strategy`` (its preferred units); 1 for the others."""
+    return {"entity": entity_share, "phrase": phrase_share}.get(strategy, 1.0)
+
+
+def _fill(sizes: torch.Tensor, pool: torch.Tensor, quota: torch.Tensor) -> torch.Tensor:
+    """Prefix rule over the ``pool`` units of each row, in sorted order: take while before + size/2 < quota.
+
+    sizes: [B, U] float (sorted order), pool: [B, U] bool, quota: [B] float. Returns the taken units [B, U].
+    """
+    pool_sizes = torch.where(pool, sizes, torch.zeros_like(sizes))  # [B, U]
+    before = torch.cumsum(pool_sizes, dim=1) - pool_sizes  # [B, U] pool tokens ahead of each unit
+    return pool & ((before + 0.5 * sizes) < quota.unsqueeze(1))
+
+
+def choose_units(ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor, generator: torch.Generator,
+                 first_share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill each row's ``budget`` (float tokens, [B]) with whole units.
 
+    Tier-0 units get ``first_share`` x budget (per row); the later tiers the rest, plus what tier 0 left
+    when it ran out of units; units still free fill what the later tiers left when they ran out too.
+    ``first_share=1`` spends the budget on tier 0 first (the later tiers only once it is exhausted).
     Returns ``(masked [B, L] bool, chosen [B, U] bool)``.
     """
     batch, n_units = tiers.shape
@@ -115,11 +139,20 @@ def choose_units(ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor,
     sizes.scatter_add_(1, safe, valid.float())
     key = tiers.float() + torch.rand(batch, n_units, generator=generator)
     order = torch.argsort(key, dim=1)
-    sorted_sizes = sizes.gather(1, order)
-    before = torch.cumsum(sorted_sizes, dim=1) - sorted_sizes
-    take = (before + 0.5 * sorted_sizes) < budget.unsqueeze(1)
-    take[:, 0] |= budget > 0  # at least one unit in a row that has a budget
-    take &= sorted_sizes > 0
+    sorted_sizes = sizes.gather(1, order)  # [B, U]
+    present = sorted_sizes > 0  # [B, U]
+    first = (tiers.gather(1, order) == 0) & present  # [B, U]
+    budget = budget.float()
+    first_quota = budget * float(first_share)  # [B]
+    take = _fill(sorted_sizes, first, first_quota)
+    spent = (sorted_sizes * take).sum(dim=1)  # [B]
+    # tier 0 keeps its quota unless it ran out of units; then what it did not use goes to the rest
+    exhausted = ~(first & ~take).any(dim=1)  # [B]
+    take |= _fill(sorted_sizes, present & ~first, budget - torch.where(exhausted, spent, first_quota))
+    # when the rest ran out too, whatever is still free (tier 0 beyond its share) fills the budget
+    spent = (sorted_sizes * take).sum(dim=1)
+    take |= _fill(sorted_sizes, present & ~take, budget - spent)
+    take[:, 0] |= (budget > 0) & ~take.any(dim=1) & present[:, 0]  # at least one unit in a row with a budget
     chosen = torch.zeros(batch, n_units, dtype=torch.bool)
     chosen.scatter_(1, order, take)
     masked = chosen.gather(1, safe) & valid

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from masking import ErnieStageCallback, KnowledgeMaskingCollator, MaskingConfig, encode_with_units
 from masking.errors import MaskingError
 from masking.spans import make_span
-from masking.strategies import _truncated_geometric
+from masking.spans import KIND_ENTITY, KIND_WORD
+from masking.strategies import _truncated_geometric, choose_units
 
 STRATEGY_NAMES = ["token", "whole_word", "span", "phrase", "entity", "ernie"]
 VOCAB = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have "
@@ -114,10 +115,13 @@ def test_left_padding(tokenizer, features):
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(strategy=st.sampled_from(STRATEGY_NAMES), seed=st.integers(0, 10_000), doc_seed=st.integers(0, 50),
-       probability=st.sampled_from([0.15, 0.3, 0.05]), span_rate=st.sampled_from([0.0, 0.15, 0.5]))
-def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, doc_seed, probability, span_rate):
+       probability=st.sampled_from([0.15, 0.3, 0.05]), span_rate=st.sampled_from([0.0, 0.15, 0.5]),
+       share=st.sampled_from([0.0, 0.5, 1.0]))
+def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, doc_seed, probability, span_rate,
+                                                    share):
     feats = features_from(tokenizer, n_docs=4, n_words=30, seed=doc_seed, max_length=48, span_rate=span_rate)
     collator = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=seed, mlm_probability=probability,
+                                        entity_share=share, phrase_share=share,
                                         ernie_mixture={"whole_word": 1, "phrase": 1, "entity": 1}
                                         if strategy == "ernie" else None)
     batch = collator(feats)
@@ -156,6 +160,7 @@ def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, d
                 assert part.all() or not part.any(), (strategy, int(u))
     # same seed, same batch
     again = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=seed, mlm_probability=probability,
+                                     entity_share=share, phrase_share=share,
                                      ernie_mixture={"whole_word": 1, "phrase": 1, "entity": 1}
                                      if strategy == "ernie" else None)(feats)
     assert all(torch.equal(batch[k], again[k]) for k in batch)
@@ -191,14 +196,83 @@ def test_entity_and_phrase_strategies_prefer_their_units(tokenizer):
     feats = features_from(tokenizer, n_docs=16, n_words=60, seed=1, max_length=80, span_rate=0.1)
     kinds = padded(feats, "unit_kind", 0)
 
-    def share(strategy, kind):
-        labels = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=0)(feats)["labels"]
+    def share(strategy, kind, first=0.5):
+        labels = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=0, entity_share=first,
+                                          phrase_share=first)(feats)["labels"]
         predicted = labels != -100
         return float((predicted & (kinds == kind)).sum()) / float(predicted.sum())
 
     base_entity, base_phrase = share("whole_word", 2), share("whole_word", 1)
-    assert share("entity", 2) > base_entity + 0.3
-    assert share("phrase", 1) > base_phrase + 0.3
+    # all of the budget offered to the preferred units first (entity_share/phrase_share 1.0)
+    assert share("entity", 2, first=1.0) > base_entity + 0.3
+    assert share("phrase", 1, first=1.0) > base_phrase + 0.3
+    # the default half of the budget: still a clear preference (phrases are too few to fill their half here)
+    assert share("entity", 2) > base_entity + 0.2
+    assert share("phrase", 1) > base_phrase + 0.15
+
+
+def entity_dense_features(tokenizer, n_docs: int, seed: int, rate: float):
+    """Sentences of 50+ words where a mention (1-3 linked words, often several pieces each) starts at a
+    ``rate / 2`` of the positions."""
+    rng = random.Random(seed)
+    texts, spans = [], []
+    for _ in range(n_docs):
+        words, doc_spans, position = [], [], 0
+        while len(words) < 50:
+            if rng.random() < rate / 2:
+                mention = [rng.choice(VOCAB[-4:]) for _ in range(rng.randint(1, 3))]
+                text = " ".join(mention)
+                doc_spans.append(make_span(position, position + len(text), "entity", entity_id=rng.randint(0, 99)))
+            else:
+                mention = [rng.choice(VOCAB[:-4])]
+            words.extend(mention)
+            position += len(" ".join(mention)) + 1
+        texts.append(" ".join(words))
+        spans.append(doc_spans)
+    enc = encode_with_units(tokenizer, texts, spans, max_length=64)
+    return [{k: enc[k][i] for k in enc if k != "doc_index"} for i in range(len(enc["input_ids"]))]
+
+
+def test_entity_share_keeps_word_masking_alive_on_entity_dense_text(tokenizer):
+    feats = entity_dense_features(tokenizer, n_docs=48, seed=0, rate=0.32)
+    kinds, unit_ids = padded(feats, "unit_kind", 0), padded(feats, "unit_ids", -1)
+    content = unit_ids >= 0
+    in_mentions = float((content & (kinds == KIND_ENTITY)).sum()) / float(content.sum())
+    assert 0.33 < in_mentions < 0.39  # entity-dense: about 36 % of the tokens in linked mentions
+
+    def masked_share(kind, **options):
+        predicted = torch.zeros_like(content)
+        collator = KnowledgeMaskingCollator(tokenizer, strategy="entity", seed=7, **options)
+        for _ in range(4):
+            predicted |= collator(feats)["labels"] != -100
+        return float((predicted & (kinds == kind)).sum()) / float(predicted.sum())
+
+    # the default (entity_share 0.5): words and entities are both learned
+    assert masked_share(KIND_WORD) >= 0.30
+    assert masked_share(KIND_ENTITY) >= 0.30
+    assert MaskingConfig().entity_share == 0.5
+    # entity_share 1.0 (the old behaviour): the whole budget goes to mentions, words are (almost) never masked
+    assert masked_share(KIND_WORD, entity_share=1.0) < 0.05
+    with pytest.raises(MaskingError, match="entity_share"):
+        MaskingConfig(entity_share=1.5).validate()
+
+
+def test_choose_units_splits_each_rows_budget_and_passes_on_leftovers():
+    # units of 2 tokens; tier 0 (preferred) / tier 1 (rest) per row; budget 8 tokens per row
+    tiers = torch.tensor([[0] * 6 + [1] * 6,  # plenty of both: 4 + 4 tokens
+                          [0] + [1] * 11,  # one preferred unit: 2 + 6 (its unused share goes to the rest)
+                          [0] * 12,  # nothing but preferred units: all 8 tokens on them
+                          [1] * 12])  # no preferred unit at all: 8 tokens of the rest
+    ids = torch.arange(12).repeat_interleave(2).expand(4, 24)  # [B, L] token -> unit
+    budget = torch.full((4,), 8.0)
+    masked, chosen = choose_units(ids, tiers, budget, torch.Generator().manual_seed(0), first_share=0.5)
+    preferred = (chosen & (tiers == 0)).sum(dim=1) * 2
+    rest = (chosen & (tiers == 1)).sum(dim=1) * 2
+    assert preferred.tolist() == [4, 2, 8, 0] and rest.tolist() == [4, 6, 0, 8]
+    assert masked.sum(dim=1).tolist() == [8, 8, 8, 8]
+    # share 1: the preferred units first, as before entity_share existed
+    _, chosen = choose_units(ids, tiers, budget, torch.Generator().manual_seed(0), first_share=1.0)
+    assert ((chosen & (tiers == 0)).sum(dim=1) * 2).tolist() == [8, 2, 8, 0]
 
 
 def test_mask_random_keep_ratios_per_unit(tokenizer):

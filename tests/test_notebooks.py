@@ -244,8 +244,9 @@ def test_masked_batches_mask_whole_entities(encoded_run) -> None:
     from kept import explore
 
     summary = explore.masking_summary(encoded_run, ["token", "entity"], rows=8)
-    # entity masking spends the budget on entity units first; token masking picks pieces anywhere
-    assert summary.loc["entity", "in_entities"] >= 0.5
+    # entity masking gives entity units half of the budget (masking.entity_share 0.5), words the rest;
+    # token masking picks pieces anywhere
+    assert summary.loc["entity", "in_entities"] >= 0.35
     assert summary.loc["entity", "in_entities"] > summary.loc["token", "in_entities"]
     assert 0 < summary.loc["token", "predicted_fraction"] < 0.5
     masked = explore.masked_batch(encoded_run, "entity", rows=2)
