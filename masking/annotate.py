@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from masking._io import atomic_save_dataset, atomic_write_json
-from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors
+from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors, gazetteer_case_modes
 from masking.errors import MaskingError
 from masking.spans import SPAN_FIELDS, Span, check_spans, resolve_overlaps
 from masking.stats import doc_counts, finalize_stats, merge_counts
@@ -400,7 +400,8 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
     if len(dataset) == 0:  # an empty corpus or shard: nothing to map
         stats = finalize_stats({"documents": 0})
         stats.update(config=config.model_dump(mode="json"), shard={"num_shards": num_shards,
-                                                                   "shard_index": shard_index})
+                                                                   "shard_index": shard_index},
+                     gazetteer_case=gazetteer_case_modes(config, alias_index))
         return dataset, stats
 
     import xxhash
@@ -477,6 +478,7 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
         merge_counts(totals, json.loads(record))
     stats = finalize_stats(totals)
     stats["config"] = config.model_dump(mode="json")
+    stats["gazetteer_case"] = gazetteer_case_modes(config, alias_index)  # exact or folded, and why
     stats["shard"] = {"num_shards": num_shards, "shard_index": shard_index}
     stats["fingerprint"] = fingerprint
     return mapped.remove_columns(_STATS_COLUMN), stats
@@ -598,6 +600,7 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
                            fix="re-run every shard with the same --detectors/--spacy-model options")
     stats = finalize_stats(totals)
     stats["config"] = json.loads(configs.pop())
+    stats["gazetteer_case"] = shard_stats.get("gazetteer_case", {})  # the same KG and config in every shard
     stats["shard"] = {"num_shards": num_shards, "merged": True}
     atomic_save_dataset(concatenate_datasets(parts), corpus_dir / "annotated")
     _atomic_write_json(corpus_dir / "annotation_stats.json", stats)

@@ -83,6 +83,7 @@ def test_cached_by_content_fingerprint(tmp_path, graph, index):
     first, s1 = annotate_with_stats(dataset, config, index)
     second, s2 = annotate_with_stats(dataset, config, index)
     assert s1["fingerprint"] == s2["fingerprint"]
+    assert s1["gazetteer_case"]["gazetteer"]["mode"] == "exact"  # a cased KG: auto keeps exact matching
     assert first.cache_files and first.cache_files[0]["filename"] == second.cache_files[0]["filename"]
     assert s1["fingerprint"] in Path(first.cache_files[0]["filename"]).name
     changed = AnnotationConfig.from_names("gazetteer,gold", case_insensitive=True)

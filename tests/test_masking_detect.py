@@ -186,6 +186,68 @@ def test_gazetteer_skips_stopword_and_numeric_aliases():
     assert texts_of(text, detector.detect([text])[0]) == ["The Who"]
 
 
+def lowercase_kg() -> tuple[KnowledgeGraph, AliasIndex]:
+    """A KG with lower-case labels (as FewRel/PubMed names) and Wikidata-style ids as entity names."""
+    labels = ["cris carter", "wide receiver", "philadelphia eagles", "apple", "apple inc."] + [
+        f"gene{chr(97 + i)} protein" for i in range(20)]
+    aliases = [[], [], ["eagles"], [], ["Apple"]] + [[] for _ in range(20)]
+    graph = KnowledgeGraph([f"Q{i + 1}" for i in range(len(labels))], ["r"], [], entity_labels=labels,
+                           entity_aliases=aliases)
+    return graph, AliasIndex.from_graph(graph, {"apple": {3: 5}})
+
+
+def test_gazetteer_auto_folds_case_for_a_lower_case_kg():
+    from masking.detectors.gazetteer import AUTO_FOLD_LOWERCASE_SHARE
+
+    graph, index = lowercase_kg()
+    text = "Cris Carter, the Wide Receiver of the Philadelphia Eagles, ate an apple at Apple. APPLE"
+    detector = GazetteerDetector(index, labels=graph.entity_labels)  # case_insensitive="auto" by default
+    assert detector.case_mode.folded and detector.case_mode.setting == "auto"
+    assert detector.case_mode.lowercase_share >= AUTO_FOLD_LOWERCASE_SHARE  # the Q-id names do not count
+    spans = detector.detect([text])[0]
+    assert texts_of(text, spans) == ["Cris Carter", "Wide Receiver", "Philadelphia Eagles", "apple", "Apple",
+                                     "APPLE"]
+    # the alias written as in the text wins ("Apple" -> the company); otherwise the most used ("apple": fruit)
+    assert [s["entity_id"] for s in spans] == [0, 1, 2, 3, 4, 3]
+    assert spans[4]["label"] == "apple inc."
+    spacy_spans = GazetteerDetector(index, labels=graph.entity_labels, backend="spacy").detect([text])[0]
+    assert spacy_spans == spans
+    exact = GazetteerDetector(index, case_insensitive=False)
+    assert not exact.case_mode.folded and texts_of(text, exact.detect([text])[0]) == ["apple", "Apple"]
+
+
+def test_gazetteer_auto_keeps_exact_case_for_a_cased_kg():
+    graph = KnowledgeGraph(["United States", "Paris"], ["r"], [], entity_aliases=[["US"], []])
+    index = AliasIndex.from_graph(graph)
+    text = "They told us that the US and Paris agreed."
+    detector = GazetteerDetector(index)
+    assert not detector.case_mode.folded and detector.case_mode.lowercase_share == 0.0
+    assert texts_of(text, detector.detect([text])[0]) == ["US", "Paris"]
+    folded = GazetteerDetector(index, case_insensitive=True)
+    assert folded.case_mode.setting == "true" and texts_of(text, folded.detect([text])[0]) == ["us", "US", "Paris"]
+    with pytest.raises(MaskingError, match="case_insensitive"):
+        GazetteerDetector(index, case_insensitive="yes")  # type: ignore[arg-type]
+
+
+def test_gazetteer_case_setting_from_config_and_for_the_stats():
+    from masking.detectors.config import GazetteerConfig, gazetteer_case_modes
+
+    _, lower_index = lowercase_kg()
+    default = AnnotationConfig.from_names("gazetteer")
+    assert default.case_insensitive is None and default.detectors[0].case_insensitive is None
+    assert build_detectors(default, lower_index)[0].case_mode.folded
+    modes = gazetteer_case_modes(default, lower_index)
+    assert modes["gazetteer"]["mode"] == "folded" and modes["gazetteer"]["setting"] == "auto"
+    forced = AnnotationConfig.from_names("gazetteer", case_insensitive=False)
+    assert gazetteer_case_modes(forced, lower_index)["gazetteer"] == {
+        "mode": "exact", "setting": "false", "lowercase_alias_share": None, "cased_aliases": 0, "threshold": 0.9}
+    own = AnnotationConfig(detectors=[GazetteerConfig(case_insensitive="auto", name="kg")], case_insensitive=False)
+    assert gazetteer_case_modes(own, lower_index)["kg"]["mode"] == "folded"  # the detector's own setting wins
+    assert gazetteer_case_modes(default, None) == {}
+    with pytest.raises(Exception, match="case_insensitive"):
+        GazetteerConfig(case_insensitive="sometimes")
+
+
 # ----------------------------------------------------------------------------------------------- rules
 
 def test_term_list_and_regex():

@@ -36,7 +36,10 @@ class NounChunkConfig(_Base):
 class GazetteerConfig(_Base):
     type: Literal["gazetteer"] = "gazetteer"
     backend: Literal["fast", "spacy"] = "fast"
-    case_insensitive: bool | None = None  # None: AnnotationConfig.case_insensitive
+    case_insensitive: bool | Literal["auto"] | None = Field(
+        None, description="true: fold case; false: exact case; auto: fold when >= 90% of the KG's cased aliases "
+                          "are lower-case (exact-case aliases preferred); None: AnnotationConfig.case_insensitive, "
+                          "else auto")
     min_chars: int = 2
     stopwords: list[str] | None = None  # None: a built-in English list
 
@@ -87,7 +90,9 @@ class AnnotationConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="nlp.pipe batch size")
     map_batch_size: int = Field(256, ge=1, description="documents per Dataset.map batch")
     num_proc: int = Field(1, ge=1)
-    case_insensitive: bool = False
+    case_insensitive: bool | None = Field(
+        None, description="case folding for the gazetteer and term lists; None: each detector's own setting "
+                          "(gazetteer: auto, term lists: exact case)")
     invalid_spans: Literal["error", "drop"] = "error"
     long_documents: Literal["split", "error"] = "split"
     max_length: int | None = Field(None, ge=1000, description="spaCy nlp.max_length (None: the pipeline's)")
@@ -111,6 +116,26 @@ class AnnotationConfig(BaseModel):
 
     def needs_kg(self) -> bool:
         return any(d.type == "gazetteer" or getattr(d, "link", False) for d in self.detectors)
+
+    def case_setting(self, detector: "GazetteerConfig | TermsConfig") -> bool | Literal["auto"]:
+        """The detector's own ``case_insensitive``, else this config's, else auto (gazetteer) / exact (terms)."""
+        if detector.case_insensitive is not None:
+            return detector.case_insensitive
+        if self.case_insensitive is not None:
+            return self.case_insensitive
+        return "auto" if detector.type == "gazetteer" else False
+
+
+def gazetteer_case_modes(config: AnnotationConfig, alias_index: AliasIndexLike | None) -> dict[str, dict[str, Any]]:
+    """Per gazetteer detector (by name): the case mode its configuration gives on ``alias_index``, as
+    recorded in ``annotation_stats.json`` (``gazetteer_case``); {} without a gazetteer or an alias index."""
+    from masking.detectors.gazetteer import resolve_case_mode
+
+    if alias_index is None:
+        return {}
+    return {cfg.name or cfg.type: resolve_case_mode(alias_index, config.case_setting(cfg),
+                                                    name=cfg.name or cfg.type).to_dict()
+            for cfg in config.detectors if isinstance(cfg, GazetteerConfig)}
 
 
 def _read_terms(cfg: TermsConfig) -> dict[str, str] | list[str]:
@@ -147,7 +172,6 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
     detectors: list[Any] = []
     for cfg in config.detectors:
         name = cfg.name or cfg.type
-        ci = config.case_insensitive if getattr(cfg, "case_insensitive", None) is None else cfg.case_insensitive
         if isinstance(cfg, NERConfig):
             detectors.append(SpacyNERDetector(nlp, alias_index=alias_index if cfg.link else None,
                                               labels=cfg.labels, exclude_labels=cfg.exclude_labels,
@@ -161,7 +185,8 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
                 raise MaskingError("the gazetteer detector needs the KG's alias index", where=f"detector {name}",
                                    fix="build the KG first (RUN_DIR/kg/aliases.tsv) or drop 'gazetteer' from "
                                        "--detectors")
-            detectors.append(GazetteerDetector(alias_index, case_insensitive=ci, min_chars=cfg.min_chars,
+            detectors.append(GazetteerDetector(alias_index, case_insensitive=config.case_setting(cfg),
+                                               min_chars=cfg.min_chars,
                                                stopwords=ENGLISH_STOPWORDS if cfg.stopwords is None else cfg.stopwords,
                                                labels=entity_labels, backend=cfg.backend, name=name))
         elif isinstance(cfg, GoldConfig):
@@ -174,7 +199,8 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
                 detectors.append(NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold,
                                                     max_tokens=cfg.max_tokens, name=name))
         elif isinstance(cfg, TermsConfig):
-            detectors.append(TermListDetector(_read_terms(cfg), kind=cfg.kind, label=cfg.label, case_insensitive=ci,
+            detectors.append(TermListDetector(_read_terms(cfg), kind=cfg.kind, label=cfg.label,
+                                              case_insensitive=bool(config.case_setting(cfg)),
                                               alias_index=alias_index, name=name))
         elif isinstance(cfg, RegexConfig):
             detectors.append(RegexDetector(cfg.patterns, kind=cfg.kind, label=cfg.label, name=name))

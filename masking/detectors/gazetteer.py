@@ -8,14 +8,20 @@ Two backends over the same compiled alias table (``GazetteerTable``):
 - ``spacy``: the ``kept_gazetteer`` spaCy component (``@Language.factory``) with a ``PhraseMatcher``
   (attr ``LOWER`` when case-insensitive) on any pipeline; matches land on ``doc._.kept_spans`` (Span
   records) and ``doc.spans["kept_gazetteer"]`` (with ``span._.kept_entity_id``), spaCy style.
+
+Case: exact, case-folded, or ``"auto"`` (the detector's default): folded when at least
+``AUTO_FOLD_LOWERCASE_SHARE`` of the KG's cased aliases are written all in lower case (a KG of
+lower-case labels against cased text), exact otherwise (``US`` must not match ``us``). Folded, an
+alias written exactly as in the text wins over one that only differs in case (``Apple`` vs ``apple``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence, Union
 
 from masking.detectors.base import AliasIndexLike
 from masking.errors import MaskingError
@@ -25,6 +31,13 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _END = ""  # trie key marking the end of an alias (no token is empty)
 TOKEN_PATTERN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 _PIECE_PATTERN = re.compile(rf"\s*(?:[{_CJK}]|[^\W{_CJK}]+|[^\w\s])")
+_LETTER_RUN = re.compile(r"[^\W\d_]{2,}")  # words of two or more letters (not ids such as Q42)
+
+logger = logging.getLogger(__name__)
+
+#: ``case_insensitive="auto"`` folds case when at least this share of the KG's cased aliases is lower-case.
+AUTO_FOLD_LOWERCASE_SHARE = 0.9
+CaseSetting = Union[bool, Literal["auto"]]
 
 # Single-token aliases that are common words are dropped (they would flood the corpus with false links).
 ENGLISH_STOPWORDS: frozenset[str] = frozenset("""
@@ -52,6 +65,61 @@ def tokenise(text: str) -> list[str]:
     return TOKEN_PATTERN.findall(text)
 
 
+def _require_alias_index(alias_index: Any) -> None:
+    if alias_index is None or not hasattr(alias_index, "surface_forms"):
+        raise MaskingError("the gazetteer needs an alias index (kg.AliasIndex)", where="detector gazetteer",
+                           fix="build one with kg.AliasIndex.from_graph(graph) or load RUN_DIR/kg/aliases.tsv")
+
+
+def lowercase_alias_share(alias_index: AliasIndexLike) -> tuple[float | None, int]:
+    """``(share of the cased aliases written all in lower case, number of cased aliases)``.
+
+    An alias counts when one of its words of two or more letters has case (ids such as ``Q42``, numbers
+    and CJK names do not); it is lower-case when all those words are. ``None`` without cased aliases.
+    """
+    _require_alias_index(alias_index)
+    cased = lower = 0
+    for surface, _ in alias_index.surface_forms():
+        words = [w for w in _LETTER_RUN.findall(surface) if w.lower() != w.upper()]
+        if words:
+            cased += 1
+            lower += all(w == w.lower() for w in words)
+    return (lower / cased if cased else None), cased
+
+
+@dataclass(frozen=True)
+class CaseMode:
+    """How a gazetteer matches case: ``folded`` or exact, chosen by ``setting`` (``auto``/``true``/``false``)."""
+
+    folded: bool
+    setting: str
+    lowercase_share: float | None = None  # measured for ``auto``: share of cased aliases in lower case
+    cased_aliases: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record ``annotation_stats.json`` keeps under ``gazetteer_case``."""
+        return {"mode": "folded" if self.folded else "exact", "setting": self.setting,
+                "lowercase_alias_share": None if self.lowercase_share is None else round(self.lowercase_share, 4),
+                "cased_aliases": self.cased_aliases, "threshold": AUTO_FOLD_LOWERCASE_SHARE}
+
+
+def resolve_case_mode(alias_index: AliasIndexLike, setting: CaseSetting, *, name: str = "gazetteer") -> CaseMode:
+    """``True``/``False`` as given; ``"auto"``: folded when >= ``AUTO_FOLD_LOWERCASE_SHARE`` of the cased
+    aliases are lower-case (the KG's labels would miss capitalised mentions), exact otherwise."""
+    if isinstance(setting, bool):
+        return CaseMode(folded=setting, setting=str(setting).lower())
+    if setting != "auto":
+        raise MaskingError(f"case_insensitive is {setting!r}", where=f"detector {name}",
+                           fix="use true (fold case), false (exact case) or auto (fold when the KG's aliases are "
+                               f"at least {AUTO_FOLD_LOWERCASE_SHARE:.0%} lower-case)")
+    share, cased = lowercase_alias_share(alias_index)
+    folded = share is not None and share >= AUTO_FOLD_LOWERCASE_SHARE
+    if folded:
+        logger.info("%s: %.0f%% of the KG's %d cased aliases are lower-case; matching case-folded "
+                    "(exact-case aliases preferred)", name, 100 * share, cased)
+    return CaseMode(folded=folded, setting="auto", lowercase_share=share, cased_aliases=cased)
+
+
 @dataclass
 class GazetteerTable:
     """Normalised alias token tuples -> (entity id of the best candidate, number of candidate entities)."""
@@ -60,18 +128,19 @@ class GazetteerTable:
     entries: dict[tuple[str, ...], tuple[int, int]] = field(default_factory=dict)
     first: dict[str, int] = field(default_factory=dict)  # first token -> longest alias length starting with it
     surfaces: dict[tuple[str, ...], str] = field(default_factory=dict)  # one surface form per key
+    # case-folded tables: alias tokens as written -> its entity, where it differs from the folded key's
+    exact_case: dict[tuple[str, ...], int] = field(default_factory=dict)
     skipped: int = 0
 
     @classmethod
     def from_alias_index(cls, alias_index: AliasIndexLike, *, case_insensitive: bool = False, min_chars: int = 2,
                          stopwords: Iterable[str] = ENGLISH_STOPWORDS, skip_numeric: bool = True,
                          max_tokens: int = 12) -> "GazetteerTable":
-        if alias_index is None or not hasattr(alias_index, "surface_forms"):
-            raise MaskingError("the gazetteer needs an alias index (kg.AliasIndex)", where="detector gazetteer",
-                               fix="build one with kg.AliasIndex.from_graph(graph) or load RUN_DIR/kg/aliases.tsv")
+        _require_alias_index(alias_index)
         stop = {w.lower() for w in stopwords}
         table = cls(case_insensitive=case_insensitive)
         ids_per_key: dict[tuple[str, ...], list[int]] = {}
+        written: dict[tuple[str, ...], dict[tuple[str, ...], list[int]]] = {}  # folded key -> as written -> ids
         for surface, entity_ids in alias_index.surface_forms():
             surface = surface.strip()
             key = tuple(tokenise(normalise_text(surface, case_insensitive)))
@@ -85,6 +154,8 @@ class GazetteerTable:
                 if int(entity_id) not in known:
                     known.append(int(entity_id))
             table.surfaces.setdefault(key, surface)
+            if case_insensitive:
+                written.setdefault(key, {}).setdefault(tuple(tokenise(surface)), []).extend(map(int, entity_ids))
         if not ids_per_key:
             raise MaskingError("the alias index has no usable surface forms (no labels or aliases)",
                                where="detector gazetteer",
@@ -97,7 +168,18 @@ class GazetteerTable:
             table.entries[key] = (best, len(ids))
             if len(key) > table.first.get(key[0], 0):
                 table.first[key[0]] = len(key)
+            forms = written.get(key, {})
+            if len(forms) > 1:  # written in several cases: each form keeps its own most used entity
+                for form, form_ids in forms.items():
+                    if form_ids[0] != best:
+                        table.exact_case[form] = form_ids[0]
         return table
+
+    def prefer_exact_case(self, written: str, entity_id: int) -> int:
+        """The entity of the alias written exactly as ``written`` (a folded match), else ``entity_id``."""
+        if not self.exact_case:
+            return entity_id
+        return self.exact_case.get(tuple(tokenise(written)), entity_id)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -179,7 +261,10 @@ def match_text(text: str, table: GazetteerTable, case_insensitive: bool) -> list
     if not matches:
         return []
     ends = list(accumulate(map(len, _PIECE_PATTERN.findall(norm))))
-    return [(ends[first] - len(tokens[first]), ends[last - 1], value) for first, last, value in matches]
+    found = [(ends[first] - len(tokens[first]), ends[last - 1], value) for first, last, value in matches]
+    if table.exact_case:
+        found = [(start, end, table.prefer_exact_case(text[start:end], value)) for start, end, value in found]
+    return found
 
 
 class GazetteerDetector:
@@ -187,10 +272,11 @@ class GazetteerDetector:
 
     ``labels``: per-entity label (e.g. ``KnowledgeGraph.entity_labels``); spans get ``"KG"`` without it.
     ``backend``: ``"fast"`` (regex tokens, pure Python) or ``"spacy"`` (PhraseMatcher component on ``nlp``
-    or a blank pipeline of ``language``).
+    or a blank pipeline of ``language``). ``case_insensitive``: ``True``, ``False`` or ``"auto"`` (see the
+    module docstring); the outcome is ``case_mode`` (and ``case_insensitive``, a bool).
     """
 
-    def __init__(self, alias_index: AliasIndexLike, *, case_insensitive: bool = False, min_chars: int = 2,
+    def __init__(self, alias_index: AliasIndexLike, *, case_insensitive: CaseSetting = "auto", min_chars: int = 2,
                  stopwords: Iterable[str] = ENGLISH_STOPWORDS, labels: Sequence[str] | None = None,
                  backend: str = "fast", nlp: Any = None, language: str = "en", batch_size: int = 256,
                  name: str = "gazetteer") -> None:
@@ -198,7 +284,8 @@ class GazetteerDetector:
             raise MaskingError(f"unknown gazetteer backend {backend!r}", where=f"detector {name}",
                                fix="use 'fast' or 'spacy'")
         self.name = name
-        self.case_insensitive = case_insensitive
+        self.case_mode = resolve_case_mode(alias_index, case_insensitive, name=name)
+        self.case_insensitive = case_insensitive = self.case_mode.folded
         self.labels = list(labels) if labels is not None else None
         self.table = GazetteerTable.from_alias_index(alias_index, case_insensitive=case_insensitive,
                                                      min_chars=min_chars, stopwords=stopwords)
@@ -273,10 +360,13 @@ class KeptGazetteer:
         self.case_insensitive = case_insensitive
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER" if case_insensitive else "ORTH")
         self.link: dict[int, tuple[int, str]] = {}  # match key hash -> (entity id, label)
+        self.table: GazetteerTable | None = None
+        self.labels: Sequence[str] | None = None
 
     def set_table(self, table: GazetteerTable, labels: Sequence[str] | None = None) -> None:
         self.matcher = type(self.matcher)(self.nlp.vocab, attr="LOWER" if self.case_insensitive else "ORTH")
         self.link = {}
+        self.table, self.labels = table, labels
         keys = list(table.entries)
         surfaces = [table.surfaces[key] for key in keys]
         for key, doc in zip(keys, self.nlp.tokenizer.pipe(surfaces)):
@@ -294,6 +384,10 @@ class KeptGazetteer:
         records: list[Span] = []
         for span in chosen:
             entity_id, label = self.link.get(span.label, (-1, "KG"))
+            if self.table is not None and self.table.exact_case:
+                exact_id = self.table.prefer_exact_case(span.text, entity_id)
+                if exact_id != entity_id:
+                    entity_id, label = exact_id, entity_label(self.labels, exact_id)
             span._.kept_entity_id = entity_id
             records.append(make_span(span.start_char, span.end_char, "entity", label, entity_id, self.source))
         doc.spans[self.name] = chosen
