@@ -279,20 +279,31 @@ class KeptPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):
-        """Hugging Face load; a local directory's ``entity_table.safetensors`` is memory-mapped back."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """Hugging Face load; a local directory's ``entity_table.safetensors`` is memory-mapped back.
+        With ``output_loading_info=True`` returns (model, loading info) as transformers does."""
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_untrained_parts()  # loading replaces the parameters, and their requires_grad with them
         table_path = Path(str(pretrained_model_name_or_path)) / ENTITY_TABLE_FILE
         if model.config.freeze_entity_table and table_path.is_file():
             model.load_entity_table(table_path, mmap=True, trainable=False)
-        return model
+        return loaded
+
+    def freeze_untrained_parts(self) -> None:
+        """Set requires_grad False on parameters that no loss of this model reaches (none by default)."""
 
     @classmethod
-    def from_bert(cls, bert_dir: str | Path, **config_overrides: Any):
-        """Initialise from a local BERT checkpoint directory -> (model, LoadReport): T-encoder and the
-        K-encoder's token side from BERT's layers, everything else new (see fusion.loading)."""
+    def from_bert(cls, bert_dir: str | Path, *, min_loaded_fraction: float = 0.9, **config_overrides: Any):
+        """Initialise from a local BERT checkpoint directory -> (model, LoadReport).
+
+        BERT's embeddings, pooler (when the model has one) and layers load; BERT layer i becomes T layer i
+        for i < num_hidden_layers (T), then the token side of K layer i - T; entity parts and new heads
+        start fresh. Only ``num_knowledge_layers`` given: T = N - K, so ``num_knowledge_layers=0`` gives
+        exactly BERT's encoder; neither given: T = ceil(N/2), K = floor(N/2). Raises FusionError when less
+        than ``min_loaded_fraction`` of the encoder's tensors load (0 disables). See fusion.loading."""
         from fusion.loading import load_from_bert
 
-        return load_from_bert(cls, bert_dir, **config_overrides)
+        return load_from_bert(cls, bert_dir, min_loaded_fraction=min_loaded_fraction, **config_overrides)
 
     def entity_path_anchor(self, entity_states: torch.Tensor | None) -> torch.Tensor | float:
         """0 * sum of the last entity states: keeps every entity-path parameter in the autograd graph
@@ -490,7 +501,11 @@ def dea_candidates(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None,
 
 
 class KeptForPreTraining(KeptPreTrainedModel):
-    """KeptModel + MLM head (tied to the word embeddings) + dEA head (+ SOP head when config.use_sop)."""
+    """KeptModel + MLM head (tied to the word embeddings) + dEA head (+ SOP head when config.use_sop).
+
+    The pooler is always there so that a checkpoint carries it to classification fine-tuning; without
+    SOP no loss reaches it, so it is frozen (requires_grad False) and stays as loaded (BERT's, from_bert).
+    """
 
     _tied_weights_keys = {
         "cls.predictions.decoder.weight": "kept.embeddings.word_embeddings.weight",
@@ -499,12 +514,17 @@ class KeptForPreTraining(KeptPreTrainedModel):
 
     def __init__(self, config: KeptConfig) -> None:
         super().__init__(config)
-        self.kept = KeptModel(config, add_pooling_layer=config.use_sop)
+        self.kept = KeptModel(config, add_pooling_layer=True)
         self.cls = nn.Module()
         self.cls.predictions = BertLMPredictionHead(config)
         self.entity_head = KeptEntityPredictionHead(config)
         self.sop_classifier = nn.Linear(config.hidden_size, 2) if config.use_sop else None
         self.post_init()
+        self.freeze_untrained_parts()
+
+    def freeze_untrained_parts(self) -> None:
+        """No SOP: nothing trains the pooler; freeze it (DDP needs a gradient for every trainable parameter)."""
+        self.kept.pooler.requires_grad_(bool(self.config.use_sop))
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.cls.predictions.decoder

@@ -42,7 +42,7 @@ def test_from_bert_report_and_t_encoder_equals_bert(minilm_dir: Path, tokenizer)
     assert "entity_head.dense.weight" in report.new
     assert "cls.predictions.transform.dense.weight" in report.new  # MiniLM ships no MLM head
     assert not any(name.startswith("kept.embeddings") for name in report.new)
-    assert "pooler.dense.weight" in report.unused  # no SOP: the pretraining model has no pooler
+    assert "kept.pooler.dense.weight" in report.loaded  # kept for classification fine-tuning, even without SOP
     assert "T 3 + K 3" in report.summary() and f"{len(report.loaded)} tensors loaded" in report.summary()
 
     bert = BertModel.from_pretrained(str(minilm_dir), attn_implementation="sdpa").eval()
