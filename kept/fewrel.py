@@ -12,6 +12,7 @@ Text is the tokens joined by single spaces, so token → character offsets are e
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,15 @@ class FewRelExample:
     @property
     def text(self) -> str:
         return " ".join(self.tokens)
+
+    @property
+    def item_id(self) -> str:
+        """A stable id for per-item results: the source (``file:relation[index]``) when loaded from a
+        file, else a hash of the sentence, the head and tail spans and the relation."""
+        if self.source:
+            return self.source
+        key = "\x1f".join([self.text, repr(self.head.first), repr(self.tail.first), self.relation or ""])
+        return "sha1:" + hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
     def token_offsets(self) -> list[tuple[int, int]]:
         """Character (start, end) of every token in :attr:`text`."""

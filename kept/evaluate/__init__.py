@@ -20,8 +20,9 @@ metrics.json (format ``kept.eval.metrics``, format_version 1)::
         "cloze": {accuracy, piece_accuracy, num_mentions, num_available},
         "probe": {mrr, hits_at_1, hits_at_3, hits_at_10, mean_rank, num_facts, num_skipped, mean_candidates,
                   score, filtered, note, per_relation: {relation name: {mrr, hits_at_1, count}}},
-        "relation": {accuracy, macro_f1, num_labels, num_train, num_test, chance, relations, entity_input,
-                     linked_fraction, data, ...} | {"skipped": reason},
+        "relation": {accuracy, macro_f1, num_labels, num_train, num_dev, num_test, chance, best_epoch, dev_macro_f1,
+                     relations, entity_input, linked_fraction, data, init, loaded_tensors, new_tensors, ...}
+                    | {"skipped": reason},
         "linkpred": {mrr, hits_at_1, hits_at_3, hits_at_10, model, source} | {"skipped": reason}},
      "examples": {"cloze": [{doc_id, position, entity_id, context, gold, prediction, correct}],
                   "probe": [{head, relation, prompt, gold, prediction, rank, num_candidates}]},
@@ -205,10 +206,8 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
             entities = tables()["entities"]
             entity_index = dict(zip(entities["name"], entities["id"].astype(int)))
         metrics["relation"] = _timed(timings, "relation", lambda: relation.evaluate_relation(
-            model_dir, tokenizer_dir, data, max_relations=r.max_relations, max_per_relation=r.max_per_relation,
-            test_fraction=r.test_fraction, epochs=r.epochs, learning_rate=r.learning_rate,
-            batch_size=r.batch_size, max_length=r.max_length, seed=eval_config.seed, device=device,
-            entity_index=entity_index))
+            model_dir, tokenizer_dir, data, **r.model_dump(exclude={"enabled", "data"}), seed=eval_config.seed,
+            device=device, entity_index=entity_index))
     else:
         metrics["relation"] = dict(disabled)
 

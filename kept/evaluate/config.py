@@ -47,8 +47,17 @@ class RelationEvalConfig(_Section):
     max_relations: int = Field(5, ge=2)
     max_per_relation: int = Field(40, ge=2, description="sentences per relation (train + test)")
     test_fraction: float = Field(0.3, gt=0, lt=1)
-    epochs: int = Field(3, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)
+    dev_fraction: float = Field(0.15, ge=0, lt=1,
+                                description="share of each relation's training sentences held out (seeded) as a "
+                                            "dev split that picks the best epoch by macro-F1; 0: score the last epoch")
+    epochs: Optional[int] = Field(None, ge=1, description="None: derived from the model size "
+                                                          "(kept.evaluate.relation.finetune_defaults)")
+    learning_rate: Optional[float] = Field(None, gt=0, description="peak AdamW learning rate; None: derived from "
+                                                                   "the model size (1e-4 small, 5e-5 base encoders)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps with a linear warm-up; then "
+                                                            "linear decay to 0")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and LayerNorm weights)")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(96, ge=16)
 
