@@ -46,7 +46,7 @@ from kept.significance import ITEM_METRICS, Difference, paired_bootstrap, seed_b
 HEADLINE_METRICS: tuple[str, ...] = (
     "mlm.token.loss", "mlm.token.accuracy", "mlm.token.accuracy_by_kind.entity", "mlm.strategy.accuracy",
     "cloze.accuracy", "probe.hits_at_1",
-    "probe.mrr", "relation.accuracy", "relation.macro_f1", "linkpred.mrr",
+    "probe.mrr", "relation.accuracy", "relation.macro_f1", "typing.micro_f1", "linkpred.mrr",
 )
 #: Figures where lower is better (everything else: higher is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mlm.token.loss", "mlm.strategy.loss", "mlm.token.perplexity",

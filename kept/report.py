@@ -246,6 +246,14 @@ def report_run_dir(run_dir: str | Path) -> Path:
     skipped = _skipped_lines(metrics)
     if skipped:
         parts.append("\n" + "\n".join(skipped) + "\n")
+    typing = metrics.get("typing")
+    if isinstance(typing, Mapping) and "micro_f1" in typing:
+        parts.append("\n" + _md_table(
+            ["entity typing", "types", "train / dev / test", "micro-F1", "macro-F1", "strict accuracy", "types from"],
+            [(typing.get("data"), typing.get("num_types"),
+              f"{typing.get('num_train')} / {typing.get('num_dev')} / {typing.get('num_test')}",
+              typing.get("micro_f1"), typing.get("macro_f1"), typing.get("strict_accuracy"),
+              typing.get("type_source", "the data file"))]))
     others = [(m, v) for m, v in flat.items() if m not in shown]
     if others:
         parts.append("\n<details><summary>all figures</summary>\n\n" + _md_table(["metric", "value"], others)

@@ -6,7 +6,8 @@
 
 One module per metric: :mod:`~kept.evaluate.mlm` (held-out MLM with the run's strategy and with
 token masking), :mod:`~kept.evaluate.cloze` (entity cloze), :mod:`~kept.evaluate.probe` (KG probe),
-:mod:`~kept.evaluate.relation` (FewRel fine-tune), :mod:`~kept.evaluate.linkpred` (KG link prediction).
+:mod:`~kept.evaluate.relation` (FewRel fine-tune), :mod:`~kept.evaluate.typing` (entity typing fine-tune),
+:mod:`~kept.evaluate.linkpred` (KG link prediction).
 
 metrics.json (format ``kept.eval.metrics``, format_version 1)::
 
@@ -23,11 +24,14 @@ metrics.json (format ``kept.eval.metrics``, format_version 1)::
         "relation": {accuracy, macro_f1, num_labels, num_train, num_dev, num_test, chance, best_epoch, dev_macro_f1,
                      relations, entity_input, linked_fraction, data, init, loaded_tensors, new_tensors, ...}
                     | {"skipped": reason},
+        "typing": {micro_f1, macro_f1, strict_accuracy, micro_precision, micro_recall, num_types, num_train,
+                   num_dev, num_test, best_epoch, dev_micro_f1, types, type_source, data, ...} | {"skipped": reason},
         "linkpred": {mrr, hits_at_1, hits_at_3, hits_at_10, model, source} | {"skipped": reason}},
      "examples": {"cloze": [{doc_id, position, entity_id, context, gold, prediction, correct}],
                   "probe": [{head, relation, prompt, gold, prediction, rank, num_candidates}]},
      "items": {"cloze": {"ids", "correct"}, "probe": {"ids", "reciprocal_rank", "hits_at_1"},
-               "relation": {"ids", "gold", "pred"}},   # per-item outcomes for `kept compare`'s bootstrap
+               "relation": {"ids", "gold", "pred"},
+               "typing": {"ids", "gold": [[type index, ...]], "pred"}},  # per-item outcomes (bootstrap)
      "timings_s": {"mlm": s, "cloze": s, ...}}
 
 A disabled metric is ``{"skipped": "disabled in eval config"}``; a figure that cannot be computed
@@ -210,6 +214,24 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
             device=device, entity_index=entity_index))
     else:
         metrics["relation"] = dict(disabled)
+
+    if eval_config.typing.enabled:
+        say("entity typing")
+        from kept.evaluate import typing as entity_typing
+
+        t = eval_config.typing
+
+        def run_typing() -> dict[str, Any]:
+            data = entity_typing.typing_data(run_dir, t, tables=tables, encode=run_config.encode,
+                                             seed=eval_config.seed)
+            return entity_typing.evaluate_typing(model_dir, tokenizer_dir, data, config=t, seed=eval_config.seed,
+                                                 device=device, fusion=fusion)
+
+        metrics["typing"] = _timed(timings, "typing", run_typing)
+        if "skipped" in metrics["typing"]:
+            del timings["typing"]  # nothing ran
+    else:
+        metrics["typing"] = dict(disabled)
 
     if eval_config.linkpred.enabled:
         say("KG link prediction")

@@ -62,6 +62,41 @@ class RelationEvalConfig(_Section):
     max_length: int = Field(96, ge=16)
 
 
+class TypingEvalConfig(_Section):
+    """Entity typing (kept.evaluate.typing): a multi-label fine-tune scored by loose micro-F1."""
+
+    enabled: bool = Field(True, description="on: runs when typing data is available, else the metric says why "
+                                            "it was skipped")
+    data: Optional[Path] = Field(None, description="OpenEntity/FIGER-format file (JSON array as in ERNIE-THU, or "
+                                                   "JSON lines: sent, start, end, labels[, ents, entity, id]) or a "
+                                                   "directory with train.json/test.json[/dev.json]; None: mentions "
+                                                   "derived from the run's gold entity links typed by its KG, test "
+                                                   "mentions from the held-out validation documents")
+    gold_only: bool = Field(True, description="derived items: gold links only (off: detector-linked spans too)")
+    context_chars: int = Field(200, ge=10, description="derived items: characters of context on each side")
+    max_per_entity: int = Field(5, ge=1, description="derived items: mentions of one entity kept per split")
+    min_type_count: int = Field(3, ge=1, description="types with fewer training mentions are dropped")
+    max_types: int = Field(64, ge=1, description="the most frequent types kept (columns of the classifier)")
+    max_train_items: int = Field(2000, ge=1, description="training mentions (seeded sample); dev: up to a quarter")
+    max_test_items: int = Field(500, ge=1, description="test mentions (seeded sample)")
+    dev_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training documents (derived items) or "
+                                                             "items (a file without dev.json) used as the dev split "
+                                                             "that picks the best epoch; 0: the last epoch")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="a single data file: share of items held out for test")
+    threshold: float = Field(0.5, gt=0, lt=1, description="a type is predicted above this probability (and the "
+                                                          "top type always)")
+    link_threshold: float = Field(0.3, ge=0, description="data file: linked mentions (ents) above this score "
+                                                         "enter fusion models (ERNIE-THU's threshold)")
+    entity_input: bool = Field(True, description="fusion runs: the KG ids of the linked mentions in the sentence "
+                                                 "(the typed one included) enter the model, as in ERNIE-THU")
+    epochs: Optional[int] = Field(None, ge=1, description="None: from the model size "
+                                                          "(kept.evaluate.relation.finetune_defaults)")
+    learning_rate: Optional[float] = Field(None, gt=0, description="peak AdamW learning rate; None: from the "
+                                                                   "model size")
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(96, ge=16, description="word pieces per item (a window around the mention)")
+
+
 class LinkPredEvalConfig(_Section):
     enabled: bool = True
     recompute: bool = Field(False, description="retrain the KG embedding and rank again instead of reading kg_metrics.json")
@@ -78,6 +113,7 @@ class EvalConfig(_Section):
     cloze: ClozeEvalConfig = ClozeEvalConfig()
     probe: ProbeEvalConfig = ProbeEvalConfig()
     relation: RelationEvalConfig = RelationEvalConfig()
+    typing: TypingEvalConfig = TypingEvalConfig()
     linkpred: LinkPredEvalConfig = LinkPredEvalConfig()
 
 
