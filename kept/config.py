@@ -164,10 +164,24 @@ class TrainConfig(_Section):
     batch_size: int = Field(16, ge=1, description="per device")
     eval_batch_size: Optional[int] = Field(None, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(5e-4, gt=0)
+    learning_rate: Optional[float] = Field(
+        None, gt=0, description="peak AdamW learning rate; null: derived from the model size and whether it "
+                                "starts from a checkpoint (kept.optim.resolve_train_defaults: 5e-4 for the tiny "
+                                "preset, 1e-4 for a ~20M-parameter pretrained encoder, 5e-5 for base)")
     lr_scheduler: str = "linear"
     warmup_steps: int = Field(0, ge=0)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="used when warmup_steps is 0")
+    warmup_ratio: Optional[float] = Field(
+        None, ge=0, lt=1, description="share of max_steps with a linear warm-up, used when warmup_steps is 0; "
+                                      "null: derived (0.06; 0.1 for a model of 60M+ parameters from scratch)")
+    new_params_warmup_steps: Optional[int] = Field(
+        None, ge=0, description="first optimizer steps that train only the parameters the init checkpoint "
+                                "did not provide (MLM head, fusion and dEA parts; see the run's "
+                                "logs/loading_report.json); the loaded ones are held still, then follow "
+                                "the schedule with their own warm-up. null: derived (10% of max_steps "
+                                "when starting from a BERT checkpoint, else 0)")
+    new_params_learning_rate: Optional[float] = Field(
+        None, gt=0, description="peak learning rate of the new parameters; null: derived (10 x learning_rate "
+                                "from a BERT checkpoint, else learning_rate)")
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     seed: int = 0

@@ -35,8 +35,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kept.config import RunConfig, changed_keys, resolve_init_from, section_object, training_view
+from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
 from kept.errors import KeptError
+from kept.optim import (
+    OptimizerPlan,
+    ParameterOrigins,
+    describe_derived,
+    kept_checkpoint_new_names,
+    param_group_trainer,
+    resolve_train_defaults,
+)
 from kept.rundir import (
     atomic_write_json,
     is_main_process,
@@ -47,6 +55,8 @@ from kept.rundir import (
 )
 
 TRAINING_SNAPSHOT = "kept_training.json"
+#: logs/ file: which parameters are new vs loaded (with counts), the optimizer plan, the derived defaults.
+LOADING_REPORT = "loading_report.json"
 INDEX_KEY = "__index__"
 
 
@@ -157,6 +167,7 @@ def remove_incomplete_checkpoints(checkpoint_dir: Path) -> list[Path]:
 
 
 def training_snapshot(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    config, _ = resolve_train_defaults(config)  # derived values compare as the values they resolve to
     paths = run_paths(run_dir)
     inputs = path_fingerprint([paths.encoded_train, paths.tokenizer])
     if config.model.fusion:
@@ -204,6 +215,14 @@ def _embedding_dim(path: Path) -> tuple[int, int]:
 
 def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]) -> Any:
     """KeptForPreTraining from a preset, a previous stage (init_from) or a BERT checkpoint."""
+    return build_model_and_origins(config, run_dir, tokenizer, log)[0]
+
+
+def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]
+                            ) -> tuple[Any, ParameterOrigins]:
+    """:func:`build_model` and which of its parameters are new (randomly initialised) and which loaded
+    (from init_from or, for a trainable entity table, from the KG embeddings). Parameters that start
+    from random are drawn from ``train.seed``, also when the rest comes from a checkpoint."""
     import torch
     from fusion import KeptConfig, KeptForPreTraining
 
@@ -239,16 +258,20 @@ def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[
         model_config = KeptConfig.from_preset(mcfg.preset, **kwargs)
         torch.manual_seed(config.train.seed)
         model = KeptForPreTraining(model_config)
+        new_names, source, unused, tied = {n for n, _ in model.named_parameters()}, "scratch", [], []
         log(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     else:
         model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
+        torch.manual_seed(config.train.seed)  # the parameters the checkpoint lacks start from this seed
         if model_type == "kept":
             model = KeptForPreTraining.from_pretrained(str(init_from), **overrides)
+            new_names, source, unused, tied = kept_checkpoint_new_names(model, init_from), "kept", [], []
             log(f"model: continued from {init_from}")
         else:
             if entity_dim is not None:
                 overrides["entity_dim"] = entity_dim
             model, report = KeptForPreTraining.from_bert(str(init_from), **overrides)
+            new_names, source, unused, tied = set(report.new), "bert", report.unused, report.tied
             log(f"model: initialised from BERT: {report.summary()}")
         if model.config.vocab_size != len(tokenizer):
             raise KeptError(f"init_from checkpoint has a vocabulary of {model.config.vocab_size} tokens but the "
@@ -265,7 +288,9 @@ def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[
     if mcfg.fusion:
         model.load_entity_table(paths.embeddings, trainable=not mcfg.freeze_entity_table)
         log(f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})")
-    return model
+    origins = ParameterOrigins.from_model(model, new_names, source, init_from, unused=unused, tied=tied)
+    log(origins.summary())
+    return model, origins
 
 
 # ------------------------------------------------------------------ trainer
@@ -459,6 +484,11 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     paths = run_paths(run_dir)
     started = time.time()
     tokenizer = load_run_tokenizer(paths.tokenizer)
+    config, derived = resolve_train_defaults(config)
+    if derived:
+        log(describe_derived(derived))
+        if is_main_process():
+            save_config(config, run_dir)  # config.yaml records the derived values as they were resolved
     train_data = load_encoded(run_dir, "train")
     validation = load_encoded(run_dir, "validation") if paths.encoded_validation.exists() else None
     if validation is not None and len(validation) == 0:
@@ -472,7 +502,15 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     checkpoints = complete_checkpoints(paths.checkpoints)
     resume = str(checkpoints[-1]) if checkpoints else None
 
-    model = build_model(config, run_dir, tokenizer, log)
+    model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
+    plan = OptimizerPlan.from_config(config, origins)
+    if plan.ignored(config):
+        log(f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}")
+    log(plan.describe())
+    if is_main_process():
+        atomic_write_json(paths.logs / LOADING_REPORT, {
+            **origins.to_dict(), "optimizer": plan.to_dict(),
+            "train_defaults": {d.key: {"value": d.value, "reason": d.reason} for d in derived}})
     masking = section_object(config, "masking")
     masking.dea = bool(masking.dea and config.model.fusion)
     collator = KnowledgeMaskingCollator(tokenizer, config=masking)
@@ -534,7 +572,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.logs / "tensorboard")
     try:
-        trainer_class = component_loss_trainer()
+        trainer_class = param_group_trainer(component_loss_trainer(), plan)
         trainer = trainer_class(model=model, args=args, data_collator=train_collate,
                                 train_dataset=IndexedDataset(train_data, columns),
                                 eval_dataset=IndexedDataset(validation, columns) if validation is not None else None,
