@@ -79,6 +79,9 @@ class CompareSection(BaseModel):
                                                    "e.g. `token` or `entity+fusion`")
     bootstrap: BootstrapSection = Field(default_factory=BootstrapSection,
                                         description="resamples and seed of the paired bootstrap intervals")
+    reference: bool = Field(False, description="also evaluate the starting checkpoint (model.init_from) with no "
+                                               "continued pretraining, as the variant `reference`, through the "
+                                               "same evaluation and fine-tuning, once per seed")
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,8 @@ def compare_runs(run_dirs_by_variant: Mapping[str, Sequence[str | Path]],
 
 # ------------------------------------------------------------------ kept compare CONFIG
 
+#: The variant holding the starting checkpoint evaluated with no continued pretraining.
+REFERENCE = "reference"
 #: Stages prepared once and shared by every variant (their outputs are symlinked into each run).
 SHARED_STAGES: tuple[str, ...] = ("data", "kg", "annotate", "encode")
 SHARED_PATHS: tuple[str, ...] = ("kg", "corpus", "tokenizer", "encoded")
@@ -430,6 +435,19 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
                 values["model"] = {**values["model"], "fusion": fusion}
                 values["train"] = {**values["train"], "seed": seed}
                 runs[variant].append((seed, config_module.validate_config(values, source=path, text=text)))
+    if section.reference:  # last, so the default baseline stays the first strategy
+        if not base.model.init_from:
+            raise KeptError("compare.reference needs a starting checkpoint", where=path,
+                            line=config_module._yaml_line(text, ("compare", "reference")),
+                            fix="set model.init_from (a BERT or kept model directory, or run:NAME)")
+        runs[REFERENCE] = []
+        for seed in section.seeds:
+            values = base.to_dict()
+            values["name"] = f"{REFERENCE}-seed{seed}"
+            # no continued pretraining: the checkpoint as loaded (plain text layers, no fusion)
+            values["model"] = {**values["model"], "fusion": False}
+            values["train"] = {**values["train"], "seed": seed, "max_steps": 0}
+            runs[REFERENCE].append((seed, config_module.validate_config(values, source=path, text=text)))
     return ComparePlan(base, section, Path(out), runs)
 
 

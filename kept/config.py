@@ -160,7 +160,7 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    max_steps: int = Field(200, ge=1)
+    max_steps: int = Field(200, ge=0, description="0: save the starting model untrained (a reference point)")
     batch_size: int = Field(16, ge=1, description="per device")
     eval_batch_size: Optional[int] = Field(None, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -404,7 +404,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | dict[
 
 
 _PATH_KEYS = {("data", k) for k in ("corpus", "wikipedia_dump", "kg_triples", "kg_labels", "kg_aliases",
-                                    "fewrel")} | {("runs_dir",)}
+                                    "fewrel")} | {("runs_dir",), ("eval", "relation", "data"),
+                                                  ("eval", "probe", "relation_labels")}
 
 
 def _absolutize(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -151,11 +151,13 @@ def load_fewrel(path: str | Path, *, max_per_relation: int | None = None) -> Few
     names_file = (path if path.is_dir() else path.parent) / "pid2name.json"
     names: dict[str, str] = {}
     if names_file.exists():
+        from kg import KGError
+        from kg.sources import read_relation_labels
+
         try:
-            raw_names = json.loads(names_file.read_text(encoding="utf-8"))
-            names = {k: (v[0] if isinstance(v, list) and v else str(v)) for k, v in raw_names.items()}
-        except (json.JSONDecodeError, AttributeError):
-            names = {}
+            names = read_relation_labels(names_file)
+        except KGError:
+            names = {}  # readable relation names are optional: the ids still work
     return FewRelSet(examples, names)
 
 

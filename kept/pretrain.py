@@ -46,6 +46,7 @@ from kept.optim import (
     resolve_train_defaults,
 )
 from kept.rundir import (
+    RunPaths,
     atomic_write_json,
     is_main_process,
     path_fingerprint,
@@ -503,6 +504,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     resume = str(checkpoints[-1]) if checkpoints else None
 
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
+    if config.train.max_steps == 0:
+        return save_starting_model(paths, model, tokenizer, config, started, log)
     plan = OptimizerPlan.from_config(config, origins)
     if plan.ignored(config):
         log(f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}")
@@ -614,18 +617,43 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         atomic_write_json(paths.train_history, {"global_step": trainer.state.global_step,
                                                 "max_steps": tcfg.max_steps, "log_history": history})
         if not stopped_early:
-            tokenizer.save_pretrained(str(partial))
-            atomic_write_json(partial / "kept_pretrain.json", metrics)
-            old = paths.root / "model.old"
-            if paths.model.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(paths.model, old)
-            os.replace(partial, paths.model)
-            shutil.rmtree(old, ignore_errors=True)
-            atomic_write_json(paths.logs / "pretrain_metrics.json", metrics)
+            install_model(paths, partial, tokenizer, metrics)
     _barrier()
     return PretrainResult(paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume,
                           metrics["runtime_s"], metrics)
+
+
+def install_model(paths: RunPaths, partial: Path, tokenizer: Any, metrics: dict[str, Any]) -> None:
+    """Complete ``partial`` (a saved model) with the tokenizer and metrics and move it to ``model/``;
+    a previous model is replaced only once the new one is whole."""
+    tokenizer.save_pretrained(str(partial))
+    atomic_write_json(partial / "kept_pretrain.json", metrics)
+    old = paths.root / "model.old"
+    if paths.model.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(paths.model, old)
+    os.replace(partial, paths.model)
+    shutil.rmtree(old, ignore_errors=True)
+    atomic_write_json(paths.logs / "pretrain_metrics.json", metrics)
+
+
+def save_starting_model(paths: RunPaths, model: Any, tokenizer: Any, config: RunConfig, started: float,
+                        log: Callable[[str], None]) -> PretrainResult:
+    """``train.max_steps: 0``: save the model as built (e.g. a BERT checkpoint through ``from_bert``) with
+    no training, so the starting point is evaluated through the same steps as the trained variants."""
+    metrics = {"global_step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None, "fusion": config.model.fusion,
+               "strategy": config.masking.get("strategy"), "resumed_from": None,
+               "runtime_s": round(time.time() - started, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+               "num_parameters": int(sum(p.numel() for p in model.parameters())),
+               "note": "train.max_steps 0: the starting model, not trained"}
+    if is_main_process():
+        partial = paths.root / "model.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(str(partial))
+        install_model(paths, partial, tokenizer, metrics)
+    _barrier()
+    log("pretrain: train.max_steps is 0, saved the starting model without training")
+    return PretrainResult(paths.model, 0, None, None, None, metrics["runtime_s"], metrics)
 
 
 def final_evaluation(trainer: Any, validation: Any, columns: Sequence[str], max_examples: int | None,

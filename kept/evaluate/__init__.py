@@ -188,10 +188,16 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         p = eval_config.probe
         kg = tables()
         held_out = _kg_test_split(run_dir)
+        relation_labels = None
+        if p.relation_labels is not None:
+            from kg.sources import read_relation_labels
+
+            relation_labels = read_relation_labels(p.relation_labels)
         facts = probe.facts_from_tables(
             kg["entities"].to_dict("records"), kg["relations"].to_dict("records"),
             list(kg["triples"].itertuples(index=False, name=None)), held_out, p.holdout_fraction,
-            eval_config.seed)
+            eval_config.seed, relation_labels=relation_labels, templates=p.templates,
+            default_template=p.default_template)
         result = _timed(timings, "probe", lambda: probe.evaluate_probe(
             model, tokenizer, facts, max_facts=p.max_facts, max_candidates=p.max_candidates,
             max_pieces=p.max_pieces, score=p.score, filtered=p.filtered, seed=eval_config.seed,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -30,6 +30,14 @@ class ClozeEvalConfig(_Section):
     context_tokens: int = Field(64, ge=8, description="tokens of context kept on each side of the mention")
 
 
+def check_template_slots(template: str) -> str:
+    """A probe template holds ``[X]`` (the head) and ``[Y]`` (the answer) exactly once each."""
+    if template.count("[X]") != 1 or template.count("[Y]") != 1:
+        raise ValueError(f"template {template!r} must contain [X] (the head) and [Y] (the answer) once each, "
+                         'e.g. "[X] is located in [Y] ."')
+    return template
+
+
 class ProbeEvalConfig(_Section):
     enabled: bool = True
     max_facts: int = Field(200, ge=1, description="held-out triples turned into cloze facts")
@@ -39,6 +47,23 @@ class ProbeEvalConfig(_Section):
     filtered: bool = Field(True, description="drop other true tails of (head, relation) from the candidates")
     holdout_fraction: float = Field(0.1, gt=0, le=1,
                                     description="share of triples used as held-out facts when the KG has no test split")
+    templates: dict[str, str] = Field(default_factory=dict,
+                                      description='per relation (name or label): "[X] is located in [Y] ."')
+    default_template: str = Field("[X] [R] [Y] .", description="[X] head, [R] relation label, [Y] the answer")
+    relation_labels: Optional[Path] = Field(None, description="relation labels: TSV name<TAB>label, or JSON "
+                                            "{name: label} / FewRel's pid2name.json {name: [label, description]}")
+
+    @field_validator("default_template")
+    @classmethod
+    def _template_has_slots(cls, value: str) -> str:
+        return check_template_slots(value)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_have_slots(cls, value: dict[str, str]) -> dict[str, str]:
+        for template in value.values():
+            check_template_slots(template)
+        return value
 
 
 class RelationEvalConfig(_Section):
@@ -65,7 +90,7 @@ class RelationEvalConfig(_Section):
 class TypingEvalConfig(_Section):
     """Entity typing (kept.evaluate.typing): a multi-label fine-tune scored by loose micro-F1."""
 
-    enabled: bool = Field(True, description="on: runs when typing data is available, else the metric says why "
+    enabled: bool = Field(False, description="opt-in (a fine-tune: minutes on a CPU); on: runs when typing data is available, else the metric says why "
                                             "it was skipped")
     data: Optional[Path] = Field(None, description="OpenEntity/FIGER-format file (JSON array as in ERNIE-THU, or "
                                                    "JSON lines: sent, start, end, labels[, ents, entity, id]) or a "

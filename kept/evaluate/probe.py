@@ -1,6 +1,10 @@
 """KG probe: held-out triples as templated cloze facts, tails ranked by masked pseudo log-likelihood.
 
-A fact (head, relation, tail) becomes ``[CLS] <head label> <relation words> [MASK]×k . [SEP]``.
+A fact (head, relation, tail) becomes its relation's template with ``[X]`` = the head's label and
+``[Y]`` = k masks: a user template (``eval.probe.templates: {P17: "[X] is located in [Y] ."}``) or the
+language-neutral default ``[X] [R] [Y] .`` where ``[R]`` is the relation's label (a relation-label
+file, FewRel's ``pid2name.json``, the KG's labels). An opaque id such as ``P155`` is never written
+into a prompt: without a readable label the default reads ``[X] [Y] .``.
 The candidates are the labels of the relation's tail entities (the gold tail always among them;
 with ``filtered`` the other true tails of (head, relation) are dropped, as in link prediction).
 A candidate of k word pieces is scored with k masks: ``sum_i log p(piece_i | prompt)`` (or the
@@ -15,21 +19,55 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
+from kept.evaluate.config import check_template_slots
 from kept.evaluate.common import masked_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
+
+
+DEFAULT_TEMPLATE = "[X] [R] [Y] ."
+#: Relation ids that carry no words (Wikidata P17, Freebase-style m.0abc, plain numbers).
+_OPAQUE_ID = re.compile(r"(?:[A-Za-z]{1,2}\d+|m\.[0-9a-z_]+|\d+)")
+_SLOT = re.compile(r"(\[X\]|\[Y\])")
 
 
 def relation_words(name: str, label: str = "") -> str:
     """Words of a relation for the template: its label when it reads as words, else its name split
-    on ``_ - / .`` and camelCase (``placeOfBirth`` and ``place_of_birth`` -> ``place of birth``)."""
+    on ``_ - / .`` and camelCase (``placeOfBirth`` and ``place_of_birth`` -> ``place of birth``);
+    ``""`` for an opaque id with no label (``P155``)."""
     text = label.strip() if label and label.strip() and label.strip() != name else name
+    if _OPAQUE_ID.fullmatch(text.strip()):
+        return ""
     text = text.rsplit("/", 1)[-1] if "/" in text and " " not in text else text
     text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text)
     text = re.sub(r"[_\-./:]+", " ", text)
     return re.sub(r"\s+", " ", text).strip().lower() or name
+
+
+def check_template(template: str, where: str = "eval.probe.templates") -> str:
+    """A template holds ``[X]`` and ``[Y]`` exactly once each (``[R]`` optional); else a KeptError."""
+    try:
+        return check_template_slots(template)
+    except ValueError as error:
+        from kept.errors import KeptError
+
+        raise KeptError(str(error), where=where, fix="put [X] and [Y] in the template once each") from None
+
+
+def relation_templates(names: Sequence[str], words: Sequence[str], templates: dict[str, str] | None = None,
+                       default: str = DEFAULT_TEMPLATE) -> list[str]:
+    """The template of each relation: a user template keyed by the relation's name or words (case
+    ignored), else ``default`` with ``[R]`` = its words."""
+    given = {key.strip().lower(): check_template(value, f"eval.probe.templates.{key}")
+             for key, value in (templates or {}).items()}
+    check_template(default, "eval.probe.default_template")
+    chosen = []
+    for name, text in zip(names, words):
+        template = given.get(name.lower()) or given.get(text.lower()) or default.replace("[R]", text)
+        chosen.append(re.sub(r"\s+", " ", template).strip())
+    return chosen
 
 
 @dataclass
@@ -43,14 +81,39 @@ class ProbeFacts:
     held_out: list[tuple[int, int, int]]
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    templates: list[str] = field(default_factory=list)  # per relation; empty: the default template
+
+    def __post_init__(self) -> None:
+        if not self.templates:
+            self.templates = relation_templates(self.relation_names, self.relation_words)
 
 
 @dataclass
 class _Query:
     fact: tuple[int, int, int]
-    prompt: list[int]                 # head + relation pieces
+    left: list[int]                   # template pieces before the answer masks (head included when [X] comes first)
+    right: list[int]                  # template pieces after them
+    head_at: int                      # index of the head's first piece in left (or in right when head_in_right)
+    head_in_right: bool
     candidates: list[int]             # entity ids, gold first
     pieces: list[list[int]]           # word pieces of each candidate
+
+
+def _template_pieces(template: str, head: str, tokenizer: Any) -> tuple[list[int], list[int], int, bool]:
+    """(left, right, head_at, head_in_right) of ``template`` filled with ``head``; segments are tokenized
+    one by one so the head's first piece has a known position."""
+    left: list[int] = []
+    right: list[int] = []
+    target, head_at, head_in_right = left, 0, False
+    for segment in _SLOT.split(template):
+        if segment == "[Y]":
+            target = right
+        elif segment == "[X]":
+            head_at, head_in_right = len(target), target is right
+            target.extend(tokenizer.encode(head, add_special_tokens=False))
+        elif segment.strip():
+            target.extend(tokenizer.encode(segment.strip(), add_special_tokens=False))
+    return left, right, head_at, head_in_right
 
 
 def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: int, max_pieces: int,
@@ -108,9 +171,9 @@ def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: 
         if not others:
             skipped += 1  # a single candidate ranks trivially first: not a test
             continue
-        prompt = tokenizer.encode(f"{facts.entity_labels[h]} {facts.relation_words[r]}", add_special_tokens=False)
+        left, right, head_at, head_in_right = _template_pieces(facts.templates[r], facts.entity_labels[h], tokenizer)
         chosen = [t] + others
-        queries.append(_Query(fact, prompt, chosen, [list(pieces(c)) for c in chosen]))
+        queries.append(_Query(fact, left, right, head_at, head_in_right, chosen, [list(pieces(c)) for c in chosen]))
     return queries, skipped
 
 
@@ -134,7 +197,6 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
     fusion = uses_fusion(model) if use_entities is None else use_entities
     cls_ids = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
     sep_ids = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
-    period = tokenizer.encode(".", add_special_tokens=False)
 
     # one forward input per (query, candidate length)
     jobs: list[tuple[int, int]] = []  # (query index, k)
@@ -147,13 +209,14 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
         inputs, entities, offsets = [], [], []
         for q, k in chunk:
             query = queries[q]
-            ids = cls_ids + query.prompt + [tokenizer.mask_token_id] * k + period + sep_ids
+            ids = cls_ids + query.left + [tokenizer.mask_token_id] * k + query.right + sep_ids
             ents = [-1] * len(ids)
-            if fusion:
-                ents[len(cls_ids)] = query.fact[0]  # the head mention is linked to the head entity
+            if fusion:  # the head mention is linked to the head entity (never the answer)
+                head = len(cls_ids) + query.head_at + ((len(query.left) + k) if query.head_in_right else 0)
+                ents[head] = query.fact[0]
             inputs.append(ids)
             entities.append(ents)
-            offsets.append(len(cls_ids) + len(query.prompt))
+            offsets.append(len(cls_ids) + len(query.left))
         input_ids = pad(inputs, tokenizer.pad_token_id or 0)
         attention = pad([[1] * len(i) for i in inputs], 0)
         select = torch.zeros_like(input_ids, dtype=torch.bool)
@@ -192,7 +255,7 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
             h, r, t = query.fact
             examples.append({
                 "head": facts.entity_labels[h], "relation": facts.relation_names[r],
-                "prompt": f"{facts.entity_labels[h]} {facts.relation_words[r]} [MASK] .",
+                "prompt": facts.templates[r].replace("[X]", facts.entity_labels[h]).replace("[Y]", "[MASK]"),
                 "gold": facts.entity_labels[t], "prediction": facts.entity_labels[query.candidates[best]],
                 "rank": rank, "num_candidates": len(query.candidates),
             })
@@ -226,10 +289,14 @@ def held_out_triples(num_triples: int, fraction: float, seed: int) -> list[int]:
 
 def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[dict[str, Any]],
                       triples: Sequence[tuple[str, str, str]], held_out: Sequence[tuple[str, str, str]] | None,
-                      fraction: float, seed: int) -> ProbeFacts:
+                      fraction: float, seed: int, *, relation_labels: Mapping[str, str] | None = None,
+                      templates: dict[str, str] | None = None, default_template: str = DEFAULT_TEMPLATE
+                      ) -> ProbeFacts:
     """Build ProbeFacts from KG rows (entities: id/name/label, relations: id/name/label, triples by name).
 
     ``held_out``: the KG's test triples when it has a split; else a seeded ``fraction`` of all triples.
+    ``relation_labels`` (name -> label, e.g. from ``pid2name.json``) win over the KG's relation labels;
+    ``templates``/``default_template``: see :func:`relation_templates`.
     Triples naming unknown entities/relations are ignored.
     """
     n_entities = max((int(e["id"]) for e in entities), default=-1) + 1
@@ -245,7 +312,7 @@ def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[di
     for r in relations:
         i = int(r["id"])
         names[i] = r["name"]
-        words[i] = relation_words(r["name"], r.get("label") or "")
+        words[i] = relation_words(r["name"], (relation_labels or {}).get(r["name"]) or r.get("label") or "")
         relation_index[r["name"]] = i
 
     def to_ids(rows: Sequence[tuple[str, str, str]]) -> list[tuple[int, int, int]]:
@@ -261,4 +328,10 @@ def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[di
         test = [all_triples[i] for i in held_out_triples(len(all_triples), fraction, seed)]
         note = (f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples (the KG has no saved split, "
                 "so the KG embedding may have been trained on them)")
-    return ProbeFacts(labels, words, names, all_triples, test, note=note)
+    chosen = relation_templates(names, words, templates, default_template)
+    unreadable = sorted({names[r] for _, r, _ in test if not words[r] and "[R]" in default_template
+                         and chosen[r] == re.sub(r"\s+", " ", default_template.replace("[R]", "")).strip()})
+    if unreadable:
+        note += (f"; {len(unreadable)} relation(s) without a readable label use '[X] [Y]' prompts "
+                 f"({', '.join(unreadable[:5])}): give eval.probe.relation_labels or eval.probe.templates")
+    return ProbeFacts(labels, words, names, all_triples, test, note=note, templates=chosen)
