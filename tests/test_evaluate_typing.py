@@ -239,7 +239,7 @@ def test_tiny_fine_tune_through_evaluate_run_dir(tmp_path: Path) -> None:
     _tiny_model(run_dir, num_entities=num_entities)
     off = {"enabled": False}
     section = {"mlm": off, "cloze": off, "probe": off, "relation": off, "linkpred": off, "device": "cpu",
-               "typing": {"epochs": 2, "batch_size": 8, "min_type_count": 1, "max_length": 32}}
+               "typing": {"enabled": True, "epochs": 2, "batch_size": 8, "min_type_count": 1, "max_length": 32}}
     record = evaluate_run_dir(run_dir, section)
     typing = record["metrics"]["typing"]
     assert "skipped" not in typing, typing
