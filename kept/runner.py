@@ -162,6 +162,7 @@ def prepare_fewrel(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
 def _stage_spec(stage: str, config: RunConfig, paths: RunPaths) -> tuple[Any, list[Path], list[Path]]:
     """(configuration part, inputs, outputs) of a stage."""
     from kept.config import resolve_init_from, training_view
+    from kept.optim import resolve_train_defaults
 
     c = config.to_dict()
     kg_files = [paths.kg / "entities.tsv", paths.kg / "relations.tsv", paths.kg / "triples.tsv"]
@@ -185,7 +186,9 @@ def _stage_spec(stage: str, config: RunConfig, paths: RunPaths) -> tuple[Any, li
         inputs = [paths.encoded_train, paths.encoded_validation, paths.tokenizer]
         if config.model.fusion:
             inputs.append(paths.embeddings)
-        return training_view(config), inputs, [paths.model / "config.json"]
+        # null train.* defaults compare as the values they resolve to: pretrain writes them into config.yaml
+        resolved, _ = resolve_train_defaults(config)
+        return training_view(resolved), inputs, [paths.model / "config.json"]
     if stage == "evaluate":
         return c["eval"], [paths.model, paths.encoded_validation], [paths.eval / "metrics.json"]
     if stage == "report":

@@ -118,7 +118,6 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known regression (issue 10 session): a second `kept run` re-runs pretrain since derived train defaults were added; to fix next", strict=False)
 def test_kept_run_every_stage_from_source_files(tmp_path: Path) -> None:
     template = make_tiny_run(tmp_path / "template", steps=4, save_steps=2)
     run_dir = tmp_path / "fresh"
