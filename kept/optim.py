@@ -240,6 +240,11 @@ class ParameterOrigins:
                    loaded=sorted(n for n in params if n not in new_names),
                    sizes={n: int(p.numel()) for n, p in params.items()}, unused=sorted(unused), tied=sorted(tied))
 
+    @property
+    def random_mlm_head(self) -> bool:
+        """True when the MLM head starts from random (a sentence-embedding checkpoint such as MiniLM)."""
+        return any(name.startswith("cls.predictions.") for name in self.new)
+
     def count(self, names: Sequence[str]) -> dict[str, int]:
         return {"tensors": len(names), "parameters": int(sum(self.sizes[n] for n in names))}
 

@@ -505,7 +505,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
 
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
     if config.train.max_steps == 0:
-        return save_starting_model(paths, model, tokenizer, config, started, log)
+        return save_starting_model(paths, model, tokenizer, config, started, log,
+                                   random_mlm_head=origins.random_mlm_head)
     plan = OptimizerPlan.from_config(config, origins)
     if plan.ignored(config):
         log(f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}")
@@ -638,14 +639,16 @@ def install_model(paths: RunPaths, partial: Path, tokenizer: Any, metrics: dict[
 
 
 def save_starting_model(paths: RunPaths, model: Any, tokenizer: Any, config: RunConfig, started: float,
-                        log: Callable[[str], None]) -> PretrainResult:
+                        log: Callable[[str], None], random_mlm_head: bool = False) -> PretrainResult:
     """``train.max_steps: 0``: save the model as built (e.g. a BERT checkpoint through ``from_bert``) with
-    no training, so the starting point is evaluated through the same steps as the trained variants."""
+    no training, so the starting point is evaluated through the same steps as the trained variants.
+    ``random_mlm_head`` (the checkpoint had none) is recorded: the evaluation then skips the figures read
+    through the MLM head, which would score a random projection, and keeps the fine-tuned ones."""
     metrics = {"global_step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None, "fusion": config.model.fusion,
                "strategy": config.masking.get("strategy"), "resumed_from": None,
                "runtime_s": round(time.time() - started, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "num_parameters": int(sum(p.numel() for p in model.parameters())),
-               "note": "train.max_steps 0: the starting model, not trained"}
+               "note": "train.max_steps 0: the starting model, not trained", "random_mlm_head": random_mlm_head}
     if is_main_process():
         partial = paths.root / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)

@@ -150,13 +150,15 @@ def test_relation_classification_on_fewrel(run_dir, fewrel_dir) -> None:
     result = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
                                         "probe": {"enabled": False}, "linkpred": {"enabled": False},
                                         "relation": {"data": str(fewrel_dir / "val_nyt.json"), "max_relations": 3,
-                                                     "max_per_relation": 20, "epochs": 2}})
+                                                     "max_per_relation": 20, "epochs": 2},
+                                        "finetune_seed": 3})
     relation = result["metrics"]["relation"]
     assert relation["num_labels"] == 3 and relation["num_test"] == 18
     assert relation["num_train"] == 36 and relation["num_dev"] == 6  # 42 training sentences, 2 per relation for dev
     assert 0.0 <= relation["accuracy"] <= 1.0 and not math.isnan(relation["macro_f1"])
     assert relation["chance"] == pytest.approx(1 / 3) and relation["best_epoch"] in (1, 2)
     assert relation["init"] == "kept" and relation["new_tensors"] == 2 and relation["k_layers"] == 2
+    assert relation["finetune_seed"] == 3  # the split still follows eval.seed (num_* above)
     items = result["items"]["relation"]
     assert "items" not in relation and len(items["ids"]) == len(items["gold"]) == len(items["pred"]) == 18
 

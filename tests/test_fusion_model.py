@@ -260,28 +260,32 @@ def test_overfit_small_batch_losses_fall(table_path: Path) -> None:
     assert final.dea_loss.item() < 0.5 * dea0
 
 
-def _rss_anon_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024.0
-    raise AssertionError("no RssAnon")
-
-
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
 def test_memory_mapped_table_costs_no_heap(tmp_path: Path) -> None:
     from fusion import open_table
 
     path = tmp_path / "big.safetensors"
     save_file({"entity_embeddings": torch.ones(100_000, 100)}, str(path))  # 40 MB
-    before = _rss_anon_mb()
     mapped = open_table(path, mmap=True)
     rows = mapped.index_select(0, torch.tensor([0, 50_000, 99_999]))
-    assert _rss_anon_mb() - before < 10
     assert rows.shape == (3, 100) and float(rows.sum()) == 300.0
     loaded = open_table(path, mmap=False)
-    assert _rss_anon_mb() - before > 30  # the in-memory copy does cost heap
+    # where the data lives, not how the heap grew (RSS deltas flake under a parallel test run):
+    # the mapped table's storage is the file's mapping, the in-memory copy's is not
+    assert _in_file_mapping(mapped, path) and not _in_file_mapping(loaded, path)
     assert torch.equal(loaded[5], mapped[5])
+
+
+def _in_file_mapping(tensor: torch.Tensor, path: Path) -> bool:
+    """True when the tensor's data lies in a memory mapping of ``path`` (per /proc/self/maps)."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == str(path.resolve()):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            if start <= address < end:
+                return True
+    return False
 
 
 def test_entity_table_stays_on_cpu_and_is_memory_mapped(table_path: Path) -> None:

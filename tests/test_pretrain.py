@@ -187,3 +187,10 @@ def test_zero_steps_saves_the_starting_checkpoint_untrained(encoded_template: Pa
     word = bert_model.embeddings.word_embeddings.weight
     key = next(k for k in saved if k.endswith("embeddings.word_embeddings.weight"))
     assert torch.equal(saved[key], word.detach())  # untouched BERT weights
+    # MiniLM has no MLM head: the figures read through the random one are skipped, not reported
+    assert json.loads((run_dir / "logs" / "pretrain_metrics.json").read_text())["random_mlm_head"] is True
+    from kept.evaluate import evaluate_run_dir
+
+    metrics = evaluate_run_dir(run_dir, {"relation": {"enabled": False}, "batch_size": 8})["metrics"]
+    for name in ("mlm", "cloze", "probe"):
+        assert "MLM head was never trained" in metrics[name]["skipped"]

@@ -84,6 +84,25 @@ def _run_settings(run_config: Any) -> dict[str, Any]:
     }
 
 
+def _untrained_mlm_head(run_dir: Path) -> str | None:
+    """Why the MLM-head figures (MLM, cloze, probe) cannot be read from this run's model, or None.
+
+    A starting checkpoint without an MLM head (a sentence-embedding BERT such as MiniLM) saved untrained
+    (``train.max_steps: 0``, the ``reference`` variant of `kept compare`) has a random head: its MLM,
+    cloze and probe scores would measure the random projection, not the checkpoint."""
+    metrics_file = run_dir / "logs" / "pretrain_metrics.json"
+    if not metrics_file.is_file():
+        return None
+    try:
+        recorded = json.loads(metrics_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # the evaluation does not depend on this log; a damaged one only loses the check
+    if recorded.get("random_mlm_head") and not recorded.get("global_step"):
+        return ("the MLM head was never trained (the starting checkpoint has none and train.max_steps is 0): "
+                "its scores would measure a random projection")
+    return None
+
+
 def _timed(timings: dict[str, float], name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     start = time.perf_counter()
     result = fn()
@@ -126,6 +145,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     from fusion import KeptForMaskedLM
 
     torch.manual_seed(eval_config.seed)
+    finetune_seed = eval_config.finetune_seed if eval_config.finetune_seed is not None else run_config.train.seed
     device = resolve_device(eval_config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).to(device).eval()
@@ -134,6 +154,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     examples: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
     disabled = {"skipped": "disabled in eval config"}
+    head_missing = _untrained_mlm_head(run_dir)
     kg_tables: dict[str, Any] = {}
 
     def tables() -> dict[str, Any]:
@@ -152,7 +173,9 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
             raise KeptError("the encoded validation split is empty", where=run_dir / "encoded" / "validation",
                             fix="set encode.validation_fraction above 0 and re-run the encode step")
 
-    if eval_config.mlm.enabled:
+    if eval_config.mlm.enabled and head_missing:
+        metrics["mlm"] = {"skipped": head_missing}
+    elif eval_config.mlm.enabled:
         say("MLM")
         own_probability = eval_config.mlm.mlm_probability or settings["mlm_probability"]
         token_probability = eval_config.mlm.mlm_probability or 0.15
@@ -171,7 +194,9 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     else:
         metrics["mlm"] = dict(disabled)
 
-    if eval_config.cloze.enabled:
+    if eval_config.cloze.enabled and head_missing:
+        metrics["cloze"] = {"skipped": head_missing}
+    elif eval_config.cloze.enabled:
         say("entity cloze")
         c = eval_config.cloze
         result = _timed(timings, "cloze", lambda: cloze.evaluate_cloze(
@@ -183,7 +208,9 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     else:
         metrics["cloze"] = dict(disabled)
 
-    if eval_config.probe.enabled:
+    if eval_config.probe.enabled and head_missing:
+        metrics["probe"] = {"skipped": head_missing}
+    elif eval_config.probe.enabled:
         say("KG probe")
         p = eval_config.probe
         kg = tables()
@@ -217,7 +244,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
             entity_index = dict(zip(entities["name"], entities["id"].astype(int)))
         metrics["relation"] = _timed(timings, "relation", lambda: relation.evaluate_relation(
             model_dir, tokenizer_dir, data, **r.model_dump(exclude={"enabled", "data"}), seed=eval_config.seed,
-            device=device, entity_index=entity_index))
+            finetune_seed=finetune_seed, device=device, entity_index=entity_index))
     else:
         metrics["relation"] = dict(disabled)
 
@@ -230,7 +257,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         def run_typing() -> dict[str, Any]:
             data = entity_typing.typing_data(run_dir, t, tables=tables, encode=run_config.encode,
                                              seed=eval_config.seed)
-            return entity_typing.evaluate_typing(model_dir, tokenizer_dir, data, config=t, seed=eval_config.seed,
+            return entity_typing.evaluate_typing(model_dir, tokenizer_dir, data, config=t, seed=finetune_seed,
                                                  device=device, fusion=fusion)
 
         metrics["typing"] = _timed(timings, "typing", run_typing)

@@ -130,7 +130,12 @@ class LinkPredEvalConfig(_Section):
 class EvalConfig(_Section):
     """The ``eval:`` section of a run configuration."""
 
-    seed: int = 0
+    seed: int = Field(0, description="seed of what is sampled to test (cloze mentions, probe facts, MLM masks, "
+                                     "the relation and typing splits): the same test items for every run")
+    finetune_seed: int | None = Field(
+        None, description="seed of the relation/typing fine-tunes (new classifier, data order, dropout); "
+                          "null: train.seed, so that each seed of a `kept compare` variant also fine-tunes "
+                          "with its own seed and the spread over seeds includes the fine-tuning's")
     batch_size: int = Field(32, ge=1)
     num_examples: int = Field(10, ge=0, description="cloze/probe examples stored in metrics.json")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")

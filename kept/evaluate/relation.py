@@ -216,14 +216,15 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
                        learning_rate: float | None = None, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
                        max_grad_norm: float = 1.0, dev_fraction: float = 0.15, batch_size: int = 16,
                        max_length: int = 96, seed: int = 0, entity_index: Mapping[str, int] | None = None,
-                       device: torch.device | str | None = None) -> dict[str, Any]:
+                       device: torch.device | str | None = None, finetune_seed: int | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` (forward(input_ids, attention_mask, head_start, tail_start[, entity_ids], labels)
     -> loss, logits) on ``train`` minus a dev split (:func:`split_dev`) through the shared
     ``transformers.Trainer`` fine-tune (:func:`kept.evaluate.finetune.finetune`: AdamW, linear warm-up
     and decay, clipping, seeds), keep the epoch with the best dev macro-F1, and return accuracy /
     macro-F1 on ``test`` plus per-item ``items`` (``ids``: :attr:`FewRelExample.item_id`, ``gold`` /
     ``pred``: label indices into ``relations``). ``epochs`` / ``learning_rate`` None:
-    :func:`finetune_defaults`. The tokenizer must know the markers (:func:`add_markers`)."""
+    :func:`finetune_defaults`. ``seed`` draws the dev split, ``finetune_seed`` (None: ``seed``) the
+    Trainer's. The tokenizer must know the markers (:func:`add_markers`)."""
     size = finetune_defaults(model)
     derived = [name for name, value in (("epochs", epochs), ("learning_rate", learning_rate)) if value is None]
     epochs = int(epochs if epochs is not None else size.epochs)
@@ -235,7 +236,7 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     target = torch.device(device) if device is not None else model_device(model)
     settings = FinetuneSettings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                                 warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                                seed=seed, device=str(target))
+                                seed=seed if finetune_seed is None else finetune_seed, device=str(target))
     result = finetune(model, fit_rows, dev_rows, collate=RelationCollator(tokenizer.pad_token_id or 0, entity_input),
                       compute_metrics=_score_predictions(len(relations)), metric="macro_f1", settings=settings)
     predictions = predict_logits(result.trainer, test_rows).argmax(dim=-1).tolist()  # [N_test]
@@ -250,7 +251,7 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
         "chance": 1.0 / len(relations) if relations else math.nan,
         "best_epoch": result.best_epoch, "dev_macro_f1": result.best_metric,
         "dev_history": [float(entry.get("macro_f1", math.nan)) for entry in result.history],
-        "final_train_loss": result.train_loss,
+        "final_train_loss": result.train_loss, "finetune_seed": settings.seed,
         "epochs": epochs, "learning_rate": learning_rate, "warmup_ratio": warmup_ratio, "weight_decay": weight_decay,
         "size_class": size.name, "derived": derived,
         "relations": list(relations),
@@ -351,7 +352,8 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
                       dev_fraction: float = 0.15, epochs: int | None = None, learning_rate: float | None = None,
                       warmup_ratio: float = 0.1, weight_decay: float = 0.01, max_grad_norm: float = 1.0,
                       batch_size: int = 16, max_length: int = 96, seed: int = 0, device: torch.device | str = "cpu",
-                      entity_index: Mapping[str, int] | None = None) -> dict[str, Any]:
+                      entity_index: Mapping[str, int] | None = None, finetune_seed: int | None = None
+                      ) -> dict[str, Any]:
     """Fine-tune a fresh ``KeptForRelationClassification`` from ``model_dir`` (a KEPT model or a plain
     BERT directory, :func:`load_relation_model`) and score it (:func:`finetune_and_score`).
 
@@ -359,8 +361,12 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
     found in it enter the model as entity ids, as in ERNIE-THU's FewRel fine-tuning. A BERT directory
     has no entity table: the index is then not used and ``note`` says so.
 
+    ``seed`` picks the relations and the train/dev/test split (the same test items for every model);
+    ``finetune_seed`` (None: ``seed``) the classifier's initialisation, the data order and dropout.
+
     Returns ``{"skipped": reason}`` when no FewRel data is configured or the file is absent.
     """
+    finetune_seed = seed if finetune_seed is None else finetune_seed
     if data is None:
         return {"skipped": "no FewRel data configured (set eval.relation.data or data.fewrel)"}
     data = Path(data)
@@ -379,7 +385,7 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
         return {"skipped": f"{data} has fewer than 2 relations with 2+ sentences"}
     from transformers import AutoTokenizer, set_seed
 
-    set_seed(seed)  # the new classifier's initialisation
+    set_seed(finetune_seed)  # the new classifier's initialisation
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     model, loaded = load_relation_model(model_dir, len(relations))
     note = None
@@ -391,7 +397,7 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
     result = finetune_and_score(model, tokenizer, train, test, relations, epochs=epochs, learning_rate=learning_rate,
                                 warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
                                 dev_fraction=dev_fraction, batch_size=batch_size, max_length=max_length, seed=seed,
-                                entity_index=entity_index, device=device)
+                                finetune_seed=finetune_seed, entity_index=entity_index, device=device)
     result.update(loaded)
     result["data"] = str(data)
     if note:
