@@ -150,6 +150,31 @@ class CompareResult:
         difference = self.differences.get(variant, {}).get(metric)
         return text, difference.format() if difference is not None else ""
 
+    def verdict(self, metric: str | None = None) -> str:
+        """One line saying what the comparison shows on ``metric`` (default: the first headline metric
+        with differences), e.g. ``relation.macro_f1 vs token (0.800): entity+fusion +0.012 [-0.030, 0.050]
+        (interval includes 0: no difference shown); reference +0.045 [0.010, 0.080]* (better)``."""
+        if metric is None:
+            metric = next((m for m in self.shown_metrics()
+                           if any(m in rows for rows in self.differences.values())), None)
+        if metric is None or self.baseline is None:
+            return "no difference to a baseline was computed (one variant, or no shared metric)"
+        lower = metric in LOWER_IS_BETTER
+        parts = []
+        for variant in self.variants:
+            difference = self.differences.get(variant, {}).get(metric)
+            if variant == self.baseline or difference is None or not math.isfinite(difference.delta):
+                continue
+            if not difference.significant:
+                word = "interval includes 0: no difference shown" if math.isfinite(difference.ci_low) \
+                    else "no interval: one run each without per-item outcomes"
+            else:
+                word = "better" if (difference.delta < 0) == lower else "worse"
+            parts.append(f"{variant} {difference.format()} ({word})")
+        base = self.table[self.baseline].get(metric)
+        base_text = f" ({base.mean:.3f})" if base is not None and base.n else ""
+        return f"{metric} vs {self.baseline}{base_text}: " + ("; ".join(parts) or "no other variant has it")
+
     def legend(self) -> str:
         """One line on how the differences were computed (empty without a baseline)."""
         if self.baseline is None or not self.differences:
@@ -219,7 +244,7 @@ class CompareResult:
         lines.append("")
         lines.append("mean ± sample std over seeds (n runs per variant); best in bold; ↑ higher is better, ↓ lower.")
         if self.legend():
-            lines.extend(["", self.legend()])
+            lines.extend(["", self.legend(), "", f"What it shows: {self.verdict()}."])
         return "\n".join(lines) + "\n"
 
     def rich_table(self, metrics: Sequence[str] | None = None) -> Any:

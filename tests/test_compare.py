@@ -136,6 +136,11 @@ def test_compare_runs_bootstraps_over_paired_items(tmp_path) -> None:
     assert phrase.ci_low < 0 < phrase.ci_high and not phrase.significant  # same rate, other noise
     assert "token" not in result.differences
     assert "paired items: cloze 200, probe 60, relation 80" in result.to_markdown()
+    # one line says what it shows: entity better (interval above 0), phrase no different
+    line = result.verdict("cloze.accuracy")
+    assert line.startswith("cloze.accuracy vs token (") and f"entity {cloze.format()} (better)" in line
+    assert "phrase" in line and "interval includes 0: no difference shown" in line
+    assert f"What it shows: {result.verdict()}." in result.to_markdown()
     # the same call gives the same intervals; another baseline gives other differences
     again = compare_runs(runs, bootstrap=BootstrapSection(resamples=300, seed=1))
     assert again.differences["entity"]["cloze.accuracy"] == cloze

@@ -32,6 +32,7 @@ def compare_command(
     split = [s.strip() for s in force.split(",") if s.strip()] if force else []
     result = run_compare(plan, log=lambda m: console.print(m, highlight=False), force=split)
     Console().print(result.rich_table())
+    Console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
     console.print(f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/")
 
 

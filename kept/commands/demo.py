@@ -194,6 +194,7 @@ def demo_command(
     from rich.console import Console
 
     Console().print(outcome["result"].rich_table())
+    console.print(f"[bold]what it shows[/]: {outcome['result'].verdict()}", highlight=False)
     timings = outcome["timings"]
     console.print(f"[green]report[/] {outcome['report']}  (total {timings['total']:.0f}s: "
                   + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total") + ")", highlight=False)
