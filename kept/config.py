@@ -149,6 +149,21 @@ class EncodeConfig(_Section):
     packing: bool = Field(False, description="pack chunks of consecutive documents into full sequences")
     seed: int = 0
     num_proc: int = Field(1, ge=1)
+    segmenter: str = Field("none", description="word units for text without spaces: none | jieba | pkuseg | "
+                                               "spacy:<pipeline> (masking.segmenters)")
+    max_unk_rate: Optional[float] = Field(0.05, ge=0.0, le=1.0, description="refuse an encoding with more [UNK] "
+                                                                             "tokens than this share; null: never")
+
+    @field_validator("segmenter")
+    @classmethod
+    def _known_segmenter(cls, value: str) -> str:
+        from masking.errors import MaskingError
+        from masking.segmenters import check_segmenter_name
+
+        try:
+            return check_segmenter_name(value)
+        except MaskingError as error:
+            raise ValueError(f"{error.what}; {error.fix}") from None
 
 
 class ModelConfig(_Section):

@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "annotate_with_stats": "masking.annotate", "load_documents": "masking.annotate",
     # annotation statistics
     "annotation_stats": "masking.stats",
+    # word segmenters by name (jieba, pkuseg, spacy:<pipeline>)
+    "SEGMENTER_NAMES": "masking.segmenters", "build_segmenter": "masking.segmenters",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -60,4 +62,5 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from masking.errors import MaskingError
     from masking.masking_config import STRATEGIES, MaskingConfig
     from masking.spans import Span, make_span, resolve_overlaps
+    from masking.segmenters import SEGMENTER_NAMES, build_segmenter
     from masking.stats import annotation_stats
