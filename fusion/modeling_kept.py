@@ -56,7 +56,7 @@ class KeptForPreTrainingOutput(ModelOutput):
     entity_logits [N_labelled, C] scores of the dEA-labelled positions (row order = ``entity_labels >= 0``
     in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids, CPU); sop_logits [B, 2].
     When ``labels`` are given the MLM loss is computed on the labelled positions only and ``logits`` are
-    returned detached (for metrics)."""
+    returned detached (for metrics) in eval mode, None in training mode (see ``mlm_logits_and_loss``)."""
 
     loss: torch.Tensor | None = None
     mlm_loss: torch.Tensor | None = None
@@ -458,18 +458,23 @@ class KeptEntityPredictionHead(nn.Module):
         return projected @ candidates.to(projected.dtype).t()
 
 
-def mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels: torch.Tensor | None
-                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """-> (logits [B, L, V], MLM loss or None).
+def mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels: torch.Tensor | None,
+                        full_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """-> (logits [B, L, V] or None, MLM loss or None).
 
     Without labels the logits carry gradients as usual. With labels the loss runs the head on the
     labelled positions only ([M, H] -> [M, V], M ~ 15% of the tokens: the vocabulary projection and its
     softmax dominate a small model's step), and the full logits are returned detached (computed without
-    autograd, for metrics). Mean over labelled positions; 0 with a graph when there are none."""
+    autograd, for metrics) when ``full_logits``, else None. The models pass ``full_logits=not self.training``:
+    a training step with labels (the Trainer's, which reads only the loss) skips the [B, L, V] projection;
+    in eval mode (``model.eval()``, Trainer evaluation, kept evaluate) or without labels logits come as in
+    transformers. Mean over labelled positions; 0 with a graph when there are none."""
     if labels is None:
         return head(sequence), None
-    with torch.no_grad():
-        logits = head(sequence)  # [B, L, V]
+    logits = None
+    if full_logits:
+        with torch.no_grad():
+            logits = head(sequence)  # [B, L, V]
     labels = labels.to(sequence.device)
     selected = labels != IGNORE_INDEX  # [B, L]
     scores = head(sequence[selected])  # [M, V]
@@ -553,7 +558,8 @@ class KeptForPreTraining(KeptPreTrainedModel):
                         entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         sequence = out.last_hidden_state  # [B, L, H]
-        logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels)
+        logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels,
+                                               full_logits=not self.training)
         cfg = self.config
         dea_loss = sop_loss = None
         entity_logits = candidate_ids = sop_logits = None
@@ -626,7 +632,8 @@ class KeptForMaskedLM(KeptPreTrainedModel):
         out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                         entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
                         output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        logits, loss = mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels)
+        logits, loss = mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
+                                           full_logits=not self.training)
         if loss is not None:
             loss = loss + self.entity_path_anchor(out.entity_last_hidden_state)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)

@@ -70,7 +70,7 @@ def test_shapes_and_losses(table_path: Path) -> None:
     model = tiny_model(table_path)
     batch = make_batch()
     out = model(**batch)
-    assert out.logits.shape == (4, 16, 2048)
+    assert out.logits is None  # a training step with labels skips the [B, L, V] logits
     assert out.loss is not None and torch.isfinite(out.loss)
     assert torch.isfinite(out.mlm_loss) and torch.isfinite(out.dea_loss)
     labelled = int((batch["entity_labels"] >= 0).sum())
@@ -80,9 +80,12 @@ def test_shapes_and_losses(table_path: Path) -> None:
     assert batch_entities <= set(out.entity_candidate_ids.tolist())
     assert out.entity_candidate_ids.numel() <= len(batch_entities) + model.config.dea_num_negatives
     assert torch.equal(out.entity_candidate_ids, torch.unique(out.entity_candidate_ids))
-    # the MLM loss (computed on the labelled rows only) equals cross-entropy over the full logits
-    reference = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 2048), batch["labels"].reshape(-1))
-    assert torch.allclose(out.mlm_loss, reference, atol=1e-5)
+    # the MLM loss (computed on the labelled rows only) equals cross-entropy over the full logits (eval mode)
+    evaluated = model.eval()(**batch)
+    model.train()
+    assert evaluated.logits.shape == (4, 16, 2048)
+    reference = torch.nn.functional.cross_entropy(evaluated.logits.reshape(-1, 2048), batch["labels"].reshape(-1))
+    assert torch.allclose(evaluated.mlm_loss, reference, atol=1e-5)
     expected = model.config.mlm_weight * out.mlm_loss + model.config.dea_weight * out.dea_loss
     assert torch.allclose(out.loss, expected, atol=1e-6)
 
@@ -230,8 +233,28 @@ def test_auto_classes_and_task_heads(table_path: Path) -> None:
         relation(input_ids=batch["input_ids"], head_start=torch.tensor([0, 0, 0, 99]), tail_start=torch.zeros(4))
 
     mlm = KeptForMaskedLM(config)
-    out = mlm(input_ids=batch["input_ids"], labels=batch["labels"])
+    out = mlm.eval()(input_ids=batch["input_ids"], labels=batch["labels"])
     assert out.logits.shape == (4, 16, 2048) and torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("cls", [KeptForPreTraining, KeptForMaskedLM])
+def test_training_step_with_labels_skips_the_full_logits(cls) -> None:
+    """Training with labels projects only the labelled rows (the Trainer reads the loss, never the
+    logits); eval mode and calls without labels still return the [B, L, V] logits."""
+    model = tiny_model(cls=cls, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    batch = {k: make_batch()[k] for k in ("input_ids", "attention_mask", "labels")}
+    rows: list[int] = []
+    model.cls.predictions.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    labelled = int((batch["labels"] != -100).sum())
+
+    train = model.train()(**batch)
+    assert train.logits is None and rows == [labelled]  # no [B, L, H] -> [B, L, V] pass
+    train.loss.backward()
+    rows.clear()
+    evaluated = model.eval()(**batch)
+    assert evaluated.logits.shape == (4, 16, 2048) and rows == [4, labelled]
+    assert torch.allclose(evaluated.loss, train.loss, atol=1e-6)  # same loss either way (no dropout)
+    assert model.train()(input_ids=batch["input_ids"]).logits.shape == (4, 16, 2048)  # no labels: logits
 
 
 def test_sop_head(table_path: Path) -> None:
@@ -388,5 +411,5 @@ def test_cuda_bf16_table_stays_on_cpu(table_path: Path) -> None:
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = model(**batch)
     out.loss.backward()
-    assert out.logits.device.type == "cuda" and torch.isfinite(out.loss)
+    assert out.loss.device.type == "cuda" and torch.isfinite(out.loss)
     assert model.kept.knowledge_encoder.layer[0].entity_intermediate.weight.grad.abs().sum() > 0
