@@ -365,8 +365,11 @@ def load_model(run_dir: str | Path, model_class: Any = None, **kwargs: Any) -> "
     try:
         model = quiet_from_pretrained(model_class, str(path), **kwargs)
     except (OSError, ValueError, KeyError) as error:
+        from kept.export import outside_kept_fix
+
         raise KeptError(f"cannot load the model ({error})", where=path,
-                        fix="check that it was saved by this version of kept (save_pretrained)") from error
+                        fix=outside_kept_fix(error)
+                        or "check that it was saved by this version of kept (save_pretrained)") from error
     model.eval()
     return model
 

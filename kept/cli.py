@@ -34,6 +34,7 @@ COMMAND_MODULES: list[str] = [
     "kept.commands.evaluate",
     "kept.commands.compare",
     "kept.commands.report",
+    "kept.commands.export",
 ]
 
 _state = {"debug": False}
