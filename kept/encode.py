@@ -5,19 +5,25 @@ documents into train/validation (document level, seeded), tokenises each documen
 ``masking.encode_with_units`` (long documents continue in further windows; optional packing) and
 saves ``encoded/train`` and ``encoded/validation`` with columns input_ids, attention_mask,
 unit_ids, unit_kind, entity_ids, word_ids, doc_id. ``encoded/stats.json`` summarises them.
+
+Word units come from ``encode.segmenter`` (``masking.segmenters``: jieba, pkuseg, spacy:<pipeline>;
+none = whitespace words, CJK characters one word each) or a callable given to ``encode_run``. The
+share of [UNK] tokens is reported (stats.json ``unk_rate``, the log) and an encoding above
+``encode.max_unk_rate`` is refused before anything is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from kept.config import RunConfig, resolve_init_from
 from kept.errors import KeptError
 from kept.rundir import atomic_dir, atomic_write_json, is_main_process, require, run_paths
+from masking.align import Segmenter
 
 ENCODED_COLUMNS = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "doc_id")
 
@@ -59,17 +65,43 @@ def load_annotated(run_dir: str | Path) -> Any:
 
 
 def encode_split(dataset: Any, tokenizer: Any, max_length: int, packing: bool, num_proc: int = 1,
-                 desc: str = "encode") -> Any:
-    """Map a dataset of documents (id, text, spans) to encoded sequences."""
+                 desc: str = "encode", segmenter: Optional[Segmenter] = None) -> Any:
+    """Map a dataset of documents (id, text, spans) to encoded sequences (words from ``segmenter``)."""
     from masking import encode_with_units
 
     def encode_batch(batch: dict[str, list]) -> dict[str, list]:
         out = encode_with_units(tokenizer, batch["text"], batch["spans"], max_length=max_length,
-                                return_overflowing=True, packing=packing, doc_ids=batch["id"])
+                                return_overflowing=True, packing=packing, doc_ids=batch["id"],
+                                segmenter=segmenter)
         return {name: out[name] for name in ENCODED_COLUMNS}
 
     return dataset.map(encode_batch, batched=True, batch_size=64, remove_columns=dataset.column_names,
                        keep_in_memory=True, num_proc=num_proc if num_proc > 1 else None, desc=desc)
+
+
+def _unk_count(dataset: Any, tokenizer: Any) -> tuple[int, int]:
+    """(content tokens, [UNK] tokens) of an encoded split; special tokens are not counted."""
+    import pyarrow.compute as pc
+
+    if len(dataset) == 0:
+        return 0, 0
+    ids = pc.list_flatten(dataset.with_format("arrow")["input_ids"]).to_numpy()
+    unk_id = tokenizer.unk_token_id
+    special = sorted(set(tokenizer.all_special_ids) - {unk_id})  # [UNK] is text the vocabulary lacks
+    content = ~np.isin(ids, np.asarray(special, dtype=ids.dtype))
+    unk = 0 if unk_id is None else int(np.count_nonzero(ids[content] == unk_id))
+    return int(np.count_nonzero(content)), unk
+
+
+def check_unk_rate(unk_rate: float, max_unk_rate: Optional[float], tokenizer_source: str) -> None:
+    """Refuse an encoding whose share of [UNK] tokens is above ``encode.max_unk_rate`` (None: never)."""
+    if max_unk_rate is None or unk_rate <= max_unk_rate:
+        return
+    raise KeptError(f"{unk_rate:.1%} of the corpus tokens are [UNK] with the tokenizer {tokenizer_source} "
+                    f"(encode.max_unk_rate {max_unk_rate:g})", where="encode.max_unk_rate",
+                    fix="train a tokenizer on this corpus (leave tokenizer.base_model and model.init_from unset), "
+                        "or choose a base model whose vocabulary covers the script of the corpus "
+                        "(encode.max_unk_rate: null accepts it)")
 
 
 def _split_stats(dataset: Any) -> dict[str, Any]:
@@ -121,8 +153,25 @@ def _check_entity_ids(annotated: Any, paths: Any) -> None:
                                     fix="annotate against this run's KG (kept annotate RUN_DIR) or rebuild the KG")
 
 
-def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None) -> EncodeResult:
-    """Build RUN_DIR/tokenizer and RUN_DIR/encoded/{train,validation} from corpus/annotated."""
+def _segmenter(name: str, given: Optional[Segmenter]) -> tuple[Optional[Segmenter], str]:
+    """The segmenter to use (``given`` callable, else the named one) and how stats.json names it."""
+    from masking.errors import MaskingError
+    from masking.segmenters import build_segmenter
+
+    if given is not None:
+        return given, f"callable:{getattr(given, '__module__', '?')}.{getattr(given, '__qualname__', type(given).__name__)}"
+    try:
+        return build_segmenter(name), name
+    except MaskingError as error:
+        raise KeptError(error.what, where=error.where, fix=error.fix) from None
+
+
+def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None,
+               segmenter: Optional[Segmenter] = None) -> EncodeResult:
+    """Build RUN_DIR/tokenizer and RUN_DIR/encoded/{train,validation} from corpus/annotated.
+
+    ``segmenter``: a callable (text -> words or (start, end) offsets) used instead of ``encode.segmenter``.
+    """
     from kept.tokenizer import build_tokenizer
 
     paths = run_paths(run_dir)
@@ -130,12 +179,13 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     if len(annotated) == 0:
         raise KeptError("the annotated corpus has no documents", where=paths.annotated)
     _check_entity_ids(annotated, paths)
+    segment, segmenter_name = _segmenter(config.encode.segmenter, segmenter)  # a missing package fails first
     init_from = resolve_init_from(config.model.init_from, config.runs_dir)
     tok_cfg = config.tokenizer
     tokenizer, source = build_tokenizer((t for t in annotated["text"]), base_model=tok_cfg.base_model,
                                         init_from=init_from, vocab_size=tok_cfg.vocab_size,
                                         min_frequency=tok_cfg.min_frequency, lowercase=tok_cfg.lowercase)
-    log(f"tokenizer: {source} ({len(tokenizer)} tokens)")
+    log(f"tokenizer: {source} ({len(tokenizer)} tokens); segmenter: {segmenter_name}")
     enc = config.encode
     limit = getattr(tokenizer, "model_max_length", None)
     if limit and limit < 10**6 and enc.max_length > limit:
@@ -145,13 +195,20 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     ids = annotated["id"]
     train_docs = annotated.select([i for i, d in enumerate(ids) if d in train_ids])
     val_docs = annotated.select([i for i, d in enumerate(ids) if d in val_ids])
-    train = encode_split(train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train")
-    validation = encode_split(val_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode validation")
+    train = encode_split(train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train", segment)
+    validation = encode_split(val_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode validation",
+                              segment)
     if len(train) == 0:
         raise KeptError("encoding produced no training sequences", where=paths.annotated,
                         fix="check that the corpus has text")
+    counts = [_unk_count(split, tokenizer) for split in (train, validation)]
+    content_tokens, unk_tokens = (sum(c[i] for c in counts) for i in (0, 1))
+    unk_rate = unk_tokens / content_tokens if content_tokens else 0.0
+    log(f"[UNK] rate: {unk_rate:.2%} ({unk_tokens} of {content_tokens} tokens)")
+    check_unk_rate(unk_rate, enc.max_unk_rate, source)
     stats = {"tokenizer": source, "vocab_size": len(tokenizer), "max_length": enc.max_length,
-             "packing": enc.packing, "train": _split_stats(train), "validation": _split_stats(validation)}
+             "packing": enc.packing, "segmenter": segmenter_name, "unk_rate": unk_rate, "unk_tokens": unk_tokens,
+             "train": _split_stats(train), "validation": _split_stats(validation)}
     if is_main_process():
         # tokenizer/ and encoded/ belong together: both are written beside the old ones first and
         # swapped in only when both are complete (a failure leaves the previous pair untouched)
