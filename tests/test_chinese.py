@@ -171,10 +171,11 @@ def test_unk_rate_above_the_limit_is_refused_in_one_line(tmp_path: Path, capsys:
     assert "train a tokenizer on this corpus" in message[0] and "base model whose vocabulary covers" in message[0]
     assert "Traceback" not in err and not (run_dir / "encoded").exists()
     accepted = runner.invoke(app, ["encode", str(run_dir), "--config", str(config), "--base-model", str(english),
-                                   "--set", "encode.max_unk_rate=null"])
+                                   "--segmenter", "jieba", "--set", "encode.max_unk_rate=null"])
     assert accepted.exit_code == 0, accepted.output
     assert "[UNK] rate: 100.00%" in accepted.output
-    assert json.loads((run_dir / "encoded" / "stats.json").read_text())["unk_rate"] == 1.0
+    stats = json.loads((run_dir / "encoded" / "stats.json").read_text())
+    assert stats["unk_rate"] == 1.0 and stats["segmenter"] == "jieba"
 
 
 def test_segmenter_names_and_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

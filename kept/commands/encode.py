@@ -19,6 +19,8 @@ def encode_command(
     validation_fraction: Optional[float] = typer.Option(None, "--validation-fraction", help="encode.validation_fraction (documents)."),
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="encode.packing."),
     seed: Optional[int] = typer.Option(None, "--seed", help="encode.seed (document split)."),
+    segmenter: Optional[str] = typer.Option(None, "--segmenter",
+                                            help="encode.segmenter: none | jieba | pkuseg | spacy:<pipeline>."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Tokenize corpus/annotated into encoded/train and encoded/validation (and save tokenizer/)."""
@@ -29,7 +31,8 @@ def encode_command(
     quiet_libraries()
     overrides: dict[str, Any] = flag_overrides({
         "tokenizer.base_model": base_model, "tokenizer.vocab_size": vocab_size, "encode.max_length": max_length,
-        "encode.validation_fraction": validation_fraction, "encode.packing": packing, "encode.seed": seed}, set_)
+        "encode.validation_fraction": validation_fraction, "encode.packing": packing, "encode.seed": seed,
+        "encode.segmenter": segmenter}, set_)
     cfg = resolve_run_config(run_dir, config, overrides)
     with RunLock(run_dir, "kept encode"):
         result = encode_run(run_dir, cfg, log=lambda m: console.print(m, highlight=False))
