@@ -149,7 +149,7 @@ class KnowledgeMaskingCollator:
             out["token_type_ids"] = batch["token_type_ids"]
         if cfg.dea:
             out["entity_ids"], out["entity_labels"] = corrupt_alignments(
-                batch["entity_ids"], cfg.dea_replace_prob, cfg.dea_remove_prob, self.generator)
+                batch["entity_ids"], cfg.dea_replace_prob, cfg.dea_remove_prob, self.generator, cfg.dea_replace)
             if cfg.dea_hide_masked:  # the masked mentions' own entities are not an input
                 out["entity_ids"] = hide_masked_alignments(out["entity_ids"], batch.get("unit_ids"), labels)
         if "sentence_order_label" in features[0]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from masking.errors import MaskingError
+from masking.masking_config import DEA_REPLACE_MODES
 
 __all__ = ["corrupt_alignments", "hide_masked_alignments"]
 
@@ -13,12 +14,15 @@ IGNORE_INDEX = -100  # label of a token that is not predicted
 
 
 def corrupt_alignments(entity_ids: torch.Tensor, replace_prob: float, remove_prob: float,
-                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                       generator: torch.Generator, replace_from: str = "positions"
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt the aligned positions (``entity_ids >= 0``) of a batch.
 
-    Of the aligned positions, ``replace_prob`` get the entity of another aligned position of the
-    batch drawn uniformly (a random entity of the batch), ``remove_prob`` lose their alignment (-1),
-    the rest keep it. Returns ``(corrupted_entity_ids, entity_labels)``; the labels hold the true entity
+    Of the aligned positions, ``replace_prob`` get a random entity of the batch, ``remove_prob`` lose
+    their alignment (-1), the rest keep it. The random entity is, with ``replace_from="positions"``, the
+    entity of an aligned position drawn uniformly (an entity linked ten times is drawn ten times as
+    often), with ``"distinct"`` one of the batch's distinct entities drawn uniformly (ERNIE-THU's
+    pretraining collate). Returns ``(corrupted_entity_ids, entity_labels)``; the labels hold the true entity
     at every aligned position and -100 elsewhere, whatever the corruption did.
     """
     aligned = entity_ids >= 0
@@ -32,7 +36,11 @@ def corrupt_alignments(entity_ids: torch.Tensor, replace_prob: float, remove_pro
     u = torch.rand(n, generator=generator)
     replace = u < replace_prob
     remove = (u >= replace_prob) & (u < replace_prob + remove_prob)
-    random_entities = values[torch.randint(n, (n,), generator=generator)]
+    if replace_from not in DEA_REPLACE_MODES:
+        raise MaskingError(f"unknown dEA replacement {replace_from!r}", where="masking.dea_replace",
+                           fix=f"use one of {', '.join(DEA_REPLACE_MODES)}")
+    pool = torch.unique(values) if replace_from == "distinct" else values  # [D] or [n]
+    random_entities = pool[torch.randint(pool.numel(), (n,), generator=generator)]  # [n]
     new_values = torch.where(replace, random_entities, values)
     new_values = torch.where(remove, torch.full_like(new_values, -1), new_values)
     corrupted[positions] = new_values

@@ -10,6 +10,9 @@ from masking.errors import MaskingError
 #: Strategies the collator knows. ``ernie`` switches between the basic ones (staged or mixed).
 STRATEGIES: tuple[str, ...] = ("token", "whole_word", "span", "phrase", "entity", "ernie")
 BASIC_STRATEGIES: tuple[str, ...] = ("token", "whole_word", "span", "phrase", "entity")
+#: What a dEA-replaced alignment draws from: ``positions`` (an aligned position of the batch, so frequent
+#: entities are drawn more often) or ``distinct`` (each distinct entity of the batch alike: ERNIE-THU).
+DEA_REPLACE_MODES: tuple[str, ...] = ("positions", "distinct")
 
 #: Baidu ERNIE 1.0: basic-level (word/character) masking, then phrase-level, then entity-level,
 #: each for a share of training (strategy, share); shares are normalised to sum to 1.
@@ -38,6 +41,10 @@ class MaskingConfig:
       ``ernie_mixture`` (strategy -> weight; each sequence draws its strategy) is given.
     - ``dea``: build ``entity_ids``/``entity_labels``; of the aligned positions ``dea_replace_prob`` get
       a random entity of the batch, ``dea_remove_prob`` lose their alignment (-1), the rest keep it.
+    - ``dea_replace``: where that random entity comes from: ``positions`` (default: an aligned position
+      of the batch drawn uniformly, so the replacements follow the entities' frequency in the batch, as
+      KEPT always did; runs stay reproducible) or ``distinct`` (each distinct entity of the batch alike,
+      as ERNIE-THU's pretraining script does: a frequent entity no longer takes most replacements).
     - ``dea_hide_masked``: also remove the alignment of every masked mention (any of its tokens
       predicted) from the model input, so that a fusion model cannot read a masked entity from its own
       embedding (the held-out MLM evaluation and the entity cloze always do this). Off by default, as in
@@ -61,6 +68,7 @@ class MaskingConfig:
     dea: bool = True
     dea_replace_prob: float = 0.05
     dea_remove_prob: float = 0.15
+    dea_replace: str = "positions"
     dea_hide_masked: bool = False
     seed: int = 0
     pad_to_multiple_of: int | None = None
@@ -100,6 +108,9 @@ class MaskingConfig:
                       "e.g. 0.8 and 0.1 (the remaining 0.1 keeps the tokens)")
         if self.dea_replace_prob + self.dea_remove_prob > 1.0 + 1e-9:
             raise bad("dea_replace_prob", "dea_replace_prob + dea_remove_prob exceeds 1", "e.g. 0.05 and 0.15")
+        if self.dea_replace not in DEA_REPLACE_MODES:
+            raise bad("dea_replace", f"unknown dEA replacement {self.dea_replace!r}",
+                      f"use one of {', '.join(DEA_REPLACE_MODES)}")
         for name in ("entity_share", "phrase_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
