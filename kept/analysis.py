@@ -87,17 +87,12 @@ def is_compare_dir(path: str | Path) -> bool:
 
 def load_config(run_dir: str | Path) -> dict[str, Any]:
     """The resolved configuration ``config.yaml`` as a dict."""
-    import yaml
+    from kept.config import read_yaml
 
     path = _dir(run_dir) / "config.yaml"
     if not path.is_file():
         raise KeptError("config.yaml not found", where=path, fix="run `kept run CONFIG` to create the run directory")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        raise KeptError(f"config.yaml is not valid YAML ({getattr(error, 'problem', error)})", where=path,
-                        line=(mark.line + 1) if mark else None, fix="fix the YAML syntax") from error
+    data = read_yaml(path)[0]  # the one YAML loader (file:line errors)
     if not isinstance(data, dict):
         raise KeptError("config.yaml must hold a mapping", where=path, fix="write `key: value` pairs at top level")
     return data
@@ -346,7 +341,7 @@ def load_tokenizer(run_dir: str | Path) -> "Any":
     run_dir = _dir(run_dir)
     for path in (run_dir / "tokenizer", run_dir / "model"):
         if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(path))
+            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     raise KeptError("tokenizer not found", where=run_dir / "tokenizer", fix="run the tokenizer step (`kept run CONFIG`)")
 
 

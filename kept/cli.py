@@ -77,10 +77,15 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point of the console script."""
+    from kept.errors import Interrupted
+
+    code: object = None
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except SystemExit:
         raise
+    except Interrupted as error:  # Ctrl-C where the command knows how far it got
+        _exit_interrupted(error)
     except Exception as error:  # noqa: BLE001 - turn user errors into one line
         import click
 
@@ -106,3 +111,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         message = " ".join(str(error).split())  # one line, whatever the message holds
         console.print(f"[bold red]error:[/] {rich_escape(message)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    if code == Interrupted.EXIT_CODE:  # typer returns 130 for a KeyboardInterrupt anywhere else
+        _exit_interrupted(Interrupted())
+
+
+def _exit_interrupted(error: BaseException) -> None:
+    """One line (``interrupted at step 40; re-run to resume``) and exit code 130, as a shell does for Ctrl-C."""
+    from kept.errors import Interrupted
+
+    console.print(" ".join(str(error).split()), highlight=False, soft_wrap=True, markup=False)
+    sys.exit(Interrupted.EXIT_CODE)

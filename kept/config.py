@@ -14,7 +14,8 @@ eval: {...}                                        # kept.evaluate.config.EvalCo
 ```
 
 Every section forbids unknown keys; a wrong key or type is a :class:`KeptError` naming the key
-path, the file and the line. Command-line flags are overrides of the same fields
+path, the file and the line. Numbers must be finite and not booleans; the YAML is read by
+:func:`read_yaml` (no aliases, no duplicate keys, not empty). Command-line flags are overrides of the same fields
 (``--set train.max_steps=50``), applied after the file.
 
 The ``kg``, ``annotation`` and ``masking`` sections reuse the configuration classes of the
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import types
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from kept.errors import KeptError
 
@@ -37,7 +40,43 @@ DataSource = Literal["wikipedia_sample", "pykeen", "files", "fewrel"]
 
 
 class _Section(BaseModel):
+    """A configuration section: unknown keys, non-finite floats (``.inf``, ``.nan``) and booleans where a
+    number belongs (``max_steps: true``) are refused; floats with a fraction are no integers."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = boolean_number_problem(cls.model_fields[info.field_name].annotation, value) \
+            if info.field_name else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def boolean_number_problem(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit a number field: a boolean where ``int``/``float`` (or Optional of
+    them) belongs; pydantic would read ``true`` as 1. None when it fits (or the field takes booleans)."""
+    import typing
+
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) \
+        else (annotation,)
+    if isinstance(value, bool) and {int, float} & set(options) and bool not in options:
+        return f"expected a number, got the boolean {str(value).lower()}"
+    return None
+
+
+def non_finite_number(data: Any, loc: tuple = ()) -> tuple | None:
+    """The key path of the first ``.inf``/``.nan`` in a raw configuration (no field takes one), or None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return loc
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = non_finite_number(value, (*loc, key))
+        if found is not None:
+            return found
+    return None
 
 
 # ------------------------------------------------------------------ sections reused from other packages
@@ -85,6 +124,13 @@ def validate_external(section: str, value: Any) -> dict[str, Any]:
         unknown = sorted(set(value) - set(names))
         if unknown:
             raise _ExternalError([((key,), "extra_forbidden", "Extra inputs are not permitted") for key in unknown])
+    if dataclasses.is_dataclass(cls):  # pydantic models check booleans themselves (_Section)
+        import typing
+
+        hints = typing.get_type_hints(cls)
+        booleans = [(key, boolean_number_problem(hints.get(key), item)) for key, item in value.items()]
+        if any(problem for _, problem in booleans):
+            raise _ExternalError([((key,), "value_error", problem) for key, problem in booleans if problem])
     adapter = TypeAdapter(cls)
     try:
         obj = adapter.validate_python(value)
@@ -279,7 +325,7 @@ def _yaml_line(text: str | None, loc: tuple) -> int | None:
     if not text:
         return None
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=_ConfigLoader)
     except yaml.YAMLError:
         return None
     line = None
@@ -330,6 +376,10 @@ def validate_config(data: dict[str, Any], *, source: str | Path | None = None,
     if not isinstance(data, dict):
         raise KeptError("a run configuration must be a YAML mapping of sections", where=source,
                         fix="start from the example in README.md (`kept run --help`)")
+    loc = non_finite_number(data)
+    if loc is not None:
+        raise KeptError(f"invalid value for '{'.'.join(map(str, loc))}': not a finite number", where=source or "config",
+                        line=_yaml_line(text, loc), fix="give a finite number (.inf and .nan are not allowed)")
     try:
         return RunConfig.model_validate(data)
     except KeptError:
@@ -355,7 +405,7 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
         if not key or any(not part for part in key.split(".")):
             raise KeptError(f"override '{item}' has an empty key", where="--set")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = parse_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         parsed.append((key.split("."), value))
@@ -379,7 +429,59 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str] | dict[str, A
     return data
 
 
-def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
+class RefusedYaml(yaml.YAMLError):
+    """YAML that parses but that kept refuses (an alias, a duplicate key); ``line`` is 1-based."""
+
+    def __init__(self, problem: str, line: int, fix: str) -> None:
+        self.problem, self.line, self.fix = problem, line, fix
+        super().__init__(problem)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without aliases and without duplicate keys (see :func:`read_yaml`)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RefusedYaml(f"YAML alias '*{event.anchor}' is not allowed in a configuration",
+                              event.start_mark.line + 1,
+                              "write the values out in full (kept refuses aliases, so a small file cannot "
+                              "expand into a huge one)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            try:
+                key = self.construct_object(key_node, deep=True)
+                hash(key)
+            except TypeError:
+                continue  # unhashable: SafeLoader reports it
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise RefusedYaml(f"duplicate key '{key}' (lines {first_line[key]} and {line})", line,
+                                  "keep one of them (merge the two into one section)")
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text with kept's one configuration loader (safe; no aliases; no duplicate keys)."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - _ConfigLoader is a SafeLoader
+
+
+def read_yaml(path: str | Path) -> tuple[Any, str]:
+    """Read a YAML configuration file: the one loader of configurations (run, compare, annotation).
+
+    Refused with a :class:`KeptError` naming the file and line: a missing file or a directory, text
+    that is not UTF-8, a YAML syntax error, a file with no content (empty or only comments: an empty
+    ``--config`` would silently mean "all defaults"), a key given twice in one mapping (e.g. two
+    ``train:`` sections; both lines are named) and any alias (``*name``, ``<<: *name``). Aliases are
+    refused outright rather than bounded: configurations are small, and a file of a few lines must
+    not expand into millions of nodes ("billion laughs"). Anchors alone are harmless and allowed.
+    """
     path = Path(path)
     if not path.exists():
         raise KeptError("configuration file not found", where=path, fix="give the path of a YAML run configuration")
@@ -395,13 +497,19 @@ def read_yaml(path: str | Path) -> tuple[dict[str, Any], str]:
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
+    except RefusedYaml as error:
+        raise KeptError(error.problem, where=path, line=error.line, fix=error.fix) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise KeptError(f"not valid YAML: {problem}", where=path, line=mark.line + 1 if mark else None,
                         fix="fix the YAML syntax (indentation, brackets, quotes)") from None
-    return (data if data is not None else {}), text
+    if data is None:
+        raise KeptError("the configuration file is empty (no settings)", where=path,
+                        fix="write the settings to change (e.g. `train: {max_steps: 50}`), or leave out the file "
+                            "to use the run's own config.yaml")
+    return data, text
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] | dict[str, Any] = ()) -> RunConfig:
@@ -530,8 +638,34 @@ def resolve_init_from(value: str | None, runs_dir: str | Path = "runs") -> Path 
     return path
 
 
+#: Files of a model or tokenizer directory whose ``auto_map`` makes transformers offer to run code
+#: shipped in the directory (``trust_remote_code``).
+REMOTE_CODE_FILES: tuple[str, ...] = ("config.json", "tokenizer_config.json")
+
+
+def refuse_remote_code(directory: str | Path, where: str) -> None:
+    """Refuse a model or tokenizer directory that asks for custom code (an ``auto_map`` in its config.json or
+    tokenizer_config.json). kept loads everything with ``trust_remote_code=False`` as well; this says so up
+    front, in one line naming the file, instead of transformers' question or traceback."""
+    import json
+
+    for name in REMOTE_CODE_FILES:
+        file = Path(directory) / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise KeptError(f"'{file}' is not valid JSON", where=where,
+                            fix="re-save the directory with save_pretrained") from None
+        if isinstance(data, dict) and "auto_map" in data:
+            raise KeptError(f"'{file}' has an `auto_map` key: loading it would run code from the directory",
+                            where=where, fix="kept never runs custom model code (trust_remote_code); use a "
+                                             "kept or BERT checkpoint, or remove `auto_map` if the classes are built in")
+
+
 def check_checkpoint_dir(path: Path) -> dict[str, Any]:
-    """A model dir must hold config.json of a kept or BERT model and its weights."""
+    """A model dir must hold config.json of a kept or BERT model and its weights, and no ``auto_map``."""
     import json
 
     where = "model.init_from"
@@ -547,6 +681,7 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
     if not isinstance(model_config, dict):
         raise KeptError(f"'{config_file}' is not a model configuration (a JSON object)", where=where,
                         fix="point init_from at a directory written by save_pretrained (a run's model/)")
+    refuse_remote_code(path, where)
     model_type = model_config.get("model_type")
     if model_type not in ("kept", "bert"):
         raise KeptError(f"'{path}' holds a '{model_type}' model; init_from needs a kept or BERT checkpoint",

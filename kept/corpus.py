@@ -21,7 +21,6 @@ from typing import Any, Iterable, Iterator
 
 from kept.errors import KeptError
 
-_SPAN_KINDS = ("entity", "phrase")
 #: Longest document accepted (characters). Longer texts are almost always a file read the wrong way
 #: (a whole book on one line, a binary file); split them into documents.
 MAX_DOCUMENT_CHARS = 10_000_000
@@ -39,29 +38,28 @@ def _decode(data: bytes, path: Path) -> str:
 
 
 def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
+    """Gold spans of a corpus row, checked with ``masking.spans.coerce_span`` (integer offsets, not
+    booleans or floats; kind; integer entity id) and against the text."""
+    from masking.errors import MaskingError
+    from masking.spans import coerce_span
+
     if spans is None:
         return []
     if not isinstance(spans, list):
         raise KeptError("'spans' must be a list of span objects", where=where)
     out = []
-    for span in spans:
+    for raw in spans:
         try:
-            start, end, kind = int(span["start"]), int(span["end"]), span.get("kind", "entity")
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
-            raise KeptError("a span needs integer 'start' and 'end'", where=where,
-                            fix='write spans as {"start": 0, "end": 5, "kind": "entity", ...}') from None
+            span = coerce_span(raw)
+        except MaskingError as error:
+            raise KeptError(error.what, where=where, fix=error.fix) from None
+        start, end, entity_id = span["start"], span["end"], span["entity_id"]
         if not 0 <= start < end <= len(text):
             raise KeptError(f"span [{start}, {end}) lies outside the text ({len(text)} characters)", where=where)
-        if kind not in _SPAN_KINDS:
-            raise KeptError(f"span kind '{kind}' is not entity or phrase", where=where)
-        entity_id = span.get("entity_id", -1)
-        entity_id = -1 if entity_id is None else entity_id
-        if isinstance(entity_id, bool) or not isinstance(entity_id, int) or entity_id < -1:
+        if entity_id < -1:
             raise KeptError(f"span entity_id {entity_id!r} is not a KG id (an integer >= 0) or -1", where=where,
                             fix="use the entity's row in kg/entities.tsv, or -1 for an unlinked span")
-        out.append({"start": start, "end": end, "kind": kind, "label": str(span.get("label", "") or ""),
-                    "entity_id": entity_id,
-                    "source": str(span.get("source", "gold") or "gold")})
+        out.append(dict(span))
     return out
 
 

@@ -28,3 +28,18 @@ class KeptError(Exception):
         if self.fix:
             text = f"{text.rstrip('.')}. {self.fix}"
         return " ".join(text.split()) if "\n" in text or "\r" in text else text  # always one line
+
+
+class Interrupted(Exception):
+    """The user stopped a command (Ctrl-C, SIGINT): the CLI prints this one line and exits with 130.
+
+    Raised instead of letting ``KeyboardInterrupt`` through where the command knows how far it got,
+    e.g. ``interrupted at step 40; re-run to resume``.
+    """
+
+    EXIT_CODE = 130
+
+    def __init__(self, what: str = "interrupted", fix: str = "re-run to resume") -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(f"{what}; {fix}")

@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
-from kept.errors import KeptError
+from kept.errors import Interrupted, KeptError
 from kept.optim import (
     OptimizerPlan,
     ParameterOrigins,
@@ -265,7 +265,7 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
         model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
         torch.manual_seed(config.train.seed)  # the parameters the checkpoint lacks start from this seed
         if model_type == "kept":
-            model = KeptForPreTraining.from_pretrained(str(init_from), **overrides)
+            model = KeptForPreTraining.from_pretrained(str(init_from), trust_remote_code=False, **overrides)
             new_names, source, unused, tied = kept_checkpoint_new_names(model, init_from), "kept", [], []
             log(f"model: continued from {init_from}")
         else:
@@ -488,8 +488,6 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     config, derived = resolve_train_defaults(config)
     if derived:
         log(describe_derived(derived))
-        if is_main_process():
-            save_config(config, run_dir)  # config.yaml records the derived values as they were resolved
     train_data = load_encoded(run_dir, "train")
     validation = load_encoded(run_dir, "validation") if paths.encoded_validation.exists() else None
     if validation is not None and len(validation) == 0:
@@ -504,6 +502,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     resume = str(checkpoints[-1]) if checkpoints else None
 
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
+    if is_main_process():  # only now: a run refused above (init_from, entity dim) leaves config.yaml as it was
+        save_config(config, run_dir)  # the configuration as run, derived train defaults resolved
     if config.train.max_steps == 0:
         return save_starting_model(paths, model, tokenizer, config, started, log,
                                    random_mlm_head=origins.random_mlm_head)
@@ -586,7 +586,10 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         _use_eval_collator(trainer, eval_collate)
         if resume:
             log(f"resuming from {resume}")
-        train_output = trainer.train(resume_from_checkpoint=resume)
+        try:
+            train_output = trainer.train(resume_from_checkpoint=resume)
+        except KeyboardInterrupt:  # Ctrl-C: the complete checkpoints stay; a re-run resumes from the last
+            raise Interrupted(f"interrupted at step {trainer.state.global_step}") from None
         eval_loss, eval_examples = None, 0
         if validation is not None:
             eval_loss, eval_examples = final_evaluation(trainer, validation, columns, tcfg.final_eval_max_examples,

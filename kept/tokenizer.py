@@ -64,8 +64,13 @@ def load_pretrained_tokenizer(name_or_path: str | Path, where: str = "tokenizer.
     looks_local = path.exists() or str(name_or_path).startswith((".", "/", "~"))
     if looks_local and not path.exists():
         raise KeptError(f"tokenizer directory '{name_or_path}' does not exist", where=where)
+    if path.is_dir():
+        from kept.config import refuse_remote_code
+
+        refuse_remote_code(path, where)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else str(name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else str(name_or_path),
+                                                  trust_remote_code=False)
     except (OSError, ValueError) as error:
         raise KeptError(f"cannot load a tokenizer from '{name_or_path}': {str(error).splitlines()[0]}", where=where,
                         fix="give a local model directory (hub names need the network and no HF_HUB_OFFLINE)") \

@@ -355,6 +355,104 @@ def report_missing_dir(env: Env) -> list[str]:
     return ["report", str(env.tmp / "no_such_run")]
 
 
+# ------------------------------------------------------------------------------------------ hardening (issue 14)
+
+def _auto_map_dir(run: Path, env: Env, name: str, file: str) -> Path:
+    """A copy of the run's tokenizer (plus a kept config.json) whose ``file`` carries an ``auto_map``."""
+    directory = env.tmp / name
+    shutil.copytree(run / "tokenizer", directory)
+    (directory / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 190}), encoding="utf-8")
+    data = json.loads((directory / file).read_text(encoding="utf-8"))
+    data["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", None], "AutoModel": "evil.EvilModel"}
+    (directory / file).write_text(json.dumps(data), encoding="utf-8")
+    (directory / "evil.py").write_text("raise SystemExit('custom code ran')\n", encoding="utf-8")
+    return directory
+
+
+def tokenizer_base_model_auto_map(env: Env) -> list[str]:
+    """tokenizer.base_model: a directory whose tokenizer_config.json asks transformers to run its code."""
+    run = env.tiny()
+    directory = _auto_map_dir(run, env, "evil_tokenizer", "tokenizer_config.json")
+    config = env.write("evil.yaml", f"name: run\ntokenizer:\n  base_model: {directory}\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def init_from_auto_map(env: Env) -> list[str]:
+    """model.init_from: a checkpoint whose config.json has an auto_map (custom modelling code)."""
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    run = env.tiny()
+    model = _auto_map_dir(run, env, "evil_model", "config.json")
+    save_file({"kept.embeddings.word_embeddings.weight": np.zeros((4, 2), dtype=np.float32)},
+              str(model / "model.safetensors"))
+    return ["pretrain", str(run), "--init-from", str(model)]
+
+
+def config_duplicate_section(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("twice.yaml", "name: tiny\ntrain:\n  max_steps: 5\nencode: {max_length: 32}\n"
+                                     "train:\n  batch_size: 2\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def config_yaml_alias_bomb(env: Env) -> list[str]:
+    """A "billion laughs" file: a few lines whose aliases expand into 10^9 strings."""
+    run = env.tiny()
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]" for i in range(8)]
+    config = env.write("bomb.yaml", "\n".join(lines) + "\n")
+    return ["encode", str(run), "--config", str(config)]
+
+
+def annotate_config_alias(env: Env) -> list[str]:
+    """kept annotate --config reads YAML with the same loader (aliases refused there too)."""
+    run = env.tiny()
+    config = env.write("annotation.yaml", "base: &gold {type: gold}\ndetectors: [*gold]\n")
+    return ["annotate", str(run), "--config", str(config)]
+
+
+def config_learning_rate_inf(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("inf.yaml", "name: tiny\ntrain:\n  max_steps: 5\n  learning_rate: .inf\n")
+    return ["pretrain", str(run), "--config", str(config)]
+
+
+def config_learning_rate_nan(env: Env) -> list[str]:
+    run = env.tiny()
+    return ["pretrain", str(run), "--set", "train.learning_rate=.nan"]
+
+
+def config_max_steps_boolean(env: Env) -> list[str]:
+    run = env.tiny()
+    config = env.write("bool.yaml", "name: tiny\ntrain:\n  max_steps: true\n")
+    return ["pretrain", str(run), "--config", str(config)]
+
+
+def corpus_span_float_offsets(env: Env) -> list[str]:
+    bad = env.write("floats.jsonl", _doc("Paris is nice.", [_span(0, 5)]) + "\n"
+                    + _doc("Rome is old.", [{**_span(0, 4), "end": 4.0}], doc_id="e") + "\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_span_boolean_offsets(env: Env) -> list[str]:
+    bad = env.write("bools.jsonl", _doc("Rome is old.", [{**_span(0, 4), "start": False}]) + "\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def pretrain_entity_dim_mismatch(env: Env) -> list[str]:
+    """Refused while the model is built (after the first checks): config.yaml must stay as it was."""
+    run = env.tiny()
+    return ["pretrain", str(run), "--set", "model.overrides.entity_dim=8"]
+
+
+def pretrain_empty_config(env: Env) -> list[str]:
+    """An empty --config file is refused, not read as "all defaults"."""
+    run = env.tiny()
+    config = env.write("empty.yaml", "# nothing here yet\n\n")
+    return ["pretrain", str(run), "--config", str(config)]
+
+
 # ------------------------------------------------------------------------------------------ API calls
 
 def api_fewrel_corrupt(env: Env) -> Callable[[], Any]:
@@ -434,6 +532,19 @@ CASES: list[Case] = [
     Case("api_load_triples_missing", api_load_triples_missing, ("missing.tsv", "not found")),
     Case("api_aliases_bad_row", api_aliases_bad_row, ("aliases.tsv:3",)),
     Case("api_output_path_escape", api_config_output_escape, ("eval.figures", "outside the run directory")),
+    Case("tokenizer_base_model_auto_map", tokenizer_base_model_auto_map,
+         ("tokenizer.base_model", "tokenizer_config.json", "`auto_map`", "trust_remote_code")),
+    Case("init_from_auto_map", init_from_auto_map, ("model.init_from", "evil_model/config.json", "`auto_map`")),
+    Case("config_duplicate_section", config_duplicate_section, ("twice.yaml:5", "duplicate key 'train'", "lines 2 and 5")),
+    Case("config_yaml_alias_bomb", config_yaml_alias_bomb, ("bomb.yaml:2", "alias '*a'", "not allowed")),
+    Case("annotate_config_alias", annotate_config_alias, ("annotation.yaml:2", "alias '*gold'")),
+    Case("config_learning_rate_inf", config_learning_rate_inf, ("inf.yaml:4", "train.learning_rate", "finite")),
+    Case("config_learning_rate_nan", config_learning_rate_nan, ("train.learning_rate", "not a finite number")),
+    Case("config_max_steps_boolean", config_max_steps_boolean, ("bool.yaml:3", "train.max_steps", "boolean true")),
+    Case("corpus_span_float_offsets", corpus_span_float_offsets, ("floats.jsonl:2", "integers", "end=4.0")),
+    Case("corpus_span_boolean_offsets", corpus_span_boolean_offsets, ("bools.jsonl:1", "integers", "start=False")),
+    Case("pretrain_entity_dim_mismatch", pretrain_entity_dim_mismatch, ("model.overrides.entity_dim", "KG embedding dim 16")),
+    Case("pretrain_empty_config", pretrain_empty_config, ("empty.yaml", "empty", "config.yaml")),
 ]
 
 
@@ -596,6 +707,28 @@ def test_weights_load_safely() -> None:
                 in_process = line.rstrip().endswith("# in-process") and "pickle.loads(" in code
                 if re.search(r"\bpickle\.loads?\(|allow_pickle\s*=\s*True", code) and not in_process:
                     problems.append(f"{path.relative_to(REPO)}:{number}: unpickling")
+    assert not problems, problems
+
+
+def test_every_from_pretrained_refuses_remote_code() -> None:
+    """Each ``from_pretrained(...)`` call in the product passes ``trust_remote_code=False`` (an override
+    of ``from_pretrained`` that forwards its own arguments to ``super()`` is exempt)."""
+    import ast
+
+    problems = []
+    for package in ("kg", "masking", "fusion", "kept"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            overrides = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+                         and function.name == "from_pretrained" for node in ast.walk(function)}
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "from_pretrained") or id(node) in overrides:
+                    continue
+                flags = [k.value for k in node.keywords if k.arg == "trust_remote_code"]
+                if not (flags and isinstance(flags[0], ast.Constant) and flags[0].value is False):
+                    problems.append(f"{path.relative_to(REPO)}:{node.lineno}: from_pretrained without "
+                                    "trust_remote_code=False")
     assert not problems, problems
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -87,6 +88,46 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_final_metrics(tmp_p
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5, abs=1e-6)
     assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-5, abs=1e-6)
     assert not list(interrupted.rglob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_the_step_and_keeps_the_checkpoints(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) during `kept pretrain`: exit code 130, one line naming the step, checkpoints kept."""
+    run_dir = _encoded(tmp_path, steps=100_000, save_steps=5)  # far more steps than the test waits for
+    process = subprocess.Popen([sys.executable, "-m", "kept", "pretrain", str(run_dir)], env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a shell without job control starts background jobs with SIGINT ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None and not complete_checkpoints(run_dir / "checkpoints"):
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[1][-3000:]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"interrupted at step \d+; re-run to resume", last), stderr[-3000:]
+    assert int(last.split()[3].rstrip(";")) >= 5
+    assert complete_checkpoints(run_dir / "checkpoints") and not (run_dir / "model").exists()
+
+
+def test_ctrl_c_outside_training_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A KeyboardInterrupt anywhere in a command (here before training) is exit 130 and one line, not 0."""
+    import kept.pretrain
+    from kept.cli import main
+
+    run_dir = make_tiny_run(tmp_path / "run", steps=2)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kept.pretrain, "pretrain_run", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pretrain", str(run_dir)])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted; re-run to resume"
 
 
 @pytest.mark.slow

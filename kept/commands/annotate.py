@@ -77,28 +77,22 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
                            where="--shard-index", fix="shard indices run from 0 to num_shards - 1")
     base: dict = {}
     if config_file is not None:
-        try:
-            text = config_file.read_text(encoding="utf-8")
-        except OSError as error:
-            raise MaskingError(f"cannot read the annotation config: {error.strerror}", where=config_file,
-                               fix="pass an existing YAML/JSON file") from None
-        except UnicodeDecodeError as error:
-            raise MaskingError(f"the annotation config is not UTF-8 text (byte {error.start})", where=config_file,
-                               fix="save it as UTF-8") from None
-        import yaml
+        if config_file.suffix in (".yaml", ".yml"):
+            from kept.config import read_yaml
 
-        try:
-            if config_file.suffix in (".yaml", ".yml"):
-                base = yaml.safe_load(text) or {}
-            else:
-                base = json.loads(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            raise MaskingError(f"not valid YAML: {getattr(error, 'problem', None) or error}", where=config_file,
-                               line=mark.line + 1 if mark else None, fix="fix the YAML syntax") from None
-        except json.JSONDecodeError as error:
-            raise MaskingError(f"not valid JSON: {error.msg}", where=config_file, line=error.lineno,
-                               fix="fix the JSON syntax (or use a .yaml file)") from None
+            base = read_yaml(config_file)[0]  # the one YAML loader: file:line errors, no aliases or duplicate keys
+        else:
+            try:
+                base = json.loads(config_file.read_text(encoding="utf-8"))
+            except OSError as error:
+                raise MaskingError(f"cannot read the annotation config: {error.strerror}", where=config_file,
+                                   fix="pass an existing YAML/JSON file") from None
+            except UnicodeDecodeError as error:
+                raise MaskingError(f"the annotation config is not UTF-8 text (byte {error.start})",
+                                   where=config_file, fix="save it as UTF-8") from None
+            except json.JSONDecodeError as error:
+                raise MaskingError(f"not valid JSON: {error.msg}", where=config_file, line=error.lineno,
+                                   fix="fix the JSON syntax (or use a .yaml file)") from None
         if not isinstance(base, dict):
             raise MaskingError("the annotation config must be a mapping of AnnotationConfig fields",
                                where=config_file, fix="write e.g. `detectors: [{type: gold}]`")

@@ -30,7 +30,7 @@ def pretrain_command(
 ) -> None:
     """Train KeptForPreTraining on encoded/ with the masking collator; resume from checkpoints."""
     quiet_libraries()
-    from kept.config import resolve_run_config, save_config
+    from kept.config import resolve_run_config
     from kept.pretrain import check_resume_compatible, pretrain_run
     from kept.rundir import RunLock, is_main_process
 
@@ -51,9 +51,8 @@ def pretrain_command(
     log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
     with RunLock(run_dir, "kept pretrain"):
         if not restart:
-            check_resume_compatible(cfg, run_dir)  # refuse before the saved config.yaml changes
+            check_resume_compatible(cfg, run_dir)  # refuse before anything is written
         _check_init_from(cfg, run_dir)  # likewise: a wrong init_from leaves config.yaml as it was
-        save_config(cfg, run_dir)
         result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
     if is_main_process():
         console.print(f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "

@@ -141,7 +141,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     torch.manual_seed(eval_config.seed)
     finetune_seed = eval_config.finetune_seed if eval_config.finetune_seed is not None else run_config.train.seed
     device = resolve_device(eval_config.device)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).to(device).eval()
     fusion = settings["fusion"]
     metrics: dict[str, Any] = {}

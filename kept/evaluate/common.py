@@ -20,7 +20,7 @@ def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> Any:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        return model_class.from_pretrained(path, **kwargs)
+        return model_class.from_pretrained(path, trust_remote_code=False, **kwargs)
     finally:
         hf_logging.set_verbosity(before)
         if bars:

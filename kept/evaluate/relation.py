@@ -371,7 +371,7 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
     from transformers import AutoTokenizer, set_seed
 
     set_seed(finetune_seed)  # the new classifier's initialisation
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     model, loaded = load_relation_model(model_dir, len(relations))
     note = None
     if entity_index is not None and loaded["init"] != "kept":

@@ -673,7 +673,7 @@ def evaluate_typing(model_dir: str | Path, tokenizer_dir: str | Path, data: Typi
     from transformers import AutoTokenizer, set_seed
 
     set_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
     model = quiet_from_pretrained(KeptForEntityTyping, str(model_dir), num_labels=len(data.types),
                                   problem_type="multi_label_classification")
     add_markers(tokenizer, model)
