@@ -199,6 +199,9 @@ class EncodeConfig(_Section):
                                                "spacy:<pipeline> (masking.segmenters)")
     max_unk_rate: Optional[float] = Field(0.05, ge=0.0, le=1.0, description="refuse an encoding with more [UNK] "
                                                                              "tokens than this share; null: never")
+    sentence_pairs: bool = Field(False, description="ALBERT sentence-order pairs ([CLS] A [SEP] B [SEP], swapped "
+                                                    "half the time, token_type_ids, sentence_order_label): the "
+                                                    "data that model.overrides.use_sop trains on")
 
     @field_validator("segmenter")
     @classmethod
@@ -210,6 +213,13 @@ class EncodeConfig(_Section):
             return check_segmenter_name(value)
         except MaskingError as error:
             raise ValueError(f"{error.what}; {error.fix}") from None
+
+    @field_validator("sentence_pairs")
+    @classmethod
+    def _pairs_not_packed(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("packing"):
+            raise ValueError("sentence pairs are one pair per sequence; set encode.packing: false")
+        return value
 
 
 class ModelConfig(_Section):

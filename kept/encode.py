@@ -6,6 +6,12 @@ documents into train/validation (document level, seeded), tokenises each documen
 saves ``encoded/train`` and ``encoded/validation`` with columns input_ids, attention_mask,
 unit_ids, unit_kind, entity_ids, word_ids, doc_id. ``encoded/stats.json`` summarises them.
 
+With ``encode.sentence_pairs`` every sequence is instead an ALBERT sentence-order pair
+(``masking.pairs``: two consecutive segments of one document cut at sentence/unit boundaries,
+swapped half the time, seeded by ``encode.seed``), with the further columns token_type_ids and
+sentence_order_label; ``model.overrides.use_sop`` trains on them and is refused without them
+(:func:`check_sentence_pairs`, called by `kept pretrain`).
+
 Word units come from ``encode.segmenter`` (``masking.segmenters``: jieba, pkuseg, spacy:<pipeline>;
 none = whitespace words, CJK characters one word each) or a callable given to ``encode_run``. The
 share of [UNK] tokens is reported (stats.json ``unk_rate``, the log) and an encoding above
@@ -26,6 +32,8 @@ from kept.rundir import atomic_dir, atomic_write_json, is_main_process, require,
 from masking.align import Segmenter
 
 ENCODED_COLUMNS = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "doc_id")
+#: The further columns of sentence-order pairs (encode.sentence_pairs).
+PAIR_ONLY_COLUMNS = ("token_type_ids", "sentence_order_label")
 
 
 @dataclass
@@ -65,15 +73,24 @@ def load_annotated(run_dir: str | Path) -> Any:
 
 
 def encode_split(dataset: Any, tokenizer: Any, max_length: int, packing: bool, num_proc: int = 1,
-                 desc: str = "encode", segmenter: Optional[Segmenter] = None) -> Any:
-    """Map a dataset of documents (id, text, spans) to encoded sequences (words from ``segmenter``)."""
+                 desc: str = "encode", segmenter: Optional[Segmenter] = None, sentence_pairs: bool = False,
+                 seed: int = 0) -> Any:
+    """Map a dataset of documents (id, text, spans) to encoded sequences (words from ``segmenter``);
+    with ``sentence_pairs`` to sentence-order pairs (``masking.pairs``, seeded by ``seed``)."""
     from masking import encode_with_units
+    from masking.pairs import encode_sentence_pairs
+
+    columns = ENCODED_COLUMNS + (PAIR_ONLY_COLUMNS if sentence_pairs else ())
 
     def encode_batch(batch: dict[str, list]) -> dict[str, list]:
-        out = encode_with_units(tokenizer, batch["text"], batch["spans"], max_length=max_length,
-                                return_overflowing=True, packing=packing, doc_ids=batch["id"],
-                                segmenter=segmenter)
-        return {name: out[name] for name in ENCODED_COLUMNS}
+        if sentence_pairs:
+            out = encode_sentence_pairs(tokenizer, batch["text"], batch["spans"], max_length=max_length, seed=seed,
+                                        segmenter=segmenter, doc_ids=batch["id"])
+        else:
+            out = encode_with_units(tokenizer, batch["text"], batch["spans"], max_length=max_length,
+                                    return_overflowing=True, packing=packing, doc_ids=batch["id"],
+                                    segmenter=segmenter)
+        return {name: out[name] for name in columns}
 
     return dataset.map(encode_batch, batched=True, batch_size=64, remove_columns=dataset.column_names,
                        keep_in_memory=True, num_proc=num_proc if num_proc > 1 else None, desc=desc)
@@ -110,12 +127,15 @@ def _split_stats(dataset: Any) -> dict[str, Any]:
     kinds = dataset["unit_kind"]
     ents = dataset["entity_ids"]
     lengths = [len(row) for row in dataset["input_ids"]]
-    return {"sequences": len(dataset), "tokens": int(sum(lengths)),
-            "mean_length": float(np.mean(lengths)),
-            "entity_tokens": int(sum(sum(1 for k in row if k == 2) for row in kinds)),
-            "phrase_tokens": int(sum(sum(1 for k in row if k == 1) for row in kinds)),
-            "linked_mentions": int(sum(sum(1 for e in row if e >= 0) for row in ents)),
-            "documents": len(set(dataset["doc_id"]))}
+    stats = {"sequences": len(dataset), "tokens": int(sum(lengths)),
+             "mean_length": float(np.mean(lengths)),
+             "entity_tokens": int(sum(sum(1 for k in row if k == 2) for row in kinds)),
+             "phrase_tokens": int(sum(sum(1 for k in row if k == 1) for row in kinds)),
+             "linked_mentions": int(sum(sum(1 for e in row if e >= 0) for row in ents)),
+             "documents": len(set(dataset["doc_id"]))}
+    if "sentence_order_label" in dataset.column_names:
+        stats["swapped_pairs"] = int(sum(dataset["sentence_order_label"]))
+    return stats
 
 
 def _count_entities(paths: Any) -> int | None:
@@ -195,9 +215,11 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     ids = annotated["id"]
     train_docs = annotated.select([i for i, d in enumerate(ids) if d in train_ids])
     val_docs = annotated.select([i for i, d in enumerate(ids) if d in val_ids])
-    train = encode_split(train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train", segment)
+    pairs = {"sentence_pairs": enc.sentence_pairs, "seed": enc.seed}
+    train = encode_split(train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train", segment,
+                         **pairs)
     validation = encode_split(val_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode validation",
-                              segment)
+                              segment, **pairs)
     if len(train) == 0:
         raise KeptError("encoding produced no training sequences", where=paths.annotated,
                         fix="check that the corpus has text")
@@ -207,7 +229,7 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     log(f"[UNK] rate: {unk_rate:.2%} ({unk_tokens} of {content_tokens} tokens)")
     check_unk_rate(unk_rate, enc.max_unk_rate, source)
     stats = {"tokenizer": source, "vocab_size": len(tokenizer), "max_length": enc.max_length,
-             "packing": enc.packing, "segmenter": segmenter_name, "unk_rate": unk_rate, "unk_tokens": unk_tokens,
+             "packing": enc.packing, "sentence_pairs": enc.sentence_pairs, "segmenter": segmenter_name, "unk_rate": unk_rate, "unk_tokens": unk_tokens,
              "train": _split_stats(train), "validation": _split_stats(validation)}
     if is_main_process():
         # tokenizer/ and encoded/ belong together: both are written beside the old ones first and
@@ -233,3 +255,23 @@ def load_encoded(run_dir: str | Path, split: str) -> Any:
         raise KeptError(f"encoded {split} lacks column(s) {', '.join(sorted(missing))}", where=path,
                         fix="re-run `kept encode RUN_DIR`")
     return dataset
+
+
+def has_sentence_pairs(dataset: Any) -> bool:
+    """Whether an encoded split holds sentence-order pairs (encode.sentence_pairs)."""
+    return set(PAIR_ONLY_COLUMNS) <= set(dataset.column_names)
+
+
+def check_sentence_pairs(use_sop: bool, type_vocab_size: int, dataset: Any, where: Any) -> None:
+    """Refuse SOP without pair data (its head would train on nothing), and pairs the model cannot
+    embed (segment B needs token type 1). Pairs without SOP are allowed: the same inputs with the
+    SOP loss off, the fair baseline of an SOP comparison."""
+    pairs = has_sentence_pairs(dataset)
+    if use_sop and not pairs:
+        raise KeptError("the model has an SOP head (use_sop) but the encoded data has no sentence pairs",
+                        where=where, fix="set encode.sentence_pairs: true and re-run `kept encode RUN_DIR` "
+                                         "(or drop model.overrides.use_sop)")
+    if pairs and type_vocab_size < 2:
+        raise KeptError(f"the encoded data is sentence pairs but the model has type_vocab_size {type_vocab_size}",
+                        where=where, fix="start from a model with two token types, or set "
+                                         "encode.sentence_pairs: false and re-encode")

@@ -298,6 +298,8 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
 
 #: Loss components of a KeptForPreTraining output, logged beside the total loss.
 LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss")
+#: What the training logs and evaluations report beside the loss: the components and SOP accuracy.
+LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy",)
 
 
 def component_loss_trainer() -> type:
@@ -305,8 +307,9 @@ def component_loss_trainer() -> type:
 
     Training logs get ``mlm_loss``/``dea_loss``/``sop_loss``: means over the batches since the previous
     log (weighted by batch size), next to the Trainer's total ``loss``; evaluations get
-    ``eval_mlm_loss``/... over the evaluated set. A component the model does not return (``dea_loss``
-    without fusion, ``sop_loss`` without SOP) is left out. Sums stay on the device until a log
+    ``eval_mlm_loss``/... over the evaluated set, and with SOP labels ``sop_accuracy``/``eval_sop_accuracy``.
+    A component the model does not return (``dea_loss`` without fusion, ``sop_loss`` without SOP) is left
+    out. Sums stay on the device until a log
     (no per-step synchronisation) and are summed over processes in distributed runs.
     """
     import torch
@@ -321,16 +324,19 @@ def component_loss_trainer() -> type:
                          num_items_in_batch=None):
             loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                                  num_items_in_batch=num_items_in_batch)
+            order = inputs.get("sentence_order_label")  # [B]
+            if order is not None and getattr(outputs, "sop_logits", None) is not None:  # sop_logits [B, 2]
+                outputs["sop_accuracy"] = (outputs.sop_logits.detach().argmax(-1) == order).float().mean()
             self._accumulate(bool(model.training), outputs, int(inputs["input_ids"].shape[0]))
             return (loss, outputs) if return_outputs else loss
 
         def _accumulate(self, training: bool, outputs: Any, batch_size: int) -> None:
             values = [outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
-                      for name in LOSS_COMPONENTS]
+                      for name in LOGGED_FIGURES]
             if all(v is None for v in values):
                 return
             device = next(v for v in values if v is not None).device
-            row = torch.zeros(2, len(LOSS_COMPONENTS), device=device)  # [sum of loss * batch, batch] x component
+            row = torch.zeros(2, len(LOGGED_FIGURES), device=device)  # [sum of loss * batch, batch] x component
             for i, value in enumerate(values):
                 if value is not None:
                     row[0, i] = value.detach().float().mean() * batch_size
@@ -343,11 +349,11 @@ def component_loss_trainer() -> type:
             if sums is None and self.args.world_size <= 1:
                 return {}
             if sums is None:  # this rank saw no batch; still take part in the reduction
-                sums = torch.zeros(2, len(LOSS_COMPONENTS), device=self.args.device)
+                sums = torch.zeros(2, len(LOGGED_FIGURES), device=self.args.device)
             if self.args.world_size > 1:
                 sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
             total, count = sums.cpu().tolist()
-            return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(LOSS_COMPONENTS) if count[i] > 0}
+            return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(LOGGED_FIGURES) if count[i] > 0}
 
         def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
             if "loss" in logs:  # a training log (evaluation keys carry a prefix)
@@ -477,7 +483,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     import torch
     from transformers import TrainingArguments
 
-    from kept.encode import load_encoded
+    from kept.encode import check_sentence_pairs, load_encoded
     from kept.tokenizer import load_run_tokenizer
     from masking import ErnieStageCallback, KnowledgeMaskingCollator
 
@@ -502,6 +508,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     resume = str(checkpoints[-1]) if checkpoints else None
 
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
+    check_sentence_pairs(bool(model.config.use_sop), int(model.config.type_vocab_size), train_data,
+                         paths.encoded_train)
     if is_main_process():  # only now: a run refused above (init_from, entity dim) leaves config.yaml as it was
         save_config(config, run_dir)  # the configuration as run, derived train defaults resolved
     if config.train.max_steps == 0:
@@ -528,7 +536,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     tcfg = config.train
     bf16 = resolve_bf16(tcfg.bf16)
     warmup = tcfg.warmup_steps or int(round(tcfg.warmup_ratio * tcfg.max_steps))
-    columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids"]
+    columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "token_type_ids",
+               "sentence_order_label"]  # the last two only with encode.sentence_pairs
     args = TrainingArguments(
         output_dir=str(paths.checkpoints),
         max_steps=tcfg.max_steps,
