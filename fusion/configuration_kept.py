@@ -9,7 +9,7 @@ from transformers.configuration_utils import PreTrainedConfig
 
 from fusion.errors import FusionError
 
-# Preset sizes. "base" follows ERNIE-THU (BERT-base width, 6 T + 6 K layers, 100-d TransE entities,
+# Presets. "base" follows ERNIE-THU (BERT-base width, 6 T + 6 K layers, 100-d TransE entities,
 # 4 entity attention heads, BERT's intermediate size for the fused layer).
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_knowledge_layers=2, num_attention_heads=4,
@@ -22,6 +22,13 @@ PRESETS: dict[str, dict[str, Any]] = {
                   intermediate_size=4096, entity_dim=100, num_entity_attention_heads=4,
                   max_position_embeddings=512, dea_num_negatives=100),
 }
+# The original ERNIE-THU everywhere KEPT differs (see KeptConfig's "ERNIE-THU options"), at base sizes.
+# Pair it with ``MaskingConfig(dea_replace="distinct")`` (run YAML: ``masking: {dea_replace: distinct}``).
+ERNIE_THU_OPTIONS: dict[str, Any] = dict(first_knowledge_layer="mix", entity_bias_at="all", entity_mask_cls=True,
+                                         dea_null_candidate=True, dea_num_negatives=0)
+PRESETS["ernie_thu"] = {**PRESETS["base"], **ERNIE_THU_OPTIONS}
+FIRST_KNOWLEDGE_LAYERS: tuple[str, ...] = ("norm", "mix")
+ENTITY_BIAS_AT: tuple[str, ...] = ("aligned", "all")
 
 
 @strict
@@ -34,6 +41,31 @@ class KeptConfig(PreTrainedConfig):
     ``freeze_entity_table`` is False. Losses: ``mlm_weight * MLM + dea_weight * dEA (+ sop_weight * SOP
     when use_sop)``; dEA scores each labelled token against the batch's entities plus
     ``dea_num_negatives`` uniformly sampled entities.
+
+    ERNIE-THU options: where KEPT departs from the original code (thunlp/ERNIE), each choice is an option
+    whose default keeps KEPT's behaviour; the ``ernie_thu`` preset selects the original's everywhere.
+
+    - ``first_knowledge_layer``: ``"norm"`` (default) gives every K layer its entity self-attention;
+      ``"mix"`` makes the first one fuse the input entity embeddings as they are, without entity
+      self-attention (the original's ``layer_types``: "mix" then "norm"). Default: the same layer
+      everywhere, and KEPT checkpoints saved so far carry that layer's entity attention.
+    - ``entity_bias_at``: where the bias ``b_e`` of ``W_e·ẽ + b_e`` enters the fused state: ``"aligned"``
+      (default) at tokens with an entity only; ``"all"`` at every token, as the original (it applies
+      ``dense_ent`` to a zero vector at tokens without entity). Default: a token without entity then goes
+      through exactly a BERT layer, so text without entities is BERT's computation (``from_bert`` starts
+      from BERT's function, ``kept export --text-only`` keeps it).
+    - ``entity_mask_cls``: also put [CLS] (position 0) in the entity mask, as the original's run scripts
+      (``mask[:, 0] = 1``): a slot with a zero entity vector (its linked entity's, if any) that the
+      entities attend to and that fuses into [CLS]. Default False: [CLS] carries no entity, and the paper
+      aligns entities with mentions only.
+    - ``dea_null_candidate``: add a "no entity" candidate (KG id -1, a zero vector, so its score is 0) in
+      front of the dEA candidates, as the original. With ``dea_num_negatives=0`` the candidates are the
+      original's: the batch's distinct entities and the null one. Default False, with uniform negatives
+      (``dea_num_negatives``): a small batch holds few entities, and random negatives keep the dEA task
+      from being trivially easy there; a candidate that is never a target adds nothing to learn from.
+    - NSP (the original's sentence head) is not offered: the head would equal the SOP head (``use_sop``,
+      a linear layer on the pooled [CLS]); NSP differs in its data (a second segment from another
+      document half of the time), which the encoder does not build.
     """
 
     model_type = "kept"
@@ -65,6 +97,11 @@ class KeptConfig(PreTrainedConfig):
     sop_weight: float | int = 1.0
     use_sop: bool = False
     dea_num_negatives: int = 100
+    # ERNIE-THU options (see the docstring; the ernie_thu preset sets the original's value of each)
+    first_knowledge_layer: str = "norm"
+    entity_bias_at: str = "aligned"
+    entity_mask_cls: bool = False
+    dea_null_candidate: bool = False
     # BERT layer plumbing (encoder only)
     is_decoder: bool = False
     add_cross_attention: bool = False
@@ -88,6 +125,10 @@ class KeptConfig(PreTrainedConfig):
             if int(getattr(self, name)) < 0:
                 raise FusionError(f"{name} must be >= 0, got {getattr(self, name)}",
                                   where=f"KeptConfig.{name}", fix="Use 0 or a positive number.")
+        for name, allowed in (("first_knowledge_layer", FIRST_KNOWLEDGE_LAYERS), ("entity_bias_at", ENTITY_BIAS_AT)):
+            if getattr(self, name) not in allowed:
+                raise FusionError(f"{name} is {getattr(self, name)!r}", where=f"KeptConfig.{name}",
+                                  fix=f"Use one of: {', '.join(allowed)}.")
         if self.hidden_size % self.num_attention_heads:
             raise FusionError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}",
@@ -105,7 +146,7 @@ class KeptConfig(PreTrainedConfig):
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "KeptConfig":
-        """``KeptConfig.from_preset("tiny"|"base"|"large", **overrides)``."""
+        """``KeptConfig.from_preset("tiny"|"base"|"large"|"ernie_thu", **overrides)``."""
         if name not in PRESETS:
             raise FusionError(f"unknown preset {name!r}", where="KeptConfig.from_preset",
                               fix=f"Use one of: {', '.join(PRESETS)}.")

@@ -40,7 +40,8 @@ IGNORE_INDEX = -100
 # --------------------------------------------------------------------------------------------- outputs
 @dataclass
 class KeptModelOutput(ModelOutput):
-    """last_hidden_state [B, L, H]; entity_last_hidden_state [B, L, E] (zeros where no entity is aligned);
+    """last_hidden_state [B, L, H]; entity_last_hidden_state [B, L, E] (zeros where no entity is aligned; with
+    config.entity_mask_cls [CLS] has a state);
     pooler_output [B, H] or None; hidden_states: embeddings + every T and K layer; attentions (eager only)."""
 
     last_hidden_state: torch.Tensor | None = None
@@ -54,7 +55,8 @@ class KeptModelOutput(ModelOutput):
 class KeptForPreTrainingOutput(ModelOutput):
     """loss = mlm_weight*mlm_loss + dea_weight*dea_loss (+ sop_weight*sop_loss); logits [B, L, vocab];
     entity_logits [N_labelled, C] scores of the dEA-labelled positions (row order = ``entity_labels >= 0``
-    in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids, CPU); sop_logits [B, 2].
+    in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids, CPU; -1 first = the "no entity"
+    candidate of config.dea_null_candidate, score 0); sop_logits [B, 2].
     When ``labels`` are given the MLM loss is computed on the labelled positions only and ``logits`` are
     returned detached (for metrics) in eval mode, None in training mode (see ``mlm_logits_and_loss``)."""
 
@@ -146,19 +148,23 @@ class EntityAlignment:
 
 @torch.compiler.disable
 def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                   batch: int, length: int, device: torch.device) -> EntityAlignment:
-    """Gather each sequence's aligned positions into S padded slots (no Python loop over tokens)."""
+                   batch: int, length: int, device: torch.device, include_cls: bool = False) -> EntityAlignment:
+    """Gather each sequence's aligned positions into S padded slots (no Python loop over tokens).
+
+    ``include_cls``: position 0 ([CLS]) is a slot too, KG id -1 (a zero vector) unless an entity is linked
+    there (ERNIE-THU's entity mask)."""
     if entity_ids is None:
-        aligned = torch.zeros(batch, length, dtype=torch.bool, device=device)
         ids = torch.full((batch, length), -1, dtype=torch.long, device=device)
     else:
         if entity_ids.shape != (batch, length):
             raise FusionError(f"entity_ids has shape {list(entity_ids.shape)}, expected {[batch, length]}",
                               where="entity_ids", fix="Give one KG id (or -1) per token.")
         ids = entity_ids.to(device=device, dtype=torch.long)
-        aligned = ids >= 0
-        if attention_mask is not None and attention_mask.dim() == 2:
-            aligned = aligned & attention_mask.to(device).bool()
+    aligned = ids >= 0  # [B, L]
+    if include_cls and length:
+        aligned[:, 0] = True
+    if attention_mask is not None and attention_mask.dim() == 2:
+        aligned = aligned & attention_mask.to(device).bool()
     counts = aligned.sum(dim=1)  # [B]
     slots = max(int(counts.max()) if batch else 0, 1)  # at least one (padding) slot: the path always runs
     order = torch.argsort((~aligned).to(torch.int32), dim=1, stable=True)[:, :slots]  # aligned first, in order
@@ -177,19 +183,22 @@ class KeptAggregatorLayer(GradientCheckpointingLayer):
     """ERNIE-THU aggregator (K-encoder layer).
 
     w̃ = BertAttention(w);  ẽ = EntitySelfAttention(e) over the aligned slots;
-    h = GELU(W_t·w̃ + W_e·ẽ + b)  (W_e·ẽ added only at aligned tokens; h has BERT's intermediate size);
+    h = GELU(W_t·w̃ + b_t + W_e·ẽ + b_e)  (W_e·ẽ + b_e added only at aligned tokens, or b_e at every token
+    when config.entity_bias_at == "all"; h has BERT's intermediate size);
     w' = LN(dropout(W'_t·h) + w̃);  e' = LN(dropout(W'_e·h) + ẽ).
+    ``entity_attention=False`` is ERNIE-THU's "mix" layer: ẽ = e, no entity self-attention.
     The token side has BertLayer's parameter names, so BERT weights load into it and, with no
-    entities, the layer computes exactly a BertLayer.
+    entities (and the default entity_bias_at), the layer computes exactly a BertLayer.
     """
 
-    def __init__(self, config: KeptConfig, layer_idx: int | None = None) -> None:
+    def __init__(self, config: KeptConfig, layer_idx: int | None = None, entity_attention: bool = True) -> None:
         super().__init__()
         self.attention = BertAttention(config, layer_idx=layer_idx)
-        self.intermediate = BertIntermediate(config)  # W_t, b and the activation
+        self.intermediate = BertIntermediate(config)  # W_t, b_t and the activation
         self.output = BertOutput(config)  # W'_t, dropout, LN
-        self.entity_attention = KeptEntitySelfAttention(config)
-        self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)  # W_e
+        self.entity_attention = KeptEntitySelfAttention(config) if entity_attention else None
+        self.entity_bias_everywhere = config.entity_bias_at == "all"
+        self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)  # W_e, b_e
         self.entity_output = KeptEntityOutput(config)  # W'_e, dropout, LN
 
     def forward(self, hidden_states: torch.Tensor, entity_states: torch.Tensor,
@@ -198,13 +207,18 @@ class KeptAggregatorLayer(GradientCheckpointingLayer):
         # hidden_states [B, L, H]; entity_states [B, S, E]
         batch, length, _ = hidden_states.shape
         attention_output, weights = self.attention(hidden_states, attention_mask)  # w̃ [B, L, H]
-        entity_attended = self.entity_attention(entity_states, alignment.entity_mask)  # ẽ [B, S, E]
+        entity_attended = (entity_states if self.entity_attention is None  # "mix": fuse the input entities
+                           else self.entity_attention(entity_states, alignment.entity_mask))  # ẽ [B, S, E]
         dim = entity_attended.shape[-1]
         entity_selected = entity_attended.reshape(-1, dim).index_select(0, alignment.slot_index)  # [N, E]
 
         pre = self.intermediate.dense(attention_output)  # [B, L, I]
         inter = pre.shape[-1]
-        entity_term = self.entity_intermediate(entity_selected).to(pre.dtype)  # [N, I]
+        weight, bias = self.entity_intermediate.weight, self.entity_intermediate.bias
+        if self.entity_bias_everywhere:  # ERNIE-THU: a token without entity gets W_e·0 + b_e = b_e
+            pre = pre + bias.to(pre.dtype)
+            bias = None
+        entity_term = F.linear(entity_selected, weight, bias).to(pre.dtype)  # [N, I]
         pre = pre.reshape(-1, inter).index_add(0, alignment.token_index, entity_term).view(batch, length, inter)
         fused = self.intermediate.intermediate_act_fn(pre)  # h [B, L, I]
 
@@ -322,8 +336,10 @@ class KeptModel(KeptPreTrainedModel):
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(KeptLayer(config, i) for i in range(config.num_hidden_layers))
         self.knowledge_encoder = nn.Module()
+        mix_first = config.first_knowledge_layer == "mix"  # ERNIE-THU: the first K layer has no entity attention
         self.knowledge_encoder.layer = nn.ModuleList(
-            KeptAggregatorLayer(config, config.num_hidden_layers + i) for i in range(config.num_knowledge_layers))
+            KeptAggregatorLayer(config, config.num_hidden_layers + i, entity_attention=not (mix_first and i == 0))
+            for i in range(config.num_knowledge_layers))
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self._entity_table: EntityTable | None = None
         if not config.freeze_entity_table and config.entity_vocab_size > 0:
@@ -363,18 +379,25 @@ class KeptModel(KeptPreTrainedModel):
         return self.entity_embeddings is not None or self._entity_table is not None
 
     def entity_vectors(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Entity embeddings of KG ids ``ids`` (any shape) on the model's device -> [*ids.shape, E]."""
+        """Entity embeddings of KG ids ``ids`` (any shape) on the model's device -> [*ids.shape, E].
+
+        Id -1 means "no entity" and gives a zero vector ([CLS]'s slot with config.entity_mask_cls, the null
+        dEA candidate); other ids outside the table raise."""
         device = self.embeddings.word_embeddings.weight.device
+        null = ids == -1  # [*ids.shape]
+        known = torch.where(null, torch.zeros_like(ids), ids)  # row 0 stands in; zeroed below
         if self.entity_embeddings is not None:
             # check where the ids are (dEA candidates arrive on the CPU: no device sync for them)
-            check_ids(ids.reshape(-1), self.entity_embeddings.num_embeddings)
-            return self.entity_embeddings(ids.to(device)).to(dtype)
-        if self._entity_table is None:
-            if ids.numel() == 0:
-                return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
+            check_ids(known.reshape(-1), self.entity_embeddings.num_embeddings)
+            vectors = self.entity_embeddings(known.to(device)).to(dtype)
+        elif self._entity_table is not None:
+            vectors = self._entity_table.gather(known, device, dtype)
+        elif bool(null.all()):  # no table and nothing to look up (an empty batch, or only [CLS] slots)
+            return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
+        else:
             raise FusionError("the batch has aligned entities but the model has no entity table",
                               where="entity_ids", fix="Call model.load_entity_table('kg/embeddings.safetensors').")
-        return self._entity_table.gather(ids, device, dtype)
+        return vectors.masked_fill(null.to(device).unsqueeze(-1), 0.0)
 
     def forward(
         self,
@@ -417,7 +440,8 @@ class KeptModel(KeptPreTrainedModel):
 
         entity_last = None
         if len(self.knowledge_encoder.layer):
-            alignment = align_entities(entity_ids, attention_mask, batch, length, hidden.device)
+            alignment = align_entities(entity_ids, attention_mask, batch, length, hidden.device,
+                                       include_cls=self.config.entity_mask_cls)
             ent_dtype = self.knowledge_encoder.layer[0].entity_intermediate.weight.dtype
             vectors = self.entity_vectors(alignment.slot_ids, ent_dtype)  # [N, E]
             entities = vectors.new_zeros(batch * alignment.slots, self.config.entity_dim).index_copy(
@@ -486,11 +510,13 @@ def mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels: torch.T
 
 @torch.compiler.disable
 def dea_candidates(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None, num_negatives: int,
-                   num_entities: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   num_entities: int, null_candidate: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (candidate KG ids [C] sorted, CPU; labelled positions mask [B, L]; targets [N_labelled] into C).
 
     Candidates = unique entities of entity_labels and entity_ids + ``num_negatives`` ids drawn uniformly
-    from the table (torch's global RNG)."""
+    from the table (torch's global RNG), and with ``null_candidate`` the id -1 ("no entity", a zero
+    vector; never a target) in front, as ERNIE-THU."""
     labels_cpu = entity_labels.to("cpu", torch.long)
     labelled = labels_cpu >= 0
     pieces = [labels_cpu[labelled]]
@@ -501,6 +527,8 @@ def dea_candidates(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None,
         pieces.append(torch.randint(0, num_entities, (num_negatives,)))
     candidates = torch.unique(torch.cat(pieces))  # sorted
     check_ids(candidates, num_entities)
+    if null_candidate:
+        candidates = torch.cat([candidates.new_full((1,), -1), candidates])  # still sorted: -1 first
     targets = torch.searchsorted(candidates, labels_cpu[labelled])
     return candidates, labelled, targets
 
@@ -572,7 +600,7 @@ class KeptForPreTraining(KeptPreTrainedModel):
             num_entities = (kept.entity_embeddings.num_embeddings if kept.entity_embeddings is not None
                             else kept._entity_table.num_entities if kept._entity_table is not None else 0)
             candidate_ids, labelled, targets = dea_candidates(entity_labels, entity_ids, cfg.dea_num_negatives,
-                                                              num_entities)
+                                                              num_entities, cfg.dea_null_candidate)
             labelled = labelled.to(sequence.device)
             states = sequence[labelled]  # [N_labelled, H] (zero rows is fine: the head still runs)
             candidates = kept.entity_vectors(candidate_ids, self.entity_head.dense.weight.dtype)  # [C, E]
