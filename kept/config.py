@@ -223,7 +223,9 @@ class EncodeConfig(_Section):
 
 
 class ModelConfig(_Section):
-    preset: Literal["tiny", "base", "large"] = "tiny"
+    preset: Literal["tiny", "base", "large", "ernie_thu"] = Field(
+        "tiny", description="fusion.PRESETS: sizes (and for ernie_thu the original ERNIE-THU layer options; "
+                            "pair it with masking.dea_replace: distinct)")
     overrides: dict[str, Any] = Field(default_factory=dict, description="KeptConfig fields")
     fusion: bool = Field(True, description="entity table + dEA; off: same model, no entity input, dEA weight 0")
     init_from: Optional[str] = Field(None, description="a model dir (kept or BERT) or run:NAME")

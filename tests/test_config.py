@@ -163,3 +163,14 @@ def test_init_from_errors(tmp_path: Path) -> None:
 def test_run_config_is_strict_on_top_level() -> None:
     with pytest.raises(Exception):
         RunConfig.model_validate({"unknown": 1})
+
+
+def test_model_presets_are_the_fusion_presets() -> None:
+    """`model.preset` accepts exactly fusion.PRESETS (ernie_thu included), so the two cannot drift apart."""
+    from typing import get_args
+
+    from fusion import PRESETS
+    from kept.config import ModelConfig
+
+    assert set(get_args(ModelConfig.model_fields["preset"].annotation)) == set(PRESETS)
+    assert ModelConfig(preset="ernie_thu").preset == "ernie_thu"
