@@ -23,18 +23,20 @@ The compare YAML is a run configuration plus a ``compare`` section::
       strategies: [token, entity]
       fusion: [false, true]
       seeds: [0, 1]
+      sop: [false, true]                    # optional: SOP loss off/on (variants `token`, `token+sop`, ...)
       baseline: token                       # default: the first variant
       bootstrap: {resamples: 1000, seed: 0}
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,6 +74,10 @@ class CompareSection(BaseModel):
     strategies: list[str] = Field(default_factory=lambda: ["token", "entity"], min_length=1)
     fusion: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    sop: Optional[list[bool]] = Field(
+        None, min_length=1, description="SOP loss off/on per variant (model.overrides.use_sop, name suffix +sop); "
+                                        "with any true, every variant trains on the same sentence pairs "
+                                        "(encode.sentence_pairs). null: what the base configuration sets")
     out: Path | None = Field(None, description="compare directory; default runs_dir/name")
     metrics: list[str] = Field(default_factory=lambda: list(HEADLINE_METRICS),
                                description="figures shown in the table and figures")
@@ -107,8 +113,8 @@ def summarize(values: Sequence[float]) -> Stat:
     return Stat(statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, len(finite))
 
 
-def variant_name(strategy: str, fusion: bool) -> str:
-    return f"{strategy}+fusion" if fusion else strategy
+def variant_name(strategy: str, fusion: bool, sop: bool = False) -> str:
+    return f"{strategy}{'+fusion' if fusion else ''}{'+sop' if sop else ''}"
 
 
 @dataclass
@@ -439,27 +445,30 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
                         line=config_module._yaml_line(text, loc), fix="see `kept compare --help`") from None
     data = config_module._absolutize(data, path.resolve().parent)
     data = config_module.apply_overrides(data, list(overrides))
+    if section.sop is not None and any(section.sop):  # the prepared data is shared: pairs for every variant
+        data = config_module.apply_overrides(data, {"encode.sentence_pairs": True})
     base = config_module.validate_config(data, source=path, text=text)
     out = section.out if section.out is not None else base.run_dir()
     if not out.is_absolute() and section.out is not None:
         out = path.resolve().parent / out
     runs: dict[str, list[tuple[int, Any]]] = {}
-    for strategy in section.strategies:
-        for fusion in section.fusion:
-            variant = variant_name(strategy, fusion)
-            if variant in runs:
-                raise KeptError(f"variant '{variant}' is listed twice", where=path,
-                                line=config_module._yaml_line(text, ("compare",)), fix="list each strategy once")
-            runs[variant] = []
-            for seed in section.seeds:
-                values = base.to_dict()
-                values["name"] = f"{variant.replace('+', '_')}-seed{seed}"
-                values["masking"] = {**values.get("masking", {}), "strategy": strategy}
-                if "seed" in values["masking"]:
-                    values["masking"]["seed"] = seed
-                values["model"] = {**values["model"], "fusion": fusion}
-                values["train"] = {**values["train"], "seed": seed}
-                runs[variant].append((seed, config_module.validate_config(values, source=path, text=text)))
+    for strategy, fusion, sop in itertools.product(section.strategies, section.fusion, section.sop or [None]):
+        variant = variant_name(strategy, fusion, bool(sop))
+        if variant in runs:
+            raise KeptError(f"variant '{variant}' is listed twice", where=path,
+                            line=config_module._yaml_line(text, ("compare",)), fix="list each strategy once")
+        runs[variant] = []
+        for seed in section.seeds:
+            values = base.to_dict()
+            values["name"] = f"{variant.replace('+', '_')}-seed{seed}"
+            values["masking"] = {**values.get("masking", {}), "strategy": strategy}
+            if "seed" in values["masking"]:
+                values["masking"]["seed"] = seed
+            values["model"] = {**values["model"], "fusion": fusion}
+            if sop is not None:
+                values["model"]["overrides"] = {**values["model"]["overrides"], "use_sop": sop}
+            values["train"] = {**values["train"], "seed": seed}
+            runs[variant].append((seed, config_module.validate_config(values, source=path, text=text)))
     if section.reference:  # last, so the default baseline stays the first strategy
         if not base.model.init_from:
             raise KeptError("compare.reference needs a starting checkpoint", where=path,
