@@ -175,3 +175,15 @@ def test_compare_sop_axis_and_set(tmp_path: Path) -> None:
     plan = load_compare_config(path, PAIRS + SOP)
     assert list(plan.runs) == ["token", "entity"]
     assert all(c.model.overrides["use_sop"] and c.encode.sentence_pairs for runs in plan.runs.values() for _, c in runs)
+
+
+def test_kept_encode_sentence_pairs_flag(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kept.cli import app
+
+    run_dir = make_tiny_run(tmp_path / "run", n_docs=12)
+    result = CliRunner().invoke(app, ["encode", str(run_dir), "--sentence-pairs"])
+    assert result.exit_code == 0, result.output
+    assert load_run_config(run_dir).encode.sentence_pairs  # saved in config.yaml with the run
+    assert "sentence_order_label" in load_encoded(run_dir, "train").column_names

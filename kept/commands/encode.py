@@ -18,7 +18,10 @@ def encode_command(
     max_length: Optional[int] = typer.Option(None, "--max-length", help="encode.max_length (tokens per sequence)."),
     validation_fraction: Optional[float] = typer.Option(None, "--validation-fraction", help="encode.validation_fraction (documents)."),
     packing: Optional[bool] = typer.Option(None, "--packing/--no-packing", help="encode.packing."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="encode.seed (document split)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="encode.seed (document split, sentence pairs)."),
+    sentence_pairs: Optional[bool] = typer.Option(
+        None, "--sentence-pairs/--no-sentence-pairs",
+        help="encode.sentence_pairs: ALBERT sentence-order pairs, the data of model.overrides.use_sop."),
     segmenter: Optional[str] = typer.Option(None, "--segmenter",
                                             help="encode.segmenter: none | jieba | pkuseg | spacy:<pipeline>."),
     set_: Optional[list[str]] = SET_OPTION,
@@ -32,7 +35,7 @@ def encode_command(
     overrides: dict[str, Any] = flag_overrides({
         "tokenizer.base_model": base_model, "tokenizer.vocab_size": vocab_size, "encode.max_length": max_length,
         "encode.validation_fraction": validation_fraction, "encode.packing": packing, "encode.seed": seed,
-        "encode.segmenter": segmenter}, set_)
+        "encode.segmenter": segmenter, "encode.sentence_pairs": sentence_pairs}, set_)
     cfg = resolve_run_config(run_dir, config, overrides)
     with RunLock(run_dir, "kept encode"):
         result = encode_run(run_dir, cfg, log=lambda m: console.print(m, highlight=False))
