@@ -56,7 +56,7 @@ def test_write_and_read_round_trip(tmp_path: Path) -> None:
     ("{bad json", "not valid JSON"),
     ('{"title": "no text"}', "has no 'text' field"),
     ('{"text": "abc", "spans": [{"start": 1, "end": 9}]}', "outside the text"),
-    ('{"text": "abc", "spans": [{"start": 0, "end": 2, "kind": "word"}]}', "not entity or phrase"),
+    ('{"text": "abc", "spans": [{"start": 0, "end": 2, "kind": "word"}]}', r"kind 'word' is not one of \['entity', 'phrase'\]"),
     ('[1, 2]', "JSON object"),
 ])
 def test_bad_jsonl_names_file_and_line(tmp_path: Path, line: str, match: str) -> None:
