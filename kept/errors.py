@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from kg.errors import InputError
 
 
-class KeptError(Exception):
-    """A problem with the user's input or environment, said where and how to fix it.
-
-    ``where`` is a file (optionally ``file:line``) or a configuration field; ``fix`` says
-    what the user should do. ``str(error)`` is one line: ``where: what. fix``.
-    """
-
-    def __init__(self, what: str, *, where: str | Path | None = None, line: int | None = None,
-                 fix: str | None = None) -> None:
-        self.what = what
-        self.where = str(where) if where is not None else None
-        self.line = line
-        self.fix = fix
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        location = self.where or ""
-        if self.line is not None:
-            location = f"{location}:{self.line}" if location else f"line {self.line}"
-        text = f"{location}: {self.what}" if location else self.what
-        if self.fix:
-            text = f"{text.rstrip('.')}. {self.fix}"
-        return " ".join(text.split()) if "\n" in text or "\r" in text else text  # always one line
+class KeptError(InputError):
+    """A problem with the user's input or environment, said where and how to fix it (the CLI prints
+    it as one line and exits with 2). The formatting is :class:`kg.errors.InputError`'s."""
 
 
 class Interrupted(Exception):

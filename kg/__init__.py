@@ -1,27 +1,49 @@
 """Knowledge graphs for KEPT: vocabulary, sources, networkx view, PyKEEN embeddings, alias index.
 
-Imports nothing else of KEPT. Heavy optional dependencies (pykeen, mwparserfromhell, gensim,
+Imports nothing else of KEPT. The public names below are resolved lazily (module-level
+``__getattr__``, PEP 562), so ``import kg.errors`` (the error base every package shares) does not
+load torch through ``kg.embeddings``. Heavy optional dependencies (pykeen, mwparserfromhell, gensim,
 networkx, safetensors) are imported inside the functions that need them.
 """
 
-from kg.aliases import AliasIndex, Candidate, normalize_mention
-from kg.embeddings import (
-    EmbeddingConfig,
-    EmbeddingResult,
-    LoadedEmbeddings,
-    load_embeddings,
-    save_embedding_tensors,
-    save_embeddings,
-    train_embeddings,
-)
-from kg.errors import KGError
-from kg.graph import KGStats, KnowledgeGraph, Neighbourhood
-from kg.report import LoadReport
-from kg.sources import apply_aliases, apply_labels, load_pykeen_dataset, load_triples
+from __future__ import annotations
 
-__all__ = [
-    "AliasIndex", "Candidate", "EmbeddingConfig", "EmbeddingResult", "KGError", "KGStats", "KnowledgeGraph",
-    "LoadReport", "LoadedEmbeddings", "Neighbourhood", "apply_aliases", "apply_labels", "load_embeddings",
-    "load_pykeen_dataset", "load_triples", "normalize_mention", "save_embedding_tensors", "save_embeddings",
-    "train_embeddings",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AliasIndex": "kg.aliases", "Candidate": "kg.aliases", "normalize_mention": "kg.aliases",
+    **{name: "kg.embeddings" for name in (
+        "EmbeddingConfig", "EmbeddingResult", "LoadedEmbeddings", "load_embeddings", "save_embedding_tensors",
+        "save_embeddings", "train_embeddings")},
+    "InputError": "kg.errors", "KGError": "kg.errors",
+    "KGStats": "kg.graph", "KnowledgeGraph": "kg.graph", "Neighbourhood": "kg.graph",
+    "LoadReport": "kg.report",
+    **{name: "kg.sources" for name in ("apply_aliases", "apply_labels", "load_pykeen_dataset", "load_triples")},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'kg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static type checkers and IDEs see the real names
+    from kg.aliases import AliasIndex, Candidate, normalize_mention
+    from kg.embeddings import (EmbeddingConfig, EmbeddingResult, LoadedEmbeddings, load_embeddings,
+                               save_embedding_tensors, save_embeddings, train_embeddings)
+    from kg.errors import InputError, KGError
+    from kg.graph import KGStats, KnowledgeGraph, Neighbourhood
+    from kg.report import LoadReport
+    from kg.sources import apply_aliases, apply_labels, load_pykeen_dataset, load_triples
