@@ -28,9 +28,11 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 from kept.errors import KeptError
+from kg import _io
+from kg._io import WRITE_ERRNOS  # noqa: F401 - re-exported: kept.cli reads it from here
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".kept.lock"
@@ -38,8 +40,6 @@ LOCK_FILE = ".kept.lock"
 FORMAT_FILE = ".kept-run.json"
 RUN_FORMAT = "kept.run"
 RUN_FORMAT_VERSION = 1
-#: errno values of a failed write that the user fixes on the machine (space, permissions, read-only disk).
-WRITE_ERRNOS = frozenset({28, 122, 30, 13, 1, 5, 27})  # ENOSPC EDQUOT EROFS EACCES EPERM EIO EFBIG
 
 
 def is_main_process() -> bool:
@@ -145,55 +145,40 @@ def require(path: Path, what: str, fix: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- atomic writes
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
-
+# The mechanism is kg._io's (one copy for every package); these bind it to KeptError.
 
 def write_error(error: OSError, path: str | Path) -> KeptError:
     """A KeptError for a failed write (disk full, read-only, no permission) naming the file."""
-    reason = error.strerror or str(error)
-    return KeptError(f"cannot write: {reason}", where=path,
-                     fix="free disk space or fix the permissions, then re-run the command "
-                         "(files written before are unchanged)")
+    return _io.write_error(error, path, KeptError)  # type: ignore[return-value]
 
 
-@contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> contextlib.AbstractContextManager:
     """Open ``path.tmp-<pid>`` for writing; on a clean exit fsync it and ``os.replace`` it onto ``path``.
 
     A failing write (disk full, ...) or an exception in the block leaves ``path`` as it was and
     removes the temporary file; an ``OSError`` becomes a :class:`KeptError` naming ``path``.
     """
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, mode, encoding=encoding) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise write_error(error, path) from error
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    return _io.atomic_open(path, mode, encoding, error=KeptError)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
-    with atomic_open(path) as handle:
-        handle.write(data)
-    return Path(path)
+    return _io.atomic_write_bytes(path, data, error=KeptError)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    return _io.atomic_write_text(path, text, error=KeptError)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return _io.atomic_write_json(path, obj, error=KeptError, default=str)
+
+
+def atomic_dir(path: str | Path) -> contextlib.AbstractContextManager[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``path`` (old one removed).
+
+    On an exception the temporary directory is removed and ``path`` is left as it was.
+    """
+    return _io.atomic_dir(path, error=KeptError)
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
@@ -205,45 +190,6 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     except json.JSONDecodeError as error:
         raise KeptError(f"{what} is not valid JSON: {error.msg}", where=path, line=error.lineno,
                         fix="delete it and re-run the stage that writes it") from None
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path`` (old one removed).
-
-    On an exception the temporary directory is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except OSError as error:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if error.errno in WRITE_ERRNOS:
-            raise write_error(error, path) from error
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f"{path.name}.old-{os.getpid()}")
-    if path.exists() or path.is_symlink():
-        os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        if old.exists() or old.is_symlink():
-            os.replace(old, path)  # put the previous artifact back
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old.exists() or old.is_symlink():
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
 
 
 def clean_stale_temporaries(root: str | Path) -> list[Path]:

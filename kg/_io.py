@@ -1,54 +1,133 @@
-"""File helpers shared by the kg modules: atomic writes and decoding with line numbers."""
+"""File helpers shared by every package (kg imports nothing of ours, so masking and kept may use them).
+
+Atomic writes: write ``name.tmp-<pid>`` in the same directory, then ``os.replace`` it, so a process
+killed while writing leaves the previous artifact or nothing, never half of one. A failed write
+(disk full, read-only, no permission) removes the temporary, leaves the old file as it was and
+raises ``error`` (an :class:`InputError` subclass; each package passes its own) naming the file.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from kg.errors import KGError
+from kg.errors import InputError, KGError
 
-
-def _write_error(error: OSError, path: Path) -> KGError:
-    return KGError(f"cannot write: {error.strerror or error}", where=path,
-                   fix="free disk space or fix the permissions, then re-run (files written before are unchanged)")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via ``path.tmp-<pid>`` in the same directory and ``os.replace``."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    return atomic_write_with(path, write)
+#: errno values of a failed write that the user fixes on the machine, not in the code.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                          errno.EFBIG})
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+def write_error(error: OSError, path: str | Path, error_type: type[InputError] = KGError) -> InputError:
+    """The one-line error for a failed write, naming the file."""
+    return error_type(f"cannot write: {error.strerror or error}", where=path,
+                      fix="free disk space or fix the permissions, then re-run the command "
+                          "(files written before are unchanged)")
 
 
-def atomic_write_with(path: str | Path, writer: Callable[[Path], None]) -> Path:
-    """Let ``writer(tmp_path)`` produce the file, then move it into place."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, error: type[InputError] = KGError) -> Iterator[Path]:
+    """Yield the temporary file to write; on a clean exit move it onto ``path``."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = tmp_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer(tmp)
+        yield tmp
         os.replace(tmp, path)
-    except OSError as error:
-        raise _write_error(error, path) from error
+    except OSError as os_error:
+        raise write_error(os_error, path, error) from os_error
     finally:
         if tmp.exists():
             tmp.unlink()
-    return path
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None, *,
+                error: type[InputError] = KGError) -> Iterator[Any]:
+    """Open the temporary file of ``path``; on a clean exit fsync it and move it into place."""
+    with atomic_path(path, error=error) as tmp, open(tmp, mode, encoding=encoding) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_with(path: str | Path, writer: Callable[[Path], None], *,
+                      error: type[InputError] = KGError) -> Path:
+    """Let ``writer(tmp_path)`` produce the file (e.g. safetensors' ``save_file``), then move it into place."""
+    with atomic_path(path, error=error) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, error: type[InputError] = KGError) -> Path:
+    with atomic_open(path, error=error) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | Path, text: str, *, error: type[InputError] = KGError) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"), error=error)
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, error: type[InputError] = KGError, **dump_kwargs: Any) -> Path:
+    """``obj`` as JSON (indented, UTF-8 unescaped unless ``dump_kwargs`` say otherwise) plus a newline."""
+    options: dict[str, Any] = {"indent": 2, "ensure_ascii": False, **dump_kwargs}
+    return atomic_write_text(path, json.dumps(obj, **options) + "\n", error=error)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, error: type[InputError] = KGError) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``path`` (the old one is removed).
+
+    On an exception the temporary directory is removed and ``path`` is left as it was; an OSError
+    of the machine (:data:`WRITE_ERRNOS`) becomes ``error``, any other stays as it is (a bug, not input).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except OSError as os_error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os_error.errno in WRITE_ERRNOS:
+            raise write_error(os_error, path, error) from os_error
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_in(tmp, path, error)
+
+
+def _swap_in(tmp: Path, path: Path, error: type[InputError]) -> None:
+    """Move ``tmp`` onto ``path``, putting the previous artifact back if the move fails."""
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    if path.exists() or path.is_symlink():
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except OSError as os_error:
+        if old.exists() or old.is_symlink():
+            os.replace(old, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if os_error.errno in WRITE_ERRNOS:
+            raise write_error(os_error, path, error) from os_error
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.exists() or old.is_symlink():
+        old.unlink()
 
 
 def write_tsv(path: str | Path, header: Iterable[str], rows: Iterable[Iterable[Any]]) -> Path:

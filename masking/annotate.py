@@ -16,7 +16,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from masking._io import atomic_save_dataset, atomic_write_json
+from kg._io import atomic_dir, atomic_write_json
 from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors, gazetteer_case_modes
 from masking.errors import MaskingError
 from masking.spans import SPAN_FIELDS, Span, check_spans, resolve_overlaps
@@ -496,7 +496,13 @@ def _shard_suffix(num_shards: int, shard_index: int) -> str:
 
 
 def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    atomic_write_json(path, payload, indent=2, sort_keys=True)
+    atomic_write_json(path, payload, error=MaskingError, sort_keys=True)
+
+
+def atomic_save_dataset(dataset: Any, target: str | Path) -> None:
+    """``dataset.save_to_disk`` into a sibling temporary directory, then swap it in place of ``target``."""
+    with atomic_dir(target, error=MaskingError) as tmp:
+        dataset.save_to_disk(str(tmp))
 
 
 def check_entity_ids(dataset: Any, num_entities: int, where: str | Path) -> None:

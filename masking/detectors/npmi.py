@@ -113,9 +113,9 @@ class NPMIPhraseDetector:
         path = Path(path)
         payload = {"min_count": self.min_count, "threshold": self.threshold, "max_tokens": self.max_tokens,
                    "lowercase": self.lowercase, "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())]}
-        from masking._io import atomic_write_json
+        from kg._io import atomic_write_json
 
-        atomic_write_json(path, payload)
+        atomic_write_json(path, payload, error=MaskingError, indent=None, ensure_ascii=True)  # one compact line
 
     @classmethod
     def load(cls, path: str | Path, **kwargs: object) -> "NPMIPhraseDetector":
