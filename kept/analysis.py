@@ -11,7 +11,6 @@ datasets objects; a missing or unreadable file raises :class:`kept.errors.KeptEr
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -283,25 +282,17 @@ def load_encoded(run_dir: str | Path, split: str = "validation") -> "Any":
 
 # --------------------------------------------------------------------------- knowledge graph
 
-def _read_tsv(path: Path, columns: list[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise KeptError("KG table not found", where=path, fix="run the kg step (`kept run CONFIG`)")
-    rows = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        required = len(columns) - (1 if columns[-1] == "aliases" else 0)
-        if header is None or len(header) < required or (header[0].strip().lstrip("-").isdigit()):
-            raise KeptError(f"expected a header row with {'/'.join(columns)}, found {header}", where=path, line=1,
-                            fix="re-run the kg step")
-        for number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < len(columns) - (1 if columns[-1] == "aliases" else 0):
-                raise KeptError(f"expected {len(columns)} tab-separated columns, found {len(row)}", where=path,
-                                line=number, fix="re-run the kg step")
-            rows.append({name: (row[i] if i < len(row) else "") for i, name in enumerate(columns)})
-    return rows
+def _read_kg(kg_dir: Path) -> "Any":
+    """``KnowledgeGraph.load`` (the one reader of the kg/ tables), its errors as KeptError."""
+    from kg import KGError, KnowledgeGraph
+
+    for name in ("entities.tsv", "relations.tsv", "triples.tsv"):
+        if not (kg_dir / name).is_file():
+            raise KeptError("KG table not found", where=kg_dir / name, fix="run the kg step (`kept run CONFIG`)")
+    try:
+        return KnowledgeGraph.load(kg_dir)
+    except KGError as error:
+        raise KeptError(error.what, where=error.where, line=error.line, fix="re-run the kg step") from None
 
 
 def load_kg_tables(run_dir: str | Path) -> dict[str, Any]:
@@ -309,17 +300,13 @@ def load_kg_tables(run_dir: str | Path) -> dict[str, Any]:
     ``relations`` (id, name, label) and ``triples`` (head, relation, tail names)."""
     import pandas as pd
 
-    kg_dir = _dir(run_dir) / "kg"
-    entities = _read_tsv(kg_dir / "entities.tsv", ["id", "name", "label", "aliases"])
-    relations = _read_tsv(kg_dir / "relations.tsv", ["id", "name", "label"])
-    triples = _read_tsv(kg_dir / "triples.tsv", ["head_name", "relation_name", "tail_name"])
-    entity_frame = pd.DataFrame(entities, columns=["id", "name", "label", "aliases"])
-    entity_frame["id"] = entity_frame["id"].astype(int)
-    entity_frame["aliases"] = entity_frame["aliases"].map(lambda a: [x for x in a.split("|") if x])
-    relation_frame = pd.DataFrame(relations, columns=["id", "name", "label"])
-    relation_frame["id"] = relation_frame["id"].astype(int)
+    graph = _read_kg(_dir(run_dir) / "kg")
+    entity_frame = pd.DataFrame({"id": range(graph.num_entities), "name": graph.entities,
+                                 "label": graph.entity_labels, "aliases": graph.entity_aliases})
+    relation_frame = pd.DataFrame({"id": range(graph.num_relations), "name": graph.relations,
+                                   "label": graph.relation_labels})
     return {"entities": entity_frame, "relations": relation_frame,
-            "triples": pd.DataFrame(triples, columns=["head_name", "relation_name", "tail_name"])}
+            "triples": pd.DataFrame(graph.triple_names(), columns=["head_name", "relation_name", "tail_name"])}
 
 
 def load_kg(run_dir: str | Path) -> "Any":

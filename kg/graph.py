@@ -332,13 +332,15 @@ class KnowledgeGraph:
                 raise KGError(f"missing {name}", where=directory,
                               fix="pass a kg/ directory written by KnowledgeGraph.save (or `kept data ...`)")
         entities, labels, aliases = [], [], []
-        for line_no, cells in _rows(directory / ENTITIES_FILE, min_cols=2, max_cols=4, header="id"):
+        for line_no, cells in _rows(directory / ENTITIES_FILE, min_cols=2, max_cols=4, header="id",
+                                    require_header=True):
             _check_id(cells[0], len(entities), directory / ENTITIES_FILE, line_no)
             entities.append(cells[1])
             labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
-            aliases.append([a for a in cells[3].split(ALIAS_SEPARATOR) if a] if len(cells) > 3 else [])
+            aliases.append(split_aliases(cells[3]) if len(cells) > 3 else [])
         relations, relation_labels = [], []
-        for line_no, cells in _rows(directory / RELATIONS_FILE, min_cols=2, max_cols=3, header="id"):
+        for line_no, cells in _rows(directory / RELATIONS_FILE, min_cols=2, max_cols=3, header="id",
+                                    require_header=True):
             _check_id(cells[0], len(relations), directory / RELATIONS_FILE, line_no)
             relations.append(cells[1])
             relation_labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
@@ -385,7 +387,13 @@ def read_triple_rows(path: Path) -> Iterable[tuple[int, tuple[str, str, str]]]:
         yield line_no, (cells[0], cells[1], cells[2])
 
 
-def _rows(path: Path, *, min_cols: int, max_cols: int, header: str) -> Iterable[tuple[int, list[str]]]:
+def split_aliases(cell: str) -> list[str]:
+    """The aliases of an entities.tsv cell, as :meth:`KnowledgeGraph.save` joined them."""
+    return [alias for alias in cell.split(ALIAS_SEPARATOR) if alias]
+
+
+def _rows(path: Path, *, min_cols: int, max_cols: int, header: str,
+          require_header: bool = False) -> Iterable[tuple[int, list[str]]]:
     text = read_text(path)
     for line_no, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
@@ -394,6 +402,9 @@ def _rows(path: Path, *, min_cols: int, max_cols: int, header: str) -> Iterable[
         cells = line.split("\t")
         if line_no == 1 and cells[0] == header:
             continue
+        if line_no == 1 and require_header:  # an id file without its header would read as shifted rows
+            raise KGError(f"expected a header row starting with '{header}', found {cells}", where=path, line=1,
+                          fix="re-create the kg/ directory with KnowledgeGraph.save (or the kg step)")
         if not min_cols <= len(cells) <= max_cols:
             raise KGError(f"{len(cells)} tab-separated columns, expected {min_cols}"
                           f"{'' if min_cols == max_cols else f'-{max_cols}'}", where=path, line=line_no,

@@ -119,7 +119,7 @@ def write_kg(kg_dir: Path, metrics: dict[str, Any] | None = None) -> None:
     (kg_dir / "entities.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     lines = ["id\tname\tlabel"] + [f"{i}\t{n}\t{l}" for i, (n, l) in enumerate(RELATIONS)]
     (kg_dir / "relations.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    lines = ["head_name\trelation_name\ttail_name"] + ["\t".join(t) for t in TRIPLES]
+    lines = ["head\trelation\ttail"] + ["\t".join(t) for t in TRIPLES]  # the header KnowledgeGraph.save writes
     (kg_dir / "triples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     if metrics is not None:
         (kg_dir / "kg_metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
