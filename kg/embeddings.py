@@ -19,6 +19,7 @@ import torch
 
 from kg._io import atomic_write_with
 from kg.errors import KGError
+from kg.metrics import rank_metrics
 from kg.graph import KnowledgeGraph
 from kg.split import TripleSplit, predefined_split, split_triples
 
@@ -29,8 +30,6 @@ FORMAT = "kept-kg-embeddings/1"
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Vocabulary names go into the safetensors header up to this size; larger vocabularies keep a hash.
 MAX_VOCAB_METADATA_BYTES = 32 * 1024 * 1024
-METRIC_KEYS = {"mrr": "inverse_harmonic_mean_rank", "hits_at_1": "hits_at_1", "hits_at_3": "hits_at_3",
-               "hits_at_10": "hits_at_10", "mean_rank": "arithmetic_mean_rank"}
 
 
 @dataclass
@@ -195,11 +194,6 @@ def pipeline_kwargs(config: EmbeddingConfig, num_entities: int = 0) -> dict[str,
     if config.device is not None:
         kwargs["device"] = config.device
     return kwargs
-
-
-def rank_metrics(metric_results: Any) -> dict[str, float]:
-    """MRR, hits@1/3/10 and mean rank (both sides, realistic, filtered) from a PyKEEN metric result."""
-    return {key: float(metric_results.get_metric(f"both.realistic.{name}")) for key, name in METRIC_KEYS.items()}
 
 
 def _matrix(representation: Any) -> torch.Tensor:

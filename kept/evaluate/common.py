@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import torch
 
+from kg.metrics import rank_metrics  # noqa: F401 - the one definition, re-exported for the probes
+
 
 def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> Any:
     """``model_class.from_pretrained`` without the load report: loading a pretraining checkpoint into a
@@ -135,18 +137,6 @@ def ranks_from_scores(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
     higher = (scores > gold_score).sum(dim=1).float()
     tied = (scores == gold_score).sum(dim=1).float() - 1.0
     return 1.0 + higher + tied / 2.0
-
-
-def rank_metrics(ranks: Sequence[float] | torch.Tensor, ks: Sequence[int] = (1, 3, 10)) -> dict[str, float]:
-    """MRR, mean rank and hits@k of a list of ranks (1 = best). Empty input gives NaN figures."""
-    ranks_t = torch.as_tensor(list(ranks) if not isinstance(ranks, torch.Tensor) else ranks, dtype=torch.float64)
-    if ranks_t.numel() == 0:
-        return {"mrr": math.nan, "mean_rank": math.nan, **{f"hits_at_{k}": math.nan for k in ks}, "count": 0}
-    result = {"mrr": float((1.0 / ranks_t).mean()), "mean_rank": float(ranks_t.mean())}
-    for k in ks:
-        result[f"hits_at_{k}"] = float((ranks_t <= k).double().mean())
-    result["count"] = int(ranks_t.numel())
-    return result
 
 
 def macro_f1(predictions: Sequence[int], labels: Sequence[int], num_labels: int | None = None) -> float:
