@@ -16,7 +16,7 @@ from transformers import (
 from fusion.configuration_kept import PRESETS, KeptConfig
 from fusion.entity_table import ENTITY_TABLE_FILE, EntityTable, open_table
 from fusion.errors import FusionError
-from fusion.loading import LoadReport, load_from_bert
+from fusion.loading import BertLoadReport, LoadReport, load_from_bert
 from fusion.modeling_kept import (
     KeptForMaskedLM,
     KeptForPreTraining,
@@ -40,7 +40,8 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "ENTITY_TABLE_FILE", "EntityTable", "FusionError", "KeptConfig", "KeptForMaskedLM", "KeptForPreTraining",
-    "KeptForPreTrainingOutput", "KeptForRelationClassification", "KeptForSequenceClassification", "KeptModel",
-    "KeptModelOutput", "KeptPreTrainedModel", "LoadReport", "PRESETS", "load_from_bert", "open_table",
+    "BertLoadReport", "ENTITY_TABLE_FILE", "EntityTable", "FusionError", "KeptConfig", "KeptForMaskedLM",
+    "KeptForPreTraining", "KeptForPreTrainingOutput", "KeptForRelationClassification",
+    "KeptForSequenceClassification", "KeptModel", "KeptModelOutput", "KeptPreTrainedModel", "load_from_bert",
+    "LoadReport", "open_table", "PRESETS",
 ]

@@ -36,8 +36,11 @@ DEFAULT_MIN_LOADED_FRACTION = 0.9
 
 
 @dataclass
-class LoadReport:
-    """What ``from_bert`` loaded: parameter names of the new model, grouped."""
+class BertLoadReport:
+    """What ``from_bert`` loaded: parameter names of the new model, grouped.
+
+    Not kg.report.LoadReport (rows a KG loader read and skipped): a different record under another name.
+    """
 
     source: str
     bert_layers: int
@@ -72,6 +75,9 @@ class LoadReport:
         return {"source": self.source, "bert_layers": self.bert_layers, "t_layers": self.t_layers,
                 "k_layers": self.k_layers, "loaded": self.loaded, "new": self.new, "unused": self.unused,
                 "tied": self.tied, "missing": self.missing, "loaded_fraction": self.loaded_fraction}
+
+
+LoadReport = BertLoadReport  # the name fusion exported first (fusion.LoadReport)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -239,7 +245,7 @@ def split_layers(bert_layers: int, t_layers: int | None, k_layers: int | None) -
     return int(t_layers), int(k_layers)
 
 
-def _check_loaded_fraction(report: LoadReport, bert_dir: Path, min_loaded_fraction: float) -> None:
+def _check_loaded_fraction(report: BertLoadReport, bert_dir: Path, min_loaded_fraction: float) -> None:
     if report.loaded_fraction >= min_loaded_fraction:
         return
     done = len(report.expected) - len(report.missing)
@@ -264,7 +270,7 @@ def load_from_bert(model_class: type, bert_dir: str | Path, *,
     docstring for how T and K are chosen when not given. Embeddings and the pooler (whenever the model
     has one) come from BERT, so does the MLM head if the checkpoint has one; entity parts and other heads
     are new. Raises FusionError when less than ``min_loaded_fraction`` of the encoder tensors a BERT
-    checkpoint of this depth should fill were loaded (0 disables the check). Returns (model, LoadReport)."""
+    checkpoint of this depth should fill were loaded (0 disables the check). Returns (model, BertLoadReport)."""
     bert_dir = Path(bert_dir)
     if not bert_dir.is_dir():
         raise FusionError("BERT checkpoint directory not found", where=bert_dir,
@@ -317,12 +323,12 @@ def load_from_bert(model_class: type, bert_dir: str | Path, *,
     new = sorted(name for name in params if name not in mapped and name not in tied)
     expected = [name for name in params if name not in tied
                 and (layer := bert_layer_of(name, t_layers, prefix)) is not None and layer < bert_layers]
-    report = LoadReport(source=str(bert_dir), bert_layers=bert_layers, t_layers=t_layers, k_layers=k_layers,
+    report = BertLoadReport(source=str(bert_dir), bert_layers=bert_layers, t_layers=t_layers, k_layers=k_layers,
                         loaded=loaded, new=new, unused=unused, tied=[t for t in tied if t in params],
                         expected=expected)
     _check_loaded_fraction(report, bert_dir, float(min_loaded_fraction))
     return model, report
 
 
-__all__ = ["LoadReport", "bert_layer_of", "canonical_bert_key", "iter_bert_tensors", "load_from_bert",
+__all__ = ["BertLoadReport", "LoadReport", "bert_layer_of", "canonical_bert_key", "iter_bert_tensors", "load_from_bert",
            "map_bert_key", "read_bert_state_dict", "split_layers"]

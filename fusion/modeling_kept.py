@@ -308,7 +308,7 @@ class KeptPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_bert(cls, bert_dir: str | Path, *, min_loaded_fraction: float = 0.9, **config_overrides: Any):
-        """Initialise from a local BERT checkpoint directory -> (model, LoadReport).
+        """Initialise from a local BERT checkpoint directory -> (model, BertLoadReport).
 
         BERT's embeddings, pooler (when the model has one) and layers load; BERT layer i becomes T layer i
         for i < num_hidden_layers (T), then the token side of K layer i - T; entity parts and new heads
