@@ -5,7 +5,6 @@ The functions here are what the commands call; ``kept demo`` and notebooks call 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,13 +16,6 @@ DOCUMENTS_FILE = Path("corpus") / "documents.jsonl"
 ALIASES_FILE = Path("kg") / "aliases.tsv"
 
 
-def write_documents(path: str | Path, records: list[dict[str, Any]]) -> Path:
-    """One JSON document per line ({"id", "title", "text", "spans"}), written atomically."""
-    from kg._io import atomic_write_text
-
-    return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def build_wikipedia_sample(out_dir: str | Path, *, source: str | Path | None = None,
                            max_documents: int | None = None, sample: Any = None) -> dict[str, Any]:
     """Parse the enwiki sample (gensim's wheel, or ``source``) into ``out_dir``.
@@ -33,13 +25,14 @@ def build_wikipedia_sample(out_dir: str | Path, *, source: str | Path | None = N
     kg/wikipedia_stats.json. Returns the sample's numbers (documents, words, links, entities, ...)
     plus ``out_dir``. ``sample`` may be an already parsed :class:`kg.wikipedia.WikipediaSample`.
     """
+    from kept.corpus import write_documents
     from kg._io import atomic_write_json
     from kg.wikipedia import load_wikipedia_sample
 
     out = Path(out_dir)
     if sample is None:
         sample = load_wikipedia_sample(source, max_documents=max_documents)
-    write_documents(out / DOCUMENTS_FILE, [doc.to_dict() for doc in sample.documents])
+    write_documents((doc.to_dict() for doc in sample.documents), out / DOCUMENTS_FILE)
     sample.graph.save(out / "kg")
     sample.alias_index.save(out / ALIASES_FILE)
     atomic_write_json(out / "kg" / "wikipedia_stats.json", sample.stats)
