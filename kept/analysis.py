@@ -250,21 +250,17 @@ def load_annotations(run_dir: str | Path) -> "Any":
 
 
 def load_documents(run_dir: str | Path) -> list[dict[str, Any]]:
-    """``corpus/documents.jsonl`` as a list of dicts."""
+    """``corpus/documents.jsonl`` as a list of dicts, read by masking's documents reader (the one)."""
+    from masking.annotate import iter_documents
+    from masking.errors import MaskingError
+
     path = _dir(run_dir) / "corpus" / "documents.jsonl"
     if not path.is_file():
         raise KeptError("documents file not found", where=path, fix="run the corpus step (`kept run CONFIG`)")
-    documents = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                documents.append(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise KeptError(f"invalid JSON line ({error.msg})", where=path, line=number,
-                                fix="re-run the corpus step") from error
-    return documents
+    try:
+        return list(iter_documents(path))
+    except MaskingError as error:
+        raise KeptError(error.what, where=error.where, line=error.line, fix="re-run the corpus step") from None
 
 
 def load_encoded(run_dir: str | Path, split: str = "validation") -> "Any":

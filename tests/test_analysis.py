@@ -87,7 +87,7 @@ def test_annotation_loaders(tmp_path) -> None:
         .save_to_disk(str(run_dir / "corpus" / "annotated"))
     assert analysis.load_annotations(run_dir)[0]["spans"][0]["entity_id"] == 0
     (run_dir / "corpus" / "documents.jsonl").write_text('{"id": "d0", "text": "x"}\n\n{"id": \n')
-    with pytest.raises(KeptError, match=r"documents\.jsonl:3: invalid JSON line"):
+    with pytest.raises(KeptError, match=r"documents\.jsonl:3: invalid JSON"):
         analysis.load_documents(run_dir)
     with pytest.raises(KeptError, match=r"encoded/validation: encoded validation split not found"):
         analysis.load_encoded(run_dir)
