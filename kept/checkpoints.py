@@ -66,3 +66,28 @@ def read_model_config(model_dir: Path, *, fix: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise KeptError("config.json does not hold a JSON object", where=config_file, fix=fix)
     return raw
+
+
+#: State files of a Trainer checkpoint that resuming reads back with ``torch.load`` (``torch.save`` zip archives).
+RESUME_STATE_FILES: tuple[str, ...] = ("rng_state*.pth", "scheduler.pt", "optimizer.pt")
+#: Files up to this size are read whole (every CRC checked); larger ones only to their zip directory.
+FULL_CHECK_BYTES = 64 * 2**20
+
+
+def check_resume_state(checkpoint: Path) -> None:
+    """Refuse to resume from ``checkpoint`` when one of its state files is damaged (truncated or overwritten),
+    naming the file, instead of the Trainer's unpickling traceback halfway into ``trainer.train``. Reads the
+    archives' structure only; nothing is unpickled."""
+    import zipfile
+
+    for pattern in RESUME_STATE_FILES:
+        for file in sorted(Path(checkpoint).glob(pattern)):
+            try:
+                with zipfile.ZipFile(file) as archive:
+                    broken = archive.testzip() if file.stat().st_size <= FULL_CHECK_BYTES else None
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+                broken = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if broken is not None:
+                raise KeptError(f"damaged checkpoint file, not a readable torch.save archive ({broken})", where=file,
+                                fix=f"delete that checkpoint ({Path(checkpoint).name}) to resume from the one before, "
+                                    "or start over with --restart (kept run: --restart-pretrain)")

@@ -81,22 +81,20 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     code: object = None
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="kept", standalone_mode=False)
     except SystemExit:
         raise
     except Interrupted as error:  # Ctrl-C where the command knows how far it got
         _exit_interrupted(error)
     except Exception as error:  # noqa: BLE001 - turn user errors into one line
-        import click
-
-        if isinstance(error, click.exceptions.Exit):
+        exits, aborts, usage_errors = _click_signal_types()
+        if isinstance(error, exits):
             sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Abort):
+        if isinstance(error, aborts):
             console.print("Aborted.")
             sys.exit(130)
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
+        if isinstance(error, usage_errors):
+            _exit_usage_error(error)
         if not _state["debug"] and isinstance(error, OSError):
             from kept.rundir import WRITE_ERRNOS
 
@@ -113,6 +111,33 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(2)
     if code == Interrupted.EXIT_CODE:  # typer returns 130 for a KeyboardInterrupt anywhere else
         _exit_interrupted(Interrupted())
+
+
+def _click_signal_types() -> tuple[tuple[type[BaseException], ...], ...]:
+    """click's exit, abort and usage-error types as typer raises them: typer >= 0.20 raises those of its own
+    copy of click (``typer.Exit``, ``typer.Abort``, subclasses of ``typer.TyperException``), older typer
+    raises click's."""
+    import click
+    import typer
+
+    usage = (click.ClickException,) + ((typer.TyperException,) if hasattr(typer, "TyperException") else ())
+    return (click.exceptions.Exit, typer.Exit), (click.exceptions.Abort, typer.Abort), usage
+
+
+def _exit_usage_error(error: BaseException) -> None:
+    """A command line typer cannot parse (no argument, unknown option or command, bad value): one line and
+    exit code 2, naming the command's --help. ``kept`` alone shows the help (``no_args_is_help``)."""
+    if type(error).__name__ == "NoArgsIsHelpError":
+        error.show()  # type: ignore[attr-defined]
+        sys.exit(2)
+    from kept.errors import KeptError
+
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "kept"
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    line = KeptError(message, where=command, fix=f"see `{command} --help`").render()
+    console.print(f"[bold red]error:[/] {rich_escape(line)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def _exit_interrupted(error: BaseException) -> None:

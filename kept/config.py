@@ -29,7 +29,7 @@ import importlib
 import math
 import types
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional, Union
+from typing import Any, Collection, Iterable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -290,7 +290,8 @@ def _eval_config_class() -> type:
 class RunConfig(_Section):
     """A whole run: data → kg → annotation → tokenizer → encode → pretrain → eval."""
 
-    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    #: a plain name of at most 200 characters (a folder name takes 255; kept adds suffixes such as ``.old-<pid>``)
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)
     runs_dir: Path = Path("runs")
     data: DataConfig = Field(default_factory=DataConfig)
     kg: dict[str, Any] = Field(default_factory=dict, validate_default=True)
@@ -382,16 +383,17 @@ def _flatten_validation(error: ValidationError) -> list[tuple[tuple, str, str]]:
     return problems
 
 
-def validate_config(data: dict[str, Any], *, source: str | Path | None = None,
-                    text: str | None = None) -> RunConfig:
-    """Validate a raw mapping; errors name the key path, the file and (from ``text``) the line."""
+def validate_config(data: dict[str, Any], *, source: str | Path | None = None, text: str | None = None,
+                    overridden: Collection[tuple[str, ...]] = ()) -> RunConfig:
+    """Validate a raw mapping; errors name the key path, the file and (from ``text``) the line, or the
+    command line for a key in ``overridden`` (set by a flag or ``--set``)."""
     if not isinstance(data, dict):
         raise KeptError("a run configuration must be a YAML mapping of sections", where=source,
                         fix="start from the example in README.md (`kept run --help`)")
     loc = non_finite_number(data)
     if loc is not None:
-        raise KeptError(f"invalid value for '{'.'.join(map(str, loc))}': not a finite number", where=source or "config",
-                        line=_yaml_line(text, loc), fix="give a finite number (.inf and .nan are not allowed)")
+        raise _config_error(f"invalid value for '{'.'.join(map(str, loc))}': not a finite number", loc,
+                            "give a finite number (.inf and .nan are not allowed)", source, text, overridden)
     try:
         return RunConfig.model_validate(data)
     except KeptError:
@@ -402,7 +404,17 @@ def validate_config(data: dict[str, Any], *, source: str | Path | None = None,
         valid = ", ".join(RunConfig.model_fields) if len(loc) == 1 else None
         fix = f"top-level sections are: {valid}" if valid and problems[0][1] == "extra_forbidden" else \
             "fix the value or remove the key (see README.md for every field)"
-        raise KeptError(what, where=source or "config", line=_yaml_line(text, loc), fix=fix) from None
+        raise _config_error(what, loc, fix, source, text, overridden) from None
+
+
+def _config_error(what: str, loc: tuple, fix: str, source: str | Path | None, text: str | None,
+                  overridden: Collection[tuple[str, ...]]) -> KeptError:
+    """A configuration error at key path ``loc``: on the command line when a flag or ``--set`` gave that key
+    (or a section above it), else in ``source`` at the key's line."""
+    keys = tuple(str(part) for part in loc)
+    if any(keys[:len(key)] == tuple(key) for key in overridden):
+        return KeptError(what, where="command line", fix=fix)
+    return KeptError(what, where=source or "config", line=_yaml_line(text, loc), fix=fix)
 
 
 def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
@@ -424,11 +436,16 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     return parsed
 
 
+def override_pairs(overrides: Iterable[str] | dict[str, Any]) -> list[tuple[list[str], Any]]:
+    """Key paths and values of overrides: a mapping of dotted keys, or ``KEY=VALUE`` strings (``--set``)."""
+    if isinstance(overrides, dict):
+        return [(key.split("."), value) for key, value in overrides.items()]
+    return parse_overrides(overrides)
+
+
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str] | dict[str, Any]) -> dict[str, Any]:
     """Set dotted keys in a raw configuration mapping (creating sections as needed)."""
-    items = list(overrides.items()) if isinstance(overrides, dict) else None
-    pairs = [(key.split("."), value) for key, value in items] if items is not None else parse_overrides(overrides)
-    for path, value in pairs:
+    for path, value in override_pairs(overrides):
         node = data
         for part in path[:-1]:
             child = node.get(part)
@@ -534,8 +551,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | dict[
             raise KeptError("a run configuration must be a YAML mapping of sections", where=path)
         # relative paths inside the file are relative to the file
         data = _absolutize(data, Path(path).resolve().parent)
-    data = apply_overrides(data, overrides)
-    return validate_config(data, source=path, text=text)
+    pairs = override_pairs(overrides)
+    data = apply_overrides(data, {".".join(key): value for key, value in pairs})
+    return validate_config(data, source=path, text=text, overridden=[tuple(key) for key, _ in pairs])
 
 
 _PATH_KEYS = {("data", k) for k in ("corpus", "wikipedia_dump", "kg_triples", "kg_labels", "kg_aliases",
@@ -703,6 +721,11 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
     if not weights:
         raise KeptError(f"'{path}' has no weights (model.safetensors)", where=where,
                         fix="the checkpoint is incomplete; re-run the stage that saved it")
+    if model_type == "kept" and weights == ["pytorch_model.bin"]:
+        raise KeptError(f"'{path / 'pytorch_model.bin'}' is a pickle file; kept checkpoints are loaded from "
+                        "model.safetensors only", where=where,
+                        fix="re-save the model with save_pretrained(DIR) (safetensors is its default) and point "
+                            "init_from at DIR")
     if weights[0] == "model.safetensors":
         from safetensors import safe_open
 

@@ -48,19 +48,28 @@ def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
     if not isinstance(spans, list):
         raise KeptError("'spans' must be a list of span objects", where=where)
     out = []
-    for raw in spans:
+    for index, raw in enumerate(spans):
         try:
             span = coerce_span(raw)
         except MaskingError as error:
-            raise KeptError(error.what, where=where, fix=error.fix) from None
-        start, end, entity_id = span["start"], span["end"], span["entity_id"]
+            raise KeptError(f"spans[{index}]: {error.what}", where=where, fix=error.fix) from None
+        start, end = span["start"], span["end"]
         if not 0 <= start < end <= len(text):
-            raise KeptError(f"span [{start}, {end}) lies outside the text ({len(text)} characters)", where=where)
-        if entity_id < -1:
-            raise KeptError(f"span entity_id {entity_id!r} is not a KG id (an integer >= 0) or -1", where=where,
-                            fix="use the entity's row in kg/entities.tsv, or -1 for an unlinked span")
+            raise KeptError(f"spans[{index}]: span [{start}, {end}) lies outside the text ({len(text)} characters)",
+                            where=where)
+        _check_unicode(span["label"], f"spans[{index}].label", where)
         out.append(dict(span))
     return out
+
+
+def _check_unicode(value: str, field: str, where: str) -> None:
+    """Refuse a string that cannot be written as UTF-8: a lone surrogate (e.g. JSON ``"\\ud800"``)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise KeptError(f"'{field}' holds a lone surrogate {value[error.start]!r} at character {error.start} "
+                        "(not a Unicode character)", where=where,
+                        fix="remove it, or write the character as a complete pair (e.g. \\ud83d\\ude00)") from None
 
 
 def make_document(row: dict[str, Any], number: int, *, text_field: str = "text", id_field: str = "id",
@@ -80,9 +89,11 @@ def make_document(row: dict[str, Any], number: int, *, text_field: str = "text",
         raise KeptError("the text holds NUL bytes (a binary file?)", where=where,
                         fix="give a text corpus; remove the NUL characters")
     doc_id = row.get(id_field)
-    return {"id": str(doc_id) if doc_id not in (None, "") else str(number),
-            "title": str(row.get(title_field) or ""), "text": text,
-            "spans": _check_spans(row.get("spans"), text, where)}
+    document = {"id": str(doc_id) if doc_id not in (None, "") else str(number),
+                "title": str(row.get(title_field) or ""), "text": text}
+    for field, value in (("id", document["id"]), ("title", document["title"]), (text_field, text)):
+        _check_unicode(value, field, where)
+    return {**document, "spans": _check_spans(row.get("spans"), text, where)}
 
 
 def _iter_txt(path: Path) -> Iterator[tuple[dict[str, Any], str]]:

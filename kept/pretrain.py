@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from kept.checkpoints import check_resume_state
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
 from kept.errors import Interrupted, KeptError
 from kept.optim import (
@@ -506,6 +507,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     check_resume_compatible(config, run_dir)
     checkpoints = complete_checkpoints(paths.checkpoints)
     resume = str(checkpoints[-1]) if checkpoints else None
+    if resume:
+        check_resume_state(checkpoints[-1])
 
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
     check_sentence_pairs(bool(model.config.use_sop), int(model.config.type_vocab_size), train_data,

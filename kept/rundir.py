@@ -144,6 +144,35 @@ def require(path: Path, what: str, fix: str) -> Path:
     return path
 
 
+#: Longest name of one file or folder (bytes) that Linux and macOS file systems take (NAME_MAX).
+NAME_MAX = 255
+
+
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Refuse a path that cannot be a run directory, before anything is made: a name in it longer than
+    :data:`NAME_MAX`, or it (or a folder above it, e.g. ``runs_dir``) is a file."""
+    path = Path(run_dir)
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            raise KeptError(f"the name '{part[:24]}...' is {len(part)} characters long; a file system takes at most "
+                            f"{NAME_MAX}", where="run directory", fix="choose a shorter run name or directory")
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            return path
+        if folder.exists() or folder.is_symlink():
+            inside = "" if folder == path else f", so the run directory {path} cannot be made inside it"
+            raise KeptError(f"is a file, not a directory{inside}", where=folder,
+                            fix="give a directory (runs_dir and the run directory are folders), or move the file away")
+    return path
+
+
+def make_run_dir(run_dir: str | Path) -> Path:
+    """The run directory, made if missing, after :func:`check_run_dir`."""
+    path = check_run_dir(run_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # ----------------------------------------------------------------------------- atomic writes
 # The mechanism is kg._io's (one copy for every package); these bind it to KeptError.
 
@@ -241,7 +270,7 @@ def check_run_format(run_dir: str | Path) -> dict[str, Any] | None:
     Returns the format record (None for a directory that has none yet: new, or made before the
     record existed; both are this layout).
     """
-    path = Path(run_dir) / FORMAT_FILE
+    path = check_run_dir(run_dir) / FORMAT_FILE
     if not path.is_file():
         return None
     try:
@@ -291,7 +320,7 @@ class RunLock:
             return self
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_run_dir(self.path.parent)
         handle = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,6 +24,7 @@ from kept.rundir import (
     RunPaths,
     clean_stale_temporaries,
     is_main_process,
+    make_run_dir,
     run_paths,
     stage_done,
     stamp_fingerprint,
@@ -242,6 +243,13 @@ def stage_needed(stage: str, config: RunConfig) -> bool:
     return True
 
 
+def check_stage_names(stages: Sequence[str], option: str) -> None:
+    """Refuse a stage name that is not one of :data:`STAGES`, naming the option it came with."""
+    for stage in stages:
+        if stage not in STAGES:
+            raise KeptError(f"unknown stage '{stage}'", where=option, fix=f"choose from {', '.join(STAGES)}")
+
+
 def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages: Sequence[str] | None = None,
                  force: Sequence[str] = (), restart_pretrain: bool = False,
                  log: Callable[[str], None] = lambda _: None, progress: bool = True) -> RunResult:
@@ -252,12 +260,11 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
     """
     run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
     wanted = list(stages) if stages else list(STAGES)
-    for stage in list(wanted) + list(force):
-        if stage not in STAGES:
-            raise KeptError(f"unknown stage '{stage}'", where="--stages", fix=f"choose from {', '.join(STAGES)}")
+    check_stage_names(wanted, "--stages")
+    check_stage_names(force, "--force")
     _check_config(config)
     result = RunResult(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_run_dir(run_dir)
     with RunLock(run_dir, "kept run"):
         if is_main_process():
             clean_stale_temporaries(run_dir)

@@ -34,20 +34,47 @@ def write_error(error: OSError, path: str | Path, error_type: type[InputError] =
                           "(files written before are unchanged)")
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing parent directories of ``path``; returns the ones made, deepest first."""
+    missing: list[Path] = []
+    for parent in path.parents:
+        if parent.exists():
+            break
+        missing.append(parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove ``directories`` (deepest first) as long as they are empty: a failed write leaves no new, empty
+    folder behind (e.g. ``corpus/``)."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, error: type[InputError] = KGError) -> Iterator[Path]:
-    """Yield the temporary file to write; on a clean exit move it onto ``path``."""
+    """Yield the temporary file to write; on a clean exit move it onto ``path``. On a failure, the folders
+    made for it are removed again."""
     path = Path(path)
     tmp = tmp_name(path)
+    made: list[Path] = []
+    done = False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = make_parents(path)
         yield tmp
         os.replace(tmp, path)
+        done = True
     except OSError as os_error:
         raise write_error(os_error, path, error) from os_error
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not done:
+            remove_empty(made)
 
 
 @contextlib.contextmanager

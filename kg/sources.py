@@ -20,6 +20,14 @@ HEADER_WORDS = {"head", "relation", "tail", "h", "r", "t", "subject", "predicate
 PYKEEN_BUNDLED = ("nations", "kinships", "umls")
 
 
+def check_delimiter(delimiter: str) -> str:
+    """A column separator: one character that is not a line break or a quote; KGError naming it otherwise."""
+    if len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise KGError(f"the column separator {delimiter!r} is not one character (other than a quote or line break)",
+                      where="delimiter", fix="give one character, e.g. --delimiter ',' or a tab: --delimiter $'\\t'")
+    return delimiter
+
+
 def _delimiter_for(path: Path, delimiter: str | None, first_line: str) -> str:
     if delimiter is not None:
         return delimiter
@@ -41,6 +49,8 @@ def iter_rows(path: str | Path, *, delimiter: str | None = None, header: bool | 
     or an empty cell raises KGError naming the file and line.
     """
     path = Path(path)
+    if delimiter is not None:
+        check_delimiter(delimiter)
     text = read_text(path, encoding)
     first = next((line for line in text.splitlines() if line.strip() and not line.startswith("#")), "")
     delim = _delimiter_for(path, delimiter, first)

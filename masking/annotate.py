@@ -100,7 +100,7 @@ def iter_documents(path: str | Path, *, undecodable: str = "error") -> Iterator[
             try:
                 spans, _ = check_spans(text, spans, doc_id=doc_id, on_invalid="error")
             except MaskingError as error:
-                raise MaskingError(error.what, where=f"{path} ({error.where})", line=line_no, fix=error.fix) from None
+                raise MaskingError(f"{error.where}: {error.what}", where=path, line=line_no, fix=error.fix) from None
             yield {"id": doc_id, "title": str(record.get("title") or ""), "text": text, "spans": spans}
 
 

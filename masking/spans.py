@@ -97,6 +97,10 @@ def _resolve_cluster(cluster: list[Span], key: Any) -> list[Span]:
     return chosen
 
 
+#: Largest entity id a span may carry: ids are stored as int64 (Arrow, torch).
+MAX_ENTITY_ID = 2**63 - 1
+
+
 def coerce_span(raw: Mapping[str, Any], *, default_source: str = "gold") -> Span:
     """A span from loosely typed input (JSON): fills label/entity_id/source defaults, checks types.
 
@@ -122,6 +126,9 @@ def coerce_span(raw: Mapping[str, Any], *, default_source: str = "gold") -> Span
     if isinstance(entity_id, bool) or not isinstance(entity_id, int):
         raise MaskingError(f"span entity_id must be an integer KG id or -1, got {entity_id!r}",
                            fix="map entity names to ids with kg.KnowledgeGraph.entity_id, or use -1")
+    if not -1 <= entity_id <= MAX_ENTITY_ID:
+        raise MaskingError(f"span entity_id {entity_id} is not a KG id (0 to {MAX_ENTITY_ID:,}) or -1",
+                           fix="use the entity's row in kg/entities.tsv, or -1 for an unlinked span")
     return make_span(start, end, kind, str(raw.get("label") or ""), entity_id,
                      str(raw.get("source") or default_source))
 

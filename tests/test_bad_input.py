@@ -7,7 +7,7 @@ message must hold. For each case the test checks:
 * the CLI exits with code 2 and prints exactly one ``error:`` line and no traceback (API cases:
   one of our error types, whose message is one line);
 * nothing that existed before is damaged: every file keeps its content hash and mtime, and no
-  ``*.tmp-<pid>`` / ``*.old-<pid>`` leftovers remain.
+  ``*.tmp-<pid>`` / ``*.old-<pid>`` leftovers remain (nor the paths a row lists in ``absent``).
 
 ``--debug`` shows the traceback instead (checked once, in a subprocess). Two real processes on
 one run directory are checked in ``test_two_processes_are_refused_by_the_lock``.
@@ -87,6 +87,7 @@ class Case:
     name: str
     setup: Callable[[Env], list[str] | Callable[[], Any]]  # argv for `kept`, or an API call
     expect: tuple[str, ...]
+    absent: tuple[str, ...] = ()  # paths under the working directory the failed command must not leave
 
 
 def _doc(text: str, spans: list[dict[str, Any]] | None = None, doc_id: str = "d") -> str:
@@ -453,6 +454,109 @@ def pretrain_empty_config(env: Env) -> list[str]:
     return ["pretrain", str(run), "--config", str(config)]
 
 
+# ------------------------------------------------------------------------------------------ tracebacks once (issue 14)
+
+def cli_missing_argument(env: Env) -> list[str]:
+    return ["evaluate"]
+
+
+def cli_unknown_option(env: Env) -> list[str]:
+    return ["evaluate", str(env.tiny()), "--bogus"]
+
+
+def cli_unknown_command(env: Env) -> list[str]:
+    return ["frobnicate", str(env.tmp)]
+
+
+def run_dir_is_a_file(env: Env) -> list[str]:
+    file = env.write("afile", "not a directory\n")
+    return ["encode", str(file)]
+
+
+def runs_dir_is_a_file(env: Env) -> list[str]:
+    file = env.write("runs", "not a directory\n")
+    config = env.write("runs_file.yaml", f"name: tiny\nruns_dir: {file}\n")
+    return ["run", str(config), "--stages", "data"]
+
+
+def run_name_too_long(env: Env) -> list[str]:
+    config = env.write("long.yaml", "name: " + "a" * 300 + f"\nruns_dir: {env.tmp}\n")
+    return ["run", str(config), "--stages", "data"]
+
+
+def run_dir_name_too_long(env: Env) -> list[str]:
+    corpus = env.write("c.jsonl", _doc("Paris is nice.") + "\n")
+    return ["corpus", str(env.tmp / ("b" * 300)), "--source", "files", "--corpus", str(corpus)]
+
+
+def corpus_lone_surrogate(env: Env) -> list[str]:
+    """JSON may escape half of a UTF-16 pair ("\\ud800"): no Unicode text, so nothing can write it."""
+    bad = env.write("surrogate.jsonl", _doc("Paris is nice.") + "\n" + '{"text": "bad \\ud800 here"}\n')
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def corpus_entity_id_too_large(env: Env) -> list[str]:
+    bad = env.write("huge_id.jsonl", _doc("Paris is nice.", [_span(0, 5, entity_id=10**30)]) + "\n")
+    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+
+
+def annotate_entity_id_too_large(env: Env) -> list[str]:
+    """An id past int64 used to crash in Arrow while annotating; it is refused when the corpus is read."""
+    run = env.tiny()
+    (run / "corpus" / "documents.jsonl").write_text(
+        _doc("Rome.", doc_id="r") + "\n" + _doc("Paris is nice.", [_span(0, 5, entity_id=10**30)]) + "\n",
+        encoding="utf-8")
+    return ["annotate", str(run), "--detectors", "gold"]
+
+
+def triples_delimiter_empty(env: Env) -> list[str]:
+    triples = env.write("triples.tsv", "head\trelation\ttail\nParis\tcapital_of\tFrance\n")
+    return ["data", "triples", str(triples), "--delimiter", "", "--out", str(env.tmp / "run")]
+
+
+def triples_delimiter_two_characters(env: Env) -> list[str]:
+    triples = env.write("triples.csv", "head,relation,tail\nParis,capital_of,France\n")
+    return ["data", "triples", str(triples), "--delimiter", "ab", "--out", str(env.tmp / "run")]
+
+
+def init_from_pickle_bin(env: Env) -> list[str]:
+    """A kept checkpoint whose weights are a pickle (pytorch_model.bin): kept loads safetensors only."""
+    run = env.tiny()
+    model = env.tmp / "pickled_model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 190}), encoding="utf-8")
+    (model / "pytorch_model.bin").write_bytes(b"PK\x03\x04 a pickled state dict")
+    return ["pretrain", str(run), "--init-from", str(model)]
+
+
+def _damaged_checkpoint(env: Env, file: str) -> list[str]:
+    run = env.tiny()
+    checkpoint = run / "checkpoints" / "checkpoint-5"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 5}), encoding="utf-8")
+    (checkpoint / file).write_bytes(b"\x80\x02 cut off by a full disk")
+    return ["pretrain", str(run)]
+
+
+def resume_damaged_rng_state(env: Env) -> list[str]:
+    return _damaged_checkpoint(env, "rng_state.pth")
+
+
+def resume_damaged_scheduler(env: Env) -> list[str]:
+    return _damaged_checkpoint(env, "scheduler.pt")
+
+
+def run_force_unknown_stage(env: Env) -> list[str]:
+    run = env.tiny()
+    return ["run", str(run / "config.yaml"), "--out", str(run), "--force", "pretrian"]
+
+
+def run_bad_name_flag(env: Env) -> list[str]:
+    """--name a/b is the command line's value, not the YAML's line 1."""
+    run = env.tiny()
+    return ["run", str(run / "config.yaml"), "--name", "a/b"]
+
+
 # ------------------------------------------------------------------------------------------ API calls
 
 def api_fewrel_corrupt(env: Env) -> Callable[[], Any]:
@@ -545,6 +649,30 @@ CASES: list[Case] = [
     Case("corpus_span_boolean_offsets", corpus_span_boolean_offsets, ("bools.jsonl:1", "integers", "start=False")),
     Case("pretrain_entity_dim_mismatch", pretrain_entity_dim_mismatch, ("model.overrides.entity_dim", "KG embedding dim 16")),
     Case("pretrain_empty_config", pretrain_empty_config, ("empty.yaml", "empty", "config.yaml")),
+    Case("cli_missing_argument", cli_missing_argument, ("kept evaluate", "Missing argument", "kept evaluate --help")),
+    Case("cli_unknown_option", cli_unknown_option, ("No such option: --bogus", "kept evaluate --help")),
+    Case("cli_unknown_command", cli_unknown_command, ("No such command 'frobnicate'", "kept --help")),
+    Case("run_dir_is_a_file", run_dir_is_a_file, ("afile: is a file, not a directory",)),
+    Case("runs_dir_is_a_file", runs_dir_is_a_file, ("runs: is a file", "cannot be made inside it")),
+    Case("run_name_too_long", run_name_too_long, ("long.yaml:1", "'name'", "at most 200 characters")),
+    Case("run_dir_name_too_long", run_dir_name_too_long, ("300 characters long", "at most 255", "shorter")),
+    Case("corpus_lone_surrogate", corpus_lone_surrogate, ("surrogate.jsonl:2", "'text'", "lone surrogate '\\ud800'"),
+         absent=("run/corpus",)),
+    Case("corpus_entity_id_too_large", corpus_entity_id_too_large,
+         ("huge_id.jsonl:1", "spans[0]", "entity_id 1000000000000000000000000000000", "or -1")),
+    Case("annotate_entity_id_too_large", annotate_entity_id_too_large,
+         ("documents.jsonl:2", "spans[0]", "entity_id 1000000000000000000000000000000")),
+    Case("triples_delimiter_empty", triples_delimiter_empty, ("delimiter", "'' is not one character")),
+    Case("triples_delimiter_two_characters", triples_delimiter_two_characters,
+         ("delimiter", "'ab' is not one character")),
+    Case("init_from_pickle_bin", init_from_pickle_bin,
+         ("model.init_from", "pytorch_model.bin' is a pickle file", "model.safetensors only")),
+    Case("resume_damaged_rng_state", resume_damaged_rng_state,
+         ("checkpoint-5/rng_state.pth", "damaged", "delete that checkpoint", "--restart")),
+    Case("resume_damaged_scheduler", resume_damaged_scheduler,
+         ("checkpoint-5/scheduler.pt", "damaged", "delete that checkpoint", "--restart")),
+    Case("run_force_unknown_stage", run_force_unknown_stage, ("error: --force: unknown stage 'pretrian'",)),
+    Case("run_bad_name_flag", run_bad_name_flag, ("error: command line: invalid value for 'name'",)),
 ]
 
 
@@ -599,6 +727,8 @@ def test_bad_input(case: Case, tmp_path: Path, tiny_template: Path, monkeypatch:
     assert not damaged, f"{case.name} changed existing files: {damaged}"
     leftovers = [p for p in tmp_path.rglob("*") if ".tmp-" in p.name or ".old-" in p.name]
     assert not leftovers, leftovers
+    half_written = [name for name in case.absent if (tmp_path / name).exists()]
+    assert not half_written, f"{case.name} left {half_written} behind"
 
 
 def test_catalogue_is_big_enough() -> None:

@@ -170,7 +170,7 @@ def test_bad_corpus_lines_are_named(tmp_path):
     text = load_documents(path, cache_dir=tmp_path / "c", undecodable="replace")["text"][0]
     assert text == "lone \ufffd surrogate"
     path.write_text('{"id": "x", "text": "abc", "spans": [{"start": 1, "end": 9, "kind": "entity"}]}\n')
-    with pytest.raises(MaskingError, match=r"documents.jsonl \(document 'x' field spans\[0\]\):1: span \[1, 9\)"):
+    with pytest.raises(MaskingError, match=r"documents.jsonl:1: document 'x' field spans\[0\]: span \[1, 9\)"):
         load_documents(path, cache_dir=tmp_path / "c")
     path.write_text('{"id": "x", "text": "a"}\n{"id": "x", "text": "b"}\n')
     with pytest.raises(MaskingError, match="duplicate document id 'x'"):
