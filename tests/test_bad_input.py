@@ -352,6 +352,12 @@ def evaluate_without_model(env: Env) -> list[str]:
     return ["evaluate", str(run)]
 
 
+def evaluate_on_a_missing_gpu(env: Env) -> Callable[[], Any]:
+    from kept.evaluate.common import resolve_device
+
+    return lambda: resolve_device("cuda:99")  # no machine here has a hundredth GPU
+
+
 def report_missing_dir(env: Env) -> list[str]:
     return ["report", str(env.tmp / "no_such_run")]
 
@@ -630,6 +636,7 @@ CASES: list[Case] = [
     Case("run_dir_other_version", run_dir_from_other_version, ("kept 9.0.0", "run format 99", "new run directory")),
     Case("run_dir_locked", run_dir_locked, ("in use by `kept pretrain`", "wait for that command")),
     Case("evaluate_without_model", evaluate_without_model, ("run/model", "model not found", "pretrain the run first")),
+    Case("evaluate_on_a_missing_gpu", evaluate_on_a_missing_gpu, ("eval.device", "cuda:99", "not available")),
     Case("report_missing_dir", report_missing_dir, ("no_such_run", "not found")),
     Case("api_fewrel_entity_past_tokens", api_fewrel_corrupt, ("fewrel.json", "points past the 2 tokens")),
     Case("api_check_spans_outside", api_check_spans_outside, ("doc7", "outside the text of 5 characters")),

@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import torch
 
+from kept.errors import KeptError
+
 from kg.metrics import rank_metrics  # noqa: F401 - the one definition, re-exported for the probes
 
 
@@ -30,9 +32,20 @@ def quiet_from_pretrained(model_class: Any, path: str, **kwargs: Any) -> Any:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → cuda when available, else cpu; a named device must parse and (for cuda) exist here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise KeptError(f"'{name}' is not a device", where="eval.device",
+                        fix="use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise KeptError(f"device '{name}' is not available on this machine "
+                        f"({torch.cuda.device_count()} CUDA devices)", where="eval.device",
+                        fix="use --device auto or cpu, or run where the GPU is")
+    return device
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
