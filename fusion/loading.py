@@ -10,6 +10,7 @@ K = floor(N/2)), so ``num_knowledge_layers=0`` gives exactly the BERT encoder (T
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,14 @@ LoadReport = BertLoadReport  # the name fusion exported first (fusion.LoadReport
 
 
 # ------------------------------------------------------------------------------------------------ reading
+
+def _first_plain_sentence(message: str, limit: int = 160) -> str:
+    """torch's unpickling errors carry ANSI colour codes and paragraphs: the first sentence, plain."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    first = next((line.strip() for line in plain.splitlines() if line.strip()), "")
+    sentence = first.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
+
 def _weight_files(bert_dir: Path) -> tuple[str, list[Path]]:
     """("safetensors" | "torch", the weight files) of a checkpoint directory, single or sharded."""
     for kind, single, index in (("safetensors", "model.safetensors", "model.safetensors.index.json"),
@@ -131,7 +140,7 @@ def _torch_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[
                           fix="Copy the whole checkpoint directory (every shard of the index).") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
         raise FusionError("refusing to load: the file is not a plain tensor checkpoint (it would run pickled "
-                          f"code, or is damaged: {str(error).splitlines()[0][:120]})", where=path,
+                          f"code, or is damaged: {_first_plain_sentence(str(error))})", where=path,
                           fix="convert a trusted checkpoint to model.safetensors (save_pretrained with "
                               "safe_serialization) and point to that directory") from None
     for name, tensor in state.items():

@@ -883,3 +883,5 @@ def test_legacy_bin_checkpoint_is_loaded_without_unpickling_code(tmp_path: Path)
     with pytest.raises(FusionError, match="refusing to load") as error_info:
         read_bert_state_dict(tmp_path)
     assert "pytorch_model.bin" in str(error_info.value) and "\n" not in str(error_info.value)
+    assert "\x1b" not in str(error_info.value)  # torch's colour codes stripped: one plain line
+    assert "damaged: Weights only load failed)" in str(error_info.value)
