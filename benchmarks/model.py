@@ -6,16 +6,20 @@
    KEPT computes the MLM loss on the masked positions only (BertForMaskedLM: on all positions), so
    1b. times the encoders alone (KeptModel vs BertModel, loss = mean square of the last states): the
    price of the fusion layers themselves.
+1c. (``--compile``) the KEPT step under ``torch.compile(fullgraph=True)`` (static entity slots,
+   config.max_entity_slots) vs the eager step (dynamic slots); the first compiled step's time is reported apart.
 2. Step time as the frozen memory-mapped table grows 10k -> 5M entities (dim 100). Goal: 5M/10k <= 1.1x;
    host memory grows only by the pages of the memory-mapped table (RssAnon flat, RssFile small).
 
 Usage: .venv/bin/python benchmarks/model.py [--steps 10] [--threads 1] [--sizes 10000,100000,1000000,5000000]
+       [--compile]
 Prints a table, then as LAST line one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -99,6 +103,40 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     return time.perf_counter() - start
 
 
+def static_slots(entity_ids: torch.Tensor, multiple: int = 8) -> int:
+    """The batch's most aligned entities per sequence, rounded up: a fixed slot count for compiling."""
+    most = int((entity_ids >= 0).sum(dim=1).max())
+    return max(multiple, -(-most // multiple) * multiple)
+
+
+def compiled_vs_eager(config: KeptConfig, table: Path, batch: dict[str, torch.Tensor], warmup: int, steps: int
+                      ) -> dict[str, float]:
+    """Median step of KeptForPreTraining eager (dynamic slots) vs torch.compile(fullgraph=True) (static slots),
+    same initial weights, interleaved; the first compiled call (tracing + code generation) timed apart."""
+    models, optimizers = [], []
+    for slots in (None, static_slots(batch["entity_ids"])):
+        torch.manual_seed(0)
+        settings = copy.deepcopy(config)
+        settings.max_entity_slots = slots
+        model = KeptForPreTraining(settings)
+        model.load_entity_table(table)
+        model.train()
+        models.append(model)
+        optimizers.append(torch.optim.AdamW(model.parameters(), lr=1e-4))
+    compiled = torch.compile(models[1], fullgraph=True)
+    first_s = train_step(compiled, optimizers[1], batch)  # compiles forward and backward
+    times: list[list[float]] = [[], []]
+    for i in range(warmup + steps):
+        for j, model in enumerate((models[0], compiled)):
+            t = train_step(model, optimizers[j], batch)
+            if i >= warmup:
+                times[j].append(t)
+    eager_s, compiled_s = statistics.median(times[0]), statistics.median(times[1])
+    return {"eager_step_s": round(eager_s, 4), "compiled_step_s": round(compiled_s, 4),
+            "compiled_vs_eager_ratio": round(compiled_s / eager_s, 3), "first_compiled_step_s": round(first_s, 1),
+            "max_entity_slots": models[1].config.max_entity_slots}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -108,6 +146,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--sizes", default="10000,100000,1000000,5000000")
     parser.add_argument("--workdir", default=None, help="where to write the tables (default: a temp dir)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the KEPT step under torch.compile(fullgraph=True) against eager")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -179,6 +219,16 @@ def main() -> None:
         del kept_enc, bert_enc, enc_opts
         gc.collect()
 
+        compile_result = None
+        if args.compile:  # 1c. compiled vs eager training step
+            compile_result = compiled_vs_eager(kept.config, small, batch, args.warmup, args.steps)
+            print(f"{'KeptForPreTraining eager':<40}{compile_result['eager_step_s']:>10.4f}")
+            print(f"{'KeptForPreTraining compiled (fullgraph)':<40}{compile_result['compiled_step_s']:>10.4f}")
+            print(f"{'ratio compiled / eager':<40}{compile_result['compiled_vs_eager_ratio']:>10.3f}")
+            print(f"(first compiled step {compile_result['first_compiled_step_s']} s; "
+                  f"max_entity_slots {compile_result['max_entity_slots']})")
+            gc.collect()
+
         # 2. entity table scaling: all tables open at once, steps round-robin over them (drift hits all equally)
         tables = {}
         for size in sizes:
@@ -233,6 +283,8 @@ def main() -> None:
             "largest_table_mb": largest["table_mb"],
             "memory": memory,
         }
+        if compile_result is not None:
+            result["compile"] = compile_result
     finally:
         tmp.cleanup()
     print(json.dumps(result))

@@ -66,6 +66,11 @@ class KeptConfig(PreTrainedConfig):
     - NSP (the original's sentence head) is not offered: the head would equal the SOP head (``use_sop``,
       a linear layer on the pooled [CLS]); NSP differs in its data (a second segment from another
       document half of the time), which the encoder does not build.
+
+    ``max_entity_slots``: None (default) sizes the entity slots per batch (the most aligned entities of
+    any sequence), the fastest eager layout; an int fixes them (padding slots are masked, results are the
+    same), so the model has no data-dependent shape: set it for ``torch.export``/ONNX export and for
+    ``torch.compile(fullgraph=True)``. A sequence with more aligned entities raises.
     """
 
     model_type = "kept"
@@ -102,6 +107,8 @@ class KeptConfig(PreTrainedConfig):
     entity_bias_at: str = "aligned"
     entity_mask_cls: bool = False
     dea_null_candidate: bool = False
+    # static entity slots per sequence (None: the batch's most, dynamic); see the docstring
+    max_entity_slots: int | None = None
     # BERT layer plumbing (encoder only)
     is_decoder: bool = False
     add_cross_attention: bool = False
@@ -125,6 +132,10 @@ class KeptConfig(PreTrainedConfig):
             if int(getattr(self, name)) < 0:
                 raise FusionError(f"{name} must be >= 0, got {getattr(self, name)}",
                                   where=f"KeptConfig.{name}", fix="Use 0 or a positive number.")
+        if self.max_entity_slots is not None and int(self.max_entity_slots) < 1:
+            raise FusionError(f"max_entity_slots must be >= 1 or None, got {self.max_entity_slots}",
+                              where="KeptConfig.max_entity_slots",
+                              fix="Use None (slots sized per batch) or a positive slot count.")
         for name, allowed in (("first_knowledge_layer", FIRST_KNOWLEDGE_LAYERS), ("entity_bias_at", ENTITY_BIAS_AT)):
             if getattr(self, name) not in allowed:
                 raise FusionError(f"{name} is {getattr(self, name)!r}", where=f"KeptConfig.{name}",

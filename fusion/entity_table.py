@@ -131,6 +131,15 @@ class EntityTable:
             rows = rows.pin_memory().to(device, non_blocking=True)
         return rows.view(*ids.shape, self.dim)
 
+    def gather_traceable(self, ids: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``gather`` inside a torch.compile / torch.export graph: the table is a graph input (exported:
+        a constant of the program), the id check an async assert, no pinned staging buffer.
+        ``gather`` stays outside graphs in eager-compiled code (pinned, non-blocking copies)."""
+        flat = ids.reshape(-1).to(self.weight.device, torch.long)  # [n]
+        check_ids(flat, self.num_entities)
+        rows = self.weight.index_select(0, flat).to(device=device, dtype=dtype)  # [n, dim]
+        return rows.view(*ids.shape, self.dim)
+
     def save(self, path: str | Path) -> None:
         """Write the table as safetensors tensor "entity_embeddings", atomically.
 
@@ -160,6 +169,10 @@ class EntityTable:
 def check_ids(flat_ids: torch.Tensor, num_entities: int) -> None:
     """FusionError when an entity id falls outside the table."""
     if flat_ids.numel() == 0:
+        return
+    if torch.compiler.is_compiling():  # in a graph: no host sync, no data-dependent branch
+        torch._assert_async(((flat_ids >= 0) & (flat_ids < num_entities)).all(),
+                            "entity id outside the entity table")
         return
     low, high = int(flat_ids.min()), int(flat_ids.max())
     if low < 0 or high >= num_entities:

@@ -56,7 +56,8 @@ class KeptForPreTrainingOutput(ModelOutput):
     """loss = mlm_weight*mlm_loss + dea_weight*dea_loss (+ sop_weight*sop_loss); logits [B, L, vocab];
     entity_logits [N_labelled, C] scores of the dEA-labelled positions (row order = ``entity_labels >= 0``
     in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids, CPU; -1 first = the "no entity"
-    candidate of config.dea_null_candidate, score 0); sop_logits [B, 2].
+    candidate of config.dea_null_candidate, score 0); under torch.compile C is a padded pool (device tensor,
+    see ``dea_candidates_padded``) whose non-candidate columns score -inf; sop_logits [B, 2].
     When ``labels`` are given the MLM loss is computed on the labelled positions only and ``logits`` are
     returned detached (for metrics) in eval mode, None in training mode (see ``mlm_logits_and_loss``)."""
 
@@ -136,23 +137,53 @@ class KeptEntityOutput(nn.Module):
 class EntityAlignment:
     """Index plumbing between token positions and entity slots, computed once per batch.
 
-    token_index [N] flat index into B*L of each aligned token; slot_index [N] flat index into B*S;
-    entity_mask [B, 1, S, S] bool attention mask among slots (padding slots attend only to themselves)."""
+    token_index [N] flat index into B*L of each listed slot's token; slot_index [N] flat index into B*S
+    (None: every slot in order, N = B*S); entity_mask [B, 1, S, S] bool attention mask among slots
+    (padding slots attend only to themselves); slot_ids [N] KG ids in slot order.
+    Two layouts give the same results: the dynamic one (``slot_valid`` None) lists only the N aligned
+    entities and S is the batch's most; the static one (config.max_entity_slots) lists all B*S slots,
+    S fixed, ``slot_valid`` [N, 1] False on padding slots, whose values are zeroed wherever they would
+    reach a token (their token_index is the row's first token, to which they add exact zeros)."""
 
     slots: int
     token_index: torch.Tensor
-    slot_index: torch.Tensor
+    slot_index: torch.Tensor | None
     entity_mask: torch.Tensor
-    slot_ids: torch.Tensor  # [N] KG ids in slot order
+    slot_ids: torch.Tensor
+    slot_valid: torch.Tensor | None = None
+
+    def select(self, states: torch.Tensor) -> torch.Tensor:
+        """[B, S, E] -> [N, E], the listed slots' states."""
+        flat = states.reshape(-1, states.shape[-1])
+        return flat if self.slot_index is None else flat.index_select(0, self.slot_index)
+
+    def _real(self, values: torch.Tensor) -> torch.Tensor:
+        """[N, X] with padding slots' rows zeroed (static layout): they must reach no token or slot."""
+        return values if self.slot_valid is None else values.masked_fill(~self.slot_valid, 0.0)
+
+    def to_slots(self, values: torch.Tensor, batch: int) -> torch.Tensor:
+        """[N, E] -> [B, S, E], zeros on padding slots."""
+        if self.slot_index is None:
+            return self._real(values).view(batch, self.slots, -1)
+        return values.new_zeros(batch * self.slots, values.shape[-1]).index_copy(
+            0, self.slot_index, values).view(batch, self.slots, -1)
+
+    def add_to_tokens(self, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """rows [B*L, X] + values [N, X] at each slot's token (padding slots add exact zeros)."""
+        return rows.index_add(0, self.token_index, self._real(values))
+
+    def to_tokens(self, values: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+        """[N, E] -> [B, L, E], zeros where no entity is aligned."""
+        zeros = values.new_zeros(batch * length, values.shape[-1])
+        if self.slot_valid is None:
+            return zeros.index_copy(0, self.token_index, values).view(batch, length, -1)
+        # static layout: padding slots share token indices; index_add of zeros keeps the result exact
+        return self.add_to_tokens(zeros, values).view(batch, length, -1)
 
 
-@torch.compiler.disable
-def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                   batch: int, length: int, device: torch.device, include_cls: bool = False) -> EntityAlignment:
-    """Gather each sequence's aligned positions into S padded slots (no Python loop over tokens).
-
-    ``include_cls``: position 0 ([CLS]) is a slot too, KG id -1 (a zero vector) unless an entity is linked
-    there (ERNIE-THU's entity mask)."""
+def aligned_positions(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int,
+                      length: int, device: torch.device, include_cls: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (KG ids [B, L] long, -1 where none; aligned [B, L] bool: the positions that get an entity slot)."""
     if entity_ids is None:
         ids = torch.full((batch, length), -1, dtype=torch.long, device=device)
     else:
@@ -165,6 +196,39 @@ def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor
         aligned[:, 0] = True
     if attention_mask is not None and attention_mask.dim() == 2:
         aligned = aligned & attention_mask.to(device).bool()
+    return ids, aligned
+
+
+def slot_attention_mask(valid: torch.Tensor) -> torch.Tensor:
+    """valid [B, S] -> [B, 1, S, S] bool: real slots attend to real slots, padding slots to themselves
+    (so no softmax row is empty)."""
+    eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
+    return (valid[:, None, None, :] | eye[None, None]).contiguous()
+
+
+def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                   batch: int, length: int, device: torch.device, include_cls: bool = False,
+                   max_slots: int | None = None) -> EntityAlignment:
+    """Gather each sequence's aligned positions into S padded slots (no Python loop over tokens).
+
+    ``include_cls``: position 0 ([CLS]) is a slot too, KG id -1 (a zero vector) unless an entity is linked
+    there (ERNIE-THU's entity mask). ``max_slots`` None: S = the batch's most aligned entities (dynamic
+    shapes, fastest eager); an int: S = max_slots (static shapes for torch.export / torch.compile
+    fullgraph; a sequence with more entities raises)."""
+    if max_slots is not None:
+        return align_entities_static(entity_ids, attention_mask, batch, length, device, include_cls, max_slots)
+    if torch.compiler.is_exporting():  # fail with the fix, not with a data-dependent-shape trace
+        raise FusionError("the entity slot count depends on the data and cannot be exported",
+                          where="config.max_entity_slots",
+                          fix="Set model.config.max_entity_slots (e.g. 64) before torch.export/ONNX export.")
+    return align_entities_dynamic(entity_ids, attention_mask, batch, length, device, include_cls)
+
+
+@torch.compiler.disable  # data-dependent S and N: runs eagerly between compiled graphs
+def align_entities_dynamic(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                           batch: int, length: int, device: torch.device, include_cls: bool = False) -> EntityAlignment:
+    """S = the batch's most aligned entities; only the N aligned slots are listed."""
+    ids, aligned = aligned_positions(entity_ids, attention_mask, batch, length, device, include_cls)
     counts = aligned.sum(dim=1)  # [B]
     slots = max(int(counts.max()) if batch else 0, 1)  # at least one (padding) slot: the path always runs
     order = torch.argsort((~aligned).to(torch.int32), dim=1, stable=True)[:, :slots]  # aligned first, in order
@@ -174,9 +238,40 @@ def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor
     token_index = (rows * length + order)[valid]  # [N]
     slot_index = (rows * slots + slot_range[None, :])[valid]  # [N]
     slot_ids = ids.gather(1, order)[valid]  # [N]
-    eye = torch.eye(slots, dtype=torch.bool, device=device)
-    entity_mask = (valid[:, None, None, :] | eye[None, None]).contiguous()  # [B, 1, S, S]
-    return EntityAlignment(slots, token_index, slot_index, entity_mask, slot_ids)
+    return EntityAlignment(slots, token_index, slot_index, slot_attention_mask(valid), slot_ids)
+
+
+def check_slot_count(counts: torch.Tensor, max_slots: int) -> None:
+    """Every sequence's aligned entities must fit the static slots (an async check when traced)."""
+    if torch.compiler.is_compiling():  # no host sync, no data-dependent branch in a graph
+        torch._assert_async((counts <= max_slots).all(), "more aligned entities than config.max_entity_slots")
+    elif counts.numel() and int(counts.max()) > max_slots:
+        raise FusionError(f"a sequence has {int(counts.max())} aligned entities, more than "
+                          f"config.max_entity_slots={max_slots}", where="entity_ids",
+                          fix="Raise config.max_entity_slots (at most the sequence length is ever needed).")
+
+
+def align_entities_static(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int,
+                          length: int, device: torch.device, include_cls: bool, max_slots: int) -> EntityAlignment:
+    """S = max_slots; all B*S slots listed (N = B*S), no data-dependent shape: a cumulative count gives
+    each aligned token its slot, a scatter gives each slot its token (no sort)."""
+    if max_slots < 1:
+        raise FusionError(f"max_entity_slots is {max_slots}", where="config.max_entity_slots",
+                          fix="Use a positive slot count, or None for the dynamic layout.")
+    ids, aligned = aligned_positions(entity_ids, attention_mask, batch, length, device, include_cls)
+    counts = aligned.sum(dim=1)  # [B]
+    check_slot_count(counts, max_slots)
+    rank = aligned.long().cumsum(dim=1) - 1  # [B, L] slot of each aligned token, in token order
+    target = torch.where(aligned, rank, max_slots)  # [B, L]; column S collects the unaligned tokens (dropped)
+    positions = torch.arange(length, device=device).expand(batch, length)  # [B, L]
+    order = torch.zeros(batch, max_slots + 1, dtype=torch.long, device=device).scatter(
+        1, target, positions)[:, :max_slots]  # [B, S] token of each slot; padding slots: token 0
+    valid = torch.arange(max_slots, device=device)[None, :] < counts[:, None]  # [B, S]
+    rows = torch.arange(batch, device=device)[:, None]
+    token_index = (rows * length + order).reshape(-1)  # [B*S]
+    slot_ids = torch.where(valid, ids.gather(1, order), -1).reshape(-1)  # [B*S]; -1: a zero vector
+    return EntityAlignment(max_slots, token_index, None, slot_attention_mask(valid), slot_ids,
+                           slot_valid=valid.reshape(-1, 1))
 
 
 class KeptAggregatorLayer(GradientCheckpointingLayer):
@@ -209,8 +304,7 @@ class KeptAggregatorLayer(GradientCheckpointingLayer):
         attention_output, weights = self.attention(hidden_states, attention_mask)  # w̃ [B, L, H]
         entity_attended = (entity_states if self.entity_attention is None  # "mix": fuse the input entities
                            else self.entity_attention(entity_states, alignment.entity_mask))  # ẽ [B, S, E]
-        dim = entity_attended.shape[-1]
-        entity_selected = entity_attended.reshape(-1, dim).index_select(0, alignment.slot_index)  # [N, E]
+        entity_selected = alignment.select(entity_attended)  # [N, E]
 
         pre = self.intermediate.dense(attention_output)  # [B, L, I]
         inter = pre.shape[-1]
@@ -219,14 +313,13 @@ class KeptAggregatorLayer(GradientCheckpointingLayer):
             pre = pre + bias.to(pre.dtype)
             bias = None
         entity_term = F.linear(entity_selected, weight, bias).to(pre.dtype)  # [N, I]
-        pre = pre.reshape(-1, inter).index_add(0, alignment.token_index, entity_term).view(batch, length, inter)
+        pre = alignment.add_to_tokens(pre.reshape(-1, inter), entity_term).view(batch, length, inter)
         fused = self.intermediate.intermediate_act_fn(pre)  # h [B, L, I]
 
         layer_output = self.output(fused, attention_output)  # w' [B, L, H]
         fused_selected = fused.reshape(-1, inter).index_select(0, alignment.token_index)  # [N, I]
         entity_out = self.entity_output(fused_selected, entity_selected)  # e' [N, E]
-        new_entities = entity_attended.new_zeros(batch * alignment.slots, dim).index_copy(
-            0, alignment.slot_index, entity_out.to(entity_attended.dtype)).view(batch, alignment.slots, dim)
+        new_entities = alignment.to_slots(entity_out.to(entity_attended.dtype), batch)  # [B, S, E]
         return layer_output, new_entities, weights
 
 
@@ -391,7 +484,12 @@ class KeptModel(KeptPreTrainedModel):
             check_ids(known.reshape(-1), self.entity_embeddings.num_embeddings)
             vectors = self.entity_embeddings(known.to(device)).to(dtype)
         elif self._entity_table is not None:
-            vectors = self._entity_table.gather(known, device, dtype)
+            table = self._entity_table
+            vectors = (table.gather_traceable(known, device, dtype) if torch.compiler.is_compiling()
+                       else table.gather(known, device, dtype))
+        elif torch.compiler.is_compiling():  # traced without a table: only "no entity" slots may come
+            torch._assert_async(null.all(), "the batch has aligned entities but the model has no entity table")
+            return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
         elif bool(null.all()):  # no table and nothing to look up (an empty batch, or only [CLS] slots)
             return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
         else:
@@ -441,21 +539,18 @@ class KeptModel(KeptPreTrainedModel):
         entity_last = None
         if len(self.knowledge_encoder.layer):
             alignment = align_entities(entity_ids, attention_mask, batch, length, hidden.device,
-                                       include_cls=self.config.entity_mask_cls)
+                                       include_cls=self.config.entity_mask_cls,
+                                       max_slots=self.config.max_entity_slots)
             ent_dtype = self.knowledge_encoder.layer[0].entity_intermediate.weight.dtype
             vectors = self.entity_vectors(alignment.slot_ids, ent_dtype)  # [N, E]
-            entities = vectors.new_zeros(batch * alignment.slots, self.config.entity_dim).index_copy(
-                0, alignment.slot_index, vectors).view(batch, alignment.slots, -1)  # [B, S, E]
+            entities = alignment.to_slots(vectors, batch)  # [B, S, E]
             for layer in self.knowledge_encoder.layer:
                 hidden, entities, weights = layer(hidden, entities, mask, alignment)
                 if output_hidden_states:
                     all_hidden.append(hidden)
                 if output_attentions:
                     all_attn.append(weights)
-            dim = entities.shape[-1]
-            entity_flat = entities.reshape(-1, dim).index_select(0, alignment.slot_index)  # [N, E]
-            entity_last = entity_flat.new_zeros(batch * length, dim).index_copy(
-                0, alignment.token_index, entity_flat).view(batch, length, dim)  # [B, L, E]
+            entity_last = alignment.to_tokens(alignment.select(entities), batch, length)  # [B, L, E]
         pooled = self.pooler(hidden) if self.pooler is not None else None
         return KeptModelOutput(
             last_hidden_state=hidden,
@@ -503,9 +598,49 @@ def mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels: torch.T
     selected = labels != IGNORE_INDEX  # [B, L]
     scores = head(sequence[selected])  # [M, V]
     targets = labels[selected]
+    return logits, mean_cross_entropy(scores, targets)
+
+
+def mean_cross_entropy(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of scores [M, C] against targets [M]; 0 with a graph when M == 0.
+
+    In a torch.compile graph M is data-dependent: no branch on it there (sum / max(M, 1), the same value)."""
+    if torch.compiler.is_compiling():
+        total = F.cross_entropy(scores.float(), targets, reduction="sum")
+        return total / torch.sym_max(targets.numel(), 1)
     if targets.numel() == 0:
-        return logits, scores.float().sum() * 0.0
-    return logits, F.cross_entropy(scores.float(), targets)
+        return scores.float().sum() * 0.0
+    return F.cross_entropy(scores.float(), targets)
+
+
+def dea_candidates_padded(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None, num_negatives: int,
+                          num_entities: int, null_candidate: bool = False
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``dea_candidates`` without data-dependent shapes (for torch.compile): -> (candidate ids [P], with
+    repeats; is_candidate [P] bool, True on each distinct id's first column; labelled [B, L]; targets
+    [N_labelled] into P). P = 2*B*L + num_negatives (+1): the pool of labels, ids and negatives, sorted;
+    scoring the non-candidate columns -inf gives ``dea_candidates``' softmax. Stays on the device."""
+    labels = entity_labels.long()  # [B, L]
+    labelled = labels >= 0
+    absent = num_entities  # sorts after every KG id; never a candidate
+    pieces = [torch.where(labelled, labels, absent).reshape(-1)]
+    if entity_ids is not None:
+        ids = entity_ids.to(labels.device, torch.long)
+        pieces.append(torch.where(ids >= 0, ids, absent).reshape(-1))
+    if num_negatives > 0 and num_entities > 0:
+        pieces.append(torch.randint(0, num_entities, (num_negatives,), device=labels.device))
+    pool = torch.sort(torch.cat(pieces)).values  # [P]
+    distinct = torch.cat([pool.new_ones(1, dtype=torch.bool), pool[1:] != pool[:-1]])  # first of each run
+    is_candidate = distinct & (pool < absent)
+    check_ids(torch.where(is_candidate, pool, 0), max(num_entities, 1))
+    pool = torch.where(is_candidate, pool, -1)  # non-candidates look up the zero vector
+    if null_candidate:  # -1 in front, a real candidate (score 0), still sorted
+        pool = torch.cat([pool.new_full((1,), -1), pool])
+        is_candidate = torch.cat([is_candidate.new_ones(1), is_candidate])
+    # leftmost match of each label among the candidates: sorted ids with the non-candidates masked
+    keys = torch.cummax(torch.where(is_candidate, pool, -2), dim=0).values  # [P] non-decreasing
+    targets = torch.searchsorted(keys, labels[labelled])  # first column with key >= label: the candidate
+    return pool, is_candidate, labelled, targets
 
 
 @torch.compiler.disable
@@ -599,16 +734,22 @@ class KeptForPreTraining(KeptPreTrainedModel):
             kept = self.kept
             num_entities = (kept.entity_embeddings.num_embeddings if kept.entity_embeddings is not None
                             else kept._entity_table.num_entities if kept._entity_table is not None else 0)
-            candidate_ids, labelled, targets = dea_candidates(entity_labels, entity_ids, cfg.dea_num_negatives,
-                                                              num_entities, cfg.dea_null_candidate)
+            is_candidate = None
+            if torch.compiler.is_compiling():  # static shapes: padded candidate columns, scored -inf
+                candidate_ids, is_candidate, labelled, targets = dea_candidates_padded(
+                    entity_labels.to(sequence.device), entity_ids, cfg.dea_num_negatives, num_entities,
+                    cfg.dea_null_candidate)
+            else:
+                candidate_ids, labelled, targets = dea_candidates(entity_labels, entity_ids, cfg.dea_num_negatives,
+                                                                  num_entities, cfg.dea_null_candidate)
             labelled = labelled.to(sequence.device)
             states = sequence[labelled]  # [N_labelled, H] (zero rows is fine: the head still runs)
             candidates = kept.entity_vectors(candidate_ids, self.entity_head.dense.weight.dtype)  # [C, E]
             entity_logits = self.entity_head(states, candidates)  # [N_labelled, C]
-            if targets.numel():
-                dea_loss = F.cross_entropy(entity_logits.float(), targets.to(entity_logits.device))
-            else:  # no labelled entity: defined as 0, the head stays in the graph (zero gradients)
-                dea_loss = entity_logits.float().sum() * 0.0
+            if is_candidate is not None:
+                entity_logits = entity_logits.masked_fill(~is_candidate, float("-inf"))
+            # no labelled entity: defined as 0, the head stays in the graph (zero gradients)
+            dea_loss = mean_cross_entropy(entity_logits, targets.to(entity_logits.device))
         if self.sop_classifier is not None:
             sop_logits = self.sop_classifier(out.pooler_output)  # [B, 2]
             if sentence_order_label is not None:
@@ -740,7 +881,10 @@ class KeptForRelationClassification(KeptPreTrainedModel):
         if starts.shape[0] != batch:
             raise FusionError(f"head_start/tail_start have {starts.shape[0]} rows, the batch has {batch}",
                               where="head_start", fix="Give one head and one tail index per example.")
-        if bool(((starts < 0) | (starts >= length)).any()):
+        outside = ((starts < 0) | (starts >= length)).any()
+        if torch.compiler.is_compiling():  # in a graph: an async check, no data-dependent branch
+            torch._assert_async(~outside, "a head/tail marker index is outside the sequence")
+        elif bool(outside):
             raise FusionError(f"a head/tail marker index is outside 0..{length - 1}", where="head_start/tail_start",
                               fix="Check that the entity markers survived truncation.")
         rows = torch.arange(batch, device=sequence.device)[:, None]
