@@ -23,7 +23,7 @@ def pretrain_command(
     bf16: Optional[str] = typer.Option(None, "--bf16", help="train.bf16: auto | true | false."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="masking.strategy: token, whole_word, span, phrase, entity, ernie."),
     fusion: Optional[bool] = typer.Option(None, "--fusion/--no-fusion", help="model.fusion (entity table + dEA)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="model.preset: tiny | base | large."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="model.preset: tiny | base | large | ernie_thu (ignored with model.init_from: the checkpoint gives the sizes)."),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="model.init_from: a model dir or run:NAME."),
     restart: bool = typer.Option(False, "--restart", help="Delete existing checkpoints and train from the start."),
     set_: Optional[list[str]] = SET_OPTION,
