@@ -108,6 +108,10 @@ def _field_names(cls: type) -> list[str] | None:
     return None
 
 
+#: pydantic's message for an unknown key; a validator that knows better says its own (a hint, used as the fix).
+_PYDANTIC_EXTRA = "Extra inputs are not permitted"
+
+
 def validate_external(section: str, value: Any) -> dict[str, Any]:
     """Validate ``value`` against the reused class; return the complete section (defaults filled)."""
     from pydantic import TypeAdapter
@@ -123,7 +127,7 @@ def validate_external(section: str, value: Any) -> dict[str, Any]:
     if names is not None:
         unknown = sorted(set(value) - set(names))
         if unknown:
-            raise _ExternalError([((key,), "extra_forbidden", "Extra inputs are not permitted") for key in unknown])
+            raise _ExternalError([((key,), "extra_forbidden", _PYDANTIC_EXTRA) for key in unknown])
     if dataclasses.is_dataclass(cls):  # pydantic models check booleans themselves (_Section)
         import typing
 
@@ -230,6 +234,76 @@ class ModelConfig(_Section):
     fusion: bool = Field(True, description="entity table + dEA; off: same model, no entity input, dEA weight 0")
     init_from: Optional[str] = Field(None, description="a model dir (kept or BERT) or run:NAME")
     freeze_entity_table: bool = True
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _kept_config_fields(cls, value: Any) -> dict[str, Any]:
+        return validate_model_overrides(value)
+
+
+def kept_config_fields() -> dict[str, Any]:
+    """The fields ``model.overrides`` may set: ``fusion.KeptConfig``'s own fields with their types, and the
+    fields it inherits from transformers' ``PreTrainedConfig`` (not type-checked here: ``Any``)."""
+    import dataclasses
+    import sys
+
+    from fusion.configuration_kept import KeptConfig
+
+    own = vars(sys.modules[KeptConfig.__module__])
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(KeptConfig):
+        if not field.init:
+            continue
+        annotation: Any = Any
+        if field.name in KeptConfig.__annotations__:
+            annotation = field.type
+            if isinstance(annotation, str):  # postponed annotations of fusion/configuration_kept.py
+                annotation = eval(annotation, own)  # noqa: S307 - our own source's annotation text
+        fields[field.name] = annotation
+    return fields
+
+
+def closest_name(name: str, names: Iterable[str]) -> str | None:
+    """The known name closest to a misspelt one (``hiden_size`` → ``hidden_size``), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(str(name), list(names), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def validate_model_overrides(value: Any) -> dict[str, Any]:
+    """Check ``model.overrides`` against ``fusion.KeptConfig``: every key a field, every value of its type
+    (booleans are no numbers); returns the values as validated (``"8"`` for an int field becomes 8)."""
+    from pydantic import TypeAdapter
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of fusion.KeptConfig fields, got {type(value).__name__}")
+    if not value:
+        return {}
+    fields = kept_config_fields()
+    problems: list[tuple[tuple, str, str]] = []
+    validated: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in fields:
+            close = closest_name(key, fields)
+            hint = f"did you mean '{close}'? " if close else ""
+            problems.append(((key,), "extra_forbidden",
+                             f"{hint}model.overrides takes fusion.KeptConfig fields (e.g. hidden_size, "
+                             "num_hidden_layers, entity_dim, use_sop)"))
+            continue
+        problem = boolean_number_problem(fields[key], item)
+        if problem:
+            problems.append(((key,), "value_error", problem))
+            continue
+        try:
+            validated[key] = TypeAdapter(fields[key]).validate_python(item)
+        except ValidationError as error:
+            problems.append(((key,), "value_error", error.errors()[0]["msg"]))
+    if problems:
+        raise _ExternalError(problems)
+    return validated
 
 
 class TrainConfig(_Section):
@@ -402,8 +476,13 @@ def validate_config(data: dict[str, Any], *, source: str | Path | None = None, t
         problems = _flatten_validation(error)
         loc, what = _describe(problems)
         valid = ", ".join(RunConfig.model_fields) if len(loc) == 1 else None
-        fix = f"top-level sections are: {valid}" if valid and problems[0][1] == "extra_forbidden" else \
-            "fix the value or remove the key (see README.md for every field)"
+        kind, msg = problems[0][1], problems[0][2]
+        if valid and kind == "extra_forbidden":
+            fix = f"top-level sections are: {valid}"
+        elif kind == "extra_forbidden" and msg != _PYDANTIC_EXTRA:  # a validator's own hint (closest field name)
+            fix = msg
+        else:
+            fix = "fix the value or remove the key (see README.md for every field)"
         raise _config_error(what, loc, fix, source, text, overridden) from None
 
 

@@ -263,6 +263,7 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
         new_names, source, unused, tied = {n for n, _ in model.named_parameters()}, "scratch", [], []
         log(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     else:
+        check_init_vocabulary(init_from, tokenizer)
         model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
         torch.manual_seed(config.train.seed)  # the parameters the checkpoint lacks start from this seed
         if model_type == "kept":
@@ -278,8 +279,7 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
         if model.config.vocab_size != len(tokenizer):
             raise KeptError(f"init_from checkpoint has a vocabulary of {model.config.vocab_size} tokens but the "
                             f"run's tokenizer has {len(tokenizer)}", where="model.init_from",
-                            fix="use the tokenizer of that checkpoint (leave tokenizer.base_model unset and "
-                                "re-run `kept encode`)")
+                            fix=INIT_TOKENIZER_FIX)
         if mcfg.fusion and int(model.config.entity_dim) != entity_dim:
             raise KeptError(f"init_from checkpoint has entity_dim {model.config.entity_dim} but the KG embeddings "
                             f"have {entity_dim}", where="model.init_from",
@@ -293,6 +293,31 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     origins = ParameterOrigins.from_model(model, new_names, source, init_from, unused=unused, tied=tied)
     log(origins.summary())
     return model, origins
+
+
+#: What to do when init_from's vocabulary is not the run tokenizer's.
+INIT_TOKENIZER_FIX = "use the tokenizer of that checkpoint (leave tokenizer.base_model unset and re-run `kept encode`)"
+
+
+def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
+    """Refuse an init_from checkpoint whose saved tokenizer (tokenizer files or vocab.txt) maps some id to
+    another token than the run's tokenizer: the embeddings would be read for the wrong tokens. Same size is
+    not enough (two swapped tokens). A checkpoint without a tokenizer is checked by size only."""
+    from kept.tokenizer import saved_vocabulary, vocabulary_by_id, vocabulary_differences
+
+    theirs = saved_vocabulary(init_from)
+    if theirs is None:
+        return
+    ours = vocabulary_by_id(tokenizer.get_vocab())
+    differing = vocabulary_differences(ours, theirs)
+    if differing:
+        first = differing[0]
+        mine = ours[first] if first < len(ours) else None
+        other = theirs[first] if first < len(theirs) else None
+        raise KeptError(f"init_from checkpoint's vocabulary differs from the run's tokenizer at token id"
+                        f"{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} (id {first} is "
+                        f"{other!r} in the checkpoint, {mine!r} in the run)", where="model.init_from",
+                        fix=INIT_TOKENIZER_FIX)
 
 
 # ------------------------------------------------------------------ trainer

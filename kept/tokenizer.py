@@ -99,6 +99,43 @@ def build_tokenizer(texts: Iterable[str], *, base_model: str | None, init_from: 
                            lowercase=lowercase), "trained"
 
 
+def saved_vocabulary(directory: str | Path, where: str = "model.init_from") -> list[str | None] | None:
+    """The tokens by id of the tokenizer saved in a model directory (tokenizer files, or a BERT
+    ``vocab.txt``); None when the directory holds no tokenizer. Ids no token has are None."""
+    directory = Path(directory)
+    if (directory / "tokenizer.json").exists() or (directory / "tokenizer_config.json").exists():
+        return vocabulary_by_id(load_pretrained_tokenizer(directory, where=where).get_vocab())
+    vocab_file = directory / "vocab.txt"
+    if vocab_file.is_file():
+        try:
+            return vocab_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise KeptError(f"'{vocab_file}' is not UTF-8 text", where=where,
+                            fix="re-save the tokenizer with save_pretrained") from None
+    return None
+
+
+def vocabulary_by_id(vocab: dict[str, int]) -> list[str | None]:
+    """``{token: id}`` → the token of each id (None for an id no token has)."""
+    tokens: list[str | None] = [None] * (max(vocab.values(), default=-1) + 1)
+    for token, index in vocab.items():
+        tokens[index] = token
+    return tokens
+
+
+def vocabulary_differences(ours: list[str | None], theirs: list[str | None], limit: int = 3) -> list[int]:
+    """The first ``limit`` token ids whose token differs between two vocabularies (by id)."""
+    differing = []
+    for index in range(max(len(ours), len(theirs))):
+        mine = ours[index] if index < len(ours) else None
+        other = theirs[index] if index < len(theirs) else None
+        if mine != other:
+            differing.append(index)
+            if len(differing) == limit:
+                break
+    return differing
+
+
 def save_tokenizer(tokenizer: Any, path: str | Path) -> Path:
     from kept.rundir import atomic_dir
 

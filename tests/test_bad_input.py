@@ -321,6 +321,26 @@ def tokenizer_model_mismatch(env: Env) -> list[str]:
     return ["pretrain", str(run), "--init-from", str(model)]
 
 
+def init_from_swapped_tokens(env: Env) -> list[str]:
+    """init_from a checkpoint whose tokenizer has the run's size but two tokens swapped (ids 10 and 11)."""
+    run = env.tiny()
+    model = env.tmp / "swapped_model"
+    shutil.copytree(run / "tokenizer", model)
+    data = json.loads((model / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = data["model"]["vocab"]
+    first, second = (token for token, index in vocab.items() if index in (10, 11))
+    vocab[first], vocab[second] = vocab[second], vocab[first]
+    (model / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    (model / "vocab.txt").unlink(missing_ok=True)
+    (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": len(vocab)}),
+                                       encoding="utf-8")
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"unused": np.zeros((4, 2), dtype=np.float32)}, str(model / "model.safetensors"))
+    return ["pretrain", str(run), "--init-from", str(model)]
+
+
 def init_from_damaged_weights(env: Env) -> list[str]:
     """A checkpoint whose model.safetensors was truncated (copy interrupted)."""
     run = env.tiny()
@@ -451,6 +471,20 @@ def pretrain_entity_dim_mismatch(env: Env) -> list[str]:
     """Refused while the model is built (after the first checks): config.yaml must stay as it was."""
     run = env.tiny()
     return ["pretrain", str(run), "--set", "model.overrides.entity_dim=8"]
+
+
+def config_overrides_unknown_key(env: Env) -> list[str]:
+    """A misspelt KeptConfig field in model.overrides (it would land in model/config.json unused)."""
+    run = env.tiny()
+    config = env.write("typo.yaml", "name: tiny\nmodel:\n  overrides:\n    hiden_size: 8\n")
+    return ["pretrain", str(run), "--config", str(config)]
+
+
+def config_overrides_wrong_type(env: Env) -> list[str]:
+    """A string where a KeptConfig number belongs (was a TypeError traceback while building the model)."""
+    run = env.tiny()
+    config = env.write("type.yaml", "name: tiny\nmodel:\n  overrides: {hidden_size: 32,\n    num_hidden_layers: two}\n")
+    return ["pretrain", str(run), "--config", str(config)]
 
 
 def pretrain_empty_config(env: Env) -> list[str]:
@@ -631,6 +665,8 @@ CASES: list[Case] = [
     Case("init_from_escapes_runs_dir", init_from_escapes_runs_dir, ("model.init_from", "not a run name")),
     Case("tokenizer_model_mismatch", tokenizer_model_mismatch,
          ("model.init_from", "30522 tokens", "tokenizer", "kept encode")),
+    Case("init_from_swapped_tokens", init_from_swapped_tokens,
+         ("model.init_from", "differs from the run's tokenizer at token ids 10, 11", "kept encode")),
     Case("init_from_damaged_weights", init_from_damaged_weights,
          ("model.init_from", "model.safetensors' is not a readable safetensors file", "damaged")),
     Case("run_dir_other_version", run_dir_from_other_version, ("kept 9.0.0", "run format 99", "new run directory")),
@@ -655,6 +691,10 @@ CASES: list[Case] = [
     Case("corpus_span_float_offsets", corpus_span_float_offsets, ("floats.jsonl:2", "integers", "end=4.0")),
     Case("corpus_span_boolean_offsets", corpus_span_boolean_offsets, ("bools.jsonl:1", "integers", "start=False")),
     Case("pretrain_entity_dim_mismatch", pretrain_entity_dim_mismatch, ("model.overrides.entity_dim", "KG embedding dim 16")),
+    Case("config_overrides_unknown_key", config_overrides_unknown_key,
+         ("typo.yaml:4", "unknown key 'model.overrides.hiden_size'", "did you mean 'hidden_size'", "KeptConfig")),
+    Case("config_overrides_wrong_type", config_overrides_wrong_type,
+         ("type.yaml:4", "model.overrides.num_hidden_layers", "valid integer")),
     Case("pretrain_empty_config", pretrain_empty_config, ("empty.yaml", "empty", "config.yaml")),
     Case("cli_missing_argument", cli_missing_argument, ("kept evaluate", "Missing argument", "kept evaluate --help")),
     Case("cli_unknown_option", cli_unknown_option, ("No such option: --bogus", "kept evaluate --help")),
