@@ -24,6 +24,7 @@ DDP, and only rank 0 writes run-directory artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -328,6 +329,25 @@ LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss")
 LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy",)
 
 
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run a block on the current RNG states and put them back afterwards: Python's ``random``, numpy's global
+    RNG and torch's (CPU and every CUDA device). What the block draws (an evaluation's dEA negatives, its
+    dataloader's base seed) then leaves training's random sequence as if the block had not run."""
+    import random
+
+    import torch
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def component_loss_trainer() -> type:
     """``transformers.Trainer`` that also logs the loss components of the model output.
 
@@ -385,6 +405,10 @@ def component_loss_trainer() -> type:
             if "loss" in logs:  # a training log (evaluation keys carry a prefix)
                 logs = {**logs, **self._component_means(True, "")}
             super().log(logs, *args, **kwargs)
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            with isolated_rng():  # dEA negatives and the dataloader's seed must not advance training's RNG
+                return super().evaluate(*args, **kwargs)
 
         def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                             metric_key_prefix="eval"):  # type: ignore[no-untyped-def]

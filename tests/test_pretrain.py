@@ -191,3 +191,21 @@ def test_zero_steps_saves_the_starting_checkpoint_untrained(encoded_template: Pa
     metrics = evaluate_run_dir(run_dir, {"relation": {"enabled": False}, "batch_size": 8})["metrics"]
     for name in ("mlm", "cloze", "probe"):
         assert "MLM head was never trained" in metrics[name]["skipped"]
+
+
+def _training_losses(run_dir: Path) -> list[tuple[int, float]]:
+    history = json.loads((run_dir / "logs" / "train_history.json").read_text())["log_history"]
+    return [(entry["step"], entry["loss"]) for entry in history if "loss" in entry]
+
+
+def test_eval_steps_do_not_change_training(encoded_template: Path, tmp_path: Path) -> None:
+    """Evaluation draws from its own RNG (dEA negatives, the dataloader's seed): runs that differ only in
+    train.eval_steps train identically (eval_steps is a non-training key, allowed to change on resume)."""
+    losses = []
+    for eval_steps in (3, 5):
+        run_dir = tmp_path / f"eval{eval_steps}"
+        shutil.copytree(encoded_template, run_dir)
+        config = load_run_config(run_dir, [f"train.eval_steps={eval_steps}", "train.save_steps=6"])
+        pretrain_run(run_dir, config, progress=False)
+        losses.append(_training_losses(run_dir))
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
