@@ -545,8 +545,13 @@ class RefusedYaml(yaml.YAMLError):
         super().__init__(problem)
 
 
+#: The deepest nesting of a configuration's YAML (sections, mappings and lists within each other).
+MAX_YAML_DEPTH = 64
+
+
 class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` without aliases and without duplicate keys (see :func:`read_yaml`)."""
+    """``yaml.SafeLoader`` without aliases, without duplicate keys and at most :data:`MAX_YAML_DEPTH` levels
+    deep (see :func:`read_yaml`)."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -555,9 +560,36 @@ class _ConfigLoader(yaml.SafeLoader):
                               event.start_mark.line + 1,
                               "write the values out in full (kept refuses aliases, so a small file cannot "
                               "expand into a huge one)")
-        return super().compose_node(parent, index)
+        depth = getattr(self, "_depth", 0)
+        if depth >= MAX_YAML_DEPTH:  # PyYAML composes recursively: deeper nesting ends in a RecursionError
+            raise RefusedYaml(f"YAML nested more than {MAX_YAML_DEPTH} levels deep",
+                              self.peek_event().start_mark.line + 1,
+                              "a configuration is a few levels deep; check the brackets and the indentation")
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as error:  # noqa: BLE001 - PyYAML's constructors fail on odd tagged values (`!!int ''`)
+            raise _unreadable(node, error) from None
+
+    def construct_document(self, node: Any) -> Any:
+        try:  # collections are filled in after construct_object returned (generators)
+            return super().construct_document(node)
+        except yaml.YAMLError:
+            raise
+        except Exception as error:  # noqa: BLE001 - as in construct_object
+            raise _unreadable(node, error) from None
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if not isinstance(node, yaml.MappingNode):  # e.g. `!!set` on a list: SafeLoader says so
+            return super().construct_mapping(node, deep=deep)
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -575,6 +607,14 @@ class _ConfigLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _unreadable(node: Any, error: Exception) -> RefusedYaml:
+    """A value PyYAML's constructors fail on with a plain exception (``!!int ''`` is an IndexError)."""
+    tag = str(node.tag).rsplit(":", 1)[-1]
+    value = f" {node.value[:40]!r}" if isinstance(node, yaml.ScalarNode) else ""
+    return RefusedYaml(f"the value{value} cannot be read as a YAML {tag} ({type(error).__name__})",
+                       node.start_mark.line + 1, "write a plain value (or remove the `!!` tag)")
+
+
 def parse_yaml(text: str) -> Any:
     """Parse YAML text with kept's one configuration loader (safe; no aliases; no duplicate keys)."""
     return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - _ConfigLoader is a SafeLoader
@@ -586,9 +626,10 @@ def read_yaml(path: str | Path) -> tuple[Any, str]:
     Refused with a :class:`KeptError` naming the file and line: a missing file or a directory, text
     that is not UTF-8, a YAML syntax error, a file with no content (empty or only comments: an empty
     ``--config`` would silently mean "all defaults"), a key given twice in one mapping (e.g. two
-    ``train:`` sections; both lines are named) and any alias (``*name``, ``<<: *name``). Aliases are
-    refused outright rather than bounded: configurations are small, and a file of a few lines must
-    not expand into millions of nodes ("billion laughs"). Anchors alone are harmless and allowed.
+    ``train:`` sections; both lines are named), nesting deeper than :data:`MAX_YAML_DEPTH` levels (PyYAML
+    would end in a RecursionError) and any alias (``*name``, ``<<: *name``). Aliases are refused outright
+    rather than bounded: configurations are small, and a file of a few lines must not expand into millions
+    of nodes ("billion laughs"). Anchors alone are harmless and allowed.
     """
     path = Path(path)
     if not path.exists():

@@ -124,6 +124,106 @@ def test_yaml_run_config_loader(data: bytes) -> None:
     check_ours_or_success(lambda: load_config(write(data, ".yaml")))
 
 
+#: Pieces of YAML syntax (structure, scalars of every YAML type, tags, anchors, aliases, merge keys,
+#: directives) and real keys, put together in any order: text that is nearly a configuration.
+YAML_PIECES = ["\n", "  ", "    ", "\t", "- ", ": ", ":", "{", "}", "[", "]", ", ", "? ", "| ", "> ", "'", '"', "#",
+               "&a ", "*a", "<<: ", "!!str ", "!!int ", "!!binary ", "!!python/object:os.system ", "!!set ",
+               "%YAML 1.1\n", "---\n", "...\n", "~", "null", "true", "no", "1", "-1", "0x1F", "1e5", "1.0e-5",
+               ".inf", ".nan", "2001-12-14", "12:30:45", "x" * 300, "\u00e9", "\ufeff", "name", "train", "model",
+               "overrides", "hidden_size", "hiden_size", "max_steps", "encode", "max_length", "masking", "eval",
+               "kg", "dim", "data", "source", "runs_dir", "init_from"]
+yaml_ish = st.lists(st.sampled_from(YAML_PIECES), max_size=40).map(lambda pieces: "".join(pieces).encode("utf-8"))
+
+
+def _section_fields() -> dict[str, list[str]]:
+    """Every section of a run configuration and its real field names (model.overrides: KeptConfig's)."""
+    from pydantic import BaseModel
+
+    from kept.config import RunConfig, _eval_config_class, external_section_class, kept_config_fields
+
+    fields: dict[str, list[str]] = {}
+    for name, info in RunConfig.model_fields.items():
+        cls = info.annotation
+        if name in ("kg", "annotation", "masking"):
+            cls = external_section_class(name)
+        elif name == "eval":
+            cls = _eval_config_class()
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            fields[name] = list(cls.model_fields)
+        elif isinstance(cls, type) and hasattr(cls, "__dataclass_fields__"):
+            fields[name] = list(cls.__dataclass_fields__)
+        else:
+            fields[name] = []
+    fields["overrides"] = list(kept_config_fields())
+    return fields
+
+
+odd_values = json_values | st.sampled_from(["", "many", "1e-5", "run:x", "/nonexistent", 0, -1, 10**30, 0.5, 1.5,
+                                            -0.0, float("inf"), True, False, None, [], {}, [1, "a"], {"a": 1}])
+
+
+def _config_of(fields: dict[str, list[str]]) -> st.SearchStrategy[dict[str, Any]]:
+    def section(name: str) -> st.SearchStrategy[Any]:
+        keys = st.sampled_from(fields[name] + ["unknown_key"]) if fields[name] else st.text(max_size=8)
+        body = st.dictionaries(keys, odd_values, max_size=4)
+        if name == "model":
+            overrides = st.dictionaries(st.sampled_from(fields["overrides"] + ["hiden_size"]) | st.text(max_size=6),
+                                        odd_values, max_size=4)
+            body = st.builds(lambda b, o: {**b, "overrides": o}, body, overrides) | body
+        return body | odd_values
+
+    names = [name for name in fields if name != "overrides"]
+    return st.lists(st.sampled_from(names + ["other"]), unique=True, max_size=4).flatmap(
+        lambda chosen: st.fixed_dictionaries({name: section(name) if name in fields else odd_values
+                                              for name in chosen}))
+
+
+field_aware_configs = st.deferred(lambda: _config_of(_section_fields()))
+
+
+@FUZZ
+@given(data=yaml_ish)
+def test_yaml_ish_text_is_a_config_or_our_error(data: bytes) -> None:
+    from kept.config import load_config
+
+    check_ours_or_success(lambda: load_config(write(data, ".yaml")))
+
+
+@FUZZ
+@given(config=field_aware_configs)
+def test_field_aware_configs_validate_or_give_our_error(config: dict[str, Any]) -> None:
+    """Real section and field names (model.overrides: KeptConfig's) with values of any type."""
+    from kept.config import read_yaml, validate_config
+
+    check_ours_or_success(lambda: validate_config(config))
+    text = yaml.safe_dump(config, allow_unicode=True).encode("utf-8")
+    path = write(text, ".yaml")
+    check_ours_or_success(lambda: validate_config(read_yaml(path)[0], source=path, text=text.decode("utf-8")))
+
+
+@pytest.mark.parametrize("text", ["[" * 3000, "train: {max_steps: " + "[" * 200 + "]" * 200 + "}",
+                                  "model:\n  overrides:\n" + "".join("  " * (i + 2) + f"k{i}:\n" for i in range(80))])
+def test_deeply_nested_yaml_is_refused(text: str) -> None:
+    """PyYAML composes nested nodes recursively: very deep nesting was a RecursionError traceback."""
+    from kept.config import MAX_YAML_DEPTH, load_config
+
+    with pytest.raises(KeptError, match=f"nested more than {MAX_YAML_DEPTH} levels deep") as info:
+        load_config(write(text.encode("utf-8"), ".yaml"))
+    assert info.value.line is not None
+
+
+@pytest.mark.parametrize("text, what", [("!!int ", "the value '' cannot be read as a YAML int (IndexError)"),
+                                        ("train:\n  max_steps: !!float many\n", "YAML float (ValueError)"),
+                                        ("!!set ---\n", "expected a mapping node")])
+def test_odd_tagged_values_are_refused(text: str, what: str) -> None:
+    """Found by the fuzzing above: PyYAML's constructors raised IndexError/ValueError on these."""
+    from kept.config import load_config
+
+    with pytest.raises(KeptError, match="not valid YAML|cannot be read") as info:
+        load_config(write(text.encode("utf-8"), ".yaml"))
+    assert what in str(info.value) and info.value.line == text.count("\n", 0, text.find("!!")) + 1
+
+
 fewrel_example = st.fixed_dictionaries({}, optional={
     "tokens": st.lists(st.text(max_size=5), max_size=5) | json_values,
     "h": st.tuples(st.text(max_size=5), st.text(max_size=4),
