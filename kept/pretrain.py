@@ -278,9 +278,7 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
             new_names, source, unused, tied = set(report.new), "bert", report.unused, report.tied
             log(f"model: initialised from BERT: {report.summary()}")
         if model.config.vocab_size != len(tokenizer):
-            raise KeptError(f"init_from checkpoint has a vocabulary of {model.config.vocab_size} tokens but the "
-                            f"run's tokenizer has {len(tokenizer)}", where="model.init_from",
-                            fix=INIT_TOKENIZER_FIX)
+            raise vocabulary_size_error(model.config.vocab_size, len(tokenizer))
         if mcfg.fusion and int(model.config.entity_dim) != entity_dim:
             raise KeptError(f"init_from checkpoint has entity_dim {model.config.entity_dim} but the KG embeddings "
                             f"have {entity_dim}", where="model.init_from",
@@ -300,6 +298,11 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
 INIT_TOKENIZER_FIX = "use the tokenizer of that checkpoint (leave tokenizer.base_model unset and re-run `kept encode`)"
 
 
+def vocabulary_size_error(checkpoint_size: int, run_size: int) -> KeptError:
+    return KeptError(f"init_from checkpoint has a vocabulary of {checkpoint_size} tokens but the run's tokenizer "
+                     f"has {run_size}", where="model.init_from", fix=INIT_TOKENIZER_FIX)
+
+
 def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
     """Refuse an init_from checkpoint whose saved tokenizer (tokenizer files or vocab.txt) maps some id to
     another token than the run's tokenizer: the embeddings would be read for the wrong tokens. Same size is
@@ -310,14 +313,14 @@ def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
     if theirs is None:
         return
     ours = vocabulary_by_id(tokenizer.get_vocab())
+    if len(ours) != len(theirs):
+        raise vocabulary_size_error(len(theirs), len(ours))
     differing = vocabulary_differences(ours, theirs)
     if differing:
         first = differing[0]
-        mine = ours[first] if first < len(ours) else None
-        other = theirs[first] if first < len(theirs) else None
         raise KeptError(f"init_from checkpoint's vocabulary differs from the run's tokenizer at token id"
                         f"{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} (id {first} is "
-                        f"{other!r} in the checkpoint, {mine!r} in the run)", where="model.init_from",
+                        f"{theirs[first]!r} in the checkpoint, {ours[first]!r} in the run)", where="model.init_from",
                         fix=INIT_TOKENIZER_FIX)
 
 
