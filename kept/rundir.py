@@ -338,6 +338,8 @@ class RunLock:
         try:
             check_run_format(self.path.parent)
             write_run_format(self.path.parent)
+            # the writer holds the lock now: what a killed writer left half-written can go (every command)
+            clean_stale_temporaries(self.path.parent)
         except BaseException:
             self.release()
             raise

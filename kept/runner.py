@@ -22,7 +22,6 @@ from kept.errors import KeptError
 from kept.rundir import (
     RunLock,
     RunPaths,
-    clean_stale_temporaries,
     is_main_process,
     make_run_dir,
     run_paths,
@@ -265,9 +264,7 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
     _check_config(config)
     result = RunResult(run_dir)
     make_run_dir(run_dir)
-    with RunLock(run_dir, "kept run"):
-        if is_main_process():
-            clean_stale_temporaries(run_dir)
+    with RunLock(run_dir, "kept run"):  # the lock also clears a killed writer's temporaries
         save_config(config, run_dir)
         dirty = False  # once a stage runs, every later stage runs too
         for stage in STAGES:

@@ -61,6 +61,15 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     mine.write_text("in progress")
     removed = clean_stale_temporaries(tmp_path)
     assert set(removed) == {stale, stale_dir} and mine.exists()
+    # every writing command takes the lock, and taking it clears what a killed writer left (kept pretrain too)
+    (tmp_path / "logs").mkdir()
+    history = tmp_path / "logs" / f"train_history.json.tmp-{dead}"
+    history.write_text("half")
+    lock = RunLock(tmp_path, "test").acquire()
+    try:
+        assert not history.exists() and mine.exists()
+    finally:
+        lock.release()
 
 
 def test_lock_is_exclusive_and_released_when_the_holder_is_killed(tmp_path: Path) -> None:
