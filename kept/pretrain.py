@@ -265,6 +265,9 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
         log(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     else:
         check_init_vocabulary(init_from, tokenizer)
+        if mcfg.preset != "tiny":  # the default says nothing; a chosen preset that cannot apply is said
+            log(f"model.preset {mcfg.preset} ignored: the init_from checkpoint gives the sizes "
+                "(set KeptConfig options through model.overrides)")
         model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
         torch.manual_seed(config.train.seed)  # the parameters the checkpoint lacks start from this seed
         if model_type == "kept":

@@ -139,11 +139,14 @@ def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path
     run_dir = tmp_path / "dapt"
     shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
     config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=2",
-                                       "train.batch_size=2", "train.save_steps=2", "train.eval_steps=2"])
+                                       "train.batch_size=2", "train.save_steps=2", "train.eval_steps=2",
+                                       "model.preset=base"])
     result = encode_run(run_dir, config)
     assert result.tokenizer_source.startswith("init_from:") and result.vocab_size == 30522
-    trained = pretrain_run(run_dir, config, progress=False)
+    said: list[str] = []
+    trained = pretrain_run(run_dir, config, progress=False, log=said.append)
     assert trained.steps == 2 and trained.eval_loss is not None
+    assert any("model.preset base ignored: the init_from checkpoint gives the sizes" in line for line in said)
     assert json.loads((run_dir / "model" / "config.json").read_text())["hidden_size"] == 384
 
 
