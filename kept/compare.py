@@ -50,6 +50,10 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "cloze.accuracy", "probe.hits_at_1",
     "probe.mrr", "relation.accuracy", "relation.macro_f1", "typing.micro_f1", "linkpred.mrr",
 )
+#: The figure a one-line verdict speaks of: the first of these that the comparison has (a downstream task
+#: before the intrinsic figures), else the first headline figure.
+VERDICT_METRICS: tuple[str, ...] = ("relation.macro_f1", "typing.micro_f1", "cloze.accuracy", "probe.mrr",
+                                    "mlm.token.accuracy")
 #: Figures where lower is better (everything else: higher is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mlm.token.loss", "mlm.strategy.loss", "mlm.token.perplexity",
                                              "mlm.strategy.perplexity", "probe.mean_rank", "linkpred.mean_rank"})
@@ -157,11 +161,11 @@ class CompareResult:
         return text, difference.format() if difference is not None else ""
 
     def verdict(self, metric: str | None = None) -> str:
-        """One line saying what the comparison shows on ``metric`` (default: the first headline metric
-        with differences), e.g. ``relation.macro_f1 vs token (0.800): entity+fusion +0.012 [-0.030, 0.050]
+        """One line saying what the comparison shows on ``metric`` (default: the first of
+        :data:`VERDICT_METRICS`, else of the headline metrics, that has differences), e.g. ``relation.macro_f1 vs token (0.800): entity+fusion +0.012 [-0.030, 0.050]
         (interval includes 0: no difference shown); reference +0.045 [0.010, 0.080]* (better)``."""
         if metric is None:
-            metric = next((m for m in self.shown_metrics()
+            metric = next((m for m in (*VERDICT_METRICS, *self.shown_metrics())
                            if any(m in rows for rows in self.differences.values())), None)
         if metric is None or self.baseline is None:
             return "no difference to a baseline was computed (one variant, or no shared metric)"

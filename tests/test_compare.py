@@ -141,6 +141,7 @@ def test_compare_runs_bootstraps_over_paired_items(tmp_path) -> None:
     assert line.startswith("cloze.accuracy vs token (") and f"entity {cloze.format()} (better)" in line
     assert "phrase" in line and "interval includes 0: no difference shown" in line
     assert f"What it shows: {result.verdict()}." in result.to_markdown()
+    assert result.verdict().startswith("relation.macro_f1 vs token")  # the downstream task speaks first
     # the same call gives the same intervals; another baseline gives other differences
     again = compare_runs(runs, bootstrap=BootstrapSection(resamples=300, seed=1))
     assert again.differences["entity"]["cloze.accuracy"] == cloze
