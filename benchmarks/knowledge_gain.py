@@ -14,7 +14,8 @@ than not pretraining at all? Everything here is a `kept compare` run:
 * figures: relation macro-F1 (fine-tuned with the HF Trainer), entity cloze, KG probe, each with a paired
   bootstrap 95% interval against ``token`` and against ``reference``.
 
-Sizes: ``--size cpu`` (default) is meant to finish in about 30 minutes on 2 CPU cores; ``--size gpu`` is
+Sizes: ``--size cpu`` (default) took 50-54 minutes on 2 CPU cores shared with other jobs (recorded in
+benchmarks/RESULTS.md; about 30 minutes was the aim on an idle machine); ``--size gpu`` is
 for a lent GPU; ``--size smoke`` checks the plumbing in a few minutes. The last line printed is a JSON
 object with every variant's macro-F1 and its deltas with intervals.
 
