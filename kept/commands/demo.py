@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,17 +64,27 @@ eval:
   relation: {{enabled: {relation}, max_relations: 5, {relation_size}}}
 """
 
-#: --model: (comment, tokenizer + model sections, train.learning_rate line, encode.max_length, steps,
-#: the relation fine-tune's size)
-DEMO_MODELS: dict[str, tuple[str, str, str, int, int, str]] = {
+@dataclass(frozen=True)
+class DemoModel:
+    """What `--model` changes in the demo's configuration (YAML fragments are formatted into DEMO_CONFIG)."""
+
+    comment: str
+    tokenizer_and_model: str  # the tokenizer: and model: sections; {checkpoint} is the packaged checkpoint
+    learning_rate: str  # train.* lines, or "" for the values derived from the model size
+    max_length: int
+    steps: int
+    relation_size: str  # eval.relation fields sizing the fine-tune
+
+
+DEMO_MODELS: dict[str, DemoModel] = {
     # continued pretraining of a real checkpoint: its tokenizer, the learning rates derived from its size
-    "minilm": ("continued pretraining of MiniLM-L6", "tokenizer:\n  base_model: {checkpoint}\n"
-               "model:\n  init_from: {checkpoint}\n  fusion: true\n", "", 64, 60,
-               # 3 epochs of 90 sentences left every variant near chance (train loss 1.4 of ln 5 = 1.6)
-               "max_per_relation: 50, epochs: 8, max_length: 64"),
-    "tiny": ("a tiny model from scratch", "tokenizer:\n  vocab_size: 8000\n  min_frequency: 2\n"
-             "model:\n  preset: tiny\n  fusion: true\n", "  learning_rate: 0.001\n  warmup_ratio: 0.06\n",
-             128, 300, "max_per_relation: 30, epochs: 2"),
+    "minilm": DemoModel("continued pretraining of MiniLM-L6", "tokenizer:\n  base_model: {checkpoint}\n"
+                        "model:\n  init_from: {checkpoint}\n  fusion: true\n", "", max_length=64, steps=60,
+                        # 3 epochs of 90 sentences left every variant near chance (train loss 1.4 of ln 5 = 1.6)
+                        relation_size="max_per_relation: 50, epochs: 8, max_length: 64"),
+    "tiny": DemoModel("a tiny model from scratch", "tokenizer:\n  vocab_size: 8000\n  min_frequency: 2\n"
+                      "model:\n  preset: tiny\n  fusion: true\n", "  learning_rate: 0.001\n  warmup_ratio: 0.06\n",
+                      max_length=128, steps=300, relation_size="max_per_relation: 30, epochs: 2"),
 }
 
 #: (directory, masking strategy, fusion) of the compared variants: same data, model size and budget.
@@ -84,12 +95,13 @@ SHARED = ("kg", "corpus", "tokenizer", "encoded")
 def demo_config_text(documents: int, steps: int | None, kg_epochs: int, relation: bool, model: str = "tiny",
                      checkpoint: Path | None = None) -> str:
     """The demo's run configuration; ``steps`` None: the model's default budget (see :data:`DEMO_MODELS`)."""
-    comment, blocks, learning_rate, max_length, default_steps, relation_size = DEMO_MODELS[model]
-    steps = default_steps if steps is None else steps
+    chosen = DEMO_MODELS[model]
+    steps = chosen.steps if steps is None else steps
     return DEMO_CONFIG.format(documents=documents, steps=steps, eval_steps=max(steps // 4, 1), kg_epochs=kg_epochs,
-                              relation=str(relation).lower(), model_comment=comment,
-                              tokenizer_and_model=blocks.format(checkpoint=checkpoint), learning_rate=learning_rate,
-                              max_length=max_length, relation_size=relation_size)
+                              relation=str(relation).lower(), model_comment=chosen.comment,
+                              tokenizer_and_model=chosen.tokenizer_and_model.format(checkpoint=checkpoint),
+                              learning_rate=chosen.learning_rate, max_length=chosen.max_length,
+                              relation_size=chosen.relation_size)
 
 
 def _link_shared(base: Path, variant_dir: Path) -> None:

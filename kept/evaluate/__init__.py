@@ -40,7 +40,6 @@ A disabled metric is ``{"skipped": "disabled in eval config"}``; a figure that c
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +47,7 @@ from typing import Any, Callable
 from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, json_safe
 from kept.errors import KeptError
 from kept.evaluate.config import EvalConfig, coerce_eval_config
+from kept.rundir import read_json
 
 __all__ = ["EvalConfig", "evaluate_run_dir", "metrics_path"]
 
@@ -87,10 +87,7 @@ def _untrained_mlm_head(run_dir: Path) -> str | None:
     metrics_file = run_dir / "logs" / "pretrain_metrics.json"
     if not metrics_file.is_file():
         return None
-    try:
-        recorded = json.loads(metrics_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None  # the evaluation does not depend on this log; a damaged one only loses the check
+    recorded = read_json(metrics_file, "pretrain_metrics.json")
     if recorded.get("random_mlm_head") and not recorded.get("global_step"):
         return ("the MLM head was never trained (the starting checkpoint has none and train.max_steps is 0): "
                 "its scores would measure a random projection")
