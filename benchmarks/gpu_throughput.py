@@ -7,7 +7,11 @@ The frozen entity table (memory-mapped, 1M x 100 by default) stays on the CPU; o
 travel to the GPU. Without a CUDA GPU it prints a skip line and {"skipped": true, ...} and exits 0.
 ``--device cpu --preset tiny`` runs the same code path on the CPU (for checking the script only).
 
-Usage: .venv/bin/python benchmarks/gpu_throughput.py [--batch 16] [--steps 20] [--compile]
+``--no-fusion`` runs the same model with no entity input (aggregators and dEA idle); ``--bert`` runs the
+reference a user would pick instead: a plain ``BertForMaskedLM`` with as many layers as KEPT's T + K layers
+and the same width.
+
+Usage: .venv/bin/python benchmarks/gpu_throughput.py [--batch 16] [--steps 20] [--compile] [--no-fusion|--bert]
 Prints a table, then as LAST line one JSON object with the figures.
 """
 
@@ -35,6 +39,17 @@ def model_flops_per_token(model: nn.Module, layers: int, seq_len: int, hidden: i
     return params, 6.0 * params + 12.0 * layers * seq_len * hidden
 
 
+def plain_bert(config: object) -> nn.Module:
+    """The reference: BertForMaskedLM as deep as KEPT's T + K layers, same width and vocabulary."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    bert = BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+                      num_hidden_layers=config.num_hidden_layers + config.num_knowledge_layers,
+                      num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+                      max_position_embeddings=config.max_position_embeddings)
+    return BertForMaskedLM(bert)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="base")
@@ -47,6 +62,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu to check the script")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--no-fusion", action="store_true", help="KEPT without entity input")
+    kind.add_argument("--bert", action="store_true", help="plain BertForMaskedLM, T + K layers")
     args = parser.parse_args()
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -61,13 +79,14 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     config = KeptConfig.from_preset(args.preset, max_position_embeddings=max(512, args.seq_len))
-    model = KeptForPreTraining(config).to(device)
+    model = (plain_bert(config) if args.bert else KeptForPreTraining(config)).to(device)
     model.train()
     with tempfile.TemporaryDirectory() as tmp:
         table_path = Path(tmp) / "entities.safetensors"
         save_file({"entity_embeddings": torch.randn(args.entities, config.entity_dim) * 0.1}, str(table_path))
-        model.load_entity_table(table_path, mmap=True)
-        assert model.entity_table.weight.device.type == "cpu"
+        if not args.bert:
+            model.load_entity_table(table_path, mmap=True)
+            assert model.entity_table.weight.device.type == "cpu"
 
         fused = device.type == "cuda"
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
@@ -84,6 +103,8 @@ def main() -> None:
         batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
                  "entity_ids": entity_ids,
                  "entity_labels": torch.where(aligned, entity_ids, torch.full_like(input_ids, -100))}
+        if args.bert or args.no_fusion:
+            batch = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
         def step() -> float:
@@ -109,19 +130,20 @@ def main() -> None:
     tokens = b * length * args.steps
     tokens_per_s = tokens / elapsed
     layers = config.num_hidden_layers + config.num_knowledge_layers
+    variant = "bert" if args.bert else "kept-no-fusion" if args.no_fusion else "kept"
     params, flops_per_token = model_flops_per_token(model, layers, length, config.hidden_size)
     achieved_tflops = tokens_per_s * flops_per_token / 1e12
     mfu = achieved_tflops / args.peak_tflops
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    print(f"# KEPT {args.preset} ({config.num_hidden_layers} T + {config.num_knowledge_layers} K layers), "
+    print(f"# {variant} {args.preset} ({config.num_hidden_layers} T + {config.num_knowledge_layers} K layers), "
           f"bf16 autocast, batch {b} x seq {length}, {args.entities} entities (CPU table), "
           f"{'compiled' if args.compile else 'eager'}, {name}")
     print(f"{'step s':>10}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}")
     print(f"{elapsed / args.steps:>10.4f}{tokens_per_s:>12.0f}{achieved_tflops:>10.1f}{mfu:>8.3f}")
     print(json.dumps({
         "benchmark": "gpu_throughput", "skipped": False, "device": name, "preset": args.preset,
-        "batch": b, "seq_len": length, "steps": args.steps, "compiled": args.compile,
+        "variant": variant, "batch": b, "seq_len": length, "steps": args.steps, "compiled": args.compile,
         "step_s": round(elapsed / args.steps, 4), "tokens_per_s": round(tokens_per_s, 1),
         "matmul_params": params, "flops_per_token": flops_per_token,
         "achieved_tflops": round(achieved_tflops, 2), "peak_tflops": args.peak_tflops, "mfu": round(mfu, 4),
