@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "kept.commands.compare",
     "kept.commands.report",
     "kept.commands.export",
+    "kept.commands.distill",
 ]
 
 _state = {"debug": False}

@@ -345,6 +345,33 @@ class TrainConfig(_Section):
     use_cpu: bool = False
 
 
+class DistillConfig(_Section):
+    """``kept distill``: a plain BERT student learns from the run's (fusion) model; see kept.distill."""
+
+    student: Optional[str] = Field(None, description="a student preset (tiny | half | small) or a BERT model "
+                                                     "directory; `kept distill --student` sets it")
+    student_overrides: dict[str, Any] = Field(default_factory=dict, description="BertConfig fields of a preset "
+                                                                                "student (hidden_size, ...)")
+    init_from_teacher: bool = Field(True, description="a preset student of the teacher's width starts from the "
+                                                      "teacher's text layers (those of the layer map)")
+    temperature: float = Field(2.0, gt=0, description="softens both MLM distributions of the KD loss")
+    kd_weight: float = Field(1.0, ge=0, description="KL on the masked positions' logits, times T^2")
+    hidden_weight: float = Field(1.0, ge=0, description="MSE of mapped hidden states (projected when widths "
+                                                        "differ)")
+    attention_weight: float = Field(1.0, ge=0, description="distance of mapped layers' attention distributions")
+    attention_loss: Literal["kl", "mse"] = "kl"
+    mlm_weight: float = Field(0.0, ge=0, description="the student's own MLM loss on the hard labels")
+    layer_map: Union[Literal["uniform", "last"], list[int]] = Field(
+        "uniform", description="teacher layer (1-based) of each student layer: uniform | last | a list")
+    max_steps: int = Field(200, ge=1)
+    batch_size: Optional[int] = Field(None, ge=1, description="per device; null: train.batch_size")
+    learning_rate: float = Field(5e-4, gt=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    report_relation: bool = Field(True, description="fine-tune teacher and student on the relation task for "
+                                                    "the report when FewRel data is configured")
+    speed_batches: int = Field(10, ge=1, description="timed batches of the inference-speed comparison")
+
+
 #: Train fields that do not change what is learned (allowed to differ when resuming).
 NON_TRAINING_KEYS: frozenset[str] = frozenset({
     "train.eval_steps", "train.save_steps", "train.logging_steps", "train.save_total_limit",
@@ -376,6 +403,7 @@ class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
     @field_validator("kg", "annotation", "masking", mode="before")
     @classmethod

@@ -75,6 +75,8 @@ def export_run(run_dir: str | Path, out: str | Path, *, to: str = "bert", text_o
     model_dir = paths.model
     config = read_json(require(model_dir / "config.json", "pretrained model (model/config.json)",
                                "run `kept pretrain RUN_DIR` first"), "model config")
+    if config.get("model_type") == "bert" and to == "bert":
+        return _copy_bert(model_dir, paths.tokenizer, out, config, __version__)
     if config.get("model_type") != "kept":
         raise KeptError(f"holds a '{config.get('model_type')}' model, not a kept model", where=model_dir / "config.json",
                         fix="it is already a transformers model: load it directly")
@@ -112,6 +114,30 @@ def export_run(run_dir: str | Path, out: str | Path, *, to: str = "bert", text_o
         tokenizer.save_pretrained(str(tmp))
         atomic_write_json(tmp / NOTE_FILE, record)
     return ExportResult(out=out, architecture=EXPORT_TARGETS[to], layers=layers, fusion=fusion, dropped=dropped,
+                        note=note)
+
+
+def _copy_bert(model_dir: Path, tokenizer_dir: Path, out: Path, config: dict[str, Any], version: str) -> ExportResult:
+    """A run whose model is already a ``BertForMaskedLM`` (``kept distill``'s student): loaded and saved again
+    (so OUT holds exactly what transformers reads back), with the run's tokenizer and the export record."""
+    from transformers import BertForMaskedLM
+
+    from kept.evaluate.common import quiet_from_pretrained
+    from kept.tokenizer import load_run_tokenizer
+
+    _check_out(out)
+    model = quiet_from_pretrained(BertForMaskedLM, str(model_dir)).eval()
+    tokenizer = load_run_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else tokenizer_dir)
+    layers = int(config.get("num_hidden_layers") or model.config.num_hidden_layers)
+    note = "already a BertForMaskedLM (e.g. a `kept distill` student): copied as it is, nothing dropped"
+    record = {"format": "kept.export", "kept_version": version, "source": str(model_dir), "target": "bert",
+              "architecture": EXPORT_TARGETS["bert"], "layers": layers, "fusion": False, "text_only": False,
+              "note": note, "dropped": [], "dropped_tensors": {}}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        atomic_write_json(tmp / NOTE_FILE, record)
+    return ExportResult(out=out, architecture=EXPORT_TARGETS["bert"], layers=layers, fusion=False, dropped=(),
                         note=note)
 
 

@@ -28,6 +28,8 @@ def export_command(
                   highlight=False)
     if result.fusion:
         console.print(f"text path only, dropped: {'; '.join(result.dropped)} (see {NOTE_FILE})", highlight=False)
+    elif not result.dropped:  # the run's model was a BERT already (a `kept distill` student)
+        console.print(f"{result.note} (see {NOTE_FILE})", highlight=False)
     else:
         console.print(f"pretrained without fusion: logits equal the KEPT model's (see {NOTE_FILE})", highlight=False)
 

@@ -60,8 +60,8 @@ def _check_model_dir(model_dir: Path) -> dict[str, Any]:
     from kept.checkpoints import read_model_config
 
     model_config = read_model_config(model_dir, fix="pretrain the run first (`kept run CONFIG`)")
-    if model_config.get("model_type") != "kept":
-        raise KeptError(f"holds a '{model_config.get('model_type')}' model, not a kept model",
+    if model_config.get("model_type") not in ("kept", "bert"):
+        raise KeptError(f"holds a '{model_config.get('model_type')}' model, not a kept or BERT masked LM",
                         where=model_dir / "config.json", fix="evaluate a run directory written by this version of kept")
     return model_config
 
@@ -128,7 +128,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     eval_config: EvalConfig = coerce_eval_config(config if config is not None else run_config)
     settings = _run_settings(run_config)
     model_dir = run_dir / "model"
-    _check_model_dir(model_dir)
+    model_type = _check_model_dir(model_dir).get("model_type")  # bert: a distilled student (`kept distill`)
     tokenizer_dir = run_dir / "tokenizer" if (run_dir / "tokenizer").is_dir() else model_dir
 
     from transformers import AutoTokenizer
@@ -139,8 +139,13 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     finetune_seed = eval_config.finetune_seed if eval_config.finetune_seed is not None else run_config.train.seed
     device = resolve_device(eval_config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
-    model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).to(device).eval()
-    fusion = settings["fusion"]
+    if model_type == "bert":
+        from transformers import BertForMaskedLM
+
+        model = quiet_from_pretrained(BertForMaskedLM, str(model_dir)).to(device).eval()
+    else:
+        model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).to(device).eval()
+    fusion = settings["fusion"] and model_type == "kept"  # a BERT has no entity input
     metrics: dict[str, Any] = {}
     examples: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
@@ -239,7 +244,9 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     else:
         metrics["relation"] = dict(disabled)
 
-    if eval_config.typing.enabled:
+    if eval_config.typing.enabled and model_type == "bert":
+        metrics["typing"] = {"skipped": "entity typing fine-tunes kept models; this run's model is a BERT"}
+    elif eval_config.typing.enabled:
         say("entity typing")
         from kept.evaluate import typing as entity_typing
 

@@ -1,0 +1,171 @@
+"""Teacher vs student after a distillation: quality and inference speed, measured the same way for both.
+
+* MLM: :func:`kept.evaluate.mlm.evaluate_mlm` on the same validation rows with the same seed, once with the run's
+  masking strategy and once with plain token masking (the teacher gets its entity inputs, the student none);
+* relation classification: :func:`kept.evaluate.relation.evaluate_relation` (a fine-tune from each model
+  directory on the same FewRel split and seeds) when FewRel data is configured, else the reason it was skipped;
+* speed: sequences per second of a forward pass over the same batches (validation rows padded to the run's
+  ``encode.max_length``), in this process, on the same device, after a warm-up batch.
+
+``distill_metrics.json`` holds ``{"teacher": {...}, "student": {...}, "speed": {...}}``; :func:`render_table`
+prints it as a small table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+METRICS_FILE = "distill_metrics.json"
+#: (row label, key in a model's record, format)
+TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("parameters (M)", "parameters_m", "{:.2f}"),
+    ("layers x width", "shape", "{}"),
+    ("MLM accuracy (run strategy)", "mlm_accuracy", "{:.4f}"),
+    ("MLM accuracy (token)", "mlm_token_accuracy", "{:.4f}"),
+    ("relation macro-F1", "relation_macro_f1", "{:.4f}"),
+    ("sequences/s", "sequences_per_s", "{:.1f}"),
+)
+
+
+@torch.no_grad()
+def sequences_per_second(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], device: torch.device,
+                         entities: bool) -> float:
+    """Forward passes over ``batches`` (after one warm-up pass): sequences per second, with the sdpa attention
+    (both BERT and KEPT layers read ``config._attn_implementation`` at every call; the eager one that attention
+    transfer needed would slow both)."""
+    model.to(device).eval()
+    with _attention(model, "sdpa"):
+        return _timed_passes(model, batches, device, entities)
+
+
+@contextlib.contextmanager
+def _attention(model: torch.nn.Module, implementation: str) -> Iterator[None]:
+    config = model.config
+    before = getattr(config, "_attn_implementation", None)
+    config._attn_implementation = implementation
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
+
+
+def _timed_passes(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], device: torch.device,
+                  entities: bool) -> float:
+
+    def run(batch: dict[str, torch.Tensor]) -> None:
+        kwargs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+        if entities:
+            kwargs["entity_ids"] = batch["entity_ids"].to(device)
+        model(**kwargs)
+
+    run(batches[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for batch in batches:
+        run(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return sum(int(b["input_ids"].shape[0]) for b in batches) / max(elapsed, 1e-9)
+
+
+def speed_batches(rows: Sequence[dict[str, Any]], batch_size: int, count: int, length: int,
+                  pad_id: int) -> list[dict[str, torch.Tensor]]:
+    """``count`` batches of ``batch_size`` validation rows (cycled), padded to ``length`` tokens."""
+    from kept.evaluate.common import pad
+
+    batches = []
+    for b in range(count):
+        chunk = [rows[(b * batch_size + i) % len(rows)] for i in range(batch_size)]
+        batches.append({"input_ids": pad([r["input_ids"] for r in chunk], pad_id, length),
+                        "attention_mask": pad([r["attention_mask"] for r in chunk], 0, length),
+                        "entity_ids": pad([r["entity_ids"] for r in chunk], -1, length)})
+    return batches
+
+
+def model_record(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, fusion: bool,
+                 strategy: str, mlm_probability: float, masking: dict[str, Any], seed: int, batch_size: int,
+                 relation: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+    """Quality figures of one model (the speed is measured separately, for both in turn)."""
+    from kept.evaluate import mlm
+
+    config = model.config
+    layers = int(config.num_hidden_layers) + int(getattr(config, "num_knowledge_layers", 0) or 0)
+    common = dict(seed=seed, batch_size=batch_size, use_entities=fusion)
+    own = mlm.evaluate_mlm(model, tokenizer, rows, strategy=strategy, mlm_probability=mlm_probability,
+                           masking=masking, **common)
+    token = mlm.evaluate_mlm(model, tokenizer, rows, strategy="token", mlm_probability=0.15, **common)
+    record: dict[str, Any] = {
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "shape": f"{layers} x {config.hidden_size}", "fusion": fusion,
+        "mlm_accuracy": own["accuracy"], "mlm_loss": own["loss"], "mlm_token_accuracy": token["accuracy"],
+        "mlm_token_loss": token["loss"], "mlm_num_predicted": own["num_predicted"]}
+    result = relation() if relation is not None else {"skipped": "disabled (distill.report_relation: false)"}
+    record["relation_macro_f1"] = result.get("macro_f1")
+    record["relation"] = {k: v for k, v in result.items() if k in ("macro_f1", "accuracy", "num_test", "skipped")}
+    return record
+
+
+def compare_models(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]],
+                   *, fusion: bool, strategy: str, mlm_probability: float, masking: dict[str, Any], seed: int,
+                   batch_size: int, max_length: int, speed_batch_count: int, device: torch.device,
+                   relation: Callable[[str], Callable[[], dict[str, Any]] | None]) -> dict[str, Any]:
+    """The record of ``distill_metrics.json``; ``relation(which)`` gives the fine-tune of "teacher"/"student"."""
+    records = {}
+    for name, model, entities in (("teacher", teacher, fusion), ("student", student, False)):
+        model.to(device).eval()
+        records[name] = model_record(model, tokenizer, rows, fusion=entities, strategy=strategy,
+                                     mlm_probability=mlm_probability, masking=masking, seed=seed,
+                                     batch_size=batch_size, relation=relation(name))
+    batches = speed_batches(rows, batch_size, speed_batch_count, max_length, tokenizer.pad_token_id or 0)
+    for name, model, entities in (("teacher", teacher, fusion), ("student", student, False)):
+        records[name]["sequences_per_s"] = sequences_per_second(model, batches, device, entities)
+    speedup = records["student"]["sequences_per_s"] / max(records["teacher"]["sequences_per_s"], 1e-9)
+    return {**records, "speed": {"device": str(device), "batch_size": batch_size, "sequence_length": max_length,
+                                 "batches": speed_batch_count, "speedup": speedup,
+                                 "threads": torch.get_num_threads()},
+            "mlm": {"strategy": strategy, "sequences": len(rows), "seed": seed}}
+
+
+def render_table(record: dict[str, Any]) -> Any:
+    """A rich table: one row per figure, teacher and student columns."""
+    from rich.table import Table
+
+    table = Table(title=f"teacher vs student ({record['speed']['device']}, batch {record['speed']['batch_size']} x "
+                        f"{record['speed']['sequence_length']} tokens)")
+    for column in ("", "teacher", "student"):
+        table.add_column(column, justify="right" if column else "left")
+    for label, key, form in TABLE_ROWS:
+        cells = []
+        for name in ("teacher", "student"):
+            value = record[name].get(key)
+            cells.append("-" if value is None else form.format(value))
+        if key == "relation_macro_f1" and record["student"].get(key) is None:
+            cells[1] = record["student"]["relation"].get("skipped", "-")[:40]
+        table.add_row(label, *cells)
+    table.add_row("speed-up", "", f"{record['speed']['speedup']:.2f}x")
+    return table
+
+
+def relation_runner(model_dir: Path, tokenizer_dir: Path, eval_config: Any, data: Any, seed: int,
+                    finetune_seed: int, device: torch.device, entity_index: Any) -> Callable[[], dict[str, Any]]:
+    """A deferred relation fine-tune of ``model_dir`` with the run's ``eval.relation`` settings."""
+    from kept.evaluate import relation
+
+    r = eval_config.relation
+
+    def run() -> dict[str, Any]:
+        return relation.evaluate_relation(model_dir, tokenizer_dir, data, **r.model_dump(exclude={"enabled", "data"}),
+                                          seed=seed, finetune_seed=finetune_seed, device=device,
+                                          entity_index=entity_index)
+
+    return run
+
+
+__all__ = ["METRICS_FILE", "compare_models", "render_table", "relation_runner", "sequences_per_second"]
