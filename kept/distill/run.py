@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kept.config import RunConfig, changed_keys, flatten, save_config
+from kept.config import RunConfig, changed_keys, flatten, save_config, training_view
 from kept.errors import Interrupted, KeptError
 from kept.rundir import (RunPaths, atomic_dir, atomic_write_json, check_run_format, is_main_process,
                          path_fingerprint, read_json, run_paths)
@@ -31,7 +31,7 @@ from kept.rundir import (RunPaths, atomic_dir, atomic_write_json, check_run_form
 SNAPSHOT_FILE = "kept_distill.json"
 RECORD_FILE = "kept_distill.json"
 #: distill fields that do not change what is learned (may differ when resuming).
-NON_TRAINING_FIELDS: frozenset[str] = frozenset({"report_relation", "speed_batches", "max_steps"})
+NON_TRAINING_FIELDS: frozenset[str] = frozenset({"distill.report_relation", "distill.speed_batches"})
 
 
 @dataclass
@@ -75,10 +75,12 @@ def link_teacher_data(teacher: RunPaths, out: RunPaths) -> None:
 
 
 def snapshot(config: RunConfig, teacher: RunPaths) -> dict[str, Any]:
-    """What the checkpoints were made with: the distill section (minus reporting), masking, teacher and data."""
-    settings = {k: v for k, v in flatten({"distill": config.distill.model_dump(mode="json"),
-                                          "masking": config.masking}).items()
-                if k.split(".", 1)[1] not in NON_TRAINING_FIELDS}
+    """What the checkpoints were made with: the distill section (minus reporting), masking, the train settings
+    the Trainer reads, and fingerprints of the teacher's weights, data and tokenizer."""
+    train = {k: v for k, v in training_view(config).items() if k.startswith("train.")}
+    settings = {**train, **{k: v for k, v in flatten({"distill": config.distill.model_dump(mode="json"),
+                                                       "masking": config.masking}).items()
+                            if k not in NON_TRAINING_FIELDS}}
     inputs = path_fingerprint([teacher.model / "model.safetensors", teacher.encoded_train, teacher.tokenizer])
     return {"config": settings, "inputs": {Path(k).name: v for k, v in inputs.items()}}
 

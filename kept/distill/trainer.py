@@ -45,10 +45,16 @@ class DistillationModel(nn.Module):
         self.temperature = float(temperature)
         self.attention_kind = attention_kind
         self.config = student.config  # the Trainer reads a few fields (e.g. use_cache) when present
+        #: names whose tensor another name already holds (the MLM decoder tied to the word embeddings): saved once,
+        #: tied again after a resume (the Trainer reads this attribute)
+        self._keys_to_ignore_on_save = shared_names(self.state_dict())
         if self.needs_attentions:  # eager BERT returns the attention after dropout: compare the distributions
             for module in student.modules():
                 if type(module).__name__ == "BertSelfAttention":
                     module.dropout.p = 0.0
+
+    def tie_weights(self) -> None:
+        self.student.tie_weights()
 
     @property
     def needs_hidden(self) -> bool:
@@ -89,6 +95,18 @@ class DistillationModel(nn.Module):
         if unused:  # DDP wants a gradient for every trainable parameter
             loss = loss + sum(p.sum() for p in unused) * 0.0
         return {"loss": loss, **{name: value.detach() for name, value in parts.items()}}
+
+
+def shared_names(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of a state dict whose tensor shares its memory with an earlier name (tied weights)."""
+    seen: set[tuple[int, int]] = set()
+    shared = []
+    for name, tensor in state.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:
+            shared.append(name)
+        seen.add(key)
+    return shared
 
 
 @torch.no_grad()
@@ -178,14 +196,8 @@ def distillation_trainer(teacher: nn.Module, fusion: bool, eval_collate: Callabl
                 return
             os.makedirs(output_dir, exist_ok=True)
             state = state_dict if state_dict is not None else self.accelerator.unwrap_model(self.model).state_dict()
-            seen: set[int] = set()
-            unique = {}
-            for name, tensor in state.items():
-                key = tensor.untyped_storage().data_ptr()
-                if key in seen:
-                    continue
-                seen.add(key)
-                unique[name] = tensor.detach().contiguous()
+            shared = set(shared_names(state))
+            unique = {name: tensor.detach().contiguous() for name, tensor in state.items() if name not in shared}
             safetensors.torch.save_file(unique, os.path.join(output_dir, "model.safetensors"),
                                         metadata={"format": "pt"})
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
