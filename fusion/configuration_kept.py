@@ -8,6 +8,7 @@ from huggingface_hub.dataclasses import strict
 from transformers.configuration_utils import PreTrainedConfig
 
 from fusion.errors import FusionError
+from fusion.kg_link import KG_INTERACTIONS, KG_LOSSES
 
 # Presets. "base" follows ERNIE-THU (BERT-base width, 6 T + 6 K layers, 100-d TransE entities,
 # 4 entity attention heads, BERT's intermediate size for the fused layer).
@@ -40,7 +41,10 @@ class KeptConfig(PreTrainedConfig):
     table (``entity_vocab_size`` x ``entity_dim``) is frozen and kept off the accelerator unless
     ``freeze_entity_table`` is False. Losses: ``mlm_weight * MLM + dea_weight * dEA (+ sop_weight * SOP
     when use_sop)``; dEA scores each labelled token against the batch's entities plus
-    ``dea_num_negatives`` uniformly sampled entities.
+    ``dea_num_negatives`` uniformly sampled entities. ``joint_kg_weight`` > 0 (with a trainable table and
+    ``relation_vocab_size`` relations) adds ``joint_kg_weight * KG`` link prediction on the batch's
+    ``kg_triples`` (fusion.kg_link: ``joint_kg_interaction`` TransE with ``joint_kg_norm`` or DistMult,
+    ``joint_kg_loss`` margin (``joint_kg_margin``) or softplus).
 
     ERNIE-THU options: where KEPT departs from the original code (thunlp/ERNIE), each choice is an option
     whose default keeps KEPT's behaviour; the ``ernie_thu`` preset selects the original's everywhere.
@@ -102,6 +106,13 @@ class KeptConfig(PreTrainedConfig):
     sop_weight: float | int = 1.0
     use_sop: bool = False
     dea_num_negatives: int = 100
+    # joint KG link prediction on a trainable entity table (KEPLER/DRAGON; fusion.kg_link): weight 0 = off
+    joint_kg_weight: float | int = 0.0
+    joint_kg_interaction: str = "TransE"
+    joint_kg_loss: str = "margin"
+    joint_kg_margin: float | int = 1.0
+    joint_kg_norm: int = 1
+    relation_vocab_size: int = 0
     # ERNIE-THU options (see the docstring; the ernie_thu preset sets the original's value of each)
     first_knowledge_layer: str = "norm"
     entity_bias_at: str = "aligned"
@@ -136,7 +147,11 @@ class KeptConfig(PreTrainedConfig):
             raise FusionError(f"max_entity_slots must be >= 1 or None, got {self.max_entity_slots}",
                               where="KeptConfig.max_entity_slots",
                               fix="Use None (slots sized per batch) or a positive slot count.")
-        for name, allowed in (("first_knowledge_layer", FIRST_KNOWLEDGE_LAYERS), ("entity_bias_at", ENTITY_BIAS_AT)):
+        if float(self.joint_kg_weight) < 0 or int(self.joint_kg_norm) < 1:
+            raise FusionError(f"joint_kg_weight must be >= 0 and joint_kg_norm >= 1, got {self.joint_kg_weight}, "
+                              f"{self.joint_kg_norm}", where="KeptConfig.joint_kg_weight", fix="Use 0 to turn it off.")
+        for name, allowed in (("first_knowledge_layer", FIRST_KNOWLEDGE_LAYERS), ("entity_bias_at", ENTITY_BIAS_AT),
+                              ("joint_kg_interaction", KG_INTERACTIONS), ("joint_kg_loss", KG_LOSSES)):
             if getattr(self, name) not in allowed:
                 raise FusionError(f"{name} is {getattr(self, name)!r}", where=f"KeptConfig.{name}",
                                   fix=f"Use one of: {', '.join(allowed)}.")

@@ -33,6 +33,7 @@ from transformers.utils import ModelOutput
 from fusion.configuration_kept import KeptConfig
 from fusion.entity_table import ENTITY_TABLE_FILE, DEFAULT_KEY, EntityTable, check_ids, open_table
 from fusion.errors import FusionError
+from fusion.kg_link import KeptKGLinkHead
 
 IGNORE_INDEX = -100
 
@@ -53,7 +54,8 @@ class KeptModelOutput(ModelOutput):
 
 @dataclass
 class KeptForPreTrainingOutput(ModelOutput):
-    """loss = mlm_weight*mlm_loss + dea_weight*dea_loss (+ sop_weight*sop_loss); logits [B, L, vocab];
+    """loss = mlm_weight*mlm_loss + dea_weight*dea_loss (+ sop_weight*sop_loss) (+ joint_kg_weight*kg_loss, the
+    link-prediction loss of the batch's kg_triples, fusion.kg_link); logits [B, L, vocab];
     entity_logits [N_labelled, C] scores of the dEA-labelled positions (row order = ``entity_labels >= 0``
     in row-major order) against ``entity_candidate_ids`` [C] (sorted KG ids, CPU; -1 first = the "no entity"
     candidate of config.dea_null_candidate, score 0); under torch.compile C is a padded pool (device tensor,
@@ -65,6 +67,7 @@ class KeptForPreTrainingOutput(ModelOutput):
     mlm_loss: torch.Tensor | None = None
     dea_loss: torch.Tensor | None = None
     sop_loss: torch.Tensor | None = None
+    kg_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     entity_logits: torch.Tensor | None = None
     entity_candidate_ids: torch.Tensor | None = None
@@ -687,6 +690,9 @@ class KeptForPreTraining(KeptPreTrainedModel):
         self.cls.predictions = BertLMPredictionHead(config)
         self.entity_head = KeptEntityPredictionHead(config)
         self.sop_classifier = nn.Linear(config.hidden_size, 2) if config.use_sop else None
+        self.kg_head = (KeptKGLinkHead(config.relation_vocab_size, config.entity_dim, config.joint_kg_interaction,
+                                       config.joint_kg_loss, config.joint_kg_margin, config.joint_kg_norm)
+                        if float(config.joint_kg_weight) > 0 else None)  # joint KG link prediction (fusion.kg_link)
         self.post_init()
         self.freeze_untrained_parts()
 
@@ -715,6 +721,8 @@ class KeptForPreTraining(KeptPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        kg_triples: torch.Tensor | None = None,
+        kg_negatives: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> KeptForPreTrainingOutput:
         out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
@@ -724,7 +732,7 @@ class KeptForPreTraining(KeptPreTrainedModel):
         logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels,
                                                full_logits=not self.training)
         cfg = self.config
-        dea_loss = sop_loss = None
+        dea_loss = sop_loss = kg_loss = None
         entity_logits = candidate_ids = sop_logits = None
         if entity_labels is not None:
             if entity_labels.shape != sequence.shape[:2]:
@@ -767,8 +775,15 @@ class KeptForPreTraining(KeptPreTrainedModel):
                 loss = loss + cfg.sop_weight * sop_loss
             elif sop_logits is not None:
                 loss = loss + sop_logits.sum() * 0.0
+            if self.kg_head is not None:  # kg_triples [T, 3], kg_negatives [T, K, 3]: the batch's training triples
+                if kg_triples is not None and kg_negatives is not None:
+                    kg_loss = self.kg_head(kg_triples, kg_negatives,
+                                           lambda ids: self.kept.entity_vectors(ids, torch.float32))
+                    loss = loss + cfg.joint_kg_weight * kg_loss
+                else:  # keep the relation embeddings in the graph for DDP
+                    loss = loss + self.kg_head.relation_embeddings.weight.sum() * 0.0
         return KeptForPreTrainingOutput(
-            loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, logits=logits,
+            loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, kg_loss=kg_loss, logits=logits,
             entity_logits=entity_logits, entity_candidate_ids=candidate_ids, sop_logits=sop_logits,
             hidden_states=out.hidden_states, attentions=out.attentions)
 

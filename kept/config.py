@@ -234,11 +234,27 @@ class ModelConfig(_Section):
     fusion: bool = Field(True, description="entity table + dEA; off: same model, no entity input, dEA weight 0")
     init_from: Optional[str] = Field(None, description="a model dir (kept or BERT) or run:NAME")
     freeze_entity_table: bool = True
+    joint_kg_weight: float = Field(0.0, ge=0, description="joint KG link-prediction loss on the trainable entity "
+                                                          "table (KEPLER/DRAGON; kept.joint_kg); 0: off")
+    joint_kg_interaction: Optional[Literal["TransE", "DistMult"]] = Field(
+        None, description="null: the run's kg.model (its relation embeddings start the KG head)")
+    joint_kg_loss: Literal["margin", "softplus"] = "margin"
+    joint_kg_margin: float = Field(1.0, gt=0)
+    joint_kg_negatives: int = Field(8, ge=1, description="corruptions (head or tail) per triple")
+    joint_kg_triples_per_batch: int = Field(32, ge=1, description="training triples touching the batch's entities")
 
     @field_validator("overrides", mode="before")
     @classmethod
     def _kept_config_fields(cls, value: Any) -> dict[str, Any]:
         return validate_model_overrides(value)
+
+    @field_validator("joint_kg_weight")
+    @classmethod
+    def _joint_kg_trains_the_table(cls, value: float, info: ValidationInfo) -> float:
+        if value > 0 and info.data.get("freeze_entity_table", True):
+            raise ValueError("the joint KG loss trains the entity table; set model.freeze_entity_table: false "
+                             "(or model.joint_kg_weight: 0)")
+        return value
 
 
 def kept_config_fields() -> dict[str, Any]:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from kept import joint_kg
 from kept.checkpoints import check_resume_state
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
 from kept.errors import Interrupted, KeptError
@@ -232,6 +233,8 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     paths = run_paths(run_dir)
     mcfg = config.model
     overrides = dict(mcfg.overrides)
+    if mcfg.fusion:  # the joint KG head's fields (kept.joint_kg)
+        overrides.update(joint_kg.model_overrides(config, run_dir))
     entity_rows = entity_dim = None
     if mcfg.fusion:
         require(paths.embeddings, "KG embeddings (kg/embeddings.safetensors)",
@@ -292,6 +295,7 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     if mcfg.fusion:
         model.load_entity_table(paths.embeddings, trainable=not mcfg.freeze_entity_table)
         log(f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})")
+        joint_kg.init_relations(model, config, run_dir, log)
     origins = ParameterOrigins.from_model(model, new_names, source, init_from, unused=unused, tied=tied)
     log(origins.summary())
     return model, origins
@@ -330,7 +334,7 @@ def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
 # ------------------------------------------------------------------ trainer
 
 #: Loss components of a KeptForPreTraining output, logged beside the total loss.
-LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss")
+LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss", "kg_loss")
 #: What the training logs and evaluations report beside the loss: the components and SOP accuracy.
 LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy",)
 
@@ -588,8 +592,9 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     staged = masking.strategy == "ernie" and masking.ernie_mixture is None
     by_batch = staged and config.train.dataloader_num_workers == 0
     total_batches = config.train.max_steps * config.train.gradient_accumulation_steps if by_batch else None
-    train_collate = BatchSeededCollator(collator, config.train.seed, salt=0, total_batches=total_batches)
-    eval_collate = BatchSeededCollator(eval_collator, config.train.seed, salt=1)
+    train_collate = BatchSeededCollator(joint_kg.wrap_collator(collator, config, run_dir), config.train.seed, salt=0,
+                                        total_batches=total_batches)
+    eval_collate = BatchSeededCollator(joint_kg.wrap_collator(eval_collator, config, run_dir), config.train.seed, salt=1)
 
     tcfg = config.train
     bf16 = resolve_bf16(tcfg.bf16)
