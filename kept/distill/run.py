@@ -25,8 +25,16 @@ from typing import Any, Callable
 
 from kept.config import RunConfig, changed_keys, flatten, save_config, training_view
 from kept.errors import Interrupted, KeptError
-from kept.rundir import (RunPaths, atomic_dir, atomic_write_json, check_run_format, is_main_process,
-                         path_fingerprint, read_json, run_paths)
+from kept.rundir import (
+    RunPaths,
+    atomic_dir,
+    atomic_write_json,
+    check_run_format,
+    is_main_process,
+    path_fingerprint,
+    read_json,
+    run_paths,
+)
 
 SNAPSHOT_FILE = "kept_distill.json"
 RECORD_FILE = "kept_distill.json"
@@ -111,8 +119,14 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     from kept.distill.student import build_student, load_teacher
     from kept.distill.trainer import DistillationModel, distillation_trainer
     from kept.encode import load_encoded
-    from kept.pretrain import (INDEX_KEY, BatchSeededCollator, complete_checkpoints, last_logged,
-                               remove_incomplete_checkpoints, resolve_bf16)
+    from kept.pretrain import (
+        INDEX_KEY,
+        BatchSeededCollator,
+        complete_checkpoints,
+        last_logged,
+        remove_incomplete_checkpoints,
+        resolve_bf16,
+    )
     from kept.tokenizer import load_run_tokenizer
     from masking import KnowledgeMaskingCollator
 

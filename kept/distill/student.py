@@ -87,7 +87,7 @@ def preset_config(name: str, teacher_config: Any, overrides: dict[str, Any]) -> 
         sizes = dict(num_hidden_layers=max(1, layers // 2), hidden_size=max(1, width // 2),
                      num_attention_heads=max(1, heads // 2), intermediate_size=max(1, base.intermediate_size // 2))
     else:
-        raise KeptError(f"unknown student {name!r}: not a preset and not a directory", where="distill.student",
+        raise KeptError(f"unknown student preset {name!r}", where="distill.student",
                         fix=f"use a preset ({', '.join(STUDENT_PRESETS)}) or a BERT model directory")
     unknown = sorted(set(overrides) - _bert_config_fields())
     if unknown:
@@ -112,15 +112,18 @@ def build_student(spec: str, teacher: Any, tokenizer: Any, *, overrides: dict[st
     import torch
     from transformers import BertForMaskedLM
 
-    extra = {"attn_implementation": "eager"} if attentions else {}
     directory = Path(spec).expanduser()
+    if not directory.is_dir() and spec not in STUDENT_PRESETS:
+        raise KeptError(f"unknown student {spec!r}: not a preset and not a directory", where="distill.student",
+                        fix=f"use a preset ({', '.join(STUDENT_PRESETS)}) or a BERT model directory")
     torch.manual_seed(seed)  # what starts from random is drawn from the seed
     if directory.is_dir():
-        student = _load_bert_dir(directory, tokenizer, overrides, extra)
-    elif spec in STUDENT_PRESETS:
+        student = _load_bert_dir(directory, tokenizer, overrides,
+                                 {"attn_implementation": "eager"} if attentions else {})
+    else:
         config = preset_config(spec, teacher.config, overrides)
-        for key, value in extra.items():
-            setattr(config, f"_{key}", value)
+        if attentions:  # attention weights come from the eager attention only
+            config._attn_implementation = "eager"
         model = BertForMaskedLM(config)
         student = Student(model, f"preset:{spec}", new=[n for n, _ in model.named_parameters()])
         teacher_layers = int(teacher.config.num_hidden_layers) + int(teacher.config.num_knowledge_layers)
@@ -130,9 +133,6 @@ def build_student(spec: str, teacher: Any, tokenizer: Any, *, overrides: dict[st
             mapped = layer_map(rule, config.num_hidden_layers, teacher_layers)
             _copy_teacher_text_layers(model, teacher, mapped)
             student.new, student.from_teacher = [], mapped
-    else:
-        preset_config(spec, teacher.config, overrides)  # raises: neither a preset nor a directory
-        raise AssertionError("unreachable")
     if student.model.config.max_position_embeddings < max_length:
         raise KeptError(f"the student takes {student.model.config.max_position_embeddings} positions, the run's "
                         f"sequences {max_length}", where="distill.student",
