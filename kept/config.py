@@ -336,6 +336,10 @@ class TrainConfig(_Section):
     warmup_ratio: Optional[float] = Field(
         None, ge=0, lt=1, description="share of max_steps with a linear warm-up, used when warmup_steps is 0; "
                                       "null: derived (0.06; 0.1 for a model of 60M+ parameters from scratch)")
+    warmup_tokens: Optional[int] = Field(
+        None, ge=1, description="warm-up given in tokens (RoBERTa-style long runs): optimizer steps = ceil(tokens / "
+                                "(batch_size x gradient_accumulation_steps x encode.max_length x processes)) "
+                                "(kept.scale); not together with warmup_steps or warmup_ratio")
     new_params_warmup_steps: Optional[int] = Field(
         None, ge=0, description="first optimizer steps that train only the parameters the init checkpoint "
                                 "did not provide (MLM head, fusion and dEA parts; see the run's "
@@ -359,6 +363,14 @@ class TrainConfig(_Section):
     bf16: Union[bool, Literal["auto"]] = Field("auto", description="auto: bf16 on a GPU that supports it")
     dataloader_num_workers: int = Field(0, ge=0)
     use_cpu: bool = False
+
+    @field_validator("warmup_tokens")
+    @classmethod
+    def _one_warmup(cls, value: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if value is not None and (info.data.get("warmup_steps") or info.data.get("warmup_ratio") is not None):
+            raise ValueError("give the warm-up once: warmup_tokens, warmup_steps or warmup_ratio (set the others "
+                             "to 0 / null)")
+        return value
 
 
 class DistillConfig(_Section):

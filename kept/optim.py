@@ -142,7 +142,7 @@ def derived_train_values(config: RunConfig, facts: ModelFacts) -> list[DerivedVa
         table = PRETRAINED_LEARNING_RATES if pretrained else SCRATCH_LEARNING_RATES
         derived.append(DerivedValue("learning_rate", _by_size(table, facts.parameters),
                                     f"{facts.describe()}"))
-    if train.warmup_ratio is None:
+    if train.warmup_ratio is None and train.warmup_tokens is None:  # warmup_tokens: kept.scale converts it
         large_scratch = not pretrained and facts.parameters >= LARGE_MODEL_PARAMETERS
         derived.append(DerivedValue("warmup_ratio", LARGE_SCRATCH_WARMUP_RATIO if large_scratch else WARMUP_RATIO,
                                     "a model of 60M+ parameters from scratch" if large_scratch else facts.describe()))

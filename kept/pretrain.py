@@ -38,6 +38,7 @@ import numpy as np
 
 from kept import joint_kg
 from kept.checkpoints import check_resume_state
+from kept.scale import resolve_warmup
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
 from kept.errors import Interrupted, KeptError
 from kept.optim import (
@@ -598,7 +599,8 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
 
     tcfg = config.train
     bf16 = resolve_bf16(tcfg.bf16)
-    warmup = tcfg.warmup_steps or int(round(tcfg.warmup_ratio * tcfg.max_steps))
+    warmup = resolve_warmup(config)  # warmup_tokens -> steps (kept.scale)
+    log(warmup.describe())
     columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "token_type_ids",
                "sentence_order_label"]  # the last two only with encode.sentence_pairs
     args = TrainingArguments(
@@ -609,7 +611,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
         learning_rate=tcfg.learning_rate,
         lr_scheduler_type=tcfg.lr_scheduler,
-        warmup_steps=warmup,
+        warmup_steps=warmup.steps,
         weight_decay=tcfg.weight_decay,
         max_grad_norm=tcfg.max_grad_norm,
         seed=tcfg.seed,
