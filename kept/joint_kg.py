@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from kept.errors import KeptError
+
+if TYPE_CHECKING:  # torch loads with the functions that use it
+    import torch
 
 #: KG models whose interaction the joint loss has (fusion.kg_link.KG_INTERACTIONS), by lower-case name.
 SUPPORTED: dict[str, str] = {"transe": "TransE", "distmult": "DistMult"}
@@ -69,6 +70,8 @@ class TripleSampler:
 
     def sample(self, entity_ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """entity_ids (any shape, -1 = none) -> kg_triples [T, 3], kg_negatives [T, K, 3], T <= per_batch."""
+        import torch
+
         present = torch.unique(entity_ids[entity_ids >= 0].long())  # [n]
         touches = torch.isin(self.triples[:, 0], present) | torch.isin(self.triples[:, 2], present)  # [M]
         rows = torch.nonzero(touches).flatten()
@@ -101,6 +104,8 @@ class JointKGCollator:
         return getattr(self.collator, name)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
         batch = self.collator(features)
         ids = [torch.as_tensor(f["entity_ids"], dtype=torch.long).reshape(-1) for f in features if "entity_ids" in f]
         linked = torch.cat(ids) if ids else torch.empty(0, dtype=torch.long)
