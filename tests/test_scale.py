@@ -155,3 +155,19 @@ def test_accumulation_equals_a_doubled_batch(tmp_path: Path) -> None:
     assert moved > 1e-3  # training changed the parameters
     for name, value in doubled.items():
         assert torch.allclose(value, accumulated[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_readme_long_run_and_joint_kg_settings_are_valid() -> None:
+    """The README's long-run and joint-KG YAML blocks load, and the warm-up they state is what kept computes."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    blocks = {name: re.search(r"```yaml\n(.*?)```", readme.split(f"**{name}", 1)[1], flags=re.S).group(1)
+              for name in ("Long runs (RoBERTa-style).", "Joint KG learning (KEPLER/DRAGON).")}
+    long_run = validate_config(yaml.safe_load(blocks["Long runs (RoBERTa-style)."]))
+    assert long_run.encode.packing and long_run.train.gradient_accumulation_steps == 8
+    assert resolve_warmup(long_run, processes=8).steps == 5723
+    joint = validate_config(yaml.safe_load(blocks["Joint KG learning (KEPLER/DRAGON)."]))
+    assert joint.model.joint_kg_weight == 1.0 and not joint.model.freeze_entity_table
