@@ -26,6 +26,20 @@ The compare YAML is a run configuration plus a ``compare`` section::
       sop: [false, true]                    # optional: SOP loss off/on (variants `token`, `token+sop`, ...)
       baseline: token                       # default: the first variant
       bootstrap: {resamples: 1000, seed: 0}
+
+or, instead of the product of strategies × fusion × sop, a list of named variants, each a set of dotted
+overrides of the base configuration (anything a run configuration holds)::
+
+    compare:
+      variants:
+        - {name: token, set: {masking.strategy: token, model.fusion: false}}
+        - {name: entity+joint-kg, set: {masking.strategy: entity, model.freeze_entity_table: false,
+                                       model.joint_kg_weight: 0.1}}
+      seeds: [0, 1]
+
+`--set compare.seeds=[0,1,2]` overrides the compare section like any other field. A second `kept compare`
+on the same compare directory merges its variants into the summary already there (a variant run again
+replaces its old runs) as long as the shared data are the same.
 """
 
 from __future__ import annotations
@@ -70,10 +84,29 @@ class BootstrapSection(BaseModel):
     seed: int = Field(0, description="seed of the resampling (the same intervals on every call)")
 
 
+class VariantSpec(BaseModel):
+    """One named variant of ``compare.variants``: dotted overrides of the base configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]*$", max_length=100,
+                      description="the variant's column in the table (run directories: NAME-seedS, + as _)")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, e.g. masking.strategy: "
+                                                                  "entity")
+
+
+#: Fields of the product form, refused together with an explicit ``variants`` list.
+PRODUCT_FIELDS: tuple[str, ...] = ("strategies", "fusion", "sop")
+
+
 class CompareSection(BaseModel):
     """The ``compare`` section of a compare YAML."""
 
     model_config = ConfigDict(extra="forbid")
+
+    variants: Optional[list[VariantSpec]] = Field(
+        None, min_length=1, description="named variants, each a set of dotted overrides; instead of the product "
+                                        "of strategies × fusion × sop")
 
     strategies: list[str] = Field(default_factory=lambda: ["token", "entity"], min_length=1)
     fusion: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
@@ -121,6 +154,19 @@ def variant_name(strategy: str, fusion: bool, sop: bool = False) -> str:
     return f"{strategy}{'+fusion' if fusion else ''}{'+sop' if sop else ''}"
 
 
+def product_variants(section: CompareSection) -> list[VariantSpec]:
+    """The variants a section names: its ``variants`` list, else strategies × fusion × sop as overrides."""
+    if section.variants is not None:
+        return list(section.variants)
+    specs = []
+    for strategy, fusion, sop in itertools.product(section.strategies, section.fusion, section.sop or [None]):
+        overrides: dict[str, Any] = {"masking.strategy": strategy, "model.fusion": fusion}
+        if sop is not None:
+            overrides["model.overrides.use_sop"] = sop
+        specs.append(VariantSpec(name=variant_name(strategy, fusion, bool(sop)), set=overrides))
+    return specs
+
+
 @dataclass
 class CompareResult:
     """Per-variant statistics of every flat metric (``table[variant][metric] -> Stat``) and each
@@ -135,6 +181,7 @@ class CompareResult:
     baseline: str | None = None
     bootstrap: dict[str, int] = field(default_factory=lambda: BootstrapSection().model_dump())
     differences: dict[str, dict[str, Difference]] = field(default_factory=dict)
+    shared_data: dict[str, str] = field(default_factory=dict)  # stage -> stamp fingerprint of the prepared data
 
     def shown_metrics(self) -> list[str]:
         """Headline metrics that some variant has, in headline order (all metrics if none)."""
@@ -220,6 +267,7 @@ class CompareResult:
             "table": {v: {m: row(v, m, s) for m, s in self.table[v].items()} for v in self.variants},
             "per_run": self.per_run,
             "lower_is_better": sorted(m for m in self.metrics if m in LOWER_IS_BETTER),
+            "shared_data": dict(self.shared_data),
         }
 
     @classmethod
@@ -235,7 +283,7 @@ class CompareResult:
         return cls(list(data["variants"]), list(data["metrics"]), table, dict(data["runs"]),
                    dict(data.get("per_run", {})), list(data.get("headline", HEADLINE_METRICS)),
                    data.get("baseline"), dict(data.get("bootstrap") or BootstrapSection().model_dump()),
-                   {v: rows for v, rows in differences.items() if rows})
+                   {v: rows for v, rows in differences.items() if rows}, dict(data.get("shared_data") or {}))
 
     def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
         """Metrics as rows, variants as columns (runs per variant in the header), best in bold."""
@@ -425,8 +473,20 @@ class ComparePlan:
         return self.out / "runs" / f"{safe}-seed{seed}"
 
 
+def _section_error(error: Any, path: Path, text: str | None) -> KeptError:
+    from kept import config as config_module
+
+    first = error.errors()[0]
+    loc = ("compare", *first["loc"])
+    return KeptError(f"invalid value for '{'.'.join(map(str, loc))}': {first['msg']}", where=path,
+                     line=config_module._yaml_line(text, loc), fix="see `kept compare --help`")
+
+
 def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> ComparePlan:
-    """Read a compare YAML: a run configuration plus a ``compare`` section (KeptError naming file:line)."""
+    """Read a compare YAML: a run configuration plus a ``compare`` section (KeptError naming file:line).
+
+    ``overrides`` (``--set KEY=VALUE``) apply to the base configuration, and to the compare section
+    for keys under ``compare.``."""
     from pydantic import ValidationError
 
     from kept import config as config_module
@@ -436,6 +496,10 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
     if not isinstance(data, dict):
         raise KeptError("a compare configuration must be a YAML mapping", where=path,
                         fix="write a run configuration plus a `compare:` section")
+    compare_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("compare.")]
+    base_overrides = [o for o in overrides if o not in compare_overrides]
+    if compare_overrides:
+        data = config_module.apply_overrides(data, compare_overrides)
     raw = data.pop("compare", None)
     if raw is None:
         raise KeptError("no `compare:` section", where=path,
@@ -443,12 +507,15 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
     try:
         section = CompareSection.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        loc = ("compare", *first["loc"])
-        raise KeptError(f"invalid value for '{'.'.join(map(str, loc))}': {first['msg']}", where=path,
-                        line=config_module._yaml_line(text, loc), fix="see `kept compare --help`") from None
+        raise _section_error(error, path, text) from None
+    given_product = [f for f in PRODUCT_FIELDS if f in section.model_fields_set]
+    if section.variants is not None and given_product:
+        raise KeptError(f"compare.variants and compare.{given_product[0]} are both given", where=path,
+                        line=config_module._yaml_line(text, ("compare", given_product[0])),
+                        fix="list the variants (each with its overrides) or the product fields, not both")
+    variants = product_variants(section)
     data = config_module._absolutize(data, path.resolve().parent)
-    data = config_module.apply_overrides(data, list(overrides))
+    data = config_module.apply_overrides(data, base_overrides)
     if section.sop is not None and any(section.sop):  # the prepared data is shared: pairs for every variant
         data = config_module.apply_overrides(data, {"encode.sentence_pairs": True})
     base = config_module.validate_config(data, source=path, text=text)
@@ -456,24 +523,22 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
     if not out.is_absolute() and section.out is not None:
         out = path.resolve().parent / out
     runs: dict[str, list[tuple[int, Any]]] = {}
-    for strategy, fusion, sop in itertools.product(section.strategies, section.fusion, section.sop or [None]):
-        variant = variant_name(strategy, fusion, bool(sop))
-        if variant in runs:
-            raise KeptError(f"variant '{variant}' is listed twice", where=path,
-                            line=config_module._yaml_line(text, ("compare",)), fix="list each strategy once")
-        runs[variant] = []
+    for index, spec in enumerate(variants):
+        if spec.name in runs or spec.name == REFERENCE:
+            raise KeptError(f"variant '{spec.name}' is listed twice" if spec.name in runs
+                            else f"variant name '{REFERENCE}' is reserved", where=path,
+                            line=config_module._yaml_line(text, ("compare", "variants", index)
+                                                          if section.variants is not None else ("compare",)),
+                            fix="give each variant its own name (compare.reference adds `reference`)")
+        runs[spec.name] = []
         for seed in section.seeds:
-            values = base.to_dict()
-            values["name"] = f"{variant.replace('+', '_')}-seed{seed}"
-            values["masking"] = {**values.get("masking", {}), "strategy": strategy}
-            if "seed" in values["masking"]:
+            values = config_module.apply_overrides(base.to_dict(), dict(spec.set))
+            values["name"] = f"{spec.name.replace('+', '_')}-seed{seed}"
+            if "seed" in values.get("masking", {}):
                 values["masking"]["seed"] = seed
-            values["model"] = {**values["model"], "fusion": fusion}
-            if sop is not None:
-                values["model"]["overrides"] = {**values["model"]["overrides"], "use_sop": sop}
             values["train"] = {**values["train"], "seed": seed}
-            runs[variant].append((seed, config_module.validate_config(values, source=path, text=text)))
-    if section.reference:  # last, so the default baseline stays the first strategy
+            runs[spec.name].append((seed, config_module.validate_config(values, source=path, text=text)))
+    if section.reference:  # last, so the default baseline stays the first variant
         if not base.model.init_from:
             raise KeptError("compare.reference needs a starting checkpoint", where=path,
                             line=config_module._yaml_line(text, ("compare", "reference")),
@@ -514,9 +579,46 @@ def _link_shared(prepared: Path, run_dir: Path) -> None:
             atomic_write_bytes(run_dir / "stamps" / f"{stage}.json", stamp.read_bytes())
 
 
+def shared_data_fingerprint(prepared: Path) -> dict[str, str]:
+    """What the prepared data were made from: each shared stage's stamp fingerprint."""
+    from kept.rundir import read_stamp
+
+    stamps = {stage: read_stamp(prepared, stage) for stage in SHARED_STAGES}
+    return {stage: str(stamp.get("fingerprint")) for stage, stamp in stamps.items() if stamp}
+
+
+def earlier_runs(plan: ComparePlan, shared: Mapping[str, str], log: Any
+                 ) -> tuple[dict[str, list[Path]], CompareResult | None]:
+    """Runs of variants an earlier `kept compare` on this directory evaluated and this one does not
+    re-run, with that summary; nothing when there is no summary or it was made on other shared data
+    (its runs no longer match the prepared data)."""
+    from kept.analysis import load_compare
+
+    summary_path = plan.out / "compare" / "summary.json"
+    if not summary_path.is_file():
+        return {}, None
+    earlier = CompareResult.from_dict(load_compare(plan.out))
+    if earlier.shared_data != dict(shared):
+        log(f"compare: {summary_path} was made on other shared data; its variants are not merged")
+        return {}, None
+    runs: dict[str, list[Path]] = {}
+    for variant in earlier.variants:
+        paths = [plan.out / r if not Path(r).is_absolute() else Path(r) for r in earlier.runs.get(variant, [])]
+        if variant in plan.runs or not paths:
+            continue
+        if not all((path / "eval" / "metrics.json").is_file() for path in paths):
+            log(f"compare: the earlier runs of '{variant}' are incomplete; not merged")
+            continue
+        runs[variant] = paths
+    if runs:
+        log(f"compare: merging the earlier variants {', '.join(runs)} from {summary_path}")
+    return runs, earlier
+
+
 def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool = False,
                 force: Sequence[str] = ()) -> CompareResult:
-    """Prepare the data once, train + evaluate every variant × seed, aggregate and save the summary."""
+    """Prepare the data once, train + evaluate every variant × seed, aggregate and save the summary
+    (merged with the variants of an earlier summary in the same directory, see :func:`earlier_runs`)."""
     from kept.runner import run_pipeline
 
     check_baseline(plan.section.baseline, list(plan.runs))  # before hours of training, not after
@@ -525,7 +627,8 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
     prepare_config = plan.base.model_copy(update={"name": "prepared"})
     run_pipeline(prepare_config, plan.prepared_dir, stages=list(SHARED_STAGES),
                  force=[s for s in force if s in SHARED_STAGES], log=log, progress=progress)
-    by_variant: dict[str, list[Path]] = {}
+    shared = shared_data_fingerprint(plan.prepared_dir)
+    by_variant, earlier = earlier_runs(plan, shared, log)
     total = sum(len(v) for v in plan.runs.values())
     done = 0
     for variant, seeded in plan.runs.items():
@@ -537,8 +640,15 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
             run_pipeline(config, run_dir, stages=list(VARIANT_STAGES),
                          force=[s for s in force if s in VARIANT_STAGES], log=log, progress=progress)
             by_variant.setdefault(variant, []).append(run_dir)
-    result = compare_runs(by_variant, headline=plan.section.metrics, baseline=plan.section.baseline,
+    baseline = plan.section.baseline
+    if earlier is not None:  # a merged summary keeps its column order and the baseline it was read with
+        order = [v for v in earlier.variants if v in by_variant] + [v for v in by_variant if v not in earlier.variants]
+        by_variant = {v: by_variant[v] for v in order}
+        if baseline is None and earlier.baseline in by_variant:
+            baseline = earlier.baseline
+    result = compare_runs(by_variant, headline=plan.section.metrics, baseline=baseline,
                           bootstrap=plan.section.bootstrap)
+    result.shared_data = shared
     # paths relative to the compare directory, so it can be moved
     result.runs = {v: [str(Path(r).relative_to(plan.out)) if Path(r).is_relative_to(plan.out) else r
                        for r in runs] for v, runs in result.runs.items()}

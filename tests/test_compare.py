@@ -202,6 +202,78 @@ def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
     assert section.baseline == "token" and (section.bootstrap.resamples, section.bootstrap.seed) == (200, 3)
 
 
+def test_compare_variants_list_applies_each_variants_overrides(tmp_path) -> None:
+    path = tmp_path / "compare.yaml"
+    path.write_text("name: cmp\nruns_dir: out\ntrain: {max_steps: 7}\ncompare:\n  variants:\n"
+                    "    - {name: token, set: {masking.strategy: token, model.fusion: false}}\n"
+                    "    - {name: entity+lr, set: {masking.strategy: entity, train.learning_rate: 0.002}}\n"
+                    "  seeds: [0, 1]\n")
+    plan = load_compare_config(path, ["compare.seeds=[4]", "train.max_steps=9"])
+    assert list(plan.runs) == ["token", "entity+lr"] and plan.section.seeds == [4]
+    seed, config = plan.runs["entity+lr"][0]
+    assert seed == 4 and config.train.seed == 4 and config.masking["strategy"] == "entity"
+    assert config.train.learning_rate == 0.002 and config.train.max_steps == 9 and config.model.fusion is True
+    token = plan.runs["token"][0][1]
+    assert token.model.fusion is False and token.train.learning_rate != 0.002 and token.name == "token-seed4"
+    assert plan.run_dir("entity+lr", 4) == plan.out / "runs" / "entity_lr-seed4"
+    # the product fields and a variants list are one or the other
+    path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  variants: [{name: a}]\n")
+    with pytest.raises(KeptError, match=r"compare\.yaml:3: compare.variants and compare.strategies are both given"):
+        load_compare_config(path)
+    path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a}\n    - {name: a}\n")
+    with pytest.raises(KeptError, match=r"compare\.yaml:5: variant 'a' is listed twice"):
+        load_compare_config(path)
+    path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a, set: {train.max_steps: -1}}\n")
+    with pytest.raises(KeptError, match=r"train\.max_steps"):
+        load_compare_config(path)
+    # --set compare.* reaches the compare section (and is validated there)
+    path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  fusion: [false]\n")
+    assert list(load_compare_config(path, ["compare.strategies=[token,phrase]"]).runs) == ["token", "phrase"]
+    with pytest.raises(KeptError, match=r"compare\.seeds"):
+        load_compare_config(path, ["compare.seeds=[]"])
+
+
+def test_a_second_compare_merges_the_earlier_summary(tmp_path) -> None:
+    from kept.compare import earlier_runs
+
+    path = tmp_path / "compare.yaml"
+    path.write_text("name: cmp\nruns_dir: out\ncompare:\n  strategies: [token]\n  fusion: [false]\n  seeds: [0]\n")
+    plan = load_compare_config(path)
+    shared = {"data": "abc", "encode": "def"}
+    earlier = compare_runs({"entity": [fake_run(plan.out / "runs", "entity-seed0", 0.3, 4.8)],
+                            "token": [fake_run(plan.out / "runs", "token-seed0", 0.1, 5.0)]}, baseline="entity")
+    earlier.shared_data = dict(shared)
+    earlier.runs = {v: [str(Path(r).relative_to(plan.out)) for r in rs] for v, rs in earlier.runs.items()}
+    earlier.save(plan.out / "compare", figures=False)
+    messages: list[str] = []
+    runs, summary = earlier_runs(plan, shared, messages.append)
+    # token is re-run by this plan: only entity is carried over, with the earlier baseline and order
+    assert list(runs) == ["entity"] and runs["entity"] == [plan.out / "runs" / "entity-seed0"]
+    assert summary is not None and summary.baseline == "entity" and summary.variants == ["entity", "token"]
+    assert "merging the earlier variants entity" in messages[-1]
+    # other shared data: the earlier runs no longer match, nothing is merged
+    runs, summary = earlier_runs(plan, {"data": "changed", "encode": "def"}, messages.append)
+    assert runs == {} and summary is None and "other shared data" in messages[-1]
+    # an earlier run without its metrics is not merged
+    (plan.out / "runs" / "entity-seed0" / "eval" / "metrics.json").unlink()
+    runs, _ = earlier_runs(plan, shared, messages.append)
+    assert runs == {} and "incomplete" in messages[-1]
+
+
+def test_tables_are_not_cut_to_80_columns_when_stdout_is_not_a_terminal(capsys) -> None:
+    from rich.table import Table
+
+    from kept.commands.common import stdout_console
+
+    table = Table()
+    for index in range(8):
+        table.add_column(f"a_rather_long_variant_name_{index}")
+    table.add_row(*[f"0.{index}00 ± 0.010" for index in range(8)])
+    stdout_console().print(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert any("a_rather_long_variant_name_7" in line for line in lines) and max(map(len, lines)) > 200
+
+
 def test_compare_reference_variant_is_the_untrained_starting_checkpoint(tmp_path) -> None:
     checkpoint = tmp_path / "bert"
     checkpoint.mkdir()
@@ -281,3 +353,11 @@ def test_kept_compare_end_to_end_shares_prepared_data(tmp_path) -> None:
     again = CliRunner().invoke(app, ["compare", str(tmp_path / "compare.yaml")])
     assert again.exit_code == 0, again.output
     assert (out / "runs" / "entity-seed0" / "model" / "model.safetensors").stat().st_mtime_ns == before
+    # a third with another variant, chosen on the command line, merges it into the summary
+    third = CliRunner().invoke(app, ["compare", str(tmp_path / "compare.yaml"), "--set", "compare.strategies=[token]",
+                                     "--set", "compare.fusion=[false]", "--set", "compare.baseline=null"])
+    assert third.exit_code == 0, third.output
+    merged = load_compare(out)
+    assert merged["variants"] == ["entity", "entity+fusion", "token"] and merged["baseline"] == "entity"
+    assert merged["runs"]["token"] == ["runs/token-seed0", "runs/token-seed1"]
+    assert "merging the earlier variants entity, entity+fusion" in third.output

@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 import typer
 
+from kept.commands.common import stdout_console
+
 
 def annotate_command(
     run_dir: Path = typer.Argument(..., help="Run directory with corpus/documents.jsonl (and kg/ for the gazetteer)."),
@@ -137,7 +139,7 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
     gold = stats.get("gold")
     if gold:
         table.add_row("gold recall (overlap)", ", ".join(f"{k}={v}" for k, v in gold["recall_overlap"].items()))
-    Console().print(table)
+    stdout_console().print(table)
     shard = stats.get("shard", {})
     if num_shards > 1 and not shard.get("merged"):
         console.print(f"shard {shard_index + 1}/{num_shards} written to {run_dir / 'corpus' / 'annotated.shards'}; "

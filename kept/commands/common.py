@@ -9,6 +9,14 @@ from rich.console import Console
 
 console = Console(stderr=True)
 
+
+def stdout_console() -> Console:
+    """A console for results on stdout: the terminal's width, or unlimited when stdout is a pipe or a
+    file (rich would cut tables to 80 columns there)."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
+
 SET_OPTION = typer.Option(None, "--set", help="Override any configuration field: --set train.max_steps=50 (repeatable).")
 
 

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from kept.commands.common import stdout_console
+
 
 def compare_command(
     config: Path = typer.Argument(..., help="YAML: a run configuration plus a `compare:` section."),
@@ -31,8 +33,8 @@ def compare_command(
         plan.out = out
     split = [s.strip() for s in force.split(",") if s.strip()] if force else []
     result = run_compare(plan, log=lambda m: console.print(m, highlight=False), force=split)
-    Console().print(result.rich_table())
-    Console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
+    stdout_console().print(result.rich_table())
+    stdout_console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
     console.print(f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/")
 
 

@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import typer
 
+from kept.commands.common import stdout_console
+
 data_app = typer.Typer(help="Build corpora and knowledge graphs from bundled sources.", no_args_is_help=True)
 
 DOCUMENTS_FILE = Path("corpus") / "documents.jsonl"
@@ -79,7 +81,7 @@ def _print_numbers(title: str, numbers: dict[str, Any]) -> None:
         if isinstance(value, (dict, list)):
             continue
         table.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @data_app.command("wikipedia-sample")

@@ -12,6 +12,8 @@ from typing import Any, Mapping, Optional
 
 import typer
 
+from kept.commands.common import stdout_console
+
 kg_app = typer.Typer(help="Knowledge-graph statistics and embeddings.", no_args_is_help=True)
 
 EMBEDDINGS_FILE = Path("kg") / "embeddings.safetensors"
@@ -117,7 +119,7 @@ def stats_command(
     if as_json:
         typer.echo(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
         return
-    console = Console()
+    console = stdout_console()
     console.print(_table(f"Knowledge graph {path}", [
         ("entities", f"{stats.num_entities:,}"), ("relations", f"{stats.num_relations:,}"),
         ("triples", f"{stats.num_triples:,}"), ("isolated entities", f"{stats.num_isolated_entities:,}"),
@@ -176,7 +178,7 @@ def embed_command(
              ("written", metrics["embeddings"])]
     if metrics.get("split_note"):
         rows.append(("note", metrics["split_note"]))
-    Console().print(_table(f"{metrics['model']} on {run_dir}", rows))
+    stdout_console().print(_table(f"{metrics['model']} on {run_dir}", rows))
 
 
 @kg_app.command("neighbours")
