@@ -473,6 +473,10 @@ def _yaml_line(text: str | None, loc: tuple) -> int | None:
         return None
     line = None
     for key in loc:
+        if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
+            node = node.value[key]  # a list item: its own line
+            line = node.start_mark.line + 1
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         for key_node, value_node in node.value:
