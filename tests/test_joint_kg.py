@@ -133,6 +133,21 @@ def test_model_ranking_reproduces_the_kg_embed_figures(split_kg: Path, tmp_path:
     assert ranked["num_testing"] == metrics["num_testing"]
     assert ranked["mrr"] == pytest.approx(metrics["mrr"], abs=1e-6)
     assert ranked["hits_at_1"] == pytest.approx(metrics["hits_at_1"], abs=1e-6)
+    # a saved model whose trained table is still the KG's: evaluate's link prediction ranks the model's table
+    from safetensors.torch import save_file
+
+    from kept.evaluate.linkpred import TABLE_KEY, evaluate_linkpred
+
+    (run_dir / "model").mkdir()
+    (run_dir / "model" / "config.json").write_text(json.dumps({"model_type": "kept"}))
+    save_file({TABLE_KEY: loaded.entity_embeddings.float().contiguous()}, str(run_dir / "model" / "model.safetensors"))
+    figures = evaluate_linkpred(run_dir)
+    assert figures["source"] == "model: trained entity table, KG embedding's relations"
+    assert figures["mrr"] == pytest.approx(metrics["mrr"], abs=1e-6)
+    assert figures["kg_embedding_mrr"] == pytest.approx(metrics["mrr"])
+    random_table = torch.randn(loaded.num_entities, 8, generator=torch.Generator().manual_seed(0))
+    save_file({TABLE_KEY: random_table}, str(run_dir / "model" / "model.safetensors"))
+    assert abs(evaluate_linkpred(run_dir)["mrr"] - metrics["mrr"]) > 0.01  # another table: its own figure
 
 
 def test_joint_loss_needs_a_trainable_table(tmp_path: Path) -> None:

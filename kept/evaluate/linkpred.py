@@ -117,8 +117,10 @@ def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] 
         if interaction is None:
             return {"skipped": f"the model trained its entity table, and the KG embedding's model "
                                f"{kg_file.metadata.get('model')!r} has no interaction here (TransE, DistMult)"}
-        metrics = kg_file.metrics
-        norm = int(((metrics.get("config") or {}).get("model_kwargs") or {}).get("scoring_fct_norm", 1))
+        import json
+
+        embedding_config = json.loads(kg_file.metadata.get("config") or "{}")  # kg.EmbeddingConfig as trained
+        norm = int((embedding_config.get("model_kwargs") or {}).get("scoring_fct_norm", 1))
         relations, source = kg_file.relation_embeddings.float(), "model: trained entity table, KG embedding's relations"
     graph = load_kg(run_dir)
     result = rank_test_triples(graph, run_dir / "kg", tensors[TABLE_KEY], relations, interaction, norm, batch_size)
