@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo test test-slow test-all lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m "slow" || [ $$? -eq 5 ]
 
 test-all: test test-slow
+
+# ruff (lint + format) over the code, mypy over the four packages (settings in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kg masking fusion kept tests benchmarks
+	$(VENV)/bin/ruff format --check kg masking fusion kept tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
