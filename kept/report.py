@@ -25,13 +25,14 @@ __all__ = ["annotation_figure", "learning_curve_figure", "metric_bars_figure", "
            "report_run_dir", "run_metrics_figure", "save_figure"]
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``pyplot.subplots`` on a bare ``Figure``: no pyplot state and no backend chosen, so a notebook's
+    inline backend stays as it is and nothing needs closing."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    figsize = kwargs.pop("figsize", None)
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(*args, **kwargs)
 
 
 def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
@@ -40,7 +41,6 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    _pyplot().close(figure)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -48,13 +48,14 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
 
 def metric_bars_figure(result: "CompareResult", metrics: Sequence[str], title: str = "") -> Any:
     """One panel per metric, one bar per variant, error bars = sample std over seeds (n under each bar)."""
-    plt = _pyplot()
     variants = result.variants
     columns = min(4, max(1, len(metrics)))
     rows = math.ceil(len(metrics) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows),
+    figure, axes = _subplots(rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows),
                                 squeeze=False)
-    colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(variants))]
+    from matplotlib import colormaps
+
+    colors = [colormaps["tab10"](i % 10) for i in range(len(variants))]
     for index, metric in enumerate(metrics):
         axis = axes[index // columns][index % columns]
         stats = [result.table[v].get(metric) for v in variants]
@@ -83,9 +84,8 @@ def _lower_is_better() -> frozenset[str]:
 
 def run_metrics_figure(flat: Mapping[str, float], metrics: Sequence[str], title: str = "") -> Any:
     """Horizontal bars of one run's headline figures (accuracies, hits, MRR: all in [0, 1])."""
-    plt = _pyplot()
     shown = [m for m in metrics if m in flat and not math.isnan(flat[m])]
-    figure, axis = plt.subplots(figsize=(6, 0.4 * max(2, len(shown)) + 1))
+    figure, axis = _subplots(figsize=(6, 0.4 * max(2, len(shown)) + 1))
     axis.barh(range(len(shown)), [flat[m] for m in shown], color="#4C72B0")
     axis.set_yticks(range(len(shown)))
     axis.set_yticklabels(shown)
@@ -102,8 +102,7 @@ def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], 
 
     ``histories``: {label: log_history}; several runs share the axes (compare reports).
     """
-    plt = _pyplot()
-    figure, (loss_axis, lr_axis) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    figure, (loss_axis, lr_axis) = _subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     for label, history in histories.items():
         keys = sorted({k for entry in history for k, v in entry.items()
                        if k.endswith("loss") and isinstance(v, (int, float)) and k != "train_loss"})
@@ -163,10 +162,9 @@ def annotation_figure(stats: Mapping[str, Any]) -> Any | None:
         {k: v for k, v in found.items() if v and k.split(".")[0] not in ("shard", "config")}
     if not tables:
         return None
-    plt = _pyplot()
     columns = min(3, len(tables))
     rows = math.ceil(len(tables) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    figure, axes = _subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     for index in range(len(tables), rows * columns):
         axes[index // columns][index % columns].axis("off")
     for index, (name, counts) in enumerate(tables.items()):

@@ -237,8 +237,10 @@ def test_a_second_compare_merges_the_earlier_summary(tmp_path) -> None:
     from kept.compare import earlier_runs
 
     path = tmp_path / "compare.yaml"
-    path.write_text("name: cmp\nruns_dir: out\ncompare:\n  strategies: [token]\n  fusion: [false]\n  seeds: [0]\n")
+    path.write_text(f"name: cmp\nruns_dir: {tmp_path / 'out'}\n"
+                    "compare:\n  strategies: [token]\n  fusion: [false]\n  seeds: [0]\n")
     plan = load_compare_config(path)
+    assert plan.out == tmp_path / "out" / "cmp"
     shared = {"data": "abc", "encode": "def"}
     earlier = compare_runs({"entity": [fake_run(plan.out / "runs", "entity-seed0", 0.3, 4.8)],
                             "token": [fake_run(plan.out / "runs", "token-seed0", 0.1, 5.0)]}, baseline="entity")
