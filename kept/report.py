@@ -25,7 +25,7 @@ __all__ = ["annotation_figure", "learning_curve_figure", "metric_bars_figure", "
            "report_run_dir", "run_metrics_figure", "save_figure"]
 
 
-def _subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
     """``pyplot.subplots`` on a bare ``Figure``: no pyplot state and no backend chosen, so a notebook's
     inline backend stays as it is and nothing needs closing."""
     from matplotlib.figure import Figure
@@ -51,7 +51,7 @@ def metric_bars_figure(result: "CompareResult", metrics: Sequence[str], title: s
     variants = result.variants
     columns = min(4, max(1, len(metrics)))
     rows = math.ceil(len(metrics) / columns)
-    figure, axes = _subplots(rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows),
+    figure, axes = subplots(rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows),
                                 squeeze=False)
     from matplotlib import colormaps
 
@@ -85,7 +85,7 @@ def _lower_is_better() -> frozenset[str]:
 def run_metrics_figure(flat: Mapping[str, float], metrics: Sequence[str], title: str = "") -> Any:
     """Horizontal bars of one run's headline figures (accuracies, hits, MRR: all in [0, 1])."""
     shown = [m for m in metrics if m in flat and not math.isnan(flat[m])]
-    figure, axis = _subplots(figsize=(6, 0.4 * max(2, len(shown)) + 1))
+    figure, axis = subplots(figsize=(6, 0.4 * max(2, len(shown)) + 1))
     axis.barh(range(len(shown)), [flat[m] for m in shown], color="#4C72B0")
     axis.set_yticks(range(len(shown)))
     axis.set_yticklabels(shown)
@@ -102,7 +102,7 @@ def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], 
 
     ``histories``: {label: log_history}; several runs share the axes (compare reports).
     """
-    figure, (loss_axis, lr_axis) = _subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
+    figure, (loss_axis, lr_axis) = subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     for label, history in histories.items():
         keys = sorted({k for entry in history for k, v in entry.items()
                        if k.endswith("loss") and isinstance(v, (int, float)) and k != "train_loss"})
@@ -164,7 +164,7 @@ def annotation_figure(stats: Mapping[str, Any]) -> Any | None:
         return None
     columns = min(3, len(tables))
     rows = math.ceil(len(tables) / columns)
-    figure, axes = _subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    figure, axes = subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     for index in range(len(tables), rows * columns):
         axes[index // columns][index % columns].axis("off")
     for index, (name, counts) in enumerate(tables.items()):

@@ -14,6 +14,23 @@ from masking.spans import Span
 _WORD = re.compile(r"\w+")
 
 
+def gold_matches(gold: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """How many ``gold`` entity spans ``found`` spans hit: ``exact`` (same offsets), ``overlap`` (any
+    overlap), and of the exact hits where both are linked, ``link_total`` and ``link_correct`` (same id)."""
+    counts = {"exact": 0, "overlap": 0, "link_total": 0, "link_correct": 0}
+    by_offsets = {(s["start"], s["end"]): s for s in found}
+    for g in gold:
+        hit = by_offsets.get((g["start"], g["end"]))
+        if hit is not None:
+            counts["exact"] += 1
+            if int(g.get("entity_id", -1)) >= 0 and int(hit.get("entity_id", -1)) >= 0:
+                counts["link_total"] += 1
+                counts["link_correct"] += int(hit["entity_id"] == g["entity_id"])
+        if any(s["start"] < g["end"] and g["start"] < s["end"] for s in found):
+            counts["overlap"] += 1
+    return counts
+
+
 def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
                candidates: Mapping[str, Sequence[Span]] | None = None,
                gold: Sequence[Span] | None = None) -> dict[str, Any]:
@@ -53,16 +70,11 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
         for source, found in pools.items():
             if source == "gold" or not found:
                 continue
-            by_offsets = {(s["start"], s["end"]): s for s in found}
-            for g in gold_entities:
-                hit = by_offsets.get((g["start"], g["end"]))
-                if hit is not None:
-                    exact[source] = exact.get(source, 0) + 1
-                    if g["entity_id"] >= 0 and hit["entity_id"] >= 0:
-                        link_total[source] = link_total.get(source, 0) + 1
-                        link_correct[source] = link_correct.get(source, 0) + int(hit["entity_id"] == g["entity_id"])
-                if any(s["start"] < g["end"] and g["start"] < s["end"] for s in found):
-                    overlap[source] = overlap.get(source, 0) + 1
+            hits = gold_matches(gold_entities, found)
+            for counts, key in ((exact, "exact"), (overlap, "overlap"), (link_total, "link_total"),
+                                (link_correct, "link_correct")):
+                if hits[key]:
+                    counts[source] = counts.get(source, 0) + hits[key]
         record["gold_exact"] = exact
         record["gold_overlap"] = overlap
         record["gold_link_total"] = link_total
