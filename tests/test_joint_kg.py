@@ -191,3 +191,38 @@ def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path) -> None:
     figures = evaluate_linkpred(run_dir)
     assert figures["source"].startswith("model: trained entity table, joint KG head")
     assert 0 < figures["mrr"] <= 1 and figures["num_testing"] == 16
+
+
+def test_batch_triples_are_reseeded_per_batch_and_kg_model_checked(tmp_path: Path) -> None:
+    """Through the pretraining collators: the same batch indices give the same triples and corruptions
+    (exact resume); a KG model without an interaction here is refused with the fix."""
+    from kept.config import load_run_config, section_object
+    from kept.encode import encode_run, load_encoded
+    from kept.joint_kg import interaction_of, wrap_collator
+    from kept.pretrain import INDEX_KEY, BatchSeededCollator
+    from kept.tiny import make_tiny_run
+    from kept.tokenizer import load_run_tokenizer
+    from masking import KnowledgeMaskingCollator
+
+    run_dir = make_tiny_run(tmp_path / "run")
+    config = load_run_config(run_dir, ["model.freeze_entity_table=false", "model.joint_kg_weight=1",
+                                       "model.joint_kg_triples_per_batch=3", "model.joint_kg_negatives=2"])
+    encode_run(run_dir, config)
+    rows = load_encoded(run_dir, "train")
+    masking = KnowledgeMaskingCollator(load_run_tokenizer(run_dir / "tokenizer"), config=section_object(config, "masking"))
+    collate = BatchSeededCollator(wrap_collator(masking, config, run_dir), seed=0)
+    columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids"]
+    features = [{**{c: rows[i][c] for c in columns}, INDEX_KEY: i} for i in (3, 7)]
+    first = collate(features)
+    collate(features[:1])  # another batch in between
+    again = collate(features)
+    assert first["kg_triples"].shape == (3, 3) and first["kg_negatives"].shape == (3, 2, 3)
+    assert torch.equal(first["kg_triples"], again["kg_triples"])
+    assert torch.equal(first["kg_negatives"], again["kg_negatives"])
+    assert torch.equal(first["labels"], again["labels"])
+    linked = {int(i) for f in features for i in f["entity_ids"] if i >= 0}
+    assert all(h in linked or t in linked for h, _, t in first["kg_triples"].tolist())
+    assert interaction_of(config) == ("TransE", 1)
+    rotate = config.model_copy(update={"kg": {**config.kg, "model": "RotatE"}})
+    with pytest.raises(KeptError, match="no interaction for kg.model 'RotatE'"):
+        interaction_of(rotate)
