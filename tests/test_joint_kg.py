@@ -226,3 +226,17 @@ def test_batch_triples_are_reseeded_per_batch_and_kg_model_checked(tmp_path: Pat
     rotate = config.model_copy(update={"kg": {**config.kg, "model": "RotatE"}})
     with pytest.raises(KeptError, match="no interaction for kg.model 'RotatE'"):
         interaction_of(rotate)
+
+
+def test_benchmark_compare_config_has_the_three_tables() -> None:
+    """benchmarks/joint_kg.yaml (kept compare variants) differs only in the entity table."""
+    from kept.compare import load_compare_config
+
+    plan = load_compare_config(Path(__file__).resolve().parent.parent / "benchmarks" / "joint_kg.yaml")
+    models = {variant: runs[0][1].model for variant, runs in plan.runs.items()}
+    assert list(models) == ["frozen", "trained", "joint"]
+    assert [(m.freeze_entity_table, m.joint_kg_weight) for m in models.values()] == [(True, 0), (False, 0), (False, 1)]
+    configs = [runs[0][1].to_dict() for runs in plan.runs.values()]
+    for config in configs:
+        del config["name"], config["model"]
+    assert configs[0] == configs[1] == configs[2]
