@@ -245,13 +245,13 @@ def bert_config_values(bert_dir: Path) -> tuple[dict[str, Any], int]:
 def split_layers(bert_layers: int, t_layers: int | None, k_layers: int | None) -> tuple[int, int]:
     """(T, K) for a BERT checkpoint of ``bert_layers`` layers: given counts are kept, a missing one makes
     T + K = N (at least 0), neither given splits N as ceil(N/2) + floor(N/2)."""
-    if t_layers is None and k_layers is None:
-        return bert_layers - bert_layers // 2, bert_layers // 2
-    if t_layers is None:
+    if t_layers is not None and k_layers is not None:
+        return int(t_layers), int(k_layers)
+    if k_layers is not None:
         return max(bert_layers - int(k_layers), 0), int(k_layers)
-    if k_layers is None:
+    if t_layers is not None:
         return int(t_layers), max(bert_layers - int(t_layers), 0)
-    return int(t_layers), int(k_layers)
+    return bert_layers - bert_layers // 2, bert_layers // 2
 
 
 def _check_loaded_fraction(report: BertLoadReport, bert_dir: Path, min_loaded_fraction: float) -> None:

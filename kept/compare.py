@@ -159,7 +159,8 @@ def product_variants(section: CompareSection) -> list[VariantSpec]:
     if section.variants is not None:
         return list(section.variants)
     specs = []
-    for strategy, fusion, sop in itertools.product(section.strategies, section.fusion, section.sop or [None]):
+    sops: list[bool | None] = list(section.sop) if section.sop else [None]
+    for strategy, fusion, sop in itertools.product(section.strategies, section.fusion, sops):
         overrides: dict[str, Any] = {"masking.strategy": strategy, "model.fusion": fusion}
         if sop is not None:
             overrides["model.overrides.use_sop"] = sop
@@ -384,9 +385,10 @@ def difference_to_baseline(metric: str, flats: Sequence[Mapping[str, float]], ba
     spec = ITEM_METRICS.get(metric)
     if spec is not None:
         section, fields, metric_fn = spec
-        runs_a = [run.get(section) for run in items]
-        runs_b = [run.get(section) for run in base_items]
-        if all(isinstance(run, Mapping) and "ids" in run for run in [*runs_a, *runs_b]):
+        runs_a = [run[section] for run in items if isinstance(run.get(section), Mapping)]
+        runs_b = [run[section] for run in base_items if isinstance(run.get(section), Mapping)]
+        complete = len(runs_a) == len(items) and len(runs_b) == len(base_items)
+        if complete and all("ids" in run for run in [*runs_a, *runs_b]):
             difference = paired_bootstrap(metric_fn, runs_a, runs_b, bootstrap.resamples, bootstrap.seed,
                                           fields=fields, where=f"{where}.{section}")
             if difference.method != "n/a":

@@ -256,7 +256,7 @@ def relation_examples(dataset: FewRelSet | Iterable[FewRelExample], relations: S
     if not labelled:
         raise KeptError("the FewRel set has no relation labels", where="fewrel",
                         fix="use a labelled set such as val_nyt.json (pubmed_unsupervised.json has none)")
-    names = list(relations) if relations is not None else sorted({e.relation for e in labelled})  # type: ignore[misc]
+    names = list(relations) if relations is not None else sorted({str(e.relation) for e in labelled})
     index = {name: i for i, name in enumerate(names)}
     out = []
     for example in labelled:
@@ -267,6 +267,6 @@ def relation_examples(dataset: FewRelSet | Iterable[FewRelExample], relations: S
         for word in words:
             starts.append(position)
             position += len(word) + 1
-        out.append(RelationExample(" ".join(words), index[example.relation], example.relation,  # type: ignore[arg-type]
+        out.append(RelationExample(" ".join(words), index[example.relation], example.relation,
                                    starts[head_word], starts[tail_word], tuple(words), head_word, tail_word))
     return out, names

@@ -52,7 +52,8 @@ def tiny_documents(n_docs: int = 24, seed: int = 0) -> tuple[list[dict[str, Any]
     rng = random.Random(seed)
     documents = []
     for number in range(n_docs):
-        text, spans = "", []
+        text = ""
+        spans: list[dict[str, Any]] = []
         for _ in range(rng.randint(2, 4)):
             head, relation, tail = rng.choice(_FACTS)
             template = rng.choice(_TEMPLATES[relation])

@@ -108,10 +108,10 @@ class KnowledgeGraph:
                           fix="pass (head id, relation id, tail id) rows")
         if len(triples):
             for column, size, what in ((0, n, "head"), (1, m, "relation"), (2, n, "tail")):
-                values = triples[:, column]
-                if int(values.min()) < 0 or int(values.max()) >= size:
-                    bad = int(((values < 0) | (values >= size)).nonzero()[0, 0])
-                    raise KGError(f"{what} id {int(values[bad])} of triple {bad} is outside 0..{size - 1}",
+                ids = triples[:, column]
+                if int(ids.min()) < 0 or int(ids.max()) >= size:
+                    bad = int(((ids < 0) | (ids >= size)).nonzero()[0, 0])
+                    raise KGError(f"{what} id {int(ids[bad])} of triple {bad} is outside 0..{size - 1}",
                                   where="triples", fix="use ids of the given vocabularies")
         self.triples: torch.Tensor = triples.contiguous()
         self.metadata: dict[str, Any] = dict(metadata or {})
@@ -331,14 +331,17 @@ class KnowledgeGraph:
             if not (directory / name).exists():
                 raise KGError(f"missing {name}", where=directory,
                               fix="pass a kg/ directory written by KnowledgeGraph.save (or `kept data ...`)")
-        entities, labels, aliases = [], [], []
+        entities: list[str] = []
+        labels: list[str] = []
+        aliases: list[list[str]] = []
         for line_no, cells in _rows(directory / ENTITIES_FILE, min_cols=2, max_cols=4, header="id",
                                     require_header=True):
             _check_id(cells[0], len(entities), directory / ENTITIES_FILE, line_no)
             entities.append(cells[1])
             labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
             aliases.append(split_aliases(cells[3]) if len(cells) > 3 else [])
-        relations, relation_labels = [], []
+        relations: list[str] = []
+        relation_labels: list[str] = []
         for line_no, cells in _rows(directory / RELATIONS_FILE, min_cols=2, max_cols=3, header="id",
                                     require_header=True):
             _check_id(cells[0], len(relations), directory / RELATIONS_FILE, line_no)
@@ -346,11 +349,11 @@ class KnowledgeGraph:
             relation_labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
         entity_index = {name: i for i, name in enumerate(entities)}
         relation_index = {name: i for i, name in enumerate(relations)}
-        rows = []
+        rows: list[tuple[int, int, int]] = []
         path = directory / TRIPLES_FILE
-        for line_no, cells in read_triple_rows(path):
+        for line_no, names in read_triple_rows(path):
             try:
-                rows.append((entity_index[cells[0]], relation_index[cells[1]], entity_index[cells[2]]))
+                rows.append((entity_index[names[0]], relation_index[names[1]], entity_index[names[2]]))
             except KeyError as error:
                 raise KGError(f"name {error.args[0]!r} is not in entities.tsv/relations.tsv", where=path, line=line_no,
                               fix="the three files must come from the same save; re-create the kg/ directory") from None

@@ -211,11 +211,13 @@ def load_pykeen_dataset(name: str) -> KnowledgeGraph:
     from pykeen.datasets import get_dataset
 
     dataset = get_dataset(dataset=key)
-    entity_to_id = dataset.training.entity_to_id
-    relation_to_id = dataset.training.relation_to_id
+    # the bundled sets are labelled TriplesFactory objects with all three parts
+    entity_to_id: dict[str, int] = dataset.training.entity_to_id  # type: ignore[attr-defined]
+    relation_to_id: dict[str, int] = dataset.training.relation_to_id  # type: ignore[attr-defined]
     entities = sorted(entity_to_id, key=entity_to_id.__getitem__)
     relations = sorted(relation_to_id, key=relation_to_id.__getitem__)
-    parts = [dataset.training.mapped_triples, dataset.validation.mapped_triples, dataset.testing.mapped_triples]
+    parts = [factory.mapped_triples for factory in (dataset.training, dataset.validation, dataset.testing)
+             if factory is not None]
     triples = torch.cat(parts).long()
     return KnowledgeGraph(entities, relations, triples,
                           metadata={"source": f"pykeen:{key}", "split_sizes": [int(p.shape[0]) for p in parts]})

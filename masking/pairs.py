@@ -101,8 +101,8 @@ def _token_types(special: np.ndarray, row_starts: np.ndarray) -> np.ndarray:
     prev_content[1:] = ~special[:-1]
     prev_content[row_starts] = False
     closes_a = special & prev_content  # the first special token after A's content, and after B's
-    count = np.cumsum(closes_a) - closes_a  # closings strictly before each token (global)
-    per_row = np.repeat(count[row_starts], np.diff(np.append(row_starts, n)))
+    count: np.ndarray = np.cumsum(closes_a) - closes_a  # closings strictly before each token (global)
+    per_row: np.ndarray = np.repeat(count[row_starts], np.diff(np.append(row_starts, n)))
     return np.minimum(count - per_row, 1).astype(np.int64)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterable, Literal, Mapping, Sequence, TypedDict
+from typing import Any, Iterable, Literal, Mapping, Sequence, TypedDict, cast
 
 from masking.errors import MaskingError
 
@@ -117,9 +117,10 @@ def coerce_span(raw: Mapping[str, Any], *, default_source: str = "gold") -> Span
     if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
         raise MaskingError(f"span offsets must be integers, got start={start!r} end={end!r}",
                            fix="use character offsets into the text, end exclusive")
-    kind = raw.get("kind") or "entity"
-    if kind not in SPAN_KINDS:
-        raise MaskingError(f"span kind {kind!r} is not one of {list(SPAN_KINDS)}", fix="use 'entity' or 'phrase'")
+    raw_kind = raw.get("kind") or "entity"
+    if raw_kind not in SPAN_KINDS:
+        raise MaskingError(f"span kind {raw_kind!r} is not one of {list(SPAN_KINDS)}", fix="use 'entity' or 'phrase'")
+    kind = cast(SpanKind, raw_kind)
     entity_id = raw.get("entity_id", -1)
     if entity_id is None:
         entity_id = -1

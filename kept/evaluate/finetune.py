@@ -83,7 +83,7 @@ def freeze_sparse_embeddings(model: torch.nn.Module) -> None:
 
 
 def finetune(model: torch.nn.Module, train: Sequence[Mapping[str, Any]], dev: Sequence[Mapping[str, Any]], *,
-             collate: Callable[[list[Mapping[str, Any]]], dict[str, torch.Tensor]],
+             collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
              compute_metrics: Callable[[Any], dict[str, float]], metric: str,
              settings: FinetuneSettings) -> FinetuneResult:
     """Train ``model`` on ``train`` with ``transformers.Trainer``; evaluate on ``dev`` after each epoch
@@ -131,7 +131,7 @@ def finetune(model: torch.nn.Module, train: Sequence[Mapping[str, Any]], dev: Se
         finally:
             hf_logging.set_verbosity(before)
     if best.state is not None:
-        trainer.model.load_state_dict(best.state)
+        model.load_state_dict(best.state)  # the Trainer trains this very module
     return FinetuneResult(trainer=trainer, history=best.history, best_epoch=best.best_epoch,
                           best_metric=best.best if best.state is not None else math.nan,
                           train_loss=float(output.training_loss))

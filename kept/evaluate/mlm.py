@@ -46,11 +46,11 @@ def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: i
 
 def _padded(values: Sequence[int], length: int, left: bool) -> torch.Tensor:
     row = torch.full((length,), -1, dtype=torch.long)
-    values = torch.as_tensor(list(values)[:length], dtype=torch.long)
+    kept_values = torch.as_tensor(list(values)[:length], dtype=torch.long)
     if left:
-        row[length - len(values):] = values
+        row[length - len(kept_values):] = kept_values
     else:
-        row[: len(values)] = values
+        row[: len(kept_values)] = kept_values
     return row
 
 

@@ -150,7 +150,8 @@ def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: 
         return pools[relation]
 
     rng = random.Random(seed)
-    queries, skipped = [], 0
+    queries: list[Any] = []
+    skipped = 0
     for fact in facts.held_out:
         if len(queries) >= max_facts:
             break

@@ -262,7 +262,7 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     }
 
 
-def add_markers(tokenizer: Any, model: torch.nn.Module | None = None) -> int:
+def add_markers(tokenizer: Any, model: Any = None) -> int:
     """Add the entity markers as special tokens; resize the model's embeddings to match."""
     added = tokenizer.add_tokens(list(MARKERS), special_tokens=True)
     if model is not None and len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -130,8 +130,8 @@ def open_runs(path: str | Path) -> RunSet:
             children += sorted(p for p in runs_folder.iterdir() if p.is_dir())
         candidates += [p for p in children if (p / "eval" / "metrics.json").is_file()]
         for run_path in candidates:
-            info = _run_info(run_path)
-            name = variant_name(info.get("strategy") or run_path.name, bool(info.get("fusion")))
+            found = _run_info(run_path)
+            name = variant_name(found.get("strategy") or run_path.name, bool(found.get("fusion")))
             variants.setdefault(name, []).append(run_path)
     runs: dict[str, Path] = {}
     info: dict[str, dict[str, Any]] = {}
