@@ -18,9 +18,10 @@ the entity table the model trains (:mod:`fusion.kg_link`). This module is the ru
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kept.errors import KeptError
 

@@ -38,7 +38,6 @@ import numpy as np
 
 from kept import joint_kg
 from kept.checkpoints import check_resume_state
-from kept.scale import resolve_warmup
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
 from kept.errors import Interrupted, KeptError
 from kept.optim import (
@@ -58,6 +57,7 @@ from kept.rundir import (
     require,
     run_paths,
 )
+from kept.scale import resolve_warmup
 
 TRAINING_SNAPSHOT = "kept_training.json"
 #: logs/ file: which parameters are new vs loaded (with counts), the optimizer plan, the derived defaults.

@@ -118,10 +118,9 @@ def test_model_ranking_reproduces_the_kg_embed_figures(split_kg: Path, tmp_path:
     """Ranking the KG embedding's own vectors through the model-side path gives kg_metrics.json's MRR."""
     import shutil
 
-    from kg import KnowledgeGraph, load_embeddings
-
     from kept.commands.kg import embed_run_dir
     from kept.evaluate.linkpred import rank_test_triples
+    from kg import KnowledgeGraph, load_embeddings
 
     run_dir = tmp_path / "run"
     shutil.copytree(split_kg, run_dir)
@@ -165,13 +164,12 @@ def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path) -> None:
     """From YAML (--set) on the tiny run: kg_loss and eval_kg_loss in the history, the adapted table and the
     KG head saved, reloaded by from_pretrained and ranked by the evaluation's link prediction."""
     from fusion import KeptForPreTraining
-    from kg import load_embeddings
-
     from kept.config import load_run_config
     from kept.encode import encode_run
     from kept.evaluate.linkpred import evaluate_linkpred
     from kept.pretrain import pretrain_run
     from kept.tiny import make_tiny_run
+    from kg import load_embeddings
 
     run_dir = make_tiny_run(tmp_path / "run", steps=4, save_steps=4)
     config = load_run_config(run_dir, ["model.freeze_entity_table=false", "model.joint_kg_weight=1.0",

@@ -12,8 +12,9 @@ evaluator on the KG's test triples, filtered, both sides, realistic ranks, as th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kept.analysis import finite, load_kg_metrics
 
@@ -63,9 +64,8 @@ def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, embedding
 
 
 def _recompute(run_dir: Path, embedding_config: Any) -> dict[str, Any]:
-    from kg import EmbeddingConfig, train_embeddings
-
     from kept.analysis import load_kg
+    from kg import EmbeddingConfig, train_embeddings
 
     graph = load_kg(run_dir)
     result = train_embeddings(graph, embedding_config if embedding_config is not None else EmbeddingConfig())
@@ -95,10 +95,9 @@ def model_tensors(model_dir: Path) -> dict[str, Any]:
 def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] | None:
     """Link prediction with the saved model's own trained entity table; None when the model has none
     (a frozen table is the KG embedding: kg_metrics.json speaks for it)."""
-    from kg import load_embeddings
-
     from kept.analysis import load_kg
     from kept.rundir import read_json
+    from kg import load_embeddings
 
     run_dir = Path(run_dir)
     model_dir = run_dir / "model"
@@ -113,10 +112,11 @@ def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] 
         relations, source = tensors[RELATIONS_KEY], "model: trained entity table, joint KG head's relations"
     else:
         kg_file = load_embeddings(run_dir / "kg" / "embeddings.safetensors", mmap=False)
-        interaction = INTERACTIONS.get(str(kg_file.metadata.get("model", "")).lower())
-        if interaction is None:
+        known = INTERACTIONS.get(str(kg_file.metadata.get("model", "")).lower())
+        if known is None:
             return {"skipped": f"the model trained its entity table, and the KG embedding's model "
                                f"{kg_file.metadata.get('model')!r} has no interaction here (TransE, DistMult)"}
+        interaction = known
         import json
 
         embedding_config = json.loads(kg_file.metadata.get("config") or "{}")  # kg.EmbeddingConfig as trained
@@ -133,11 +133,12 @@ def rank_test_triples(graph: Any, kg_dir: Path, entities: Any, relations: Any, i
     """PyKEEN's RankBasedEvaluator over the KG's test triples (filtered by training and validation
     triples) for entity vectors [num_entities, E] and relation vectors [num_relations, E]."""
     import torch
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.models import ERModel
+
     from kg.embeddings import triples_factory
     from kg.metrics import rank_metrics
     from kg.split import has_split, load_split
-    from pykeen.evaluation import RankBasedEvaluator
-    from pykeen.models import ERModel
 
     if has_split(kg_dir):
         split = load_split(graph, kg_dir)
@@ -146,7 +147,7 @@ def rank_test_triples(graph: Any, kg_dir: Path, entities: Any, relations: Any, i
     else:  # as the kg embed step without a split: training triples (optimistic)
         test, filters = graph.triples, []
         note = "training triples (the KG has no split: optimistic)"
-    model = ERModel(triples_factory=triples_factory(graph), interaction=interaction,
+    model: Any = ERModel(triples_factory=triples_factory(graph), interaction=interaction,
                     interaction_kwargs={"p": norm} if interaction == "TransE" else None,
                     entity_representations_kwargs={"shape": int(entities.shape[1])},
                     relation_representations_kwargs={"shape": int(relations.shape[1])}, random_seed=0)
