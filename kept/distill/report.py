@@ -5,7 +5,8 @@
 * relation classification: :func:`kept.evaluate.relation.evaluate_relation` (a fine-tune from each model
   directory on the same FewRel split and seeds) when FewRel data is configured, else the reason it was skipped;
 * speed: sequences per second of a forward pass over the same batches (validation rows padded to the run's
-  ``encode.max_length``), in this process, on the same device, after a warm-up batch.
+  ``encode.max_length``), in this process, on the same device, the models taking turns batch by batch
+  (median time per batch, after a warm-up pass), with the MLM logits and with the encoder alone.
 
 ``distill_metrics.json`` holds ``{"teacher": {...}, "student": {...}, "speed": {...}}``; :func:`render_table`
 prints it as a small table.
@@ -14,6 +15,7 @@ prints it as a small table.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,14 +36,30 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
 
 
 @torch.no_grad()
-def sequences_per_second(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], device: torch.device,
-                         entities: bool) -> float:
-    """Forward passes over ``batches`` (after one warm-up pass): sequences per second, with the sdpa attention
-    (both BERT and KEPT layers read ``config._attn_implementation`` at every call; the eager one that attention
-    transfer needed would slow both)."""
-    model.to(device).eval()
-    with _attention(model, "sdpa"):
-        return _timed_passes(model, batches, device, entities)
+def sequences_per_second(models: dict[str, tuple[torch.nn.Module, bool]], batches: Sequence[dict[str, torch.Tensor]],
+                         device: torch.device) -> dict[str, float]:
+    """Sequences per second of each model (name -> (module, feeds entities)) on the same ``batches``.
+
+    The models take turns batch by batch (interleaved, so a load change on a shared machine hits them alike);
+    each gets a warm-up pass first; the figure is the batch size over the median time of one batch. All run
+    with the sdpa attention (BERT and KEPT layers read ``config._attn_implementation`` at every call; the eager
+    one that attention transfer needed would slow both)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with contextlib.ExitStack() as stack:
+        for module, _ in models.values():
+            module.to(device).eval()
+            stack.enter_context(_attention(module, "sdpa"))
+        for name, (module, entities) in models.items():
+            _forward(module, batches[0], device, entities)  # warm-up
+        for batch in batches:
+            for name, (module, entities) in models.items():
+                start = time.perf_counter()
+                _forward(module, batch, device, entities)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times[name].append(time.perf_counter() - start)
+    size = int(batches[0]["input_ids"].shape[0])
+    return {name: size / max(statistics.median(values), 1e-9) for name, values in times.items()}
 
 
 @contextlib.contextmanager
@@ -55,25 +73,11 @@ def _attention(model: torch.nn.Module, implementation: str) -> Iterator[None]:
         config._attn_implementation = before
 
 
-def _timed_passes(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]], device: torch.device,
-                  entities: bool) -> float:
-
-    def run(batch: dict[str, torch.Tensor]) -> None:
-        kwargs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
-        if entities:
-            kwargs["entity_ids"] = batch["entity_ids"].to(device)
-        model(**kwargs)
-
-    run(batches[0])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for batch in batches:
-        run(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    return sum(int(b["input_ids"].shape[0]) for b in batches) / max(elapsed, 1e-9)
+def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device, entities: bool) -> None:
+    kwargs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+    if entities:
+        kwargs["entity_ids"] = batch["entity_ids"].to(device)
+    model(**kwargs)
 
 
 def speed_batches(rows: Sequence[dict[str, Any]], batch_size: int, count: int, length: int,
@@ -125,10 +129,14 @@ def compare_models(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer
                                      mlm_probability=mlm_probability, masking=masking, seed=seed,
                                      batch_size=batch_size, relation=relation(name))
     batches = speed_batches(rows, batch_size, speed_batch_count, max_length, tokenizer.pad_token_id or 0)
-    for name, model, entities in (("teacher", teacher, fusion), ("student", student, False)):
-        records[name]["sequences_per_s"] = sequences_per_second(model, batches, device, entities)
-        # the encoder alone (hidden states, as a classifier or an embedder uses it): no vocabulary projection
-        records[name]["encoder_sequences_per_s"] = sequences_per_second(model.base_model, batches, device, entities)
+    # with the MLM logits (fill-mask), and the encoder alone (hidden states, as a classifier or an embedder
+    # uses it: no vocabulary projection)
+    speed = sequences_per_second({"teacher": (teacher, fusion), "student": (student, False),
+                                  "teacher_encoder": (teacher.base_model, fusion),
+                                  "student_encoder": (student.base_model, False)}, batches, device)
+    for name in ("teacher", "student"):
+        records[name]["sequences_per_s"] = speed[name]
+        records[name]["encoder_sequences_per_s"] = speed[f"{name}_encoder"]
     speedup = records["student"]["sequences_per_s"] / max(records["teacher"]["sequences_per_s"], 1e-9)
     encoder_speedup = (records["student"]["encoder_sequences_per_s"]
                        / max(records["teacher"]["encoder_sequences_per_s"], 1e-9))
