@@ -111,7 +111,7 @@ def test_empty_batch_keeps_the_head_in_the_graph() -> None:
     value = head(torch.empty(0, 3, dtype=torch.long), torch.empty(0, 2, 3, dtype=torch.long),
                  torch.nn.Embedding(5, 4))
     value.backward()
-    assert float(value) == 0.0 and head.relation_embeddings.weight.grad is not None
+    assert float(value.detach()) == 0.0 and head.relation_embeddings.weight.grad is not None
 
 
 def test_model_ranking_reproduces_the_kg_embed_figures(split_kg: Path, tmp_path: Path) -> None:
@@ -238,3 +238,24 @@ def test_benchmark_compare_config_has_the_three_tables() -> None:
     for config in configs:
         del config["name"], config["model"]
     assert configs[0] == configs[1] == configs[2]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_joint_kg_on_gpu_bf16(tmp_path: Path) -> None:
+    """On a GPU (bf16 auto): the trainable table and the KG head train on the device, kg_loss is finite."""
+    import math
+
+    from kept.config import load_run_config
+    from kept.encode import encode_run
+    from kept.pretrain import pretrain_run
+    from kept.tiny import make_tiny_run
+
+    run_dir = make_tiny_run(tmp_path / "gpu", steps=4, save_steps=4)
+    config = load_run_config(run_dir, ["model.freeze_entity_table=false", "model.joint_kg_weight=1.0"])
+    encode_run(run_dir, config)
+    result = pretrain_run(run_dir, config, progress=False)
+    assert result.metrics["bf16"] is torch.cuda.is_bf16_supported()
+    history = json.loads((run_dir / "logs" / "train_history.json").read_text())["log_history"]
+    losses = [entry["kg_loss"] for entry in history if "kg_loss" in entry]
+    assert losses and all(math.isfinite(value) and value > 0 for value in losses)
