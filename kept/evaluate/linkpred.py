@@ -94,7 +94,8 @@ def model_tensors(model_dir: Path) -> dict[str, Any]:
 
 def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] | None:
     """Link prediction with the saved model's own trained entity table; None when the model has none
-    (a frozen table is the KG embedding: kg_metrics.json speaks for it)."""
+    (a frozen table is the KG embedding: kg_metrics.json speaks for it) or when there are no relation
+    vectors (no joint KG head and no kg/embeddings.safetensors)."""
     from kept.analysis import load_kg
     from kept.rundir import read_json
     from kg import load_embeddings
@@ -111,7 +112,10 @@ def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] 
         interaction, norm = str(config.get("joint_kg_interaction", "TransE")), int(config.get("joint_kg_norm", 1))
         relations, source = tensors[RELATIONS_KEY], "model: trained entity table, joint KG head's relations"
     else:
-        kg_file = load_embeddings(run_dir / "kg" / "embeddings.safetensors", mmap=False)
+        embeddings = run_dir / "kg" / "embeddings.safetensors"
+        if not embeddings.is_file():  # no relation vectors to rank with: kg_metrics.json speaks, as without a model
+            return None
+        kg_file = load_embeddings(embeddings, mmap=False)
         known = INTERACTIONS.get(str(kg_file.metadata.get("model", "")).lower())
         if known is None:
             return {"skipped": f"the model trained its entity table, and the KG embedding's model "
