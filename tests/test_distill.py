@@ -174,7 +174,17 @@ def test_distill_resumes_and_refuses_changed_settings(teacher_run: Path, student
     config = load_run_config(teacher_run, [*QUICK, "distill.student=small", "distill.max_steps=6"])
     result = distill_run(teacher_run, config, out)
     assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-6")
-    assert (out / "model" / "model.safetensors").is_file()
+    assert result.steps == 6  # finished: loaded, not trained one step further
+    from transformers import AutoModelForMaskedLM
+
+    again = AutoModelForMaskedLM.from_pretrained(str(out / "model")).state_dict()
+    first = AutoModelForMaskedLM.from_pretrained(str(student_run / "model")).state_dict()
+    assert all(torch.equal(again[name], first[name]) for name in first)
+    shutil.rmtree(out / "checkpoints" / "checkpoint-6")  # resume from step 3: trains steps 4-6 again
+    result = distill_run(teacher_run, config, out)
+    assert result.resumed_from.endswith("checkpoint-3") and result.steps == 6
+    resumed = AutoModelForMaskedLM.from_pretrained(str(out / "model")).state_dict()
+    assert all(torch.allclose(resumed[name], first[name], atol=1e-6) for name in first)  # an exact resume
     changed = load_run_config(teacher_run, [*QUICK, "distill.student=small", "distill.max_steps=6",
                                             "distill.temperature=4"])
     with pytest.raises(KeptError, match="distill.temperature"):

@@ -215,20 +215,26 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     if not progress:
         trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
                                               if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")]
-    if resume:
-        log(f"resuming from {resume}")
-    try:
-        output = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted at step {trainer.state.global_step}") from None
-    history = trainer.state.log_history
+    finished = finished_state(resume, d.max_steps)
+    if finished is not None:  # the Trainer would take one more step: load the last checkpoint instead
+        log(f"already trained ({resume}); writing the model and the report")
+        load_checkpoint_weights(model, Path(resume))
+        history, steps, train_loss_mean = finished["log_history"], int(finished["global_step"]), None
+    else:
+        if resume:
+            log(f"resuming from {resume}")
+        try:
+            output = trainer.train(resume_from_checkpoint=resume)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted at step {trainer.state.global_step}") from None
+        history, steps = trainer.state.log_history, trainer.state.global_step
+        train_loss_mean = float(output.training_loss)
     eval_loss = last_logged(history, "eval_loss")
-    steps = trainer.state.global_step
     record = {"teacher": str(teacher_paths.root.resolve()), "student": student.source,
               "student_new_tensors": student.new, "student_from_teacher_layers": student.from_teacher,
               "layer_map": mapped, "weights": weights, "temperature": d.temperature, "fusion_teacher": fusion,
               "global_step": steps, "max_steps": d.max_steps, "train_loss": last_logged(history, "loss"),
-              "train_loss_mean": float(output.training_loss), "eval_loss": eval_loss, "resumed_from": resume,
+              "train_loss_mean": train_loss_mean, "eval_loss": eval_loss, "resumed_from": resume,
               "runtime_s": round(time.time() - started, 2),
               "num_parameters": int(sum(p.numel() for p in student.model.parameters()))}
     if not is_main_process():
@@ -285,6 +291,27 @@ def report(config: RunConfig, teacher_paths: RunPaths, paths: RunPaths, teacher:
     metrics["teacher"]["path"], metrics["student"]["path"] = str(teacher_paths.model.resolve()), "model"
     atomic_write_json(paths.root / METRICS_FILE, metrics)
     return metrics
+
+
+def finished_state(checkpoint: str | None, max_steps: int) -> dict[str, Any] | None:
+    """The trainer state of ``checkpoint`` when it is at ``max_steps`` or beyond (nothing left to train), else None."""
+    if checkpoint is None:
+        return None
+    state = read_json(Path(checkpoint) / "trainer_state.json", "trainer state")
+    return state if int(state.get("global_step", 0)) >= max_steps else None
+
+
+def load_checkpoint_weights(model: Any, checkpoint: Path) -> None:
+    """The student + projections of a checkpoint (tied weights saved once: tied again after loading)."""
+    from safetensors.torch import load_file
+
+    result = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
+    missing = set(result.missing_keys) - set(model._keys_to_ignore_on_save)
+    if missing or result.unexpected_keys:
+        raise KeptError(f"the checkpoint does not fit the student ({len(missing)} missing, "
+                        f"{len(result.unexpected_keys)} unexpected tensors)", where=checkpoint,
+                        fix="start over with --restart (deletes the checkpoints)")
+    model.tie_weights()
 
 
 def _history_callback(path: Path) -> Any:
