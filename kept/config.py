@@ -246,7 +246,12 @@ class ModelConfig(_Section):
     @field_validator("overrides", mode="before")
     @classmethod
     def _kept_config_fields(cls, value: Any) -> dict[str, Any]:
-        return validate_model_overrides(value)
+        validated = validate_model_overrides(value)
+        joint = sorted(k for k in validated if k.startswith("joint_kg_") or k == "relation_vocab_size")
+        if joint:  # kept.joint_kg fills these from model.joint_kg_* and the run's KG
+            raise _ExternalError([((joint[0],), "value_error", "set the joint KG loss with model.joint_kg_weight, "
+                                                               "model.joint_kg_loss, ... instead")])
+        return validated
 
     @field_validator("joint_kg_weight")
     @classmethod

@@ -291,3 +291,14 @@ def test_joint_kg_run_resumes_exactly(tmp_path: Path) -> None:
     logged = [[(e["step"], e["loss"], e["kg_loss"]) for e in json.loads((d / "logs" / "train_history.json").read_text())[
         "log_history"] if "kg_loss" in e] for d in (whole, parts)]
     assert len(logged[0]) == 6 and logged[0] == logged[1]
+
+
+def test_joint_kg_fields_in_model_overrides_are_refused(tmp_path: Path) -> None:
+    from kept.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("name: x\nmodel:\n  overrides:\n    joint_kg_weight: 1.0\n")
+    with pytest.raises(KeptError) as error:
+        load_config(path)
+    assert "model.overrides.joint_kg_weight" in str(error.value) and "model.joint_kg_weight" in str(error.value)
+    assert ":4" in str(error.value)
