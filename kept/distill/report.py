@@ -160,7 +160,7 @@ def render_table(record: dict[str, Any]) -> Any:
             value = record[name].get(key)
             cells.append("-" if value is None else form.format(value))
         if key == "relation_macro_f1" and record["student"].get(key) is None:
-            cells[1] = record["student"]["relation"].get("skipped", "-")[:40]
+            cells[1] = "skipped (see distill_metrics.json)" if "skipped" in record["student"]["relation"] else "-"
         table.add_row(label, *cells)
     table.add_row("speed-up (MLM logits / encoder)", "",
                   f"{record['speed']['speedup']:.2f}x / {record['speed']['encoder_speedup']:.2f}x")
