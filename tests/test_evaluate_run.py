@@ -100,13 +100,13 @@ def test_missing_model_names_the_directory(tmp_path) -> None:
 
 
 def test_model_of_another_kind_names_config_json(tmp_path, run_dir) -> None:
-    other = tmp_path / "bert"
+    other = tmp_path / "roberta"  # a BERT is evaluated (a `kept distill` student); other kinds are refused
     shutil.copytree(run_dir, other)
     config_file = other / "model" / "config.json"
     data = json.loads(config_file.read_text())
-    data["model_type"] = "bert"
+    data["model_type"] = "roberta"
     config_file.write_text(json.dumps(data))
-    with pytest.raises(KeptError, match=r"model/config\.json.*'bert' model"):
+    with pytest.raises(KeptError, match=r"model/config\.json.*'roberta' model"):
         evaluate_run_dir(other, FAST)
 
 
