@@ -169,7 +169,10 @@ def _load_bert_dir(directory: Path, tokenizer: Any, overrides: dict[str, Any], e
     if model.config.vocab_size != len(tokenizer):
         raise KeptError(f"the student has a vocabulary of {model.config.vocab_size} tokens, the run's tokenizer "
                         f"{len(tokenizer)}", where=where, fix="use a student with the run's vocabulary")
-    return Student(model, str(directory), new=sorted(info.get("missing_keys", [])))
+    from kept.distill.trainer import shared_names
+
+    tied = set(shared_names(model.state_dict()))  # the decoder tied to the word embeddings is not new
+    return Student(model, str(directory), new=sorted(set(info.get("missing_keys", [])) - tied))
 
 
 def _copy_teacher_text_layers(student: Any, teacher: Any, mapped: list[int]) -> None:
