@@ -258,3 +258,11 @@ def test_bad_distill_settings_are_one_line_errors(teacher_run: Path) -> None:
         distill_run(teacher_run, zero, teacher_run.parent / "never")
     result = CliRunner().invoke(app, ["distill", str(teacher_run)])
     assert result.exit_code != 0 and "--student" in str(result.exception or result.output)
+    kept_dir = load_run_config(teacher_run, [f"distill.student={teacher_run / 'model'}"])
+    with pytest.raises(KeptError, match="'kept' model; a student is a BERT checkpoint"):
+        distill_run(teacher_run, kept_dir, teacher_run.parent / "never")
+    untrained = shutil.copytree(teacher_run, teacher_run.parent / "untrained", symlinks=True,
+                                ignore=shutil.ignore_patterns("model", "checkpoints"))
+    with pytest.raises(KeptError, match="pretrain the teacher run first"):
+        distill_run(untrained, load_run_config(untrained, ["distill.student=small"]), teacher_run.parent / "never")
+    assert not (teacher_run.parent / "never").exists()  # refused before anything is written
