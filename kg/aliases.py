@@ -18,6 +18,21 @@ if TYPE_CHECKING:  # pragma: no cover
 _SEPARATORS = re.compile(r"[-_/\u2010-\u2015]+")
 _PUNCTUATION = re.compile(r"[^\w\s]+")
 _SPACES = re.compile(r"\s+")
+#: Scripts written without spaces between words (kana, CJK ideographs and compatibility ideographs, Hangul).
+CJK_CHARACTERS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK_CHAR = re.compile(f"[{CJK_CHARACTERS}]")
+
+
+def is_cjk(text: str) -> bool:
+    """True when at least half of the non-space characters of ``text`` are CJK (``京``, ``北京大学``)."""
+    letters = [ch for ch in text if not ch.isspace()]
+    return bool(letters) and 2 * sum(1 for ch in letters if _CJK_CHAR.match(ch)) >= len(letters)
+
+
+def script_min_chars(alias: str) -> int:
+    """The shortest alias worth matching, by script: 1 for CJK (``京``, ``沪`` name cities), 2 otherwise
+    (single Latin letters are noise)."""
+    return 1 if is_cjk(alias) else 2
 
 
 def normalize_mention(text: str) -> str:

@@ -26,8 +26,8 @@ _EXPORTS: dict[str, str] = {
     # detectors (masking/detectors/)
     **{name: "masking.detectors" for name in (
         "AnnotationConfig", "Detector", "DetectorConfig", "GazetteerDetector", "GoldSpanDetector",
-        "NounChunkDetector", "NPMIPhraseDetector", "RegexDetector", "SpacyNERDetector", "TermListDetector",
-        "build_detectors", "load_spacy_pipeline")},
+        "NounChunkDetector", "NPMIPhraseDetector", "PosNERDetector", "PosPhraseDetector", "RegexDetector",
+        "SpacyNERDetector", "TermListDetector", "build_detectors", "load_spacy_pipeline", "register_detector")},
     # annotation
     "annotate": "masking.annotate", "annotate_run_dir": "masking.annotate",
     "annotate_with_stats": "masking.annotate", "load_documents": "masking.annotate",
@@ -48,8 +48,9 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from masking.annotate import annotate, annotate_run_dir, annotate_with_stats, load_documents
     from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator
     from masking.detectors import (AnnotationConfig, Detector, DetectorConfig, GazetteerDetector,
-                                   GoldSpanDetector, NounChunkDetector, NPMIPhraseDetector, RegexDetector,
-                                   SpacyNERDetector, TermListDetector, build_detectors, load_spacy_pipeline)
+                                   GoldSpanDetector, NounChunkDetector, NPMIPhraseDetector, PosNERDetector,
+                                   PosPhraseDetector, RegexDetector, SpacyNERDetector, TermListDetector,
+                                   build_detectors, load_spacy_pipeline, register_detector)
     from masking.errors import MaskingError
     from masking.masking_config import STRATEGIES, MaskingConfig
     from masking.spans import Span, make_span, resolve_overlaps

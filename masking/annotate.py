@@ -353,15 +353,14 @@ def shard_dataset(dataset: Any, num_shards: int, shard_index: int) -> Any:
 
 def _fit_corpus_detectors(config: AnnotationConfig, dataset: Any) -> dict[int, Any]:
     """Detectors learned from the corpus (NPMI collocations) are fitted once, on the whole corpus (before sharding)."""
-    from masking.detectors.npmi import NPMIPhraseDetector
+    from masking.detectors.config import npmi_detector
 
     fitted: dict[int, Any] = {}
     for position, cfg in enumerate(config.detectors):
         if isinstance(cfg, NPMIConfig) and not cfg.path:
             limit = len(dataset) if cfg.fit_max_documents is None else min(len(dataset), cfg.fit_max_documents)
             texts = (row["text"] or "" for row in dataset.select(range(limit)).select_columns(["text"]))
-            fitted[position] = NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold,
-                                                  max_tokens=cfg.max_tokens, name=cfg.name or cfg.type).fit(texts)
+            fitted[position] = npmi_detector(cfg, texts)
     return fitted
 
 

@@ -9,6 +9,9 @@ from masking.detectors.config import (
     NERConfig,
     NounChunkConfig,
     NPMIConfig,
+    PluginConfig,
+    PosNERConfig,
+    PosPhraseConfig,
     RegexConfig,
     TermsConfig,
     build_detectors,
@@ -16,6 +19,8 @@ from masking.detectors.config import (
 from masking.detectors.gazetteer import GazetteerDetector, GazetteerTable, KeptGazetteer, register_spacy_components
 from masking.detectors.linking import MentionLinker
 from masking.detectors.npmi import NPMIPhraseDetector
+from masking.detectors.plugins import register_detector, registered_detectors
+from masking.detectors.pos import PosNERDetector, PosPhraseDetector
 from masking.detectors.rules import GoldSpanDetector, RegexDetector, TermListDetector
 from masking.detectors.spacy_detectors import NounChunkDetector, SpacyNERDetector, split_long_text
 from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_name
@@ -23,7 +28,9 @@ from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_nam
 __all__ = [
     "AliasIndexLike", "AnnotationConfig", "Detector", "DetectorConfig", "DocDetector", "GazetteerConfig",
     "GazetteerDetector", "GazetteerTable", "GoldConfig", "GoldSpanDetector", "KeptGazetteer", "MentionLinker",
-    "NERConfig", "NPMIConfig", "NPMIPhraseDetector", "NounChunkConfig", "NounChunkDetector", "RegexConfig",
+    "NERConfig", "NPMIConfig", "NPMIPhraseDetector", "NounChunkConfig", "NounChunkDetector", "PluginConfig",
+    "PosNERConfig", "PosNERDetector", "PosPhraseConfig", "PosPhraseDetector", "RegexConfig",
     "RegexDetector", "SpacyNERDetector", "TermListDetector", "TermsConfig", "build_detectors",
-    "load_spacy_pipeline", "register_spacy_components", "resolve_model_name", "split_long_text",
+    "load_spacy_pipeline", "register_detector", "register_spacy_components", "registered_detectors",
+    "resolve_model_name", "split_long_text",
 ]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Sequence, Union
+from typing import Annotated, Any, Iterable, Literal, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from masking.detectors.base import AliasIndexLike
 from masking.detectors.spacy_model import DEFAULT_MODEL
@@ -40,7 +40,8 @@ class GazetteerConfig(_Base):
         None, description="true: fold case; false: exact case; auto: fold when >= 90% of the KG's cased aliases "
                           "are lower-case (exact-case aliases preferred); None: AnnotationConfig.case_insensitive, "
                           "else auto")
-    min_chars: int = 2
+    min_chars: int | None = Field(None, ge=1, description="shorter aliases are skipped; None: by script "
+                                                          "(1 for CJK aliases such as 京, 2 for others)")
     stopwords: list[str] | None = None  # None: a built-in English list
 
 
@@ -56,6 +57,54 @@ class NPMIConfig(_Base):
     max_tokens: int = 4
     fit_max_documents: int | None = 100_000
     path: str | None = None  # a saved phrase table (skips fitting)
+    segmenter: str | None = Field(None, description="words from a segmenter (jieba, pkuseg[:dir], spacy:<pipeline>) "
+                                                    "for text without spaces; None: whitespace words, CJK "
+                                                    "characters one word each")
+
+
+class PosNERConfig(_Base):
+    """Entities from a segmenter's POS tags (jieba.posseg: nr/ns/nt/nz), linked like ``ner``."""
+
+    type: Literal["pos_ner"] = "pos_ner"
+    segmenter: Literal["jieba"] = "jieba"
+    tags: dict[str, str] = Field(default_factory=lambda: {"nr": "PERSON", "ns": "GPE", "nt": "ORG", "nz": "MISC"},
+                                 description="tag -> label; a tag also covers longer tags it starts (nr: nrfg)")
+    labels: list[str] | None = None  # keep only these labels
+    link: bool = True
+    min_prior: float = 0.0
+    merge: bool = Field(True, description="join adjacent entity words of one label when the joined text is a KG alias")
+    user_dict: str | None = Field(None, description="jieba user dictionary: 'word [frequency] [tag]' per line")
+
+
+class PosPhraseConfig(_Base):
+    """Phrases from a segmenter's POS tags: a tag pattern in NLTK RegexpParser style."""
+
+    type: Literal["pos_phrase"] = "pos_phrase"
+    segmenter: Literal["jieba"] = "jieba"
+    pattern: str = Field("<a|b|n.*|vn|an>*<n|ng|nz|vn|an>", description="regex over <tag> units")
+    min_words: int = Field(2, ge=1)
+    max_words: int = Field(6, ge=1)
+    label: str = "NP"
+    user_dict: str | None = None
+
+
+class PluginConfig(_Base):
+    """A detector registered by name (``register_detector``, the ``kept.detectors`` entry points) or made
+    by ``factory`` (``package.module:callable``); ``options`` are its keyword arguments."""
+
+    type: Literal["plugin"] = "plugin"
+    plugin: str | None = Field(None, description="the registered name; None: name")
+    factory: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    needs_kg: bool = False  # true: the run must have a KG (alias index) for this detector
+
+    @model_validator(mode="after")
+    def _named(self) -> "PluginConfig":
+        if not (self.plugin or self.name or self.factory):
+            raise ValueError("a plugin detector needs name (a registered detector) or factory ('module:callable')")
+        self.plugin = self.plugin or self.name or self.factory.rsplit(":", 1)[-1]  # type: ignore[union-attr]
+        self.name = self.name or self.plugin
+        return self
 
 
 class TermsConfig(_Base):
@@ -75,8 +124,9 @@ class RegexConfig(_Base):
 
 
 DetectorConfig = Annotated[Union[NERConfig, NounChunkConfig, GazetteerConfig, GoldConfig, NPMIConfig, TermsConfig,
-                                 RegexConfig], Field(discriminator="type")]
-DETECTOR_TYPES: tuple[str, ...] = ("ner", "noun_chunk", "gazetteer", "gold", "npmi", "terms", "regex")
+                                 RegexConfig, PosNERConfig, PosPhraseConfig, PluginConfig], Field(discriminator="type")]
+DETECTOR_TYPES: tuple[str, ...] = ("ner", "noun_chunk", "gazetteer", "gold", "npmi", "terms", "regex", "pos_ner",
+                                   "pos_phrase", "plugin")
 
 
 class AnnotationConfig(BaseModel):
@@ -102,20 +152,27 @@ class AnnotationConfig(BaseModel):
     @classmethod
     def from_names(cls, names: str | Sequence[str], **overrides: Any) -> "AnnotationConfig":
         """``"ner,noun_chunk,gazetteer,gold"`` -> a config with those detectors and default options."""
+        from masking.detectors.plugins import registered_detectors
+
         parts = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
-        unknown = [n for n in parts if n not in DETECTOR_TYPES or n in ("terms", "regex")]
+        plugins = registered_detectors()
+        unknown = [n for n in parts if (n not in DETECTOR_TYPES or n in ("terms", "regex", "plugin"))
+                   and n not in plugins]
         if unknown or not parts:
             raise MaskingError(f"unknown detector name(s) {unknown or parts!r}", where="--detectors",
-                               fix=f"choose from ner, noun_chunk, gazetteer, gold, npmi (terms and regex need a "
-                                   f"config file)")
+                               fix=f"choose from ner, noun_chunk, gazetteer, gold, npmi, pos_ner, pos_phrase"
+                                   f"{', ' + ', '.join(plugins) if plugins else ''} (terms and regex need a config "
+                                   f"file)")
         try:
-            return cls(detectors=[{"type": n} for n in parts], **overrides)  # type: ignore[misc]
+            return cls(detectors=[{"type": n} if n in DETECTOR_TYPES else {"type": "plugin", "name": n}
+                                  for n in parts], **overrides)  # type: ignore[misc]
         except ValidationError as error:
             raise MaskingError(f"invalid annotation config: {error.errors()[0]['msg']}", where="annotation config",
                                fix="see masking.AnnotationConfig for the fields") from None
 
     def needs_kg(self) -> bool:
-        return any(d.type == "gazetteer" or getattr(d, "link", False) for d in self.detectors)
+        return any(d.type == "gazetteer" or getattr(d, "link", False) or getattr(d, "needs_kg", False)
+                   for d in self.detectors)
 
     def case_setting(self, detector: "GazetteerConfig | TermsConfig") -> bool | Literal["auto"]:
         """The detector's own ``case_insensitive``, else this config's, else auto (gazetteer) / exact (terms)."""
@@ -159,7 +216,8 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
     """Instantiate the configured detectors. spaCy detectors share one pipeline with the union of the
     components they need (``nlp`` overrides loading ``config.spacy_model``)."""
     from masking.detectors.gazetteer import ENGLISH_STOPWORDS, GazetteerDetector
-    from masking.detectors.npmi import NPMIPhraseDetector
+    from masking.detectors.plugins import build_plugin
+    from masking.detectors.pos import PosNERDetector, PosPhraseDetector
     from masking.detectors.rules import GoldSpanDetector, RegexDetector, TermListDetector
     from masking.detectors.spacy_detectors import NounChunkDetector, SpacyNERDetector
     from masking.detectors.spacy_model import load_spacy_pipeline
@@ -193,15 +251,39 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
             detectors.append(GoldSpanDetector(alias_index=alias_index if cfg.link else None,
                                               on_invalid=config.invalid_spans, name=name))
         elif isinstance(cfg, NPMIConfig):
-            if cfg.path:
-                detectors.append(NPMIPhraseDetector.load(cfg.path, name=name))
-            else:
-                detectors.append(NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold,
-                                                    max_tokens=cfg.max_tokens, name=name))
+            detectors.append(npmi_detector(cfg))
         elif isinstance(cfg, TermsConfig):
             detectors.append(TermListDetector(_read_terms(cfg), kind=cfg.kind, label=cfg.label,
                                               case_insensitive=bool(config.case_setting(cfg)),
                                               alias_index=alias_index, name=name))
         elif isinstance(cfg, RegexConfig):
             detectors.append(RegexDetector(cfg.patterns, kind=cfg.kind, label=cfg.label, name=name))
+        elif isinstance(cfg, PosNERConfig):
+            detectors.append(PosNERDetector(alias_index=alias_index if cfg.link else None, tags=cfg.tags,
+                                            labels=cfg.labels, min_prior=cfg.min_prior, merge=cfg.merge,
+                                            tagger=cfg.segmenter, user_dict=cfg.user_dict, name=name))
+        elif isinstance(cfg, PosPhraseConfig):
+            detectors.append(PosPhraseDetector(pattern=cfg.pattern, min_words=cfg.min_words, max_words=cfg.max_words,
+                                               label=cfg.label, tagger=cfg.segmenter, user_dict=cfg.user_dict,
+                                               name=name))
+        elif isinstance(cfg, PluginConfig):
+            if cfg.needs_kg and alias_index is None:
+                raise MaskingError("the plug-in detector needs the KG's alias index", where=f"detector {name}",
+                                   fix="build the KG first (RUN_DIR/kg/aliases.tsv) or set needs_kg: false")
+            detectors.append(build_plugin(cfg.plugin or name, cfg.factory, cfg.options, alias_index=alias_index,
+                                          entity_labels=entity_labels, name=name))
     return detectors
+
+
+def npmi_detector(cfg: NPMIConfig, texts: Iterable[str] | None = None) -> Any:
+    """The NPMI detector of ``cfg``: loaded from ``path``, else fitted on ``texts`` (unfitted without them)."""
+    from masking.detectors.npmi import NPMIPhraseDetector
+    from masking.segmenters import build_segmenter
+
+    name = cfg.name or cfg.type
+    segmenter = build_segmenter(cfg.segmenter) if cfg.segmenter else None
+    if cfg.path:
+        return NPMIPhraseDetector.load(cfg.path, name=name, **({"segmenter": segmenter} if segmenter else {}))
+    detector = NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold, max_tokens=cfg.max_tokens,
+                                  segmenter=segmenter, name=name)
+    return detector if texts is None else detector.fit(texts)

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any, Iterable, Literal, Sequence, Union
 
+from kg.aliases import CJK_CHARACTERS, script_min_chars
 from masking.detectors.base import AliasIndexLike
 from masking.errors import MaskingError
 from masking.spans import Span, make_span
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_CJK = CJK_CHARACTERS
 _END = ""  # trie key marking the end of an alias (no token is empty)
 TOKEN_PATTERN = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
 _PIECE_PATTERN = re.compile(rf"\s*(?:[{_CJK}]|[^\W{_CJK}]+|[^\w\s])")
@@ -133,9 +134,10 @@ class GazetteerTable:
     skipped: int = 0
 
     @classmethod
-    def from_alias_index(cls, alias_index: AliasIndexLike, *, case_insensitive: bool = False, min_chars: int = 2,
-                         stopwords: Iterable[str] = ENGLISH_STOPWORDS, skip_numeric: bool = True,
-                         max_tokens: int = 12) -> "GazetteerTable":
+    def from_alias_index(cls, alias_index: AliasIndexLike, *, case_insensitive: bool = False,
+                         min_chars: int | None = None, stopwords: Iterable[str] = ENGLISH_STOPWORDS,
+                         skip_numeric: bool = True, max_tokens: int = 12) -> "GazetteerTable":
+        """``min_chars``: shorter aliases are skipped; None: by script (1 for CJK aliases, 2 for others)."""
         _require_alias_index(alias_index)
         stop = {w.lower() for w in stopwords}
         table = cls(case_insensitive=case_insensitive)
@@ -144,7 +146,8 @@ class GazetteerTable:
         for surface, entity_ids in alias_index.surface_forms():
             surface = surface.strip()
             key = tuple(tokenise(normalise_text(surface, case_insensitive)))
-            if (not key or len(surface) < min_chars or len(key) > max_tokens or not entity_ids
+            shortest = script_min_chars(surface) if min_chars is None else min_chars
+            if (not key or len(surface) < shortest or len(key) > max_tokens or not entity_ids
                     or (len(key) == 1 and key[0].lower() in stop)
                     or (skip_numeric and all(not t.isalpha() for t in key))):
                 table.skipped += 1
@@ -276,10 +279,10 @@ class GazetteerDetector:
     module docstring); the outcome is ``case_mode`` (and ``case_insensitive``, a bool).
     """
 
-    def __init__(self, alias_index: AliasIndexLike, *, case_insensitive: CaseSetting = "auto", min_chars: int = 2,
-                 stopwords: Iterable[str] = ENGLISH_STOPWORDS, labels: Sequence[str] | None = None,
-                 backend: str = "fast", nlp: Any = None, language: str = "en", batch_size: int = 256,
-                 name: str = "gazetteer") -> None:
+    def __init__(self, alias_index: AliasIndexLike, *, case_insensitive: CaseSetting = "auto",
+                 min_chars: int | None = None, stopwords: Iterable[str] = ENGLISH_STOPWORDS,
+                 labels: Sequence[str] | None = None, backend: str = "fast", nlp: Any = None,
+                 language: str = "en", batch_size: int = 256, name: str = "gazetteer") -> None:
         if backend not in ("fast", "spacy"):
             raise MaskingError(f"unknown gazetteer backend {backend!r}", where=f"detector {name}",
                                fix="use 'fast' or 'spacy'")
@@ -334,9 +337,9 @@ def register_spacy_components() -> None:
         return
 
     @Language.factory("kept_gazetteer", default_config={"case_insensitive": False, "source": "gazetteer",
-                                                        "aliases_path": None, "min_chars": 2})
+                                                        "aliases_path": None, "min_chars": None})
     def make_kept_gazetteer(nlp: Language, name: str, case_insensitive: bool, source: str,
-                            aliases_path: str | None, min_chars: int) -> "KeptGazetteer":
+                            aliases_path: str | None, min_chars: int | None) -> "KeptGazetteer":
         component = KeptGazetteer(nlp, name, case_insensitive=case_insensitive, source=source)
         if aliases_path:
             from kg import AliasIndex  # masking may import kg

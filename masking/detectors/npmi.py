@@ -4,6 +4,8 @@
 collocation when it occurs at least ``min_count`` times and its normalised pointwise mutual information
 ``NPMI(x, y) = ln(p(xy) / (p(x) p(y))) / -ln p(xy)`` reaches ``threshold`` (in [-1, 1]). ``detect`` marks
 maximal runs of collocated pairs (up to ``max_tokens`` words) that neither start nor end with a stopword.
+Words are whitespace-separated (CJK characters one word each), or a ``segmenter``'s words for text
+without spaces (``segmenter: jieba``: Chinese collocations of words, not of characters).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from masking.detectors.gazetteer import ENGLISH_STOPWORDS, _CJK
 from masking.errors import MaskingError
@@ -23,10 +25,51 @@ from masking.spans import Span, make_span
 _WORD_OR_BREAK = re.compile(rf"([{_CJK}]|[^\W{_CJK}]+)|[^\w\s]+")
 
 
-def _word_runs(text: str) -> Iterable[list[re.Match[str]]]:
-    run: list[re.Match[str]] = []
-    for match in _WORD_OR_BREAK.finditer(text):
-        if match.group(1) is None:
+_PUNCTUATION = re.compile(r"[^\w\s]+")
+
+
+class _Word:
+    """A word found by a segmenter, with the ``re.Match`` methods the detector reads."""
+
+    __slots__ = ("_start", "_end", "_text")
+
+    def __init__(self, start: int, end: int, text: str) -> None:
+        self._start, self._end, self._text = start, end, text
+
+    def group(self, _: int) -> str:
+        return self._text
+
+    def start(self) -> int:
+        return self._start
+
+    def end(self) -> int:
+        return self._end
+
+
+def _segmented(text: str, segmenter: Any) -> Iterable[tuple[_Word, bool]]:
+    """``(word, is_break)`` in text order from a segmenter (words, or (start, end) offsets)."""
+    pos = 0
+    for word in segmenter(text):
+        if isinstance(word, str):
+            found = text.find(word, pos) if word.strip() else -1
+            if found < 0:
+                continue
+            start, end = found, found + len(word)
+        else:
+            start, end = int(word[0]), int(word[1])
+        pos = max(pos, end)
+        piece = text[start:end]
+        if piece.strip():
+            yield _Word(start, end, piece), bool(_PUNCTUATION.fullmatch(piece.strip()))
+
+
+def _word_runs(text: str, segmenter: Any = None) -> Iterable[list[Any]]:
+    run: list[Any] = []
+    items: Iterable[tuple[Any, bool]] = (
+        ((m, m.group(1) is None) for m in _WORD_OR_BREAK.finditer(text)) if segmenter is None
+        else _segmented(text, segmenter))
+    for match, is_break in items:
+        if is_break:
             if len(run) > 1:
                 yield run
             run = []
@@ -40,7 +83,8 @@ class NPMIPhraseDetector:
     """Phrases learned from the corpus by NPMI; call ``fit(texts)`` (or ``load``) before ``detect``."""
 
     def __init__(self, *, min_count: int = 5, threshold: float = 0.5, max_tokens: int = 4,
-                 stopwords: Iterable[str] = ENGLISH_STOPWORDS, lowercase: bool = True, name: str = "npmi") -> None:
+                 stopwords: Iterable[str] = ENGLISH_STOPWORDS, lowercase: bool = True, segmenter: Any = None,
+                 name: str = "npmi") -> None:
         if not -1.0 <= threshold <= 1.0:
             raise MaskingError(f"NPMI threshold {threshold} is outside [-1, 1]", where=f"detector {name}",
                                fix="use a threshold such as 0.5")
@@ -50,6 +94,7 @@ class NPMIPhraseDetector:
         self.max_tokens = max_tokens
         self.stopwords = frozenset(w.lower() for w in stopwords)
         self.lowercase = lowercase
+        self.segmenter = segmenter  # masking.segmenters: a name's NamedSegmenter pickles as its name
         self.scores: dict[tuple[str, str], float] = {}
         self.fitted = False
 
@@ -61,7 +106,7 @@ class NPMIPhraseDetector:
         bigrams: Counter[tuple[str, str]] = Counter()
         total_words = 0
         for text in texts:
-            for run in _word_runs(text):
+            for run in _word_runs(text, self.segmenter):
                 words = [self._norm(m.group(1)) for m in run]
                 unigrams.update(words)
                 bigrams.update(zip(words, words[1:]))
@@ -90,7 +135,7 @@ class NPMIPhraseDetector:
         scores, stop = self.scores, self.stopwords
         for text in texts:
             spans: list[Span] = []
-            for run in _word_runs(text):
+            for run in _word_runs(text, self.segmenter):
                 words = [self._norm(m.group(1)) for m in run]
                 i = 0
                 while i < len(words) - 1:
@@ -112,7 +157,8 @@ class NPMIPhraseDetector:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         payload = {"min_count": self.min_count, "threshold": self.threshold, "max_tokens": self.max_tokens,
-                   "lowercase": self.lowercase, "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())]}
+                   "lowercase": self.lowercase, "segmenter": getattr(self.segmenter, "name", None),
+                   "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())]}
         from kg._io import atomic_write_json
 
         atomic_write_json(path, payload, error=MaskingError, indent=None, ensure_ascii=True)  # one compact line
@@ -124,6 +170,10 @@ class NPMIPhraseDetector:
         except (OSError, ValueError) as error:
             raise MaskingError(f"cannot read NPMI phrase table: {error}", where=path,
                                fix="save one with NPMIPhraseDetector.save") from None
+        if "segmenter" not in kwargs and payload.get("segmenter"):  # the words the table was fitted on
+            from masking.segmenters import build_segmenter
+
+            kwargs["segmenter"] = build_segmenter(payload["segmenter"])
         detector = cls(min_count=payload["min_count"], threshold=payload["threshold"],
                        max_tokens=payload["max_tokens"], lowercase=payload["lowercase"], **kwargs)  # type: ignore[arg-type]
         detector.scores = {(x, y): float(s) for x, y, s in payload["pairs"]}
