@@ -49,14 +49,17 @@ class ProbeEvalConfig(_Section):
                                     description="share of triples used as held-out facts when the KG has no test split")
     templates: dict[str, str] = Field(default_factory=dict,
                                       description='per relation (name or label): "[X] is located in [Y] ."')
-    default_template: str = Field("[X] [R] [Y] .", description="[X] head, [R] relation label, [Y] the answer")
+    default_template: Optional[str] = Field(None, description="[X] head, [R] relation label, [Y] the answer; None: "
+                                            "the language's ('[X] [R] [Y] .' en, '[X][R][Y]。' zh)")
+    language: Literal["auto", "en", "zh"] = Field("auto", description="prompt language; auto: zh when most entity "
+                                                                      "labels are CJK, else en")
     relation_labels: Optional[Path] = Field(None, description="relation labels: TSV name<TAB>label, or JSON "
                                             "{name: label} / FewRel's pid2name.json {name: [label, description]}")
 
     @field_validator("default_template")
     @classmethod
-    def _template_has_slots(cls, value: str) -> str:
-        return check_template_slots(value)
+    def _template_has_slots(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else check_template_slots(value)
 
     @field_validator("templates")
     @classmethod

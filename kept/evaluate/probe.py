@@ -2,8 +2,10 @@
 
 A fact (head, relation, tail) becomes its relation's template with ``[X]`` = the head's label and
 ``[Y]`` = k masks: a user template (``eval.probe.templates: {P17: "[X] is located in [Y] ."}``) or the
-language-neutral default ``[X] [R] [Y] .`` where ``[R]`` is the relation's label (a relation-label
-file, FewRel's ``pid2name.json``, the KG's labels). An opaque id such as ``P155`` is never written
+language's default where ``[R]`` is the relation's label (a relation-label file, FewRel's
+``pid2name.json``, the KG's labels): ``[X] [R] [Y] .`` in English, ``[X][R][Y]。`` in Chinese (no spaces
+between words, the Chinese full stop). ``eval.probe.language: auto`` picks Chinese when most entity
+labels are written in CJK characters. An opaque id such as ``P155`` is never written
 into a prompt: without a readable label the default reads ``[X] [Y] .``.
 The candidates are the labels of the relation's tail entities (the gold tail always among them;
 with ``filtered`` the other true tails of (head, relation) are dropped, as in link prediction).
@@ -27,7 +29,10 @@ from kept.evaluate.config import check_template_slots
 from kept.evaluate.common import masked_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
 
 
-DEFAULT_TEMPLATE = "[X] [R] [Y] ."
+#: The default template of each language (``eval.probe.language``).
+LANGUAGE_TEMPLATES: dict[str, str] = {"en": "[X] [R] [Y] .", "zh": "[X][R][Y]。"}
+DEFAULT_TEMPLATE = LANGUAGE_TEMPLATES["en"]
+PROBE_LANGUAGES: tuple[str, ...] = ("auto", *LANGUAGE_TEMPLATES)
 #: Relation ids that carry no words (Wikidata P17, Freebase-style m.0abc, plain numbers).
 _OPAQUE_ID = re.compile(r"(?:[A-Za-z]{1,2}\d+|m\.[0-9a-z_]+|\d+)")
 _SLOT = re.compile(r"(\[X\]|\[Y\])")
@@ -44,6 +49,22 @@ def relation_words(name: str, label: str = "") -> str:
     text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", text)
     text = re.sub(r"[_\-./:]+", " ", text)
     return re.sub(r"\s+", " ", text).strip().lower() or name
+
+
+def probe_language(entity_labels: Sequence[str], language: str = "auto") -> str:
+    """``language`` itself, or for ``auto`` the script of the labels: ``zh`` when at least half of the
+    non-empty labels are CJK (``故宫``), else ``en``."""
+    if language != "auto":
+        if language not in LANGUAGE_TEMPLATES:
+            from kept.errors import KeptError
+
+            raise KeptError(f"unknown probe language {language!r}", where="eval.probe.language",
+                            fix=f"use one of {', '.join(PROBE_LANGUAGES)}")
+        return language
+    from kg.aliases import is_cjk
+
+    labels = [label for label in entity_labels if label and label.strip()]
+    return "zh" if labels and 2 * sum(map(is_cjk, labels)) >= len(labels) else "en"
 
 
 def check_template(template: str, where: str = "eval.probe.templates") -> str:
@@ -81,11 +102,13 @@ class ProbeFacts:
     held_out: list[tuple[int, int, int]]
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-    templates: list[str] = field(default_factory=list)  # per relation; empty: the default template
+    templates: list[str] = field(default_factory=list)  # per relation; empty: the language's default template
+    language: str = "en"  # the prompts' language (LANGUAGE_TEMPLATES)
 
     def __post_init__(self) -> None:
         if not self.templates:
-            self.templates = relation_templates(self.relation_names, self.relation_words)
+            self.templates = relation_templates(self.relation_names, self.relation_words,
+                                                default=LANGUAGE_TEMPLATES.get(self.language, DEFAULT_TEMPLATE))
 
 
 @dataclass
@@ -266,7 +289,7 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
         "hits_at_10": overall["hits_at_10"], "mean_rank": overall["mean_rank"],
         "num_facts": len(queries), "num_skipped": skipped,
         "mean_candidates": (sum(len(q.candidates) for q in queries) / len(queries)) if queries else math.nan,
-        "score": score, "filtered": filtered,
+        "score": score, "filtered": filtered, "language": facts.language,
         "per_relation": {
             facts.relation_names[r]: {k: v for k, v in rank_metrics(rs).items() if k in ("mrr", "hits_at_1", "count")}
             for r, rs in sorted(per_relation.items())
@@ -291,13 +314,14 @@ def held_out_triples(num_triples: int, fraction: float, seed: int) -> list[int]:
 def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[dict[str, Any]],
                       triples: Sequence[tuple[str, str, str]], held_out: Sequence[tuple[str, str, str]] | None,
                       fraction: float, seed: int, *, relation_labels: Mapping[str, str] | None = None,
-                      templates: dict[str, str] | None = None, default_template: str = DEFAULT_TEMPLATE
-                      ) -> ProbeFacts:
+                      templates: dict[str, str] | None = None, default_template: str | None = None,
+                      language: str = "auto") -> ProbeFacts:
     """Build ProbeFacts from KG rows (entities: id/name/label, relations: id/name/label, triples by name).
 
     ``held_out``: the KG's test triples when it has a split; else a seeded ``fraction`` of all triples.
     ``relation_labels`` (name -> label, e.g. from ``pid2name.json``) win over the KG's relation labels;
-    ``templates``/``default_template``: see :func:`relation_templates`.
+    ``templates``/``default_template``: see :func:`relation_templates` (``default_template`` None: the
+    template of ``language``, which ``auto`` reads from the script of the entity labels).
     Triples naming unknown entities/relations are ignored.
     """
     n_entities = max((int(e["id"]) for e in entities), default=-1) + 1
@@ -329,10 +353,14 @@ def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[di
         test = [all_triples[i] for i in held_out_triples(len(all_triples), fraction, seed)]
         note = (f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples (the KG has no saved split, "
                 "so the KG embedding may have been trained on them)")
+    language = probe_language(labels, language)
+    if default_template is None:
+        default_template = LANGUAGE_TEMPLATES[language]
     chosen = relation_templates(names, words, templates, default_template)
-    unreadable = sorted({names[r] for _, r, _ in test if not words[r] and "[R]" in default_template
-                         and chosen[r] == re.sub(r"\s+", " ", default_template.replace("[R]", "")).strip()})
+    unreadable_ids = sorted({r for _, r, _ in test if not words[r] and "[R]" in default_template
+                             and chosen[r] == re.sub(r"\s+", " ", default_template.replace("[R]", "")).strip()})
+    unreadable = sorted(names[r] for r in unreadable_ids)
     if unreadable:
-        note += (f"; {len(unreadable)} relation(s) without a readable label use '[X] [Y]' prompts "
-                 f"({', '.join(unreadable[:5])}): give eval.probe.relation_labels or eval.probe.templates")
-    return ProbeFacts(labels, words, names, all_triples, test, note=note, templates=chosen)
+        note += (f"; {len(unreadable)} relation(s) without a readable label use "
+                 f"'{chosen[unreadable_ids[0]]}' prompts ({', '.join(unreadable[:5])}): give eval.probe.relation_labels or eval.probe.templates")
+    return ProbeFacts(labels, words, names, all_triples, test, note=note, templates=chosen, language=language)

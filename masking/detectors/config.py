@@ -8,6 +8,7 @@ from typing import Annotated, Any, Iterable, Literal, Sequence, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from masking.detectors.base import AliasIndexLike
+from masking.detectors.pos import DEFAULT_ENTITY_TAGS, DEFAULT_PHRASE_PATTERN
 from masking.detectors.spacy_model import DEFAULT_MODEL
 from masking.errors import MaskingError
 
@@ -67,7 +68,7 @@ class PosNERConfig(_Base):
 
     type: Literal["pos_ner"] = "pos_ner"
     segmenter: Literal["jieba"] = "jieba"
-    tags: dict[str, str] = Field(default_factory=lambda: {"nr": "PERSON", "ns": "GPE", "nt": "ORG", "nz": "MISC"},
+    tags: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ENTITY_TAGS),
                                  description="tag -> label; a tag also covers longer tags it starts (nr: nrfg)")
     labels: list[str] | None = None  # keep only these labels
     link: bool = True
@@ -81,7 +82,7 @@ class PosPhraseConfig(_Base):
 
     type: Literal["pos_phrase"] = "pos_phrase"
     segmenter: Literal["jieba"] = "jieba"
-    pattern: str = Field("<a|b|n.*|vn|an>*<n|ng|nz|vn|an>", description="regex over <tag> units")
+    pattern: str = Field(DEFAULT_PHRASE_PATTERN, description="regex over <tag> units (NLTK RegexpParser style)")
     min_words: int = Field(2, ge=1)
     max_words: int = Field(6, ge=1)
     label: str = "NP"
