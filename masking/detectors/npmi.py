@@ -26,6 +26,9 @@ _WORD_OR_BREAK = re.compile(rf"([{_CJK}]|[^\W{_CJK}]+)|[^\w\s]+")
 
 
 _PUNCTUATION = re.compile(r"[^\w\s]+")
+#: Chinese function words (segmented text): a phrase neither starts nor ends with one (的综合性大学 -> 综合性大学).
+CHINESE_STOPWORDS: frozenset[str] = frozenset(
+    "的 了 是 在 和 与 及 或 也 都 就 而 被 把 对 于 从 向 为 以 之 其 这 那 着 过 地 得 所 等 很 又 还 并 但 一 个 有".split())
 
 
 class _Word:
@@ -83,7 +86,7 @@ class NPMIPhraseDetector:
     """Phrases learned from the corpus by NPMI; call ``fit(texts)`` (or ``load``) before ``detect``."""
 
     def __init__(self, *, min_count: int = 5, threshold: float = 0.5, max_tokens: int = 4,
-                 stopwords: Iterable[str] = ENGLISH_STOPWORDS, lowercase: bool = True, segmenter: Any = None,
+                 stopwords: Iterable[str] = ENGLISH_STOPWORDS | CHINESE_STOPWORDS, lowercase: bool = True, segmenter: Any = None,
                  name: str = "npmi") -> None:
         if not -1.0 <= threshold <= 1.0:
             raise MaskingError(f"NPMI threshold {threshold} is outside [-1, 1]", where=f"detector {name}",
