@@ -18,53 +18,32 @@ path, the file and the line. Numbers must be finite and not booleans; the YAML i
 :func:`read_yaml` (no aliases, no duplicate keys, not empty). Command-line flags are overrides of the same fields
 (``--set train.max_steps=50``), applied after the file.
 
-The ``kg``, ``annotation`` and ``masking`` sections reuse the configuration classes of the
-``kg`` and ``masking`` packages, so their fields are defined (and documented) in one place.
+The ``kg``, ``annotation`` and ``masking`` sections are the configuration classes of the ``kg`` and
+``masking`` packages (pydantic models on the one base, :class:`kg.config_model.ConfigModel`), so their
+fields are defined (and documented) in one place.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import math
-import types
 from pathlib import Path
 from typing import Any, Collection, Iterable, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 from kept.errors import KeptError
+from kg.config_model import ConfigModel, boolean_number_problem  # noqa: F401 - boolean_number_problem: kept's name
+from kg.embedding_config import EmbeddingConfig
+from masking.detectors.config import AnnotationConfig
+from masking.masking_config import MaskingConfig
 
 DataSource = Literal["wikipedia_sample", "pykeen", "files", "fewrel"]
 
 
-class _Section(BaseModel):
-    """A configuration section: unknown keys, non-finite floats (``.inf``, ``.nan``) and booleans where a
-    number belongs (``max_steps: true``) are refused; floats with a fraction are no integers."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        problem = boolean_number_problem(cls.model_fields[info.field_name].annotation, value) \
-            if info.field_name else None
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
-def boolean_number_problem(annotation: Any, value: Any) -> str | None:
-    """Why ``value`` does not fit a number field: a boolean where ``int``/``float`` (or Optional of
-    them) belongs; pydantic would read ``true`` as 1. None when it fits (or the field takes booleans)."""
-    import typing
-
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) \
-        else (annotation,)
-    if isinstance(value, bool) and {int, float} & set(options) and bool not in options:
-        return f"expected a number, got the boolean {str(value).lower()}"
-    return None
+class _Section(ConfigModel):
+    """A configuration section of kept: :class:`kg.config_model.ConfigModel` (unknown keys, booleans where a
+    number belongs refused; floats with a fraction are no integers), errors left as pydantic's."""
 
 
 def non_finite_number(data: Any, loc: tuple = ()) -> tuple | None:
@@ -79,91 +58,14 @@ def non_finite_number(data: Any, loc: tuple = ()) -> tuple | None:
     return None
 
 
-# ------------------------------------------------------------------ sections reused from other packages
-
-_EXTERNAL_SECTIONS: dict[str, str] = {
-    "kg": "kg.embeddings:EmbeddingConfig",
-    "annotation": "masking.detectors.config:AnnotationConfig",
-    "masking": "masking.masking_config:MaskingConfig",
-}
-
-
-def external_section_class(section: str) -> type:
-    """The class that defines a reused section (``kg`` → ``kg.EmbeddingConfig``, ...)."""
-    module_name, attr = _EXTERNAL_SECTIONS[section].split(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise KeptError(f"{module_name}.{attr} is not available ({error})", where=section,
-                        fix="reinstall kept (`make install`)") from None
-
-
-def _field_names(cls: type) -> list[str] | None:
-    if isinstance(cls, type) and issubclass(cls, BaseModel):
-        if cls.model_config.get("extra") == "forbid":
-            return None  # pydantic reports extras itself
-        return list(cls.model_fields)
-    if dataclasses.is_dataclass(cls):
-        return [f.name for f in dataclasses.fields(cls) if f.init]
-    return None
-
-
 #: pydantic's message for an unknown key; a validator that knows better says its own (a hint, used as the fix).
 _PYDANTIC_EXTRA = "Extra inputs are not permitted"
-
-
-def validate_external(section: str, value: Any) -> dict[str, Any]:
-    """Validate ``value`` against the reused class; return the complete section (defaults filled)."""
-    from pydantic import TypeAdapter
-
-    cls = external_section_class(section)
-    if value is None:
-        value = {}
-    if hasattr(value, "model_dump") or dataclasses.is_dataclass(value):
-        value = TypeAdapter(type(value)).dump_python(value, mode="json")
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping of {cls.__name__} fields, got {type(value).__name__}")
-    names = _field_names(cls)
-    if names is not None:
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise _ExternalError([((key,), "extra_forbidden", _PYDANTIC_EXTRA) for key in unknown])
-    if dataclasses.is_dataclass(cls):  # pydantic models check booleans themselves (_Section)
-        import typing
-
-        hints = typing.get_type_hints(cls)
-        booleans = [(key, boolean_number_problem(hints.get(key), item)) for key, item in value.items()]
-        if any(problem for _, problem in booleans):
-            raise _ExternalError([((key,), "value_error", problem) for key, problem in booleans if problem])
-    adapter = TypeAdapter(cls)
-    try:
-        obj = adapter.validate_python(value)
-        if callable(getattr(obj, "validate", None)) and not isinstance(obj, BaseModel):
-            obj.validate()
-    except ValidationError as error:
-        raise _ExternalError([(tuple(e["loc"]), e["type"], e["msg"].removeprefix("Value error, "))
-                              for e in error.errors()]) from None
-    except Exception as error:  # noqa: BLE001 - their own checks (KGError, MaskingError, ValueError)
-        where = str(getattr(error, "where", "") or "")
-        loc = tuple(where.removeprefix(f"{section}.").split(".")) if where and " " not in where else ()
-        raise _ExternalError([(loc, "value_error", getattr(error, "what", str(error)))]) from None
-    return adapter.dump_python(obj, mode="json")
 
 
 class _ExternalError(ValueError):
     def __init__(self, problems: list[tuple[tuple, str, str]]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, _, msg in problems))
-
-
-def section_object(config: "RunConfig", section: str) -> Any:
-    """The reused section as an instance of its own class (``kg.EmbeddingConfig`` ...)."""
-    from pydantic import TypeAdapter
-
-    obj = TypeAdapter(external_section_class(section)).validate_python(getattr(config, section))
-    if callable(getattr(obj, "validate", None)) and not isinstance(obj, BaseModel):
-        obj.validate()
-    return obj
 
 
 # ------------------------------------------------------------------ our own sections
@@ -242,6 +144,11 @@ class ModelConfig(_Section):
     joint_kg_margin: float = Field(1.0, gt=0)
     joint_kg_negatives: int = Field(8, ge=1, description="corruptions (head or tail) per triple")
     joint_kg_triples_per_batch: int = Field(32, ge=1, description="training triples touching the batch's entities")
+    objective: Literal["mlm", "electra"] = Field(
+        "mlm", description="electra: a small generator fills the masked units, the KEPT model (fusion included) "
+                           "detects replaced tokens (fusion.electra); model/ is that discriminator")
+    generator_fraction: float = Field(0.25, gt=0, le=1, description="ELECTRA generator width / discriminator width")
+    rtd_weight: float = Field(50.0, ge=0, description="ELECTRA: loss = generator MLM + rtd_weight * RTD")
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -428,11 +335,11 @@ class RunConfig(_Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)
     runs_dir: Path = Path("runs")
     data: DataConfig = Field(default_factory=DataConfig)
-    kg: dict[str, Any] = Field(default_factory=dict, validate_default=True)
-    annotation: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    kg: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    annotation: AnnotationConfig = Field(default_factory=AnnotationConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
-    masking: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    masking: MaskingConfig = Field(default_factory=MaskingConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: dict[str, Any] = Field(default_factory=dict, validate_default=True)
@@ -440,8 +347,8 @@ class RunConfig(_Section):
 
     @field_validator("kg", "annotation", "masking", mode="before")
     @classmethod
-    def _external(cls, value: Any, info: Any) -> dict[str, Any]:
-        return validate_external(info.field_name, value)
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value  # `masking:` with every key commented out: the defaults
 
     @field_validator("eval", mode="before")
     @classmethod
@@ -513,7 +420,7 @@ def _flatten_validation(error: ValidationError) -> list[tuple[tuple, str, str]]:
     for item in error.errors():
         loc = tuple(item["loc"])
         ctx_error = (item.get("ctx") or {}).get("error")
-        if isinstance(ctx_error, _ExternalError):
+        if isinstance(getattr(ctx_error, "problems", None), list):  # _ExternalError, a ConfigModel's InputError
             problems.extend((loc + sub_loc, kind, msg) for sub_loc, kind, msg in ctx_error.problems)
         elif isinstance(ctx_error, KeptError):
             problems.append((loc, "value_error", ctx_error.what))

@@ -121,13 +121,13 @@ def joint_kg_on(config: Any) -> bool:
 
 def interaction_of(config: Any) -> tuple[str, int]:
     """(interaction, TransE norm) of the joint loss: ``model.joint_kg_interaction``, else the run's ``kg.model``."""
-    name = config.model.joint_kg_interaction or str(config.kg.get("model", "TransE"))
+    name = config.model.joint_kg_interaction or config.kg.model
     interaction = SUPPORTED.get(name.lower())
     if interaction is None:
         raise KeptError(f"the joint KG loss has no interaction for kg.model {name!r}", where="model.joint_kg_weight",
                         fix="embed the KG with TransE or DistMult, set model.joint_kg_interaction (its relation "
                             "embeddings then start from random), or set model.joint_kg_weight: 0")
-    norm = int((config.kg.get("model_kwargs") or {}).get("scoring_fct_norm", 1))
+    norm = int(config.kg.model_kwargs.get("scoring_fct_norm", 1))
     return interaction, norm
 
 

@@ -36,9 +36,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from kept import joint_kg
+from kept import electra, joint_kg
 from kept.checkpoints import check_resume_state
-from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, section_object, training_view
+from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, training_view
 from kept.errors import Interrupted, KeptError
 from kept.optim import (
     OptimizerPlan,
@@ -337,7 +337,8 @@ def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
 #: Loss components of a KeptForPreTraining output, logged beside the total loss.
 LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss", "kg_loss")
 #: What the training logs and evaluations report beside the loss: the components and SOP accuracy.
-LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy",)
+LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy", "generator_mlm_loss", "rtd_loss", "rtd_accuracy",
+                                                     "red_loss", "red_accuracy")  # ELECTRA / WKLM (kept.electra)
 
 
 @contextlib.contextmanager
@@ -578,6 +579,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     if config.train.max_steps == 0:
         return save_starting_model(paths, model, tokenizer, config, started, log,
                                    random_mlm_head=origins.random_mlm_head)
+    model, origins = electra.wrap_objective(model, origins, config, config.train.seed, log)  # model.objective
     plan = OptimizerPlan.from_config(config, origins)
     if plan.ignored(config):
         log(f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}")
@@ -586,8 +588,7 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         atomic_write_json(paths.logs / LOADING_REPORT, {
             **origins.to_dict(), "optimizer": plan.to_dict(),
             "train_defaults": {d.key: {"value": d.value, "reason": d.reason} for d in derived}})
-    masking = section_object(config, "masking")
-    masking.dea = bool(masking.dea and config.model.fusion)
+    masking = config.masking.model_copy(update={"dea": config.masking.dea and config.model.fusion})
     collator = KnowledgeMaskingCollator(tokenizer, config=masking)
     eval_collator = KnowledgeMaskingCollator(tokenizer, config=masking)
     staged = masking.strategy == "ernie" and masking.ernie_mixture is None
@@ -684,13 +685,14 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "num_parameters": int(sum(p.numel() for p in model.parameters())),
                "train_runtime_s": train_output.metrics.get("train_runtime"),
-               "train_steps_per_second": train_output.metrics.get("train_steps_per_second")}
+               "train_steps_per_second": train_output.metrics.get("train_steps_per_second"),
+               **electra.pretrain_metrics(config)}
     partial = paths.root / "model.partial"
     if is_main_process() and partial.exists():
         shutil.rmtree(partial)  # left by a process killed while saving
     if not stopped_early:
         # every rank takes part (FSDP/DeepSpeed gather); the Trainer writes on rank 0 only
-        trainer.save_model(str(partial))
+        electra.save_final(trainer, model, str(partial), is_main_process())  # ELECTRA: the discriminator
     if is_main_process():
         atomic_write_json(paths.train_history, {"global_step": trainer.state.global_step,
                                                 "max_steps": tcfg.max_steps, "log_history": history})
@@ -722,7 +724,7 @@ def save_starting_model(paths: RunPaths, model: Any, tokenizer: Any, config: Run
     ``random_mlm_head`` (the checkpoint had none) is recorded: the evaluation then skips the figures read
     through the MLM head, which would score a random projection, and keeps the fine-tuned ones."""
     metrics = {"global_step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None, "fusion": config.model.fusion,
-               "strategy": config.masking.get("strategy"), "resumed_from": None,
+               "strategy": config.masking.strategy, "resumed_from": None,
                "runtime_s": round(time.time() - started, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "num_parameters": int(sum(p.numel() for p in model.parameters())),
                "note": "train.max_steps 0: the starting model, not trained", "random_mlm_head": random_mlm_head}

@@ -11,13 +11,14 @@ import hashlib
 import json
 import struct
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
 from kg._io import atomic_write_with
+from kg.embedding_config import EmbeddingConfig
 from kg.errors import KGError
 from kg.metrics import rank_metrics
 from kg.graph import KnowledgeGraph
@@ -30,52 +31,6 @@ FORMAT = "kept-kg-embeddings/1"
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Vocabulary names go into the safetensors header up to this size; larger vocabularies keep a hash.
 MAX_VOCAB_METADATA_BYTES = 32 * 1024 * 1024
-
-
-@dataclass
-class EmbeddingConfig:
-    """What to train. Anything PyKEEN's ``pipeline`` takes by name can be named here."""
-
-    model: str = "TransE"
-    dim: int = 100
-    epochs: int = 100
-    batch_size: int = 256
-    learning_rate: float = 0.01
-    optimizer: str = "Adam"
-    loss: str | None = None  # None: the model's default
-    training_loop: str = "sLCWA"
-    negative_sampler: str | None = None  # None: PyKEEN's default for sLCWA ("basic")
-    num_negs_per_pos: int | None = None
-    seed: int = 42
-    split: Literal["auto", "random", "predefined", "none"] = "auto"
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # training, testing, validation
-    min_triples_to_split: int = 50
-    min_test_triples: int = 200  # a random split holds out at least min(this, triples // 10) when coverage allows
-    device: str | None = None  # None: cuda when available, else cpu
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    evaluation_batch_size: int | None = None  # None: min(256, what keeps a [batch, entities, dim] score tensor <= 512 MB)
-    max_evaluation_triples: int | None = 5000  # cap when evaluating on training triples (no split)
-    use_tqdm: bool = False
-
-    def __post_init__(self) -> None:
-        if self.dim <= 0:
-            raise KGError(f"dim must be positive, got {self.dim}", where="dim")
-        if self.epochs <= 0:
-            raise KGError(f"epochs must be positive, got {self.epochs}", where="epochs")
-        if self.batch_size <= 0:
-            raise KGError(f"batch_size must be positive, got {self.batch_size}", where="batch_size")
-        if self.split not in ("auto", "random", "predefined", "none"):
-            raise KGError(f"split must be auto, random, predefined or none, got {self.split!r}", where="split")
-        self.ratios = tuple(float(r) for r in self.ratios)  # type: ignore[assignment]
-        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1.0) > 1e-6 \
-                or self.ratios[0] <= 0:
-            raise KGError(f"ratios must be three non-negative fractions summing to 1, got {self.ratios}",
-                          where="ratios", fix="e.g. (0.8, 0.1, 0.1) for training, testing, validation")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ratios"] = list(self.ratios)
-        return data
 
 
 @dataclass

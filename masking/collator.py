@@ -50,14 +50,14 @@ class KnowledgeMaskingCollator:
                  dea_replace_prob: float = 0.05, dea_remove_prob: float = 0.15, seed: int = 0,
                  pad_to_multiple_of: int | None = None, config: MaskingConfig | None = None, **kwargs: Any) -> None:
         if config is None:
-            unknown = set(kwargs) - set(MaskingConfig.__dataclass_fields__)
+            unknown = set(kwargs) - set(MaskingConfig.model_fields)
             if unknown:
                 raise MaskingError(f"unknown masking option(s) {', '.join(sorted(unknown))}", where="masking",
-                                   fix=f"use MaskingConfig fields: {', '.join(MaskingConfig.__dataclass_fields__)}")
+                                   fix=f"use MaskingConfig fields: {', '.join(MaskingConfig.model_fields)}")
             config = MaskingConfig(strategy=strategy, mlm_probability=mlm_probability, dea=dea,
                                    dea_replace_prob=dea_replace_prob, dea_remove_prob=dea_remove_prob, seed=seed,
                                    pad_to_multiple_of=pad_to_multiple_of, **kwargs)
-        self.config = config.validate()
+        self.config = config
         self.tokenizer = tokenizer
         if tokenizer.mask_token_id is None:
             raise MaskingError(f"{type(tokenizer).__name__} has no mask token", where="tokenizer",

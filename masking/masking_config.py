@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Optional, get_args
 
+from pydantic import Field, ValidationInfo, field_validator
+
+from kg.config_model import ConfigModel
 from masking.errors import MaskingError
 
+Strategy = Literal["token", "whole_word", "span", "phrase", "entity", "ernie"]
+BasicStrategy = Literal["token", "whole_word", "span", "phrase", "entity"]
+DeaReplace = Literal["positions", "distinct"]
+
 #: Strategies the collator knows. ``ernie`` switches between the basic ones (staged or mixed).
-STRATEGIES: tuple[str, ...] = ("token", "whole_word", "span", "phrase", "entity", "ernie")
-BASIC_STRATEGIES: tuple[str, ...] = ("token", "whole_word", "span", "phrase", "entity")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+BASIC_STRATEGIES: tuple[str, ...] = get_args(BasicStrategy)
 #: What a dEA-replaced alignment draws from: ``positions`` (an aligned position of the batch, so frequent
 #: entities are drawn more often) or ``distinct`` (each distinct entity of the batch alike: ERNIE-THU).
-DEA_REPLACE_MODES: tuple[str, ...] = ("positions", "distinct")
+DEA_REPLACE_MODES: tuple[str, ...] = get_args(DeaReplace)
 
 #: Baidu ERNIE 1.0: basic-level (word/character) masking, then phrase-level, then entity-level,
 #: each for a share of training (strategy, share); shares are normalised to sum to 1.
 DEFAULT_ERNIE_STAGES: tuple[tuple[str, float], ...] = (("whole_word", 1 / 3), ("phrase", 1 / 3), ("entity", 1 / 3))
 
 
-@dataclass
-class MaskingConfig:
+class MaskingConfig(ConfigModel):
     """How to build an MLM (+ dEA) batch.
 
     - ``strategy``: one of STRATEGIES.
@@ -55,79 +60,53 @@ class MaskingConfig:
     - ``pad_to_multiple_of``: pad the sequence length to a multiple of this.
     """
 
-    strategy: str = "entity"
-    mlm_probability: float = 0.15
-    mask_replace_prob: float = 0.8
-    random_replace_prob: float = 0.1
-    span_geometric_p: float = 0.2
-    span_max_words: int = 10
-    entity_share: float = 0.5
-    phrase_share: float = 0.5
-    ernie_stages: tuple[tuple[str, float], ...] = DEFAULT_ERNIE_STAGES
-    ernie_mixture: dict[str, float] | None = None
+    error_class: ClassVar[type[MaskingError]] = MaskingError
+    section: ClassVar[str] = "masking"
+
+    strategy: Strategy = "entity"
+    mlm_probability: float = Field(0.15, ge=0.0, le=1.0)
+    mask_replace_prob: float = Field(0.8, ge=0.0, le=1.0)
+    random_replace_prob: float = Field(0.1, ge=0.0, le=1.0)
+    span_geometric_p: float = Field(0.2, gt=0.0, le=1.0, description="SpanBERT: 0.2")
+    span_max_words: int = Field(10, ge=1, description="SpanBERT: 10")
+    entity_share: float = Field(0.5, ge=0.0, le=1.0)
+    phrase_share: float = Field(0.5, ge=0.0, le=1.0)
+    ernie_stages: tuple[tuple[BasicStrategy, Annotated[float, Field(ge=0.0)]], ...] = DEFAULT_ERNIE_STAGES
+    ernie_mixture: Optional[dict[BasicStrategy, Annotated[float, Field(ge=0.0)]]] = None
     dea: bool = True
-    dea_replace_prob: float = 0.05
-    dea_remove_prob: float = 0.15
-    dea_replace: str = "positions"
+    dea_replace_prob: float = Field(0.05, ge=0.0, le=1.0)
+    dea_remove_prob: float = Field(0.15, ge=0.0, le=1.0)
+    dea_replace: DeaReplace = "positions"
     dea_hide_masked: bool = False
     seed: int = 0
-    pad_to_multiple_of: int | None = None
+    pad_to_multiple_of: Optional[int] = Field(None, ge=1)
 
-    def __post_init__(self) -> None:
-        # YAML/JSON give lists: store the stages as a tuple of (strategy, share) pairs
-        try:
-            self.ernie_stages = tuple((str(name), float(share)) for name, share in self.ernie_stages)
-        except (TypeError, ValueError):
-            raise MaskingError(f"invalid stages {self.ernie_stages!r}", where="masking.ernie_stages",
-                               fix="give a list of [strategy, share] pairs, e.g. [[whole_word, 1], [phrase, 1], "
-                                   "[entity, 1]]") from None
-        if self.ernie_mixture is not None:
-            self.ernie_mixture = {str(k): float(v) for k, v in dict(self.ernie_mixture).items()}
+    @field_validator("random_replace_prob")
+    @classmethod
+    def _replacements_fit(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("mask_replace_prob", 0.0) + value > 1.0 + 1e-9:
+            raise ValueError("mask_replace_prob + random_replace_prob exceeds 1; e.g. 0.8 and 0.1 (the remaining "
+                             "0.1 keeps the tokens)")
+        return value
+
+    @field_validator("dea_remove_prob")
+    @classmethod
+    def _dea_corruption_fits(cls, value: float, info: ValidationInfo) -> float:
+        if info.data.get("dea_replace_prob", 0.0) + value > 1.0 + 1e-9:
+            raise ValueError("dea_replace_prob + dea_remove_prob exceeds 1; e.g. 0.05 and 0.15")
+        return value
+
+    @field_validator("ernie_stages", "ernie_mixture")
+    @classmethod
+    def _some_weight(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        weights = [w for _, w in value] if isinstance(value, tuple) else list(value.values())
+        if sum(weights) <= 0:
+            raise ValueError(f"{info.field_name} needs at least one strategy with a weight > 0, e.g. "
+                             "[[whole_word, 1], [phrase, 1], [entity, 1]]")
+        return value
 
     @property
     def keep_prob(self) -> float:
         return 1.0 - self.mask_replace_prob - self.random_replace_prob
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def validate(self) -> "MaskingConfig":
-        def bad(field_name: str, what: str, fix: str) -> MaskingError:
-            return MaskingError(what, where=f"masking.{field_name}", fix=fix)
-
-        if self.strategy not in STRATEGIES:
-            raise bad("strategy", f"unknown masking strategy {self.strategy!r}", f"use one of {', '.join(STRATEGIES)}")
-        if not 0.0 <= self.mlm_probability <= 1.0:
-            raise bad("mlm_probability", f"{self.mlm_probability} is not in [0, 1]", "use e.g. 0.15")
-        for name in ("mask_replace_prob", "random_replace_prob", "dea_replace_prob", "dea_remove_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise bad(name, f"{value} is not in [0, 1]", "give a probability")
-        if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
-            raise bad("mask_replace_prob", "mask_replace_prob + random_replace_prob exceeds 1",
-                      "e.g. 0.8 and 0.1 (the remaining 0.1 keeps the tokens)")
-        if self.dea_replace_prob + self.dea_remove_prob > 1.0 + 1e-9:
-            raise bad("dea_replace_prob", "dea_replace_prob + dea_remove_prob exceeds 1", "e.g. 0.05 and 0.15")
-        if self.dea_replace not in DEA_REPLACE_MODES:
-            raise bad("dea_replace", f"unknown dEA replacement {self.dea_replace!r}",
-                      f"use one of {', '.join(DEA_REPLACE_MODES)}")
-        for name in ("entity_share", "phrase_share"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise bad(name, f"{value} is not in [0, 1]",
-                          "give the share of the budget for those units, e.g. 0.5 (1.0: all of it first)")
-        if not 0.0 < self.span_geometric_p <= 1.0 or self.span_max_words < 1:
-            raise bad("span_geometric_p", f"p={self.span_geometric_p}, max={self.span_max_words}",
-                      "use 0 < p <= 1 and span_max_words >= 1 (SpanBERT: 0.2 and 10)")
-        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
-            raise bad("pad_to_multiple_of", f"{self.pad_to_multiple_of} < 1", "use None or a positive integer")
-        stages = list(self.ernie_stages)
-        if not stages or any(s not in BASIC_STRATEGIES or w < 0 for s, w in stages) or sum(w for _, w in stages) <= 0:
-            raise bad("ernie_stages", f"invalid stages {stages!r}",
-                      f"give (strategy, share) pairs with strategies from {', '.join(BASIC_STRATEGIES)} and shares >= 0")
-        if self.ernie_mixture is not None:
-            mix = dict(self.ernie_mixture)
-            if not mix or any(s not in BASIC_STRATEGIES or w < 0 for s, w in mix.items()) or sum(mix.values()) <= 0:
-                raise bad("ernie_mixture", f"invalid mixture {mix!r}",
-                          f"give strategy -> weight with strategies from {', '.join(BASIC_STRATEGIES)}, weights >= 0")
-        return self

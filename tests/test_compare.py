@@ -190,7 +190,7 @@ def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
     plan = load_compare_config(path, ["train.learning_rate=0.001"])
     assert list(plan.runs) == ["token", "token+fusion", "entity", "entity+fusion"]
     seed, config = plan.runs["entity+fusion"][1]
-    assert seed == 3 and config.train.seed == 3 and config.masking["strategy"] == "entity"
+    assert seed == 3 and config.train.seed == 3 and config.masking.strategy == "entity"
     assert config.model.fusion is True and config.train.max_steps == 7 and config.train.learning_rate == 0.001
     assert plan.runs["token"][0][1].model.fusion is False
     assert plan.run_dir("entity+fusion", 3) == plan.out / "runs" / "entity_fusion-seed3"
@@ -211,7 +211,7 @@ def test_compare_variants_list_applies_each_variants_overrides(tmp_path) -> None
     plan = load_compare_config(path, ["compare.seeds=[4]", "train.max_steps=9"])
     assert list(plan.runs) == ["token", "entity+lr"] and plan.section.seeds == [4]
     seed, config = plan.runs["entity+lr"][0]
-    assert seed == 4 and config.train.seed == 4 and config.masking["strategy"] == "entity"
+    assert seed == 4 and config.train.seed == 4 and config.masking.strategy == "entity"
     assert config.train.learning_rate == 0.002 and config.train.max_steps == 9 and config.model.fusion is True
     token = plan.runs["token"][0][1]
     assert token.model.fusion is False and token.train.learning_rate != 0.002 and token.name == "token-seed4"

@@ -17,7 +17,6 @@ from kept.config import (
     parse_overrides,
     resolve_init_from,
     save_config,
-    section_object,
     training_view,
 )
 from kept.errors import KeptError
@@ -31,11 +30,11 @@ def write(path: Path, text: str) -> Path:
 def test_defaults_validate_and_fill_reused_sections() -> None:
     config = load_config(None)
     assert config.data.source == "wikipedia_sample"
-    assert config.kg["model"] == "TransE"  # kg.EmbeddingConfig defaults
-    assert config.masking["strategy"] == "entity"  # masking.MaskingConfig defaults
-    assert [d["type"] for d in config.annotation["detectors"]]  # masking AnnotationConfig defaults
+    assert config.kg.model == "TransE"  # kg.EmbeddingConfig defaults
+    assert config.masking.strategy == "entity"  # masking.MaskingConfig defaults
+    assert [d.type for d in config.annotation.detectors]  # masking AnnotationConfig defaults
     assert "mlm" in config.eval  # kept.evaluate EvalConfig defaults
-    assert section_object(config, "kg").dim == config.kg["dim"]
+    assert config.to_dict()["kg"]["dim"] == config.kg.dim == 100
 
 
 def test_unknown_key_names_path_file_and_line(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def test_demo_configuration_is_a_valid_run_configuration(tmp_path: Path) -> None
     config = load_config(path)
     assert config.data.source == "wikipedia_sample" and config.data.max_documents == 30
     assert config.encode.max_length == 128 and config.train.max_steps == 200
-    assert {d["type"] for d in config.annotation["detectors"]} == {"ner", "noun_chunk", "gazetteer", "gold"}
+    assert {d.type for d in config.annotation.detectors} == {"ner", "noun_chunk", "gazetteer", "gold"}
     # the compared variants differ only in masking strategy and fusion: same budget
     assert [(s, f) for _, s, f in VARIANTS] == [("token", False), ("entity", True)]
     assert config.model.preset == "tiny" and config.model.init_from is None

@@ -34,9 +34,9 @@ def test_dea_replace_distinct_draws_each_batch_entity_alike():
 
 def test_dea_replace_is_a_masking_option():
     assert MaskingConfig().dea_replace == "positions"
-    assert MaskingConfig(dea_replace="distinct").validate().dea_replace == "distinct"
+    assert MaskingConfig(dea_replace="distinct").dea_replace == "distinct"
     with pytest.raises(MaskingError, match="dea_replace"):
-        MaskingConfig(dea_replace="nope").validate()
+        MaskingConfig(dea_replace="nope")
 
 
 # ------------------------------------------------------------------------ fusion model: shared pieces

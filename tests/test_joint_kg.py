@@ -194,7 +194,7 @@ def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path) -> None:
 def test_batch_triples_are_reseeded_per_batch_and_kg_model_checked(tmp_path: Path) -> None:
     """Through the pretraining collators: the same batch indices give the same triples and corruptions
     (exact resume); a KG model without an interaction here is refused with the fix."""
-    from kept.config import load_run_config, section_object
+    from kept.config import load_run_config
     from kept.encode import encode_run, load_encoded
     from kept.joint_kg import interaction_of, wrap_collator
     from kept.pretrain import INDEX_KEY, BatchSeededCollator
@@ -207,7 +207,7 @@ def test_batch_triples_are_reseeded_per_batch_and_kg_model_checked(tmp_path: Pat
                                        "model.joint_kg_triples_per_batch=3", "model.joint_kg_negatives=2"])
     encode_run(run_dir, config)
     rows = load_encoded(run_dir, "train")
-    masking = KnowledgeMaskingCollator(load_run_tokenizer(run_dir / "tokenizer"), config=section_object(config, "masking"))
+    masking = KnowledgeMaskingCollator(load_run_tokenizer(run_dir / "tokenizer"), config=config.masking)
     collate = BatchSeededCollator(wrap_collator(masking, config, run_dir), seed=0)
     columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids"]
     features = [{**{c: rows[i][c] for c in columns}, INDEX_KEY: i} for i in (3, 7)]
@@ -221,7 +221,7 @@ def test_batch_triples_are_reseeded_per_batch_and_kg_model_checked(tmp_path: Pat
     linked = {int(i) for f in features for i in f["entity_ids"] if i >= 0}
     assert all(h in linked or t in linked for h, _, t in first["kg_triples"].tolist())
     assert interaction_of(config) == ("TransE", 1)
-    rotate = config.model_copy(update={"kg": {**config.kg, "model": "RotatE"}})
+    rotate = config.model_copy(update={"kg": config.kg.model_copy(update={"model": "RotatE"})})
     with pytest.raises(KeptError, match="no interaction for kg.model 'RotatE'"):
         interaction_of(rotate)
 

@@ -96,7 +96,7 @@ def test_random_split_is_seeded_and_covers_entities() -> None:
 def test_bad_configuration(nations: KnowledgeGraph) -> None:
     with pytest.raises(KGError, match="PyKEEN has no model named 'TransX'.*did you mean"):
         train_embeddings(nations, EmbeddingConfig(model="TransX"))
-    with pytest.raises(KGError, match="dim must be positive"):
+    with pytest.raises(KGError, match=r"kg\.dim: Input should be greater than 0"):
         EmbeddingConfig(dim=0)
     with pytest.raises(KGError, match="ratios"):
         EmbeddingConfig(ratios=(0.5, 0.1, 0.1))

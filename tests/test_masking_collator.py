@@ -255,7 +255,7 @@ def test_entity_share_keeps_word_masking_alive_on_entity_dense_text(tokenizer):
     # entity_share 1.0 (the old behaviour): the whole budget goes to mentions, words are (almost) never masked
     assert masked_share(KIND_WORD, entity_share=1.0) < 0.05
     with pytest.raises(MaskingError, match="entity_share"):
-        MaskingConfig(entity_share=1.5).validate()
+        MaskingConfig(entity_share=1.5)
 
 
 def test_choose_units_splits_each_rows_budget_and_passes_on_leftovers():
@@ -461,12 +461,12 @@ def test_trainer_data_collator_with_ernie_callback(tokenizer, tmp_path):
 
 
 def test_config_from_yaml_like_data_and_unknown_options(tokenizer):
-    config = MaskingConfig(strategy="ernie", ernie_stages=[["token", 1], ["entity", 3]]).validate()
+    config = MaskingConfig(strategy="ernie", ernie_stages=[["token", 1], ["entity", 3]])
     assert config.ernie_stages == (("token", 1.0), ("entity", 3.0))
     with pytest.raises(MaskingError, match="unknown masking option.*mlm_prob"):
         KnowledgeMaskingCollator(tokenizer, mlm_prob=0.2)
     with pytest.raises(MaskingError, match="ernie_stages"):
-        MaskingConfig(strategy="ernie", ernie_stages=[["nope", 1]]).validate()
+        MaskingConfig(strategy="ernie", ernie_stages=[["nope", 1]])
 
 
 def test_features_as_tensors_or_arrays(tokenizer, features):

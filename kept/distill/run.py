@@ -87,7 +87,7 @@ def snapshot(config: RunConfig, teacher: RunPaths) -> dict[str, Any]:
     the Trainer reads, and fingerprints of the teacher's weights, data and tokenizer."""
     train = {k: v for k, v in training_view(config).items() if k.startswith("train.")}
     settings = {**train, **{k: v for k, v in flatten({"distill": config.distill.model_dump(mode="json"),
-                                                       "masking": config.masking}).items()
+                                                       "masking": config.masking.to_dict()}).items()
                             if k not in NON_TRAINING_FIELDS}}
     inputs = path_fingerprint([teacher.model / "model.safetensors", teacher.encoded_train, teacher.tokenizer])
     return {"config": settings, "inputs": {Path(k).name: v for k, v in inputs.items()}}
@@ -114,7 +114,6 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     from transformers import TrainingArguments
 
     from kept.checkpoints import check_resume_state
-    from kept.config import section_object
     from kept.distill.losses import layer_map
     from kept.distill.student import build_student, load_teacher
     from kept.distill.trainer import DistillationModel, distillation_trainer
@@ -182,9 +181,8 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.checkpoints / SNAPSHOT_FILE, current)
 
-    masking = section_object(config, "masking")
-    masking.dea = fusion  # entity_ids for the teacher; the alignments as they are (no dEA corruption)
-    masking.dea_replace_prob, masking.dea_remove_prob = 0.0, 0.0
+    # entity_ids for the teacher; the alignments as they are (no dEA corruption)
+    masking = config.masking.model_copy(update={"dea": fusion, "dea_replace_prob": 0.0, "dea_remove_prob": 0.0})
     collate = BatchSeededCollator(KnowledgeMaskingCollator(tokenizer, config=masking), config.train.seed, salt=0)
     eval_collate = BatchSeededCollator(KnowledgeMaskingCollator(tokenizer, config=masking), config.train.seed, salt=1)
     columns = [c for c in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids",
@@ -282,7 +280,7 @@ def report(config: RunConfig, teacher_paths: RunPaths, paths: RunPaths, teacher:
         return relation_runner(model_dir, paths.tokenizer, eval_config, data, eval_config.seed, finetune_seed,
                                device, index)
 
-    masking = dict(config.masking)
+    masking = config.masking.to_dict()
     metrics = compare_models(teacher, student, tokenizer, rows, fusion=fusion, strategy=str(masking.get("strategy")),
                              mlm_probability=float(masking.get("mlm_probability") or 0.15), masking=masking,
                              seed=eval_config.seed, batch_size=eval_config.batch_size,

@@ -88,6 +88,9 @@ def _untrained_mlm_head(run_dir: Path) -> str | None:
     if not metrics_file.is_file():
         return None
     recorded = read_json(metrics_file, "pretrain_metrics.json")
+    if recorded.get("objective") == "electra":  # kept.electra: model/ is the discriminator
+        return ("the model is an ELECTRA discriminator: its MLM head was never trained (replaced-token detection "
+                "trains the encoder), so MLM, cloze and probe scores would measure an untrained projection")
     if recorded.get("random_mlm_head") and not recorded.get("global_step"):
         return ("the MLM head was never trained (the starting checkpoint has none and train.max_steps is 0): "
                 "its scores would measure a random projection")
@@ -180,7 +183,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         def run_mlm() -> dict[str, Any]:
             common = dict(seed=eval_config.seed, batch_size=eval_config.batch_size, use_entities=fusion)
             own = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy=settings["strategy"],
-                                   mlm_probability=own_probability, masking=dict(run_config.masking), **common)
+                                   mlm_probability=own_probability, masking=run_config.masking.to_dict(), **common)
             # the same task for every run: BERT token masking with default settings and the eval seed
             token = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy="token",
                                      mlm_probability=token_probability, **common)
@@ -220,7 +223,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
             kg["entities"].to_dict("records"), kg["relations"].to_dict("records"),
             list(kg["triples"].itertuples(index=False, name=None)), held_out, p.holdout_fraction,
             eval_config.seed, relation_labels=relation_labels, templates=p.templates,
-            default_template=p.default_template)
+            default_template=p.default_template, language=p.language)
         result = _timed(timings, "probe", lambda: probe.evaluate_probe(
             model, tokenizer, facts, max_facts=p.max_facts, max_candidates=p.max_candidates,
             max_pieces=p.max_pieces, score=p.score, filtered=p.filtered, seed=eval_config.seed,
@@ -269,9 +272,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         recompute = eval_config.linkpred.recompute
         embedding = None
         if recompute:
-            from kept.config import section_object
-
-            embedding = section_object(run_config, "kg")
+            embedding = run_config.kg
         metrics["linkpred"] = _timed(timings, "linkpred", lambda: linkpred.evaluate_linkpred(
             run_dir, recompute=recompute, embedding_config=embedding))
     else:

@@ -33,10 +33,9 @@ def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: i
     A staged ``ernie`` schedule is evaluated at its end (progress 1.0)."""
     from masking import KnowledgeMaskingCollator, MaskingConfig
 
-    fields = set(getattr(MaskingConfig, "__dataclass_fields__", {}))
-    settings = {k: v for k, v in dict(masking or {}).items() if k in fields}
-    if isinstance(settings.get("ernie_stages"), list):
-        settings["ernie_stages"] = tuple(tuple(stage) for stage in settings["ernie_stages"])
+    if isinstance(masking, MaskingConfig):
+        masking = masking.model_dump()
+    settings = {k: v for k, v in dict(masking or {}).items() if k in MaskingConfig.model_fields}
     settings.update(strategy=strategy, mlm_probability=mlm_probability, seed=seed, dea=entities,
                     dea_replace_prob=0.0, dea_remove_prob=0.0, pad_to_multiple_of=None)
     collator = KnowledgeMaskingCollator(tokenizer, config=MaskingConfig(**settings))
