@@ -251,7 +251,7 @@ def load_annotations(run_dir: str | Path) -> "Any":
 
 def load_documents(run_dir: str | Path) -> list[dict[str, Any]]:
     """``corpus/documents.jsonl`` as a list of dicts, read by masking's documents reader (the one)."""
-    from masking.annotate import iter_documents
+    from masking.documents import iter_documents
     from masking.errors import MaskingError
 
     path = _dir(run_dir) / "corpus" / "documents.jsonl"

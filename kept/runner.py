@@ -176,7 +176,7 @@ def _stage_spec(stage: str, config: RunConfig, paths: RunPaths) -> tuple[Any, li
         return c["kg"], kg_files, [paths.embeddings, paths.kg_metrics]
     if stage == "annotate":
         inputs = [paths.documents] + ([paths.aliases, paths.kg / "entities.tsv"] if has_kg(config) else [])
-        return annotation_config(config).model_dump(mode="json"), inputs, [paths.annotated, paths.annotation_stats]
+        return c["annotation"], inputs, [paths.annotated, paths.annotation_stats]
     if stage == "encode":
         init_from = resolve_init_from(config.model.init_from, config.runs_dir)
         inputs = [paths.annotated] + ([init_from / "tokenizer.json"] if init_from else [])
@@ -196,13 +196,6 @@ def _stage_spec(stage: str, config: RunConfig, paths: RunPaths) -> tuple[Any, li
     raise KeptError(f"unknown stage '{stage}'", where="--stages", fix=f"choose from {', '.join(STAGES)}")
 
 
-def annotation_config(config: RunConfig) -> Any:
-    """``config.annotation`` with the words of token_coverage from ``encode.segmenter`` unless it names its own."""
-    if config.annotation.segmenter is not None:
-        return config.annotation
-    return config.annotation.model_copy(update={"segmenter": config.encode.segmenter})
-
-
 def _run_stage(stage: str, run_dir: Path, config: RunConfig, log: Callable[[str], None], progress: bool,
                restart_pretrain: bool = False) -> str:
     paths = run_paths(run_dir)
@@ -210,12 +203,16 @@ def _run_stage(stage: str, run_dir: Path, config: RunConfig, log: Callable[[str]
         prepare_data(run_dir, config, log)
     elif stage == "kg":
         from kept.commands.kg import embed_run_dir
-        metrics = embed_run_dir(run_dir, config.kg)
-        log(f"kg: {config.kg.model} embeddings, MRR {metrics.get('mrr', float('nan')):.3f}")
+        from kept.config import section_object
+
+        metrics = embed_run_dir(run_dir, section_object(config, "kg"))
+        log(f"kg: {config.kg.get('model')} embeddings, MRR {metrics.get('mrr', float('nan')):.3f}")
     elif stage == "annotate":
         from kept.annotation import annotate_run_dir
 
-        stats = annotate_run_dir(run_dir, annotation_config(config))
+        from kept.config import section_object
+
+        stats = annotate_run_dir(run_dir, section_object(config, "annotation"))
         log(f"annotate: {stats.get('documents', '?')} documents annotated")
     elif stage == "encode":
         from kept.encode import encode_run
@@ -300,8 +297,8 @@ def _check_config(config: RunConfig) -> None:
     if config.model.fusion and not has_kg(config):
         raise KeptError("model.fusion is on but the run has no knowledge graph", where="data.kg_triples",
                         fix="give data.kg_triples, or set model.fusion: false")
-    detectors = [d.type for d in config.annotation.detectors]
-    if not has_kg(config) and "gazetteer" in detectors and config.annotation.missing_kg == "error":
+    detectors = [d.get("type") for d in config.annotation.get("detectors", [])]
+    if not has_kg(config) and "gazetteer" in detectors and config.annotation.get("missing_kg") == "error":
         raise KeptError("the annotation uses the KG gazetteer but the run has no knowledge graph",
                         where="annotation.detectors",
                         fix="give data.kg_triples, remove the gazetteer detector, or set annotation.missing_kg: skip")

@@ -29,8 +29,8 @@ _EXPORTS: dict[str, str] = {
         "NounChunkDetector", "NPMIPhraseDetector", "PosNERDetector", "PosPhraseDetector", "RegexDetector",
         "SpacyNERDetector", "TermListDetector", "build_detectors", "load_spacy_pipeline", "register_detector")},
     # annotation
-    "annotate": "masking.annotate", "annotate_run_dir": "masking.annotate",
-    "annotate_with_stats": "masking.annotate", "load_documents": "masking.annotate",
+    "annotate": "masking.annotate", "annotate_with_stats": "masking.annotate",
+    "load_documents": "masking.documents",
     # annotation statistics
     "annotation_stats": "masking.stats",
     # word segmenters by name (jieba, pkuseg, spacy:<pipeline>)
@@ -45,8 +45,9 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from masking.align import AlignedUnits, align_spans, encode_with_units
-    from masking.annotate import annotate, annotate_run_dir, annotate_with_stats, load_documents
+    from masking.annotate import annotate, annotate_with_stats
     from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator
+    from masking.documents import load_documents
     from masking.detectors import (AnnotationConfig, Detector, DetectorConfig, GazetteerDetector,
                                    GoldSpanDetector, NounChunkDetector, NPMIPhraseDetector, PosNERDetector,
                                    PosPhraseDetector, RegexDetector, SpacyNERDetector, TermListDetector,

@@ -3,21 +3,22 @@
 ``annotate(dataset, config, alias_index)`` runs one batched ``Dataset.map`` (``num_proc`` workers, each
 building its detectors once; spaCy detectors share one ``nlp.pipe`` with only the needed components).
 Results are cached by a content fingerprint (input dataset fingerprint + config + alias index + code
-version), and a corpus can be split with ``num_shards``/``shard_index`` to fan out across machines;
-``merge_annotated_shards`` puts the pieces back together.
-
-``annotate_run_dir(run_dir, config)`` is the product entry point (``kept annotate``, ``kept run``).
+version), and a corpus can be split with ``num_shards``/``shard_index`` to fan out across machines.
+Reading ``documents.jsonl`` lives in ``masking.documents``; run directories, shard files and their merge
+belong to the product (``kept.annotation``).
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from kg._io import atomic_dir, atomic_write_json
 from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors, gazetteer_case_modes
+from masking.documents import span_features
 from masking.errors import MaskingError
 from masking.spans import SPAN_FIELDS, Span, check_spans, resolve_overlaps
 from masking.stats import doc_counts, finalize_stats, merge_counts
@@ -26,138 +27,6 @@ ANNOTATION_VERSION = "1"  # bump when detector output changes for the same confi
 _STATS_COLUMN = "_annotation_counts"
 _DETECTOR_CACHE: dict[str, tuple[list[Any], Any]] = {}  # built detectors per (config, KG, nlp) in this process
 _DETECTOR_CACHE_SIZE = 4
-
-
-def span_features() -> Any:
-    """The Arrow schema of one Span (``datasets.Features`` value)."""
-    from datasets import Value
-
-    return {"start": Value("int32"), "end": Value("int32"), "kind": Value("string"), "label": Value("string"),
-            "entity_id": Value("int64"), "source": Value("string")}
-
-
-def document_features() -> Any:
-    """Schema of ``corpus/documents.jsonl`` and ``corpus/annotated/``: id, title, text, spans."""
-    from datasets import Features, List, Value
-
-    return Features({"id": Value("string"), "title": Value("string"), "text": Value("string"),
-                     "spans": List(span_features())})
-
-
-# ------------------------------------------------------------------------------------------------ reading
-
-def _clean_text(text: str, policy: str, where: str, line: int) -> tuple[str, bool]:
-    """Lone surrogates (undecodable bytes smuggled through JSON) -> U+FFFD (same length) or an error."""
-    try:
-        text.encode("utf-8")
-        return text, False
-    except UnicodeEncodeError:
-        if policy == "error":
-            raise MaskingError("the text holds undecodable characters (lone UTF-16 surrogates)", where=where,
-                               line=line, fix="re-encode the corpus as UTF-8, or set undecodable='replace' to "
-                                               "replace them with U+FFFD") from None
-        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text), True
-
-
-def iter_documents(path: str | Path, *, undecodable: str = "error") -> Iterator[dict[str, Any]]:
-    """Documents of a ``documents.jsonl`` file, checked line by line (MaskingError names file:line)."""
-    path = Path(path)
-    seen: set[str] = set()
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise MaskingError(f"cannot read the corpus: {error.strerror}", where=path,
-                           fix="run `kept data ...` first or check the path") from None
-    with handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                if undecodable == "error":
-                    raise MaskingError(f"line is not UTF-8 (byte {error.start})", where=path, line=line_no,
-                                       fix="re-encode the corpus as UTF-8 (e.g. iconv -f latin1 -t utf-8), or set "
-                                           "undecodable='replace'") from None
-                line = raw.decode("utf-8", "replace")
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise MaskingError(f"invalid JSON: {error.msg}", where=path, line=line_no,
-                                   fix="each line must be one JSON object {id, title, text, spans}") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text", ""), (str, type(None))):
-                raise MaskingError("a document must be a JSON object with a string 'text'", where=path,
-                                   line=line_no, fix='write {"id": ..., "title": ..., "text": "...", "spans": []}')
-            doc_id = str(record.get("id", line_no))
-            if doc_id in seen:
-                raise MaskingError(f"duplicate document id {doc_id!r}", where=path, line=line_no,
-                                   fix="give every document a unique id")
-            seen.add(doc_id)
-            text, _ = _clean_text(record.get("text") or "", undecodable, str(path), line_no)
-            spans = record.get("spans") or []
-            if not isinstance(spans, list):
-                raise MaskingError("'spans' must be a list", where=path, line=line_no, fix="write spans as a JSON list")
-            try:
-                spans, _ = check_spans(text, spans, doc_id=doc_id, on_invalid="error")
-            except MaskingError as error:
-                raise MaskingError(f"{error.where}: {error.what}", where=path, line=line_no, fix=error.fix) from None
-            yield {"id": doc_id, "title": str(record.get("title") or ""), "text": text, "spans": spans}
-
-
-def _file_digest(path: Path) -> str:
-    import xxhash
-
-    digest = xxhash.xxh64()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _generate(path: str, digest: str, undecodable: str) -> Iterator[dict[str, Any]]:  # digest keys the cache
-    yield from iter_documents(path, undecodable=undecodable)
-
-
-def load_documents(path: str | Path, *, cache_dir: str | Path | None = None, undecodable: str = "error") -> Any:
-    """``documents.jsonl`` -> ``datasets.Dataset`` (id, title, text, spans), cached by the file's content hash."""
-    from datasets import Dataset
-    from datasets.exceptions import DatasetGenerationError
-
-    path = Path(path)
-    if not path.exists():
-        raise MaskingError("corpus file not found", where=path,
-                           fix="write corpus/documents.jsonl first (kept data ...) or pass the right run directory")
-    with path.open("rb") as handle:
-        if not any(line.strip() for line in handle):
-            raise MaskingError("the corpus has no documents", where=path,
-                               fix="write one JSON document per line ({id, title, text, spans}) or rebuild the corpus")
-    digest = _file_digest(path)
-    try:
-        return Dataset.from_generator(_generate, features=document_features(),
-                                      cache_dir=str(cache_dir) if cache_dir else None,
-                                      gen_kwargs={"path": str(path), "digest": digest, "undecodable": undecodable},
-                                      fingerprint=f"kept-docs-{digest}-{undecodable}")
-    except DatasetGenerationError as error:
-        cause = error.__cause__
-        while cause is not None and not isinstance(cause, MaskingError):
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, MaskingError):
-            raise cause from None
-        raise
-
-
-def documents_from_records(records: Sequence[Mapping[str, Any]]) -> Any:
-    """A small in-memory corpus (list of {id, title, text, spans}) as a ``datasets.Dataset``."""
-    from datasets import Dataset
-
-    rows = [{"id": str(r.get("id", i)), "title": str(r.get("title") or ""), "text": r.get("text") or "",
-             "spans": list(r.get("spans") or [])} for i, r in enumerate(records)]
-    for row in rows:
-        row["spans"], _ = check_spans(row["text"], row["spans"], doc_id=row["id"], on_invalid="error")
-    if not rows:
-        return Dataset.from_dict({"id": [], "title": [], "text": [], "spans": []}, features=document_features())
-    return Dataset.from_list(rows, features=document_features())
-
 
 # ------------------------------------------------------------------------------------------------ annotating
 
@@ -197,6 +66,7 @@ class _Annotator:
         self.cache_key: str = ""
         self._detectors: list[Any] | None = None
         self._linker: Any = None
+        self._segmenter: Any = None
         self._inputs: bytes | None = None  # (alias_index, entity_labels, fitted) pickled once for the workers
         self._inputs_pending = False  # True in a worker until ``_inputs`` is unpickled (only on a cache miss)
         # at equal offsets: gold first, then detectors in configuration order
@@ -250,6 +120,15 @@ class _Annotator:
             self._detectors, self._linker = cached
         return self._detectors
 
+    @property
+    def segmenter(self) -> Any:
+        """The words ``token_coverage`` counts (``config.segmenter``), built once per process."""
+        if self._segmenter is None and self.config.segmenter not in (None, "none"):
+            from masking.segmenters import build_segmenter
+
+            self._segmenter = build_segmenter(self.config.segmenter)
+        return self._segmenter
+
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         from masking.detectors.spacy_detectors import run_doc_detectors, split_long_text
 
@@ -296,7 +175,8 @@ class _Annotator:
             resolved = resolve_overlaps(candidates, self.source_priority)
             gold_input, dropped = check_spans(text, inputs[i] or [], doc_id=ids[i], on_invalid="drop")
             gold = [s for s in gold_input if s["source"] == "gold"]
-            record = doc_counts(text, resolved, linker=self._linker, candidates=per_source[i], gold=gold)
+            record = doc_counts(text, resolved, linker=self._linker, candidates=per_source[i], gold=gold,
+                                segmenter=self.segmenter)
             record["documents"] = 1
             record["empty_documents"] = int(not text.strip())
             record["split_documents"] = int(split_counts[i] > 0)
@@ -488,131 +368,16 @@ def annotate(dataset: Any, config: AnnotationConfig | None = None, alias_index: 
     return annotate_with_stats(dataset, config, alias_index, **kwargs)[0]
 
 
-# ------------------------------------------------------------------------------------------------ run directory
+class _CallableModule(types.ModuleType):
+    """Importing ``masking.annotate`` (the module) sets the package attribute ``masking.annotate`` to it, so a
+    later ``from masking import annotate`` gets the module, not the function: the module calls the function."""
 
-def _shard_suffix(num_shards: int, shard_index: int) -> str:
-    return "" if num_shards == 1 else f"shard-{shard_index:05d}-of-{num_shards:05d}"
-
-
-def _atomic_write_json(path: Path, payload: Mapping[str, Any]) -> None:
-    atomic_write_json(path, payload, error=MaskingError, sort_keys=True)
-
-
-def atomic_save_dataset(dataset: Any, target: str | Path) -> None:
-    """``dataset.save_to_disk`` into a sibling temporary directory, then swap it in place of ``target``."""
-    with atomic_dir(target, error=MaskingError) as tmp:
-        dataset.save_to_disk(str(tmp))
+    def __call__(self, dataset: Any, config: AnnotationConfig | None = None, alias_index: Any = None,
+                 **kwargs: Any) -> Any:
+        return annotate(dataset, config, alias_index, **kwargs)
 
 
-def check_entity_ids(dataset: Any, num_entities: int, where: str | Path) -> None:
-    """MaskingError when a span links to an entity id that the run's KG does not have."""
-    for start in range(0, len(dataset), 1000):
-        batch = dataset[start:start + 1000]
-        for offset, spans in enumerate(batch["spans"]):
-            for i, span in enumerate(spans or []):
-                entity_id = span["entity_id"]
-                if entity_id is not None and not -1 <= entity_id < num_entities:
-                    raise MaskingError(
-                        f"document {batch['id'][offset]!r} spans[{i}] links to entity id {entity_id}, but the KG has "
-                        f"{num_entities} entities (ids 0..{num_entities - 1})", where=where,
-                        fix="use ids from kg/entities.tsv (or -1 for an unlinked span), or rebuild the KG that "
-                            "the corpus was linked to")
+sys.modules[__name__].__class__ = _CallableModule
 
-
-def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, list[str] | None]:
-    """``(alias index, entity labels)`` from ``RUN_DIR/kg`` (aliases.tsv, else built from entities.tsv)."""
-    run_dir = Path(run_dir)
-    kg_dir = run_dir / "kg"
-    if not (kg_dir / "entities.tsv").exists():
-        if required:
-            raise MaskingError("no knowledge graph in the run directory", where=kg_dir / "entities.tsv",
-                               fix="build the KG first (kept data ... / kept kg ...) or annotate without the "
-                                   "gazetteer (--detectors ner,noun_chunk,gold)")
-        return None, None
-    from kg import AliasIndex, KnowledgeGraph
-
-    graph = KnowledgeGraph.load(kg_dir)
-    aliases_path = kg_dir / "aliases.tsv"
-    if aliases_path.exists():
-        alias_index = AliasIndex.load(aliases_path, num_entities=graph.num_entities)
-    else:
-        alias_index = AliasIndex.from_graph(graph)
-    if len(alias_index) == 0 and required:
-        raise MaskingError("the KG has no labels or aliases to match", where=aliases_path,
-                           fix="write kg/aliases.tsv (alias, entity_id, count) or annotate without the gazetteer")
-    return alias_index, list(graph.entity_labels)
-
-
-def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None, *, num_shards: int = 1,
-                     shard_index: int = 0, progress: Callable[[int], None] | None = None,
-                     on_total: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Annotate ``RUN_DIR/corpus/documents.jsonl`` -> ``RUN_DIR/corpus/annotated/`` + ``annotation_stats.json``.
-
-    With shards, writes ``annotated/shard-IIIII-of-KKKKK/`` and ``annotation_stats.shard-...json``; once all
-    shards are there, ``merge_annotated_shards(run_dir)`` (called automatically by the last shard to finish)
-    concatenates them. Returns the statistics.
-    """
-    config = config or AnnotationConfig()
-    run_dir = Path(run_dir)
-    corpus_dir = run_dir / "corpus"
-    needs_gazetteer = any(d.type == "gazetteer" for d in config.detectors)
-    alias_index, labels = load_run_kg(run_dir, required=needs_gazetteer and config.missing_kg == "error")
-    if needs_gazetteer and alias_index is None:
-        config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
-    dataset = load_documents(corpus_dir / "documents.jsonl", cache_dir=corpus_dir / ".cache",
-                             undecodable=config.undecodable)
-    if labels is not None:
-        check_entity_ids(dataset, len(labels), corpus_dir / "documents.jsonl")
-    if on_total is not None:
-        on_total(len(shard_dataset(dataset, num_shards, shard_index)))
-    annotated, stats = annotate_with_stats(dataset, config, alias_index, entity_labels=labels,
-                                           num_shards=num_shards, shard_index=shard_index, progress=progress)
-    stats["kg_linked"] = alias_index is not None
-    suffix = _shard_suffix(num_shards, shard_index)
-    if not suffix:
-        atomic_save_dataset(annotated, corpus_dir / "annotated")
-        _atomic_write_json(corpus_dir / "annotation_stats.json", stats)
-        return stats
-    shards_dir = corpus_dir / "annotated.shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    atomic_save_dataset(annotated, shards_dir / suffix)
-    _atomic_write_json(shards_dir / f"{suffix}.stats.json", stats)
-    if all((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").exists() for i in range(num_shards)):
-        return merge_annotated_shards(run_dir, num_shards)
-    return stats
-
-
-def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, Any]:
-    """Concatenate ``corpus/annotated.shards/*`` (in shard order) into ``corpus/annotated`` and sum the stats."""
-    from datasets import concatenate_datasets, load_from_disk
-
-    corpus_dir = Path(run_dir) / "corpus"
-    shards_dir = corpus_dir / "annotated.shards"
-    parts, totals = [], {}
-    configs = set()
-    for index in range(num_shards):
-        suffix = _shard_suffix(num_shards, index)
-        stats_path = shards_dir / f"{suffix}.stats.json"
-        if not stats_path.exists():
-            raise MaskingError(f"shard {index} of {num_shards} is missing", where=stats_path,
-                               fix=f"run `kept annotate RUN_DIR --num-shards {num_shards} --shard-index {index}`")
-        shard_stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        configs.add(json.dumps(shard_stats.get("config"), sort_keys=True))
-        merge_counts(totals, shard_stats["counts"])
-        parts.append(load_from_disk(str(shards_dir / suffix)))
-    if len(configs) > 1:
-        raise MaskingError("the shards were annotated with different configurations", where=shards_dir,
-                           fix="re-run every shard with the same --detectors/--spacy-model options")
-    stats = finalize_stats(totals)
-    stats["config"] = json.loads(configs.pop())
-    stats["gazetteer_case"] = shard_stats.get("gazetteer_case", {})  # the same KG and config in every shard
-    stats["shard"] = {"num_shards": num_shards, "merged": True}
-    atomic_save_dataset(concatenate_datasets(parts), corpus_dir / "annotated")
-    _atomic_write_json(corpus_dir / "annotation_stats.json", stats)
-    return stats
-
-
-__all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_run_dir", "annotate_with_stats",
-           "clear_detector_cache", "shard_dataset",
-           "document_features", "documents_from_records", "iter_documents", "load_documents", "load_run_kg",
-           "merge_annotated_shards", "span_features"]
+__all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_with_stats", "clear_detector_cache",
+           "shard_dataset"]

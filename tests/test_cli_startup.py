@@ -30,7 +30,7 @@ def test_masking_exports_are_unchanged_and_resolve() -> None:
                 "ErnieStageCallback", "KnowledgeMaskingCollator", "MaskingError", "Span", "make_span",
                 "resolve_overlaps", "AnnotationConfig", "Detector", "DetectorConfig", "GazetteerDetector",
                 "GoldSpanDetector", "NounChunkDetector", "NPMIPhraseDetector", "RegexDetector", "SpacyNERDetector",
-                "TermListDetector", "build_detectors", "load_spacy_pipeline", "annotate", "annotate_run_dir",
+                "TermListDetector", "build_detectors", "load_spacy_pipeline", "annotate",
                 "annotate_with_stats", "load_documents", "annotation_stats", "SEGMENTER_NAMES", "build_segmenter"}
     assert set(masking.__all__) == expected
     for name in expected:

@@ -1,4 +1,4 @@
-"""`kept annotate RUN_DIR`: find entity and phrase spans in the run's corpus (masking.annotate)."""
+"""`kept annotate RUN_DIR`: find entity and phrase spans in the run's corpus (masking.annotate via kept.annotation)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from kept.commands.common import stdout_console
 def annotate_command(
     run_dir: Path = typer.Argument(..., help="Run directory with corpus/documents.jsonl (and kg/ for the gazetteer)."),
     detectors: Optional[str] = typer.Option(
-        None, "--detectors", help="Comma-separated detectors: ner, noun_chunk, gazetteer, gold, npmi "
-                                  "(default: the --config file's, else ner,noun_chunk,gazetteer,gold)."),
+        None, "--detectors", help="Comma-separated detectors: ner, noun_chunk, gazetteer, gold, npmi, "
+                                  "pos_ner, pos_phrase or a registered plug-in's name (default: the --config file's, else ner,noun_chunk,gazetteer,gold)."),
     config_file: Optional[Path] = typer.Option(
         None, "--config", help="YAML/JSON file with masking.AnnotationConfig fields (detector options, terms, regex)."),
     num_proc: Optional[int] = typer.Option(None, "--num-proc", min=1, help="Worker processes for Dataset.map."),
@@ -60,12 +60,12 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
 
     import datasets
 
-    from masking.annotate import annotate_run_dir
+    from kept.annotation import annotate_run_dir
     from masking.detectors.config import AnnotationConfig
     from masking.errors import MaskingError
 
     if merge:
-        from masking.annotate import merge_annotated_shards
+        from kept.annotation import merge_annotated_shards
 
         if num_shards < 2:
             raise MaskingError("--merge needs the number of shards", where="--num-shards",
