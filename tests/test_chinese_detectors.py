@@ -189,6 +189,40 @@ def test_plugin_detector_registered_from_a_module(tmp_path: Path, monkeypatch: p
             {"type": "plugin", "name": "bad", "factory": "zh_palaces:broken"}]))[0].detect(["北京"])
     with pytest.raises(MaskingError, match="cannot import factory"):
         build_detectors(AnnotationConfig(detectors=[{"type": "plugin", "factory": "zh_nowhere:make"}]))
+    # the annotation cache key follows the plug-in's source: an edited plug-in is run again
+    from masking.detectors.plugins import code_digest
+
+    config = AnnotationConfig(detectors=[{"type": "plugin", "name": "zh_palaces"}, {"type": "gazetteer"}])
+    before = code_digest(config.detectors)
+    source = tmp_path / "zh_palaces.py"
+    source.write_text(source.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    assert before and code_digest(config.detectors) != before
+    assert code_digest(AnnotationConfig(detectors=[{"type": "gazetteer"}]).detectors) == ""
+
+
+def test_plugin_from_an_installed_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "zh_ep_detectors.py").write_text(textwrap.dedent('''
+        class Capital:
+            def __init__(self, name, word):
+                self.name, self.word = name, word
+
+            def detect(self, texts):
+                return [[{"start": t.find(self.word), "end": t.find(self.word) + len(self.word), "kind": "entity",
+                          "label": "CAPITAL"}] if self.word in t else [] for t in texts]
+
+        def make(name, word="北京"):
+            return Capital(name, word)
+        '''), encoding="utf-8")
+    info = tmp_path / "zh_ep_detectors-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zh-ep-detectors\nVersion: 0.1\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[kept.detectors]\nzh_capital = zh_ep_detectors:make\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from masking.detectors import registered_detectors
+
+    assert "zh_capital" in registered_detectors()
+    [detector] = build_detectors(AnnotationConfig.from_names("zh_capital"))
+    assert found(TEXTS[2], detector.detect(TEXTS[2:3])[0]) == {("北京", "CAPITAL", -1)}
 
 
 def test_yaml_annotation_with_chinese_detectors_and_a_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

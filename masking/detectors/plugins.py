@@ -93,6 +93,31 @@ def find_factory(name: str, factory: str | None = None, where: str = "detector p
                            fix="reinstall the package that provides it") from None
 
 
+def code_digest(detectors: Sequence[Any]) -> str:
+    """A digest of what a configuration's results depend on outside it: the source file of each plug-in's
+    factory and each ``user_dict`` file, so the annotation cache notices an edited plug-in ("" if none)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for cfg in detectors:
+        files: list[str] = []
+        if getattr(cfg, "type", None) == "plugin":
+            try:
+                factory = find_factory(cfg.plugin or cfg.name, cfg.factory, f"detector {cfg.name}")
+                files.append(inspect.getsourcefile(inspect.unwrap(factory)) or "")
+            except (TypeError, OSError):  # a builtin or a C extension: nothing to read
+                pass
+        if getattr(cfg, "user_dict", None):
+            files.append(cfg.user_dict)
+        for path in files:
+            try:
+                with open(path, "rb") as handle:
+                    digest.update(path.encode() + b"\0" + handle.read())
+            except OSError:
+                digest.update(path.encode())
+    return digest.hexdigest() if digest.digest() != hashlib.sha256().digest() else ""
+
+
 class CheckedDetector:
     """A plug-in's detector with its spans checked (offsets inside the text, a kind, the source set)."""
 
