@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from masking.detectors.config import AnnotationConfig, NPMIConfig, build_detectors, gazetteer_case_modes
+from masking.detectors.plugins import code_digest
 from masking.documents import span_features
 from masking.errors import MaskingError
 from masking.spans import SPAN_FIELDS, Span, check_spans, resolve_overlaps
@@ -291,6 +292,7 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
     nlp_tag = "none" if nlp is None else f"{nlp.meta.get('name')}-{nlp.meta.get('version')}-{nlp.pipe_names}"
     alias_digest = _alias_digest(alias_index)
     output_config = config.model_copy(update={"num_proc": 1, "map_batch_size": 1}).model_dump_json()
+    output_config += code_digest(config.detectors)  # plug-in sources and user dictionaries
     fingerprint = xxhash.xxh64("|".join([
         ANNOTATION_VERSION, dataset._fingerprint, output_config, alias_digest,
         labels_digest, fitted_digest, nlp_tag,

@@ -12,11 +12,7 @@ import pytest
 from kg import AliasIndex, KnowledgeGraph
 from masking import AnnotationConfig, MaskingError, build_detectors
 from masking.annotate import annotate_with_stats
-
-try:  # masking/documents.py (the corpus readers moved out of masking/annotate.py)
-    from masking.documents import documents_from_records
-except ImportError:  # pragma: no cover - before the move
-    from masking.annotate import documents_from_records  # type: ignore[attr-defined,no-redef]
+from masking.documents import documents_from_records
 
 jieba = pytest.importorskip("jieba")
 
