@@ -63,6 +63,7 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "mlm.token.loss", "mlm.token.accuracy", "mlm.token.accuracy_by_kind.entity", "mlm.strategy.accuracy",
     "cloze.accuracy", "probe.hits_at_1",
     "probe.mrr", "relation.accuracy", "relation.macro_f1", "typing.micro_f1", "linkpred.mrr",
+    "objectives.rtd_accuracy", "objectives.red_accuracy",  # ELECTRA / WKLM runs only (kept.electra)
 )
 #: The figure a one-line verdict speaks of: the first of these that the comparison has (a downstream task
 #: before the intrinsic figures), else the first headline figure.
@@ -70,7 +71,9 @@ VERDICT_METRICS: tuple[str, ...] = ("relation.macro_f1", "typing.micro_f1", "clo
                                     "mlm.token.accuracy")
 #: Figures where lower is better (everything else: higher is better).
 LOWER_IS_BETTER: frozenset[str] = frozenset({"mlm.token.loss", "mlm.strategy.loss", "mlm.token.perplexity",
-                                             "mlm.strategy.perplexity", "probe.mean_rank", "linkpred.mean_rank"})
+                                             "mlm.strategy.perplexity", "probe.mean_rank", "linkpred.mean_rank",
+                                             "objectives.generator_mlm_loss", "objectives.rtd_loss",
+                                             "objectives.red_loss"})
 #: Bookkeeping figures left out of the comparison.
 _COUNTS = ("num_", "count", "seed", "epochs", "mlm_probability", "chance", "dim", "mean_candidates")
 

@@ -78,21 +78,11 @@ class PretrainResult:
 
 # ------------------------------------------------------------------ deterministic data plumbing
 
-class IndexedDataset:
-    """A map-style dataset that adds each row's index (consumed by :class:`BatchSeededCollator`)."""
-
-    def __init__(self, dataset: Any, columns: Sequence[str] | None = None) -> None:
-        self.dataset = dataset
-        self.columns = [c for c in (columns or dataset.column_names) if c in dataset.column_names]
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.dataset[int(index)]
-        item = {c: row[c] for c in self.columns}
-        item[INDEX_KEY] = int(index)
-        return item
+def with_index(dataset: Any, columns: Sequence[str]) -> Any:
+    """``dataset``'s ``columns`` (those it has) and each row's index as :data:`INDEX_KEY` (read by
+    :class:`BatchSeededCollator`)."""
+    dataset = dataset.select_columns([c for c in columns if c in dataset.column_names])
+    return dataset.add_column(INDEX_KEY, list(range(len(dataset))))
 
 
 def batch_seed(seed: int, indices: Sequence[int], salt: int = 0) -> int:
@@ -104,7 +94,7 @@ class BatchSeededCollator:
     """Reseeds the masking collator's generator from (seed, batch indices) before every batch.
 
     With ``total_batches`` (staged ERNIE, no DataLoader workers) it also sets the collator's training
-    progress from its own count of collated batches, which :func:`_batch_counter_callback` starts at
+    progress from its own count of collated batches, which :class:`kept.callbacks.BatchCounter` starts at
     ``global_step * gradient_accumulation_steps`` (also after a resume, where the Trainer skips the seen
     batches without collating them): batch ``i`` always gets progress ``i / total_batches``, so staged
     masking is exact across resumes too (a step callback would lag the DataLoader's prefetching).
@@ -128,16 +118,6 @@ class BatchSeededCollator:
             self.collator.set_progress(self.batches_seen / self.total_batches)
             self.batches_seen += 1
         return self.collator(stripped)
-
-
-def _batch_counter_callback(collate: BatchSeededCollator) -> Any:
-    from transformers import TrainerCallback
-
-    class BatchCounter(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            collate.batches_seen = state.global_step * args.gradient_accumulation_steps
-
-    return BatchCounter()
 
 
 # ------------------------------------------------------------------ checkpoints and resume checks
@@ -330,193 +310,6 @@ def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
                         f"{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} (id {first} is "
                         f"{theirs[first]!r} in the checkpoint, {ours[first]!r} in the run)", where="model.init_from",
                         fix=INIT_TOKENIZER_FIX)
-
-
-# ------------------------------------------------------------------ trainer
-
-#: Loss components of a KeptForPreTraining output, logged beside the total loss.
-LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss", "kg_loss")
-#: What the training logs and evaluations report beside the loss: the components and SOP accuracy.
-LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy", "generator_mlm_loss", "rtd_loss", "rtd_accuracy",
-                                                     "red_loss", "red_accuracy")  # ELECTRA / WKLM (kept.electra)
-
-
-@contextlib.contextmanager
-def isolated_rng() -> Iterator[None]:
-    """Run a block on the current RNG states and put them back afterwards: Python's ``random``, numpy's global
-    RNG and torch's (CPU and every CUDA device). What the block draws (an evaluation's dEA negatives, its
-    dataloader's base seed) then leaves training's random sequence as if the block had not run."""
-    import random
-
-    import torch
-
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-
-
-def component_loss_trainer() -> type:
-    """``transformers.Trainer`` that also logs the loss components of the model output.
-
-    Training logs get ``mlm_loss``/``dea_loss``/``sop_loss``: means over the batches since the previous
-    log (weighted by batch size), next to the Trainer's total ``loss``; evaluations get
-    ``eval_mlm_loss``/... over the evaluated set, and with SOP labels ``sop_accuracy``/``eval_sop_accuracy``.
-    A component the model does not return (``dea_loss`` without fusion, ``sop_loss`` without SOP) is left
-    out. Sums stay on the device until a log
-    (no per-step synchronisation) and are summed over processes in distributed runs.
-    """
-    import torch
-    from transformers import Trainer
-
-    class ComponentLossTrainer(Trainer):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._component_sums: dict[bool, torch.Tensor | None] = {True: None, False: None}  # by training mode
-
-        def compute_loss(self, model, inputs, return_outputs=False,  # type: ignore[no-untyped-def]
-                         num_items_in_batch=None):
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
-            order = inputs.get("sentence_order_label")  # [B]
-            if order is not None and getattr(outputs, "sop_logits", None) is not None:  # sop_logits [B, 2]
-                outputs["sop_accuracy"] = (outputs.sop_logits.detach().argmax(-1) == order).float().mean()
-            self._accumulate(bool(model.training), outputs, int(inputs["input_ids"].shape[0]))
-            return (loss, outputs) if return_outputs else loss
-
-        def _accumulate(self, training: bool, outputs: Any, batch_size: int) -> None:
-            values = [outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
-                      for name in LOGGED_FIGURES]
-            if all(v is None for v in values):
-                return
-            device = next(v for v in values if v is not None).device
-            row = torch.zeros(2, len(LOGGED_FIGURES), device=device)  # [sum of loss * batch, batch] x component
-            for i, value in enumerate(values):
-                if value is not None:
-                    row[0, i] = value.detach().float().mean() * batch_size
-                    row[1, i] = batch_size
-            previous = self._component_sums[training]
-            self._component_sums[training] = row if previous is None else previous + row.to(previous.device)
-
-        def _component_means(self, training: bool, prefix: str) -> dict[str, float]:
-            sums, self._component_sums[training] = self._component_sums[training], None
-            if sums is None and self.args.world_size <= 1:
-                return {}
-            if sums is None:  # this rank saw no batch; still take part in the reduction
-                sums = torch.zeros(2, len(LOGGED_FIGURES), device=self.args.device)
-            if self.args.world_size > 1:
-                sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
-            total, count = sums.cpu().tolist()
-            return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(LOGGED_FIGURES) if count[i] > 0}
-
-        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            if "loss" in logs:  # a training log (evaluation keys carry a prefix)
-                logs = {**logs, **self._component_means(True, "")}
-            super().log(logs, *args, **kwargs)
-
-        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
-            with isolated_rng():  # dEA negatives and the dataloader's seed must not advance training's RNG
-                return super().evaluate(*args, **kwargs)
-
-        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                            metric_key_prefix="eval"):  # type: ignore[no-untyped-def]
-            self._component_sums[False] = None
-            output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
-                                             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-            output.metrics.update(self._component_means(False, f"{metric_key_prefix}_"))
-            return output
-
-    return ComponentLossTrainer
-
-
-# ------------------------------------------------------------------ callbacks
-
-def _history_callback(history_path: Path) -> Any:
-    from transformers import TrainerCallback
-
-    class HistoryCallback(TrainerCallback):
-        """Writes the Trainer's log history to a JSON file (rank 0) after every log."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
-            if state.is_world_process_zero:
-                atomic_write_json(history_path, {"global_step": state.global_step, "max_steps": state.max_steps,
-                                                 "log_history": state.log_history})
-
-    return HistoryCallback()
-
-
-def _skip_end_of_training_eval_callback() -> Any:
-    from transformers import TrainerCallback
-
-    class SkipEndOfTrainingEval(TrainerCallback):
-        """Cancels the Trainer's own evaluation of the whole validation split after the last step when that
-        step is not a periodic evaluation step: :func:`final_evaluation` measures it (capped) instead.
-        Runs after the Trainer's DefaultFlowCallback, which asks for that evaluation."""
-
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            if state.global_step >= state.max_steps and state.global_step % max(int(state.eval_steps or 1), 1):
-                control.should_evaluate = False
-            return control
-
-    return SkipEndOfTrainingEval()
-
-
-def _rich_progress_callback() -> Any:
-    from transformers import TrainerCallback
-
-    class RichProgressCallback(TrainerCallback):
-        """A rich progress bar for training (rank 0), with the last logged loss."""
-
-        def __init__(self) -> None:
-            self.progress = None
-            self.task = None
-
-        def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            if state.is_world_process_zero:
-                from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-                self.progress = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                         transient=False)
-                self.progress.start()
-                self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
-
-        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            if self.progress is not None:
-                self.progress.update(self.task, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
-            if self.progress is not None and logs:
-                parts = [f"{k}={v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss") and isinstance(v, float)]
-                if parts:
-                    self.progress.update(self.task, info=" ".join(parts))
-
-        def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            if self.progress is not None:
-                self.progress.stop()
-                self.progress = None
-
-    return RichProgressCallback()
-
-
-class StopAtStep:
-    """A callback that stops training after a given global step (tests of interruption/resume)."""
-
-    def __new__(cls, step: int) -> Any:
-        from transformers import TrainerCallback
-
-        class _Stop(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-                if state.global_step >= step:
-                    control.should_training_stop = True
-                    control.should_save = True
-                return control
-
-        return _Stop()
 
 
 # ------------------------------------------------------------------ the recipe

@@ -193,6 +193,12 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     else:
         metrics["mlm"] = dict(disabled)
 
+    from kept.electra import objective_figures
+
+    objectives = objective_figures(run_dir)  # ELECTRA / WKLM losses of the training, for `kept compare`
+    if objectives:
+        metrics["objectives"] = objectives
+
     if eval_config.cloze.enabled and head_missing:
         metrics["cloze"] = {"skipped": head_missing}
     elif eval_config.cloze.enabled:
