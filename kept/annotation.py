@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kept.errors import KeptError
 from kg._io import atomic_dir, atomic_write_json
 from masking.annotate import annotate_with_stats, shard_dataset
 from masking.detectors.config import AnnotationConfig
@@ -75,12 +76,13 @@ def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, lis
 
 def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None, *, num_shards: int = 1,
                      shard_index: int = 0, progress: Callable[[int], None] | None = None,
-                     on_total: Callable[[int], None] | None = None) -> dict[str, Any]:
+                     on_total: Callable[[int], None] | None = None, merge: bool = True) -> dict[str, Any]:
     """Annotate ``RUN_DIR/corpus/documents.jsonl`` -> ``RUN_DIR/corpus/annotated/`` + ``annotation_stats.json``.
 
     With shards, writes ``annotated/shard-IIIII-of-KKKKK/`` and ``annotation_stats.shard-...json``; once all
     shards are there, ``merge_annotated_shards(run_dir)`` (called automatically by the last shard to finish)
-    concatenates them. Returns the statistics.
+    concatenates them (``merge=False``: never; ``annotate_shard`` merges under the exclusive lock instead).
+    Returns the statistics.
     """
     config = config or AnnotationConfig()
     run_dir = Path(run_dir)
@@ -107,9 +109,75 @@ def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None
     shards_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_dataset(annotated, shards_dir / suffix)
     _atomic_write_json(shards_dir / f"{suffix}.stats.json", stats)
-    if all((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").exists() for i in range(num_shards)):
+    if merge and shards_complete(run_dir, num_shards):
         return merge_annotated_shards(run_dir, num_shards)
     return stats
+
+
+def shards_complete(run_dir: str | Path, num_shards: int) -> bool:
+    """Whether every shard's statistics (written after its dataset) are in ``corpus/annotated.shards/``."""
+    shards_dir = Path(run_dir) / "corpus" / "annotated.shards"
+    return all((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").exists() for i in range(num_shards))
+
+
+def _merged_after_shards(run_dir: Path, num_shards: int) -> bool:
+    """``corpus/annotation_stats.json`` is a merge of these shards, newer than each of them."""
+    stats_path = run_dir / "corpus" / "annotation_stats.json"
+    shards_dir = run_dir / "corpus" / "annotated.shards"
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        newest = max((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").stat().st_mtime_ns
+                     for i in range(num_shards))
+        return (stats.get("shard") == {"num_shards": num_shards, "merged": True}
+                and stats_path.stat().st_mtime_ns >= newest)
+    except (OSError, ValueError):
+        return False
+
+
+def annotate_shard(run_dir: str | Path, config: AnnotationConfig | None = None, *, num_shards: int,
+                   shard_index: int, progress: Callable[[int], None] | None = None,
+                   on_total: Callable[[int], None] | None = None,
+                   command: str = "kept annotate") -> dict[str, Any]:
+    """Annotate one shard while the other shards of the run annotate theirs (other processes or machines).
+
+    The shard runs under a shared run-directory lock (exclusive writers such as ``kept encode`` are refused
+    meanwhile) and its own exclusive lock ``corpus/annotated.shards/SHARD.lock`` (one process per shard).
+    Once its output is written, the shard lets the shared lock go and, if every shard is there, takes the
+    exclusive lock to merge; if a sibling still holds the run (still annotating, or merging), that sibling
+    merges. Returns the merged statistics (``shard.merged``) or this shard's.
+    """
+    import fcntl
+
+    from kept.rundir import RunLock
+
+    run_dir = Path(run_dir)
+    if not 0 <= shard_index < num_shards:
+        raise MaskingError(f"--shard-index {shard_index} is not below --num-shards {num_shards}",
+                           where="--shard-index", fix="shard indices run from 0 to num_shards - 1")
+    with RunLock(run_dir, command, shared=True):
+        shards_dir = run_dir / "corpus" / "annotated.shards"
+        shards_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = shards_dir / f"{_shard_suffix(num_shards, shard_index)}.lock"
+        with open(lock_path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise KeptError(f"shard {shard_index} of {num_shards} is being annotated by another process",
+                                where=lock_path, fix="wait for it, or run the other shard indices") from None
+            stats = annotate_run_dir(run_dir, config, num_shards=num_shards, shard_index=shard_index,
+                                     progress=progress, on_total=on_total, merge=False)
+    if not shards_complete(run_dir, num_shards):
+        return stats
+    try:
+        lock = RunLock(run_dir, f"{command} (merging {num_shards} shards)").acquire()
+    except KeptError:  # a sibling shard still holds the run: it finds every shard there and merges
+        return stats
+    try:
+        if _merged_after_shards(run_dir, num_shards):  # a sibling merged between our release and acquire
+            return json.loads((run_dir / "corpus" / "annotation_stats.json").read_text(encoding="utf-8"))
+        return merge_annotated_shards(run_dir, num_shards)
+    finally:
+        lock.release()
 
 
 def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, Any]:
@@ -142,4 +210,5 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
     return stats
 
 
-__all__ = ["annotate_run_dir", "atomic_save_dataset", "check_entity_ids", "load_run_kg", "merge_annotated_shards"]
+__all__ = ["annotate_run_dir", "annotate_shard", "atomic_save_dataset", "check_entity_ids", "load_run_kg",
+           "merge_annotated_shards", "shards_complete"]

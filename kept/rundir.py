@@ -308,11 +308,15 @@ class RunLock:
     """An exclusive writer lock on a run directory (``fcntl.flock``; released when the process dies).
 
     Only the main process (rank 0) takes it; other ranks of a distributed job get a no-op lock.
+    ``shared=True`` takes a shared lock instead (``kept annotate --num-shards``: shards of one run run side by
+    side, every exclusive writer is refused meanwhile); a shared holder neither records itself in the lock
+    file nor removes temporaries (a sibling shard, maybe on another machine, may be writing them).
     """
 
-    def __init__(self, run_dir: str | Path, command: str = "kept") -> None:
+    def __init__(self, run_dir: str | Path, command: str = "kept", *, shared: bool = False) -> None:
         self.path = Path(run_dir) / LOCK_FILE
         self.command = command
+        self.shared = shared
         self._handle: Any = None
 
     def acquire(self) -> "RunLock":
@@ -323,13 +327,21 @@ class RunLock:
         make_run_dir(self.path.parent)
         handle = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip() or "another process (e.g. `kept annotate --num-shards` shards)"
             handle.close()
             raise KeptError(f"the run directory is in use by {holder}", where=self.path.parent,
                             fix="wait for that command to finish, or use another run directory") from None
+        if self.shared:
+            self._handle = handle
+            try:
+                check_run_format(self.path.parent)
+            except BaseException:
+                self.release()
+                raise
+            return self
         handle.seek(0)
         handle.truncate()
         handle.write(f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()})\n")
@@ -349,8 +361,9 @@ class RunLock:
         if self._handle is not None:
             import fcntl
 
-            self._handle.seek(0)
-            self._handle.truncate()
+            if not self.shared:
+                self._handle.seek(0)
+                self._handle.truncate()
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None

@@ -42,6 +42,10 @@ def annotate_command(
         raise MaskingError("corpus not found (no such run directory)", where=run_dir / "corpus" / "documents.jsonl",
                            fix="write the corpus first (kept data ... or kept corpus RUN_DIR) or check RUN_DIR")
     console = Console(stderr=True)
+    if num_shards > 1 and not merge:  # shards run side by side: kept.annotation.annotate_shard takes the locks
+        _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index, spacy_model,
+                  batch_size, case_insensitive, merge)
+        return
     with RunLock(run_dir, "kept annotate"):
         _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index, spacy_model,
                   batch_size, case_insensitive, merge)
@@ -50,7 +54,7 @@ def annotate_command(
 def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file: Optional[Path],
               num_proc: Optional[int], num_shards: int, shard_index: int, spacy_model: Optional[str],
               batch_size: Optional[int], case_insensitive: Optional[bool], merge: bool) -> None:
-    """The annotation itself (the caller holds the run directory's lock)."""
+    """The annotation itself (the caller holds the run directory's lock; a shard takes its own)."""
     import json
 
     from rich.console import Console
@@ -60,7 +64,7 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
 
     import datasets
 
-    from kept.annotation import annotate_run_dir
+    from kept.annotation import annotate_run_dir, annotate_shard
     from masking.detectors.config import AnnotationConfig
     from masking.errors import MaskingError
 
@@ -126,9 +130,10 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
                TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("annotate", total=None)
-        stats = annotate_run_dir(run_dir, config, num_shards=num_shards, shard_index=shard_index,
-                                 progress=lambda n: progress.advance(task, n),
-                                 on_total=lambda n: progress.update(task, total=n))
+        annotate_fn = annotate_shard if num_shards > 1 else annotate_run_dir
+        stats = annotate_fn(run_dir, config, num_shards=num_shards, shard_index=shard_index,
+                            progress=lambda n: progress.advance(task, n),
+                            on_total=lambda n: progress.update(task, total=n))
         progress.update(task, completed=progress.tasks[0].total or 0)
 
     table = Table(title=f"annotation of {run_dir}", show_header=False)
