@@ -357,7 +357,8 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
     - ``spans_per_text``: one list of Span dicts per text (or None: no spans).
     - ``max_length``: tokens per sequence, special tokens included.
     - ``return_overflowing``: documents longer than ``max_length`` continue in further windows
-      (overlapping by ``stride`` tokens); False truncates them.
+      (overlapping by at most ``stride`` tokens) that end on unit boundaries, never inside an entity
+      (``masking.windows``); False truncates them.
     - ``packing``: pack consecutive windows (each with its own special tokens) into sequences of at most
       ``max_length`` tokens; unit ids stay unique inside a packed sequence.
     - ``segmenter``: word segmenter for text without spaces (see ``Segmenter``).
@@ -398,6 +399,12 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
             raise MaskingError(f"text is {type(text).__name__}, not str", where=f"texts[{i}]",
                                fix="give the document text as a string (use '' for an empty document)")
     checked = [_check_spans(spans, len(text), i, overlaps) for i, (text, spans) in enumerate(zip(texts, spans_per_text))]
+    window_doc = None  # window -> its document, when long documents were cut into windows
+    if return_overflowing:  # cut on unit boundaries here (masking.windows), not inside an entity by the tokenizer
+        from masking.windows import window_documents
+
+        texts, checked, window_doc = window_documents(tokenizer, texts, checked, max_length, stride, segmenter)
+        stride = 0
 
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
                     stride=stride if return_overflowing else 0, return_overflowing_tokens=return_overflowing,
@@ -424,6 +431,7 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
     if not keep_row.all():
         if empty == "error":
             bad = int(sample[~keep_row][0])
+            bad = bad if window_doc is None else window_doc[bad]
             raise MaskingError("document has no tokens to mask (empty or only whitespace)", where=f"texts[{bad}]",
                                fix="drop empty documents, or pass empty='skip'")
         keep_tok = np.repeat(keep_row, lengths)
@@ -462,7 +470,7 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
         "unit_kind": rows(unit_kind),
         "entity_ids": rows(entity_ids),
         "word_ids": rows(word_ids),
-        "doc_index": row_sample.tolist(),
+        "doc_index": row_sample.tolist() if window_doc is None else [window_doc[i] for i in row_sample.tolist()],
     }
     if doc_ids is not None:
         out["doc_id"] = [doc_ids[i] for i in out["doc_index"]]

@@ -164,16 +164,32 @@ def test_overflow_windows_and_spans_cut_by_truncation(wordpiece):
     # truncating without overflow drops the rest of the document
     trunc = encode_with_units(wordpiece, [text], [spans], max_length=16, return_overflowing=False)
     assert len(trunc["input_ids"]) == 1 and 5 not in trunc["entity_ids"][0]
-    # a span cut by the window edge: window 2 starts at content token 10 (= 14 - stride 4), "obama"
+    # a stride window starts on a unit boundary: the overlap (at most stride 4 tokens) never begins inside
+    # "barack obama" (the tokenizer's own overflow started window 2 at "obama", the entity's second piece)
     prefix = "the cat sat on the mat and the dog "  # nine one-piece words, then barack (9), obama (10)
     text2 = prefix + "Barack Obama ran far away from all the other dogs today"
     s2 = [make_span(len(prefix), len(prefix) + 12, "entity", entity_id=5)]
     cut = encode_with_units(wordpiece, [text2], [s2], max_length=16, stride=4)
     first, second = cut["input_ids"][0], cut["input_ids"][1]
     assert wordpiece.convert_ids_to_tokens(first[10:12]) == ["barack", "obama"]
-    assert wordpiece.convert_ids_to_tokens(second[1:2]) == ["obama"]
     assert cut["entity_ids"][0][10:12] == [5, -1] and cut["unit_kind"][0][10:12] == [2, 2]
-    assert cut["entity_ids"][1][1] == 5 and cut["unit_kind"][1][1] == 2 and cut["unit_ids"][1][1] == 0
+    assert wordpiece.convert_ids_to_tokens(second[1:4]) == ["ran", "far", "away"]
+    assert 2 not in cut["unit_kind"][1]
+
+
+def test_windows_end_on_unit_boundaries_never_inside_an_entity(wordpiece):
+    """An entity that straddled the tokenizer's window edge (barack | obama) now lies whole in one window."""
+    prefix = "one two three four five six seven eight nine ten eleven twelve thirteen "  # 13 one-piece words
+    text = prefix + "Barack Obama ran far away"
+    spans = [make_span(len(prefix), len(prefix) + 12, "entity", entity_id=5)]
+    edge = wordpiece(text, truncation=True, max_length=16, return_overflowing_tokens=True)["input_ids"]
+    assert wordpiece.convert_ids_to_tokens(edge[0])[-2:] == ["barack", "[SEP]"]  # what a plain overflow does
+    out = encode_with_units(wordpiece, [text], [spans], max_length=16)
+    windows = [wordpiece.convert_ids_to_tokens(r) for r in out["input_ids"]]
+    assert [w for w in windows if "barack" in w or "obama" in w] == [["[CLS]", "barack", "obama", "ran", "far",
+                                                                      "away", "[SEP]"]]
+    assert windows[0][-2:] == ["thirteen", "[SEP]"] and out["doc_index"] == [0, 0]
+    assert out["entity_ids"][1][1] == 5 and out["unit_kind"][1][1:3] == [2, 2]
 
 
 def test_packing_keeps_unit_ids_unique(wordpiece):
