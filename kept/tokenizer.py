@@ -22,7 +22,12 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2,
                     lowercase: bool = True) -> Any:
-    """Train a BERT-style WordPiece tokenizer; returns a fast HF tokenizer."""
+    """Train a BERT-style WordPiece tokenizer; returns a fast HF tokenizer.
+
+    Every character of the corpus (after normalisation) is in the vocabulary, however rare
+    (``initial_alphabet``, no ``limit_alphabet``): a character seen once is never [UNK]. BERT's
+    pre-tokenizer splits CJK characters one word each, so a Chinese corpus gives a vocabulary of its
+    characters (plus the subwords of its non-CJK text), often fewer tokens than ``vocab_size``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -30,8 +35,11 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                                       strip_accents=None, lowercase=lowercase)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    texts = texts if isinstance(texts, (list, tuple)) else list(texts)  # read twice: alphabet, then training
+    alphabet = corpus_alphabet(texts, tokenizer.normalizer)
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                         special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
+                                        initial_alphabet=alphabet, limit_alphabet=len(alphabet) + 1,
                                         show_progress=False)
     tokenizer.train_from_iterator(_batches(texts), trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
@@ -43,6 +51,14 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                    model_max_length=512, do_lower_case=lowercase)
     return fast
+
+
+def corpus_alphabet(texts: Iterable[str], normalizer: Any) -> list[str]:
+    """The distinct non-space characters of ``texts`` after ``normalizer`` (sorted)."""
+    chars: set[str] = set()
+    for batch in _batches(texts, size=1024):
+        chars.update("".join(batch))
+    return sorted(c for c in set(normalizer.normalize_str("".join(sorted(chars)))) if not c.isspace())
 
 
 def _batches(texts: Iterable[str], size: int = 256) -> Iterator[list[str]]:
