@@ -280,3 +280,27 @@ def test_probe_templates_per_language() -> None:
     assert ProbeEvalConfig(language="zh").language == "zh" and ProbeEvalConfig().default_template is None
     with pytest.raises(ValueError):
         ProbeEvalConfig(language="fr")
+
+
+def test_probe_scores_chinese_prompts_with_a_chinese_vocabulary(tmp_path: Path) -> None:
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    from kept.evaluate.probe import evaluate_probe, facts_from_tables
+
+    characters = sorted({ch for text in [*ENTITIES, *RELATIONS, "。"] for ch in text})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=64)).eval()
+    entities = [{"id": i, "name": name, "label": name} for i, name in enumerate(ENTITIES)]
+    relations = [{"id": i, "name": name, "label": name} for i, name in enumerate(RELATIONS)]
+    triples = [(ENTITIES[h], RELATIONS[r], ENTITIES[t]) for h, r, t in TRIPLES]
+    held_out = [("故宫", "位于", "北京"), ("北京大学", "位于", "北京")]
+    facts = facts_from_tables(entities, relations, triples, held_out, fraction=0.5, seed=0)
+    result = evaluate_probe(model, tokenizer, facts, filtered=False, max_pieces=8, use_entities=False)
+    assert result["language"] == "zh" and result["num_facts"] == 2, result
+    assert result["examples"][0]["prompt"] == "故宫位于[MASK]。"
+    # every prompt piece is a known character: no [UNK] from English-shaped prompts (" ." is not "。")
+    assert tokenizer.unk_token_id not in tokenizer.encode("故宫位于[MASK]。", add_special_tokens=False)
