@@ -130,13 +130,16 @@ DETECTOR_TYPES: tuple[str, ...] = ("ner", "noun_chunk", "gazetteer", "gold", "np
                                    "pos_phrase", "plugin")
 
 
+def _default_detectors() -> list[DetectorConfig]:
+    return [NERConfig(), NounChunkConfig(), GazetteerConfig(), GoldConfig()]
+
+
 class AnnotationConfig(BaseModel):
     """How a corpus is annotated. Configuration is data: YAML/JSON round-trips through ``model_dump``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    detectors: list[DetectorConfig] = Field(default_factory=lambda: [NERConfig(), NounChunkConfig(),
-                                                                     GazetteerConfig(), GoldConfig()])
+    detectors: list[DetectorConfig] = Field(default_factory=lambda: _default_detectors())
     spacy_model: str = DEFAULT_MODEL
     batch_size: int = Field(64, ge=1, description="nlp.pipe batch size")
     map_batch_size: int = Field(256, ge=1, description="documents per Dataset.map batch")
@@ -149,6 +152,8 @@ class AnnotationConfig(BaseModel):
     max_length: int | None = Field(None, ge=1000, description="spaCy nlp.max_length (None: the pipeline's)")
     undecodable: Literal["error", "replace"] = "error"  # non-UTF-8 lines / lone surrogates in the corpus
     missing_kg: Literal["error", "skip"] = "error"  # no RUN_DIR/kg: fail, or drop the gazetteer and linking
+    segmenter: str | None = Field(None, description="the words token_coverage counts (jieba, pkuseg[:dir], "
+                                                    "spacy:<pipeline>, none); None: kept uses encode.segmenter")
 
     @classmethod
     def from_names(cls, names: str | Sequence[str], **overrides: Any) -> "AnnotationConfig":
@@ -166,7 +171,7 @@ class AnnotationConfig(BaseModel):
                                    f"file)")
         try:
             return cls(detectors=[{"type": n} if n in DETECTOR_TYPES else {"type": "plugin", "name": n}
-                                  for n in parts], **overrides)  # type: ignore[misc]
+                                  for n in parts], **overrides)
         except ValidationError as error:
             raise MaskingError(f"invalid annotation config: {error.errors()[0]['msg']}", where="annotation config",
                                fix="see masking.AnnotationConfig for the fields") from None

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from masking.errors import MaskingError
 from masking.spans import Span, check_spans
@@ -134,7 +135,7 @@ class CheckedDetector:
         for index, (text, spans) in enumerate(zip(texts, results)):
             valid, _ = check_spans(text, list(spans), doc_id=str(index), field=f"detector {self.name} spans",
                                    default_source=self.name)
-            checked.append([{**span, "source": self.name} for span in valid])  # type: ignore[misc]
+            checked.append([{**span, "source": self.name} for span in valid])
         return checked
 
 
