@@ -6,12 +6,49 @@ Per-document counts are plain nested dicts of integers, so shards and workers ad
 
 from __future__ import annotations
 
+import bisect
 import re
 from typing import Any, Mapping, Sequence
 
 from masking.spans import Span
 
-_WORD = re.compile(r"\w+")
+# A word: a run of word characters, except that a CJK character (no spaces in Chinese/Japanese) is a word
+# of its own, as in masking.align; a segmenter's words replace both.
+_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|"
+                   r"(?:(?![\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])\w)+")
+
+
+def word_offsets(text: str, segmenter: Any = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of the words of ``text`` that hold a word character: the ``segmenter``'s words
+    (masking.segmenters; words in order or offsets), else ``_WORD`` runs."""
+    if segmenter is None:
+        return [m.span() for m in _WORD.finditer(text)]
+    offsets: list[tuple[int, int]] = []
+    pos = 0
+    for word in segmenter(text):
+        if isinstance(word, str):
+            found = text.find(word, pos)
+            if found < 0:
+                continue  # a segmenter that normalises its words: the word is not counted
+            start, end = found, found + len(word)
+            pos = end
+        else:
+            start, end = int(word[0]), int(word[1])
+        if _WORD.search(text, start, end):
+            offsets.append((start, end))
+    return offsets
+
+
+def _covered(words: Sequence[tuple[int, int]], spans: Sequence[Span]) -> int:
+    """How many ``words`` overlap one of the (disjoint) ``spans``."""
+    ends = sorted((s["end"], s["start"]) for s in spans)
+    span_ends = [e for e, _ in ends]
+    span_starts = [b for _, b in ends]
+    covered = 0
+    for start, end in words:
+        j = bisect.bisect_right(span_ends, start)  # the first span ending after the word starts
+        covered += int(j < len(span_ends) and span_starts[j] < end)
+    return covered
 
 
 def gold_matches(gold: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -33,8 +70,9 @@ def gold_matches(gold: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str,
 
 def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
                candidates: Mapping[str, Sequence[Span]] | None = None,
-               gold: Sequence[Span] | None = None) -> dict[str, Any]:
-    """Counts for one document: final ``spans``, optionally raw detector ``candidates`` and ``gold`` spans."""
+               gold: Sequence[Span] | None = None, segmenter: Any = None) -> dict[str, Any]:
+    """Counts for one document: final ``spans``, optionally raw detector ``candidates`` and ``gold`` spans.
+    Words (``token_coverage``: the share of words a span overlaps) are the ``segmenter``'s, see ``word_offsets``."""
     by_kind: dict[str, int] = {}
     by_source: dict[str, int] = {}
     linked = ambiguous = entity_spans = covered_words = covered_chars = 0
@@ -48,11 +86,12 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
                 linked += 1
                 if linker is not None and linker.link(text[span["start"]:span["end"]])[1]:
                     ambiguous += 1
-    if spans:  # one regex pass over the covered text (spans are disjoint after resolution)
-        covered_words = len(_WORD.findall(" ".join(text[s["start"]:s["end"]] for s in spans)))
+    words = word_offsets(text, segmenter)
+    if spans:  # spans are disjoint after resolution
+        covered_words = _covered(words, spans)
     record: dict[str, Any] = {
         "spans": len(spans), "by_kind": by_kind, "by_source": by_source, "entity_spans": entity_spans,
-        "linked": linked, "ambiguous": ambiguous, "words": len(_WORD.findall(text)), "chars": len(text),
+        "linked": linked, "ambiguous": ambiguous, "words": len(words), "chars": len(text),
         "covered_words": covered_words, "covered_chars": covered_chars,
     }
     if candidates is not None:
@@ -135,7 +174,8 @@ def finalize_stats(counts: Mapping[str, Any]) -> dict[str, Any]:
     return stats
 
 
-def annotation_stats(dataset: Any, alias_index: Any = None, *, gold_column: str | None = None) -> dict[str, Any]:
+def annotation_stats(dataset: Any, alias_index: Any = None, *, gold_column: str | None = None,
+                     segmenter: Any = None) -> dict[str, Any]:
     """Statistics of an annotated dataset (``text`` + ``spans``). With ``alias_index``, ambiguous linked
     mentions are counted; with ``gold_column`` (a column of gold spans), recall of the final spans."""
     from masking.detectors.linking import MentionLinker
@@ -147,7 +187,7 @@ def annotation_stats(dataset: Any, alias_index: Any = None, *, gold_column: str 
         for i, (text, spans) in enumerate(zip(batch["text"], batch["spans"])):
             text = text or ""
             gold = batch[gold_column][i] if gold_column else None
-            record = doc_counts(text, spans or [], linker=linker, gold=gold)
+            record = doc_counts(text, spans or [], linker=linker, gold=gold, segmenter=segmenter)
             record["documents"] = 1
             record["empty_documents"] = int(not text.strip())
             merge_counts(totals, record)

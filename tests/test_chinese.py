@@ -194,3 +194,48 @@ def test_segmenter_names_and_a_missing_package(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setitem(sys.modules, "spacy_pkuseg", None)
     with pytest.raises(MaskingError, match=r"pip install spacy-pkuseg"):
         build_segmenter("pkuseg")
+
+
+def test_windows_on_chinese_text_keep_every_entity_whole(tmp_path: Path) -> None:
+    """Through YAML (segmenter: jieba, max_length 16): no window ends inside an entity (紫|禁城 did)."""
+    pytest.importorskip("jieba")
+    run_dir = tmp_path / "run"
+    config = write_zh_config(tmp_path).read_text(encoding="utf-8").replace("max_length: 64", "max_length: 16")
+    (tmp_path / "zh16.yaml").write_text(config, encoding="utf-8")
+    _run(tmp_path / "zh16.yaml", run_dir)
+    tokenizer, train = _load(run_dir)
+    names = {h for h, _, _ in ZH_TRIPLES} | {t for _, _, t in ZH_TRIPLES} | {"紫禁城"}
+    assert len(train) > len(ZH_DOCUMENTS)  # documents continue in further windows
+    seen = set()
+    for i in range(len(train)):
+        row = train[i]
+        units: dict[int, str] = {}
+        for token, unit, kind in zip(tokenizer.convert_ids_to_tokens(row["input_ids"]), row["unit_ids"],  # type: ignore[attr-defined]
+                                     row["unit_kind"]):
+            if kind == 2:
+                units[unit] = units.get(unit, "") + token
+        assert set(units.values()) <= names, units  # every entity of a window is a whole name
+        seen |= set(units.values())
+    assert {"天安门广场", "中华人民共和国"} <= seen
+
+
+def test_token_coverage_counts_the_segmenters_words(tmp_path: Path) -> None:
+    """annotation_stats.json token_coverage <= 1 on Chinese (the words are jieba's, not \\w+ runs)."""
+    jieba = pytest.importorskip("jieba")
+    run_dir = tmp_path / "run"
+    _run(write_zh_config(tmp_path), run_dir, stages="data,annotate")
+    stats = json.loads((run_dir / "corpus" / "annotation_stats.json").read_text())
+    jieba_words = sum(1 for text in ZH_DOCUMENTS for w in jieba.lcut(text) if w.strip() and w not in "，。")
+    assert stats["words"] == jieba_words
+    assert 0 < stats["token_coverage"] <= 1
+
+
+def test_trained_wordpiece_covers_every_character_seen_once() -> None:
+    from kept.tokenizer import train_wordpiece
+
+    rare = ["鼹鼠在紫禁城里。", "Zqxv naïve þorn."]  # characters seen once, alone or inside a word
+    tokenizer = train_wordpiece(ZH_DOCUMENTS + rare, vocab_size=1500, min_frequency=2)
+    for text in rare:
+        tokens = tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
+        assert "[UNK]" not in tokens, tokens
+    assert {"鼹", "þ"} <= set(tokenizer.get_vocab()) or "##þ" in tokenizer.get_vocab()
