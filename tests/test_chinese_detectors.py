@@ -83,6 +83,13 @@ def test_pos_phrase_patterns() -> None:
     assert "经济中心" in texts and not any("北京" in t for t in texts)
     with pytest.raises(MaskingError, match="pattern"):
         build_detectors(AnnotationConfig(detectors=[{"type": "pos_phrase", "pattern": "n+ (noun)"}]))
+    # pos_ner and pos_phrase tag each text once: the second reads the first one's tags
+    ner, phrase = build_detectors(AnnotationConfig(detectors=[{"type": "pos_ner", "link": False},
+                                                              {"type": "pos_phrase"}]))
+    assert ner.tagging is phrase.tagging
+    text = "颐和园是北京著名的皇家园林。"
+    ner.detect([text])
+    assert phrase.tagging.words(text) is ner.tagging.words(text)
 
 
 def test_npmi_over_jieba_words_instead_of_characters() -> None:
