@@ -1,23 +1,25 @@
 """`kept run CONFIG`: every stage of a run configuration, skipping what is already done and valid.
 
-Stages, in order: ``data`` (corpus/documents.jsonl + kg/) → ``kg`` (KG embeddings) → ``annotate``
-(corpus/annotated) → ``encode`` (tokenizer + encoded/) → ``pretrain`` (model/) → ``evaluate``
-(eval/metrics.json) → ``report`` (eval/report.md).
+Stages, in order (:data:`STAGE_TABLE`, one row each): ``data`` (corpus/documents.jsonl + kg/) → ``kg``
+(KG embeddings) → ``annotate`` (corpus/annotated) → ``encode`` (tokenizer + encoded/) → ``pretrain``
+(model/) → ``evaluate`` (eval/metrics.json) → ``report`` (eval/report.md).
 
 A stage is *done* when its outputs exist and its stamp (``stamps/<stage>.json``) records the
-fingerprint of the configuration sections it depends on plus its inputs (names, sizes and mtimes
-of the files it reads). Change a section, or re-create an input, and that stage and every stage
+fingerprint of the configuration part it depends on plus its inputs (names, sizes and mtimes
+of the files it reads). Change that part, or re-create an input, and that stage and every stage
 after it run again.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kept.config import RunConfig, save_config
+from kept.datasources import has_kg, prepare_data
 from kept.errors import KeptError
 from kept.rundir import (
     RunLock,
@@ -30,13 +32,38 @@ from kept.rundir import (
     write_stamp,
 )
 
-STAGES: tuple[str, ...] = ("data", "kg", "annotate", "encode", "pretrain", "evaluate", "report")
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's ``run`` gets besides the run directory and the configuration."""
+
+    log: Callable[[str], None]
+    progress: bool = True
+    restart_pretrain: bool = False
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a run: what it depends on, what it reads and writes, and how it runs.
+
+    ``config``: the configuration part it depends on (fingerprinted into its stamp); ``inputs`` and
+    ``outputs``: the files it reads and writes; ``run``: does the work; ``needed``: False where the run
+    has nothing for it to do (``why_not`` says why).
+    """
+
+    name: str
+    config: Callable[[RunConfig], Any]
+    inputs: Callable[[RunConfig, RunPaths], list[Path]]
+    outputs: Callable[[RunConfig, RunPaths], list[Path]]
+    run: Callable[[Path, RunConfig, StageContext], None]
+    needed: Callable[[RunConfig], bool] = lambda config: True
+    why_not: str = ""
 
 
 @dataclass
 class StageOutcome:
     stage: str
-    status: str  # "ran", "skipped" (done and valid), "not needed"
+    status: str  # "ran", "skipped" (done and current), "not needed"
     seconds: float = 0.0
     detail: str = ""
 
@@ -53,200 +80,139 @@ class RunResult:
         return [o.stage for o in self.outcomes if o.status == "skipped"]
 
 
-# ------------------------------------------------------------------ the data stage
+def annotation_config(config: RunConfig) -> Any:
+    """``config.annotation`` with the words of token_coverage from ``encode.segmenter`` unless it names its own."""
+    if config.annotation.segmenter is not None:
+        return config.annotation
+    return config.annotation.model_copy(update={"segmenter": config.encode.segmenter})
 
-def has_kg(config: RunConfig) -> bool:
+
+# ------------------------------------------------------------------ what each stage reads
+
+def _kg_files(paths: RunPaths) -> list[Path]:
+    return [paths.kg / "entities.tsv", paths.kg / "relations.tsv", paths.kg / "triples.tsv"]
+
+
+def _data_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
     data = config.data
-    return data.source in ("wikipedia_sample", "pykeen", "fewrel") or data.kg_triples is not None
+    return [p for p in (data.corpus, data.wikipedia_dump, data.kg_triples, data.kg_labels, data.kg_aliases)
+            if p is not None]
 
 
-def verbalize_graph(graph: Any, max_documents: int | None = None, per_document: int = 8) -> list[dict[str, Any]]:
-    """Template sentences from a KG's triples ("head relation tail .") with gold spans on both entities."""
-    documents, sentences, spans = [], [], []
-    text = ""
-    labels = graph.entity_labels
-    for index, (h, r, t) in enumerate(graph.triples.tolist()):
-        relation = graph.relation_labels[r].replace("_", " ")
-        head, tail = labels[h] or graph.entities[h], labels[t] or graph.entities[t]
-        sentence = f"{head} {relation} {tail} ."
-        base = len(text) + (1 if text else 0)
-        spans.append({"start": base, "end": base + len(head), "kind": "entity", "label": "", "entity_id": h,
-                      "source": "gold"})
-        tail_start = base + len(head) + 1 + len(relation) + 1
-        spans.append({"start": tail_start, "end": tail_start + len(tail), "kind": "entity", "label": "",
-                      "entity_id": t, "source": "gold"})
-        text = f"{text} {sentence}" if text else sentence
-        sentences.append(sentence)
-        if len(sentences) == per_document:
-            documents.append({"id": f"kg-{len(documents)}", "title": "", "text": text, "spans": spans})
-            text, sentences, spans = "", [], []
-            if max_documents is not None and len(documents) >= max_documents:
-                return documents
-    if sentences:
-        documents.append({"id": f"kg-{len(documents)}", "title": "", "text": text, "spans": spans})
-    return documents
+def _encode_part(config: RunConfig) -> dict[str, Any]:
+    c = config.to_dict()
+    return {"tokenizer": c["tokenizer"], "encode": c["encode"], "init_from": config.model.init_from}
 
 
-def prepare_data(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Write corpus/documents.jsonl and (when the source has one) kg/ for the configured source."""
-    from kept.commands.data import build_pykeen_run, build_triples_run, build_wikipedia_sample
-    from kept.corpus import load_documents, write_documents
+def _encode_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
+    from kept.config import resolve_init_from
 
-    paths = run_paths(run_dir)
-    data = config.data
-    info: dict[str, Any] = {"source": data.source}
-
-    def corpus_from_files() -> int:
-        if data.corpus is None:
-            raise KeptError(f"data.source '{data.source}' needs data.corpus", where="data.corpus",
-                            fix="give a txt/jsonl/parquet file or a saved HF dataset directory")
-        documents = load_documents(data.corpus, text_field=data.text_field, id_field=data.id_field,
-                                   title_field=data.title_field, max_documents=data.max_documents)
-        return write_documents(documents, paths.documents)
-
-    if data.source == "wikipedia_sample":
-        stats = build_wikipedia_sample(paths.root, source=data.wikipedia_dump, max_documents=data.max_documents)
-        info.update({k: v for k, v in stats.items() if isinstance(v, (int, float, str))})
-    elif data.source == "pykeen":
-        info.update(build_pykeen_run(data.pykeen_dataset, paths.root))
-        if data.corpus is not None:
-            info["documents"] = corpus_from_files()
-        else:
-            from kg import KnowledgeGraph
-
-            graph = KnowledgeGraph.load(paths.kg)
-            info["documents"] = write_documents(verbalize_graph(graph, data.max_documents), paths.documents)
-    elif data.source == "files":
-        info["documents"] = corpus_from_files()
-        if data.kg_triples is not None:
-            info.update(build_triples_run(data.kg_triples, paths.root, labels=data.kg_labels, aliases=data.kg_aliases))
-    elif data.source == "fewrel":
-        info.update(prepare_fewrel(paths, config))
-    log(f"data: {info.get('documents', '?')} documents" + (f", {info['entities']} entities" if "entities" in info else ""))
-    return info
+    init_from = resolve_init_from(config.model.init_from, config.runs_dir)
+    return [paths.annotated] + ([init_from / "tokenizer.json"] if init_from else [])
 
 
-def prepare_fewrel(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
-    """FewRel sentences as documents with gold head/tail spans, and their (head, relation, tail) KG."""
-    from kg import AliasIndex, KnowledgeGraph
-
-    from kept.corpus import write_documents
-    from kept.fewrel import fewrel_documents, fewrel_entities, fewrel_triples, load_fewrel
-
-    data = config.data
-    if data.corpus is None:
-        raise KeptError("data.source 'fewrel' needs data.corpus", where="data.corpus",
-                        fix="give a FewRel JSON file or a directory of them")
-    dataset = load_fewrel(data.corpus)
-    if data.max_documents is not None:
-        dataset.examples = dataset.examples[: data.max_documents]
-    entities = fewrel_entities(dataset)
-    triples = fewrel_triples(dataset)
-    ids = [kb for kb, _ in entities]
-    relations = sorted({r for _, r, _ in triples}) or ["related_to"]
-    index = {kb: i for i, kb in enumerate(ids)}
-    rel_index = {r: i for i, r in enumerate(relations)}
-    graph = KnowledgeGraph(ids, relations, [(index[h], rel_index[r], index[t]) for h, r, t in triples],
-                           entity_labels=[name for _, name in entities],
-                           relation_labels=[dataset.relation_names.get(r, r) for r in relations],
-                           metadata={"source": f"fewrel:{data.corpus}"})
-    graph.save(paths.kg)
-    AliasIndex.from_graph(graph).save(paths.aliases)
-    count = write_documents(fewrel_documents(dataset, index), paths.documents)
-    return {"documents": count, "entities": graph.num_entities, "relations": graph.num_relations,
-            "triples": graph.num_triples}
-
-
-# ------------------------------------------------------------------ stage definitions
-
-def _stage_spec(stage: str, config: RunConfig, paths: RunPaths) -> tuple[Any, list[Path], list[Path]]:
-    """(configuration part, inputs, outputs) of a stage."""
-    from kept.config import resolve_init_from, training_view
+def _pretrain_part(config: RunConfig) -> Any:
+    from kept.config import training_view
     from kept.optim import resolve_train_defaults
 
-    c = config.to_dict()
-    kg_files = [paths.kg / "entities.tsv", paths.kg / "relations.tsv", paths.kg / "triples.tsv"]
-    if stage == "data":
-        data = config.data
-        inputs = [p for p in (data.corpus, data.wikipedia_dump, data.kg_triples, data.kg_labels, data.kg_aliases)
-                  if p is not None]
-        outputs = [paths.documents] + (kg_files if has_kg(config) else [])
-        return c["data"], inputs, outputs
-    if stage == "kg":
-        return c["kg"], kg_files, [paths.embeddings, paths.kg_metrics]
-    if stage == "annotate":
-        inputs = [paths.documents] + ([paths.aliases, paths.kg / "entities.tsv"] if has_kg(config) else [])
-        return c["annotation"], inputs, [paths.annotated, paths.annotation_stats]
-    if stage == "encode":
-        init_from = resolve_init_from(config.model.init_from, config.runs_dir)
-        inputs = [paths.annotated] + ([init_from / "tokenizer.json"] if init_from else [])
-        return ({"tokenizer": c["tokenizer"], "encode": c["encode"], "init_from": config.model.init_from},
-                inputs, [paths.tokenizer, paths.encoded_train, paths.encoded_validation])
-    if stage == "pretrain":
-        inputs = [paths.encoded_train, paths.encoded_validation, paths.tokenizer]
-        if config.model.fusion:
-            inputs.append(paths.embeddings)
-        # null train.* defaults compare as the values they resolve to: pretrain writes them into config.yaml
-        resolved, _ = resolve_train_defaults(config)
-        return training_view(resolved), inputs, [paths.model / "config.json"]
-    if stage == "evaluate":
-        return c["eval"], [paths.model, paths.encoded_validation], [paths.eval / "metrics.json"]
-    if stage == "report":
-        return {}, [paths.eval / "metrics.json"], [paths.eval / "report.md"]
-    raise KeptError(f"unknown stage '{stage}'", where="--stages", fix=f"choose from {', '.join(STAGES)}")
+    # null train.* defaults compare as the values they resolve to: pretrain writes them into config.yaml
+    resolved, _ = resolve_train_defaults(config)
+    return training_view(resolved)
 
 
-def _run_stage(stage: str, run_dir: Path, config: RunConfig, log: Callable[[str], None], progress: bool,
-               restart_pretrain: bool = False) -> str:
-    paths = run_paths(run_dir)
-    if stage == "data":
-        prepare_data(run_dir, config, log)
-    elif stage == "kg":
-        from kept.commands.kg import embed_run_dir
-        from kept.config import section_object
-
-        metrics = embed_run_dir(run_dir, section_object(config, "kg"))
-        log(f"kg: {config.kg.get('model')} embeddings, MRR {metrics.get('mrr', float('nan')):.3f}")
-    elif stage == "annotate":
-        from kept.annotation import annotate_run_dir
-
-        from kept.config import section_object
-
-        stats = annotate_run_dir(run_dir, section_object(config, "annotation"))
-        log(f"annotate: {stats.get('documents', '?')} documents annotated")
-    elif stage == "encode":
-        from kept.encode import encode_run
-
-        encode_run(run_dir, config, log=log)
-    elif stage == "pretrain":
-        from kept.pretrain import pretrain_run
-
-        result = pretrain_run(run_dir, config, log=log, progress=progress, restart=restart_pretrain)
-        log(f"pretrain: {result.steps} steps, train loss {result.train_loss}, eval loss {result.eval_loss}")
-    elif stage == "evaluate":
-        from kept.evaluate import evaluate_run_dir
-
-        evaluate_run_dir(run_dir, config, progress=log)
-        log(f"evaluate: {paths.eval / 'metrics.json'}")
-    elif stage == "report":
-        from kept.report import report_run_dir
-
-        report_run_dir(run_dir)
-        log(f"report: {paths.eval / 'report.md'}")
-    return "ran"
+def _pretrain_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
+    inputs = [paths.encoded_train, paths.encoded_validation, paths.tokenizer]
+    return inputs + ([paths.embeddings] if config.model.fusion else [])
 
 
-def stage_needed(stage: str, config: RunConfig) -> bool:
-    if stage == "kg":
-        return has_kg(config)
-    return True
+# ------------------------------------------------------------------ what each stage does
+
+def _run_data(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    prepare_data(run_dir, config, context.log)
+
+
+def _run_kg(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    from kept.graphs import embed_run_dir
+
+    metrics = embed_run_dir(run_dir, config.kg)
+    context.log(f"kg: {config.kg.model} embeddings, MRR {metrics.get('mrr', float('nan')):.3f}")
+
+
+def _run_annotate(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    from kept.annotation import annotate_run_dir
+
+    stats = annotate_run_dir(run_dir, annotation_config(config))
+    context.log(f"annotate: {stats.get('documents', '?')} documents annotated")
+
+
+def _run_encode(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    from kept.encode import encode_run
+
+    encode_run(run_dir, config, log=context.log)
+
+
+def _run_pretrain(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    from kept.pretrain import pretrain_run
+
+    result = pretrain_run(run_dir, config, log=context.log, progress=context.progress,
+                          restart=context.restart_pretrain)
+    context.log(f"pretrain: {result.steps} steps, train loss {result.train_loss}, eval loss {result.eval_loss}")
+
+
+def _run_evaluate(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    from kept.evaluate import evaluate_run_dir
+
+    evaluate_run_dir(run_dir, config, progress=context.log)
+    context.log(f"evaluate: {run_paths(run_dir).eval / 'metrics.json'}")
+
+
+def _run_report(run_dir: Path, config: RunConfig, context: StageContext) -> None:
+    from kept.report import report_run_dir
+
+    report_run_dir(run_dir)
+    context.log(f"report: {run_paths(run_dir).eval / 'report.md'}")
+
+
+#: Every stage of a run, in order. The configuration parts are what the stamps fingerprint: changing
+#: one makes the run directories made before count that stage (and the ones after it) as stale.
+STAGE_TABLE: tuple[Stage, ...] = (
+    Stage("data", config=lambda c: c.to_dict()["data"], inputs=_data_inputs,
+          outputs=lambda c, p: [p.documents] + (_kg_files(p) if has_kg(c) else []), run=_run_data),
+    Stage("kg", config=lambda c: c.to_dict()["kg"], inputs=lambda c, p: _kg_files(p),
+          outputs=lambda c, p: [p.embeddings, p.kg_metrics], run=_run_kg, needed=has_kg,
+          why_not="no KG in this run"),
+    Stage("annotate", config=lambda c: annotation_config(c).model_dump(mode="json"),
+          inputs=lambda c, p: [p.documents] + ([p.aliases, p.kg / "entities.tsv"] if has_kg(c) else []),
+          outputs=lambda c, p: [p.annotated, p.annotation_stats], run=_run_annotate),
+    Stage("encode", config=_encode_part, inputs=_encode_inputs,
+          outputs=lambda c, p: [p.tokenizer, p.encoded_train, p.encoded_validation], run=_run_encode),
+    Stage("pretrain", config=_pretrain_part, inputs=_pretrain_inputs,
+          outputs=lambda c, p: [p.model / "config.json"], run=_run_pretrain),
+    Stage("evaluate", config=lambda c: c.to_dict()["eval"], inputs=lambda c, p: [p.model, p.encoded_validation],
+          outputs=lambda c, p: [p.eval / "metrics.json"], run=_run_evaluate),
+    Stage("report", config=lambda c: {}, inputs=lambda c, p: [p.eval / "metrics.json"],
+          outputs=lambda c, p: [p.eval / "report.md"], run=_run_report),
+)
+#: The stage names, in order.
+STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGE_TABLE)
+
+
+def stage(name: str) -> Stage:
+    """The row of :data:`STAGE_TABLE` named ``name``."""
+    check_stage_names([name], "--stages")
+    return next(s for s in STAGE_TABLE if s.name == name)
+
+
+def stage_fingerprint(row: Stage, config: RunConfig, paths: RunPaths) -> str:
+    """The fingerprint a stage's stamp records: its configuration part plus its inputs as they are now."""
+    return stamp_fingerprint(row.config(config), row.inputs(config, paths))
 
 
 def check_stage_names(stages: Sequence[str], option: str) -> None:
     """Refuse a stage name that is not one of :data:`STAGES`, naming the option it came with."""
-    for stage in stages:
-        if stage not in STAGES:
-            raise KeptError(f"unknown stage '{stage}'", where=option, fix=f"choose from {', '.join(STAGES)}")
+    for name in stages:
+        if name not in STAGES:
+            raise KeptError(f"unknown stage '{name}'", where=option, fix=f"choose from {', '.join(STAGES)}")
 
 
 def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages: Sequence[str] | None = None,
@@ -263,32 +229,32 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
     check_stage_names(force, "--force")
     _check_config(config)
     result = RunResult(run_dir)
+    context = StageContext(log=log, progress=progress, restart_pretrain=restart_pretrain)
     make_run_dir(run_dir)
     with RunLock(run_dir, "kept run"):  # the lock also clears a killed writer's temporaries
         save_config(config, run_dir)
+        paths = run_paths(run_dir)
         dirty = False  # once a stage runs, every later stage runs too
-        for stage in STAGES:
-            if stage not in wanted:
+        for row in STAGE_TABLE:
+            if row.name not in wanted:
                 continue
-            if not stage_needed(stage, config):
-                result.outcomes.append(StageOutcome(stage, "not needed", detail="no KG in this run"))
+            if not row.needed(config):
+                result.outcomes.append(StageOutcome(row.name, "not needed", detail=row.why_not))
                 continue
-            paths = run_paths(run_dir)
-            part, inputs, outputs = _stage_spec(stage, config, paths)
-            fp = stamp_fingerprint(part, inputs)
-            if not dirty and stage not in force and stage_done(run_dir, stage, fp, outputs):
-                result.outcomes.append(StageOutcome(stage, "skipped", detail="done and current"))
-                log(f"{stage}: done, skipped")
+            part, inputs = row.config(config), row.inputs(config, paths)
+            if not dirty and row.name not in force and stage_done(run_dir, row.name, stamp_fingerprint(part, inputs),
+                                                                  row.outputs(config, paths)):
+                result.outcomes.append(StageOutcome(row.name, "skipped", detail="done and current"))
+                log(f"{row.name}: done, skipped")
                 continue
             started, cpu_started = time.time(), time.process_time()
-            _run_stage(stage, run_dir, config, log, progress, restart_pretrain)
+            row.run(run_dir, config, context)
             dirty = True
-            # the stamp fingerprints the inputs as they are now (after the stage ran)
-            fp = stamp_fingerprint(part, inputs)
-            if is_main_process():
-                write_stamp(run_dir, stage, fp, part, extra={"seconds": round(time.time() - started, 2),
-                                                             "cpu_seconds": round(time.process_time() - cpu_started, 2)})
-            result.outcomes.append(StageOutcome(stage, "ran", round(time.time() - started, 2)))
+            if is_main_process():  # the stamp fingerprints the inputs as they are now (after the stage ran)
+                write_stamp(run_dir, row.name, stamp_fingerprint(part, inputs), part,
+                            extra={"seconds": round(time.time() - started, 2),
+                                   "cpu_seconds": round(time.process_time() - cpu_started, 2)})
+            result.outcomes.append(StageOutcome(row.name, "ran", round(time.time() - started, 2)))
     return result
 
 
@@ -297,8 +263,8 @@ def _check_config(config: RunConfig) -> None:
     if config.model.fusion and not has_kg(config):
         raise KeptError("model.fusion is on but the run has no knowledge graph", where="data.kg_triples",
                         fix="give data.kg_triples, or set model.fusion: false")
-    detectors = [d.get("type") for d in config.annotation.get("detectors", [])]
-    if not has_kg(config) and "gazetteer" in detectors and config.annotation.get("missing_kg") == "error":
+    detectors = [d.type for d in config.annotation.detectors]
+    if not has_kg(config) and "gazetteer" in detectors and config.annotation.missing_kg == "error":
         raise KeptError("the annotation uses the KG gazetteer but the run has no knowledge graph",
                         where="annotation.detectors",
                         fix="give data.kg_triples, remove the gazetteer detector, or set annotation.missing_kg: skip")

@@ -118,7 +118,7 @@ def test_model_ranking_reproduces_the_kg_embed_figures(split_kg: Path, tmp_path:
     """Ranking the KG embedding's own vectors through the model-side path gives kg_metrics.json's MRR."""
     import shutil
 
-    from kept.commands.kg import embed_run_dir
+    from kept.graphs import embed_run_dir
     from kept.evaluate.linkpred import rank_test_triples
     from kg import KnowledgeGraph, load_embeddings
 

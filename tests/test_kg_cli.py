@@ -61,7 +61,7 @@ def test_kg_embed(nations_run: Path) -> None:
 
 
 def test_embed_run_dir_function(nations_run: Path) -> None:
-    from kept.commands.kg import embed_run_dir
+    from kept.graphs import embed_run_dir
 
     metrics = embed_run_dir(nations_run, {"model": "DistMult", "dim": 4, "epochs": 1})
     assert metrics["model"] == "DistMult" and metrics["dtype"] == "float32"
@@ -125,8 +125,8 @@ def test_data_wikipedia_sample_small(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_build_wikipedia_sample_then_embed(tmp_path: Path) -> None:
-    from kept.commands.data import build_wikipedia_sample
-    from kept.commands.kg import embed_run_dir
+    from kept.datasources import build_wikipedia_sample
+    from kept.graphs import embed_run_dir
 
     numbers = build_wikipedia_sample(tmp_path)
     assert numbers["documents"] == 106 and numbers["entities"] > 15_000

@@ -27,7 +27,7 @@ def corpus_command(
     quiet_libraries()
     from kept.config import resolve_run_config, save_config
     from kept.rundir import RunLock
-    from kept.runner import prepare_data
+    from kept.datasources import prepare_data
 
     overrides = flag_overrides({
         "data.source": source, "data.corpus": str(corpus) if corpus else None, "data.text_field": text_field,

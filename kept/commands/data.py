@@ -1,6 +1,7 @@
 """`kept data ...`: build corpora and knowledge graphs from bundled sources into a run directory.
 
-The functions here are what the commands call; ``kept demo`` and notebooks call them directly.
+The functions behind them live in :mod:`kept.datasources` (``build_wikipedia_sample``, ``build_pykeen_run``,
+``build_triples_run``).
 """
 
 from __future__ import annotations
@@ -11,63 +12,9 @@ from typing import Any, Optional
 import typer
 
 from kept.commands.common import stdout_console
+from kept.datasources import build_wikipedia_sample, write_graph
 
 data_app = typer.Typer(help="Build corpora and knowledge graphs from bundled sources.", no_args_is_help=True)
-
-DOCUMENTS_FILE = Path("corpus") / "documents.jsonl"
-ALIASES_FILE = Path("kg") / "aliases.tsv"
-
-
-def build_wikipedia_sample(out_dir: str | Path, *, source: str | Path | None = None,
-                           max_documents: int | None = None, sample: Any = None) -> dict[str, Any]:
-    """Parse the enwiki sample (gensim's wheel, or ``source``) into ``out_dir``.
-
-    Writes corpus/documents.jsonl (gold link spans: kind "entity", label "WIKI_LINK", source "gold"),
-    kg/entities.tsv, relations.tsv, triples.tsv, aliases.tsv, stats.json, metadata.json and
-    kg/wikipedia_stats.json. Returns the sample's numbers (documents, words, links, entities, ...)
-    plus ``out_dir``. ``sample`` may be an already parsed :class:`kg.wikipedia.WikipediaSample`.
-    """
-    from kept.corpus import write_documents
-    from kg._io import atomic_write_json
-    from kg.wikipedia import load_wikipedia_sample
-
-    out = Path(out_dir)
-    if sample is None:
-        sample = load_wikipedia_sample(source, max_documents=max_documents)
-    write_documents((doc.to_dict() for doc in sample.documents), out / DOCUMENTS_FILE)
-    sample.graph.save(out / "kg")
-    sample.alias_index.save(out / ALIASES_FILE)
-    atomic_write_json(out / "kg" / "wikipedia_stats.json", sample.stats)
-    return {**sample.stats, "out_dir": str(out)}
-
-
-def build_pykeen_run(name: str, out_dir: str | Path) -> dict[str, Any]:
-    """Put PyKEEN's bundled ``name`` (nations, kinships, umls) into ``out_dir/kg/`` (+ alias index)."""
-    from kg import load_pykeen_dataset
-
-    graph = load_pykeen_dataset(name)
-    return _write_graph(graph, Path(out_dir))
-
-
-def build_triples_run(path: str | Path, out_dir: str | Path, *, labels: str | Path | None = None,
-                      aliases: str | Path | None = None, strict: bool = False, delimiter: str | None = None,
-                      header: bool | None = None) -> dict[str, Any]:
-    """Load a triples TSV/CSV (+ optional label/alias files) into ``out_dir/kg/``; returns counts and the load report."""
-    from kg import load_triples
-
-    graph = load_triples(path, labels=labels, aliases=aliases, strict=strict, delimiter=delimiter, header=header)
-    result = _write_graph(graph, Path(out_dir))
-    result["load_report"] = graph.load_report.to_dict() if graph.load_report else None
-    return result
-
-
-def _write_graph(graph: Any, out: Path) -> dict[str, Any]:
-    from kg import AliasIndex
-
-    graph.save(out / "kg")
-    AliasIndex.from_graph(graph).save(out / ALIASES_FILE)
-    return {"entities": graph.num_entities, "relations": graph.num_relations, "triples": graph.num_triples,
-            "out_dir": str(out)}
 
 
 def _print_numbers(title: str, numbers: dict[str, Any]) -> None:
@@ -114,7 +61,7 @@ def pykeen_command(
 
     graph = load_pykeen_dataset(name)
     with RunLock(out, "kept data pykeen"):
-        numbers = _write_graph(graph, Path(out))
+        numbers = write_graph(graph, Path(out))
     _print_numbers(f"PyKEEN {name} -> {out}", numbers)
 
 
@@ -133,7 +80,7 @@ def triples_command(
 
     graph = load_triples(path, labels=labels, aliases=aliases, strict=strict, delimiter=delimiter)
     with RunLock(out, "kept data triples"):  # the input was read and checked before anything is written
-        result = _write_graph(graph, Path(out))
+        result = write_graph(graph, Path(out))
     report = graph.load_report.to_dict() if graph.load_report else {}
     _print_numbers(f"{path} -> {out}", result)
     for reason, count in report.get("skipped", {}).items():
