@@ -113,6 +113,8 @@ class KeptConfig(PreTrainedConfig):
     joint_kg_margin: float | int = 1.0
     joint_kg_norm: int = 1
     relation_vocab_size: int = 0
+    # replaced-entity detection (WKLM; fusion.wklm): weight 0 = off (no head)
+    red_weight: float | int = 0.0
     # ERNIE-THU options (see the docstring; the ernie_thu preset sets the original's value of each)
     first_knowledge_layer: str = "norm"
     entity_bias_at: str = "aligned"

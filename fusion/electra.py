@@ -10,7 +10,7 @@ The generator shares the discriminator's word embeddings, input and output (ELEC
 embeddings"): token ids -> discriminator embedding [H] -> linear -> generator width [Hg]; its MLM head
 projects [Hg] -> [H] and scores against the same embedding matrix.
 
-loss = generator MLM + rtd_weight * RTD + the discriminator's dEA / SOP / joint KG losses (its own MLM
+loss = generator MLM + rtd_weight * RTD + the discriminator's dEA / SOP / joint KG / RED losses (its own MLM
 head gets no targets: its MLM figures say nothing about an ELECTRA model).
 ``discriminator`` is what a run saves as ``model/`` (``KeptForPreTraining``, loaded as usual).
 
@@ -45,6 +45,8 @@ class ElectraOutput(ModelOutput):
     dea_loss: torch.Tensor | None = None
     sop_loss: torch.Tensor | None = None
     kg_loss: torch.Tensor | None = None
+    red_loss: torch.Tensor | None = None
+    red_accuracy: torch.Tensor | None = None
     rtd_logits: torch.Tensor | None = None
     replaced: torch.Tensor | None = None
     sop_logits: torch.Tensor | None = None
@@ -125,7 +127,8 @@ class KeptElectraForPreTraining(KeptPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, entity_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, entity_labels: torch.Tensor | None = None,
                 sentence_order_label: torch.Tensor | None = None, kg_triples: torch.Tensor | None = None,
-                kg_negatives: torch.Tensor | None = None, **kwargs: Any) -> ElectraOutput:
+                kg_negatives: torch.Tensor | None = None, mention_spans: torch.Tensor | None = None,
+                mention_labels: torch.Tensor | None = None, **kwargs: Any) -> ElectraOutput:
         if labels is None:
             raise FusionError("ELECTRA pretraining needs MLM labels (the masked positions)", where="labels",
                               fix="use the knowledge-masking collator's batches")
@@ -143,7 +146,8 @@ class KeptElectraForPreTraining(KeptPreTrainedModel):
         disc = self.discriminator(input_ids=filled, attention_mask=attention_mask, token_type_ids=token_type_ids,
                                   entity_ids=entity_ids, labels=torch.full_like(labels, IGNORE_INDEX),
                                   entity_labels=entity_labels, sentence_order_label=sentence_order_label,
-                                  kg_triples=kg_triples, kg_negatives=kg_negatives, output_hidden_states=True)
+                                  kg_triples=kg_triples, kg_negatives=kg_negatives, mention_spans=mention_spans,
+                                  mention_labels=mention_labels, output_hidden_states=True)
         sequence = disc.hidden_states[-1]  # [B, L, H]
         rtd_logits = self.rtd_head(sequence).squeeze(-1)  # [B, L]
         real = targets != IGNORE_INDEX
@@ -152,7 +156,8 @@ class KeptElectraForPreTraining(KeptPreTrainedModel):
         loss = generator_mlm_loss + self.rtd_weight * rtd_loss + disc.loss
         return ElectraOutput(loss=loss, generator_mlm_loss=generator_mlm_loss, rtd_loss=rtd_loss,
                              rtd_accuracy=rtd_accuracy, dea_loss=disc.dea_loss, sop_loss=disc.sop_loss,
-                             kg_loss=disc.kg_loss, rtd_logits=rtd_logits.detach(), replaced=real & (targets > 0),
+                             kg_loss=disc.kg_loss, red_loss=disc.red_loss, red_accuracy=disc.red_accuracy,
+                             rtd_logits=rtd_logits.detach(), replaced=real & (targets > 0),
                              sop_logits=disc.sop_logits)
 
 

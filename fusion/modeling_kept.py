@@ -34,6 +34,7 @@ from fusion.configuration_kept import KeptConfig
 from fusion.entity_table import ENTITY_TABLE_FILE, DEFAULT_KEY, EntityTable, check_ids, open_table
 from fusion.errors import FusionError
 from fusion.kg_link import KeptKGLinkHead
+from fusion.wklm import KeptReplacedEntityHead, replaced_entity_loss
 
 IGNORE_INDEX = -100
 
@@ -68,6 +69,8 @@ class KeptForPreTrainingOutput(ModelOutput):
     dea_loss: torch.Tensor | None = None
     sop_loss: torch.Tensor | None = None
     kg_loss: torch.Tensor | None = None
+    red_loss: torch.Tensor | None = None  # replaced-entity detection (config.red_weight > 0; fusion.wklm)
+    red_accuracy: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     entity_logits: torch.Tensor | None = None
     entity_candidate_ids: torch.Tensor | None = None
@@ -693,6 +696,7 @@ class KeptForPreTraining(KeptPreTrainedModel):
         self.kg_head = (KeptKGLinkHead(config.relation_vocab_size, config.entity_dim, config.joint_kg_interaction,
                                        config.joint_kg_loss, config.joint_kg_margin, config.joint_kg_norm)
                         if float(config.joint_kg_weight) > 0 else None)  # joint KG link prediction (fusion.kg_link)
+        self.red_head = KeptReplacedEntityHead(config.hidden_size) if float(config.red_weight) > 0 else None  # WKLM
         self.post_init()
         self.freeze_untrained_parts()
 
@@ -723,6 +727,8 @@ class KeptForPreTraining(KeptPreTrainedModel):
         return_dict: bool | None = None,
         kg_triples: torch.Tensor | None = None,
         kg_negatives: torch.Tensor | None = None,
+        mention_spans: torch.Tensor | None = None,
+        mention_labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> KeptForPreTrainingOutput:
         out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
@@ -732,7 +738,7 @@ class KeptForPreTraining(KeptPreTrainedModel):
         logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels,
                                                full_logits=not self.training)
         cfg = self.config
-        dea_loss = sop_loss = kg_loss = None
+        dea_loss = sop_loss = kg_loss = red_loss = red_accuracy = None
         entity_logits = candidate_ids = sop_logits = None
         if entity_labels is not None:
             if entity_labels.shape != sequence.shape[:2]:
@@ -782,8 +788,14 @@ class KeptForPreTraining(KeptPreTrainedModel):
                     loss = loss + cfg.joint_kg_weight * kg_loss
                 else:  # keep the relation embeddings in the graph for DDP
                     loss = loss + self.kg_head.relation_embeddings.weight.sum() * 0.0
+            if self.red_head is not None:  # mention_spans [B, M, 2], mention_labels [B, M] (masking.replaced_entity)
+                red_loss, red_accuracy, _ = replaced_entity_loss(self.red_head, sequence, mention_spans,
+                                                                 mention_labels)
+                loss = loss + cfg.red_weight * red_loss
+                red_loss = red_loss if red_accuracy is not None else None  # no labelled mention: nothing to log
         return KeptForPreTrainingOutput(
-            loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, kg_loss=kg_loss, logits=logits,
+            loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, kg_loss=kg_loss, red_loss=red_loss,
+            red_accuracy=red_accuracy, logits=logits,
             entity_logits=entity_logits, entity_candidate_ids=candidate_ids, sop_logits=sop_logits,
             hidden_states=out.hidden_states, attentions=out.attentions)
 

@@ -149,6 +149,8 @@ class ModelConfig(_Section):
                            "detects replaced tokens (fusion.electra); model/ is that discriminator")
     generator_fraction: float = Field(0.25, gt=0, le=1, description="ELECTRA generator width / discriminator width")
     rtd_weight: float = Field(50.0, ge=0, description="ELECTRA: loss = generator MLM + rtd_weight * RTD")
+    red_weight: float = Field(1.0, ge=0, description="WKLM replaced-entity detection loss weight, with "
+                                                    "masking.replaced_entity_probability > 0 (kept.replaced_entity)")
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -275,6 +277,9 @@ class TrainConfig(_Section):
     bf16: Union[bool, Literal["auto"]] = Field("auto", description="auto: bf16 on a GPU that supports it")
     dataloader_num_workers: int = Field(0, ge=0)
     use_cpu: bool = False
+    report_to: Optional[list[Literal["tensorboard", "wandb", "mlflow"]]] = Field(
+        None, description="where the Trainer also sends its logs (logs/tensorboard for tensorboard); each must be "
+                          "installed. null: tensorboard when it is installed; []: nowhere")
 
     @field_validator("warmup_tokens")
     @classmethod
@@ -316,7 +321,7 @@ class DistillConfig(_Section):
 NON_TRAINING_KEYS: frozenset[str] = frozenset({
     "train.eval_steps", "train.save_steps", "train.logging_steps", "train.save_total_limit",
     "train.eval_batch_size", "train.dataloader_num_workers", "train.use_cpu", "train.bf16",
-    "train.final_eval_max_examples", "encode.num_proc",
+    "train.final_eval_max_examples", "train.report_to", "encode.num_proc",
 })
 #: Sections whose values shape training (compared when resuming from a checkpoint).
 TRAINING_SECTIONS: tuple[str, ...] = ("tokenizer", "encode", "masking", "model", "train")

@@ -58,6 +58,9 @@ class MaskingConfig(ConfigModel):
       evaluation, where a masked mention is predicted from its context only.
     - ``seed``: the collator's own torch.Generator seed.
     - ``pad_to_multiple_of``: pad the sequence length to a multiple of this.
+    - ``replaced_entity_probability``: WKLM (:mod:`masking.replaced_entity`): this share of the linked
+      mentions gets the tokens of another KG entity's label (and its entity id); the model says per mention
+      whether it was replaced (``model.red_weight``). 0: off.
     """
 
     error_class: ClassVar[type[MaskingError]] = MaskingError
@@ -80,6 +83,10 @@ class MaskingConfig(ConfigModel):
     dea_hide_masked: bool = False
     seed: int = 0
     pad_to_multiple_of: Optional[int] = Field(None, ge=1)
+    replaced_entity_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description="WKLM replaced-entity detection: share of the linked mentions swapped for "
+                                         "another KG entity (same type where the KG types them; "
+                                         "masking.replaced_entity); 0: off")
 
     @field_validator("random_replace_prob")
     @classmethod
