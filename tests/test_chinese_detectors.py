@@ -311,3 +311,29 @@ def test_probe_scores_chinese_prompts_with_a_chinese_vocabulary(tmp_path: Path) 
     assert result["examples"][0]["prompt"] == "故宫位于[MASK]。"
     # every prompt piece is a known character: no [UNK] from English-shaped prompts (" ." is not "。")
     assert tokenizer.unk_token_id not in tokenizer.encode("故宫位于[MASK]。", add_special_tokens=False)
+
+
+@pytest.mark.slow
+def test_kept_run_annotates_chinese_with_pos_detectors(tmp_path: Path) -> None:
+    """`kept run` (data, annotate, encode) on Chinese documents with the KG gazetteer and the POS detectors."""
+    from test_chinese import _run, write_zh_config
+
+    config = write_zh_config(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    detectors = ("annotation: {detectors: [{type: gold}, {type: gazetteer}, {type: pos_ner}, {type: pos_phrase}, "
+                 "{type: npmi, segmenter: jieba, min_count: 2}]}")
+    assert "annotation: {detectors: [{type: gold, link: false}]}" in text
+    config.write_text(text.replace("annotation: {detectors: [{type: gold, link: false}]}", detectors), encoding="utf-8")
+    run_dir = tmp_path / "run"
+    _run(config, run_dir)
+    stats = json.loads((run_dir / "corpus" / "annotation_stats.json").read_text(encoding="utf-8"))
+    assert stats["spans_by_source"].get("pos_phrase", 0) > 0, stats["spans_by_source"]
+    assert stats["spans_by_kind"]["entity"] > 0 and stats["linked_fraction"] > 0.5, stats
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(run_dir / "corpus" / "annotated"))
+    for row in rows:
+        for span in row["spans"]:
+            assert row["text"][span["start"]:span["end"]].strip() == row["text"][span["start"]:span["end"]]
+    phrases = {r["text"][s["start"]:s["end"]] for r in rows for s in r["spans"] if s["source"] == "pos_phrase"}
+    assert any(len(p) >= 3 for p in phrases), phrases
