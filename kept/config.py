@@ -38,7 +38,7 @@ from kg.embedding_config import EmbeddingConfig
 from masking.detectors.config import AnnotationConfig
 from masking.masking_config import MaskingConfig
 
-DataSource = Literal["wikipedia_sample", "pykeen", "files", "fewrel"]
+DataSource = Literal["wikipedia_sample", "pykeen", "files", "fewrel", "sanguo_sample"]
 
 
 class _Section(ConfigModel):
@@ -73,7 +73,7 @@ class _ExternalError(ValueError):
 class DataConfig(_Section):
     """Where the corpus and the knowledge graph come from."""
 
-    source: DataSource = Field("wikipedia_sample", description="wikipedia_sample | pykeen | files | fewrel")
+    source: DataSource = Field("wikipedia_sample", description="wikipedia_sample | pykeen | files | fewrel | sanguo_sample (Chinese)")
     corpus: Optional[Path] = Field(None, description="files: txt/jsonl/parquet file or HF dataset dir; "
                                                      "fewrel: a FewRel JSON file or a directory of them")
     text_field: str = Field("text", description="column holding the text (jsonl/parquet/HF)")
@@ -741,10 +741,15 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------ init_from
 
 def resolve_init_from(value: str | None, runs_dir: str | Path = "runs") -> Path | None:
-    """``run:NAME`` → ``runs_dir/NAME/model``; a path stays a path. Checks it is a loadable model dir."""
+    """``run:NAME`` → ``runs_dir/NAME/model``; ``packaged:NAME`` → a packaged checkpoint
+    (:func:`kept.checkpoints.offline_checkpoint_dir`); a path stays a path. Checks it is a loadable model dir."""
     if value is None:
         return None
-    if value.startswith("run:"):
+    if value.startswith("packaged:"):  # a checkpoint shipped in a Python package (kept demo: packaged:minilm-l6)
+        from kept.checkpoints import offline_checkpoint_dir
+
+        path = offline_checkpoint_dir(value[len("packaged:"):])
+    elif value.startswith("run:"):
         import re
 
         name = value[4:]

@@ -123,6 +123,20 @@ def prepare_wikipedia_sample(paths: RunPaths, config: RunConfig) -> dict[str, An
     return {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
 
 
+def prepare_sanguo_sample(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
+    """The Chinese sample that ships in kg/data/sanguo (三国演义 ch. 1-20, gold mentions, a small KG)."""
+    from kept.corpus import write_documents
+    from kg._io import atomic_write_json
+    from kg.sanguo import load_sanguo_sample
+
+    sample = load_sanguo_sample(max_documents=config.data.max_documents)
+    write_documents(sample.documents, paths.documents)
+    sample.graph.save(paths.kg)
+    sample.alias_index.save(paths.aliases)
+    atomic_write_json(paths.kg / "sanguo_stats.json", sample.stats)
+    return dict(sample.stats)
+
+
 def prepare_pykeen(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
     """A bundled PyKEEN graph; the corpus from data.corpus, else the graph's triples as sentences."""
     from kept.corpus import write_documents
@@ -182,9 +196,10 @@ DATA_SOURCES: dict[str, Callable[[RunPaths, RunConfig], dict[str, Any]]] = {
     "pykeen": prepare_pykeen,
     "files": prepare_files,
     "fewrel": prepare_fewrel,
+    "sanguo_sample": prepare_sanguo_sample,
 }
 #: Sources that always bring a knowledge graph (``files`` has one when data.kg_triples is given).
-KG_SOURCES: frozenset[str] = frozenset({"wikipedia_sample", "pykeen", "fewrel"})
+KG_SOURCES: frozenset[str] = frozenset({"wikipedia_sample", "pykeen", "fewrel", "sanguo_sample"})
 
 
 def has_kg(config: RunConfig) -> bool:
