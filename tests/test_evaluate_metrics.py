@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from eval_fixtures import SENTENCES, ScoreMLM, StubMLM, encode_rows, tiny_tokenizer
+
 from kept.evaluate.cloze import evaluate_cloze, find_mentions, select_items
 from kept.evaluate.common import macro_f1, rank_metrics, ranks_from_scores
 from kept.evaluate.mlm import evaluate_mlm
@@ -47,6 +47,35 @@ def test_macro_f1_by_hand() -> None:
     assert macro_f1([0, 0, 0, 1], [0, 0, 1, 1]) == pytest.approx((0.8 + 2 / 3) / 2)
     assert macro_f1([0, 1], [0, 1], num_labels=3) == pytest.approx(1.0)
     assert macro_f1([1, 1], [0, 0]) == 0.0
+
+
+def _by_hand_macro_f1(predictions: list[int], labels: list[int], num_labels: int | None = None) -> float:
+    """The definition macro_f1 had before it called scikit-learn: per-class 2tp / (2tp + fp + fn),
+    classes absent from both gold and predictions left out."""
+    classes = sorted(set(predictions) | set(labels)) if num_labels is None else range(num_labels)
+    scores = []
+    for c in classes:
+        tp = sum(p == c and g == c for p, g in zip(predictions, labels))
+        fp = sum(p == c and g != c for p, g in zip(predictions, labels))
+        fn = sum(p != c and g == c for p, g in zip(predictions, labels))
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else math.nan
+
+
+def test_macro_f1_from_scikit_learn_equals_the_by_hand_definition() -> None:
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        n, k = rng.randint(1, 30), rng.randint(1, 8)
+        gold, pred = [rng.randrange(k) for _ in range(n)], [rng.randrange(k) for _ in range(n)]
+        num_labels = rng.choice([None, k, k + 3])  # k + 3: classes absent from both are left out
+        # the same figure up to float summation order (numpy's mean vs Python's sum)
+        assert macro_f1(pred, gold, num_labels) == pytest.approx(_by_hand_macro_f1(pred, gold, num_labels),
+                                                                 rel=1e-12, abs=1e-15)
+    assert math.isnan(macro_f1([], []))
+    assert math.isnan(macro_f1([0], [0], num_labels=0))
 
 
 # ------------------------------------------------------------------ entity cloze

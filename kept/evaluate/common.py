@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Sequence
+import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from kept.errors import KeptError
-
 from kg.metrics import rank_metrics  # noqa: F401 - the one definition, re-exported for the probes
 
 
@@ -153,18 +154,16 @@ def ranks_from_scores(scores: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
 
 
 def macro_f1(predictions: Sequence[int], labels: Sequence[int], num_labels: int | None = None) -> float:
-    """Macro-averaged F1 over the classes present in the labels or predictions."""
-    preds = torch.as_tensor(list(predictions), dtype=torch.long)
-    golds = torch.as_tensor(list(labels), dtype=torch.long)
-    if golds.numel() == 0:
+    """Macro-averaged F1 over the classes present in the labels or predictions (``num_labels``: over
+    0..num_labels-1, a class absent from both left out): scikit-learn's ``f1_score(average="macro")``."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    golds = np.asarray(list(labels), dtype=np.int64)
+    if golds.size == 0:
         return math.nan
-    classes = torch.unique(torch.cat([preds, golds])) if num_labels is None else torch.arange(num_labels)
-    scores = []
-    for c in classes.tolist():
-        tp = int(((preds == c) & (golds == c)).sum())
-        fp = int(((preds == c) & (golds != c)).sum())
-        fn = int(((preds != c) & (golds == c)).sum())
-        if tp + fp + fn == 0:
-            continue
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(sum(scores) / len(scores)) if scores else math.nan
+    classes = None if num_labels is None else np.arange(num_labels)
+    with warnings.catch_warnings():  # an all-absent class list warns before giving NaN
+        warnings.simplefilter("ignore")
+        return float(f1_score(golds, np.asarray(list(predictions), dtype=np.int64), labels=classes,
+                              average="macro", zero_division=np.nan))
