@@ -11,8 +11,11 @@ With a network, any hub name or BERT directory is given to ``model.init_from`` i
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +94,45 @@ def check_resume_state(checkpoint: Path) -> None:
                 raise KeptError(f"damaged checkpoint file, not a readable torch.save archive ({broken})", where=file,
                                 fix=f"delete that checkpoint ({Path(checkpoint).name}) to resume from the one before, "
                                     "or start over with --restart (kept run: --restart-pretrain)")
+
+
+def _incomplete_checkpoints(checkpoints_dir: Path) -> list[Path]:
+    """``checkpoint-N`` folders without a readable trainer_state.json (the Trainer writes it last)."""
+    found = []
+    for path in sorted(checkpoints_dir.glob("checkpoint-*")) if checkpoints_dir.is_dir() else []:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            if path.is_dir():
+                found.append(path)
+    return found
+
+
+@contextlib.contextmanager
+def checkpoint_write_guard(checkpoints_dir: Path) -> Iterator[None]:
+    """Around ``trainer.train()``: a disk that fills up (or turns read-only) while a checkpoint is written
+    ends as one KeptError naming the checkpoint, instead of torch's RuntimeError; the half-written
+    checkpoint is removed at once and the previous complete one stays, so a re-run resumes from it."""
+    from kg._io import write_failure
+
+    from kept.rundir import is_main_process
+
+    try:
+        yield
+    except KeptError:
+        raise
+    except Exception as error:  # noqa: BLE001 - only the machine's write failures are turned into one line
+        failure = write_failure(error)
+        if failure is None:
+            raise
+        partial = _incomplete_checkpoints(checkpoints_dir)
+        if is_main_process():
+            for path in partial:
+                shutil.rmtree(path, ignore_errors=True)
+        target = partial[-1] if partial else checkpoints_dir
+        raise KeptError(f"cannot write the checkpoint: {failure.strerror or failure} (the half-written "
+                        f"{target.name} was removed)" if partial else
+                        f"cannot write during training: {failure.strerror or failure}", where=target,
+                        fix=f"free disk space (df -h {checkpoints_dir}) or lower train.save_total_limit, then "
+                            "re-run the same command: it resumes from the last complete checkpoint") from error
+

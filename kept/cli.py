@@ -96,12 +96,13 @@ def main(argv: Optional[list[str]] = None) -> None:
             sys.exit(130)
         if isinstance(error, usage_errors):
             _exit_usage_error(error)
-        if not _state["debug"] and isinstance(error, OSError):
-            from kept.rundir import WRITE_ERRNOS
+        if not _state["debug"] and not isinstance(error, _user_error_types()):
+            from kg._io import write_failure
 
-            if error.errno in WRITE_ERRNOS:  # disk full, read-only, permissions: the machine, not the code
-                where = f"{error.filename}: " if error.filename else ""
-                console.print(f"[bold red]error:[/] {where}{error.strerror or error}. Free disk space or fix the "
+            failure = write_failure(error)  # also torch's RuntimeError wrapping a full disk
+            if failure is not None:  # disk full, read-only, permissions: the machine, not the code
+                where = f"{failure.filename}: " if failure.filename else ""
+                console.print(f"[bold red]error:[/] {where}{failure.strerror or failure}. Free disk space or fix the "
                               "permissions, then re-run the command (files written before are unchanged)",
                               highlight=False, soft_wrap=True)
                 sys.exit(2)

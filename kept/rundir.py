@@ -344,8 +344,12 @@ class RunLock:
             return self
         handle.seek(0)
         handle.truncate()
-        handle.write(f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()})\n")
-        handle.flush()
+        try:  # unbuffered: a full disk fails here, not later when the handle is closed
+            os.write(handle.fileno(), f"`{self.command}` (pid {os.getpid()} on {socket.gethostname()})\n".encode())
+        except OSError as error:  # the holder line only informs; the command's own writes name their files
+            if error.errno not in WRITE_ERRNOS:
+                handle.close()
+                raise
         self._handle = handle
         try:
             check_run_format(self.path.parent)

@@ -27,11 +27,41 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{os.getpid()}")
 
 
+#: how libraries that wrap the OSError in their own exception (torch's RuntimeError from its zip writer,
+#: safetensors' SafetensorError) spell a full disk in the message.
+_DISK_FULL_WORDS = ("No space left on device", "code: 28,", "StorageFull", "file write failed",
+                    "Disk quota exceeded")
+
+
+def write_failure(error: BaseException) -> OSError | None:
+    """The machine's write failure behind ``error`` (disk full, read-only, no permission), else None: an
+    OSError with one of :data:`WRITE_ERRNOS` in the exception or its causes, or a torch/safetensors error
+    whose message says the disk is full (torch's ``PytorchStreamWriter failed writing file ...: file write
+    failed`` carries no errno; a full disk is its usual cause)."""
+    if isinstance(error, InputError):  # already one line naming its file (e.g. from a nested atomic write)
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRNOS:
+            return cause
+        if not isinstance(cause, (OSError, InputError)) and any(word in str(cause) for word in _DISK_FULL_WORDS):
+            quota = "Disk quota exceeded" in str(cause)
+            code = errno.EDQUOT if quota else errno.ENOSPC
+            return OSError(code, os.strerror(code))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def write_error(error: OSError, path: str | Path, error_type: type[InputError] = KGError) -> InputError:
     """The one-line error for a failed write, naming the file."""
-    return error_type(f"cannot write: {error.strerror or error}", where=path,
-                      fix="free disk space or fix the permissions, then re-run the command "
-                          "(files written before are unchanged)")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        fix = (f"free disk space (df -h {Path(path).parent}; or raise the quota), then re-run the command "
+               "(files written before are unchanged)")
+    else:
+        fix = "fix the permissions (or mount it writable), then re-run the command (files written before are unchanged)"
+    return error_type(f"cannot write: {error.strerror or error}", where=path, fix=fix)
 
 
 def make_parents(path: Path) -> list[Path]:
@@ -70,6 +100,11 @@ def atomic_path(path: str | Path, *, error: type[InputError] = KGError) -> Itera
         done = True
     except OSError as os_error:
         raise write_error(os_error, path, error) from os_error
+    except Exception as other:  # torch/safetensors wrap a full disk in their own error types
+        failure = write_failure(other)
+        if failure is None:
+            raise
+        raise write_error(failure, path, error) from other
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -126,13 +161,11 @@ def atomic_dir(path: str | Path, *, error: type[InputError] = KGError) -> Iterat
     tmp.mkdir()
     try:
         yield tmp
-    except OSError as os_error:
+    except BaseException as failed:
         shutil.rmtree(tmp, ignore_errors=True)
-        if os_error.errno in WRITE_ERRNOS:
-            raise write_error(os_error, path, error) from os_error
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        failure = write_failure(failed) if isinstance(failed, Exception) else None
+        if failure is not None:  # an OSError of the machine (WRITE_ERRNOS), or torch/safetensors wrapping one
+            raise write_error(failure, path, error) from failed
         raise
     _swap_in(tmp, path, error)
 
