@@ -268,3 +268,22 @@ model: {preset: tiny, fusion: true}
     assert stats["linked_entity_spans"] > 50 and 0 < stats["token_coverage"] <= 1
     encoded = json.loads((run_dir / "encoded" / "stats.json").read_text())
     assert encoded["unk_rate"] == 0.0 and encoded["train"]["linked_mentions"] > 50
+
+
+@pytest.mark.slow
+def test_kept_demo_lang_zh_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    """`kept demo --lang zh --model tiny` (kept/demos/zh-tiny.yaml): the Chinese sample, jieba words, POS
+    detectors + gazetteer + gold, whole_word vs ernie+fusion on the same budget (about a minute on a CPU)."""
+    pytest.importorskip("jieba")
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--lang", "zh", "--model", "tiny", "--out", str(out), "--documents", "12",
+                                 "--steps", "4", "--kg-epochs", "1", "--no-relation"])
+    assert result.exit_code == 0, result.output
+    annotation = json.loads((out / "prepared" / "corpus" / "annotation_stats.json").read_text())
+    assert annotation["spans_by_source"].get("pos_ner", 0) > 0 and 0 < annotation["token_coverage"] <= 1
+    encoded = json.loads((out / "prepared" / "encoded" / "stats.json").read_text())
+    assert encoded["segmenter"] == "jieba" and encoded["unk_rate"] == 0.0
+    summary = json.loads((out / "compare" / "summary.json").read_text())
+    assert set(summary["runs"]) == {"whole_word", "ernie+fusion"}
+    for run in ("whole_word-seed0", "ernie_fusion-seed0"):
+        assert (out / "runs" / run / "eval" / "metrics.json").exists(), run
