@@ -154,8 +154,8 @@ class ModelConfig(_Section):
 
     @field_validator("overrides", mode="before")
     @classmethod
-    def _kept_config_fields(cls, value: Any) -> dict[str, Any]:
-        validated = validate_model_overrides(value)
+    def _kept_config_fields(cls, value: Any, info: ValidationInfo) -> dict[str, Any]:
+        validated = validate_model_overrides(value, preset=info.data.get("preset"))
         joint = sorted(k for k in validated if k.startswith("joint_kg_") or k == "relation_vocab_size")
         if joint:  # kept.joint_kg fills these from model.joint_kg_* and the run's KG
             raise _ExternalError([((joint[0],), "value_error", "set the joint KG loss with model.joint_kg_weight, "
@@ -201,9 +201,60 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-def validate_model_overrides(value: Any) -> dict[str, Any]:
+#: ranges of model.overrides values: (lowest, lowest allowed itself?, highest or None)
+_OVERRIDE_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    **{name: (0, False, None) for name in (
+        "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "entity_dim",
+        "num_entity_attention_heads", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
+        "max_entity_slots")},
+    **{name: (0, True, None) for name in (
+        "num_hidden_layers", "num_knowledge_layers", "entity_vocab_size", "dea_num_negatives", "initializer_range",
+        "mlm_weight", "dea_weight", "sop_weight", "red_weight")},
+    **{name: (0, True, 1) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")},
+}
+#: widths and the head counts that must divide them
+_HEAD_DIVISORS = (("hidden_size", "num_attention_heads"), ("entity_dim", "num_entity_attention_heads"))
+
+
+def override_range_problem(key: str, value: Any) -> str | None:
+    """What is wrong with the (type-checked) value of ``model.overrides.<key>``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    bounds = _OVERRIDE_RANGES.get(key)
+    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, inclusive, high = bounds
+    if value < low or (value == low and not inclusive):
+        return f"must be {'at least' if inclusive else 'greater than'} {low:g}, got {value}"
+    if high is not None and value > high:
+        return f"must be between {low:g} and {high:g} (a probability), got {value}"
+    return None
+
+
+def _head_problems(validated: dict[str, Any], preset: str | None) -> list[tuple[tuple, str, str]]:
+    """A head count that does not divide its width, the other from the overrides or else the preset."""
+    from fusion.configuration_kept import PRESETS
+
+    base = PRESETS.get(preset or "", {})
+    problems: list[tuple[tuple, str, str]] = []
+    for width_key, heads_key in _HEAD_DIVISORS:
+        if width_key not in validated and heads_key not in validated:
+            continue
+        width, heads = validated.get(width_key, base.get(width_key)), validated.get(heads_key, base.get(heads_key))
+        if isinstance(width, int) and isinstance(heads, int) and width > 0 and heads > 0 and width % heads:
+            key = heads_key if heads_key in validated else width_key
+            problems.append(((key,), "value_error",
+                             f"{heads_key} {heads} does not divide {width_key} {width}"
+                             f"{'' if width_key in validated and heads_key in validated else f' (preset {preset})'}"
+                             f"; choose a head count that divides {width_key}"))
+    return problems
+
+
+def validate_model_overrides(value: Any, preset: str | None = None) -> dict[str, Any]:
     """Check ``model.overrides`` against ``fusion.KeptConfig``: every key a field, every value of its type
-    (booleans are no numbers); returns the values as validated (``"8"`` for an int field becomes 8)."""
+    (booleans are no numbers) and range (sizes positive, dropouts in [0, 1], head counts dividing their width,
+    the width or head count not overridden taken from ``preset``); returns the values as validated (``"8"``
+    for an int field becomes 8)."""
     from pydantic import TypeAdapter
 
     if value is None:
@@ -231,6 +282,13 @@ def validate_model_overrides(value: Any) -> dict[str, Any]:
             validated[key] = TypeAdapter(fields[key]).validate_python(item)
         except ValidationError as error:
             problems.append(((key,), "value_error", error.errors()[0]["msg"]))
+            continue
+        problem = override_range_problem(key, validated[key])
+        if problem:
+            problems.append(((key,), "value_error", problem))
+            del validated[key]
+    if not problems:
+        problems = _head_problems(validated, preset)
     if problems:
         raise _ExternalError(problems)
     return validated
