@@ -107,3 +107,27 @@ def test_objective_is_validated(electra_template: Path) -> None:
     with pytest.raises(KeptError, match="generator_fraction"):
         load_run_config(electra_template, ["model.generator_fraction=2"])
     assert load_run_config(electra_template, ELECTRA).model.rtd_weight == 50
+
+
+def test_electra_resumes_exactly(electra_template: Path, tmp_path: Path) -> None:
+    """A run stopped at step 2 and resumed ends with the same discriminator as one that was never stopped
+    (the generator, its sampling RNG and the RTD head come back from the checkpoint)."""
+    from safetensors.torch import load_file
+    from stop_at_step import StopAtStep
+
+    from kept.pretrain import pretrain_run
+
+    finals = []
+    for stop in (None, 2):
+        run_dir = tmp_path / f"run{stop}"
+        shutil.copytree(electra_template, run_dir)
+        config = load_run_config(run_dir, ELECTRA + ["train.save_steps=2", "model.fusion=false"])
+        if stop:
+            pretrain_run(run_dir, config, progress=False, extra_callbacks=[StopAtStep(stop)])
+            assert not (run_dir / "model").exists()
+        result = pretrain_run(run_dir, config, progress=False)
+        assert result.steps == 4 and bool(result.resumed_from) == bool(stop)
+        finals.append(load_file(str(run_dir / "model" / "model.safetensors")))
+    assert finals[0].keys() == finals[1].keys() and not any(k.startswith("generator") for k in finals[0])
+    for name in finals[0]:
+        assert torch.allclose(finals[0][name], finals[1][name], atol=1e-5), name
