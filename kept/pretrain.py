@@ -24,7 +24,6 @@ DDP, and only rank 0 writes run-directory artifacts.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -32,11 +31,11 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from kept import electra, joint_kg
+from kept import electra, joint_kg, replaced_entity
 from kept.checkpoints import check_resume_state, checkpoint_write_guard
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, training_view
 from kept.errors import Interrupted, KeptError
@@ -216,6 +215,7 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     overrides = dict(mcfg.overrides)
     if mcfg.fusion:  # the joint KG head's fields (kept.joint_kg)
         overrides.update(joint_kg.model_overrides(config, run_dir))
+    overrides.update(replaced_entity.model_overrides(config))  # the WKLM head's weight when its swaps are on
     entity_rows = entity_dim = None
     if mcfg.fusion:
         require(paths.embeddings, "KG embeddings (kg/embeddings.safetensors)",
@@ -334,36 +334,37 @@ def last_logged(history: list[dict[str, Any]], key: str) -> float | None:
 
 def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = False, progress: bool = True,
                  log: Callable[[str], None] = lambda _: None, extra_callbacks: Sequence[Any] = ()) -> PretrainResult:
-    """Train (or resume) the run's model; returns final losses and where the model is."""
-    import torch
-    from transformers import TrainingArguments
+    """Train (or resume) the run's model; returns final losses and where the model is.
 
+    The recipe: configuration → data → checkpoints to resume → model → collators → trainer → train → install.
+    """
+    from transformers import PrinterCallback, ProgressCallback
+
+    from kept.callbacks import HistoryCallback, RichProgressCallback, SkipEndOfTrainingEval
     from kept.encode import check_sentence_pairs, load_encoded
     from kept.tokenizer import load_run_tokenizer
-    from masking import ErnieStageCallback, KnowledgeMaskingCollator
+    from kept.trainer import KeptTrainer
 
     run_dir = Path(run_dir)
     paths = run_paths(run_dir)
     started = time.time()
-    tokenizer = load_run_tokenizer(paths.tokenizer)
+
+    # configuration: the derived train defaults resolved (and said)
     config, derived = resolve_train_defaults(config)
     if derived:
         log(describe_derived(derived))
+
+    # data
+    tokenizer = load_run_tokenizer(paths.tokenizer)
     train_data = load_encoded(run_dir, "train")
     validation = load_encoded(run_dir, "validation") if paths.encoded_validation.exists() else None
     if validation is not None and len(validation) == 0:
         validation = None
 
-    if restart and is_main_process() and paths.checkpoints.exists():
-        shutil.rmtree(paths.checkpoints)
-    if is_main_process():
-        remove_incomplete_checkpoints(paths.checkpoints)
-    check_resume_compatible(config, run_dir)
-    checkpoints = complete_checkpoints(paths.checkpoints)
-    resume = str(checkpoints[-1]) if checkpoints else None
-    if resume:
-        check_resume_state(checkpoints[-1])
+    # checkpoints: the last complete one is resumed, if it was made with this configuration and data
+    resume = prepare_checkpoints(config, run_dir, restart)
 
+    # model
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
     check_sentence_pairs(bool(model.config.use_sop), int(model.config.type_vocab_size), train_data,
                          paths.encoded_train)
@@ -381,100 +382,50 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         atomic_write_json(paths.logs / LOADING_REPORT, {
             **origins.to_dict(), "optimizer": plan.to_dict(),
             "train_defaults": {d.key: {"value": d.value, "reason": d.reason} for d in derived}})
-    masking = config.masking.model_copy(update={"dea": config.masking.dea and config.model.fusion})
-    collator = KnowledgeMaskingCollator(tokenizer, config=masking)
-    eval_collator = KnowledgeMaskingCollator(tokenizer, config=masking)
-    staged = masking.strategy == "ernie" and masking.ernie_mixture is None
-    by_batch = staged and config.train.dataloader_num_workers == 0
-    total_batches = config.train.max_steps * config.train.gradient_accumulation_steps if by_batch else None
-    train_collate = BatchSeededCollator(joint_kg.wrap_collator(collator, config, run_dir), config.train.seed, salt=0,
-                                        total_batches=total_batches)
-    eval_collate = BatchSeededCollator(joint_kg.wrap_collator(eval_collator, config, run_dir), config.train.seed, salt=1)
 
+    # collators: masks reseeded from each batch's indices (exact resume); evaluation has its own
+    train_collate, eval_collate, masking_callbacks = masking_collators(config, tokenizer, run_dir)
+
+    # trainer
     tcfg = config.train
     bf16 = resolve_bf16(tcfg.bf16)
     warmup = resolve_warmup(config)  # warmup_tokens -> steps (kept.scale)
     log(warmup.describe())
-    columns = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "token_type_ids",
-               "sentence_order_label"]  # the last two only with encode.sentence_pairs
-    args = TrainingArguments(
-        output_dir=str(paths.checkpoints),
-        max_steps=tcfg.max_steps,
-        per_device_train_batch_size=tcfg.batch_size,
-        per_device_eval_batch_size=tcfg.eval_batch_size or tcfg.batch_size,
-        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
-        learning_rate=tcfg.learning_rate,
-        lr_scheduler_type=tcfg.lr_scheduler,
-        warmup_steps=warmup.steps,
-        weight_decay=tcfg.weight_decay,
-        max_grad_norm=tcfg.max_grad_norm,
-        seed=tcfg.seed,
-        data_seed=tcfg.seed,
-        bf16=bf16,
-        eval_strategy="steps" if validation is not None else "no",
-        eval_steps=tcfg.eval_steps,
-        save_strategy="steps",
-        save_steps=tcfg.save_steps,
-        save_total_limit=tcfg.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=tcfg.logging_steps,
-        report_to=["tensorboard"],
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        prediction_loss_only=True,
-        label_names=["labels"],
-        dataloader_num_workers=tcfg.dataloader_num_workers,
-        use_cpu=tcfg.use_cpu,
-        ddp_find_unused_parameters=False,
-        save_only_model=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-    )
-    callbacks = [_history_callback(paths.train_history), _skip_end_of_training_eval_callback()]
-    if progress:
-        callbacks.append(_rich_progress_callback())
-    if by_batch:
-        callbacks.append(_batch_counter_callback(train_collate))
-    elif masking.strategy == "ernie":
-        callbacks.append(ErnieStageCallback(collator))  # with workers: progress by step (approximate)
-    callbacks.extend(extra_callbacks)
+    report_to, report_callbacks = reporting(tcfg.report_to, paths.logs / "tensorboard")
+    args = training_arguments(config, paths, bf16=bf16, warmup_steps=warmup.steps, report_to=report_to,
+                              evaluate=validation is not None)
+    callbacks = [HistoryCallback(paths.train_history), SkipEndOfTrainingEval(), *report_callbacks,
+                 *([RichProgressCallback()] if progress else []), *masking_callbacks, *extra_callbacks]
+    trainer = param_group_trainer(KeptTrainer, plan)(
+        model=model, args=args, data_collator=train_collate, eval_collator=eval_collate,
+        train_dataset=with_index(train_data, COLUMNS),
+        eval_dataset=with_index(validation, COLUMNS) if validation is not None else None, callbacks=callbacks)
+    for quiet in (PrinterCallback, ProgressCallback):  # the rich bar instead
+        trainer.remove_callback(quiet)
 
+    # train
     if is_main_process():
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.checkpoints / TRAINING_SNAPSHOT, training_snapshot(config, run_dir))
-    previous_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(paths.logs / "tensorboard")
+    if resume:
+        log(f"resuming from {resume}")
     try:
-        trainer_class = param_group_trainer(component_loss_trainer(), plan)
-        trainer = trainer_class(model=model, args=args, data_collator=train_collate,
-                                train_dataset=IndexedDataset(train_data, columns),
-                                eval_dataset=IndexedDataset(validation, columns) if validation is not None else None,
-                                callbacks=callbacks)
-        trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
-                                              if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")]
-        _use_eval_collator(trainer, eval_collate)
-        if resume:
-            log(f"resuming from {resume}")
-        try:
-            with checkpoint_write_guard(paths.checkpoints):  # disk full: one line, the partial checkpoint removed
-                train_output = trainer.train(resume_from_checkpoint=resume)
-        except KeyboardInterrupt:  # Ctrl-C: the complete checkpoints stay; a re-run resumes from the last
-            raise Interrupted(f"interrupted at step {trainer.state.global_step}") from None
-        eval_loss, eval_examples = None, 0
-        if validation is not None:
-            eval_loss, eval_examples = final_evaluation(trainer, validation, columns, tcfg.final_eval_max_examples,
-                                                        tcfg.seed)
-    finally:
-        if previous_tb is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = previous_tb
+        with checkpoint_write_guard(paths.checkpoints):  # disk full: one line, the partial checkpoint removed
+            train_output = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:  # Ctrl-C: the complete checkpoints stay; a re-run resumes from the last
+        raise Interrupted(f"interrupted at step {trainer.state.global_step}") from None
+    eval_loss, eval_examples = None, 0
+    if validation is not None:
+        eval_loss, eval_examples = final_evaluation(trainer, validation, COLUMNS, tcfg.final_eval_max_examples,
+                                                    tcfg.seed)
 
+    # install: model/ with the tokenizer and the metrics (only after the last step)
     history = trainer.state.log_history
     stopped_early = trainer.state.global_step < tcfg.max_steps
     metrics = {"global_step": trainer.state.global_step, "max_steps": tcfg.max_steps,
                "train_loss": last_logged(history, "loss"), "train_loss_mean": float(train_output.training_loss),
                "eval_loss": eval_loss, "eval_examples": eval_examples, "fusion": config.model.fusion,
-               "strategy": masking.strategy,
+               "strategy": config.masking.strategy,
                "bf16": bf16, "resumed_from": resume, "runtime_s": round(time.time() - started, 2),
                "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                "num_parameters": int(sum(p.numel() for p in model.parameters())),
@@ -495,6 +446,119 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     _barrier()
     return PretrainResult(paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume,
                           metrics["runtime_s"], metrics)
+
+
+# ------------------------------------------------------------------ the recipe's steps
+
+#: The encoded columns the collators read (the last two only with encode.sentence_pairs).
+COLUMNS: tuple[str, ...] = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids",
+                            "token_type_ids", "sentence_order_label")
+
+
+def prepare_checkpoints(config: RunConfig, run_dir: Path, restart: bool) -> str | None:
+    """The checkpoint to resume, or None: ``restart`` deletes them all, a half-written one is removed, and
+    checkpoints made with another training configuration or data are refused (see check_resume_compatible)."""
+    paths = run_paths(run_dir)
+    if restart and is_main_process() and paths.checkpoints.exists():
+        shutil.rmtree(paths.checkpoints)
+    if is_main_process():
+        remove_incomplete_checkpoints(paths.checkpoints)
+    check_resume_compatible(config, run_dir)
+    checkpoints = complete_checkpoints(paths.checkpoints)
+    if not checkpoints:
+        return None
+    check_resume_state(checkpoints[-1])
+    return str(checkpoints[-1])
+
+
+def masking_collators(config: RunConfig, tokenizer: Any, run_dir: Path) -> tuple[Any, Any, list[Any]]:
+    """(training collator, evaluation collator, callbacks they need): the masking collator of
+    ``config.masking`` (no dEA without fusion) with the joint KG triples, reseeded per batch. Staged ERNIE
+    masking follows the batches collated (exact across resumes) without DataLoader workers, else the steps."""
+    from kept.callbacks import BatchCounter
+    from masking import ErnieStageCallback, KnowledgeMaskingCollator
+
+    masking = config.masking.model_copy(update={"dea": config.masking.dea and config.model.fusion})
+    collator = KnowledgeMaskingCollator(tokenizer, config=masking)
+    eval_collator = KnowledgeMaskingCollator(tokenizer, config=masking)
+    staged = masking.strategy == "ernie" and masking.ernie_mixture is None
+    by_batch = staged and config.train.dataloader_num_workers == 0
+    total_batches = config.train.max_steps * config.train.gradient_accumulation_steps if by_batch else None
+    collator = replaced_entity.wrap_collator(collator, config, run_dir, tokenizer)  # WKLM swaps, when on
+    eval_collator = replaced_entity.wrap_collator(eval_collator, config, run_dir, tokenizer)
+    train_collate = BatchSeededCollator(joint_kg.wrap_collator(collator, config, run_dir), config.train.seed, salt=0,
+                                        total_batches=total_batches)
+    eval_collate = BatchSeededCollator(joint_kg.wrap_collator(eval_collator, config, run_dir), config.train.seed, salt=1)
+    callbacks: list[Any] = []
+    if by_batch:
+        callbacks.append(BatchCounter(train_collate))
+    elif masking.strategy == "ernie":
+        callbacks.append(ErnieStageCallback(collator))  # with workers: progress by step (approximate)
+    return train_collate, eval_collate, callbacks
+
+
+def reporting(report_to: Sequence[str] | None, tensorboard_dir: Path) -> tuple[list[str], list[Any]]:
+    """The Trainer's ``report_to`` and the callbacks kept adds for ``train.report_to`` (None: TensorBoard when
+    installed). TensorBoard writes to ``tensorboard_dir`` (logs/tensorboard) through its own callback."""
+    import importlib.util
+
+    from transformers.integrations import TensorBoardCallback, is_tensorboard_available
+
+    if report_to is None:
+        report_to = ["tensorboard"] if is_tensorboard_available() else []
+    modules = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+    for name in report_to:
+        if importlib.util.find_spec(modules[name]) is None:
+            raise KeptError(f"train.report_to names {name}, which is not installed", where="train.report_to",
+                            fix=f"pip install {name}, or remove it from train.report_to")
+    callbacks: list[Any] = []
+    if "tensorboard" in report_to:
+        tensorboard = TensorBoardCallback()
+        tensorboard.logging_dir = str(tensorboard_dir)
+        callbacks.append(tensorboard)
+    return [name for name in report_to if name != "tensorboard"] or ["none"], callbacks
+
+
+def training_arguments(config: RunConfig, paths: RunPaths, *, bf16: bool, warmup_steps: int, report_to: list[str],
+                       evaluate: bool) -> Any:
+    """The Trainer's arguments from ``config.train``: checkpoints under checkpoints/, no tqdm, every encoded
+    column passed to the collator, seeded data order."""
+    import torch
+    from transformers import TrainingArguments
+
+    tcfg = config.train
+    return TrainingArguments(
+        output_dir=str(paths.checkpoints),
+        max_steps=tcfg.max_steps,
+        per_device_train_batch_size=tcfg.batch_size,
+        per_device_eval_batch_size=tcfg.eval_batch_size or tcfg.batch_size,
+        gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
+        learning_rate=tcfg.learning_rate,
+        lr_scheduler_type=tcfg.lr_scheduler,
+        warmup_steps=warmup_steps,
+        weight_decay=tcfg.weight_decay,
+        max_grad_norm=tcfg.max_grad_norm,
+        seed=tcfg.seed,
+        data_seed=tcfg.seed,
+        bf16=bf16,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=tcfg.eval_steps,
+        save_strategy="steps",
+        save_steps=tcfg.save_steps,
+        save_total_limit=tcfg.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=tcfg.logging_steps,
+        report_to=report_to,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        label_names=["labels"],
+        dataloader_num_workers=tcfg.dataloader_num_workers,
+        use_cpu=tcfg.use_cpu,
+        ddp_find_unused_parameters=False,
+        save_only_model=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
 
 
 def install_model(paths: RunPaths, partial: Path, tokenizer: Any, metrics: dict[str, Any]) -> None:
@@ -550,23 +614,8 @@ def final_evaluation(trainer: Any, validation: Any, columns: Sequence[str], max_
         rng = np.random.default_rng(seed)
         validation = validation.select(np.sort(rng.choice(len(validation), max_examples, replace=False)).tolist())
         prefix = "final_eval"
-    metrics = trainer.evaluate(IndexedDataset(validation, columns), metric_key_prefix=prefix)
+    metrics = trainer.evaluate(with_index(validation, columns), metric_key_prefix=prefix)
     return float(metrics[f"{prefix}_loss"]), len(validation)
-
-
-def _use_eval_collator(trainer: Any, eval_collate: Callable) -> None:
-    """Evaluation gets its own seeded collator (same masks at every evaluation)."""
-    original = trainer.get_eval_dataloader
-
-    def get_eval_dataloader(eval_dataset: Any = None) -> Any:
-        train_collate = trainer.data_collator
-        trainer.data_collator = eval_collate
-        try:
-            return original(eval_dataset)
-        finally:
-            trainer.data_collator = train_collate
-
-    trainer.get_eval_dataloader = get_eval_dataloader
 
 
 def _barrier() -> None:
