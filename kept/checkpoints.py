@@ -46,14 +46,6 @@ def offline_checkpoint_dir(name: str = "minilm-l6") -> Path:
     return path
 
 
-def has_offline_checkpoint(name: str = "minilm-l6") -> bool:
-    try:
-        offline_checkpoint_dir(name)
-    except KeptError:
-        return False
-    return True
-
-
 def read_model_config(model_dir: Path, *, fix: str) -> dict[str, Any]:
     """A model directory's config.json as a dict; KeptError naming the directory or file (and line) when it
     is missing, not JSON or not a JSON object. ``fix`` says what the caller's user should do."""
