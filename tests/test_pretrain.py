@@ -13,12 +13,12 @@ from kept.encode import encode_run
 from kept.errors import KeptError
 from kept.pretrain import (
     BatchSeededCollator,
-    StopAtStep,
     complete_checkpoints,
     pretrain_run,
     remove_incomplete_checkpoints,
 )
 from kept.tiny import make_tiny_run
+from stop_at_step import StopAtStep
 
 
 @pytest.fixture(scope="module")

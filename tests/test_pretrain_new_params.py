@@ -21,9 +21,10 @@ from kept.optim import (
     resolve_train_defaults,
     schedule_multiplier,
 )
-from kept.pretrain import LOADING_REPORT, StopAtStep, build_model_and_origins, pretrain_run
+from kept.pretrain import LOADING_REPORT, build_model_and_origins, pretrain_run
 from kept.tiny import make_tiny_run
 from kept.tokenizer import load_run_tokenizer
+from stop_at_step import StopAtStep
 
 # the tiny run's model sizes (kept.tiny.TINY_CONFIG): a BERT of these sizes fills T 1 + K 1 layers
 TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,

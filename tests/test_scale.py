@@ -123,7 +123,7 @@ class _Rows(torch.utils.data.Dataset):
 def _train(tmp_path: Path, batch_size: int, accumulation: int, calls: list[int]) -> dict[str, torch.Tensor]:
     from transformers import TrainingArguments
 
-    from kept.pretrain import component_loss_trainer
+    from kept.trainer import KeptTrainer
 
     def collate(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         calls.append(len(features))
@@ -137,7 +137,7 @@ def _train(tmp_path: Path, batch_size: int, accumulation: int, calls: list[int])
                              learning_rate=1e-2, warmup_steps=0, weight_decay=0.01, seed=3, data_seed=3,
                              logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
                              remove_unused_columns=False, dataloader_pin_memory=False)
-    trainer = component_loss_trainer()(model=model, args=args, data_collator=collate, train_dataset=_Rows())
+    trainer = KeptTrainer(model=model, args=args, data_collator=collate, train_dataset=_Rows())
     trainer.train()
     assert trainer.state.global_step == 2
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
