@@ -105,9 +105,8 @@ def checkpoint_write_guard(checkpoints_dir: Path) -> Iterator[None]:
     """Around ``trainer.train()``: a disk that fills up (or turns read-only) while a checkpoint is written
     ends as one KeptError naming the checkpoint, instead of torch's RuntimeError; the half-written
     checkpoint is removed at once and the previous complete one stays, so a re-run resumes from it."""
-    from kg._io import write_failure
-
     from kept.rundir import is_main_process
+    from kg._io import write_failure
 
     try:
         yield
