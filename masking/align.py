@@ -403,7 +403,8 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
     if return_overflowing:  # cut on unit boundaries here (masking.windows), not inside an entity by the tokenizer
         from masking.windows import window_documents
 
-        texts, checked, window_doc = window_documents(tokenizer, texts, checked, max_length, stride, segmenter)
+        texts, checked, window_doc, segmenter = window_documents(tokenizer, texts, checked, max_length, stride,
+                                                                 segmenter)
         stride = 0
 
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["cut_points", "window_documents"]
+__all__ = ["KnownWords", "cut_points", "window_documents"]
 
 
 def cut_points(unit_start: np.ndarray, word_start: np.ndarray, capacity: int, stride: int = 0) -> list[tuple[int, int]]:
@@ -62,13 +62,34 @@ def _first_at_least(starts: np.ndarray, value: int, above: int) -> int | None:
     return int(starts[k]) if k < starts.shape[0] and starts[k] > above else None
 
 
+class KnownWords:
+    """A segmenter that answers from the words already found for the windows (each document is segmented
+    once, not again window by window) and asks ``segmenter`` for any other text."""
+
+    def __init__(self, segmenter: Any, known: dict[str, list[tuple[int, int]]]) -> None:
+        self.segmenter = segmenter
+        self.known = known
+
+    def __call__(self, text: str) -> Any:
+        found = self.known.get(text)
+        return found if found is not None else self.segmenter(text)
+
+
+def _window_words(starts: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the words of text[lo:hi] from the document's sorted word starts."""
+    inside = starts[(starts >= lo) & (starts < hi)] - lo
+    ends = np.append(inside[1:], hi - lo)
+    return list(zip(inside.tolist(), ends.tolist()))
+
+
 def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Sequence[Mapping[str, Any]]],
                      max_length: int, stride: int, segmenter: Any = None
-                     ) -> tuple[list[str], list[list[dict[str, Any]]], list[int]]:
+                     ) -> tuple[list[str], list[list[dict[str, Any]]], list[int], Any]:
     """Cut the documents longer than a window into windows on unit boundaries.
 
-    ``spans``: checked spans per text (sorted, disjoint). Returns ``(texts, spans, doc_of_window)``; a
-    short document is its own single window, unchanged.
+    ``spans``: checked spans per text (sorted, disjoint). Returns ``(texts, spans, doc_of_window,
+    segmenter)``; a short document is its own single window, unchanged; the segmenter returned knows
+    the words of the windows already (:class:`KnownWords`), None when ``segmenter`` is None.
     """
     from masking.align import _align_flat, _anchor, _char_word_ids, _join_texts, _span_arrays
 
@@ -81,7 +102,7 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
     out_spans: list[list[dict[str, Any]]] = [list(map(dict, s)) for s in spans]
     doc_of: list[int] = list(range(len(texts)))
     if not long_docs:
-        return out_texts, out_spans, doc_of
+        return out_texts, out_spans, doc_of, segmenter
     long_texts = [texts[i] for i in long_docs]
     joined, bases, seg = _join_texts(long_texts, segmenter)
     char_word, nonspace = _char_word_ids(joined, seg)
@@ -102,6 +123,7 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
     rebuilt_doc: list[int] = []
     bounds = np.concatenate(([0], np.cumsum(seq_lengths))).tolist()
     long_set = dict(zip(long_docs, range(len(long_docs))))
+    known: dict[str, list[tuple[int, int]]] = {}
     for i, text in enumerate(texts):
         if i not in long_set:
             rebuilt_texts.append(out_texts[i])
@@ -120,7 +142,9 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
             lo = 0 if first == 0 else int(starts[first])
             hi = len(text) if end == b - a else int(starts[end])
             rebuilt_texts.append(text[lo:hi])
+            if seg is not None:
+                known[text[lo:hi]] = _window_words(seg, int(bases[k]) + lo, int(bases[k]) + hi)
             rebuilt_spans.append([{**s, "start": max(s["start"], lo) - lo, "end": min(s["end"], hi) - lo}
                                   for s in out_spans[i] if s["start"] < hi and s["end"] > lo])
             rebuilt_doc.append(i)
-    return rebuilt_texts, rebuilt_spans, rebuilt_doc
+    return rebuilt_texts, rebuilt_spans, rebuilt_doc, (None if segmenter is None else KnownWords(segmenter, known))
