@@ -28,9 +28,10 @@ Data, in this order:
   only from the documents that the encode step held out for validation (never from pretraining
   text); training and dev mentions from the training documents (dev: a seeded share of them).
 
-The items and their file format live in :mod:`kept.evaluate.typing_items`, deriving and splitting in
-:mod:`kept.evaluate.typing_data`, the model and its features in :mod:`kept.evaluate.typing_model`; this module scores and runs the task, and re-exports
-their public names so ``from kept.evaluate.typing import ...`` keeps working.
+The items and their file format live in :mod:`kept.evaluate.typing_items`, deriving and splitting
+in :mod:`kept.evaluate.typing_data`, the model and its features in :mod:`kept.evaluate.typing_model`;
+this module scores and runs the task, and re-exports their public names so
+``from kept.evaluate.typing import ...`` keeps working.
 """
 
 from __future__ import annotations
