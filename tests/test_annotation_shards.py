@@ -81,7 +81,7 @@ def test_two_concurrent_shard_processes_on_one_run(tmp_path):
                                "--num-shards", "2", "--shard-index", str(i)], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
     assert load_from_disk(str(run / "corpus" / "annotated"))["spans"] == \
         load_from_disk(str(tmp_path / "single" / "run" / "corpus" / "annotated"))["spans"]

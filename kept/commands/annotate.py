@@ -27,6 +27,10 @@ def annotate_command(
     merge: bool = typer.Option(
         False, "--merge", help="Only merge corpus/annotated.shards/ (written by --num-shards K runs, e.g. on other "
                                "machines and copied here) into corpus/annotated/."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (datasets map, --num-proc workers) or datatrove (shards on datatrove's "
+                                  "executor, --workers processes; the kept[datatrove] extra)."),
+    workers: int = typer.Option(2, "--workers", min=1, help="--engine datatrove: worker processes (= shards)."),
 ) -> None:
     """Annotate RUN_DIR/corpus/documents.jsonl into RUN_DIR/corpus/annotated/ and annotation_stats.json."""
     import os
@@ -42,27 +46,36 @@ def annotate_command(
         raise MaskingError("corpus not found (no such run directory)", where=run_dir / "corpus" / "documents.jsonl",
                            fix="write the corpus first (kept data ... or kept corpus RUN_DIR) or check RUN_DIR")
     console = Console(stderr=True)
+    if engine not in ("local", "datatrove"):
+        raise MaskingError(f"unknown engine {engine!r}", where="--engine", fix="use --engine local or --engine datatrove")
+    if engine == "datatrove" and (num_shards > 1 or merge):
+        raise MaskingError("--engine datatrove makes its own shards (one per worker)", where="--num-shards",
+                           fix="drop --num-shards/--merge, or use --engine local for hand-made shards")
     if num_shards > 1 and not merge:  # shards run side by side: kept.annotation.annotate_shard takes the locks
         _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index, spacy_model,
                   batch_size, case_insensitive, merge)
         return
     with RunLock(run_dir, "kept annotate"):
         _annotate(run_dir, console, detectors, config_file, num_proc, num_shards, shard_index, spacy_model,
-                  batch_size, case_insensitive, merge)
+                  batch_size, case_insensitive, merge, workers if engine == "datatrove" else None)
 
 
 def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file: Optional[Path],
               num_proc: Optional[int], num_shards: int, shard_index: int, spacy_model: Optional[str],
-              batch_size: Optional[int], case_insensitive: Optional[bool], merge: bool) -> None:
+              batch_size: Optional[int], case_insensitive: Optional[bool], merge: bool,
+              datatrove_workers: Optional[int] = None) -> None:
     """The annotation itself (the caller holds the run directory's lock; a shard takes its own)."""
     import json
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-    from rich.table import Table
-
     import datasets
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from kept.annotation import annotate_run_dir, annotate_shard
     from masking.detectors.config import AnnotationConfig
@@ -126,6 +139,13 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
         raise MaskingError("corpus not found", where=corpus,
                            fix="write the corpus first (kept data ... or kept run CONFIG) or check RUN_DIR")
     datasets.disable_progress_bars()
+    if datatrove_workers is not None:
+        from kept.annotation_datatrove import annotate_with_datatrove
+
+        console.print(f"annotating on datatrove: {datatrove_workers} workers, one shard each")
+        stats = annotate_with_datatrove(run_dir, config, workers=datatrove_workers)
+        _print_stats(run_dir, stats, num_shards, shard_index, console)
+        return
     columns = [TextColumn("[bold]annotating[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
     with Progress(*columns, console=console, transient=False) as progress:
@@ -135,6 +155,12 @@ def _annotate(run_dir: Path, console: Any, detectors: Optional[str], config_file
                             progress=lambda n: progress.advance(task, n),
                             on_total=lambda n: progress.update(task, total=n))
         progress.update(task, completed=progress.tasks[0].total or 0)
+    _print_stats(run_dir, stats, num_shards, shard_index, console)
+
+
+def _print_stats(run_dir: Path, stats: dict, num_shards: int, shard_index: int, console: Any) -> None:
+    """The annotation statistics as a table (stdout) and where they were written (stderr)."""
+    from rich.table import Table
 
     table = Table(title=f"annotation of {run_dir}", show_header=False)
     for key in ("documents", "empty_documents", "spans", "spans_per_document", "linked_fraction",
