@@ -31,7 +31,8 @@ def test_masking_exports_are_unchanged_and_resolve() -> None:
                 "resolve_overlaps", "AnnotationConfig", "Detector", "DetectorConfig", "GazetteerDetector",
                 "GoldSpanDetector", "NounChunkDetector", "NPMIPhraseDetector", "RegexDetector", "SpacyNERDetector",
                 "TermListDetector", "build_detectors", "load_spacy_pipeline", "annotate",
-                "annotate_with_stats", "load_documents", "annotation_stats", "SEGMENTER_NAMES", "build_segmenter"}
+                "annotate_with_stats", "load_documents", "annotation_stats", "SEGMENTER_NAMES", "build_segmenter",
+                "PosNERDetector", "PosPhraseDetector", "register_detector"}
     assert set(masking.__all__) == expected
     for name in expected:
         assert getattr(masking, name) is not None
