@@ -78,7 +78,9 @@ def write_graph(graph: Any, out: Path) -> dict[str, Any]:
 
 def verbalize_graph(graph: Any, max_documents: int | None = None, per_document: int = 8) -> list[dict[str, Any]]:
     """Template sentences from a KG's triples ("head relation tail .") with gold spans on both entities."""
-    documents, sentences, spans = [], [], []
+    documents: list[dict[str, Any]] = []
+    sentences: list[str] = []
+    spans: list[dict[str, Any]] = []
     text = ""
     labels = graph.entity_labels
     for h, r, t in graph.triples.tolist():

@@ -31,8 +31,8 @@ fraction and ambiguity per detector, recall against the corpus's gold spans (whe
 masked example batches from `masking.KnowledgeMaskingCollator` for a few strategies.
 
 Set `RUN_DIR` below (or the `KEPT_RUN_DIR` environment variable); the default is the demo's
-`runs/demo` (`kept demo` writes it). A single run, the demo directory and a `kept compare`
-directory all work."""),
+`runs/demo` (`kept demo` writes it, a compare directory). A single run and a `kept compare`
+directory both work."""),
     ("parameters", """\
 import os
 
@@ -215,8 +215,8 @@ RESULTS = [
     ("md", """\
 # Results: learning curves, strategy × fusion, probes, examples
 
-For the evaluated runs of a directory (the demo's `runs/demo`, a `kept compare` directory, a single
-run, or a folder of runs): learning curves, the comparison of masking strategy × fusion with error
+For the evaluated runs of a directory (a `kept compare` directory such as the demo's `runs/demo`, or a
+single run): learning curves, the comparison of masking strategy × fusion with error
 bars (sample std over seeds), KG-probe accuracy per relation, and entity-cloze examples the
 knowledge model gets right and the baseline gets wrong.
 

@@ -114,14 +114,14 @@ def test_open_runs_pairs_baseline_and_knowledge_and_finds_wins(tmp_path) -> None
     from kept import explore
     from kept.compare import compare_runs
 
-    base = write_run(tmp_path, "token", metrics_record("token", False, "token", [
+    base = write_run(tmp_path / "runs", "token", metrics_record("token", False, "token", [
         ("paris", "rome", False), ("france", "france", True), ("seine", "rhine", False)],
         {"capital_of": {"hits_at_1": 0.0, "mrr": 0.3, "count": 4}}))
-    know = write_run(tmp_path, "entity_fusion", metrics_record("entity_fusion", True, "entity", [
+    know = write_run(tmp_path / "runs", "entity_fusion", metrics_record("entity_fusion", True, "entity", [
         ("paris", "paris", True), ("france", "spain", False), ("seine", "rhine", False)],
         {"capital_of": {"hits_at_1": 0.5, "mrr": 0.6, "count": 4}, "lies_on": {"hits_at_1": 1.0, "count": 1}}))
 
-    folder = explore.open_runs(tmp_path)  # a folder of runs, no compare summary
+    folder = explore.open_runs(tmp_path)  # a compare layout whose summary is not written yet: runs/*
     assert folder.compare is None and set(folder.runs) == {"token", "entity+fusion"}
     assert folder.baseline() == "token" and folder.knowledge() == "entity+fusion"
     assert folder.pick(None, "knowledge") == ("entity+fusion", know.resolve())
@@ -149,7 +149,7 @@ def test_open_runs_pairs_baseline_and_knowledge_and_finds_wins(tmp_path) -> None
     assert compared.data_dir is None  # no corpus or KG anywhere: the annotation/KG notebooks print notes
 
     # several seeds of a variant: one label per run
-    seed1 = write_run(tmp_path, "token-seed1", metrics_record("token-seed1", False, "token", [("paris", "paris", True)]))
+    seed1 = write_run(tmp_path / "runs", "token-seed1", metrics_record("token-seed1", False, "token", [("paris", "paris", True)]))
     seeded = compare_runs({"token": [base, seed1], "entity+fusion": [know]})
     seeded.save(tmp_path / "seeded" / "compare", figures=False)
     runs = explore.open_runs(tmp_path / "seeded")

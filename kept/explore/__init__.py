@@ -4,9 +4,8 @@ The analyst notebooks (``notebooks/*.ipynb``) call these functions; they return 
 DataFrames, plain dicts (displaCy "manual" records) or matplotlib figures, and they work on:
 
 * a single run directory (``runs/NAME``: corpus/, kg/, encoded/, model/, eval/),
-* the demo directory (``runs/demo``: the shared stages at the top, one run per variant below it,
-  ``compare/summary.json``),
-* a ``kept compare`` directory (``prepared/`` + ``runs/*`` + ``compare/summary.json``).
+* a ``kept compare`` directory (``prepared/`` + ``runs/*`` + ``compare/summary.json``), which is also
+  what ``kept demo`` writes (``runs/demo``).
 
     >>> from kept import explore
     >>> runs = explore.open_runs("runs/demo")

@@ -53,8 +53,8 @@ class RunSet:
         if str(which) in self.runs:
             return str(which), self.runs[str(which)]
         path = Path(which).expanduser()
-        if not path.is_absolute() and not path.exists():
-            path = self.root / path
+        if not path.is_absolute() and not path.exists():  # relative to the directory, or to its runs/
+            path = next((p for p in (self.root / path, self.root / "runs" / path) if p.exists()), self.root / path)
         if (path / "eval" / "metrics.json").is_file():
             return path.name, path.resolve()
         raise KeptError(f"no evaluated run '{which}'", where=self.root,
@@ -106,7 +106,8 @@ def available(run_dir: str | Path | None) -> dict[str, bool]:
 
 
 def open_runs(path: str | Path) -> RunSet:
-    """Resolve a run, demo or compare directory into a :class:`RunSet` (KeptError if it does not exist)."""
+    """Resolve a run directory or a compare directory (``kept compare``, ``kept demo``: ``prepared/`` +
+    ``runs/*`` + ``compare/summary.json``) into a :class:`RunSet` (KeptError if it does not exist)."""
     from kept.compare import variant_name
 
     root = Path(path).expanduser()
@@ -122,13 +123,11 @@ def open_runs(path: str | Path) -> RunSet:
                 run_path = Path(run) if Path(run).is_absolute() else root / run
                 if (run_path / "eval" / "metrics.json").is_file():
                     variants.setdefault(variant, []).append(run_path)
-    else:
+    else:  # a single run, or a compare directory whose summary is not written yet (its runs/*)
         candidates = [root] if (root / "eval" / "metrics.json").is_file() else []
-        children = sorted(p for p in root.iterdir() if p.is_dir())
         runs_folder = root / "runs"
         if runs_folder.is_dir():
-            children += sorted(p for p in runs_folder.iterdir() if p.is_dir())
-        candidates += [p for p in children if (p / "eval" / "metrics.json").is_file()]
+            candidates += sorted(p for p in runs_folder.iterdir() if (p / "eval" / "metrics.json").is_file())
         for run_path in candidates:
             found = _run_info(run_path)
             name = variant_name(found.get("strategy") or run_path.name, bool(found.get("fusion")))
