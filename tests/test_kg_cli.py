@@ -65,7 +65,7 @@ def test_embed_run_dir_function(nations_run: Path) -> None:
 
     metrics = embed_run_dir(nations_run, {"model": "DistMult", "dim": 4, "epochs": 1})
     assert metrics["model"] == "DistMult" and metrics["dtype"] == "float32"
-    with pytest.raises(KGError, match="unknown embedding option"):
+    with pytest.raises(KGError, match=r"kg\.dimension: unknown key"):
         embed_run_dir(nations_run, {"dimension": 4})
 
 
