@@ -15,7 +15,8 @@ the index of each window's document; ``encode_with_units`` encodes those instead
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
