@@ -100,7 +100,7 @@ def main() -> None:
     import spacy
 
     from masking import AnnotationConfig, GazetteerDetector, annotate
-    from masking.annotate import clear_detector_cache
+    from masking.annotator import clear_detector_cache
     from masking.documents import documents_from_records
     from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_name
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from kept.errors import KeptError
 from kg._io import atomic_dir, atomic_write_json
-from masking.annotate import annotate_with_stats, shard_dataset
+from masking.annotator import annotate_with_stats, shard_dataset
 from masking.detectors.config import AnnotationConfig
 from masking.documents import load_documents
 from masking.errors import MaskingError

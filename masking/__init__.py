@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
         "NounChunkDetector", "NPMIPhraseDetector", "PosNERDetector", "PosPhraseDetector", "RegexDetector",
         "SpacyNERDetector", "TermListDetector", "build_detectors", "load_spacy_pipeline", "register_detector")},
     # annotation
-    "annotate": "masking.annotate", "annotate_with_stats": "masking.annotate",
+    "annotate": "masking.annotator", "annotate_with_stats": "masking.annotator",
     "load_documents": "masking.documents",
     # annotation statistics
     "annotation_stats": "masking.stats",
@@ -45,7 +45,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from masking.align import AlignedUnits, align_spans, encode_with_units
-    from masking.annotate import annotate, annotate_with_stats
+    from masking.annotator import annotate, annotate_with_stats
     from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator
     from masking.documents import load_documents
     from masking.detectors import (AnnotationConfig, Detector, DetectorConfig, GazetteerDetector,

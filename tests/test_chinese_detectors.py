@@ -11,7 +11,7 @@ import pytest
 
 from kg import AliasIndex, KnowledgeGraph
 from masking import AnnotationConfig, MaskingError, build_detectors
-from masking.annotate import annotate_with_stats
+from masking.annotator import annotate_with_stats
 from masking.documents import documents_from_records
 
 jieba = pytest.importorskip("jieba")

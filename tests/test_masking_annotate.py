@@ -10,7 +10,7 @@ import pytest
 from kept.annotation import annotate_run_dir
 from kg import AliasIndex, KnowledgeGraph
 from masking import AnnotationConfig, MaskingError, annotate, annotation_stats
-from masking.annotate import annotate_with_stats
+from masking.annotator import annotate_with_stats
 from masking.documents import documents_from_records, load_documents
 from masking.detectors import load_spacy_pipeline
 from masking.spans import spans_from_token_positions

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import sys
-import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -369,17 +367,6 @@ def annotate(dataset: Any, config: AnnotationConfig | None = None, alias_index: 
     """``annotate_with_stats`` without the statistics: the dataset with its resolved ``spans`` column."""
     return annotate_with_stats(dataset, config, alias_index, **kwargs)[0]
 
-
-class _CallableModule(types.ModuleType):
-    """Importing ``masking.annotate`` (the module) sets the package attribute ``masking.annotate`` to it, so a
-    later ``from masking import annotate`` gets the module, not the function: the module calls the function."""
-
-    def __call__(self, dataset: Any, config: AnnotationConfig | None = None, alias_index: Any = None,
-                 **kwargs: Any) -> Any:
-        return annotate(dataset, config, alias_index, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_with_stats", "clear_detector_cache",
            "shard_dataset"]
