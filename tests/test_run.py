@@ -156,3 +156,20 @@ def test_stages_chain_through_init_from_run_name(tmp_path: Path) -> None:
     with pytest.raises(KeptError, match="has no final model"):
         run_pipeline(load_run_config(domain, [f"runs_dir={runs}", "model.init_from=run:absent"]), domain,
                      stages=["encode"], progress=False)
+
+
+def test_stage_table_fingerprints_the_same_configuration_parts_as_before(tiny: Path) -> None:
+    """Run directories made before the stage table count their stages as done: the stamps fingerprint the
+    same configuration parts (changing one re-runs every existing run's stage)."""
+    from kept.runner import STAGE_TABLE, STAGES, annotation_config
+
+    config = load_run_config(tiny)
+    values = config.to_dict()
+    parts = {row.name: row.config(config) for row in STAGE_TABLE}
+    assert STAGES == ("data", "kg", "annotate", "encode", "pretrain", "evaluate", "report")
+    assert parts["data"] == values["data"] and parts["kg"] == values["kg"] and parts["evaluate"] == values["eval"]
+    assert parts["annotate"] == annotation_config(config).model_dump(mode="json")
+    assert parts["encode"] == {"tokenizer": values["tokenizer"], "encode": values["encode"],
+                               "init_from": config.model.init_from}
+    assert parts["report"] == {} and "train.max_steps" in parts["pretrain"]
+    assert [row.name for row in STAGE_TABLE if not row.needed(load_run_config(tiny, ["data.source=files", "data.kg_triples=null"]))] == ["kg"]
