@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from kept.cli import app
 from kept.config import load_run_config
+from kept.datasources import verbalize_graph
 from kept.errors import KeptError
 from kept.rundir import read_stamp
-from kept.datasources import verbalize_graph
 from kept.runner import run_pipeline
 from kept.tiny import make_tiny_run
 
