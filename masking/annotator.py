@@ -45,8 +45,12 @@ def _alias_digest(alias_index: Any) -> str:
 
 
 def clear_detector_cache() -> None:
-    """Forget the detectors (and spaCy pipelines) that ``annotate`` keeps between calls in this process."""
+    """Forget the detectors (and spaCy pipelines, and the POS taggers' recent tags) that ``annotate`` keeps
+    between calls in this process."""
+    from masking.detectors.pos import clear_shared_tagging
+
     _DETECTOR_CACHE.clear()
+    clear_shared_tagging()
 
 
 class _Annotator:

@@ -337,3 +337,16 @@ def test_kept_run_annotates_chinese_with_pos_detectors(tmp_path: Path) -> None:
             assert row["text"][span["start"]:span["end"]].strip() == row["text"][span["start"]:span["end"]]
     phrases = {r["text"][s["start"]:s["end"]] for r in rows for s in r["spans"] if s["source"] == "pos_phrase"}
     assert any(len(p) >= 3 for p in phrases), phrases
+
+
+def test_clear_detector_cache_forgets_the_shared_pos_tags() -> None:
+    """The POS taggers keep recent texts' tags per process; clearing the detector cache clears them too
+    (else a second annotation of the same texts, e.g. a benchmark's repeat, never tags again)."""
+    from masking.annotator import clear_detector_cache
+    from masking.detectors.pos import shared_tagging
+
+    tagging = shared_tagging("jieba")
+    tagging.words("故宫位于北京。")
+    assert "故宫位于北京。" in tagging._recent and shared_tagging("jieba") is tagging
+    clear_detector_cache()
+    assert shared_tagging("jieba") is not tagging

@@ -103,6 +103,11 @@ class Tagging:
 _SHARED: dict[tuple[str, str | None], Tagging] = {}  # (tagger name, user dictionary) -> one per process
 
 
+def clear_shared_tagging() -> None:
+    """Forget the process's taggers and their recent tags (``masking.annotator.clear_detector_cache``)."""
+    _SHARED.clear()
+
+
 def shared_tagging(name: str, user_dict: str | None = None) -> Tagging:
     """The process's one ``Tagging`` of a named tagger (detectors of one configuration share it)."""
     key = (name, user_dict)
