@@ -287,3 +287,43 @@ def test_kept_demo_lang_zh_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert set(summary["runs"]) == {"whole_word", "ernie+fusion"}
     for run in ("whole_word-seed0", "ernie_fusion-seed0"):
         assert (out / "runs" / run / "eval" / "metrics.json").exists(), run
+
+
+def test_ernie_moves_from_jieba_words_to_phrases_to_entities(tmp_path: Path) -> None:
+    """Staged ERNIE on Chinese from YAML: the first third masks jieba words, the second pos_phrase phrases,
+    the last the gold entities; each stage's masked tokens lean to its own unit kind (0 word, 1 phrase,
+    2 entity) more than the other stages' do."""
+    pytest.importorskip("jieba")
+    config = write_zh_config(tmp_path, strategy="ernie")
+    text = config.read_text(encoding="utf-8").replace(
+        "annotation: {detectors: [{type: gold, link: false}]}",
+        "annotation: {detectors: [{type: gold, link: false}, {type: pos_phrase}]}")
+    config.write_text(text, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    _run(config, run_dir)
+    tokenizer, train = _load(run_dir)
+    rows = [train[i] for i in range(len(train))]  # type: ignore[arg-type]
+    kinds = [k for row in rows for k in row["unit_kind"]]
+    assert 1 in kinds and 2 in kinds, "the corpus needs phrase and entity units"
+    from masking import KnowledgeMaskingCollator
+
+    columns = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids")
+    share: dict[str, dict[int, float]] = {}
+    for progress, stage in ((0.1, "whole_word"), (0.5, "phrase"), (0.9, "entity")):
+        collator = KnowledgeMaskingCollator(tokenizer, strategy="ernie", mlm_probability=0.3, dea=False,
+                                            mask_replace_prob=1.0, random_replace_prob=0.0, seed=0)
+        collator.set_progress(progress)
+        assert collator.current_stage() == stage
+        counts = {0: 0, 1: 0, 2: 0}
+        for _ in range(4):  # a few draws of the whole split
+            batch = collator([{k: r[k] for k in columns} for r in rows])
+            for i, row in enumerate(rows):
+                n = len(row["input_ids"])
+                for flag, kind in zip((batch["labels"][i, :n] != -100).tolist(), row["unit_kind"]):
+                    if flag and kind in counts:
+                        counts[kind] += 1
+        total = sum(counts.values())
+        assert total > 0, stage
+        share[stage] = {kind: count / total for kind, count in counts.items()}
+    assert share["phrase"][1] > share["whole_word"][1] and share["phrase"][1] > share["entity"][1], share
+    assert share["entity"][2] > share["whole_word"][2] and share["entity"][2] > share["phrase"][2], share
