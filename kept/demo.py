@@ -35,15 +35,23 @@ def packaged_demos() -> dict[tuple[str, str], Path]:
     return dict(sorted(found.items()))
 
 
-def demo_config_path(lang: str = "en", model: str = "minilm") -> Path:
-    """The packaged compare YAML of a demo (KeptError naming the choices when there is none)."""
+def default_model(lang: str) -> str:
+    """The model a language's demo uses when ``--model`` is not given: minilm, else the first it ships."""
+    shipped = [model for (code, model) in packaged_demos() if code == lang]
+    return next((m for m in DEMO_MODELS if m in shipped), DEMO_MODELS[0])
+
+
+def demo_config_path(lang: str = "en", model: str | None = None) -> Path:
+    """The packaged compare YAML of a demo (KeptError naming the choices when there is none);
+    ``model`` None: :func:`default_model`."""
+    model = model or default_model(lang)
     if model not in DEMO_MODELS:
         raise KeptError(f"unknown demo model '{model}'", where="--model", fix=f"choose from {', '.join(DEMO_MODELS)}")
     demos = packaged_demos()
     if (lang, model) not in demos:
-        langs = sorted({lang for lang, _ in demos})
+        shipped = ", ".join(f"--lang {a} --model {b}" for a, b in demos)
         raise KeptError(f"no packaged demo for --lang {lang} --model {model} yet", where="--lang",
-                        fix=f"choose from {', '.join(langs)} (a language is added as kept/demos/{lang}-{model}.yaml)")
+                        fix=f"choose from {shipped} (a demo is added as kept/demos/{lang}-{model}.yaml)")
     return demos[(lang, model)]
 
 
@@ -70,7 +78,7 @@ def demo_overrides(*, documents: int | None = None, steps: int | None = None, kg
     return [_pair(key, value) for key, value in pairs.items() if value is not None]
 
 
-def load_demo(out: str | Path, *, lang: str = "en", model: str = "minilm", overrides: Sequence[str] = ()) -> Any:
+def load_demo(out: str | Path, *, lang: str = "en", model: str | None = None, overrides: Sequence[str] = ()) -> Any:
     """The demo's :class:`kept.compare.ComparePlan` writing into ``out``. Relation classification reads FewRel
     NYT beside the checkout when the configuration names no data, and is off when there is none."""
     from kept.compare import load_compare_config
@@ -101,7 +109,7 @@ def write_demo_config(plan: Any, path: Path, lang: str, model: str) -> Path:
     return atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-def run_demo(out: str | Path, *, lang: str = "en", model: str = "minilm", overrides: Sequence[str] = (),
+def run_demo(out: str | Path, *, lang: str = "en", model: str | None = None, overrides: Sequence[str] = (),
              log: Any = print, progress: bool = False) -> dict[str, Any]:
     """Run a packaged demo into ``out``: ``{"result": CompareResult, "plan", "report": Path, "seconds"}``."""
     from kept.compare import run_compare
@@ -110,7 +118,7 @@ def run_demo(out: str | Path, *, lang: str = "en", model: str = "minilm", overri
     started = time.time()
     plan = load_demo(out, lang=lang, model=model, overrides=overrides)
     plan.out.mkdir(parents=True, exist_ok=True)
-    write_demo_config(plan, plan.out / "demo.yaml", lang, model)
+    write_demo_config(plan, plan.out / "demo.yaml", lang, model or default_model(lang))
     result = run_compare(plan, log=log, progress=progress)
     report = report_compare_dir(plan.out)
     return {"result": result, "plan": plan, "report": report, "seconds": time.time() - started}

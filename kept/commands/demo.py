@@ -22,9 +22,10 @@ from kept.commands.common import SET_OPTION, console, quiet_libraries, stdout_co
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output directory (a compare directory)."),
     lang: str = typer.Option("en", "--lang", help="en | zh: the language of the packaged demo."),
-    model: str = typer.Option("minilm", "--model",
-                              help="minilm: continue the packaged MiniLM-L6 checkpoint (60 steps by default); "
-                                   "tiny: the tiny preset from scratch (300 steps)."),
+    model: Optional[str] = typer.Option(None, "--model",
+                                        help="minilm (the default where the language has it): continue the packaged "
+                                             "MiniLM-L6 checkpoint (60 steps); tiny: the tiny preset from scratch "
+                                             "(300 steps)."),
     documents: Optional[int] = typer.Option(None, "--documents", help="data.max_documents (default 30)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="train.max_steps of each pretraining run "
                                                                 "(default: 60 for minilm, 300 for tiny)."),
@@ -36,8 +37,9 @@ def demo_command(
     """Run the whole KEPT pipeline on the embedded Wikipedia sample and compare token vs entity+fusion."""
     import torch
 
-    from kept.demo import demo_config_path, demo_overrides, run_demo
+    from kept.demo import default_model, demo_config_path, demo_overrides, run_demo
 
+    model = model or default_model(lang)
     demo_config_path(lang, model)  # an unknown language or model: one line before anything loads
     quiet_libraries()
     if os.environ.get("OMP_NUM_THREADS") is None and model == "tiny":
