@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent GPU machine (see benchmarks/RESULTS.md):
-# the CUDA tests, then benchmarks/gpu_throughput.py eager and compiled, KEPT with and without fusion
+# the CUDA tests, then benchmarks/bench_gpu_throughput.py eager and compiled, KEPT with and without fusion
 # and plain BertForMaskedLM. Wheels the machine lacks may be carried in .whl/ (installed to /tmp/site).
 # Writes one JSON line per throughput run to ${OUT:-.}/gpu_throughput.jsonl and the whole log to
 # ${OUT:-.}/gpu_suite.log (a failed run's traceback included).
@@ -22,11 +22,11 @@ timeout 180 $PY -m pytest -q -p no:cacheprovider tests/test_pretrain_gpu.py "tes
 for mode in "" "--compile"; do
   for variant in "" "--no-fusion" "--bert"; do
     # compiling the base model with its aggregators takes minutes on a fresh machine
-    timeout 300 $PY benchmarks/gpu_throughput.py --steps 20 $mode $variant > run.out 2>&1
+    timeout 300 $PY benchmarks/bench_gpu_throughput.py --steps 20 $mode $variant > run.out 2>&1
     echo "exit $? ($mode $variant)"; tail -25 run.out; grep '^{' run.out | tail -1 >> "$results"
   done
 done
-timeout 300 $PY benchmarks/gpu_throughput.py --steps 20 --batch 64 --compile > run.out 2>&1
+timeout 300 $PY benchmarks/bench_gpu_throughput.py --steps 20 --batch 64 --compile > run.out 2>&1
 echo "exit $? (--batch 64 --compile)"; tail -25 run.out; grep '^{' run.out | tail -1 >> "$results"
 rm -f run.out
 cat "$results"

@@ -15,7 +15,7 @@ enwiki sample, gold links as entity mentions, infobox facts as the KG), entity m
   nothing (its MLM head is never trained), so each run's own objective is printed beside it but not compared.
 * checkpoints: the probe runs at a few equal-FLOPs points of each training (a Trainer callback).
 
-    .venv/bin/python benchmarks/sample_efficiency.py [--size cpu|gpu] [--out DIR]
+    .venv/bin/python benchmarks/bench_sample_efficiency.py [--size cpu|gpu] [--out DIR]
 
 The last line printed is a JSON object with every checkpoint and the ELECTRA/MLM ratios at equal FLOPs.
 """
@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 #: MLM steps (ELECTRA gets steps / FLOPs ratio), batch, max_length, documents, probe points, probe sequences.
 SIZES: dict[str, dict[str, Any]] = {

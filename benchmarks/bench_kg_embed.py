@@ -5,7 +5,7 @@ their ratio (goal <= 1.05) and the MRR / hits@10 difference (goal 0: the same co
 Our side includes building the graph from PyKEEN's files, our-id TriplesFactories, training,
 evaluation and extracting the matrices; PyKEEN's side loads the dataset and runs the pipeline.
 
-    .venv/bin/python benchmarks/kg_embed.py [--repeats 5] [--epochs 20] [--dim 100]
+    .venv/bin/python benchmarks/bench_kg_embed.py [--repeats 5] [--epochs 20] [--dim 100]
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:

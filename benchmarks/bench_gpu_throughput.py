@@ -11,7 +11,7 @@ travel to the GPU. Without a CUDA GPU it prints a skip line and {"skipped": true
 reference a user would pick instead: a plain ``BertForMaskedLM`` with as many layers as KEPT's T + K layers
 and the same width.
 
-Usage: .venv/bin/python benchmarks/gpu_throughput.py [--batch 16] [--steps 20] [--compile] [--no-fusion|--bert]
+Usage: .venv/bin/python benchmarks/bench_gpu_throughput.py [--batch 16] [--steps 20] [--compile] [--no-fusion|--bert]
 Prints a table, then as LAST line one JSON object with the figures.
 """
 
@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

@@ -11,7 +11,7 @@
 2. Step time as the frozen memory-mapped table grows 10k -> 5M entities (dim 100). Goal: 5M/10k <= 1.1x;
    host memory grows only by the pages of the memory-mapped table (RssAnon flat, RssFile small).
 
-Usage: .venv/bin/python benchmarks/model.py [--steps 10] [--threads 1] [--sizes 10000,100000,1000000,5000000]
+Usage: .venv/bin/python benchmarks/bench_model.py [--steps 10] [--threads 1] [--sizes 10000,100000,1000000,5000000]
        [--compile]
 Prints a table, then as LAST line one JSON object with the figures.
 """
@@ -25,14 +25,12 @@ import json
 import os
 import statistics
 import struct
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 

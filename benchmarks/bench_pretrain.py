@@ -9,7 +9,7 @@ Measured: the Trainer's own ``train_runtime`` (training loop only) per step, and
 of the whole call per step; rounds are interleaved and the median is reported. Prints a table and,
 as the last line, a JSON object with the figures.
 
-    .venv/bin/python benchmarks/pretrain.py [--steps 40] [--rounds 3] [--max-length 128]
+    .venv/bin/python benchmarks/bench_pretrain.py [--steps 40] [--rounds 3] [--max-length 128]
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def build_run(root: Path, max_length: int, steps: int) -> Path:

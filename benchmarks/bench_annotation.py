@@ -1,6 +1,6 @@
 """Annotation benchmark: our pipeline vs bare spaCy, the gazetteer fast path, num_proc scaling.
 
-    .venv/bin/python benchmarks/annotation.py [--words 40000] [--scaling-words 150000] [--skip-scaling]
+    .venv/bin/python benchmarks/bench_annotation.py [--words 40000] [--scaling-words 150000] [--skip-scaling]
 
 Texts: the Wikipedia sample (kg.wikipedia, gensim's bundled dump), else FewRel NYT sentences.
 Measurements (one process, best of ``--repeat``):
@@ -27,7 +27,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def load_texts() -> tuple[list[dict], object, list[str] | None, str]:

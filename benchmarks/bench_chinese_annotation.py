@@ -1,6 +1,6 @@
 """Chinese annotation + encoding throughput vs bare jieba on the same text, in the same process.
 
-    .venv/bin/python benchmarks/chinese_annotation.py [--documents 252] [--repeat 3]
+    .venv/bin/python benchmarks/bench_chinese_annotation.py [--documents 252] [--repeat 3]
 
 Text: the shipped Chinese sample (data.source sanguo_sample, kg/sanguo.py: 三国演义 ch. 1-20 paragraphs)
 and its KG's alias index. Timed (best of ``--repeat``, after one warm-up run that loads jieba's dictionaries):
@@ -22,13 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def best_of(repeat: int, fn) -> float:

@@ -10,7 +10,7 @@ Model: KEPT (T-encoder = MiniLM-L6's 6 BERT layers, 384 hidden, from the gt-all-
 plus 2 aggregator layers), its 30,522-word WordPiece vocabulary; KG and text: the gensim Wikipedia
 sample (kg.wikipedia). Prints a table and, as its last line, one JSON object.
 
-    .venv/bin/python benchmarks/eval_probe.py [--facts 60] [--mentions 128] [--threads 1]
+    .venv/bin/python benchmarks/bench_eval_probe.py [--facts 60] [--mentions 128] [--threads 1]
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
-# this folder holds benchmarks/masking.py: keep it from shadowing the masking package
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -4,7 +4,7 @@ DataCollatorForLanguageModeling (token masking, and its whole_word_mask=True mod
 plus synthetic two-word phrase spans; synthetic text if kg.wikipedia is unavailable).
 Also: encode_with_units (tokenise + align) vs the bare tokenizer call.
 
-    .venv/bin/python benchmarks/masking.py [--batch 256] [--length 512] [--repeats 15]
+    .venv/bin/python benchmarks/bench_masking.py [--batch 256] [--length 512] [--repeats 15]
 
 Prints a table and, as the last line, one JSON object.
 """
@@ -16,16 +16,10 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
-# this file is named like the package it measures: import the package, not this script
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -19,7 +19,7 @@ benchmarks/RESULTS.md; about 30 minutes was the aim on an idle machine); ``--siz
 for a lent GPU; ``--size smoke`` checks the plumbing in a few minutes. The last line printed is a JSON
 object with every variant's macro-F1 and its deltas with intervals.
 
-    .venv/bin/python benchmarks/knowledge_gain.py [--size cpu|gpu|smoke] [--data nyt|pubmed] [--out DIR]
+    .venv/bin/python benchmarks/bench_knowledge_gain.py [--size cpu|gpu|smoke] [--data nyt|pubmed] [--out DIR]
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 FEWREL_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fewrel"
 DATA_FILES = {"nyt": "val_nyt.json", "pubmed": "val_pubmed.json"}
@@ -94,7 +92,7 @@ def compare_yaml(work: Path, size: dict[str, Any], checkpoint: Path) -> str:
     s = size
     seeds = ", ".join(str(x) for x in s["seeds"])
     return f"""\
-# benchmarks/knowledge_gain.py: continued pretraining of MiniLM-L6 on FewRel sentences and their KG.
+# benchmarks/bench_knowledge_gain.py: continued pretraining of MiniLM-L6 on FewRel sentences and their KG.
 name: knowledge_gain
 runs_dir: {work}
 data:
