@@ -44,7 +44,12 @@ def isolated_rng() -> Iterator[None]:
 
 
 class KeptTrainer(Trainer):
-    """See the module docstring. ``eval_collator``: the collator of evaluations (None: ``data_collator``)."""
+    """See the module docstring. ``eval_collator``: the collator of evaluations (None: ``data_collator``).
+
+    ``logged_figures``: the output entries logged beside the loss, in this order (a subclass training another
+    model, e.g. ``kept distill``'s, lists its own)."""
+
+    logged_figures: tuple[str, ...] = LOGGED_FIGURES
 
     def __init__(self, *args: Any, eval_collator: Callable | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,7 +65,7 @@ class KeptTrainer(Trainer):
         finally:
             self.data_collator = train_collator
 
-    def compute_loss(self, model, inputs, return_outputs=False,  # type: ignore[no-untyped-def]
+    def compute_loss(self, model, inputs, return_outputs=False,
                      num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                              num_items_in_batch=num_items_in_batch)
@@ -72,11 +77,11 @@ class KeptTrainer(Trainer):
 
     def _accumulate(self, training: bool, outputs: Any, batch_size: int) -> None:
         values = [outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
-                  for name in LOGGED_FIGURES]
+                  for name in self.logged_figures]
         if all(v is None for v in values):
             return
         device = next(v for v in values if v is not None).device
-        row = torch.zeros(2, len(LOGGED_FIGURES), device=device)  # [sum of loss * batch, batch] x component
+        row = torch.zeros(2, len(self.logged_figures), device=device)  # [sum of loss * batch, batch] x component
         for i, value in enumerate(values):
             if value is not None:
                 row[0, i] = value.detach().float().mean() * batch_size
@@ -89,11 +94,12 @@ class KeptTrainer(Trainer):
         if sums is None and self.args.world_size <= 1:
             return {}
         if sums is None:  # this rank saw no batch; still take part in the reduction
-            sums = torch.zeros(2, len(LOGGED_FIGURES), device=self.args.device)
+            sums = torch.zeros(2, len(self.logged_figures), device=self.args.device)
         if self.args.world_size > 1:
             sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
         total, count = sums.cpu().tolist()
-        return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(LOGGED_FIGURES) if count[i] > 0}
+        return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(self.logged_figures)
+                if count[i] > 0}
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training log (evaluation keys carry a prefix)
@@ -105,7 +111,7 @@ class KeptTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):  # type: ignore[no-untyped-def]
+                        metric_key_prefix="eval"):
         self._component_sums[False] = None
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
                                          ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)

@@ -18,7 +18,7 @@ import contextlib
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import torch
 
@@ -64,7 +64,7 @@ def sequences_per_second(models: dict[str, tuple[torch.nn.Module, bool]], batche
 
 @contextlib.contextmanager
 def _attention(model: torch.nn.Module, implementation: str) -> Iterator[None]:
-    config = model.config
+    config: Any = model.config  # a transformers config: attributes by model type
     before = getattr(config, "_attn_implementation", None)
     config._attn_implementation = implementation
     try:
@@ -100,9 +100,9 @@ def model_record(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, An
     """Quality figures of one model (the speed is measured separately, for both in turn)."""
     from kept.evaluate import mlm
 
-    config = model.config
+    config: Any = model.config  # a transformers config: attributes by model type
     layers = int(config.num_hidden_layers) + int(getattr(config, "num_knowledge_layers", 0) or 0)
-    common = dict(seed=seed, batch_size=batch_size, use_entities=fusion)
+    common: dict[str, Any] = dict(seed=seed, batch_size=batch_size, use_entities=fusion)
     own = mlm.evaluate_mlm(model, tokenizer, rows, strategy=strategy, mlm_probability=mlm_probability,
                            masking=masking, **common)
     token = mlm.evaluate_mlm(model, tokenizer, rows, strategy="token", mlm_probability=0.15, **common)
@@ -115,6 +115,11 @@ def model_record(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, An
     record["relation_macro_f1"] = result.get("macro_f1")
     record["relation"] = {k: v for k, v in result.items() if k in ("macro_f1", "accuracy", "num_test", "skipped")}
     return record
+
+
+def _encoder(model: torch.nn.Module) -> torch.nn.Module:
+    """The encoder of a transformers model (``base_model``: its body without the task head)."""
+    return cast(torch.nn.Module, model.base_model)
 
 
 def compare_models(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]],
@@ -132,8 +137,8 @@ def compare_models(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer
     # with the MLM logits (fill-mask), and the encoder alone (hidden states, as a classifier or an embedder
     # uses it: no vocabulary projection)
     speed = sequences_per_second({"teacher": (teacher, fusion), "student": (student, False),
-                                  "teacher_encoder": (teacher.base_model, fusion),
-                                  "student_encoder": (student.base_model, False)}, batches, device)
+                                  "teacher_encoder": (_encoder(teacher), fusion),
+                                  "student_encoder": (_encoder(student), False)}, batches, device)
     for name in ("teacher", "student"):
         records[name]["sequences_per_s"] = speed[name]
         records[name]["encoder_sequences_per_s"] = speed[f"{name}_encoder"]

@@ -113,6 +113,7 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     import torch
     from transformers import TrainingArguments
 
+    from kept.callbacks import HistoryCallback
     from kept.checkpoints import check_resume_state
     from kept.distill.losses import layer_map
     from kept.distill.student import build_student, load_teacher
@@ -209,12 +210,12 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     trainer_class = distillation_trainer(teacher, fusion, eval_collate)
     trainer = trainer_class(model=model, args=args, data_collator=collate, train_dataset=indexed(train_data),
                             eval_dataset=indexed(validation) if validation is not None else None,
-                            callbacks=[_history_callback(paths.logs / "train_history.json")])
+                            callbacks=[HistoryCallback(paths.logs / "train_history.json")])
     if not progress:
         trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
                                               if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")]
     finished = finished_state(resume, d.max_steps)
-    if finished is not None:  # the Trainer would take one more step: load the last checkpoint instead
+    if resume is not None and finished is not None:  # the Trainer would take one more step: load the checkpoint
         log(f"already trained ({resume}); writing the model and the report")
         load_checkpoint_weights(model, Path(resume))
         history, steps, train_loss_mean = finished["log_history"], int(finished["global_step"]), None
@@ -228,13 +229,14 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
         history, steps = trainer.state.log_history, trainer.state.global_step
         train_loss_mean = float(output.training_loss)
     eval_loss = last_logged(history, "eval_loss")
-    record = {"teacher": str(teacher_paths.root.resolve()), "student": student.source,
-              "student_new_tensors": student.new, "student_from_teacher_layers": student.from_teacher,
-              "layer_map": mapped, "weights": weights, "temperature": d.temperature, "fusion_teacher": fusion,
-              "global_step": steps, "max_steps": d.max_steps, "train_loss": last_logged(history, "loss"),
-              "train_loss_mean": train_loss_mean, "eval_loss": eval_loss, "resumed_from": resume,
-              "runtime_s": round(time.time() - started, 2),
-              "num_parameters": int(sum(p.numel() for p in student.model.parameters()))}
+    record: dict[str, Any] = {
+        "teacher": str(teacher_paths.root.resolve()), "student": student.source,
+        "student_new_tensors": student.new, "student_from_teacher_layers": student.from_teacher,
+        "layer_map": mapped, "weights": weights, "temperature": d.temperature, "fusion_teacher": fusion,
+        "global_step": steps, "max_steps": d.max_steps, "train_loss": last_logged(history, "loss"),
+        "train_loss_mean": train_loss_mean, "eval_loss": eval_loss, "resumed_from": resume,
+        "runtime_s": round(time.time() - started, 2),
+        "num_parameters": int(sum(p.numel() for p in student.model.parameters()))}
     if not is_main_process():
         return DistillResult(paths.root, paths.model, steps, record["train_loss"], eval_loss, resume)
     atomic_write_json(paths.logs / "train_history.json", {"global_step": steps, "max_steps": d.max_steps,
@@ -310,20 +312,6 @@ def load_checkpoint_weights(model: Any, checkpoint: Path) -> None:
                         f"{len(result.unexpected_keys)} unexpected tensors)", where=checkpoint,
                         fix="start over with --restart (deletes the checkpoints)")
     model.tie_weights()
-
-
-def _history_callback(path: Path) -> Any:
-    from transformers import TrainerCallback
-
-    class History(TrainerCallback):
-        """The Trainer's log history in ``logs/train_history.json`` after every log (rank 0)."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
-            if state.is_world_process_zero:
-                atomic_write_json(path, {"global_step": state.global_step, "max_steps": state.max_steps,
-                                         "log_history": state.log_history})
-
-    return History()
 
 
 __all__ = ["DistillResult", "default_out", "distill_run", "student_run_config"]

@@ -5,20 +5,26 @@ hidden state (embeddings + every student layer; identities when the widths are e
 masked batch plus the teacher's outputs on it and returns the weighted loss and each component, so that the
 whole student step runs inside the module the Trainer (and DDP) wraps.
 
-:func:`distillation_trainer` is a ``transformers.Trainer`` subclass whose ``compute_loss`` runs the teacher
-(eval mode, no gradients, entity inputs from the batch) and then the student; the components are logged beside
-``loss`` (``kd_loss``, ``hidden_loss``, ``attention_loss``, ``mlm_loss``; ``eval_``-prefixed in evaluations).
+:func:`distillation_trainer` is a :class:`kept.trainer.KeptTrainer` subclass whose ``compute_loss`` runs the
+teacher (eval mode, no gradients, entity inputs from the batch) and then the student; KeptTrainer logs the
+components beside ``loss`` (``kd_loss``, ``hidden_loss``, ``attention_loss``, ``mlm_loss``; ``eval_``-prefixed in
+evaluations), evaluates with ``eval_collate`` and on isolated RNG states.
 Checkpoints hold the student and projections (tied weights saved once) and resume like pretraining's.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import torch
 from torch import nn
 
 from kept.distill.losses import attention_loss, hidden_loss, kd_loss
+
+if TYPE_CHECKING:
+    from transformers import BertForMaskedLM
+
+    from fusion import KeptForPreTraining
 
 #: The loss components, in the order they are logged.
 COMPONENTS: tuple[str, ...] = ("kd_loss", "hidden_loss", "attention_loss", "mlm_loss")
@@ -32,7 +38,7 @@ class DistillationModel(nn.Module):
     layer ``mapped[m - 1]``.
     """
 
-    def __init__(self, student: nn.Module, teacher_width: int, mapped: Sequence[int], weights: dict[str, float],
+    def __init__(self, student: BertForMaskedLM, teacher_width: int, mapped: Sequence[int], weights: dict[str, float],
                  temperature: float, attention_kind: str = "kl") -> None:
         super().__init__()
         self.student = student
@@ -51,7 +57,7 @@ class DistillationModel(nn.Module):
         if self.needs_attentions:  # eager BERT returns the attention after dropout: compare the distributions
             for module in student.modules():
                 if type(module).__name__ == "BertSelfAttention":
-                    module.dropout.p = 0.0
+                    cast(nn.Dropout, module.dropout).p = 0.0
 
     def tie_weights(self) -> None:
         self.student.tie_weights()
@@ -90,7 +96,8 @@ class DistillationModel(nn.Module):
             gold = labels[select]  # [N]
             parts["mlm_loss"] = (nn.functional.cross_entropy(logits.float(), gold) if gold.numel()
                                  else logits.sum() * 0.0)
-        loss = sum(self.weights[name] * value for name, value in parts.items())
+        # a tensor: parts is never empty (distill_run wants a weight > 0; teacher_outputs gives what each needs)
+        loss = cast(torch.Tensor, sum(self.weights[name] * value for name, value in parts.items()))
         unused = [p for p in self.projections.parameters()] if "hidden_loss" not in parts else []
         if unused:  # DDP wants a gradient for every trainable parameter
             loss = loss + sum(p.sum() for p in unused) * 0.0
@@ -102,7 +109,7 @@ def shared_names(state: dict[str, torch.Tensor]) -> list[str]:
     seen: set[tuple[int, int]] = set()
     shared = []
     for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
         if key in seen:
             shared.append(name)
         seen.add(key)
@@ -110,7 +117,7 @@ def shared_names(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: nn.Module, inputs: dict[str, torch.Tensor], hidden: bool, attentions: bool,
+def teacher_outputs(teacher: KeptForPreTraining, inputs: dict[str, torch.Tensor], hidden: bool, attentions: bool,
                     fusion: bool) -> dict[str, Any]:
     """The teacher's MLM logits at the masked positions [N, V], and its hidden states / attentions if asked."""
     kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
@@ -125,17 +132,19 @@ def teacher_outputs(teacher: nn.Module, inputs: dict[str, torch.Tensor], hidden:
             "teacher_attentions": out.attentions if attentions else None}
 
 
-def distillation_trainer(teacher: nn.Module, fusion: bool, eval_collate: Callable | None = None) -> type:
+def distillation_trainer(teacher: KeptForPreTraining, fusion: bool, eval_collate: Callable | None = None) -> type:
     """A ``transformers.Trainer`` class that distils ``teacher`` into the :class:`DistillationModel` it trains."""
     import safetensors.torch
-    from transformers import Trainer
 
-    class DistillationTrainer(Trainer):
+    from kept.trainer import KeptTrainer
+
+    class DistillationTrainer(KeptTrainer):
+        logged_figures = COMPONENTS
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._sums: dict[bool, torch.Tensor | None] = {True: None, False: None}  # by training mode
+            super().__init__(*args, eval_collator=eval_collate, **kwargs)
 
-        def compute_loss(self, model, inputs, return_outputs=False,  # type: ignore[no-untyped-def]
+        def compute_loss(self, model, inputs, return_outputs=False,
                          num_items_in_batch=None):
             core = self.accelerator.unwrap_model(model)
             if next(teacher.parameters()).device != inputs["input_ids"].device:
@@ -146,46 +155,6 @@ def distillation_trainer(teacher: nn.Module, fusion: bool, eval_collate: Callabl
             self._accumulate(bool(model.training), outputs, int(inputs["input_ids"].shape[0]))
             return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
-        def _accumulate(self, training: bool, outputs: dict[str, torch.Tensor], batch_size: int) -> None:
-            row = torch.zeros(2, len(COMPONENTS), device=outputs["loss"].device)  # [sum x batch, batch] x component
-            for i, name in enumerate(COMPONENTS):
-                if name in outputs:
-                    row[0, i] = outputs[name].float() * batch_size
-                    row[1, i] = batch_size
-            previous = self._sums[training]
-            self._sums[training] = row if previous is None else previous + row
-
-        def _means(self, training: bool, prefix: str) -> dict[str, float]:
-            sums, self._sums[training] = self._sums[training], None
-            if sums is None:
-                sums = torch.zeros(2, len(COMPONENTS), device=self.args.device)
-            if self.args.world_size > 1:
-                sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
-            total, count = sums.cpu().tolist()
-            return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(COMPONENTS) if count[i] > 0}
-
-        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            if "loss" in logs:  # a training log (evaluation keys carry a prefix)
-                logs = {**logs, **self._means(True, "")}
-            super().log(logs, *args, **kwargs)
-
-        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                            metric_key_prefix="eval"):  # type: ignore[no-untyped-def]
-            self._sums[False] = None
-            output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
-                                             ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-            output.metrics.update(self._means(False, f"{metric_key_prefix}_"))
-            return output
-
-        def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-            if eval_collate is None:
-                return super().get_eval_dataloader(eval_dataset)
-            train_collate, self.data_collator = self.data_collator, eval_collate  # same masks at every evaluation
-            try:
-                return super().get_eval_dataloader(eval_dataset)
-            finally:
-                self.data_collator = train_collate
-
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             """Student + projections as one safetensors file; a tensor shared by two names (the MLM decoder
             tied to the word embeddings) is written once (the Trainer's resume loads it non-strictly)."""
@@ -194,6 +163,7 @@ def distillation_trainer(teacher: nn.Module, fusion: bool, eval_collate: Callabl
             output_dir = output_dir if output_dir is not None else self.args.output_dir
             if not self.args.should_save:
                 return
+            assert output_dir is not None  # distill_run always sets TrainingArguments.output_dir
             os.makedirs(output_dir, exist_ok=True)
             state = state_dict if state_dict is not None else self.accelerator.unwrap_model(self.model).state_dict()
             shared = set(shared_names(state))
