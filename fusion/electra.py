@@ -20,7 +20,7 @@ Shapes: B batch, L tokens, H discriminator hidden, Hg generator hidden, V vocabu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,7 @@ class KeptElectraForPreTraining(KeptPreTrainedModel):
         return self.discriminator.kept
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.discriminator.get_input_embeddings()
+        return cast(nn.Embedding, self.discriminator.get_input_embeddings())  # KeptModel's word embeddings
 
     def generator_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                          token_type_ids: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:

@@ -75,6 +75,7 @@ def open_table(path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True) -> t
     if end - begin != expected:
         raise FusionError(f"tensor {key!r} data has {end - begin} bytes, expected {expected}", where=path,
                           fix="The file is truncated or corrupt: export it again.")
+    array: np.ndarray
     if shape[0] == 0:
         array = np.zeros(shape, dtype=np_dtype)
     else:

@@ -7,9 +7,11 @@ C dEA candidate entities.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ from transformers.models.bert.modeling_bert import (
     BertEmbeddings,
     BertIntermediate,
     BertLMPredictionHead,
+    BertOnlyMLMHead,
     BertOutput,
     BertPooler,
 )
@@ -34,7 +37,7 @@ from fusion.configuration_kept import KeptConfig
 from fusion.entity_table import ENTITY_TABLE_FILE, DEFAULT_KEY, EntityTable, check_ids, open_table
 from fusion.errors import FusionError
 from fusion.kg_link import KeptKGLinkHead
-from fusion.wklm import KeptReplacedEntityHead, replaced_entity_loss
+from fusion.wklm import KeptReplacedEntityHead, parameters_times_zero, replaced_entity_loss
 
 IGNORE_INDEX = -100
 
@@ -314,9 +317,10 @@ class KeptAggregatorLayer(GradientCheckpointingLayer):
 
         pre = self.intermediate.dense(attention_output)  # [B, L, I]
         inter = pre.shape[-1]
-        weight, bias = self.entity_intermediate.weight, self.entity_intermediate.bias
+        weight, entity_bias = self.entity_intermediate.weight, self.entity_intermediate.bias
+        bias: torch.Tensor | None = entity_bias
         if self.entity_bias_everywhere:  # ERNIE-THU: a token without entity gets W_e·0 + b_e = b_e
-            pre = pre + bias.to(pre.dtype)
+            pre = pre + entity_bias.to(pre.dtype)
             bias = None
         entity_term = F.linear(entity_selected, weight, bias).to(pre.dtype)  # [N, I]
         pre = alignment.add_to_tokens(pre.reshape(-1, inter), entity_term).view(batch, length, inter)
@@ -383,7 +387,7 @@ class KeptPreTrainedModel(PreTrainedModel):
             config.entity_vocab_size = table.num_entities
             config.freeze_entity_table = True
 
-    def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *args: Any, **kwargs: Any) -> None:
         """Hugging Face save plus, for a frozen table, ``entity_table.safetensors`` next to the weights."""
         super().save_pretrained(save_directory, *args, **kwargs)
         table = self.entity_table
@@ -391,7 +395,8 @@ class KeptPreTrainedModel(PreTrainedModel):
             table.save(Path(save_directory) / ENTITY_TABLE_FILE)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str] | None, *args: Any,
+                        **kwargs: Any):
         """Hugging Face load; a local directory's ``entity_table.safetensors`` is memory-mapped back.
         With ``output_loading_info=True`` returns (model, loading info) as transformers does."""
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -426,21 +431,28 @@ class KeptPreTrainedModel(PreTrainedModel):
         return entity_states.sum() * 0.0
 
 
+class LayerStack(nn.Module):
+    """``layer``: a list of layers, under BERT's names (``encoder.layer.N``), so BERT weights load by name."""
+
+    def __init__(self, layers: Iterable[nn.Module]) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(layers)
+
+
 class KeptModel(KeptPreTrainedModel):
     """Embeddings -> T-encoder (BERT layers) -> K-encoder (aggregators) -> token and entity states."""
 
     def __init__(self, config: KeptConfig, add_pooling_layer: bool = True) -> None:
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
-        self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(KeptLayer(config, i) for i in range(config.num_hidden_layers))
-        self.knowledge_encoder = nn.Module()
+        self.encoder = LayerStack(KeptLayer(config, i) for i in range(config.num_hidden_layers))
         mix_first = config.first_knowledge_layer == "mix"  # ERNIE-THU: the first K layer has no entity attention
-        self.knowledge_encoder.layer = nn.ModuleList(
+        self.knowledge_encoder = LayerStack(
             KeptAggregatorLayer(config, config.num_hidden_layers + i, entity_attention=not (mix_first and i == 0))
             for i in range(config.num_knowledge_layers))
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self._entity_table: EntityTable | None = None
+        self.entity_embeddings: nn.Embedding | None
         if not config.freeze_entity_table and config.entity_vocab_size > 0:
             self.entity_embeddings = nn.Embedding(config.entity_vocab_size, config.entity_dim,
                                                   sparse=config.entity_table_sparse_grad)
@@ -451,8 +463,8 @@ class KeptModel(KeptPreTrainedModel):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embeddings.word_embeddings
 
-    def set_input_embeddings(self, value: nn.Embedding) -> None:
-        self.embeddings.word_embeddings = value
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.word_embeddings = cast(nn.Embedding, value)  # transformers passes the word embeddings
 
     # ---- entity table
     def _attach_table(self, path: Path, key: str, mmap: bool, trainable: bool) -> None:
@@ -547,7 +559,8 @@ class KeptModel(KeptPreTrainedModel):
             alignment = align_entities(entity_ids, attention_mask, batch, length, hidden.device,
                                        include_cls=self.config.entity_mask_cls,
                                        max_slots=self.config.max_entity_slots)
-            ent_dtype = self.knowledge_encoder.layer[0].entity_intermediate.weight.dtype
+            first = cast(KeptAggregatorLayer, self.knowledge_encoder.layer[0])
+            ent_dtype = first.entity_intermediate.weight.dtype
             vectors = self.entity_vectors(alignment.slot_ids, ent_dtype)  # [N, E]
             entities = alignment.to_slots(vectors, batch)  # [B, S, E]
             for layer in self.knowledge_encoder.layer:
@@ -689,8 +702,7 @@ class KeptForPreTraining(KeptPreTrainedModel):
     def __init__(self, config: KeptConfig) -> None:
         super().__init__(config)
         self.kept = KeptModel(config, add_pooling_layer=True)
-        self.cls = nn.Module()
-        self.cls.predictions = BertLMPredictionHead(config)
+        self.cls = BertOnlyMLMHead(config)  # BERT's MLM head, named as in BERT: cls.predictions
         self.entity_head = KeptEntityPredictionHead(config)
         self.sop_classifier = nn.Linear(config.hidden_size, 2) if config.use_sop else None
         self.kg_head = (KeptKGLinkHead(config.relation_vocab_size, config.entity_dim, config.joint_kg_interaction,
@@ -702,6 +714,7 @@ class KeptForPreTraining(KeptPreTrainedModel):
 
     def freeze_untrained_parts(self) -> None:
         """No SOP: nothing trains the pooler; freeze it (DDP needs a gradient for every trainable parameter)."""
+        assert self.kept.pooler is not None  # KeptModel(add_pooling_layer=True)
         self.kept.pooler.requires_grad_(bool(self.config.use_sop))
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -768,31 +781,32 @@ class KeptForPreTraining(KeptPreTrainedModel):
             sop_logits = self.sop_classifier(out.pooler_output)  # [B, 2]
             if sentence_order_label is not None:
                 sop_loss = F.cross_entropy(sop_logits.float(), sentence_order_label.reshape(-1).to(sop_logits.device))
-        loss = None
+        loss: torch.Tensor | None = None
         if mlm_loss is not None or dea_loss is not None or sop_loss is not None:
-            loss = self.entity_path_anchor(out.entity_last_hidden_state)
+            total = self.entity_path_anchor(out.entity_last_hidden_state)
             if mlm_loss is not None:
-                loss = loss + cfg.mlm_weight * mlm_loss
+                total = total + cfg.mlm_weight * mlm_loss
             if dea_loss is not None:
-                loss = loss + cfg.dea_weight * dea_loss
+                total = total + cfg.dea_weight * dea_loss
             else:  # no dEA targets in this batch: keep the dEA head in the graph for DDP
-                loss = loss + sum(p.sum() for p in self.entity_head.parameters()) * 0.0
+                total = total + parameters_times_zero(self.entity_head)
             if sop_loss is not None:
-                loss = loss + cfg.sop_weight * sop_loss
+                total = total + cfg.sop_weight * sop_loss
             elif sop_logits is not None:
-                loss = loss + sop_logits.sum() * 0.0
+                total = total + sop_logits.sum() * 0.0
             if self.kg_head is not None:  # kg_triples [T, 3], kg_negatives [T, K, 3]: the batch's training triples
                 if kg_triples is not None and kg_negatives is not None:
                     kg_loss = self.kg_head(kg_triples, kg_negatives,
                                            lambda ids: self.kept.entity_vectors(ids, torch.float32))
-                    loss = loss + cfg.joint_kg_weight * kg_loss
+                    total = total + cfg.joint_kg_weight * kg_loss
                 else:  # keep the relation embeddings in the graph for DDP
-                    loss = loss + self.kg_head.relation_embeddings.weight.sum() * 0.0
+                    total = total + self.kg_head.relation_embeddings.weight.sum() * 0.0
             if self.red_head is not None:  # mention_spans [B, M, 2], mention_labels [B, M] (masking.replaced_entity)
                 red_loss, red_accuracy, _ = replaced_entity_loss(self.red_head, sequence, mention_spans,
                                                                  mention_labels)
-                loss = loss + cfg.red_weight * red_loss
+                total = total + cfg.red_weight * red_loss
                 red_loss = red_loss if red_accuracy is not None else None  # no labelled mention: nothing to log
+            loss = cast(torch.Tensor, total)  # a tensor: the dEA term (or the head's zero) is one
         return KeptForPreTrainingOutput(
             loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, kg_loss=kg_loss, red_loss=red_loss,
             red_accuracy=red_accuracy, logits=logits,
@@ -811,8 +825,7 @@ class KeptForMaskedLM(KeptPreTrainedModel):
     def __init__(self, config: KeptConfig) -> None:
         super().__init__(config)
         self.kept = KeptModel(config, add_pooling_layer=False)
-        self.cls = nn.Module()
-        self.cls.predictions = BertLMPredictionHead(config)
+        self.cls = BertOnlyMLMHead(config)  # BERT's MLM head, named as in BERT: cls.predictions
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Linear:
@@ -849,7 +862,7 @@ def classification_loss(config: KeptConfig, logits: torch.Tensor, labels: torch.
         return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float()) if num_labels == 1 \
             else F.mse_loss(logits.float(), labels.float())
     if config.problem_type == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, num_labels).float(), labels.view(-1))
+        return F.cross_entropy(logits.view(-1, cast(int, num_labels)).float(), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
@@ -862,7 +875,7 @@ class KeptForSequenceClassification(KeptPreTrainedModel):
         self.kept = KeptModel(config, add_pooling_layer=True)
         drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(drop)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, cast(int, config.num_labels))  # set (default 2)
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None, labels=None,
@@ -889,7 +902,7 @@ class KeptForRelationClassification(KeptPreTrainedModel):
         self.kept = KeptModel(config, add_pooling_layer=False)
         drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
         self.dropout = nn.Dropout(drop)
-        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(2 * config.hidden_size, cast(int, config.num_labels))  # set (default 2)
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None,

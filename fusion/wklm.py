@@ -8,6 +8,8 @@ M mentions per sequence (the batch's most).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,12 +39,17 @@ def pool_mentions(sequence: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
     return (weights @ sequence) / counts
 
 
+def parameters_times_zero(module: nn.Module) -> torch.Tensor:
+    """0, with every parameter of ``module`` (it has some) in the autograd graph: DDP wants a gradient for each."""
+    return cast(torch.Tensor, sum(p.sum() for p in module.parameters())) * 0.0  # a tensor: there are parameters
+
+
 def replaced_entity_loss(head: KeptReplacedEntityHead, sequence: torch.Tensor, spans: torch.Tensor | None,
                          labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """-> (loss, accuracy, logits [B, M]); without spans/labels, or with no labelled mention, the loss is 0
     with the head in the graph (DDP) and accuracy None."""
     if spans is None or labels is None:
-        return sum(p.sum() for p in head.parameters()) * 0.0, None, None
+        return parameters_times_zero(head), None, None
     logits = head(pool_mentions(sequence, spans))  # [B, M]
     labels = labels.to(logits.device)
     real = labels != IGNORE_INDEX

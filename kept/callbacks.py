@@ -23,7 +23,7 @@ class HistoryCallback(TrainerCallback):
     def __init__(self, history_path: Path) -> None:
         self.history_path = history_path
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero:
             atomic_write_json(self.history_path, {"global_step": state.global_step, "max_steps": state.max_steps,
                                                   "log_history": state.log_history})
@@ -34,7 +34,7 @@ class SkipEndOfTrainingEval(TrainerCallback):
     step is not a periodic evaluation step: ``kept.pretrain.final_evaluation`` measures it (capped) instead.
     Runs after the Trainer's DefaultFlowCallback, which asks for that evaluation."""
 
-    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps and state.global_step % max(int(state.eval_steps or 1), 1):
             control.should_evaluate = False
         return control
@@ -47,7 +47,7 @@ class RichProgressCallback(TrainerCallback):
         self.progress: Any = None
         self.task: Any = None
 
-    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -57,17 +57,17 @@ class RichProgressCallback(TrainerCallback):
             self.progress.start()
             self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 
-    def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress is not None and logs:
             parts = [f"{k}={v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss") and isinstance(v, float)]
             if parts:
                 self.progress.update(self.task, info=" ".join(parts))
 
-    def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_train_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -79,5 +79,5 @@ class BatchCounter(TrainerCallback):
     def __init__(self, collate: Any) -> None:
         self.collate = collate
 
-    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_train_begin(self, args, state, control, **kwargs):
         self.collate.batches_seen = state.global_step * args.gradient_accumulation_steps

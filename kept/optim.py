@@ -396,10 +396,10 @@ def param_group_trainer(base: type, plan: OptimizerPlan) -> type:
     """
     import torch
 
-    class ParamGroupTrainer(base):  # type: ignore[misc, valid-type]
+    class ParamGroupTrainer(base):
         kept_plan = plan
 
-        def create_optimizer(self, model=None):  # type: ignore[no-untyped-def]
+        def create_optimizer(self, model=None):
             if self.optimizer is None and self.kept_plan.active:
                 opt_model = self.model if model is None else model
                 decay = set(self.get_decay_parameter_names(opt_model))
@@ -411,7 +411,7 @@ def param_group_trainer(base: type, plan: OptimizerPlan) -> type:
                 self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
             return super().create_optimizer(model)
 
-        def create_scheduler(self, num_training_steps, optimizer=None):  # type: ignore[no-untyped-def]
+        def create_scheduler(self, num_training_steps, optimizer=None):
             if self.lr_scheduler is None and self.kept_plan.active:
                 optimizer = self.optimizer if optimizer is None else optimizer
                 origins = [group.get(GROUP_KEY) for group in optimizer.param_groups]
@@ -422,7 +422,7 @@ def param_group_trainer(base: type, plan: OptimizerPlan) -> type:
                 self._created_lr_scheduler = True
             return super().create_scheduler(num_training_steps, optimizer)
 
-        def log(self, logs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def log(self, logs, *args, **kwargs):
             # "learning_rate" is the first group's (loaded parameters) rate of the step just taken, read
             # before the scheduler stepped; add the new parameters' rate of that same step
             scheduler = self.lr_scheduler

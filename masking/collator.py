@@ -265,8 +265,8 @@ class ErnieStageCallback(TrainerCallback):
         if getattr(state, "max_steps", 0):
             self.collator.set_progress(state.global_step / state.max_steps)
 
-    def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_train_begin(self, args, state, control, **kwargs):
         self._update(state)
 
-    def on_step_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+    def on_step_begin(self, args, state, control, **kwargs):
         self._update(state)
