@@ -3,35 +3,45 @@
 Every stage reads and writes ``runs/NAME/`` (layout in DESIGN.md). This module is the one
 place that knows the layout, so commands, notebooks and tests agree on it.
 
-* Atomic writes: :func:`atomic_write_text` / :func:`atomic_write_json` write
+* Atomic writes (:mod:`kept.atomic_io`): :func:`atomic_write_text` / :func:`atomic_write_json` write
   ``name.tmp-<pid>`` in the same directory and ``os.replace`` it; :func:`atomic_dir` does the
-  same for a whole directory (``datasets.save_to_disk``, ``save_pretrained``), so a process
-  killed while writing leaves the previous artifact or nothing, never half of one.
+  same for a whole directory, so a process killed while writing leaves the previous artifact or nothing.
 * Every command that writes a run directory holds its :class:`RunLock`; taking it also checks
   (and records) the run-directory format version (``.kept-run.json``), so a directory written by
   an incompatible kept is refused before anything in it changes.
 * :class:`RunLock`: an ``fcntl`` lock on ``RUN_DIR/.kept.lock``; the kernel drops it when the
   process dies (even with SIGKILL), so a stale lock never blocks the next run.
-* Stage stamps (``RUN_DIR/stamps/<stage>.json``): a fingerprint of the configuration sections a
-  stage depends on plus its inputs; a stage is done when its outputs exist and the stamp's
+* Stage stamps (:mod:`kept.stamps`, ``RUN_DIR/stamps/<stage>.json``): a fingerprint of the configuration
+  sections a stage depends on plus its inputs; a stage is done when its outputs exist and the stamp's
   fingerprint equals the current one.
+
+This module holds the paths, the run-directory checks, the format version and the lock; the names of
+:mod:`kept.atomic_io` and :mod:`kept.stamps` stay importable from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+# re-exported: kept.rundir's names before the split (RunLock uses clean_stale_temporaries and atomic_write_json)
+from kept.atomic_io import (  # noqa: F401
+    _pid_alive,
+    atomic_dir,
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    clean_stale_temporaries,
+    read_json,
+    write_error,
+)
 from kept.errors import KeptError
-from kg import _io
+from kept.stamps import fingerprint, path_fingerprint, read_stamp, stage_done, stamp_fingerprint, write_stamp  # noqa: F401
 from kg._io import WRITE_ERRNOS  # noqa: F401 - re-exported: kept.cli reads it from here
 
 CONFIG_FILE = "config.yaml"
@@ -173,84 +183,6 @@ def make_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- atomic writes
-# The mechanism is kg._io's (one copy for every package); these bind it to KeptError.
-
-def write_error(error: OSError, path: str | Path) -> KeptError:
-    """A KeptError for a failed write (disk full, read-only, no permission) naming the file."""
-    return _io.write_error(error, path, KeptError)  # type: ignore[return-value]
-
-
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None) -> contextlib.AbstractContextManager:
-    """Open ``path.tmp-<pid>`` for writing; on a clean exit fsync it and ``os.replace`` it onto ``path``.
-
-    A failing write (disk full, ...) or an exception in the block leaves ``path`` as it was and
-    removes the temporary file; an ``OSError`` becomes a :class:`KeptError` naming ``path``.
-    """
-    return _io.atomic_open(path, mode, encoding, error=KeptError)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return _io.atomic_write_bytes(path, data, error=KeptError)
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return _io.atomic_write_text(path, text, error=KeptError)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return _io.atomic_write_json(path, obj, error=KeptError, default=str)
-
-
-def atomic_dir(path: str | Path) -> contextlib.AbstractContextManager[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path`` (old one removed).
-
-    On an exception the temporary directory is removed and ``path`` is left as it was.
-    """
-    return _io.atomic_dir(path, error=KeptError)
-
-
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KeptError(f"{what} not found", where=path) from None
-    except json.JSONDecodeError as error:
-        raise KeptError(f"{what} is not valid JSON: {error.msg}", where=path, line=error.lineno,
-                        fix="delete it and re-run the stage that writes it") from None
-
-
-def clean_stale_temporaries(root: str | Path) -> list[Path]:
-    """Remove ``*.tmp-<pid>`` / ``*.old-<pid>`` leftovers of killed processes under ``root``."""
-    removed: list[Path] = []
-    root = Path(root)
-    if not root.exists():
-        return removed
-    for candidate in list(root.rglob("*.tmp-*")) + list(root.rglob("*.old-*")):
-        suffix = candidate.name.rsplit("-", 1)[-1]
-        if not suffix.isdigit() or _pid_alive(int(suffix)):
-            continue
-        if candidate.is_dir() and not candidate.is_symlink():
-            shutil.rmtree(candidate, ignore_errors=True)
-        elif candidate.exists() or candidate.is_symlink():
-            candidate.unlink()
-        removed.append(candidate)
-    return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def inside_run_dir(run_dir: str | Path, subpath: str | Path, field: str) -> Path:
     """``run_dir / subpath``, refused when it would leave the run directory (``..``, absolute, symlinks)."""
     root = Path(run_dir).resolve()
@@ -319,7 +251,7 @@ class RunLock:
         self.shared = shared
         self._handle: Any = None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if not is_main_process():
             return self
         import fcntl
@@ -372,68 +304,8 @@ class RunLock:
             self._handle.close()
             self._handle = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-# ----------------------------------------------------------------------------- stamps
-
-def fingerprint(obj: Any) -> str:
-    """A stable short hash of a JSON-serialisable object."""
-    payload = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
-
-
-def path_fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
-    """A cheap fingerprint of files/directories: relative names, sizes and modification times."""
-    result: dict[str, str] = {}
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            result[str(path)] = "missing"
-            continue
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        entries = []
-        for file in files:
-            if ".tmp-" in file.name or ".old-" in file.name:
-                continue
-            stat = file.stat()
-            entries.append((str(file.relative_to(path)) if file != path else file.name, stat.st_size,
-                            stat.st_mtime_ns))
-        result[str(path)] = fingerprint(entries)
-    return result
-
-
-def stamp_fingerprint(config_part: Any, inputs: Iterable[str | Path] = ()) -> str:
-    return fingerprint({"config": config_part, "inputs": path_fingerprint(inputs)})
-
-
-def write_stamp(run_dir: str | Path, stage: str, fp: str, config_part: Any = None,
-                extra: dict[str, Any] | None = None) -> Path:
-    paths = run_paths(run_dir)
-    record = {"stage": stage, "fingerprint": fp, "config": config_part,
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    if extra:
-        record.update(extra)
-    return atomic_write_json(paths.stamp(stage), record)
-
-
-def read_stamp(run_dir: str | Path, stage: str) -> dict[str, Any] | None:
-    path = run_paths(run_dir).stamp(stage)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def stage_done(run_dir: str | Path, stage: str, fp: str, outputs: Iterable[str | Path]) -> bool:
-    """True when every output exists and the stamp records the same fingerprint."""
-    if not all(Path(out).exists() for out in outputs):
-        return False
-    stamp = read_stamp(run_dir, stage)
-    return stamp is not None and stamp.get("fingerprint") == fp
