@@ -1,9 +1,10 @@
 """The run side of replaced-entity detection (WKLM; ``masking.replaced_entity_probability`` > 0).
 
 * :func:`entity_pool` — what a mention may become: every KG entity's label (``kg/entities.tsv``), tokenized
-  with the run's tokenizer, and the entity types. Types come from the KG when it has a type relation
-  (:data:`TYPE_RELATIONS`, e.g. Wikidata's ``instance of``/P31 or ``rdf:type``): an entity's type is the
-  tail of its first such triple, and an entity without one is swapped for any entity. A KG without a type
+  with the run's tokenizer, and the entity types. Types come from the KG's training triples (never the
+  held-out ones) when it has a type relation (:mod:`kg.type_relations`, e.g. Wikidata's ``instance
+  of``/P31, ``rdf:type``, ``类型``): an entity's type is the tail of its first such triple, and an entity
+  without one is swapped for any entity. A KG without a type
   relation (the embedded Wikipedia sample's infobox relations have none) swaps for any entity; the pool's
   ``source`` says which, (``collator.pool.source``).
 * :func:`wrap_collator` — the masking collator wrapped in :class:`masking.replaced_entity.ReplacedEntityCollator`.
@@ -19,10 +20,6 @@ import numpy as np
 
 from kept.errors import KeptError
 
-#: Relation names or labels (lower case) whose tails are the heads' types.
-TYPE_RELATIONS: tuple[str, ...] = ("instance of", "instance_of", "p31", "type", "rdf:type", "is a", "isa",
-                                   "entity type", "entity_type")
-
 
 def red_on(config: Any) -> bool:
     return config.masking.replaced_entity_probability > 0
@@ -36,6 +33,8 @@ def model_overrides(config: Any) -> dict[str, Any]:
 def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
     """The run KG's entities as swap candidates (label tokens, types and where the types came from)."""
     from kg import KnowledgeGraph
+    from kg.split import has_split, load_split
+    from kg.type_relations import type_relation_ids
     from masking.replaced_entity import EntityPool
 
     kg_dir = Path(run_dir) / "kg"
@@ -47,10 +46,11 @@ def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
     labels = [label or name for label, name in zip(graph.entity_labels, graph.entities)]
     tokens = [list(ids) for ids in tokenizer(labels, add_special_tokens=False)["input_ids"]]
     types = np.full(graph.num_entities, -1, dtype=np.int64)
-    names = {i for i, (name, label) in enumerate(zip(graph.relations, graph.relation_labels))
-             if name.lower() in TYPE_RELATIONS or str(label).lower() in TYPE_RELATIONS}
-    if names and len(graph.triples):
-        triples = graph.triples.numpy()
+    names = set(type_relation_ids(graph))
+    # the held-out triples (probe, link prediction) never shape training: types from the training split
+    known = load_split(graph, kg_dir).triples(graph, "train") if has_split(kg_dir) else graph.triples
+    if names and len(known):
+        triples = known.numpy()
         typed = triples[np.isin(triples[:, 1], sorted(names))]
         for head, _, tail in typed[::-1]:  # the first triple of each head wins
             types[head] = tail
@@ -77,4 +77,4 @@ def wrap_collator(collator: Any, config: Any, run_dir: str | Path, tokenizer: An
                                   config.encode.max_length)
 
 
-__all__ = ["TYPE_RELATIONS", "red_on", "model_overrides", "entity_pool", "wrap_collator"]
+__all__ = ["red_on", "model_overrides", "entity_pool", "wrap_collator"]

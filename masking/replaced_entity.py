@@ -161,12 +161,13 @@ class ReplacedEntityCollator:
                 s, e = start + offset, end + offset
                 spans[b, m, 0], spans[b, m, 1] = s, e
                 masked = mlm is not None and bool((mlm[b, s:e] != IGNORE).any())
-                if replaced:  # never MLM-masked: restore its tokens, no MLM target on them
+                if replaced:  # never an MLM target: its tokens restored, no MLM label on them
                     batch["input_ids"][b, s:e] = torch.as_tensor(feature["input_ids"][start:end])
                     if mlm is not None:
                         mlm[b, s:e] = IGNORE
-                    labels[b, m] = 1
-                elif not masked:
-                    labels[b, m] = 0
+                # a mention the MLM chose gets no RED label, swapped or not: the masking may have hidden its
+                # entity id (masking.dea_hide_masked), and a missing id must not tell which were swapped
+                if not masked:
+                    labels[b, m] = int(replaced)
         batch["mention_spans"], batch["mention_labels"] = spans, labels
         return batch

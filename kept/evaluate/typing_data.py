@@ -15,17 +15,17 @@ import torch
 
 from kept.errors import KeptError
 from kept.evaluate.typing_items import TypingData, TypingItem, read_typing_file
+from kg.type_relations import TYPE_RELATION_KEYS, relation_key
 
 #: Relations whose tails are the types of their heads (names or labels, compared case- and separator-free).
-TYPE_RELATIONS = frozenset({"p31", "instanceof", "rdftype", "isa", "infoboxtype", "entitytype"})
+TYPE_RELATIONS = TYPE_RELATION_KEYS
 #: Relations that say nothing about the type of either end.
 UNTYPED_RELATIONS = frozenset({"linksto", "relatedto", "seealso"})
 
 
 # ------------------------------------------------------------------ types from the KG, items from the corpus
 
-def _key(name: str) -> str:
-    return re.sub(r"[\s_\-:]+", "", name.strip().lower())
+_key = relation_key
 
 
 def _relation_type(label: str) -> str:
