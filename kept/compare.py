@@ -139,6 +139,8 @@ REFERENCE = "reference"
 SHARED_STAGES: tuple[str, ...] = ("data", "kg", "annotate", "encode")
 SHARED_PATHS: tuple[str, ...] = ("kg", "corpus", "tokenizer", "encoded")
 VARIANT_STAGES: tuple[str, ...] = ("pretrain", "evaluate", "report")
+#: What the shared stages are made from: a variant may not override it (its runs train on the shared data).
+SHARED_KEYS: tuple[str, ...] = ("data", "kg", "annotation", "tokenizer", "encode", "model.init_from", "runs_dir")
 
 
 @dataclass
@@ -216,6 +218,12 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
                             line=config_module._yaml_line(text, ("compare", "variants", index)
                                                           if section.variants is not None else ("compare",)),
                             fix="give each variant its own name (compare.reference adds `reference`)")
+        shared = [key for key in spec.set if any(key == k or key.startswith(f"{k}.") for k in SHARED_KEYS)]
+        if shared:
+            raise KeptError(f"variant '{spec.name}' sets {shared[0]}, which the shared data are made from",
+                            where=path, line=config_module._yaml_line(text, ("compare", "variants", index)),
+                            fix="every variant trains on the same prepared data: set it in the base configuration, "
+                                "or compare it in another `kept compare` directory")
         runs[spec.name] = []
         for seed in section.seeds:
             values = config_module.apply_overrides(base.to_dict(), dict(spec.set))
@@ -273,6 +281,16 @@ def shared_data_fingerprint(prepared: Path) -> dict[str, str]:
     return {stage: str(stamp.get("fingerprint")) for stage, stamp in stamps.items() if stamp}
 
 
+def base_fingerprint(plan: ComparePlan) -> str:
+    """What every variant starts from besides the shared data: the base model, masking, training and
+    evaluation settings and the seeds (variants of two invocations compare only when these agree)."""
+    from kept.rundir import fingerprint
+
+    base = plan.base.to_dict()
+    return fingerprint({key: base.get(key) for key in ("model", "masking", "train", "eval")} |
+                       {"seeds": list(plan.section.seeds)})
+
+
 def earlier_runs(plan: ComparePlan, shared: Mapping[str, str], log: Any
                  ) -> tuple[dict[str, list[Path]], CompareResult | None]:
     """Runs of variants an earlier `kept compare` on this directory evaluated and this one does not
@@ -285,7 +303,8 @@ def earlier_runs(plan: ComparePlan, shared: Mapping[str, str], log: Any
         return {}, None
     earlier = CompareResult.from_dict(load_compare(plan.out))
     if earlier.shared_data != dict(shared):
-        log(f"compare: {summary_path} was made on other shared data; its variants are not merged")
+        log(f"compare: {summary_path} was made on other shared data or another base configuration (budget, "
+            "evaluation, seeds); its variants are not merged")
         return {}, None
     runs: dict[str, list[Path]] = {}
     for variant in earlier.variants:
@@ -314,6 +333,7 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
     run_pipeline(prepare_config, plan.prepared_dir, stages=list(SHARED_STAGES),
                  force=[s for s in force if s in SHARED_STAGES], log=log, progress=progress)
     shared = shared_data_fingerprint(plan.prepared_dir)
+    shared["variants_base"] = base_fingerprint(plan)  # same budget, evaluation and seeds, or no merge
     by_variant, earlier = earlier_runs(plan, shared, log)
     total = sum(len(v) for v in plan.runs.values())
     done = 0

@@ -223,6 +223,9 @@ def test_compare_variants_list_applies_each_variants_overrides(tmp_path) -> None
     path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a}\n    - {name: a}\n")
     with pytest.raises(KeptError, match=r"compare\.yaml:5: variant 'a' is listed twice"):
         load_compare_config(path)
+    path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a}\n    - {name: long, set: {encode.max_length: 256}}\n")
+    with pytest.raises(KeptError, match=r"compare\.yaml:5: variant 'long' sets encode.max_length, which the shared data"):
+        load_compare_config(path)
     path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a, set: {train.max_steps: -1}}\n")
     with pytest.raises(KeptError, match=r"train\.max_steps"):
         load_compare_config(path)
