@@ -88,7 +88,8 @@ def objective_figures(run_dir: Any) -> dict[str, float]:
     path = Path(run_dir) / "logs" / "train_history.json"
     if not path.is_file():
         return {}
-    history = read_json(path, "training history").get("log_history", [])
+    data = read_json(path, "training history")  # {"log_history": [...], ...}, or the list alone (as kept.analysis)
+    history = data.get("log_history", []) if isinstance(data, dict) else data
     found: dict[str, float] = {}
     for name in OBJECTIVE_FIGURES:
         for key in (f"eval_{name}", name):

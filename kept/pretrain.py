@@ -40,6 +40,7 @@ from kept.checkpoints import check_resume_state, checkpoint_write_guard
 from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, training_view
 from kept.errors import Interrupted, KeptError
 from kept.optim import (
+    ModelSource,
     OptimizerPlan,
     ParameterOrigins,
     describe_derived,
@@ -227,6 +228,9 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     if not mcfg.fusion:
         overrides["dea_weight"] = 0.0
     init_from = resolve_init_from(mcfg.init_from, config.runs_dir)
+    source: ModelSource
+    unused: list[str]
+    tied: list[str]
     if init_from is None:
         kwargs = dict(overrides)
         kwargs.setdefault("vocab_size", len(tokenizer))
@@ -528,13 +532,15 @@ def training_arguments(config: RunConfig, paths: RunPaths, *, bf16: bool, warmup
     from transformers import TrainingArguments
 
     tcfg = config.train
+    learning_rate = tcfg.learning_rate
+    assert learning_rate is not None, "set by kept.optim.resolve_train_defaults before training"
     return TrainingArguments(
         output_dir=str(paths.checkpoints),
         max_steps=tcfg.max_steps,
         per_device_train_batch_size=tcfg.batch_size,
         per_device_eval_batch_size=tcfg.eval_batch_size or tcfg.batch_size,
         gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
-        learning_rate=tcfg.learning_rate,
+        learning_rate=learning_rate,
         lr_scheduler_type=tcfg.lr_scheduler,
         warmup_steps=warmup_steps,
         weight_decay=tcfg.weight_decay,
@@ -582,11 +588,12 @@ def save_starting_model(paths: RunPaths, model: Any, tokenizer: Any, config: Run
     no training, so the starting point is evaluated through the same steps as the trained variants.
     ``random_mlm_head`` (the checkpoint had none) is recorded: the evaluation then skips the figures read
     through the MLM head, which would score a random projection, and keeps the fine-tuned ones."""
-    metrics = {"global_step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None, "fusion": config.model.fusion,
-               "strategy": config.masking.strategy, "resumed_from": None,
-               "runtime_s": round(time.time() - started, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-               "num_parameters": int(sum(p.numel() for p in model.parameters())),
-               "note": "train.max_steps 0: the starting model, not trained", "random_mlm_head": random_mlm_head}
+    metrics: dict[str, Any] = {
+        "global_step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None, "fusion": config.model.fusion,
+        "strategy": config.masking.strategy, "resumed_from": None,
+        "runtime_s": round(time.time() - started, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "note": "train.max_steps 0: the starting model, not trained", "random_mlm_head": random_mlm_head}
     if is_main_process():
         partial = paths.root / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)

@@ -13,7 +13,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, cast
 
 import torch
 
@@ -25,6 +25,7 @@ from kg.graph import KnowledgeGraph
 from kg.split import TripleSplit, predefined_split, split_triples
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pykeen.models import ERModel
     from pykeen.triples import TriplesFactory
 
 FORMAT = "kept-kg-embeddings/1"
@@ -178,7 +179,7 @@ def train_embeddings(graph: KnowledgeGraph, config: EmbeddingConfig | None = Non
         raise KGError(f"PyKEEN rejected the configuration: {error}", where="model_kwargs",
                       fix="check the model's parameters (pykeen.models docs) and the loss/optimizer names") from None
     seconds = time.perf_counter() - started
-    model = result.model
+    model = cast("ERModel", result.model)  # the pipeline's models are ERModels: representations as ModuleLists
     entity = _matrix(model.entity_representations[0])
     relation = _matrix(model.relation_representations[0])
     extra = {f"entity_embeddings_{i}": _matrix(r) for i, r in enumerate(model.entity_representations[1:], start=1)}

@@ -162,7 +162,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
             kg_tables.update(load_kg_tables(run_dir))
         return kg_tables
 
-    rows: list[dict[str, Any]] | None = None
+    rows: list[dict[str, Any]] = []  # read when the MLM or the cloze task runs
     if eval_config.mlm.enabled or eval_config.cloze.enabled:
         validation = load_encoded(run_dir, "validation")
         limit = max(eval_config.mlm.max_examples if eval_config.mlm.enabled else 0,
@@ -181,7 +181,8 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         mlm_rows = rows[: eval_config.mlm.max_examples]
 
         def run_mlm() -> dict[str, Any]:
-            common = dict(seed=eval_config.seed, batch_size=eval_config.batch_size, use_entities=fusion)
+            common: dict[str, Any] = dict(seed=eval_config.seed, batch_size=eval_config.batch_size,
+                                          use_entities=fusion)
             own = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy=settings["strategy"],
                                    mlm_probability=own_probability, masking=run_config.masking.to_dict(), **common)
             # the same task for every run: BERT token masking with default settings and the eval seed

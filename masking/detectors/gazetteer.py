@@ -115,7 +115,7 @@ def resolve_case_mode(alias_index: AliasIndexLike, setting: CaseSetting, *, name
                                f"at least {AUTO_FOLD_LOWERCASE_SHARE:.0%} lower-case)")
     share, cased = lowercase_alias_share(alias_index)
     folded = share is not None and share >= AUTO_FOLD_LOWERCASE_SHARE
-    if folded:
+    if folded and share is not None:
         logger.info("%s: %.0f%% of the KG's %d cased aliases are lower-case; matching case-folded "
                     "(exact-case aliases preferred)", name, 100 * share, cased)
     return CaseMode(folded=folded, setting="auto", lowercase_share=share, cased_aliases=cased)
@@ -294,7 +294,7 @@ class GazetteerDetector:
                                                      min_chars=min_chars, stopwords=stopwords)
         self.backend = backend
         self.batch_size = batch_size
-        self._nlp = None
+        self._nlp: Any = None  # backend "spacy": a spaCy Language with the kept_gazetteer component
         if backend == "spacy":
             import spacy
 

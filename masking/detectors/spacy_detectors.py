@@ -63,6 +63,7 @@ class _SpacyDetector:
     """Shared plumbing: own pipeline (loaded lazily by name) or one handed in."""
 
     component: str = ""
+    name: str  # set by each detector
 
     def __init__(self, nlp: Any = None, *, model: str = DEFAULT_MODEL, batch_size: int = 64,
                  max_length: int | None = None) -> None:
