@@ -76,6 +76,10 @@ def annotate_with_datatrove(run_dir: str | Path, config: Any, *, workers: int = 
         if cause is not None:
             raise cause from None
         raise
+    if tasks == 1:  # one shard is the whole corpus: annotate_run_dir wrote corpus/annotated itself
+        from kept.rundir import read_json, run_paths
+
+        return dict(read_json(run_paths(run_dir).annotation_stats, "annotation statistics"))
     return merge_annotated_shards(run_dir, tasks)
 
 

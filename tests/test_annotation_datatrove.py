@@ -42,6 +42,21 @@ def test_datatrove_engine_with_two_workers_equals_one_process(tmp_path: Path) ->
     assert stats["spans"] == whole["spans"] and stats["shard"] == {"num_shards": 2, "merged": True}
 
 
+@pytest.mark.slow
+def test_datatrove_engine_with_one_worker_writes_the_annotation_without_a_merge(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kept.cli import app
+
+    single = write_run(tmp_path / "single")
+    annotate_run_dir(single, AnnotationConfig.from_names("gold"))
+    run = write_run(tmp_path / "engine")
+    result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gold", "--engine", "datatrove",
+                                      "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert _spans(run) == _spans(single)
+
+
 def test_datatrove_engine_refuses_hand_made_shards(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
