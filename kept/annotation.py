@@ -170,14 +170,50 @@ def annotate_shard(run_dir: str | Path, config: AnnotationConfig | None = None, 
         return stats
     try:
         lock = RunLock(run_dir, f"{command} (merging {num_shards} shards)").acquire()
-    except KeptError:  # a sibling shard still holds the run: it finds every shard there and merges
-        return stats
+    except KeptError as busy:
+        if _held_by_shards(run_dir) or _siblings_running(run_dir, num_shards):
+            return stats  # a sibling shard merges now, or still annotates and will find every shard
+        # another writer took the run between our release and this acquire: nobody will merge
+        raise KeptError(f"every shard is annotated, but the run is held by another command, so the shards "
+                        f"were not merged ({busy})", where=run_dir,
+                        fix=f"when it is done, run `kept annotate {run_dir} --num-shards {num_shards} --merge`"
+                        ) from None
     try:
         if _merged_after_shards(run_dir, num_shards):  # a sibling merged between our release and acquire
             return json.loads((run_dir / "corpus" / "annotation_stats.json").read_text(encoding="utf-8"))
         return merge_annotated_shards(run_dir, num_shards)
     finally:
         lock.release()
+
+
+def _held_by_shards(run_dir: Path) -> bool:
+    """Whether the run lock's holder is a shard: shared holders (shards annotating) write no holder line, and
+    a merging shard's line says so; any other writer names itself."""
+    from kept.rundir import LOCK_FILE
+
+    try:
+        holder = (run_dir / LOCK_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return not holder or "merging" in holder
+
+
+def _siblings_running(run_dir: Path, num_shards: int) -> bool:
+    """Whether another process holds one of the run's shard locks (it will find every shard and merge)."""
+    import fcntl
+
+    shards_dir = run_dir / "corpus" / "annotated.shards"
+    for index in range(num_shards):
+        path = shards_dir / f"{_shard_suffix(num_shards, index)}.lock"
+        if not path.exists():
+            continue
+        with open(path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return False
 
 
 def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, Any]:

@@ -87,3 +87,24 @@ def test_two_concurrent_shard_processes_on_one_run(tmp_path):
         load_from_disk(str(tmp_path / "single" / "run" / "corpus" / "annotated"))["spans"]
     stats = json.loads((run / "corpus" / "annotation_stats.json").read_text())
     assert stats["shard"] == {"num_shards": 2, "merged": True} and stats["documents"] == len(TEXTS)
+
+
+def test_last_shard_says_so_when_another_command_holds_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shard done, but a non-shard writer took the run between the shard's release and its merge:
+    nobody would merge, so the shard says how to merge instead of returning quietly."""
+    import kept.annotation as annotation
+
+    run = write_run(tmp_path)
+    holders: list[RunLock] = []
+
+    def complete_and_taken(*_: object) -> bool:  # the gap: `kept encode` takes the run right now
+        holders.append(RunLock(run, "kept encode").acquire())
+        return True
+
+    monkeypatch.setattr(annotation, "shards_complete", complete_and_taken)
+    try:
+        with pytest.raises(KeptError, match=r"were not merged.*--num-shards 2 --merge"):
+            annotation.annotate_shard(run, AnnotationConfig.from_names("gold"), num_shards=2, shard_index=0)
+    finally:
+        for holder in holders:
+            holder.release()
