@@ -158,6 +158,9 @@ class ModelConfig(_Section):
         if joint:  # kept.joint_kg fills these from model.joint_kg_* and the run's KG
             raise _ExternalError([((joint[0],), "value_error", "set the joint KG loss with model.joint_kg_weight, "
                                                                "model.joint_kg_loss, ... instead")])
+        if "red_weight" in validated:  # kept.replaced_entity sets it from model.red_weight when the swaps are on
+            raise _ExternalError([(("red_weight",), "value_error", "set the WKLM loss weight with model.red_weight "
+                                                                   "(and masking.replaced_entity_probability)")])
         return validated
 
     @field_validator("joint_kg_weight")
@@ -165,6 +168,9 @@ class ModelConfig(_Section):
     def _joint_kg_trains_the_table(cls, value: float, info: ValidationInfo) -> float:
         if value > 0 and info.data.get("freeze_entity_table", True):
             raise ValueError("the joint KG loss trains the entity table; set model.freeze_entity_table: false "
+                             "(or model.joint_kg_weight: 0)")
+        if value > 0 and info.data.get("fusion") is False:
+            raise ValueError("the joint KG loss trains the entity table of the fusion model; set model.fusion: true "
                              "(or model.joint_kg_weight: 0)")
         return value
 

@@ -173,3 +173,15 @@ def test_model_presets_are_the_fusion_presets() -> None:
 
     assert set(get_args(ModelConfig.model_fields["preset"].annotation)) == set(PRESETS)
     assert ModelConfig(preset="ernie_thu").preset == "ernie_thu"
+
+
+def test_objective_settings_without_effect_are_refused() -> None:
+    """A joint KG loss without fusion (no entity table to train) and a WKLM weight hidden in model.overrides
+    would be accepted and do nothing: both are refused, naming the field."""
+    from kept.config import validate_config
+    from kept.errors import KeptError
+
+    with pytest.raises(KeptError, match=r"model\.joint_kg_weight.*set model\.fusion: true"):
+        validate_config({"model": {"fusion": False, "freeze_entity_table": False, "joint_kg_weight": 0.5}})
+    with pytest.raises(KeptError, match=r"model\.overrides\.red_weight.*model\.red_weight"):
+        validate_config({"model": {"overrides": {"red_weight": 5}}})
