@@ -222,7 +222,8 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
 
     corpus_dir = Path(run_dir) / "corpus"
     shards_dir = corpus_dir / "annotated.shards"
-    parts, totals = [], {}
+    parts: list[Any] = []
+    totals: dict[str, Any] = {}
     configs = set()
     for index in range(num_shards):
         suffix = _shard_suffix(num_shards, index)

@@ -19,13 +19,13 @@ from kept.errors import KeptError
 try:
     from datatrove.pipeline.base import PipelineStep
 except ImportError:  # the optional extra is not installed: annotate_with_datatrove says how to get it
-    PipelineStep = object  # type: ignore[assignment,misc]
+    PipelineStep = object  # type: ignore[assignment,misc,unused-ignore]
     HAVE_DATATROVE = False
 else:
     HAVE_DATATROVE = True
 
 
-class AnnotateShards(PipelineStep):  # type: ignore[misc,valid-type]
+class AnnotateShards(PipelineStep):  # type: ignore[misc,valid-type,unused-ignore]
     """A datatrove pipeline step: task ``rank`` of ``world_size`` annotates shard ``rank`` of the run's corpus."""
 
     name = "kept annotate"

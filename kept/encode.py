@@ -215,7 +215,7 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     ids = annotated["id"]
     train_docs = annotated.select([i for i, d in enumerate(ids) if d in train_ids])
     val_docs = annotated.select([i for i, d in enumerate(ids) if d in val_ids])
-    pairs = {"sentence_pairs": enc.sentence_pairs, "seed": enc.seed}
+    pairs: dict[str, Any] = {"sentence_pairs": enc.sentence_pairs, "seed": enc.seed}
     train = encode_split(train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train", segment,
                          **pairs)
     validation = encode_split(val_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode validation",
@@ -228,7 +228,7 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     unk_rate = unk_tokens / content_tokens if content_tokens else 0.0
     log(f"[UNK] rate: {unk_rate:.2%} ({unk_tokens} of {content_tokens} tokens)")
     check_unk_rate(unk_rate, enc.max_unk_rate, source)
-    stats = {"tokenizer": source, "vocab_size": len(tokenizer), "max_length": enc.max_length,
+    stats: dict[str, Any] = {"tokenizer": source, "vocab_size": len(tokenizer), "max_length": enc.max_length,
              "packing": enc.packing, "sentence_pairs": enc.sentence_pairs, "segmenter": segmenter_name, "unk_rate": unk_rate, "unk_tokens": unk_tokens,
              "train": _split_stats(train), "validation": _split_stats(validation)}
     if is_main_process():

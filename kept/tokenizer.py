@@ -124,7 +124,7 @@ def saved_vocabulary(directory: str | Path, where: str = "model.init_from") -> l
     vocab_file = directory / "vocab.txt"
     if vocab_file.is_file():
         try:
-            return vocab_file.read_text(encoding="utf-8").splitlines()
+            return list[str | None](vocab_file.read_text(encoding="utf-8").splitlines())
         except UnicodeDecodeError:
             raise KeptError(f"'{vocab_file}' is not UTF-8 text", where=where,
                             fix="re-save the tokenizer with save_pretrained") from None

@@ -398,7 +398,8 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
         if not isinstance(text, str):
             raise MaskingError(f"text is {type(text).__name__}, not str", where=f"texts[{i}]",
                                fix="give the document text as a string (use '' for an empty document)")
-    checked = [_check_spans(spans, len(text), i, overlaps) for i, (text, spans) in enumerate(zip(texts, spans_per_text))]
+    checked: Sequence[Sequence[Mapping[str, Any]]] = [
+        _check_spans(spans, len(text), i, overlaps) for i, (text, spans) in enumerate(zip(texts, spans_per_text))]
     window_doc = None  # window -> its document, when long documents were cut into windows
     if return_overflowing:  # cut on unit boundaries here (masking.windows), not inside an entity by the tokenizer
         from masking.windows import window_documents

@@ -161,6 +161,7 @@ class _Annotator:
         for detector in detectors:
             if hasattr(detector, "spans_from_doc"):
                 continue
+            targets: Sequence[int]
             if getattr(detector, "uses_input_spans", False):
                 results = detector.detect(texts, spans=inputs, ids=ids)
                 targets = range(len(texts))

@@ -137,7 +137,7 @@ def documents_from_records(records: Sequence[Mapping[str, Any]]) -> Any:
     """A small in-memory corpus (list of {id, title, text, spans}) as a ``datasets.Dataset``."""
     from datasets import Dataset
 
-    rows = [{"id": str(r.get("id", i)), "title": str(r.get("title") or ""), "text": r.get("text") or "",
+    rows: list[dict[str, Any]] = [{"id": str(r.get("id", i)), "title": str(r.get("title") or ""), "text": r.get("text") or "",
              "spans": list(r.get("spans") or [])} for i, r in enumerate(records)]
     for row in rows:
         row["spans"], _ = check_spans(row["text"], row["spans"], doc_id=row["id"], on_invalid="error")

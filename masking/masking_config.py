@@ -22,7 +22,7 @@ DEA_REPLACE_MODES: tuple[str, ...] = get_args(DeaReplace)
 
 #: Baidu ERNIE 1.0: basic-level (word/character) masking, then phrase-level, then entity-level,
 #: each for a share of training (strategy, share); shares are normalised to sum to 1.
-DEFAULT_ERNIE_STAGES: tuple[tuple[str, float], ...] = (("whole_word", 1 / 3), ("phrase", 1 / 3), ("entity", 1 / 3))
+DEFAULT_ERNIE_STAGES: tuple[tuple[BasicStrategy, float], ...] = (("whole_word", 1 / 3), ("phrase", 1 / 3), ("entity", 1 / 3))
 
 
 class MaskingConfig(ConfigModel):

@@ -87,7 +87,7 @@ def embed_command(
             logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     config = EmbeddingConfig(model=model, dim=dim, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, split=split, device=device)  # type: ignore[arg-type]
+                             seed=seed, split=split, device=device)
     from kept.rundir import RunLock
 
     directory = kg_dir(run_dir)  # a missing graph is reported before the lock creates anything
