@@ -266,3 +266,12 @@ def test_bad_distill_settings_are_one_line_errors(teacher_run: Path) -> None:
     with pytest.raises(KeptError, match="pretrain the teacher run first"):
         distill_run(untrained, load_run_config(untrained, ["distill.student=small"]), teacher_run.parent / "never")
     assert not (teacher_run.parent / "never").exists()  # refused before anything is written
+    # a teacher whose MLM head was never trained (an ELECTRA discriminator, an untrained reference): no KD
+    electra = shutil.copytree(teacher_run, teacher_run.parent / "electra", symlinks=True,
+                              ignore=shutil.ignore_patterns("checkpoints"))
+    metrics = electra / "logs" / "pretrain_metrics.json"
+    metrics.parent.mkdir(exist_ok=True)
+    metrics.write_text(json.dumps({"objective": "electra", "global_step": 2}), encoding="utf-8")
+    with pytest.raises(KeptError, match=r"distill\.kd_weight.*MLM logits cannot be distilled.*ELECTRA"):
+        distill_run(electra, load_run_config(electra, ["distill.student=small"]), teacher_run.parent / "never")
+    assert not (teacher_run.parent / "never").exists()

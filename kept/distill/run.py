@@ -127,6 +127,7 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
         remove_incomplete_checkpoints,
         resolve_bf16,
     )
+    from kept.evaluate import untrained_mlm_head
     from kept.tokenizer import load_run_tokenizer
     from masking import KnowledgeMaskingCollator
 
@@ -139,6 +140,11 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     if not any(w > 0 for w in (d.kd_weight, d.hidden_weight, d.attention_weight, d.mlm_weight)):
         raise KeptError("every loss weight is 0", where="distill",
                         fix="set distill.kd_weight, hidden_weight, attention_weight or mlm_weight above 0")
+    untrained = untrained_mlm_head(teacher_paths.root)
+    if untrained is not None and d.kd_weight > 0:  # KD would distil a random projection
+        raise KeptError(f"the teacher's MLM logits cannot be distilled: {untrained}", where="distill.kd_weight",
+                        fix="set distill.kd_weight: 0 (hidden-state and attention transfer only), or distil from a "
+                            "run whose MLM head was trained")
     out_dir = Path(out) if out is not None else default_out(teacher_paths.root, d.student)
     if out_dir.resolve() == teacher_paths.root.resolve():
         raise KeptError("the output is the teacher run itself", where=out_dir, fix="give another --out directory")

@@ -78,7 +78,7 @@ def _run_settings(run_config: Any) -> dict[str, Any]:
     }
 
 
-def _untrained_mlm_head(run_dir: Path) -> str | None:
+def untrained_mlm_head(run_dir: Path) -> str | None:
     """Why the MLM-head figures (MLM, cloze, probe) cannot be read from this run's model, or None.
 
     A starting checkpoint without an MLM head (a sentence-embedding BERT such as MiniLM) saved untrained
@@ -153,7 +153,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     examples: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
     disabled = {"skipped": "disabled in eval config"}
-    head_missing = _untrained_mlm_head(run_dir)
+    head_missing = untrained_mlm_head(run_dir)
     kg_tables: dict[str, Any] = {}
 
     def tables() -> dict[str, Any]:
