@@ -78,8 +78,9 @@ OBJECTIVE_FIGURES: tuple[str, ...] = ("generator_mlm_loss", "rtd_loss", "rtd_acc
 
 
 def objective_figures(run_dir: Any) -> dict[str, float]:
-    """The last evaluation's value of each :data:`OBJECTIVE_FIGURES` figure in ``logs/train_history.json``
-    (``eval_rtd_accuracy`` ...; the last training log's where no evaluation has it); {} for a run that
+    """The final evaluation's value of each :data:`OBJECTIVE_FIGURES` figure in ``logs/train_history.json``
+    (``final_eval_rtd_accuracy`` when the end-of-training evaluation ran on a sample, else the last
+    ``eval_rtd_accuracy`` ...; the last training log's where no evaluation has it); {} for a run that
     trained none of them (or has no history)."""
     from pathlib import Path
 
@@ -92,7 +93,7 @@ def objective_figures(run_dir: Any) -> dict[str, float]:
     history = data.get("log_history", []) if isinstance(data, dict) else data
     found: dict[str, float] = {}
     for name in OBJECTIVE_FIGURES:
-        for key in (f"eval_{name}", name):
+        for key in (f"final_eval_{name}", f"eval_{name}", name):
             value = next((float(e[key]) for e in reversed(history) if key in e), None)
             if value is not None:
                 found[name] = value
