@@ -47,6 +47,7 @@ from kept.config_errors import (
     _ExternalError,
     _flatten_validation,
     non_finite_number,  # noqa: F401
+    non_string_key,
 )
 from kept.errors import KeptError
 from kept.init_from import REMOTE_CODE_FILES, check_checkpoint_dir, refuse_remote_code, resolve_init_from  # noqa: F401
@@ -320,6 +321,10 @@ def validate_config(data: dict[str, Any], *, source: str | Path | None = None, t
     if loc is not None:
         raise _config_error(f"invalid value for '{'.'.join(map(str, loc))}': not a finite number", loc,
                             "give a finite number (.inf and .nan are not allowed)", source, text, overridden)
+    loc = non_string_key(data)
+    if loc is not None:
+        where = f"'{'.'.join(map(str, loc[:-1]))}'" if loc[:-1] else "the top level"
+        raise _config_error(f"invalid key {loc[-1]} at {where}: keys are names", loc[:-1], "write the section or field name as a key", source, text, overridden)
     try:
         return RunConfig.model_validate(data)
     except KeptError:

@@ -32,6 +32,18 @@ def non_finite_number(data: Any, loc: tuple = ()) -> tuple | None:
     return None
 
 
+def non_string_key(data: Any, loc: tuple = ()) -> tuple | None:
+    """The key path of the first mapping key that is not a string (``null:``, ``1:``, ``[a]:`` in YAML), or None."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if isinstance(data, dict) and not isinstance(key, str):
+            return (*loc, repr(key))
+        found = non_string_key(value, (*loc, key))
+        if found is not None:
+            return found
+    return None
+
+
 #: pydantic's message for an unknown key; a validator that knows better says its own (a hint, used as the fix).
 _PYDANTIC_EXTRA = "Extra inputs are not permitted"
 

@@ -185,3 +185,15 @@ def test_objective_settings_without_effect_are_refused() -> None:
         validate_config({"model": {"fusion": False, "freeze_entity_table": False, "joint_kg_weight": 0.5}})
     with pytest.raises(KeptError, match=r"model\.overrides\.red_weight.*model\.red_weight"):
         validate_config({"model": {"overrides": {"red_weight": 5}}})
+
+
+def test_a_key_that_is_not_a_name_is_one_line(tmp_path) -> None:
+    """`&a : ` (hypothesis found it) is {None: None}: pydantic raised a TypeError; now one line."""
+    from kept.config import load_config
+    from kept.errors import KeptError
+
+    for text, where in (("&a : \n", "the top level"), ("train:\n  1: 2\n", "'train'")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(text, encoding="utf-8")
+        with pytest.raises(KeptError, match=f"invalid key .* at {where}: keys are names"):
+            load_config(path)
