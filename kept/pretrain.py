@@ -24,8 +24,6 @@ DDP, and only rank 0 writes run-directory artifacts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -36,33 +34,41 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kept import electra, joint_kg, replaced_entity
-from kept.checkpoints import check_resume_state, checkpoint_write_guard
-from kept.config import RunConfig, changed_keys, resolve_init_from, save_config, training_view
+
+# the recipe's steps live in their own modules; their names stay importable from here
+from kept.batches import INDEX_KEY, BatchSeededCollator, batch_seed, with_index  # noqa: E402,F401
+from kept.checkpoints import checkpoint_write_guard
+from kept.config import RunConfig, save_config
 from kept.errors import Interrupted, KeptError
+from kept.model_build import (  # noqa: E402,F401
+    INIT_TOKENIZER_FIX,
+    LOADING_REPORT,
+    build_model,
+    build_model_and_origins,
+    check_init_vocabulary,
+    vocabulary_size_error,
+)
 from kept.optim import (
-    ModelSource,
     OptimizerPlan,
-    ParameterOrigins,
     describe_derived,
-    kept_checkpoint_new_names,
     param_group_trainer,
     resolve_train_defaults,
+)
+from kept.resume import (  # noqa: E402,F401
+    TRAINING_SNAPSHOT,
+    check_resume_compatible,
+    complete_checkpoints,
+    prepare_checkpoints,
+    remove_incomplete_checkpoints,
+    training_snapshot,
 )
 from kept.rundir import (
     RunPaths,
     atomic_write_json,
     is_main_process,
-    path_fingerprint,
-    read_json,
-    require,
     run_paths,
 )
 from kept.scale import resolve_warmup
-
-TRAINING_SNAPSHOT = "kept_training.json"
-#: logs/ file: which parameters are new vs loaded (with counts), the optimizer plan, the derived defaults.
-LOADING_REPORT = "loading_report.json"
-INDEX_KEY = "__index__"
 
 
 @dataclass
@@ -77,246 +83,6 @@ class PretrainResult:
 
 
 # ------------------------------------------------------------------ deterministic data plumbing
-
-def with_index(dataset: Any, columns: Sequence[str]) -> Any:
-    """``dataset``'s ``columns`` (those it has) and each row's index as :data:`INDEX_KEY` (read by
-    :class:`BatchSeededCollator`)."""
-    dataset = dataset.select_columns([c for c in columns if c in dataset.column_names])
-    return dataset.add_column(INDEX_KEY, list(range(len(dataset))))
-
-
-def batch_seed(seed: int, indices: Sequence[int], salt: int = 0) -> int:
-    data = np.asarray([seed, salt, *indices], dtype=np.int64).tobytes()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-class BatchSeededCollator:
-    """Reseeds the masking collator's generator from (seed, batch indices) before every batch.
-
-    With ``total_batches`` (staged ERNIE, no DataLoader workers) it also sets the collator's training
-    progress from its own count of collated batches, which :class:`kept.callbacks.BatchCounter` starts at
-    ``global_step * gradient_accumulation_steps`` (also after a resume, where the Trainer skips the seen
-    batches without collating them): batch ``i`` always gets progress ``i / total_batches``, so staged
-    masking is exact across resumes too (a step callback would lag the DataLoader's prefetching).
-    """
-
-    def __init__(self, collator: Any, seed: int, salt: int = 0, total_batches: int | None = None) -> None:
-        self.collator = collator
-        self.seed = int(seed)
-        self.salt = int(salt)
-        self.total_batches = total_batches
-        self.batches_seen = 0
-
-    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        indices = [int(f[INDEX_KEY]) for f in features]
-        stripped = [{k: v for k, v in f.items() if k != INDEX_KEY} for f in features]
-        reseed_in_worker = getattr(self.collator, "_reseed_in_worker", None)
-        if reseed_in_worker is not None:  # let a DataLoader worker swap its generator first
-            reseed_in_worker()
-        self.collator.generator.manual_seed(batch_seed(self.seed, indices, self.salt))
-        if self.total_batches:
-            self.collator.set_progress(self.batches_seen / self.total_batches)
-            self.batches_seen += 1
-        return self.collator(stripped)
-
-
-# ------------------------------------------------------------------ checkpoints and resume checks
-
-def complete_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """Checkpoint dirs whose trainer_state.json (written last by the Trainer) is readable, oldest first."""
-    if not checkpoint_dir.exists():
-        return []
-    found = []
-    for path in checkpoint_dir.glob("checkpoint-*"):
-        suffix = path.name.split("-", 1)[1]
-        if not path.is_dir() or not suffix.isdigit():
-            continue
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        found.append((int(suffix), path))
-    return [p for _, p in sorted(found)]
-
-
-def remove_incomplete_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """Delete checkpoint dirs a killed process left half-written (no valid trainer_state.json)."""
-    complete = set(complete_checkpoints(checkpoint_dir))
-    removed = []
-    if checkpoint_dir.exists():
-        for path in checkpoint_dir.glob("checkpoint-*"):
-            if path.is_dir() and path not in complete:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
-    return removed
-
-
-def training_snapshot(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    config, _ = resolve_train_defaults(config)  # derived values compare as the values they resolve to
-    paths = run_paths(run_dir)
-    inputs = path_fingerprint([paths.encoded_train, paths.tokenizer])
-    if config.model.fusion:
-        inputs.update(path_fingerprint([paths.embeddings]))
-    return {"config": training_view(config),
-            "inputs": {str(Path(k).relative_to(run_dir)) if Path(k).is_relative_to(run_dir) else k: v
-                       for k, v in inputs.items()}}
-
-
-def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
-    """Refuse to resume checkpoints made with a configuration or data that changes training."""
-    paths = run_paths(run_dir)
-    snapshot_file = paths.checkpoints / TRAINING_SNAPSHOT
-    if not complete_checkpoints(paths.checkpoints) or not snapshot_file.exists():
-        return
-    saved = read_json(snapshot_file, "training snapshot")
-    current = training_snapshot(config, run_dir)
-    keys = changed_keys(saved.get("config", {}), current["config"])
-    if keys:
-        details = ", ".join(f"{k}: {saved['config'].get(k, '<unset>')!r} -> {current['config'].get(k, '<unset>')!r}"
-                            for k in keys[:8])
-        raise KeptError(f"the checkpoints were made with a different configuration ({details}"
-                        f"{', ...' if len(keys) > 8 else ''})", where=paths.checkpoints,
-                        fix="restore those values, or start over with --restart (deletes the checkpoints)")
-    changed_inputs = [k for k in set(saved.get("inputs", {})) | set(current["inputs"])
-                      if saved.get("inputs", {}).get(k) != current["inputs"].get(k)]
-    if changed_inputs:
-        raise KeptError(f"the checkpoints were made from other data ({', '.join(sorted(changed_inputs))} changed "
-                        "since)", where=paths.checkpoints,
-                        fix="start over with --restart (deletes the checkpoints)")
-
-
-# ------------------------------------------------------------------ model
-
-def _embedding_dim(path: Path) -> tuple[int, int]:
-    from fusion.entity_table import read_safetensors_header
-
-    header, _ = read_safetensors_header(path)
-    info = header.get("entity_embeddings")
-    if info is None:
-        raise KeptError("no 'entity_embeddings' tensor", where=path, fix="re-run `kept kg embed RUN_DIR`")
-    rows, dim = info["shape"]
-    return int(rows), int(dim)
-
-
-def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]) -> Any:
-    """KeptForPreTraining from a preset, a previous stage (init_from) or a BERT checkpoint."""
-    return build_model_and_origins(config, run_dir, tokenizer, log)[0]
-
-
-def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]
-                            ) -> tuple[Any, ParameterOrigins]:
-    """:func:`build_model` and which of its parameters are new (randomly initialised) and which loaded
-    (from init_from or, for a trainable entity table, from the KG embeddings). Parameters that start
-    from random are drawn from ``train.seed``, also when the rest comes from a checkpoint."""
-    import torch
-    from fusion import KeptConfig, KeptForPreTraining
-
-    paths = run_paths(run_dir)
-    mcfg = config.model
-    overrides = dict(mcfg.overrides)
-    if mcfg.fusion:  # the joint KG head's fields (kept.joint_kg)
-        overrides.update(joint_kg.model_overrides(config, run_dir))
-    overrides.update(replaced_entity.model_overrides(config))  # the WKLM head's weight when its swaps are on
-    entity_rows = entity_dim = None
-    if mcfg.fusion:
-        require(paths.embeddings, "KG embeddings (kg/embeddings.safetensors)",
-                "run `kept kg embed RUN_DIR`, or set model.fusion: false")
-        entity_rows, entity_dim = _embedding_dim(paths.embeddings)
-        if "entity_dim" in overrides and int(overrides["entity_dim"]) != entity_dim:
-            raise KeptError(f"model.overrides.entity_dim {overrides['entity_dim']} != KG embedding dim {entity_dim}",
-                            where="model.overrides.entity_dim", fix=f"set it to {entity_dim} or remove it")
-    if not mcfg.fusion:
-        overrides["dea_weight"] = 0.0
-    init_from = resolve_init_from(mcfg.init_from, config.runs_dir)
-    source: ModelSource
-    unused: list[str]
-    tied: list[str]
-    if init_from is None:
-        kwargs = dict(overrides)
-        kwargs.setdefault("vocab_size", len(tokenizer))
-        kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or 0)
-        if entity_dim is not None:
-            kwargs["entity_dim"] = entity_dim
-            heads = kwargs.get("num_entity_attention_heads")
-            if heads is None:
-                from fusion import PRESETS
-
-                heads = PRESETS[mcfg.preset].get("num_entity_attention_heads", 4)
-            if entity_dim % int(heads):
-                kwargs["num_entity_attention_heads"] = next(h for h in (4, 2, 1) if entity_dim % h == 0)
-        kwargs["max_position_embeddings"] = max(int(kwargs.get("max_position_embeddings", 512)),
-                                                config.encode.max_length)
-        model_config = KeptConfig.from_preset(mcfg.preset, **kwargs)
-        torch.manual_seed(config.train.seed)
-        model = KeptForPreTraining(model_config)
-        new_names, source, unused, tied = {n for n, _ in model.named_parameters()}, "scratch", [], []
-        log(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
-    else:
-        check_init_vocabulary(init_from, tokenizer)
-        if mcfg.preset != "tiny":  # the default says nothing; a chosen preset that cannot apply is said
-            log(f"model.preset {mcfg.preset} ignored: the init_from checkpoint gives the sizes "
-                "(set KeptConfig options through model.overrides)")
-        model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
-        torch.manual_seed(config.train.seed)  # the parameters the checkpoint lacks start from this seed
-        if model_type == "kept":
-            model = KeptForPreTraining.from_pretrained(str(init_from), trust_remote_code=False, **overrides)
-            new_names, source, unused, tied = kept_checkpoint_new_names(model, init_from), "kept", [], []
-            log(f"model: continued from {init_from}")
-        else:
-            if entity_dim is not None:
-                overrides["entity_dim"] = entity_dim
-            model, report = KeptForPreTraining.from_bert(str(init_from), **overrides)
-            new_names, source, unused, tied = set(report.new), "bert", report.unused, report.tied
-            log(f"model: initialised from BERT: {report.summary()}")
-        if model.config.vocab_size != len(tokenizer):
-            raise vocabulary_size_error(model.config.vocab_size, len(tokenizer))
-        if mcfg.fusion and int(model.config.entity_dim) != entity_dim:
-            raise KeptError(f"init_from checkpoint has entity_dim {model.config.entity_dim} but the KG embeddings "
-                            f"have {entity_dim}", where="model.init_from",
-                            fix=f"embed the KG with dim {model.config.entity_dim} (kg.dim) or start from another "
-                                "checkpoint")
-        if not mcfg.fusion:
-            model.config.dea_weight = 0.0
-    if mcfg.fusion:
-        model.load_entity_table(paths.embeddings, trainable=not mcfg.freeze_entity_table)
-        log(f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})")
-        joint_kg.init_relations(model, config, run_dir, log)
-    origins = ParameterOrigins.from_model(model, new_names, source, init_from, unused=unused, tied=tied)
-    log(origins.summary())
-    return model, origins
-
-
-#: What to do when init_from's vocabulary is not the run tokenizer's.
-INIT_TOKENIZER_FIX = "use the tokenizer of that checkpoint (leave tokenizer.base_model unset and re-run `kept encode`)"
-
-
-def vocabulary_size_error(checkpoint_size: int, run_size: int) -> KeptError:
-    return KeptError(f"init_from checkpoint has a vocabulary of {checkpoint_size} tokens but the run's tokenizer "
-                     f"has {run_size}", where="model.init_from", fix=INIT_TOKENIZER_FIX)
-
-
-def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
-    """Refuse an init_from checkpoint whose saved tokenizer (tokenizer files or vocab.txt) maps some id to
-    another token than the run's tokenizer: the embeddings would be read for the wrong tokens. Same size is
-    not enough (two swapped tokens). A checkpoint without a tokenizer is checked by size only."""
-    from kept.tokenizer import saved_vocabulary, vocabulary_by_id, vocabulary_differences
-
-    theirs = saved_vocabulary(init_from)
-    if theirs is None:
-        return
-    ours = vocabulary_by_id(tokenizer.get_vocab())
-    if len(ours) != len(theirs):
-        raise vocabulary_size_error(len(theirs), len(ours))
-    differing = vocabulary_differences(ours, theirs)
-    if differing:
-        first = differing[0]
-        raise KeptError(f"init_from checkpoint's vocabulary differs from the run's tokenizer at token id"
-                        f"{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} (id {first} is "
-                        f"{theirs[first]!r} in the checkpoint, {ours[first]!r} in the run)", where="model.init_from",
-                        fix=INIT_TOKENIZER_FIX)
-
-
-# ------------------------------------------------------------------ the recipe
 
 def resolve_bf16(value: bool | str) -> bool:
     import torch
@@ -457,22 +223,6 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
 #: The encoded columns the collators read (the last two only with encode.sentence_pairs).
 COLUMNS: tuple[str, ...] = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids",
                             "token_type_ids", "sentence_order_label")
-
-
-def prepare_checkpoints(config: RunConfig, run_dir: Path, restart: bool) -> str | None:
-    """The checkpoint to resume, or None: ``restart`` deletes them all, a half-written one is removed, and
-    checkpoints made with another training configuration or data are refused (see check_resume_compatible)."""
-    paths = run_paths(run_dir)
-    if restart and is_main_process() and paths.checkpoints.exists():
-        shutil.rmtree(paths.checkpoints)
-    if is_main_process():
-        remove_incomplete_checkpoints(paths.checkpoints)
-    check_resume_compatible(config, run_dir)
-    checkpoints = complete_checkpoints(paths.checkpoints)
-    if not checkpoints:
-        return None
-    check_resume_state(checkpoints[-1])
-    return str(checkpoints[-1])
 
 
 def masking_collators(config: RunConfig, tokenizer: Any, run_dir: Path) -> tuple[Any, Any, list[Any]]:

@@ -31,7 +31,8 @@ def pretrain_command(
     """Train KeptForPreTraining on encoded/ with the masking collator; resume from checkpoints."""
     quiet_libraries()
     from kept.config import resolve_run_config
-    from kept.pretrain import check_resume_compatible, pretrain_run
+    from kept.pretrain import pretrain_run
+    from kept.resume import check_resume_compatible
     from kept.rundir import RunLock, is_main_process
 
     bf16_value: Any = None

@@ -95,7 +95,7 @@ def snapshot(config: RunConfig, teacher: RunPaths) -> dict[str, Any]:
 
 def check_resume(out: RunPaths, current: dict[str, Any]) -> None:
     file = out.checkpoints / SNAPSHOT_FILE
-    from kept.pretrain import complete_checkpoints
+    from kept.resume import complete_checkpoints
 
     if not complete_checkpoints(out.checkpoints) or not file.exists():
         return
@@ -113,21 +113,16 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     import torch
     from transformers import TrainingArguments
 
+    from kept.batches import INDEX_KEY, BatchSeededCollator
     from kept.callbacks import HistoryCallback
     from kept.checkpoints import check_resume_state
     from kept.distill.losses import layer_map
     from kept.distill.student import build_student, load_teacher
     from kept.distill.trainer import DistillationModel, distillation_trainer
     from kept.encode import load_encoded
-    from kept.pretrain import (
-        INDEX_KEY,
-        BatchSeededCollator,
-        complete_checkpoints,
-        last_logged,
-        remove_incomplete_checkpoints,
-        resolve_bf16,
-    )
     from kept.evaluate import untrained_mlm_head
+    from kept.pretrain import last_logged, resolve_bf16
+    from kept.resume import complete_checkpoints, remove_incomplete_checkpoints
     from kept.tokenizer import load_run_tokenizer
     from masking import KnowledgeMaskingCollator
 

@@ -146,7 +146,7 @@ def _load_bert_dir(directory: Path, tokenizer: Any, overrides: dict[str, Any], e
 
     from kept.config import check_checkpoint_dir
     from kept.evaluate.common import quiet_from_pretrained
-    from kept.pretrain import check_init_vocabulary
+    from kept.model_build import check_init_vocabulary
 
     where = "distill.student"
     try:
