@@ -29,12 +29,11 @@ import numpy as np
 from masking.align import (
     Segmenter,
     _align_flat,
-    _anchor,
-    _char_word_ids,
     _check_spans,
     _join_texts,
     _span_arrays,
 )
+from masking.char_words import _anchor, _char_word_ids
 from masking.errors import MaskingError
 from masking.spans import Span
 

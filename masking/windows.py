@@ -92,7 +92,8 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
     segmenter)``; a short document is its own single window, unchanged; the segmenter returned knows
     the words of the windows already (:class:`KnownWords`), None when ``segmenter`` is None.
     """
-    from masking.align import _align_flat, _anchor, _char_word_ids, _join_texts, _span_arrays
+    from masking.align import _align_flat, _join_texts, _span_arrays
+    from masking.char_words import _anchor, _char_word_ids
 
     capacity = max_length - tokenizer.num_special_tokens_to_add()
     enc = tokenizer(list(texts), add_special_tokens=False, truncation=False, return_offsets_mapping=True,
