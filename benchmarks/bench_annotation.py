@@ -40,8 +40,11 @@ def load_texts() -> tuple[list[dict], object, list[str] | None, str]:
         print(f"(wikipedia sample unavailable: {error}; using FewRel)", file=sys.stderr)
         path = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fewrel" / "val_nyt.json"
         data = json.loads(path.read_text())
-        docs = [{"id": f"{r}-{i}", "title": "", "text": " ".join(x["tokens"]), "spans": []}
-                for r, items in data.items() for i, x in enumerate(items)]
+        docs = [
+            {"id": f"{r}-{i}", "title": "", "text": " ".join(x["tokens"]), "spans": []}
+            for r, items in data.items()
+            for i, x in enumerate(items)
+        ]
         return docs, None, None, "fewrel nyt"
 
 
@@ -51,7 +54,9 @@ def paragraphs(docs: list[dict], limit: int) -> list[dict]:
     for doc in docs:
         for paragraph in doc["text"].split("\n"):
             if paragraph.strip() and total < limit:
-                subset.append({"id": f"{doc['id']}-{len(subset)}", "title": doc["title"], "text": paragraph, "spans": []})
+                subset.append(
+                    {"id": f"{doc['id']}-{len(subset)}", "title": doc["title"], "text": paragraph, "spans": []}
+                )
                 total += len(paragraph.split())
     return subset
 
@@ -90,8 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--words", type=int, default=40_000, help="words of text for the NER measurements")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--scaling-words", type=int, default=150_000,
-                        help="words of text for the num_proc 1 -> 2 scaling (large enough to amortise worker start-up)")
+    parser.add_argument(
+        "--scaling-words",
+        type=int,
+        default=150_000,
+        help="words of text for the num_proc 1 -> 2 scaling (large enough to amortise worker start-up)",
+    )
     parser.add_argument("--skip-scaling", action="store_true")
     args = parser.parse_args()
 
@@ -100,8 +109,8 @@ def main() -> None:
 
     from masking import AnnotationConfig, GazetteerDetector, annotate
     from masking.annotator import clear_detector_cache
-    from masking.documents import documents_from_records
     from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_name
+    from masking.documents import documents_from_records
 
     datasets.disable_progress_bars()
     docs, alias_index, labels, source = load_texts()
@@ -111,7 +120,12 @@ def main() -> None:
     n_words = words(texts)
     dataset = documents_from_records(subset)
     rows: list[tuple[str, str]] = []
-    result: dict[str, object] = {"clock": "process CPU time (scaling: wall)", "texts": source, "ner_words": n_words, "ner_texts": len(texts)}
+    result: dict[str, object] = {
+        "clock": "process CPU time (scaling: wall)",
+        "texts": source,
+        "ner_words": n_words,
+        "ner_texts": len(texts),
+    }
 
     # 1. NER: ours vs bare nlp.pipe
     model = str(resolve_model_name("en_core_web_sm"))
@@ -120,22 +134,34 @@ def main() -> None:
     batch = 64
     list(nlp_ner.pipe(texts[:50], batch_size=batch))  # warm up
     config = AnnotationConfig.from_names("ner", batch_size=batch, map_batch_size=256)
-    timed = interleaved({
-        "bare": lambda: [d.ents for d in nlp_ner.pipe(texts, batch_size=batch)],
-        "ours": lambda: annotate(dataset, config, alias_index, entity_labels=labels, nlp=nlp_ner,
-                                 load_from_cache_file=False),
-    }, args.repeat)
+    timed = interleaved(
+        {
+            "bare": lambda: [d.ents for d in nlp_ner.pipe(texts, batch_size=batch)],
+            "ours": lambda: annotate(
+                dataset, config, alias_index, entity_labels=labels, nlp=nlp_ner, load_from_cache_file=False
+            ),
+        },
+        args.repeat,
+    )
     bare_same, ours = timed["bare"], timed["ours"]
     bare_full = best_time(lambda: [d.ents for d in nlp_full.pipe(texts, batch_size=batch)], 1)
     overhead = ours / bare_same - 1
-    result.update({"bare_nlp_pipe_ner_s": round(bare_same, 3), "ours_ner_s": round(ours, 3),
-                   "ner_overhead": round(overhead, 4), "bare_full_pipeline_s": round(bare_full, 3),
-                   "ours_vs_full_pipeline_speedup": round(bare_full / ours, 3),
-                   "ours_ner_words_per_s": round(n_words / ours)})
-    rows += [("bare nlp.pipe, ner only (s)", f"{bare_same:.2f}  ({n_words / bare_same:,.0f} words/s)"),
-             ("ours: annotate(ner) (s)", f"{ours:.2f}  ({n_words / ours:,.0f} words/s)"),
-             ("  overhead vs bare (goal <= 10%)", f"{overhead * 100:+.1f}%"),
-             ("bare nlp.pipe, full pipeline (s)", f"{bare_full:.2f}  (ours is {bare_full / ours:.2f}x faster)")]
+    result.update(
+        {
+            "bare_nlp_pipe_ner_s": round(bare_same, 3),
+            "ours_ner_s": round(ours, 3),
+            "ner_overhead": round(overhead, 4),
+            "bare_full_pipeline_s": round(bare_full, 3),
+            "ours_vs_full_pipeline_speedup": round(bare_full / ours, 3),
+            "ours_ner_words_per_s": round(n_words / ours),
+        }
+    )
+    rows += [
+        ("bare nlp.pipe, ner only (s)", f"{bare_same:.2f}  ({n_words / bare_same:,.0f} words/s)"),
+        ("ours: annotate(ner) (s)", f"{ours:.2f}  ({n_words / ours:,.0f} words/s)"),
+        ("  overhead vs bare (goal <= 10%)", f"{overhead * 100:+.1f}%"),
+        ("bare nlp.pipe, full pipeline (s)", f"{bare_full:.2f}  (ours is {bare_full / ours:.2f}x faster)"),
+    ]
 
     # 2. gazetteer-only path
     if alias_index is not None:
@@ -146,19 +172,26 @@ def main() -> None:
         detector_ci_s = best_time(lambda: gazetteer_ci.detect(all_texts), args.repeat + 1)
         full = documents_from_records([{**d, "spans": []} for d in docs])
         gconfig = AnnotationConfig.from_names("gazetteer")
-        pipeline_s = best_time(lambda: annotate(full, gconfig, alias_index, entity_labels=labels,
-                                                load_from_cache_file=False), args.repeat)
+        pipeline_s = best_time(
+            lambda: annotate(full, gconfig, alias_index, entity_labels=labels, load_from_cache_file=False), args.repeat
+        )
         spacy_gazetteer = GazetteerDetector(alias_index, labels=labels, backend="spacy")
         spacy_s = best_time(lambda: spacy_gazetteer.detect(all_texts), 1)
-        result.update({"gazetteer_words": all_words,
-                       "gazetteer_detector_words_per_s": round(all_words / detector_s),
-                       "gazetteer_detector_ci_words_per_s": round(all_words / detector_ci_s),
-                       "gazetteer_annotate_words_per_s": round(all_words / pipeline_s),
-                       "gazetteer_spacy_phrasematcher_words_per_s": round(all_words / spacy_s)})
-        rows += [("gazetteer detector, fast path (goal >= 1M)", f"{all_words / detector_s:,.0f} words/s"),
-                 ("  case-insensitive", f"{all_words / detector_ci_s:,.0f} words/s"),
-                 ("gazetteer via annotate() (datasets+stats)", f"{all_words / pipeline_s:,.0f} words/s"),
-                 ("spaCy blank + PhraseMatcher backend", f"{all_words / spacy_s:,.0f} words/s")]
+        result.update(
+            {
+                "gazetteer_words": all_words,
+                "gazetteer_detector_words_per_s": round(all_words / detector_s),
+                "gazetteer_detector_ci_words_per_s": round(all_words / detector_ci_s),
+                "gazetteer_annotate_words_per_s": round(all_words / pipeline_s),
+                "gazetteer_spacy_phrasematcher_words_per_s": round(all_words / spacy_s),
+            }
+        )
+        rows += [
+            ("gazetteer detector, fast path (goal >= 1M)", f"{all_words / detector_s:,.0f} words/s"),
+            ("  case-insensitive", f"{all_words / detector_ci_s:,.0f} words/s"),
+            ("gazetteer via annotate() (datasets+stats)", f"{all_words / pipeline_s:,.0f} words/s"),
+            ("spaCy blank + PhraseMatcher backend", f"{all_words / spacy_s:,.0f} words/s"),
+        ]
 
     # 3. num_proc scaling (wall clock) on a corpus large enough to amortise starting the workers
     if not args.skip_scaling:
@@ -182,25 +215,42 @@ def main() -> None:
                 if wall < walls[num_proc]:
                     walls[num_proc], cpus[num_proc] = wall, cpu
         speedup = walls[1] / walls[2]
-        result.update({"scaling_words": scaling_words, "scaling_texts": len(scaling_texts),
-                       "num_proc_1_s": round(walls[1], 3), "num_proc_2_s": round(walls[2], 3),
-                       "num_proc_1_cpu_s": round(cpus[1], 3), "num_proc_2_cpu_s": round(cpus[2], 3),
-                       "num_proc_speedup": round(speedup, 3), "num_proc_2_larger_shard_word_share": round(share, 4),
-                       "num_proc_2_contiguous_blocks_word_share": round(contiguous_share, 4),
-                       "num_proc_2_ceiling": round(1 / share, 3)})
-        rows += [(f"annotate(ner) num_proc=1, {scaling_words:,} words (wall s)",
-                  f"{walls[1]:.2f}  ({scaling_words / walls[1]:,.0f} words/s; CPU {cpus[1]:.2f} s)"),
-                 (f"annotate(ner) num_proc=2, {scaling_words:,} words (wall s)",
-                  f"{walls[2]:.2f}  ({scaling_words / walls[2]:,.0f} words/s; CPU {cpus[2]:.2f} s)  "
-                  f"{speedup:.2f}x"),
-                 ("  larger worker's share of the words (ceiling)", f"{share * 100:.1f}%  ({1 / share:.2f}x)"),
-                 ("  same with contiguous row blocks (datasets' split)",
-                  f"{contiguous_share * 100:.1f}%  ({1 / contiguous_share:.2f}x)")]
+        result.update(
+            {
+                "scaling_words": scaling_words,
+                "scaling_texts": len(scaling_texts),
+                "num_proc_1_s": round(walls[1], 3),
+                "num_proc_2_s": round(walls[2], 3),
+                "num_proc_1_cpu_s": round(cpus[1], 3),
+                "num_proc_2_cpu_s": round(cpus[2], 3),
+                "num_proc_speedup": round(speedup, 3),
+                "num_proc_2_larger_shard_word_share": round(share, 4),
+                "num_proc_2_contiguous_blocks_word_share": round(contiguous_share, 4),
+                "num_proc_2_ceiling": round(1 / share, 3),
+            }
+        )
+        rows += [
+            (
+                f"annotate(ner) num_proc=1, {scaling_words:,} words (wall s)",
+                f"{walls[1]:.2f}  ({scaling_words / walls[1]:,.0f} words/s; CPU {cpus[1]:.2f} s)",
+            ),
+            (
+                f"annotate(ner) num_proc=2, {scaling_words:,} words (wall s)",
+                f"{walls[2]:.2f}  ({scaling_words / walls[2]:,.0f} words/s; CPU {cpus[2]:.2f} s)  {speedup:.2f}x",
+            ),
+            ("  larger worker's share of the words (ceiling)", f"{share * 100:.1f}%  ({1 / share:.2f}x)"),
+            (
+                "  same with contiguous row blocks (datasets' split)",
+                f"{contiguous_share * 100:.1f}%  ({1 / contiguous_share:.2f}x)",
+            ),
+        ]
 
     width = max(len(r[0]) for r in rows)
-    print(f"annotation benchmark on {source}: {len(texts)} texts / {n_words:,} words for NER "
-          f"(CPU seconds of this process, best of {args.repeat}; scaling: wall-clock seconds, best of {args.repeat}; "
-          f"load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"annotation benchmark on {source}: {len(texts)} texts / {n_words:,} words for NER "
+        f"(CPU seconds of this process, best of {args.repeat}; scaling: wall-clock seconds, best of {args.repeat}; "
+        f"load average {os.getloadavg()[0]:.1f})"
+    )
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
     print(json.dumps(result))

@@ -61,8 +61,10 @@ def main() -> None:
     rows = {"id": [d["id"] for d in sample.documents], "text": texts, "spans": [d["spans"] for d in sample.documents]}
     dataset = datasets.Dataset.from_dict(rows)
     chars = sum(map(len, texts))
-    config = AnnotationConfig(detectors=[{"type": "pos_ner"}, {"type": "pos_phrase"}, {"type": "gazetteer"},
-                                         {"type": "gold"}], segmenter="jieba")
+    config = AnnotationConfig(
+        detectors=[{"type": "pos_ner"}, {"type": "pos_phrase"}, {"type": "gazetteer"}, {"type": "gold"}],
+        segmenter="jieba",
+    )
     segmenter = build_segmenter("jieba")
     tokenizer = train_wordpiece(texts, vocab_size=8000, min_frequency=2)
     labels = sample.graph.entity_labels
@@ -79,8 +81,9 @@ def main() -> None:
 
     def annotation() -> None:
         clear_detector_cache()  # the POS detectors keep the tags of recent texts: every run tags afresh
-        out, _ = annotate_with_stats(dataset, config, sample.alias_index, entity_labels=labels,
-                                     load_from_cache_file=False)
+        out, _ = annotate_with_stats(
+            dataset, config, sample.alias_index, entity_labels=labels, load_from_cache_file=False
+        )
         annotated[:] = [out]
 
     def encoding() -> None:
@@ -94,12 +97,19 @@ def main() -> None:
     t_ann = best_of(args.repeat, annotation)
     t_enc = best_of(args.repeat, encoding)
     bare = t_cut + t_pos
-    result = {"documents": len(texts), "characters": chars, "jieba_lcut_s": round(t_cut, 4),
-              "jieba_posseg_s": round(t_pos, 4), "annotate_s": round(t_ann, 4), "encode_s": round(t_enc, 4),
-              "ratio_annotate_to_posseg": round(t_ann / t_pos, 3),
-              "ratio_encode_to_lcut": round(t_enc / t_cut, 3),
-              "ratio_pipeline_to_bare_jieba": round((t_ann + t_enc) / bare, 3),
-              "chars_per_s_pipeline": round(chars / (t_ann + t_enc)), "chars_per_s_bare_jieba": round(chars / bare)}
+    result = {
+        "documents": len(texts),
+        "characters": chars,
+        "jieba_lcut_s": round(t_cut, 4),
+        "jieba_posseg_s": round(t_pos, 4),
+        "annotate_s": round(t_ann, 4),
+        "encode_s": round(t_enc, 4),
+        "ratio_annotate_to_posseg": round(t_ann / t_pos, 3),
+        "ratio_encode_to_lcut": round(t_enc / t_cut, 3),
+        "ratio_pipeline_to_bare_jieba": round((t_ann + t_enc) / bare, 3),
+        "chars_per_s_pipeline": round(chars / (t_ann + t_enc)),
+        "chars_per_s_bare_jieba": round(chars / bare),
+    }
     print(f"{len(texts)} paragraphs, {chars} characters; best of {args.repeat}")
     print(f"  bare jieba.lcut           {t_cut:8.3f} s")
     print(f"  bare jieba.posseg.lcut    {t_pos:8.3f} s")

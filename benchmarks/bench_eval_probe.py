@@ -28,9 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def load_model_and_tokenizer():
     from transformers import AutoTokenizer
 
-    from kept.checkpoints import offline_checkpoint_dir
-
     from fusion import KeptForMaskedLM, KeptForPreTraining
+    from kept.checkpoints import offline_checkpoint_dir
 
     bert_dir = str(offline_checkpoint_dir("minilm-l6"))
     tokenizer = AutoTokenizer.from_pretrained(bert_dir)
@@ -57,11 +56,18 @@ def reference_probe(model, tokenizer, queries) -> list[float]:
         for query in queries:
             scores = []
             for pieces in query.pieces:
-                ids = [tokenizer.cls_token_id] + query.prompt + [tokenizer.mask_token_id] * len(pieces) + period \
+                ids = (
+                    [tokenizer.cls_token_id]
+                    + query.prompt
+                    + [tokenizer.mask_token_id] * len(pieces)
+                    + period
                     + [tokenizer.sep_token_id]
-                logits = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits
+                )
+                logits = model(
+                    input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
+                ).logits
                 start = 1 + len(query.prompt)
-                log_probs = torch.log_softmax(logits[0, start:start + len(pieces)].float(), dim=-1)
+                log_probs = torch.log_softmax(logits[0, start : start + len(pieces)].float(), dim=-1)
                 scores.append(float(log_probs[torch.arange(len(pieces)), torch.tensor(pieces)].sum()))
             ranks.append(float(ranks_from_scores(torch.tensor([scores], dtype=torch.float64), torch.tensor([0]))[0]))
     return ranks
@@ -76,9 +82,18 @@ def reference_cloze(model, tokenizer, rows, items, context: int) -> tuple[float,
     exact = pieces_right = pieces = 0
     with torch.no_grad():
         for item in items:
-            ids, _, positions, gold = _build(item, rows[item.row], tokenizer.mask_token_id, context, False,
-                                             tokenizer.cls_token_id, tokenizer.sep_token_id)
-            logits = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits
+            ids, _, positions, gold = _build(
+                item,
+                rows[item.row],
+                tokenizer.mask_token_id,
+                context,
+                False,
+                tokenizer.cls_token_id,
+                tokenizer.sep_token_id,
+            )
+            logits = model(
+                input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
+            ).logits
             predicted = logits[0, positions].argmax(dim=-1).tolist()
             hits = sum(int(p == g) for p, g in zip(predicted, gold))
             exact += int(hits == len(gold))
@@ -100,11 +115,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the aggregator layers are newly initialised
-    from kg.wikipedia import load_wikipedia_sample
-    from masking.align import encode_with_units
-
     from kept.evaluate.cloze import evaluate_cloze, find_mentions, select_items
     from kept.evaluate.probe import ProbeFacts, _queries, evaluate_probe, held_out_triples, relation_words
+    from kg.wikipedia import load_wikipedia_sample
+    from masking.align import encode_with_units
 
     model, tokenizer = load_model_and_tokenizer()
     sample = load_wikipedia_sample(max_documents=args.documents)
@@ -112,9 +126,13 @@ def main() -> None:
     triples = [tuple(t) for t in graph.triples.tolist()]
     labels = [label or name for label, name in zip(graph.entity_labels, graph.entities)]
     relation_labels = getattr(graph, "relation_labels", graph.relations)
-    facts = ProbeFacts(labels, [relation_words(n, l) for n, l in zip(graph.relations, relation_labels)],
-                       list(graph.relations), triples,
-                       [triples[i] for i in held_out_triples(len(triples), 0.5, seed=0)])
+    facts = ProbeFacts(
+        labels,
+        [relation_words(n, label) for n, label in zip(graph.relations, relation_labels)],
+        list(graph.relations),
+        triples,
+        [triples[i] for i in held_out_triples(len(triples), 0.5, seed=0)],
+    )
 
     # --- KG probe: KEPT batched vs one forward per candidate
     kwargs = dict(max_facts=args.facts, max_candidates=args.candidates, max_pieces=6, filtered=True, seed=0)
@@ -144,23 +162,45 @@ def main() -> None:
     cloze_single_s = time.perf_counter() - started
     same_cloze = (batched["accuracy"], batched["piece_accuracy"]) == single
 
-    print(f"KG probe: {len(queries)} facts, {candidates} candidates; entity cloze: {batched['num_mentions']} mentions; "
-          f"torch threads {args.threads}")
+    print(
+        f"KG probe: {len(queries)} facts, {candidates} candidates; entity cloze: {batched['num_mentions']} mentions; "
+        f"torch threads {args.threads}"
+    )
     print(f"{'task':<34}{'seconds':>10}{'items/s':>12}{'speed-up':>10}")
     print(f"{'probe, one forward per candidate':<34}{ref_probe_s:>10.2f}{candidates / ref_probe_s:>12.1f}{1.0:>9.1f}x")
-    print(f"{'probe, KEPT (by length, batched)':<34}{kept_probe_s:>10.2f}{candidates / kept_probe_s:>12.1f}"
-          f"{ref_probe_s / kept_probe_s:>9.1f}x")
-    print(f"{'cloze, one mention, full logits':<34}{cloze_single_s:>10.2f}{batched['num_mentions'] / cloze_single_s:>12.1f}{1.0:>9.1f}x")
-    print(f"{'cloze, KEPT (batched, masks only)':<34}{cloze_batched_s:>10.2f}{batched['num_mentions'] / cloze_batched_s:>12.1f}"
-          f"{cloze_single_s / cloze_batched_s:>9.1f}x")
+    print(
+        f"{'probe, KEPT (by length, batched)':<34}{kept_probe_s:>10.2f}{candidates / kept_probe_s:>12.1f}"
+        f"{ref_probe_s / kept_probe_s:>9.1f}x"
+    )
+    print(
+        f"{'cloze, one mention, full logits':<34}{cloze_single_s:>10.2f}{batched['num_mentions'] / cloze_single_s:>12.1f}{1.0:>9.1f}x"
+    )
+    print(
+        f"{'cloze, KEPT (batched, masks only)':<34}{cloze_batched_s:>10.2f}{batched['num_mentions'] / cloze_batched_s:>12.1f}"
+        f"{cloze_single_s / cloze_batched_s:>9.1f}x"
+    )
     print(f"same probe MRR: {same_probe} ({kept['mrr']:.4f} vs {ref_mrr:.4f}); same cloze figures: {same_cloze}")
-    print(json.dumps({
-        "benchmark": "evaluate", "facts": len(queries), "candidates": candidates, "mentions": batched["num_mentions"],
-        "threads": args.threads, "probe_reference_s": round(ref_probe_s, 3), "probe_kept_s": round(kept_probe_s, 3),
-        "probe_speedup": round(ref_probe_s / kept_probe_s, 2), "cloze_single_s": round(cloze_single_s, 3),
-        "cloze_batched_s": round(cloze_batched_s, 3), "cloze_speedup": round(cloze_single_s / cloze_batched_s, 2),
-        "probe_mrr": kept["mrr"], "reference_mrr": ref_mrr, "same_probe": same_probe, "same_cloze": same_cloze,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "evaluate",
+                "facts": len(queries),
+                "candidates": candidates,
+                "mentions": batched["num_mentions"],
+                "threads": args.threads,
+                "probe_reference_s": round(ref_probe_s, 3),
+                "probe_kept_s": round(kept_probe_s, 3),
+                "probe_speedup": round(ref_probe_s / kept_probe_s, 2),
+                "cloze_single_s": round(cloze_single_s, 3),
+                "cloze_batched_s": round(cloze_batched_s, 3),
+                "cloze_speedup": round(cloze_single_s / cloze_batched_s, 2),
+                "probe_mrr": kept["mrr"],
+                "reference_mrr": ref_mrr,
+                "same_probe": same_probe,
+                "same_cloze": same_cloze,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

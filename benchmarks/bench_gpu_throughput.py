@@ -41,10 +41,14 @@ def plain_bert(config: object) -> nn.Module:
     """The reference: BertForMaskedLM as deep as KEPT's T + K layers, same width and vocabulary."""
     from transformers import BertConfig, BertForMaskedLM
 
-    bert = BertConfig(vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-                      num_hidden_layers=config.num_hidden_layers + config.num_knowledge_layers,
-                      num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
-                      max_position_embeddings=config.max_position_embeddings)
+    bert = BertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers + config.num_knowledge_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+    )
     return BertForMaskedLM(bert)
 
 
@@ -96,11 +100,16 @@ def main() -> None:
         masked = torch.rand(b, length, generator=g) < 0.15
         labels = torch.where(masked, input_ids, torch.full_like(input_ids, -100))
         aligned = torch.rand(b, length, generator=g) < args.entity_fraction
-        entity_ids = torch.where(aligned, torch.randint(0, args.entities, (b, length), generator=g),
-                                 torch.full_like(input_ids, -1))
-        batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
-                 "entity_ids": entity_ids,
-                 "entity_labels": torch.where(aligned, entity_ids, torch.full_like(input_ids, -100))}
+        entity_ids = torch.where(
+            aligned, torch.randint(0, args.entities, (b, length), generator=g), torch.full_like(input_ids, -1)
+        )
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "labels": labels,
+            "entity_ids": entity_ids,
+            "entity_labels": torch.where(aligned, entity_ids, torch.full_like(input_ids, -100)),
+        }
         if args.bert or args.no_fusion:
             batch = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -134,20 +143,37 @@ def main() -> None:
     mfu = achieved_tflops / args.peak_tflops
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-    print(f"# {variant} {args.preset} ({config.num_hidden_layers} T + {config.num_knowledge_layers} K layers), "
-          f"bf16 autocast, batch {b} x seq {length}, {args.entities} entities (CPU table), "
-          f"{'compiled' if args.compile else 'eager'}, {name}")
+    print(
+        f"# {variant} {args.preset} ({config.num_hidden_layers} T + {config.num_knowledge_layers} K layers), "
+        f"bf16 autocast, batch {b} x seq {length}, {args.entities} entities (CPU table), "
+        f"{'compiled' if args.compile else 'eager'}, {name}"
+    )
     print(f"{'step s':>10}{'tokens/s':>12}{'TFLOP/s':>10}{'MFU':>8}")
     print(f"{elapsed / args.steps:>10.4f}{tokens_per_s:>12.0f}{achieved_tflops:>10.1f}{mfu:>8.3f}")
-    print(json.dumps({
-        "benchmark": "gpu_throughput", "skipped": False, "device": name, "preset": args.preset,
-        "variant": variant, "batch": b, "seq_len": length, "steps": args.steps, "compiled": args.compile,
-        "step_s": round(elapsed / args.steps, 4), "tokens_per_s": round(tokens_per_s, 1),
-        "matmul_params": params, "flops_per_token": flops_per_token,
-        "achieved_tflops": round(achieved_tflops, 2), "peak_tflops": args.peak_tflops, "mfu": round(mfu, 4),
-        "peak_gpu_memory_gib": round(peak_mem, 2) if peak_mem is not None else None,
-        "final_loss": round(last_loss, 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "gpu_throughput",
+                "skipped": False,
+                "device": name,
+                "preset": args.preset,
+                "variant": variant,
+                "batch": b,
+                "seq_len": length,
+                "steps": args.steps,
+                "compiled": args.compile,
+                "step_s": round(elapsed / args.steps, 4),
+                "tokens_per_s": round(tokens_per_s, 1),
+                "matmul_params": params,
+                "flops_per_token": flops_per_token,
+                "achieved_tflops": round(achieved_tflops, 2),
+                "peak_tflops": args.peak_tflops,
+                "mfu": round(mfu, 4),
+                "peak_gpu_memory_gib": round(peak_mem, 2) if peak_mem is not None else None,
+                "final_loss": round(last_loss, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

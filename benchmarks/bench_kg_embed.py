@@ -17,7 +17,6 @@ import statistics
 import time
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="umls")
@@ -42,8 +41,11 @@ def main() -> None:
     def ours() -> tuple[float, float, dict[str, float]]:
         start, cpu = time.perf_counter(), time.process_time()
         result = train_embeddings(load_pykeen_dataset(args.dataset), config)
-        return (time.perf_counter() - start, time.process_time() - cpu,
-                {k: result.metrics[k] for k in ("mrr", "hits_at_1", "hits_at_10")})
+        return (
+            time.perf_counter() - start,
+            time.process_time() - cpu,
+            {k: result.metrics[k] for k in ("mrr", "hits_at_1", "hits_at_10")},
+        )
 
     def plain() -> tuple[float, float, dict[str, float]]:
         start, cpu = time.perf_counter(), time.process_time()
@@ -68,23 +70,46 @@ def main() -> None:
     mrr_diff = abs(metrics["kept"]["mrr"] - metrics["pykeen"]["mrr"])
     hits_diff = abs(metrics["kept"]["hits_at_10"] - metrics["pykeen"]["hits_at_10"])
 
-    print(f"TransE on {args.dataset}: dim {args.dim}, {args.epochs} epochs, batch {config.batch_size}, "
-          f"lr {config.learning_rate}, seed {args.seed}, {args.threads} torch thread(s), {args.repeats} alternating runs")
+    print(
+        f"TransE on {args.dataset}: dim {args.dim}, {args.epochs} epochs, batch {config.batch_size}, "
+        f"lr {config.learning_rate}, seed {args.seed}, {args.threads} torch thread(s), {args.repeats} alternating runs"
+    )
     print(f"{'':22}{'wall s':>8}{'cpu s':>8}{'wall runs s':>36}{'MRR':>9}{'hits@1':>9}{'hits@10':>9}")
     for name, label in (("kept", "kg.train_embeddings"), ("pykeen", "pykeen pipeline")):
         runs = ", ".join(f"{t:.2f}" for t in times[name])
         m = metrics[name]
-        print(f"{label:22}{median[name]:>8.2f}{cpu_median[name]:>8.2f}{runs:>36}"
-              f"{m['mrr']:>9.4f}{m['hits_at_1']:>9.4f}{m['hits_at_10']:>9.4f}")
-    print(f"median time ratio kept/pykeen: wall {ratio:.3f}, cpu {cpu_ratio:.3f} (goal <= 1.05); "
-          f"|MRR diff| = {mrr_diff:.2e}; |hits@10 diff| = {hits_diff:.2e}")
-    print(json.dumps({"benchmark": "kg_embed", "dataset": args.dataset, "model": "TransE", "dim": args.dim,
-                      "epochs": args.epochs, "seed": args.seed, "repeats": args.repeats,
-                      "kept_median_s": round(median["kept"], 3), "pykeen_median_s": round(median["pykeen"], 3),
-                      "time_ratio": round(ratio, 4), "kept_cpu_median_s": round(cpu_median["kept"], 3),
-                      "pykeen_cpu_median_s": round(cpu_median["pykeen"], 3), "cpu_time_ratio": round(cpu_ratio, 4),
-                      "goal_ratio": 1.05, "mrr_kept": metrics["kept"]["mrr"],
-                      "mrr_pykeen": metrics["pykeen"]["mrr"], "mrr_abs_diff": mrr_diff, "hits_at_10_abs_diff": hits_diff}))
+        print(
+            f"{label:22}{median[name]:>8.2f}{cpu_median[name]:>8.2f}{runs:>36}"
+            f"{m['mrr']:>9.4f}{m['hits_at_1']:>9.4f}{m['hits_at_10']:>9.4f}"
+        )
+    print(
+        f"median time ratio kept/pykeen: wall {ratio:.3f}, cpu {cpu_ratio:.3f} (goal <= 1.05); "
+        f"|MRR diff| = {mrr_diff:.2e}; |hits@10 diff| = {hits_diff:.2e}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "kg_embed",
+                "dataset": args.dataset,
+                "model": "TransE",
+                "dim": args.dim,
+                "epochs": args.epochs,
+                "seed": args.seed,
+                "repeats": args.repeats,
+                "kept_median_s": round(median["kept"], 3),
+                "pykeen_median_s": round(median["pykeen"], 3),
+                "time_ratio": round(ratio, 4),
+                "kept_cpu_median_s": round(cpu_median["kept"], 3),
+                "pykeen_cpu_median_s": round(cpu_median["pykeen"], 3),
+                "cpu_time_ratio": round(cpu_ratio, 4),
+                "goal_ratio": 1.05,
+                "mrr_kept": metrics["kept"]["mrr"],
+                "mrr_pykeen": metrics["pykeen"]["mrr"],
+                "mrr_abs_diff": mrr_diff,
+                "hits_at_10_abs_diff": hits_diff,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,12 +44,45 @@ DATA_FILES = {"nyt": "val_nyt.json", "pubmed": "val_pubmed.json"}
 #: cpu fine-tunes 6 epochs: with 3 the dev macro-F1 was still rising steeply at the last epoch (one seed at
 #: 0.09 after epoch 1) and the fine-tuning's spread over seeds (0.64-0.81) hid any pretraining effect.
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"steps": 10, "batch": 8, "max_length": 64, "relations": 4, "per_relation": 24, "seeds": [0, 1],
-              "epochs": 1, "warmup": 4, "cloze": 64, "probe": 40, "kg_epochs": 5},
-    "cpu": {"steps": 60, "batch": 16, "max_length": 64, "relations": 8, "per_relation": 50, "seeds": [0, 1, 2],
-            "epochs": 6, "warmup": 20, "cloze": 128, "probe": 100, "kg_epochs": 30},
-    "gpu": {"steps": 2000, "batch": 32, "max_length": 96, "relations": 16, "per_relation": 100,
-            "seeds": [0, 1, 2, 3, 4], "epochs": 5, "warmup": 300, "cloze": 1000, "probe": 500, "kg_epochs": 100},
+    "smoke": {
+        "steps": 10,
+        "batch": 8,
+        "max_length": 64,
+        "relations": 4,
+        "per_relation": 24,
+        "seeds": [0, 1],
+        "epochs": 1,
+        "warmup": 4,
+        "cloze": 64,
+        "probe": 40,
+        "kg_epochs": 5,
+    },
+    "cpu": {
+        "steps": 60,
+        "batch": 16,
+        "max_length": 64,
+        "relations": 8,
+        "per_relation": 50,
+        "seeds": [0, 1, 2],
+        "epochs": 6,
+        "warmup": 20,
+        "cloze": 128,
+        "probe": 100,
+        "kg_epochs": 30,
+    },
+    "gpu": {
+        "steps": 2000,
+        "batch": 32,
+        "max_length": 96,
+        "relations": 16,
+        "per_relation": 100,
+        "seeds": [0, 1, 2, 3, 4],
+        "epochs": 5,
+        "warmup": 300,
+        "cloze": 1000,
+        "probe": 500,
+        "kg_epochs": 100,
+    },
 }
 
 
@@ -83,9 +116,12 @@ def split_fewrel(source: Path, out: Path, relations: int, per_relation: int, see
         (out / "pid2name.json").write_bytes(names.read_bytes())
     corpus_entities = {e[k][1] for es in corpus.values() for e in es for k in ("h", "t")}
     task_mentions = [e[k][1] for es in task.values() for e in es for k in ("h", "t")]
-    return {"corpus_sentences": sum(len(v) for v in corpus.values()), "task_sentences": len(task_mentions) // 2,
-            "task_relations": len(task), "task_entities_in_kg": round(
-                sum(m in corpus_entities for m in task_mentions) / max(1, len(task_mentions)), 3)}
+    return {
+        "corpus_sentences": sum(len(v) for v in corpus.values()),
+        "task_sentences": len(task_mentions) // 2,
+        "task_relations": len(task),
+        "task_entities_in_kg": round(sum(m in corpus_entities for m in task_mentions) / max(1, len(task_mentions)), 3),
+    }
 
 
 def compare_yaml(work: Path, size: dict[str, Any], checkpoint: Path) -> str:
@@ -97,36 +133,36 @@ name: knowledge_gain
 runs_dir: {work}
 data:
   source: fewrel
-  corpus: {work / 'pretrain.json'}
-kg: {{model: TransE, dim: 64, epochs: {s['kg_epochs']}, batch_size: 512, learning_rate: 0.02}}
+  corpus: {work / "pretrain.json"}
+kg: {{model: TransE, dim: 64, epochs: {s["kg_epochs"]}, batch_size: 512, learning_rate: 0.02}}
 annotation:
   detectors: [{{type: gazetteer}}, {{type: gold}}]
 tokenizer: {{base_model: {checkpoint}}}
-encode: {{max_length: {s['max_length']}, validation_fraction: 0.1, seed: 0}}
+encode: {{max_length: {s["max_length"]}, validation_fraction: 0.1, seed: 0}}
 masking: {{strategy: entity, mlm_probability: 0.15}}
 model: {{fusion: true, init_from: {checkpoint}}}
 train:
-  max_steps: {s['steps']}
-  batch_size: {s['batch']}
+  max_steps: {s["steps"]}
+  batch_size: {s["batch"]}
   seed: 0
-  new_params_warmup_steps: {s['warmup']}
-  eval_steps: {s['steps']}
-  save_steps: {s['steps']}
-  logging_steps: {max(1, s['steps'] // 10)}
+  new_params_warmup_steps: {s["warmup"]}
+  eval_steps: {s["steps"]}
+  save_steps: {s["steps"]}
+  logging_steps: {max(1, s["steps"] // 10)}
   save_total_limit: 1
 eval:
   mlm: {{max_examples: 128}}
   typing: {{enabled: false}}
-  cloze: {{max_mentions: {s['cloze']}}}
-  probe: {{max_facts: {s['probe']}, max_candidates: 50, relation_labels: {work / 'pid2name.json'}}}
-  relation: {{data: {work / 'relation.json'}, max_relations: {s['relations']}, max_per_relation: {s['per_relation']},
-             epochs: {s['epochs']}, max_length: {s['max_length']}}}
+  cloze: {{max_mentions: {s["cloze"]}}}
+  probe: {{max_facts: {s["probe"]}, max_candidates: 50, relation_labels: {work / "pid2name.json"}}}
+  relation: {{data: {work / "relation.json"}, max_relations: {s["relations"]}, max_per_relation: {s["per_relation"]},
+             epochs: {s["epochs"]}, max_length: {s["max_length"]}}}
 compare:
   strategies: [token, entity]
   fusion: [false, true]
   seeds: [{seeds}]
   reference: true
-  out: {work / 'compare'}
+  out: {work / "compare"}
 """
 
 
@@ -156,17 +192,30 @@ def main() -> None:
     seconds = round(time.time() - started, 1)
     runs = {variant: [plan.out / r for r in rs] for variant, rs in result.runs.items()}
     figures = ("relation.macro_f1", "relation.accuracy", "cloze.accuracy", "probe.mrr", "mlm.token.accuracy")
-    summary: dict[str, Any] = {"benchmark": "knowledge_gain", "size": args.size, "data": args.data, **data,
-                               "steps": size["steps"], "seeds": size["seeds"], "seconds": seconds,
-                               "device": "cuda" if torch.cuda.is_available() else "cpu", "variants": {}}
+    summary: dict[str, Any] = {
+        "benchmark": "knowledge_gain",
+        "size": args.size,
+        "data": args.data,
+        **data,
+        "steps": size["steps"],
+        "seeds": size["seeds"],
+        "seconds": seconds,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "variants": {},
+    }
     for baseline in ("token", "reference"):
         against = compare_runs(runs, baseline=baseline, bootstrap=plan.section.bootstrap)
         for variant in against.variants:
             row = summary["variants"].setdefault(variant, {})
             for metric in figures:
                 stat = against.table[variant].get(metric)
-                cell = row.setdefault(metric, {"mean": None if stat is None else round(stat.mean, 4),
-                                               "std": None if stat is None else round(stat.std, 4)})
+                cell = row.setdefault(
+                    metric,
+                    {
+                        "mean": None if stat is None else round(stat.mean, 4),
+                        "std": None if stat is None else round(stat.std, 4),
+                    },
+                )
                 difference = against.differences.get(variant, {}).get(metric)
                 if difference is not None:
                     cell[f"delta_vs_{baseline}"] = round(difference.delta, 4)

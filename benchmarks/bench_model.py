@@ -74,11 +74,17 @@ def make_batch(batch: int, length: int, num_entities: int, seed: int) -> dict[st
     input_ids = torch.where(masked, torch.full_like(input_ids, 103), input_ids)
     aligned = torch.rand(batch, length, generator=g) < 0.10
     aligned[:, 0] = aligned[:, -1] = False
-    entity_ids = torch.where(aligned, torch.randint(0, num_entities, (batch, length), generator=g),
-                             torch.full_like(input_ids, -1))
+    entity_ids = torch.where(
+        aligned, torch.randint(0, num_entities, (batch, length), generator=g), torch.full_like(input_ids, -1)
+    )
     entity_labels = torch.where(aligned, entity_ids, torch.full_like(input_ids, -100))
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
-            "entity_ids": entity_ids, "entity_labels": entity_labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": labels,
+        "entity_ids": entity_ids,
+        "entity_labels": entity_labels,
+    }
 
 
 def redraw_entities(batch: dict[str, torch.Tensor], num_entities: int, seed: int) -> dict[str, torch.Tensor]:
@@ -107,8 +113,9 @@ def static_slots(entity_ids: torch.Tensor, multiple: int = 8) -> int:
     return max(multiple, -(-most // multiple) * multiple)
 
 
-def compiled_vs_eager(config: KeptConfig, table: Path, batch: dict[str, torch.Tensor], warmup: int, steps: int
-                      ) -> dict[str, float]:
+def compiled_vs_eager(
+    config: KeptConfig, table: Path, batch: dict[str, torch.Tensor], warmup: int, steps: int
+) -> dict[str, float]:
     """Median step of KeptForPreTraining eager (dynamic slots) vs torch.compile(fullgraph=True) (static slots),
     same initial weights, interleaved; the first compiled call (tracing + code generation) timed apart."""
     models, optimizers = [], []
@@ -130,9 +137,13 @@ def compiled_vs_eager(config: KeptConfig, table: Path, batch: dict[str, torch.Te
             if i >= warmup:
                 times[j].append(t)
     eager_s, compiled_s = statistics.median(times[0]), statistics.median(times[1])
-    return {"eager_step_s": round(eager_s, 4), "compiled_step_s": round(compiled_s, 4),
-            "compiled_vs_eager_ratio": round(compiled_s / eager_s, 3), "first_compiled_step_s": round(first_s, 1),
-            "max_entity_slots": models[1].config.max_entity_slots}
+    return {
+        "eager_step_s": round(eager_s, 4),
+        "compiled_step_s": round(compiled_s, 4),
+        "compiled_vs_eager_ratio": round(compiled_s / eager_s, 3),
+        "first_compiled_step_s": round(first_s, 1),
+        "max_entity_slots": models[1].config.max_entity_slots,
+    }
 
 
 def main() -> None:
@@ -144,24 +155,36 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--sizes", default="10000,100000,1000000,5000000")
     parser.add_argument("--workdir", default=None, help="where to write the tables (default: a temp dir)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the KEPT step under torch.compile(fullgraph=True) against eager")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the KEPT step under torch.compile(fullgraph=True) against eager",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
 
     from transformers import BertConfig, BertForMaskedLM, BertModel
 
-    width = dict(vocab_size=VOCAB, hidden_size=256, num_attention_heads=4, intermediate_size=1024,
-                 max_position_embeddings=512)
+    width = dict(
+        vocab_size=VOCAB, hidden_size=256, num_attention_heads=4, intermediate_size=1024, max_position_embeddings=512
+    )
     tmp = tempfile.TemporaryDirectory(dir=args.workdir)
     workdir = Path(tmp.name)
     try:
         small = workdir / f"table_{sizes[0]}.safetensors"
         write_table(small, sizes[0])
         torch.manual_seed(0)
-        kept = KeptForPreTraining(KeptConfig(**width, num_hidden_layers=2, num_knowledge_layers=2, entity_dim=DIM,
-                                             num_entity_attention_heads=4, dea_num_negatives=100))
+        kept = KeptForPreTraining(
+            KeptConfig(
+                **width,
+                num_hidden_layers=2,
+                num_knowledge_layers=2,
+                entity_dim=DIM,
+                num_entity_attention_heads=4,
+                dea_num_negatives=100,
+            )
+        )
         kept.load_entity_table(small)
         bert = BertForMaskedLM(BertConfig(**width, num_hidden_layers=4, attn_implementation="sdpa"))
         kept.train()
@@ -181,9 +204,11 @@ def main() -> None:
                 bert_times.append(tb)
         kept_s, bert_s = statistics.median(kept_times), statistics.median(bert_times)
         ratio = kept_s / bert_s
-        print(f"# 1. training step, batch {args.batch} x seq {args.length}, hidden 256, 4 layers, "
-              f"{n_aligned} aligned entities ({100 * n_aligned / batch['input_ids'].numel():.1f}% of tokens), "
-              f"{args.threads} thread(s), median of {args.steps}")
+        print(
+            f"# 1. training step, batch {args.batch} x seq {args.length}, hidden 256, 4 layers, "
+            f"{n_aligned} aligned entities ({100 * n_aligned / batch['input_ids'].numel():.1f}% of tokens), "
+            f"{args.threads} thread(s), median of {args.steps}"
+        )
         print(f"{'model':<40}{'step s':>10}")
         print(f"{'BertForMaskedLM (4 layers)':<40}{bert_s:>10.4f}")
         print(f"{'KeptForPreTraining (2 T + 2 K layers)':<40}{kept_s:>10.4f}")
@@ -195,8 +220,9 @@ def main() -> None:
         torch.manual_seed(0)
         kept_enc = KeptModel(kept.config, add_pooling_layer=False)
         kept_enc.load_entity_table(small)
-        bert_enc = BertModel(BertConfig(**width, num_hidden_layers=4, attn_implementation="sdpa"),
-                             add_pooling_layer=False)
+        bert_enc = BertModel(
+            BertConfig(**width, num_hidden_layers=4, attn_implementation="sdpa"), add_pooling_layer=False
+        )
         enc_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "entity_ids")}
         bert_inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
         enc_opts = [torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (kept_enc, bert_enc)]
@@ -223,8 +249,10 @@ def main() -> None:
             print(f"{'KeptForPreTraining eager':<40}{compile_result['eager_step_s']:>10.4f}")
             print(f"{'KeptForPreTraining compiled (fullgraph)':<40}{compile_result['compiled_step_s']:>10.4f}")
             print(f"{'ratio compiled / eager':<40}{compile_result['compiled_vs_eager_ratio']:>10.3f}")
-            print(f"(first compiled step {compile_result['first_compiled_step_s']} s; "
-                  f"max_entity_slots {compile_result['max_entity_slots']})")
+            print(
+                f"(first compiled step {compile_result['first_compiled_step_s']} s; "
+                f"max_entity_slots {compile_result['max_entity_slots']})"
+            )
             gc.collect()
 
         # 2. entity table scaling: all tables open at once, steps round-robin over them (drift hits all equally)
@@ -246,21 +274,32 @@ def main() -> None:
                 if i >= args.warmup:
                     times[size].append(t)
         mem = proc_memory_mb()
-        scaling = [{"entities": size, "table_mb": round(tables[size].path.stat().st_size / 2**20, 1),
-                    "step_s": round(statistics.median(times[size]), 4)} for size in sizes]
-        memory = {"rss_before_mb": round(base_mem["VmRSS"], 1), "rss_after_mb": round(mem["VmRSS"], 1),
-                  "rss_anon_growth_mb": round(mem["RssAnon"] - warm_mem["RssAnon"], 1),
-                  "rss_file_growth_mb": round(mem["RssFile"] - base_mem["RssFile"], 1),
-                  "tables_total_mb": round(sum(row["table_mb"] for row in scaling), 1)}
+        scaling = [
+            {
+                "entities": size,
+                "table_mb": round(tables[size].path.stat().st_size / 2**20, 1),
+                "step_s": round(statistics.median(times[size]), 4),
+            }
+            for size in sizes
+        ]
+        memory = {
+            "rss_before_mb": round(base_mem["VmRSS"], 1),
+            "rss_after_mb": round(mem["VmRSS"], 1),
+            "rss_anon_growth_mb": round(mem["RssAnon"] - warm_mem["RssAnon"], 1),
+            "rss_file_growth_mb": round(mem["RssFile"] - base_mem["RssFile"], 1),
+            "tables_total_mb": round(sum(row["table_mb"] for row in scaling), 1),
+        }
         first = scaling[0]["step_s"]
         print(f"\n# 2. frozen memory-mapped entity table (dim {DIM}), step time and host memory")
         print(f"{'entities':>10}{'table MiB':>11}{'step s':>9}{'ratio':>7}")
         for row in scaling:
             row["ratio_vs_smallest"] = round(row["step_s"] / first, 3)
             print(f"{row['entities']:>10}{row['table_mb']:>11}{row['step_s']:>9.4f}{row['ratio_vs_smallest']:>7.3f}")
-        print(f"host memory over the table steps: RSS {memory['rss_before_mb']} -> {memory['rss_after_mb']} MiB; "
-              f"anonymous (heap, after warm-up) {memory['rss_anon_growth_mb']:+} MiB, file-backed (mapped table pages) "
-              f"{memory['rss_file_growth_mb']:+} MiB of {memory['tables_total_mb']} MiB of tables")
+        print(
+            f"host memory over the table steps: RSS {memory['rss_before_mb']} -> {memory['rss_after_mb']} MiB; "
+            f"anonymous (heap, after warm-up) {memory['rss_anon_growth_mb']:+} MiB, file-backed (mapped table pages) "
+            f"{memory['rss_file_growth_mb']:+} MiB of {memory['tables_total_mb']} MiB of tables"
+        )
         largest = scaling[-1]
         result = {
             "benchmark": "fusion_model",

@@ -37,10 +37,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 #: MLM steps (ELECTRA gets steps / FLOPs ratio), batch, max_length, documents, probe points, probe sequences.
 SIZES: dict[str, dict[str, Any]] = {
-    "cpu": {"steps": 240, "batch": 8, "max_length": 64, "documents": 12, "points": 3, "probe_rows": 96,
-            "kg_epochs": 5},
-    "gpu": {"steps": 3000, "batch": 64, "max_length": 128, "documents": 107, "points": 6, "probe_rows": 1024,
-            "kg_epochs": 50},
+    "cpu": {"steps": 240, "batch": 8, "max_length": 64, "documents": 12, "points": 3, "probe_rows": 96, "kg_epochs": 5},
+    "gpu": {
+        "steps": 3000,
+        "batch": 64,
+        "max_length": 128,
+        "documents": 107,
+        "points": 6,
+        "probe_rows": 1024,
+        "kg_epochs": 50,
+    },
 }
 
 
@@ -54,9 +60,17 @@ def base_config(size: dict[str, Any], name: str) -> dict[str, Any]:
         "encode": {"max_length": size["max_length"], "validation_fraction": 0.15, "seed": 0},
         "masking": {"strategy": "entity", "seed": 0},
         "model": {"preset": "tiny", "fusion": False},
-        "train": {"max_steps": size["steps"], "batch_size": size["batch"], "learning_rate": 5e-4,
-                  "warmup_steps": max(1, size["steps"] // 10), "seed": 0, "logging_steps": 10,
-                  "eval_steps": size["steps"], "save_steps": 100000, "report_to": []},
+        "train": {
+            "max_steps": size["steps"],
+            "batch_size": size["batch"],
+            "learning_rate": 5e-4,
+            "warmup_steps": max(1, size["steps"] // 10),
+            "seed": 0,
+            "logging_steps": 10,
+            "eval_steps": size["steps"],
+            "save_steps": 100000,
+            "report_to": [],
+        },
     }
 
 
@@ -93,8 +107,10 @@ def entity_probe(encoder: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
 
     def closure() -> Any:
         optimizer.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(train_x @ w + b, train_y, pos_weight=balance) \
+        loss = (
+            torch.nn.functional.binary_cross_entropy_with_logits(train_x @ w + b, train_y, pos_weight=balance)
             + 1e-3 * w.pow(2).sum()
+        )
         loss.backward()
         return loss
 
@@ -107,12 +123,16 @@ def entity_probe(encoder: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
         recall = tp / max(float(gold.sum()), 1.0)
         f1 = 2 * precision * recall / max(precision + recall, 1e-9)
         balanced = 0.5 * (recall + float(((1 - predicted) * (1 - gold)).sum()) / max(float((1 - gold).sum()), 1.0))
-        return {"probe_accuracy": balanced, "probe_f1": f1,
-                "entity_share": float(gold.mean())}
+        return {"probe_accuracy": balanced, "probe_f1": f1, "entity_share": float(gold.mean())}
 
 
-def probe_callback(rows: list[dict[str, Any]], at_steps: list[int], flops_per_step: float,
-                   records: list[dict[str, Any]], objective: str) -> Any:
+def probe_callback(
+    rows: list[dict[str, Any]],
+    at_steps: list[int],
+    flops_per_step: float,
+    records: list[dict[str, Any]],
+    objective: str,
+) -> Any:
     from transformers import TrainerCallback
 
     class Probe(TrainerCallback):
@@ -121,9 +141,15 @@ def probe_callback(rows: list[dict[str, Any]], at_steps: list[int], flops_per_st
                 encoder = getattr(model, "discriminator", model).kept
                 last = next((e for e in reversed(state.log_history) if "loss" in e), {})
                 own = {k: last[k] for k in ("mlm_loss", "generator_mlm_loss", "rtd_loss", "rtd_accuracy") if k in last}
-                records.append({"objective": objective, "step": state.global_step,
-                                "pflops": state.global_step * flops_per_step / 1e15,
-                                **entity_probe(encoder, rows), **own})
+                records.append(
+                    {
+                        "objective": objective,
+                        "step": state.global_step,
+                        "pflops": state.global_step * flops_per_step / 1e15,
+                        **entity_probe(encoder, rows),
+                        **own,
+                    }
+                )
             return control
 
     return Probe()
@@ -171,24 +197,43 @@ def main() -> None:
         per_step = flops[objective] * tokens_per_step
         torch.manual_seed(0)
         begun = time.time()
-        pretrain_run(run_dir, run_config, restart=True, progress=False,
-                     extra_callbacks=[probe_callback(rows, points, per_step, records, objective)])
+        pretrain_run(
+            run_dir,
+            run_config,
+            restart=True,
+            progress=False,
+            extra_callbacks=[probe_callback(rows, points, per_step, records, objective)],
+        )
         timings[objective] = round(time.time() - begun, 1)
 
-    print(f"analytic training FLOPs per token: MLM {flops['mlm'] / 1e6:.2f}M, ELECTRA {flops['electra'] / 1e6:.2f}M "
-          f"(ratio {flops['ratio']:.3f}); steps: MLM {plans['mlm']}, ELECTRA {plans['electra']}")
+    print(
+        f"analytic training FLOPs per token: MLM {flops['mlm'] / 1e6:.2f}M, ELECTRA {flops['electra'] / 1e6:.2f}M "
+        f"(ratio {flops['ratio']:.3f}); steps: MLM {plans['mlm']}, ELECTRA {plans['electra']}"
+    )
     print(f"{'objective':<9} {'step':>5} {'PFLOPs':>9} {'probe acc':>9} {'probe F1':>8}  own objective")
     for r in records:
-        own = ", ".join(f"{k}={r[k]:.3f}" for k in ("mlm_loss", "generator_mlm_loss", "rtd_loss", "rtd_accuracy")
-                        if k in r)
-        print(f"{r['objective']:<9} {r['step']:>5} {r['pflops']:>9.5f} {r['probe_accuracy']:>9.3f} "
-              f"{r['probe_f1']:>8.3f}  {own}")
+        own = ", ".join(
+            f"{k}={r[k]:.3f}" for k in ("mlm_loss", "generator_mlm_loss", "rtd_loss", "rtd_accuracy") if k in r
+        )
+        print(
+            f"{r['objective']:<9} {r['step']:>5} {r['pflops']:>9.5f} {r['probe_accuracy']:>9.3f} "
+            f"{r['probe_f1']:>8.3f}  {own}"
+        )
     finals = {o: next(r for r in reversed(records) if r["objective"] == o) for o in plans}
     ratios = {k: finals["electra"][k] / max(finals["mlm"][k], 1e-9) for k in ("pflops", "probe_accuracy", "probe_f1")}
     print("ELECTRA / MLM at the end of equal budgets: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
-    print(json.dumps({"size": args.size, "flops_per_token": flops, "steps": plans, "records": records,
-                      "ratios_at_end": ratios, "seconds": {"prepare": round(prepared_s, 1), **timings,
-                                                           "total": round(time.time() - started, 1)}}))
+    print(
+        json.dumps(
+            {
+                "size": args.size,
+                "flops_per_token": flops,
+                "steps": plans,
+                "records": records,
+                "ratios_at_end": ratios,
+                "seconds": {"prepare": round(prepared_s, 1), **timings, "total": round(time.time() - started, 1)},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

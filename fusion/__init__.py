@@ -40,8 +40,21 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "BertLoadReport", "ENTITY_TABLE_FILE", "EntityTable", "FusionError", "KeptConfig", "KeptForMaskedLM",
-    "KeptForPreTraining", "KeptForPreTrainingOutput", "KeptForRelationClassification",
-    "KeptForSequenceClassification", "KeptModel", "KeptModelOutput", "KeptPreTrainedModel", "load_from_bert",
-    "LoadReport", "open_table", "PRESETS",
+    "BertLoadReport",
+    "ENTITY_TABLE_FILE",
+    "EntityTable",
+    "FusionError",
+    "KeptConfig",
+    "KeptForMaskedLM",
+    "KeptForPreTraining",
+    "KeptForPreTrainingOutput",
+    "KeptForRelationClassification",
+    "KeptForSequenceClassification",
+    "KeptModel",
+    "KeptModelOutput",
+    "KeptPreTrainedModel",
+    "load_from_bert",
+    "LoadReport",
+    "open_table",
+    "PRESETS",
 ]

@@ -13,20 +13,49 @@ from fusion.kg_link import KG_INTERACTIONS, KG_LOSSES
 # Presets. "base" follows ERNIE-THU (BERT-base width, 6 T + 6 K layers, 100-d TransE entities,
 # 4 entity attention heads, BERT's intermediate size for the fused layer).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_knowledge_layers=2, num_attention_heads=4,
-                 intermediate_size=256, entity_dim=32, num_entity_attention_heads=4,
-                 max_position_embeddings=512, dea_num_negatives=16),
-    "base": dict(hidden_size=768, num_hidden_layers=6, num_knowledge_layers=6, num_attention_heads=12,
-                 intermediate_size=3072, entity_dim=100, num_entity_attention_heads=4,
-                 max_position_embeddings=512, dea_num_negatives=100),
-    "large": dict(hidden_size=1024, num_hidden_layers=12, num_knowledge_layers=12, num_attention_heads=16,
-                  intermediate_size=4096, entity_dim=100, num_entity_attention_heads=4,
-                  max_position_embeddings=512, dea_num_negatives=100),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_knowledge_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        entity_dim=32,
+        num_entity_attention_heads=4,
+        max_position_embeddings=512,
+        dea_num_negatives=16,
+    ),
+    "base": dict(
+        hidden_size=768,
+        num_hidden_layers=6,
+        num_knowledge_layers=6,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        entity_dim=100,
+        num_entity_attention_heads=4,
+        max_position_embeddings=512,
+        dea_num_negatives=100,
+    ),
+    "large": dict(
+        hidden_size=1024,
+        num_hidden_layers=12,
+        num_knowledge_layers=12,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        entity_dim=100,
+        num_entity_attention_heads=4,
+        max_position_embeddings=512,
+        dea_num_negatives=100,
+    ),
 }
 # The original ERNIE-THU everywhere KEPT differs (see KeptConfig's "ERNIE-THU options"), at base sizes.
 # Pair it with ``MaskingConfig(dea_replace="distinct")`` (run YAML: ``masking: {dea_replace: distinct}``).
-ERNIE_THU_OPTIONS: dict[str, Any] = dict(first_knowledge_layer="mix", entity_bias_at="all", entity_mask_cls=True,
-                                         dea_null_candidate=True, dea_num_negatives=0)
+ERNIE_THU_OPTIONS: dict[str, Any] = dict(
+    first_knowledge_layer="mix",
+    entity_bias_at="all",
+    entity_mask_cls=True,
+    dea_null_candidate=True,
+    dea_num_negatives=0,
+)
 PRESETS["ernie_thu"] = {**PRESETS["base"], **ERNIE_THU_OPTIONS}
 FIRST_KNOWLEDGE_LAYERS: tuple[str, ...] = ("norm", "mix")
 ENTITY_BIAS_AT: tuple[str, ...] = ("aligned", "all")
@@ -136,36 +165,66 @@ class KeptConfig(PreTrainedConfig):
 
     def validate_sizes(self) -> None:
         """Raise FusionError when head counts do not divide the widths or a size is not positive."""
-        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "entity_dim",
-                     "num_entity_attention_heads", "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "entity_dim",
+            "num_entity_attention_heads",
+            "max_position_embeddings",
+        ):
             if int(getattr(self, name)) <= 0:
-                raise FusionError(f"{name} must be positive, got {getattr(self, name)}",
-                                  where=f"KeptConfig.{name}", fix="Use a positive size.")
+                raise FusionError(
+                    f"{name} must be positive, got {getattr(self, name)}",
+                    where=f"KeptConfig.{name}",
+                    fix="Use a positive size.",
+                )
         for name in ("num_hidden_layers", "num_knowledge_layers", "entity_vocab_size", "dea_num_negatives"):
             if int(getattr(self, name)) < 0:
-                raise FusionError(f"{name} must be >= 0, got {getattr(self, name)}",
-                                  where=f"KeptConfig.{name}", fix="Use 0 or a positive number.")
+                raise FusionError(
+                    f"{name} must be >= 0, got {getattr(self, name)}",
+                    where=f"KeptConfig.{name}",
+                    fix="Use 0 or a positive number.",
+                )
         if self.max_entity_slots is not None and int(self.max_entity_slots) < 1:
-            raise FusionError(f"max_entity_slots must be >= 1 or None, got {self.max_entity_slots}",
-                              where="KeptConfig.max_entity_slots",
-                              fix="Use None (slots sized per batch) or a positive slot count.")
+            raise FusionError(
+                f"max_entity_slots must be >= 1 or None, got {self.max_entity_slots}",
+                where="KeptConfig.max_entity_slots",
+                fix="Use None (slots sized per batch) or a positive slot count.",
+            )
         if float(self.joint_kg_weight) < 0 or int(self.joint_kg_norm) < 1:
-            raise FusionError(f"joint_kg_weight must be >= 0 and joint_kg_norm >= 1, got {self.joint_kg_weight}, "
-                              f"{self.joint_kg_norm}", where="KeptConfig.joint_kg_weight", fix="Use 0 to turn it off.")
-        for name, allowed in (("first_knowledge_layer", FIRST_KNOWLEDGE_LAYERS), ("entity_bias_at", ENTITY_BIAS_AT),
-                              ("joint_kg_interaction", KG_INTERACTIONS), ("joint_kg_loss", KG_LOSSES)):
+            raise FusionError(
+                f"joint_kg_weight must be >= 0 and joint_kg_norm >= 1, got {self.joint_kg_weight}, "
+                f"{self.joint_kg_norm}",
+                where="KeptConfig.joint_kg_weight",
+                fix="Use 0 to turn it off.",
+            )
+        for name, allowed in (
+            ("first_knowledge_layer", FIRST_KNOWLEDGE_LAYERS),
+            ("entity_bias_at", ENTITY_BIAS_AT),
+            ("joint_kg_interaction", KG_INTERACTIONS),
+            ("joint_kg_loss", KG_LOSSES),
+        ):
             if getattr(self, name) not in allowed:
-                raise FusionError(f"{name} is {getattr(self, name)!r}", where=f"KeptConfig.{name}",
-                                  fix=f"Use one of: {', '.join(allowed)}.")
+                raise FusionError(
+                    f"{name} is {getattr(self, name)!r}",
+                    where=f"KeptConfig.{name}",
+                    fix=f"Use one of: {', '.join(allowed)}.",
+                )
         if self.hidden_size % self.num_attention_heads:
             raise FusionError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}",
-                where="KeptConfig.num_attention_heads", fix="Choose a head count that divides hidden_size.")
+                where="KeptConfig.num_attention_heads",
+                fix="Choose a head count that divides hidden_size.",
+            )
         if self.entity_dim % self.num_entity_attention_heads:
             raise FusionError(
                 f"entity_dim {self.entity_dim} is not a multiple of num_entity_attention_heads "
                 f"{self.num_entity_attention_heads}",
-                where="KeptConfig.num_entity_attention_heads", fix="Choose a head count that divides entity_dim.")
+                where="KeptConfig.num_entity_attention_heads",
+                fix="Choose a head count that divides entity_dim.",
+            )
 
     @property
     def num_total_layers(self) -> int:
@@ -173,11 +232,12 @@ class KeptConfig(PreTrainedConfig):
         return int(self.num_hidden_layers) + int(self.num_knowledge_layers)
 
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "KeptConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> KeptConfig:
         """``KeptConfig.from_preset("tiny"|"base"|"large"|"ernie_thu", **overrides)``."""
         if name not in PRESETS:
-            raise FusionError(f"unknown preset {name!r}", where="KeptConfig.from_preset",
-                              fix=f"Use one of: {', '.join(PRESETS)}.")
+            raise FusionError(
+                f"unknown preset {name!r}", where="KeptConfig.from_preset", fix=f"Use one of: {', '.join(PRESETS)}."
+            )
         values = dict(PRESETS[name])
         values.update(overrides)
         return cls(**values)

@@ -39,16 +39,21 @@ def read_safetensors_header(path: str | Path) -> tuple[dict, int]:
         with open(path, "rb") as handle:
             raw = handle.read(8)
             if len(raw) != 8:
-                raise FusionError("file is too short to be safetensors", where=path,
-                                  fix="Export the table with kg.save_embeddings.")
+                raise FusionError(
+                    "file is too short to be safetensors", where=path, fix="Export the table with kg.save_embeddings."
+                )
             (length,) = struct.unpack("<Q", raw)
             header = json.loads(handle.read(length))
     except FileNotFoundError:
-        raise FusionError("entity table file not found", where=path,
-                          fix="Pass the path of kg/embeddings.safetensors (run the kg embed stage first).") from None
+        raise FusionError(
+            "entity table file not found",
+            where=path,
+            fix="Pass the path of kg/embeddings.safetensors (run the kg embed stage first).",
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError, struct.error):
-        raise FusionError("not a safetensors file (bad header)", where=path,
-                          fix="Export the table with kg.save_embeddings.") from None
+        raise FusionError(
+            "not a safetensors file (bad header)", where=path, fix="Export the table with kg.save_embeddings."
+        ) from None
     return header, 8 + length
 
 
@@ -58,23 +63,35 @@ def open_table(path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True) -> t
     header, data_start = read_safetensors_header(path)
     if key not in header:
         keys = sorted(k for k in header if k != "__metadata__")
-        raise FusionError(f"tensor {key!r} not in the file (has: {', '.join(keys) or 'nothing'})", where=path,
-                          fix="Pass key= with the name of the entity embedding tensor.")
+        raise FusionError(
+            f"tensor {key!r} not in the file (has: {', '.join(keys) or 'nothing'})",
+            where=path,
+            fix="Pass key= with the name of the entity embedding tensor.",
+        )
     info = header[key]
     shape = tuple(int(s) for s in info["shape"])
     if len(shape) != 2:
-        raise FusionError(f"tensor {key!r} has shape {list(shape)}, expected [num_entities, dim]", where=path,
-                          fix="Export a 2-D entity embedding matrix.")
+        raise FusionError(
+            f"tensor {key!r} has shape {list(shape)}, expected [num_entities, dim]",
+            where=path,
+            fix="Export a 2-D entity embedding matrix.",
+        )
     dtype = info["dtype"]
     if dtype not in _NUMPY_DTYPES:
-        raise FusionError(f"tensor {key!r} has dtype {dtype}, expected a float type", where=path,
-                          fix="Export the table as F32, F16 or BF16.")
+        raise FusionError(
+            f"tensor {key!r} has dtype {dtype}, expected a float type",
+            where=path,
+            fix="Export the table as F32, F16 or BF16.",
+        )
     np_dtype, view_as = _NUMPY_DTYPES[dtype]
     begin, end = (int(x) for x in info["data_offsets"])
     expected = int(np.prod(shape)) * np.dtype(np_dtype).itemsize
     if end - begin != expected:
-        raise FusionError(f"tensor {key!r} data has {end - begin} bytes, expected {expected}", where=path,
-                          fix="The file is truncated or corrupt: export it again.")
+        raise FusionError(
+            f"tensor {key!r} data has {end - begin} bytes, expected {expected}",
+            where=path,
+            fix="The file is truncated or corrupt: export it again.",
+        )
     array: np.ndarray
     if shape[0] == 0:
         array = np.zeros(shape, dtype=np_dtype)
@@ -119,7 +136,7 @@ class EntityTable:
         return int(self.weight.shape[1])
 
     @classmethod
-    def open(cls, path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True) -> "EntityTable":
+    def open(cls, path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True) -> EntityTable:
         return cls(weight=open_table(path, key=key, mmap=mmap), path=Path(path), key=key)
 
     @torch.compiler.disable
@@ -172,14 +189,15 @@ def check_ids(flat_ids: torch.Tensor, num_entities: int) -> None:
     if flat_ids.numel() == 0:
         return
     if torch.compiler.is_compiling():  # in a graph: no host sync, no data-dependent branch
-        torch._assert_async(((flat_ids >= 0) & (flat_ids < num_entities)).all(),
-                            "entity id outside the entity table")
+        torch._assert_async(((flat_ids >= 0) & (flat_ids < num_entities)).all(), "entity id outside the entity table")
         return
     low, high = int(flat_ids.min()), int(flat_ids.max())
     if low < 0 or high >= num_entities:
-        raise FusionError(f"entity id {high if high >= num_entities else low} outside the entity table "
-                          f"(0..{num_entities - 1})", where="entity_ids/entity_labels",
-                          fix="Encode the corpus with the same KG whose embeddings the model loaded.")
+        raise FusionError(
+            f"entity id {high if high >= num_entities else low} outside the entity table (0..{num_entities - 1})",
+            where="entity_ids/entity_labels",
+            fix="Encode the corpus with the same KG whose embeddings the model loaded.",
+        )
 
 
 __all__ = ["ENTITY_TABLE_FILE", "EntityTable", "open_table", "read_safetensors_header", "check_ids"]

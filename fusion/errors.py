@@ -13,8 +13,9 @@ from pathlib import Path
 class FusionError(ValueError):
     """Bad model input or checkpoint. ``str(error)`` is one line: ``where: what. fix``."""
 
-    def __init__(self, what: str, *, where: str | Path | None = None, line: int | None = None,
-                 fix: str | None = None) -> None:
+    def __init__(
+        self, what: str, *, where: str | Path | None = None, line: int | None = None, fix: str | None = None
+    ) -> None:
         self.what = what
         self.where = str(where) if where is not None else None
         self.line = line

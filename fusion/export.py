@@ -50,8 +50,12 @@ def bert_config_of(config: Any) -> Any:
     from transformers import BertConfig
 
     values = {name: getattr(config, name) for name in BERT_FIELDS}
-    return BertConfig(**values, num_hidden_layers=int(config.num_hidden_layers) + int(config.num_knowledge_layers),
-                      tie_word_embeddings=bool(config.tie_word_embeddings), architectures=["BertForMaskedLM"])
+    return BertConfig(
+        **values,
+        num_hidden_layers=int(config.num_hidden_layers) + int(config.num_knowledge_layers),
+        tie_word_embeddings=bool(config.tie_word_embeddings),
+        architectures=["BertForMaskedLM"],
+    )
 
 
 def _part_of(name: str, prefix: str) -> str | None:
@@ -60,7 +64,7 @@ def _part_of(name: str, prefix: str) -> str | None:
         if not star and name.startswith(head):
             return label
         if star and name.startswith(head):
-            index, _, rest = name[len(head):].partition(".")
+            index, _, rest = name[len(head) :].partition(".")
             if index.isdigit() and rest.startswith(tail[1:]):
                 return label
     return None
@@ -87,13 +91,18 @@ def to_bert_for_masked_lm(model: Any) -> BertExport:
             missing.append(name)
             continue
         if own[source].shape != tensor.shape:
-            raise FusionError(f"{source} has shape {list(own[source].shape)}, BERT expects {list(tensor.shape)} "
-                              f"at {name}", where=type(model).__name__, fix="Export a model saved by this kept.")
+            raise FusionError(
+                f"{source} has shape {list(own[source].shape)}, BERT expects {list(tensor.shape)} at {name}",
+                where=type(model).__name__,
+                fix="Export a model saved by this kept.",
+            )
         state[name] = own[source]
     if missing:
-        raise FusionError(f"the model has no tensor for BERT's {missing[0]} ({len(missing)} missing)",
-                          where=type(model).__name__,
-                          fix="Export a KEPT masked LM (KeptForPreTraining or KeptForMaskedLM) with its MLM head.")
+        raise FusionError(
+            f"the model has no tensor for BERT's {missing[0]} ({len(missing)} missing)",
+            where=type(model).__name__,
+            fix="Export a KEPT masked LM (KeptForPreTraining or KeptForMaskedLM) with its MLM head.",
+        )
     bert.load_state_dict(state, strict=True)
     bert.tie_weights()
     bert.eval()
@@ -104,8 +113,12 @@ def to_bert_for_masked_lm(model: Any) -> BertExport:
         if name not in used:
             dropped.setdefault(_part_of(name, prefix) or "other", []).append(name)
     table = model.entity_table
-    return BertExport(model=bert, copied=sorted(n for n in used if n is not None), dropped=dropped,
-                      entity_table=(table.num_entities, table.dim) if table is not None else None)
+    return BertExport(
+        model=bert,
+        copied=sorted(n for n in used if n is not None),
+        dropped=dropped,
+        entity_table=(table.num_entities, table.dim) if table is not None else None,
+    )
 
 
 __all__ = ["BertExport", "DROPPED_PARTS", "bert_config_of", "to_bert_for_masked_lm"]

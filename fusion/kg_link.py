@@ -42,8 +42,11 @@ def score_triples(interaction: str, h: torch.Tensor, r: torch.Tensor, t: torch.T
         return transe_score(h, r, t, p)
     if interaction == "DistMult":
         return distmult_score(h, r, t)
-    raise FusionError(f"unknown KG interaction {interaction!r}", where="KeptConfig.joint_kg_interaction",
-                      fix=f"Use one of: {', '.join(KG_INTERACTIONS)}.")
+    raise FusionError(
+        f"unknown KG interaction {interaction!r}",
+        where="KeptConfig.joint_kg_interaction",
+        fix=f"Use one of: {', '.join(KG_INTERACTIONS)}.",
+    )
 
 
 def link_loss(positive: torch.Tensor, negative: torch.Tensor, loss: str, margin: float) -> torch.Tensor:
@@ -56,34 +59,54 @@ def link_loss(positive: torch.Tensor, negative: torch.Tensor, loss: str, margin:
         return F.relu(margin - positive.unsqueeze(-1) + negative).mean()
     if loss == "softplus":
         return torch.cat([F.softplus(-positive).reshape(-1), F.softplus(negative).reshape(-1)]).mean()
-    raise FusionError(f"unknown KG loss {loss!r}", where="KeptConfig.joint_kg_loss",
-                      fix=f"Use one of: {', '.join(KG_LOSSES)}.")
+    raise FusionError(
+        f"unknown KG loss {loss!r}", where="KeptConfig.joint_kg_loss", fix=f"Use one of: {', '.join(KG_LOSSES)}."
+    )
 
 
 class KeptKGLinkHead(nn.Module):
     """Relation embeddings [relation_vocab_size, E] and the scoring of triples against the entity table."""
 
-    def __init__(self, num_relations: int, dim: int, interaction: str = "TransE", loss: str = "margin",
-                 margin: float = 1.0, p: int = 1) -> None:
+    def __init__(
+        self,
+        num_relations: int,
+        dim: int,
+        interaction: str = "TransE",
+        loss: str = "margin",
+        margin: float = 1.0,
+        p: int = 1,
+    ) -> None:
         super().__init__()
         if interaction not in KG_INTERACTIONS:
-            raise FusionError(f"unknown KG interaction {interaction!r}", where="KeptConfig.joint_kg_interaction",
-                              fix=f"Use one of: {', '.join(KG_INTERACTIONS)}.")
+            raise FusionError(
+                f"unknown KG interaction {interaction!r}",
+                where="KeptConfig.joint_kg_interaction",
+                fix=f"Use one of: {', '.join(KG_INTERACTIONS)}.",
+            )
         if loss not in KG_LOSSES:
-            raise FusionError(f"unknown KG loss {loss!r}", where="KeptConfig.joint_kg_loss",
-                              fix=f"Use one of: {', '.join(KG_LOSSES)}.")
+            raise FusionError(
+                f"unknown KG loss {loss!r}",
+                where="KeptConfig.joint_kg_loss",
+                fix=f"Use one of: {', '.join(KG_LOSSES)}.",
+            )
         if num_relations <= 0:
-            raise FusionError("the joint KG loss needs the number of relations", where="KeptConfig.relation_vocab_size",
-                              fix="Set relation_vocab_size to the KG's relation count.")
+            raise FusionError(
+                "the joint KG loss needs the number of relations",
+                where="KeptConfig.relation_vocab_size",
+                fix="Set relation_vocab_size to the KG's relation count.",
+            )
         self.interaction, self.loss, self.margin, self.p = interaction, loss, float(margin), int(p)
         self.relation_embeddings = nn.Embedding(num_relations, dim)
 
     def load_relations(self, weight: torch.Tensor) -> None:
         """Start from a trained KG model's relation embeddings [relation_vocab_size, E]."""
         if tuple(weight.shape) != tuple(self.relation_embeddings.weight.shape):
-            raise FusionError(f"relation embeddings have shape {list(weight.shape)}, the head "
-                              f"{list(self.relation_embeddings.weight.shape)}", where="relation_embeddings",
-                              fix="Use the relation embeddings of the KG model the entity table came from.")
+            raise FusionError(
+                f"relation embeddings have shape {list(weight.shape)}, the head "
+                f"{list(self.relation_embeddings.weight.shape)}",
+                where="relation_embeddings",
+                fix="Use the relation embeddings of the KG model the entity table came from.",
+            )
         with torch.no_grad():
             self.relation_embeddings.weight.copy_(weight.to(self.relation_embeddings.weight))
 
@@ -95,13 +118,23 @@ class KeptKGLinkHead(nn.Module):
         r = self.relation_embeddings(triples[..., 1].to(device)).float()
         return score_triples(self.interaction, h, r, t, self.p)
 
-    def forward(self, triples: torch.Tensor, negatives: torch.Tensor,
-                entity_vectors: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, triples: torch.Tensor, negatives: torch.Tensor, entity_vectors: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         """triples [T, 3], negatives [T, K, 3] -> the link-prediction loss (scalar; 0 with no triple, the head
         still in the graph)."""
-        if triples.dim() != 2 or triples.shape[-1] != 3 or negatives.dim() != 3 or negatives.shape[:1] != triples.shape[:1]:
-            raise FusionError(f"kg_triples {list(triples.shape)} / kg_negatives {list(negatives.shape)}: expected "
-                              "[T, 3] and [T, K, 3]", where="kg_triples", fix="Build the batch with the joint KG collator.")
+        if (
+            triples.dim() != 2
+            or triples.shape[-1] != 3
+            or negatives.dim() != 3
+            or negatives.shape[:1] != triples.shape[:1]
+        ):
+            raise FusionError(
+                f"kg_triples {list(triples.shape)} / kg_negatives {list(negatives.shape)}: expected "
+                "[T, 3] and [T, K, 3]",
+                where="kg_triples",
+                fix="Build the batch with the joint KG collator.",
+            )
         if triples.shape[0] == 0 or negatives.shape[1] == 0:
             return self.relation_embeddings.weight.sum() * 0.0
         # one lookup for positives and negatives: [T, 1 + K, 3]
@@ -110,5 +143,12 @@ class KeptKGLinkHead(nn.Module):
         return link_loss(scores[:, 0], scores[:, 1:], self.loss, self.margin)
 
 
-__all__ = ["KG_INTERACTIONS", "KG_LOSSES", "KeptKGLinkHead", "distmult_score", "link_loss", "score_triples",
-           "transe_score"]
+__all__ = [
+    "KG_INTERACTIONS",
+    "KG_LOSSES",
+    "KeptKGLinkHead",
+    "distmult_score",
+    "link_loss",
+    "score_triples",
+    "transe_score",
+]

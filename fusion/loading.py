@@ -22,9 +22,20 @@ from fusion.configuration_kept import KeptConfig
 from fusion.errors import FusionError
 
 # BERT config fields copied into KeptConfig
-BERT_FIELDS = ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act",
-               "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
-               "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id")
+BERT_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
 # wrappers around a BERT state dict: DataParallel/DDP saves, BertFor* models, other containers
 CHECKPOINT_PREFIXES = ("module.", "bert.", "model.")
 # legacy tensor names that transformers renames on load (conversion_mapping "legacy"; 4.x
@@ -68,20 +79,32 @@ class BertLoadReport:
         return 1.0 - len(self.missing) / len(self.expected)
 
     def summary(self) -> str:
-        return (f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.new)} new, {len(self.unused)} unused, "
-                f"encoder {len(self.expected) - len(self.missing)}/{len(self.expected)} "
-                f"(BERT layers {self.bert_layers} -> T {self.t_layers} + K {self.k_layers})")
+        return (
+            f"{self.source}: {len(self.loaded)} tensors loaded, {len(self.new)} new, {len(self.unused)} unused, "
+            f"encoder {len(self.expected) - len(self.missing)}/{len(self.expected)} "
+            f"(BERT layers {self.bert_layers} -> T {self.t_layers} + K {self.k_layers})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "bert_layers": self.bert_layers, "t_layers": self.t_layers,
-                "k_layers": self.k_layers, "loaded": self.loaded, "new": self.new, "unused": self.unused,
-                "tied": self.tied, "missing": self.missing, "loaded_fraction": self.loaded_fraction}
+        return {
+            "source": self.source,
+            "bert_layers": self.bert_layers,
+            "t_layers": self.t_layers,
+            "k_layers": self.k_layers,
+            "loaded": self.loaded,
+            "new": self.new,
+            "unused": self.unused,
+            "tied": self.tied,
+            "missing": self.missing,
+            "loaded_fraction": self.loaded_fraction,
+        }
 
 
 LoadReport = BertLoadReport  # the name fusion exported first (fusion.LoadReport)
 
 
 # ------------------------------------------------------------------------------------------------ reading
+
 
 def _first_plain_sentence(message: str, limit: int = 160) -> str:
     """torch's unpickling errors carry ANSI colour codes and paragraphs: the first sentence, plain."""
@@ -90,21 +113,30 @@ def _first_plain_sentence(message: str, limit: int = 160) -> str:
     sentence = first.split(". ")[0].rstrip(".")
     return sentence if len(sentence) <= limit else sentence[: limit - 1] + "…"
 
+
 def _weight_files(bert_dir: Path) -> tuple[str, list[Path]]:
     """("safetensors" | "torch", the weight files) of a checkpoint directory, single or sharded."""
-    for kind, single, index in (("safetensors", "model.safetensors", "model.safetensors.index.json"),
-                                ("torch", "pytorch_model.bin", "pytorch_model.bin.index.json")):
+    for kind, single, index in (
+        ("safetensors", "model.safetensors", "model.safetensors.index.json"),
+        ("torch", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
         if (bert_dir / single).is_file():
             return kind, [bert_dir / single]
         if (bert_dir / index).is_file():
             try:
                 weight_map = json.loads((bert_dir / index).read_text(encoding="utf-8"))["weight_map"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise FusionError("shard index has no weight_map", where=bert_dir / index,
-                                  fix="Re-save the checkpoint with save_pretrained.") from None
+                raise FusionError(
+                    "shard index has no weight_map",
+                    where=bert_dir / index,
+                    fix="Re-save the checkpoint with save_pretrained.",
+                ) from None
             return kind, [bert_dir / shard for shard in sorted(set(weight_map.values()))]
-    raise FusionError("no BERT weights found (model.safetensors or pytorch_model.bin)", where=bert_dir,
-                      fix="Point to a directory written by save_pretrained of a BERT model.")
+    raise FusionError(
+        "no BERT weights found (model.safetensors or pytorch_model.bin)",
+        where=bert_dir,
+        fix="Point to a directory written by save_pretrained of a BERT model.",
+    )
 
 
 def _safetensors_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -117,11 +149,15 @@ def _safetensors_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[
                 if wanted(name):
                     yield name, handle.get_tensor(name)
     except FileNotFoundError:
-        raise FusionError("weight shard not found", where=path,
-                          fix="Copy the whole checkpoint directory (every shard of the index).") from None
+        raise FusionError(
+            "weight shard not found", where=path, fix="Copy the whole checkpoint directory (every shard of the index)."
+        ) from None
     except SafetensorError as error:
-        raise FusionError(f"not a readable safetensors file ({str(error).splitlines()[0][:120]})", where=path,
-                          fix="The checkpoint is damaged or incomplete; download or save it again.") from None
+        raise FusionError(
+            f"not a readable safetensors file ({str(error).splitlines()[0][:120]})",
+            where=path,
+            fix="The checkpoint is damaged or incomplete; download or save it again.",
+        ) from None
 
 
 def _torch_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -136,20 +172,25 @@ def _torch_tensors(path: Path, wanted: Callable[[str], bool]) -> Iterator[tuple[
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except FileNotFoundError:
-        raise FusionError("weight shard not found", where=path,
-                          fix="Copy the whole checkpoint directory (every shard of the index).") from None
+        raise FusionError(
+            "weight shard not found", where=path, fix="Copy the whole checkpoint directory (every shard of the index)."
+        ) from None
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-        raise FusionError("refusing to load: the file is not a plain tensor checkpoint (it would run pickled "
-                          f"code, or is damaged: {_first_plain_sentence(str(error))})", where=path,
-                          fix="convert a trusted checkpoint to model.safetensors (save_pretrained with "
-                              "safe_serialization) and point to that directory") from None
+        raise FusionError(
+            "refusing to load: the file is not a plain tensor checkpoint (it would run pickled "
+            f"code, or is damaged: {_first_plain_sentence(str(error))})",
+            where=path,
+            fix="convert a trusted checkpoint to model.safetensors (save_pretrained with "
+            "safe_serialization) and point to that directory",
+        ) from None
     for name, tensor in state.items():
         if isinstance(tensor, torch.Tensor) and wanted(name):
             yield name, tensor
 
 
-def iter_bert_tensors(bert_dir: str | Path, wanted: Callable[[str], bool] | None = None
-                      ) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_bert_tensors(
+    bert_dir: str | Path, wanted: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of a BERT directory's weights (model.safetensors, its shard index, or
     pytorch_model.bin[.index.json]) whose name ``wanted`` accepts (all when None). safetensors files
     are read lazily (``safe_open``): tensors that are not wanted are never read."""
@@ -161,8 +202,7 @@ def iter_bert_tensors(bert_dir: str | Path, wanted: Callable[[str], bool] | None
         yield from reader(path, accept)
 
 
-def read_bert_state_dict(bert_dir: str | Path, wanted: Callable[[str], bool] | None = None
-                         ) -> dict[str, torch.Tensor]:
+def read_bert_state_dict(bert_dir: str | Path, wanted: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a BERT directory as a dict (see ``iter_bert_tensors``)."""
     return dict(iter_bert_tensors(bert_dir, wanted))
 
@@ -176,7 +216,7 @@ def canonical_bert_key(key: str) -> str:
         stripped = False
         for prefix in CHECKPOINT_PREFIXES:
             if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
+                key, stripped = key[len(prefix) :], True
     for old, new in LEGACY_SUFFIXES:
         if key.endswith(old):
             return key[: -len(old)] + new
@@ -190,7 +230,7 @@ def map_bert_key(key: str, t_layers: int, k_layers: int, prefix: str = "kept.") 
     if key.startswith("embeddings.") or key.startswith("pooler."):
         return prefix + key
     if key.startswith("encoder.layer."):
-        index_text, _, tail = key[len("encoder.layer."):].partition(".")
+        index_text, _, tail = key[len("encoder.layer.") :].partition(".")
         if not index_text.isdigit():
             return None
         index = int(index_text)
@@ -209,12 +249,12 @@ def bert_layer_of(name: str, t_layers: int, prefix: str = "kept.") -> int | None
     (-1 for embeddings and pooler); None for parameters BERT has no counterpart for (entity side, heads)."""
     if not name.startswith(prefix):
         return None
-    name = name[len(prefix):]
+    name = name[len(prefix) :]
     if name.startswith("embeddings.") or name.startswith("pooler."):
         return -1
     for stack, offset in (("encoder.layer.", 0), ("knowledge_encoder.layer.", t_layers)):
         if name.startswith(stack):
-            index_text, _, tail = name[len(stack):].partition(".")
+            index_text, _, tail = name[len(stack) :].partition(".")
             if stack == "encoder.layer." or tail.startswith(BERT_LAYER_PARTS):
                 return int(index_text) + offset
     return None
@@ -233,12 +273,19 @@ def bert_config_values(bert_dir: Path) -> tuple[dict[str, Any], int]:
     try:
         raw = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
-        raise FusionError(f"config.json is not JSON: {err.msg}", where=config_path, line=err.lineno,
-                          fix="Repair or re-export the config.") from None
+        raise FusionError(
+            f"config.json is not JSON: {err.msg}",
+            where=config_path,
+            line=err.lineno,
+            fix="Repair or re-export the config.",
+        ) from None
     missing = [name for name in ("hidden_size", "num_hidden_layers", "num_attention_heads") if name not in raw]
     if missing:
-        raise FusionError(f"not a BERT config (missing {', '.join(missing)})", where=config_path,
-                          fix="Use a BERT-architecture checkpoint.")
+        raise FusionError(
+            f"not a BERT config (missing {', '.join(missing)})",
+            where=config_path,
+            fix="Use a BERT-architecture checkpoint.",
+        )
     return {name: raw[name] for name in BERT_FIELDS if name in raw}, int(raw["num_hidden_layers"])
 
 
@@ -267,12 +314,18 @@ def _check_loaded_fraction(report: BertLoadReport, bert_dir: Path, min_loaded_fr
         f"{min_loaded_fraction:.0%}) loaded from the checkpoint (missing e.g. {example_missing!r}{example_unused})",
         where=bert_dir,
         fix="Point to a BERT checkpoint (tensor names embeddings.*, encoder.layer.N.*, optionally under bert.), "
-            "or pass min_loaded_fraction=0 to accept a mostly new model.")
+        "or pass min_loaded_fraction=0 to accept a mostly new model.",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def load_from_bert(model_class: type, bert_dir: str | Path, *,
-                   min_loaded_fraction: float = DEFAULT_MIN_LOADED_FRACTION, **config_overrides: Any):
+def load_from_bert(
+    model_class: type,
+    bert_dir: str | Path,
+    *,
+    min_loaded_fraction: float = DEFAULT_MIN_LOADED_FRACTION,
+    **config_overrides: Any,
+):
     """Build ``model_class`` (any KEPT model class, the bare ``KeptModel`` included) from a BERT directory.
 
     BERT layer i fills T layer i (i < T), then K layer i - T's token side (T <= i < T + K); see the module
@@ -282,20 +335,29 @@ def load_from_bert(model_class: type, bert_dir: str | Path, *,
     checkpoint of this depth should fill were loaded (0 disables the check). Returns (model, BertLoadReport)."""
     bert_dir = Path(bert_dir)
     if not bert_dir.is_dir():
-        raise FusionError("BERT checkpoint directory not found", where=bert_dir,
-                          fix="Pass a local directory with config.json and model.safetensors.")
+        raise FusionError(
+            "BERT checkpoint directory not found",
+            where=bert_dir,
+            fix="Pass a local directory with config.json and model.safetensors.",
+        )
     if not 0.0 <= float(min_loaded_fraction) <= 1.0:
-        raise FusionError(f"min_loaded_fraction must be within 0..1, got {min_loaded_fraction}",
-                          where="from_bert(min_loaded_fraction=...)", fix="Pass e.g. 0.9, or 0 to disable.")
+        raise FusionError(
+            f"min_loaded_fraction must be within 0..1, got {min_loaded_fraction}",
+            where="from_bert(min_loaded_fraction=...)",
+            fix="Pass e.g. 0.9, or 0 to disable.",
+        )
     values, bert_layers = bert_config_values(bert_dir)
     values["num_hidden_layers"], values["num_knowledge_layers"] = split_layers(
-        bert_layers, config_overrides.get("num_hidden_layers"), config_overrides.get("num_knowledge_layers"))
+        bert_layers, config_overrides.get("num_hidden_layers"), config_overrides.get("num_knowledge_layers")
+    )
     for name in ("hidden_size", "intermediate_size", "vocab_size"):
         if name in config_overrides and name in values and config_overrides[name] != values[name]:
-            raise FusionError(f"{name}={config_overrides[name]} differs from the checkpoint's {values[name]}",
-                              where=f"from_bert({name}=...)", fix=f"Drop the {name} override.")
-    values.update({k: v for k, v in config_overrides.items() if k not in ("num_hidden_layers",
-                                                                          "num_knowledge_layers")})
+            raise FusionError(
+                f"{name}={config_overrides[name]} differs from the checkpoint's {values[name]}",
+                where=f"from_bert({name}=...)",
+                fix=f"Drop the {name} override.",
+            )
+    values.update({k: v for k, v in config_overrides.items() if k not in ("num_hidden_layers", "num_knowledge_layers")})
     config = KeptConfig(**values)
     model = model_class(config)
     t_layers, k_layers = config.num_hidden_layers, config.num_knowledge_layers
@@ -317,9 +379,11 @@ def load_from_bert(model_class: type, bert_dir: str | Path, *,
     for key, tensor in iter_bert_tensors(bert_dir, wanted):
         target = targets[key]
         if own[target].shape != tensor.shape:
-            raise FusionError(f"tensor {key} has shape {list(tensor.shape)}, the model expects "
-                              f"{list(own[target].shape)} at {target}", where=bert_dir,
-                              fix="Use a checkpoint whose sizes match the config overrides.")
+            raise FusionError(
+                f"tensor {key} has shape {list(tensor.shape)}, the model expects {list(own[target].shape)} at {target}",
+                where=bert_dir,
+                fix="Use a checkpoint whose sizes match the config overrides.",
+            )
         mapped[target] = tensor
     unused = sorted(name for name in names if name not in targets)
     model.load_state_dict(mapped, strict=False)
@@ -330,14 +394,34 @@ def load_from_bert(model_class: type, bert_dir: str | Path, *,
     tied = sorted(getattr(model, "_tied_weights_keys", None) or {})
     loaded = sorted(name for name in mapped if name not in buffers)
     new = sorted(name for name in params if name not in mapped and name not in tied)
-    expected = [name for name in params if name not in tied
-                and (layer := bert_layer_of(name, t_layers, prefix)) is not None and layer < bert_layers]
-    report = BertLoadReport(source=str(bert_dir), bert_layers=bert_layers, t_layers=t_layers, k_layers=k_layers,
-                        loaded=loaded, new=new, unused=unused, tied=[t for t in tied if t in params],
-                        expected=expected)
+    expected = [
+        name
+        for name in params
+        if name not in tied and (layer := bert_layer_of(name, t_layers, prefix)) is not None and layer < bert_layers
+    ]
+    report = BertLoadReport(
+        source=str(bert_dir),
+        bert_layers=bert_layers,
+        t_layers=t_layers,
+        k_layers=k_layers,
+        loaded=loaded,
+        new=new,
+        unused=unused,
+        tied=[t for t in tied if t in params],
+        expected=expected,
+    )
     _check_loaded_fraction(report, bert_dir, float(min_loaded_fraction))
     return model, report
 
 
-__all__ = ["BertLoadReport", "LoadReport", "bert_layer_of", "canonical_bert_key", "iter_bert_tensors", "load_from_bert",
-           "map_bert_key", "read_bert_state_dict", "split_layers"]
+__all__ = [
+    "BertLoadReport",
+    "LoadReport",
+    "bert_layer_of",
+    "canonical_bert_key",
+    "iter_bert_tensors",
+    "load_from_bert",
+    "map_bert_key",
+    "read_bert_state_dict",
+    "split_layers",
+]

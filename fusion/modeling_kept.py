@@ -42,7 +42,7 @@ from transformers.models.bert.modeling_bert import (
 from transformers.utils import ModelOutput
 
 from fusion.configuration_kept import KeptConfig
-from fusion.entity_table import ENTITY_TABLE_FILE, DEFAULT_KEY, EntityTable, check_ids, open_table
+from fusion.entity_table import DEFAULT_KEY, ENTITY_TABLE_FILE, EntityTable, check_ids, open_table
 from fusion.errors import FusionError
 from fusion.kg_link import KeptKGLinkHead
 from fusion.wklm import KeptReplacedEntityHead, parameters_times_zero, replaced_entity_loss
@@ -100,8 +100,9 @@ class KeptLayer(GradientCheckpointingLayer):
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, weights = self.attention(hidden_states, attention_mask)  # [B, L, H]
         layer_output = self.output(self.intermediate(attention_output), attention_output)
         return layer_output, weights
@@ -132,7 +133,8 @@ class KeptEntitySelfAttention(nn.Module):
         k = self.key(entity_states).view(shape).transpose(1, 2)
         v = self.value(entity_states).view(shape).transpose(1, 2)
         context = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=entity_mask, dropout_p=self.attention_dropout if self.training else 0.0)
+            q, k, v, attn_mask=entity_mask, dropout_p=self.attention_dropout if self.training else 0.0
+        )
         context = context.transpose(1, 2).reshape(batch, slots, dim)  # [B, S, E]
         return self.LayerNorm(self.dropout(self.dense(context)) + entity_states)
 
@@ -182,8 +184,11 @@ class EntityAlignment:
         """[N, E] -> [B, S, E], zeros on padding slots."""
         if self.slot_index is None:
             return self._real(values).view(batch, self.slots, -1)
-        return values.new_zeros(batch * self.slots, values.shape[-1]).index_copy(
-            0, self.slot_index, values).view(batch, self.slots, -1)
+        return (
+            values.new_zeros(batch * self.slots, values.shape[-1])
+            .index_copy(0, self.slot_index, values)
+            .view(batch, self.slots, -1)
+        )
 
     def add_to_tokens(self, rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """rows [B*L, X] + values [N, X] at each slot's token (padding slots add exact zeros)."""
@@ -198,15 +203,24 @@ class EntityAlignment:
         return self.add_to_tokens(zeros, values).view(batch, length, -1)
 
 
-def aligned_positions(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int,
-                      length: int, device: torch.device, include_cls: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def aligned_positions(
+    entity_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    length: int,
+    device: torch.device,
+    include_cls: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (KG ids [B, L] long, -1 where none; aligned [B, L] bool: the positions that get an entity slot)."""
     if entity_ids is None:
         ids = torch.full((batch, length), -1, dtype=torch.long, device=device)
     else:
         if entity_ids.shape != (batch, length):
-            raise FusionError(f"entity_ids has shape {list(entity_ids.shape)}, expected {[batch, length]}",
-                              where="entity_ids", fix="Give one KG id (or -1) per token.")
+            raise FusionError(
+                f"entity_ids has shape {list(entity_ids.shape)}, expected {[batch, length]}",
+                where="entity_ids",
+                fix="Give one KG id (or -1) per token.",
+            )
         ids = entity_ids.to(device=device, dtype=torch.long)
     aligned = ids >= 0  # [B, L]
     if include_cls and length:
@@ -223,9 +237,15 @@ def slot_attention_mask(valid: torch.Tensor) -> torch.Tensor:
     return (valid[:, None, None, :] | eye[None, None]).contiguous()
 
 
-def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                   batch: int, length: int, device: torch.device, include_cls: bool = False,
-                   max_slots: int | None = None) -> EntityAlignment:
+def align_entities(
+    entity_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    length: int,
+    device: torch.device,
+    include_cls: bool = False,
+    max_slots: int | None = None,
+) -> EntityAlignment:
     """Gather each sequence's aligned positions into S padded slots (no Python loop over tokens).
 
     ``include_cls``: position 0 ([CLS]) is a slot too, KG id -1 (a zero vector) unless an entity is linked
@@ -235,15 +255,23 @@ def align_entities(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor
     if max_slots is not None:
         return align_entities_static(entity_ids, attention_mask, batch, length, device, include_cls, max_slots)
     if torch.compiler.is_exporting():  # fail with the fix, not with a data-dependent-shape trace
-        raise FusionError("the entity slot count depends on the data and cannot be exported",
-                          where="config.max_entity_slots",
-                          fix="Set model.config.max_entity_slots (e.g. 64) before torch.export/ONNX export.")
+        raise FusionError(
+            "the entity slot count depends on the data and cannot be exported",
+            where="config.max_entity_slots",
+            fix="Set model.config.max_entity_slots (e.g. 64) before torch.export/ONNX export.",
+        )
     return align_entities_dynamic(entity_ids, attention_mask, batch, length, device, include_cls)
 
 
 @torch.compiler.disable  # data-dependent S and N: runs eagerly between compiled graphs
-def align_entities_dynamic(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                           batch: int, length: int, device: torch.device, include_cls: bool = False) -> EntityAlignment:
+def align_entities_dynamic(
+    entity_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    length: int,
+    device: torch.device,
+    include_cls: bool = False,
+) -> EntityAlignment:
     """S = the batch's most aligned entities; only the N aligned slots are listed."""
     ids, aligned = aligned_positions(entity_ids, attention_mask, batch, length, device, include_cls)
     counts = aligned.sum(dim=1)  # [B]
@@ -263,32 +291,46 @@ def check_slot_count(counts: torch.Tensor, max_slots: int) -> None:
     if torch.compiler.is_compiling():  # no host sync, no data-dependent branch in a graph
         torch._assert_async((counts <= max_slots).all(), "more aligned entities than config.max_entity_slots")
     elif counts.numel() and int(counts.max()) > max_slots:
-        raise FusionError(f"a sequence has {int(counts.max())} aligned entities, more than "
-                          f"config.max_entity_slots={max_slots}", where="entity_ids",
-                          fix="Raise config.max_entity_slots (at most the sequence length is ever needed).")
+        raise FusionError(
+            f"a sequence has {int(counts.max())} aligned entities, more than config.max_entity_slots={max_slots}",
+            where="entity_ids",
+            fix="Raise config.max_entity_slots (at most the sequence length is ever needed).",
+        )
 
 
-def align_entities_static(entity_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int,
-                          length: int, device: torch.device, include_cls: bool, max_slots: int) -> EntityAlignment:
+def align_entities_static(
+    entity_ids: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    batch: int,
+    length: int,
+    device: torch.device,
+    include_cls: bool,
+    max_slots: int,
+) -> EntityAlignment:
     """S = max_slots; all B*S slots listed (N = B*S), no data-dependent shape: a cumulative count gives
     each aligned token its slot, a scatter gives each slot its token (no sort)."""
     if max_slots < 1:
-        raise FusionError(f"max_entity_slots is {max_slots}", where="config.max_entity_slots",
-                          fix="Use a positive slot count, or None for the dynamic layout.")
+        raise FusionError(
+            f"max_entity_slots is {max_slots}",
+            where="config.max_entity_slots",
+            fix="Use a positive slot count, or None for the dynamic layout.",
+        )
     ids, aligned = aligned_positions(entity_ids, attention_mask, batch, length, device, include_cls)
     counts = aligned.sum(dim=1)  # [B]
     check_slot_count(counts, max_slots)
     rank = aligned.long().cumsum(dim=1) - 1  # [B, L] slot of each aligned token, in token order
     target = torch.where(aligned, rank, max_slots)  # [B, L]; column S collects the unaligned tokens (dropped)
     positions = torch.arange(length, device=device).expand(batch, length)  # [B, L]
-    order = torch.zeros(batch, max_slots + 1, dtype=torch.long, device=device).scatter(
-        1, target, positions)[:, :max_slots]  # [B, S] token of each slot; padding slots: token 0
+    order = torch.zeros(batch, max_slots + 1, dtype=torch.long, device=device).scatter(1, target, positions)[
+        :, :max_slots
+    ]  # [B, S] token of each slot; padding slots: token 0
     valid = torch.arange(max_slots, device=device)[None, :] < counts[:, None]  # [B, S]
     rows = torch.arange(batch, device=device)[:, None]
     token_index = (rows * length + order).reshape(-1)  # [B*S]
     slot_ids = torch.where(valid, ids.gather(1, order), -1).reshape(-1)  # [B*S]; -1: a zero vector
-    return EntityAlignment(max_slots, token_index, None, slot_attention_mask(valid), slot_ids,
-                           slot_valid=valid.reshape(-1, 1))
+    return EntityAlignment(
+        max_slots, token_index, None, slot_attention_mask(valid), slot_ids, slot_valid=valid.reshape(-1, 1)
+    )
 
 
 class KeptAggregatorLayer(GradientCheckpointingLayer):
@@ -313,14 +355,21 @@ class KeptAggregatorLayer(GradientCheckpointingLayer):
         self.entity_intermediate = nn.Linear(config.entity_dim, config.intermediate_size)  # W_e, b_e
         self.entity_output = KeptEntityOutput(config)  # W'_e, dropout, LN
 
-    def forward(self, hidden_states: torch.Tensor, entity_states: torch.Tensor,
-                attention_mask: torch.Tensor | None, alignment: EntityAlignment
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        entity_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        alignment: EntityAlignment,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         # hidden_states [B, L, H]; entity_states [B, S, E]
         batch, length, _ = hidden_states.shape
         attention_output, weights = self.attention(hidden_states, attention_mask)  # w̃ [B, L, H]
-        entity_attended = (entity_states if self.entity_attention is None  # "mix": fuse the input entities
-                           else self.entity_attention(entity_states, alignment.entity_mask))  # ẽ [B, S, E]
+        entity_attended = (
+            entity_states
+            if self.entity_attention is None  # "mix": fuse the input entities
+            else self.entity_attention(entity_states, alignment.entity_mask)
+        )  # ẽ [B, S, E]
         entity_selected = alignment.select(entity_attended)  # [N, E]
 
         pre = self.intermediate.dense(attention_output)  # [B, L, I]
@@ -364,7 +413,7 @@ class KeptPreTrainedModel(PreTrainedModel):
             init.zeros_(module.token_type_ids)
 
     # ---- entity table
-    def _kept(self) -> "KeptModel":
+    def _kept(self) -> KeptModel:
         return self if isinstance(self, KeptModel) else getattr(self, self.base_model_prefix)
 
     @property
@@ -372,8 +421,9 @@ class KeptPreTrainedModel(PreTrainedModel):
         """The frozen CPU entity table (None when none is loaded or the table is trainable)."""
         return self._kept()._entity_table
 
-    def load_entity_table(self, path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True,
-                          trainable: bool = False) -> None:
+    def load_entity_table(
+        self, path: str | Path, key: str = DEFAULT_KEY, mmap: bool = True, trainable: bool = False
+    ) -> None:
         """Attach KG embeddings (safetensors tensor ``key`` [num_entities, entity_dim], row = KG id).
 
         Frozen (default): a CPU tensor outside the parameters (memory-mapped when ``mmap``) of which
@@ -386,8 +436,11 @@ class KeptPreTrainedModel(PreTrainedModel):
     def set_entity_table(self, table: EntityTable) -> None:
         """Use an already opened frozen table (e.g. one memory-mapped table shared by several models)."""
         if table.dim != self.config.entity_dim:
-            raise FusionError(f"entity table dim {table.dim} != config.entity_dim {self.config.entity_dim}",
-                              where=table.path or "set_entity_table", fix="Use a table of the model's entity_dim.")
+            raise FusionError(
+                f"entity table dim {table.dim} != config.entity_dim {self.config.entity_dim}",
+                where=table.path or "set_entity_table",
+                fix="Use a table of the model's entity_dim.",
+            )
         kept = self._kept()
         kept.entity_embeddings = None
         kept._entity_table = table
@@ -403,8 +456,7 @@ class KeptPreTrainedModel(PreTrainedModel):
             table.save(Path(save_directory) / ENTITY_TABLE_FILE)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str] | None, *args: Any,
-                        **kwargs: Any):
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str] | None, *args: Any, **kwargs: Any):
         """Hugging Face load; a local directory's ``entity_table.safetensors`` is memory-mapped back.
         With ``output_loading_info=True`` returns (model, loading info) as transformers does."""
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
@@ -457,13 +509,15 @@ class KeptModel(KeptPreTrainedModel):
         mix_first = config.first_knowledge_layer == "mix"  # ERNIE-THU: the first K layer has no entity attention
         self.knowledge_encoder = LayerStack(
             KeptAggregatorLayer(config, config.num_hidden_layers + i, entity_attention=not (mix_first and i == 0))
-            for i in range(config.num_knowledge_layers))
+            for i in range(config.num_knowledge_layers)
+        )
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self._entity_table: EntityTable | None = None
         self.entity_embeddings: nn.Embedding | None
         if not config.freeze_entity_table and config.entity_vocab_size > 0:
-            self.entity_embeddings = nn.Embedding(config.entity_vocab_size, config.entity_dim,
-                                                  sparse=config.entity_table_sparse_grad)
+            self.entity_embeddings = nn.Embedding(
+                config.entity_vocab_size, config.entity_dim, sparse=config.entity_table_sparse_grad
+            )
         else:
             self.entity_embeddings = None
         self.post_init()
@@ -478,14 +532,18 @@ class KeptModel(KeptPreTrainedModel):
     def _attach_table(self, path: Path, key: str, mmap: bool, trainable: bool) -> None:
         weight = open_table(path, key=key, mmap=mmap and not trainable)
         if weight.shape[1] != self.config.entity_dim:
-            raise FusionError(f"entity table dim {weight.shape[1]} != config.entity_dim {self.config.entity_dim}",
-                              where=path, fix=f"Build the model with entity_dim={weight.shape[1]}.")
+            raise FusionError(
+                f"entity table dim {weight.shape[1]} != config.entity_dim {self.config.entity_dim}",
+                where=path,
+                fix=f"Build the model with entity_dim={weight.shape[1]}.",
+            )
         self.config.entity_vocab_size = int(weight.shape[0])
         self.config.freeze_entity_table = not trainable
         if trainable:
             device = self.embeddings.word_embeddings.weight.device
-            embedding = nn.Embedding(weight.shape[0], weight.shape[1], sparse=self.config.entity_table_sparse_grad,
-                                     device=device)
+            embedding = nn.Embedding(
+                weight.shape[0], weight.shape[1], sparse=self.config.entity_table_sparse_grad, device=device
+            )
             with torch.no_grad():
                 embedding.weight.copy_(weight.float())
             self.entity_embeddings = embedding
@@ -511,16 +569,22 @@ class KeptModel(KeptPreTrainedModel):
             vectors = self.entity_embeddings(known.to(device)).to(dtype)
         elif self._entity_table is not None:
             table = self._entity_table
-            vectors = (table.gather_traceable(known, device, dtype) if torch.compiler.is_compiling()
-                       else table.gather(known, device, dtype))
+            vectors = (
+                table.gather_traceable(known, device, dtype)
+                if torch.compiler.is_compiling()
+                else table.gather(known, device, dtype)
+            )
         elif torch.compiler.is_compiling():  # traced without a table: only "no entity" slots may come
             torch._assert_async(null.all(), "the batch has aligned entities but the model has no entity table")
             return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
         elif bool(null.all()):  # no table and nothing to look up (an empty batch, or only [CLS] slots)
             return torch.zeros(*ids.shape, self.config.entity_dim, device=device, dtype=dtype)
         else:
-            raise FusionError("the batch has aligned entities but the model has no entity table",
-                              where="entity_ids", fix="Call model.load_entity_table('kg/embeddings.safetensors').")
+            raise FusionError(
+                "the batch has aligned entities but the model has no entity table",
+                where="entity_ids",
+                fix="Call model.load_entity_table('kg/embeddings.safetensors').",
+            )
         return vectors.masked_fill(null.to(device).unsqueeze(-1), 0.0)
 
     def forward(
@@ -537,20 +601,28 @@ class KeptModel(KeptPreTrainedModel):
         **kwargs: Any,
     ) -> KeptModelOutput:
         if (input_ids is None) == (inputs_embeds is None):
-            raise FusionError("give exactly one of input_ids or inputs_embeds", where="KeptModel.forward",
-                              fix="Pass input_ids [batch, length].")
-        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
-                                    else self.config.output_hidden_states)
+            raise FusionError(
+                "give exactly one of input_ids or inputs_embeds",
+                where="KeptModel.forward",
+                fix="Pass input_ids [batch, length].",
+            )
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         output_attentions = bool(output_attentions if output_attentions is not None else False)
         if output_attentions and self.config._attn_implementation != "eager":
-            raise FusionError(f"attention weights need the eager attention, not {self.config._attn_implementation}",
-                              where="output_attentions",
-                              fix="Load the model with attn_implementation='eager' to get attentions.")
-        embedding_output = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids,
-                                           position_ids=position_ids, inputs_embeds=inputs_embeds)  # [B, L, H]
+            raise FusionError(
+                f"attention weights need the eager attention, not {self.config._attn_implementation}",
+                where="output_attentions",
+                fix="Load the model with attn_implementation='eager' to get attentions.",
+            )
+        embedding_output = self.embeddings(
+            input_ids=input_ids, token_type_ids=token_type_ids, position_ids=position_ids, inputs_embeds=inputs_embeds
+        )  # [B, L, H]
         batch, length, _ = embedding_output.shape
-        mask = create_bidirectional_mask(config=self.config, inputs_embeds=embedding_output,
-                                         attention_mask=attention_mask)
+        mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embedding_output, attention_mask=attention_mask
+        )
         all_hidden: list[torch.Tensor] = [embedding_output] if output_hidden_states else []
         all_attn: list[torch.Tensor] = []
 
@@ -564,9 +636,15 @@ class KeptModel(KeptPreTrainedModel):
 
         entity_last = None
         if len(self.knowledge_encoder.layer):
-            alignment = align_entities(entity_ids, attention_mask, batch, length, hidden.device,
-                                       include_cls=self.config.entity_mask_cls,
-                                       max_slots=self.config.max_entity_slots)
+            alignment = align_entities(
+                entity_ids,
+                attention_mask,
+                batch,
+                length,
+                hidden.device,
+                include_cls=self.config.entity_mask_cls,
+                max_slots=self.config.max_entity_slots,
+            )
             first = cast(KeptAggregatorLayer, self.knowledge_encoder.layer[0])
             ent_dtype = first.entity_intermediate.weight.dtype
             vectors = self.entity_vectors(alignment.slot_ids, ent_dtype)  # [N, E]
@@ -604,8 +682,9 @@ class KeptEntityPredictionHead(nn.Module):
         return projected @ candidates.to(projected.dtype).t()
 
 
-def mlm_logits_and_loss(head: nn.Module, sequence: torch.Tensor, labels: torch.Tensor | None,
-                        full_logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def mlm_logits_and_loss(
+    head: nn.Module, sequence: torch.Tensor, labels: torch.Tensor | None, full_logits: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """-> (logits [B, L, V] or None, MLM loss or None).
 
     Without labels the logits carry gradients as usual. With labels the loss runs the head on the
@@ -640,9 +719,13 @@ def mean_cross_entropy(scores: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.cross_entropy(scores.float(), targets)
 
 
-def dea_candidates_padded(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None, num_negatives: int,
-                          num_entities: int, null_candidate: bool = False
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def dea_candidates_padded(
+    entity_labels: torch.Tensor,
+    entity_ids: torch.Tensor | None,
+    num_negatives: int,
+    num_entities: int,
+    null_candidate: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``dea_candidates`` without data-dependent shapes (for torch.compile): -> (candidate ids [P], with
     repeats; is_candidate [P] bool, True on each distinct id's first column; labelled [B, L]; targets
     [N_labelled] into P). P = 2*B*L + num_negatives (+1): the pool of labels, ids and negatives, sorted;
@@ -671,9 +754,13 @@ def dea_candidates_padded(entity_labels: torch.Tensor, entity_ids: torch.Tensor 
 
 
 @torch.compiler.disable
-def dea_candidates(entity_labels: torch.Tensor, entity_ids: torch.Tensor | None, num_negatives: int,
-                   num_entities: int, null_candidate: bool = False
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dea_candidates(
+    entity_labels: torch.Tensor,
+    entity_ids: torch.Tensor | None,
+    num_negatives: int,
+    num_entities: int,
+    null_candidate: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """-> (candidate KG ids [C] sorted, CPU; labelled positions mask [B, L]; targets [N_labelled] into C).
 
     Candidates = unique entities of entity_labels and entity_ids + ``num_negatives`` ids drawn uniformly
@@ -713,9 +800,18 @@ class KeptForPreTraining(KeptPreTrainedModel):
         self.cls = BertOnlyMLMHead(config)  # BERT's MLM head, named as in BERT: cls.predictions
         self.entity_head = KeptEntityPredictionHead(config)
         self.sop_classifier = nn.Linear(config.hidden_size, 2) if config.use_sop else None
-        self.kg_head = (KeptKGLinkHead(config.relation_vocab_size, config.entity_dim, config.joint_kg_interaction,
-                                       config.joint_kg_loss, config.joint_kg_margin, config.joint_kg_norm)
-                        if float(config.joint_kg_weight) > 0 else None)  # joint KG link prediction (fusion.kg_link)
+        self.kg_head = (
+            KeptKGLinkHead(
+                config.relation_vocab_size,
+                config.entity_dim,
+                config.joint_kg_interaction,
+                config.joint_kg_loss,
+                config.joint_kg_margin,
+                config.joint_kg_norm,
+            )
+            if float(config.joint_kg_weight) > 0
+            else None
+        )  # joint KG link prediction (fusion.kg_link)
         self.red_head = KeptReplacedEntityHead(config.hidden_size) if float(config.red_weight) > 0 else None  # WKLM
         self.post_init()
         self.freeze_untrained_parts()
@@ -752,31 +848,49 @@ class KeptForPreTraining(KeptPreTrainedModel):
         mention_labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> KeptForPreTrainingOutput:
-        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        out = self.kept(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            entity_ids=entity_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         sequence = out.last_hidden_state  # [B, L, H]
-        logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels,
-                                               full_logits=not self.training)
+        logits, mlm_loss = mlm_logits_and_loss(self.cls.predictions, sequence, labels, full_logits=not self.training)
         cfg = self.config
         dea_loss = sop_loss = kg_loss = red_loss = red_accuracy = None
         entity_logits = candidate_ids = sop_logits = None
         if entity_labels is not None:
             if entity_labels.shape != sequence.shape[:2]:
-                raise FusionError(f"entity_labels has shape {list(entity_labels.shape)}, expected "
-                                  f"{list(sequence.shape[:2])}", where="entity_labels",
-                                  fix="Give one KG id (or -100) per token.")
+                raise FusionError(
+                    f"entity_labels has shape {list(entity_labels.shape)}, expected {list(sequence.shape[:2])}",
+                    where="entity_labels",
+                    fix="Give one KG id (or -100) per token.",
+                )
             kept = self.kept
-            num_entities = (kept.entity_embeddings.num_embeddings if kept.entity_embeddings is not None
-                            else kept._entity_table.num_entities if kept._entity_table is not None else 0)
+            num_entities = (
+                kept.entity_embeddings.num_embeddings
+                if kept.entity_embeddings is not None
+                else kept._entity_table.num_entities
+                if kept._entity_table is not None
+                else 0
+            )
             is_candidate = None
             if torch.compiler.is_compiling():  # static shapes: padded candidate columns, scored -inf
                 candidate_ids, is_candidate, labelled, targets = dea_candidates_padded(
-                    entity_labels.to(sequence.device), entity_ids, cfg.dea_num_negatives, num_entities,
-                    cfg.dea_null_candidate)
+                    entity_labels.to(sequence.device),
+                    entity_ids,
+                    cfg.dea_num_negatives,
+                    num_entities,
+                    cfg.dea_null_candidate,
+                )
             else:
-                candidate_ids, labelled, targets = dea_candidates(entity_labels, entity_ids, cfg.dea_num_negatives,
-                                                                  num_entities, cfg.dea_null_candidate)
+                candidate_ids, labelled, targets = dea_candidates(
+                    entity_labels, entity_ids, cfg.dea_num_negatives, num_entities, cfg.dea_null_candidate
+                )
             labelled = labelled.to(sequence.device)
             states = sequence[labelled]  # [N_labelled, H] (zero rows is fine: the head still runs)
             candidates = kept.entity_vectors(candidate_ids, self.entity_head.dense.weight.dtype)  # [C, E]
@@ -804,22 +918,32 @@ class KeptForPreTraining(KeptPreTrainedModel):
                 total = total + sop_logits.sum() * 0.0
             if self.kg_head is not None:  # kg_triples [T, 3], kg_negatives [T, K, 3]: the batch's training triples
                 if kg_triples is not None and kg_negatives is not None:
-                    kg_loss = self.kg_head(kg_triples, kg_negatives,
-                                           lambda ids: self.kept.entity_vectors(ids, torch.float32))
+                    kg_loss = self.kg_head(
+                        kg_triples, kg_negatives, lambda ids: self.kept.entity_vectors(ids, torch.float32)
+                    )
                     total = total + cfg.joint_kg_weight * kg_loss
                 else:  # keep the relation embeddings in the graph for DDP
                     total = total + self.kg_head.relation_embeddings.weight.sum() * 0.0
             if self.red_head is not None:  # mention_spans [B, M, 2], mention_labels [B, M] (masking.replaced_entity)
-                red_loss, red_accuracy, _ = replaced_entity_loss(self.red_head, sequence, mention_spans,
-                                                                 mention_labels)
+                red_loss, red_accuracy, _ = replaced_entity_loss(self.red_head, sequence, mention_spans, mention_labels)
                 total = total + cfg.red_weight * red_loss
                 red_loss = red_loss if red_accuracy is not None else None  # no labelled mention: nothing to log
             loss = cast(torch.Tensor, total)  # a tensor: the dEA term (or the head's zero) is one
         return KeptForPreTrainingOutput(
-            loss=loss, mlm_loss=mlm_loss, dea_loss=dea_loss, sop_loss=sop_loss, kg_loss=kg_loss, red_loss=red_loss,
-            red_accuracy=red_accuracy, logits=logits,
-            entity_logits=entity_logits, entity_candidate_ids=candidate_ids, sop_logits=sop_logits,
-            hidden_states=out.hidden_states, attentions=out.attentions)
+            loss=loss,
+            mlm_loss=mlm_loss,
+            dea_loss=dea_loss,
+            sop_loss=sop_loss,
+            kg_loss=kg_loss,
+            red_loss=red_loss,
+            red_accuracy=red_accuracy,
+            logits=logits,
+            entity_logits=entity_logits,
+            entity_candidate_ids=candidate_ids,
+            sop_logits=sop_logits,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
 
 class KeptForMaskedLM(KeptPreTrainedModel):
@@ -843,14 +967,33 @@ class KeptForMaskedLM(KeptPreTrainedModel):
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None, labels=None,
-                position_ids=None, inputs_embeds=None, output_hidden_states=None, output_attentions=None,
-                return_dict=None, **kwargs: Any) -> MaskedLMOutput:
-        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        logits, loss = mlm_logits_and_loss(self.cls.predictions, out.last_hidden_state, labels,
-                                           full_logits=not self.training)
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        entity_ids=None,
+        labels=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput:
+        out = self.kept(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            entity_ids=entity_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        logits, loss = mlm_logits_and_loss(
+            self.cls.predictions, out.last_hidden_state, labels, full_logits=not self.training
+        )
         if loss is not None:
             loss = loss + self.entity_path_anchor(out.entity_last_hidden_state)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions)
@@ -867,8 +1010,11 @@ def classification_loss(config: KeptConfig, logits: torch.Tensor, labels: torch.
         else:
             config.problem_type = "multi_label_classification"
     if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float()) if num_labels == 1 \
+        return (
+            F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float())
+            if num_labels == 1
             else F.mse_loss(logits.float(), labels.float())
+        )
     if config.problem_type == "single_label_classification":
         return F.cross_entropy(logits.view(-1, cast(int, num_labels)).float(), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
@@ -886,19 +1032,39 @@ class KeptForSequenceClassification(KeptPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, cast(int, config.num_labels))  # set (default 2)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None, labels=None,
-                position_ids=None, inputs_embeds=None, output_hidden_states=None, output_attentions=None,
-                return_dict=None, **kwargs: Any) -> SequenceClassifierOutput:
-        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        entity_ids=None,
+        labels=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        out = self.kept(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            entity_ids=entity_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         logits = self.classifier(self.dropout(out.pooler_output))  # [B, num_labels]
         loss = None
         if labels is not None:
-            loss = classification_loss(self.config, logits, labels.to(logits.device)) \
-                + self.entity_path_anchor(out.entity_last_hidden_state)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                        attentions=out.attentions)
+            loss = classification_loss(self.config, logits, labels.to(logits.device)) + self.entity_path_anchor(
+                out.entity_last_hidden_state
+            )
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
 
 
 class KeptForRelationClassification(KeptPreTrainedModel):
@@ -913,41 +1079,80 @@ class KeptForRelationClassification(KeptPreTrainedModel):
         self.classifier = nn.Linear(2 * config.hidden_size, cast(int, config.num_labels))  # set (default 2)
         self.post_init()
 
-    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, entity_ids=None,
-                head_start: torch.Tensor | None = None, tail_start: torch.Tensor | None = None, labels=None,
-                position_ids=None, inputs_embeds=None, output_hidden_states=None, output_attentions=None,
-                return_dict=None, **kwargs: Any) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        entity_ids=None,
+        head_start: torch.Tensor | None = None,
+        tail_start: torch.Tensor | None = None,
+        labels=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_hidden_states=None,
+        output_attentions=None,
+        return_dict=None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
         if head_start is None or tail_start is None:
-            raise FusionError("relation classification needs head_start and tail_start", where="forward",
-                              fix="Pass the token index of the head and tail entity start markers, shape [batch].")
-        out = self.kept(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        entity_ids=entity_ids, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                        output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+            raise FusionError(
+                "relation classification needs head_start and tail_start",
+                where="forward",
+                fix="Pass the token index of the head and tail entity start markers, shape [batch].",
+            )
+        out = self.kept(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            entity_ids=entity_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
         sequence = out.last_hidden_state  # [B, L, H]
         batch, length, _ = sequence.shape
         starts = torch.stack([head_start.reshape(-1), tail_start.reshape(-1)], dim=1).to(sequence.device).long()
         if starts.shape[0] != batch:
-            raise FusionError(f"head_start/tail_start have {starts.shape[0]} rows, the batch has {batch}",
-                              where="head_start", fix="Give one head and one tail index per example.")
+            raise FusionError(
+                f"head_start/tail_start have {starts.shape[0]} rows, the batch has {batch}",
+                where="head_start",
+                fix="Give one head and one tail index per example.",
+            )
         outside = ((starts < 0) | (starts >= length)).any()
         if torch.compiler.is_compiling():  # in a graph: an async check, no data-dependent branch
             torch._assert_async(~outside, "a head/tail marker index is outside the sequence")
         elif bool(outside):
-            raise FusionError(f"a head/tail marker index is outside 0..{length - 1}", where="head_start/tail_start",
-                              fix="Check that the entity markers survived truncation.")
+            raise FusionError(
+                f"a head/tail marker index is outside 0..{length - 1}",
+                where="head_start/tail_start",
+                fix="Check that the entity markers survived truncation.",
+            )
         rows = torch.arange(batch, device=sequence.device)[:, None]
         pair = sequence[rows, starts].reshape(batch, -1)  # [B, 2H]
         logits = self.classifier(self.dropout(pair))  # [B, num_labels]
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.reshape(-1).to(logits.device)) \
-                + self.entity_path_anchor(out.entity_last_hidden_state)
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states,
-                                        attentions=out.attentions)
+            loss = F.cross_entropy(logits.float(), labels.reshape(-1).to(logits.device)) + self.entity_path_anchor(
+                out.entity_last_hidden_state
+            )
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=out.hidden_states, attentions=out.attentions
+        )
 
 
 __all__ = [
-    "KeptModel", "KeptPreTrainedModel", "KeptForPreTraining", "KeptForMaskedLM",
-    "KeptForSequenceClassification", "KeptForRelationClassification", "KeptModelOutput",
-    "KeptForPreTrainingOutput", "KeptAggregatorLayer", "KeptLayer", "align_entities", "dea_candidates",
+    "KeptModel",
+    "KeptPreTrainedModel",
+    "KeptForPreTraining",
+    "KeptForMaskedLM",
+    "KeptForSequenceClassification",
+    "KeptForRelationClassification",
+    "KeptModelOutput",
+    "KeptForPreTrainingOutput",
+    "KeptAggregatorLayer",
+    "KeptLayer",
+    "align_entities",
+    "dea_candidates",
 ]

@@ -44,8 +44,9 @@ def parameters_times_zero(module: nn.Module) -> torch.Tensor:
     return cast(torch.Tensor, sum(p.sum() for p in module.parameters())) * 0.0  # a tensor: there are parameters
 
 
-def replaced_entity_loss(head: KeptReplacedEntityHead, sequence: torch.Tensor, spans: torch.Tensor | None,
-                         labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def replaced_entity_loss(
+    head: KeptReplacedEntityHead, sequence: torch.Tensor, spans: torch.Tensor | None, labels: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """-> (loss, accuracy, logits [B, M]); without spans/labels, or with no labelled mention, the loss is 0
     with the head in the graph (DDP) and accuracy None."""
     if spans is None or labels is None:

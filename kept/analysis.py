@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from kept.errors import KeptError
 
@@ -25,15 +26,34 @@ COMPARE_FORMAT = "kept.compare.summary"
 COMPARE_FORMAT_VERSION = 1
 
 __all__ = [
-    "METRICS_FORMAT", "METRICS_FORMAT_VERSION", "COMPARE_FORMAT", "COMPARE_FORMAT_VERSION",
-    "examples_frame", "flatten_metrics", "is_compare_dir", "is_run_dir", "load_annotation_stats", "load_annotations",
-    "load_compare", "load_config", "load_documents", "load_encoded", "load_kg", "load_kg_metrics",
-    "load_kg_tables", "load_log_history", "load_metrics", "load_model", "load_tokenizer", "metrics_frame",
+    "METRICS_FORMAT",
+    "METRICS_FORMAT_VERSION",
+    "COMPARE_FORMAT",
+    "COMPARE_FORMAT_VERSION",
+    "examples_frame",
+    "flatten_metrics",
+    "is_compare_dir",
+    "is_run_dir",
+    "load_annotation_stats",
+    "load_annotations",
+    "load_compare",
+    "load_config",
+    "load_documents",
+    "load_encoded",
+    "load_kg",
+    "load_kg_metrics",
+    "load_kg_tables",
+    "load_log_history",
+    "load_metrics",
+    "load_model",
+    "load_tokenizer",
+    "metrics_frame",
     "json_safe",
 ]
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _dir(path: str | Path) -> Path:
     path = Path(path)
@@ -50,8 +70,12 @@ def _read_json(path: Path, what: str, fix: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise KeptError(f"{what} is not valid JSON ({error.msg})", where=path, line=error.lineno,
-                        fix="delete it and re-run the step that writes it") from error
+        raise KeptError(
+            f"{what} is not valid JSON ({error.msg})",
+            where=path,
+            line=error.lineno,
+            fix="delete it and re-run the step that writes it",
+        ) from error
 
 
 def _read_json_object(path: Path, what: str, fix: str, rerun: str) -> dict[str, Any]:
@@ -67,7 +91,8 @@ def is_run_dir(path: str | Path) -> bool:
     path = Path(path)
     return path.is_dir() and (
         (path / "config.yaml").is_file()
-        or any((path / sub).is_dir() for sub in ("model", "encoded", "kg", "corpus", "eval")))
+        or any((path / sub).is_dir() for sub in ("model", "encoded", "kg", "corpus", "eval"))
+    )
 
 
 def is_compare_dir(path: str | Path) -> bool:
@@ -84,6 +109,7 @@ def is_compare_dir(path: str | Path) -> bool:
 
 # --------------------------------------------------------------------------- configuration
 
+
 def load_config(run_dir: str | Path) -> dict[str, Any]:
     """The resolved configuration ``config.yaml`` as a dict."""
     from kept.config import read_yaml
@@ -99,14 +125,19 @@ def load_config(run_dir: str | Path) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- metrics
 
+
 def _check_format(data: Any, path: Path, fmt: str, version: int, fix: str) -> None:
     if not isinstance(data, dict) or data.get("format") != fmt:
-        raise KeptError(f"not a {fmt} file (format={data.get('format') if isinstance(data, dict) else None!r})",
-                        where=path, fix=fix)
+        raise KeptError(
+            f"not a {fmt} file (format={data.get('format') if isinstance(data, dict) else None!r})", where=path, fix=fix
+        )
     found = data.get("format_version")
     if found != version:
-        raise KeptError(f"written by another version of kept (format_version {found}, this kept reads {version})",
-                        where=path, fix=fix)
+        raise KeptError(
+            f"written by another version of kept (format_version {found}, this kept reads {version})",
+            where=path,
+            fix=fix,
+        )
 
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:
@@ -140,7 +171,7 @@ def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, f
     return flat
 
 
-def metrics_frame(run_dirs: Iterable[str | Path]) -> "Any":
+def metrics_frame(run_dirs: Iterable[str | Path]) -> Any:
     """A pandas DataFrame: one row per run (index = directory name), one column per flat metric."""
     import pandas as pd
 
@@ -150,7 +181,7 @@ def metrics_frame(run_dirs: Iterable[str | Path]) -> "Any":
     return pd.DataFrame.from_dict(rows, orient="index").sort_index(axis=1)
 
 
-def examples_frame(run_dirs: Iterable[str | Path] | Mapping[str, str | Path], kind: str = "cloze") -> "Any":
+def examples_frame(run_dirs: Iterable[str | Path] | Mapping[str, str | Path], kind: str = "cloze") -> Any:
     """Stored examples of several runs side by side (pandas): one row per item, a prediction column
     per run (and a ``<run> ok`` column for cloze). The items are the same in every run evaluated on the
     same data (seeded selection), so they join on their key (cloze: doc_id/position; probe: prompt/gold).
@@ -178,19 +209,24 @@ def examples_frame(run_dirs: Iterable[str | Path] | Mapping[str, str | Path], ki
         if "rank" in part:
             columns["rank"] = f"{name} rank"
         part = part[[c for c in keys + shared + list(columns) if c in part]].rename(columns=columns)
-        frame = part if frame is None else frame.merge(part.drop(columns=[c for c in shared if c in part]),
-                                                       on=keys, how="outer")
+        frame = (
+            part
+            if frame is None
+            else frame.merge(part.drop(columns=[c for c in shared if c in part]), on=keys, how="outer")
+        )
     return frame if frame is not None else pd.DataFrame(columns=keys + shared)
 
 
 def load_kg_metrics(run_dir: str | Path) -> dict[str, Any]:
     """``kg/kg_metrics.json`` (link prediction of the KG embedding, written by the kg embed step)."""
     path = _dir(run_dir) / "kg" / "kg_metrics.json"
-    return _read_json_object(path, "KG metrics", "run the kg embed step (`kept run` or `kept kg embed`)",
-                             "re-run the kg embed step")
+    return _read_json_object(
+        path, "KG metrics", "run the kg embed step (`kept run` or `kept kg embed`)", "re-run the kg embed step"
+    )
 
 
 # --------------------------------------------------------------------------- training history
+
 
 def _checkpoint_step(path: Path) -> int:
     match = re.search(r"checkpoint-(\d+)$", path.name)
@@ -201,12 +237,19 @@ def log_history_path(run_dir: str | Path) -> Path | None:
     """The file the training log history is read from, or None: ``logs/train_history.json`` first,
     then log_history.json / trainer_state.json of the run, the model or the latest checkpoint."""
     run_dir = Path(run_dir)
-    candidates = [run_dir / "logs" / "train_history.json", run_dir / "log_history.json",
-                  run_dir / "trainer_state.json",
-                  run_dir / "checkpoints" / "log_history.json", run_dir / "checkpoints" / "trainer_state.json",
-                  run_dir / "model" / "trainer_state.json"]
-    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step, reverse=True) \
-        if (run_dir / "checkpoints").is_dir() else []
+    candidates = [
+        run_dir / "logs" / "train_history.json",
+        run_dir / "log_history.json",
+        run_dir / "trainer_state.json",
+        run_dir / "checkpoints" / "log_history.json",
+        run_dir / "checkpoints" / "trainer_state.json",
+        run_dir / "model" / "trainer_state.json",
+    ]
+    checkpoints = (
+        sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=_checkpoint_step, reverse=True)
+        if (run_dir / "checkpoints").is_dir()
+        else []
+    )
     candidates += [c / "trainer_state.json" for c in checkpoints]
     return next((c for c in candidates if c.is_file()), None)
 
@@ -218,8 +261,11 @@ def load_log_history(run_dir: str | Path) -> list[dict[str, Any]]:
     """
     path = log_history_path(_dir(run_dir))
     if path is None:
-        raise KeptError("no training log history (log_history.json or trainer_state.json)",
-                        where=Path(run_dir) / "checkpoints", fix="pretrain the run first (`kept run CONFIG`)")
+        raise KeptError(
+            "no training log history (log_history.json or trainer_state.json)",
+            where=Path(run_dir) / "checkpoints",
+            fix="pretrain the run first (`kept run CONFIG`)",
+        )
     data = _read_json(path, "training log history", "re-run pretraining")
     history = data.get("log_history") if isinstance(data, dict) else data
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
@@ -229,14 +275,16 @@ def load_log_history(run_dir: str | Path) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- corpus
 
+
 def load_annotation_stats(run_dir: str | Path) -> dict[str, Any]:
     """``corpus/annotation_stats.json`` (spans by source and kind, linked fraction, ...)."""
     path = _dir(run_dir) / "corpus" / "annotation_stats.json"
-    return _read_json_object(path, "annotation statistics", "run the annotation step (`kept run CONFIG`)",
-                             "re-run annotation")
+    return _read_json_object(
+        path, "annotation statistics", "run the annotation step (`kept run CONFIG`)", "re-run annotation"
+    )
 
 
-def load_annotations(run_dir: str | Path) -> "Any":
+def load_annotations(run_dir: str | Path) -> Any:
     """The annotated corpus (``corpus/annotated``) as a datasets.Dataset: id, title, text, spans."""
     from datasets import load_from_disk
 
@@ -263,7 +311,7 @@ def load_documents(run_dir: str | Path) -> list[dict[str, Any]]:
         raise KeptError(error.what, where=error.where, line=error.line, fix="re-run the corpus step") from None
 
 
-def load_encoded(run_dir: str | Path, split: str = "validation") -> "Any":
+def load_encoded(run_dir: str | Path, split: str = "validation") -> Any:
     """``encoded/<split>`` as a datasets.Dataset (input_ids, attention_mask, unit_ids, unit_kind, entity_ids)."""
     from datasets import load_from_disk
 
@@ -278,7 +326,8 @@ def load_encoded(run_dir: str | Path, split: str = "validation") -> "Any":
 
 # --------------------------------------------------------------------------- knowledge graph
 
-def _read_kg(kg_dir: Path) -> "Any":
+
+def _read_kg(kg_dir: Path) -> Any:
     """``KnowledgeGraph.load`` (the one reader of the kg/ tables), its errors as KeptError."""
     from kg import KGError, KnowledgeGraph
 
@@ -297,15 +346,25 @@ def load_kg_tables(run_dir: str | Path) -> dict[str, Any]:
     import pandas as pd
 
     graph = _read_kg(_dir(run_dir) / "kg")
-    entity_frame = pd.DataFrame({"id": range(graph.num_entities), "name": graph.entities,
-                                 "label": graph.entity_labels, "aliases": graph.entity_aliases})
-    relation_frame = pd.DataFrame({"id": range(graph.num_relations), "name": graph.relations,
-                                   "label": graph.relation_labels})
-    return {"entities": entity_frame, "relations": relation_frame,
-            "triples": pd.DataFrame(graph.triple_names(), columns=["head_name", "relation_name", "tail_name"])}
+    entity_frame = pd.DataFrame(
+        {
+            "id": range(graph.num_entities),
+            "name": graph.entities,
+            "label": graph.entity_labels,
+            "aliases": graph.entity_aliases,
+        }
+    )
+    relation_frame = pd.DataFrame(
+        {"id": range(graph.num_relations), "name": graph.relations, "label": graph.relation_labels}
+    )
+    return {
+        "entities": entity_frame,
+        "relations": relation_frame,
+        "triples": pd.DataFrame(graph.triple_names(), columns=["head_name", "relation_name", "tail_name"]),
+    }
 
 
-def load_kg(run_dir: str | Path) -> "Any":
+def load_kg(run_dir: str | Path) -> Any:
     """The run's KG as a ``kg.KnowledgeGraph`` (``KnowledgeGraph.load(run_dir / "kg")``)."""
     from kg import KnowledgeGraph
 
@@ -317,7 +376,8 @@ def load_kg(run_dir: str | Path) -> "Any":
 
 # --------------------------------------------------------------------------- model
 
-def load_tokenizer(run_dir: str | Path) -> "Any":
+
+def load_tokenizer(run_dir: str | Path) -> Any:
     """The run's fast tokenizer (``tokenizer/``, or ``model/`` when it carries one)."""
     from transformers import AutoTokenizer
 
@@ -325,17 +385,20 @@ def load_tokenizer(run_dir: str | Path) -> "Any":
     for path in (run_dir / "tokenizer", run_dir / "model"):
         if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    raise KeptError("tokenizer not found", where=run_dir / "tokenizer", fix="run the tokenizer step (`kept run CONFIG`)")
+    raise KeptError(
+        "tokenizer not found", where=run_dir / "tokenizer", fix="run the tokenizer step (`kept run CONFIG`)"
+    )
 
 
-def load_model(run_dir: str | Path, model_class: Any = None, **kwargs: Any) -> "Any":
+def load_model(run_dir: str | Path, model_class: Any = None, **kwargs: Any) -> Any:
     """The run's final model (``model/``) in eval mode; ``model_class`` defaults to
     ``fusion.KeptForMaskedLM``. Extra keyword arguments go to ``from_pretrained``."""
     run_dir = _dir(run_dir)
     path = run_dir / "model"
     if not (path / "config.json").is_file():
-        raise KeptError("model not found (no model/config.json)", where=path,
-                        fix="pretrain the run first (`kept run CONFIG`)")
+        raise KeptError(
+            "model not found (no model/config.json)", where=path, fix="pretrain the run first (`kept run CONFIG`)"
+        )
     if model_class is None:
         from fusion import KeptForMaskedLM as model_class  # noqa: N813
     from kept.evaluate.common import quiet_from_pretrained
@@ -345,14 +408,17 @@ def load_model(run_dir: str | Path, model_class: Any = None, **kwargs: Any) -> "
     except (OSError, ValueError, KeyError) as error:
         from kept.export import outside_kept_fix
 
-        raise KeptError(f"cannot load the model ({error})", where=path,
-                        fix=outside_kept_fix(error)
-                        or "check that it was saved by this version of kept (save_pretrained)") from error
+        raise KeptError(
+            f"cannot load the model ({error})",
+            where=path,
+            fix=outside_kept_fix(error) or "check that it was saved by this version of kept (save_pretrained)",
+        ) from error
     model.eval()
     return model
 
 
 # --------------------------------------------------------------------------- compare
+
 
 def load_compare(compare_dir: str | Path) -> dict[str, Any]:
     """``compare/summary.json`` of a compare directory (or ``summary.json`` given the compare/ folder)."""

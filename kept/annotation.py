@@ -38,16 +38,18 @@ def atomic_save_dataset(dataset: Any, target: str | Path) -> None:
 def check_entity_ids(dataset: Any, num_entities: int, where: str | Path) -> None:
     """MaskingError when a span links to an entity id that the run's KG does not have."""
     for start in range(0, len(dataset), 1000):
-        batch = dataset[start:start + 1000]
+        batch = dataset[start : start + 1000]
         for offset, spans in enumerate(batch["spans"]):
             for i, span in enumerate(spans or []):
                 entity_id = span["entity_id"]
                 if entity_id is not None and not -1 <= entity_id < num_entities:
                     raise MaskingError(
                         f"document {batch['id'][offset]!r} spans[{i}] links to entity id {entity_id}, but the KG has "
-                        f"{num_entities} entities (ids 0..{num_entities - 1})", where=where,
+                        f"{num_entities} entities (ids 0..{num_entities - 1})",
+                        where=where,
                         fix="use ids from kg/entities.tsv (or -1 for an unlinked span), or rebuild the KG that "
-                            "the corpus was linked to")
+                        "the corpus was linked to",
+                    )
 
 
 def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, list[str] | None]:
@@ -56,9 +58,12 @@ def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, lis
     kg_dir = run_dir / "kg"
     if not (kg_dir / "entities.tsv").exists():
         if required:
-            raise MaskingError("no knowledge graph in the run directory", where=kg_dir / "entities.tsv",
-                               fix="build the KG first (kept data ... / kept kg ...) or annotate without the "
-                                   "gazetteer (--detectors ner,noun_chunk,gold)")
+            raise MaskingError(
+                "no knowledge graph in the run directory",
+                where=kg_dir / "entities.tsv",
+                fix="build the KG first (kept data ... / kept kg ...) or annotate without the "
+                "gazetteer (--detectors ner,noun_chunk,gold)",
+            )
         return None, None
     from kg import AliasIndex, KnowledgeGraph
 
@@ -69,14 +74,24 @@ def load_run_kg(run_dir: str | Path, *, required: bool = True) -> tuple[Any, lis
     else:
         alias_index = AliasIndex.from_graph(graph)
     if len(alias_index) == 0 and required:
-        raise MaskingError("the KG has no labels or aliases to match", where=aliases_path,
-                           fix="write kg/aliases.tsv (alias, entity_id, count) or annotate without the gazetteer")
+        raise MaskingError(
+            "the KG has no labels or aliases to match",
+            where=aliases_path,
+            fix="write kg/aliases.tsv (alias, entity_id, count) or annotate without the gazetteer",
+        )
     return alias_index, list(graph.entity_labels)
 
 
-def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None, *, num_shards: int = 1,
-                     shard_index: int = 0, progress: Callable[[int], None] | None = None,
-                     on_total: Callable[[int], None] | None = None, merge: bool = True) -> dict[str, Any]:
+def annotate_run_dir(
+    run_dir: str | Path,
+    config: AnnotationConfig | None = None,
+    *,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    merge: bool = True,
+) -> dict[str, Any]:
     """Annotate ``RUN_DIR/corpus/documents.jsonl`` -> ``RUN_DIR/corpus/annotated/`` + ``annotation_stats.json``.
 
     With shards, writes ``annotated/shard-IIIII-of-KKKKK/`` and ``annotation_stats.shard-...json``; once all
@@ -91,14 +106,22 @@ def annotate_run_dir(run_dir: str | Path, config: AnnotationConfig | None = None
     alias_index, labels = load_run_kg(run_dir, required=needs_gazetteer and config.missing_kg == "error")
     if needs_gazetteer and alias_index is None:
         config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
-    dataset = load_documents(corpus_dir / "documents.jsonl", cache_dir=corpus_dir / ".cache",
-                             undecodable=config.undecodable)
+    dataset = load_documents(
+        corpus_dir / "documents.jsonl", cache_dir=corpus_dir / ".cache", undecodable=config.undecodable
+    )
     if labels is not None:
         check_entity_ids(dataset, len(labels), corpus_dir / "documents.jsonl")
     if on_total is not None:
         on_total(len(shard_dataset(dataset, num_shards, shard_index)))
-    annotated, stats = annotate_with_stats(dataset, config, alias_index, entity_labels=labels,
-                                           num_shards=num_shards, shard_index=shard_index, progress=progress)
+    annotated, stats = annotate_with_stats(
+        dataset,
+        config,
+        alias_index,
+        entity_labels=labels,
+        num_shards=num_shards,
+        shard_index=shard_index,
+        progress=progress,
+    )
     stats["kg_linked"] = alias_index is not None
     suffix = _shard_suffix(num_shards, shard_index)
     if not suffix:
@@ -126,18 +149,26 @@ def _merged_after_shards(run_dir: Path, num_shards: int) -> bool:
     shards_dir = run_dir / "corpus" / "annotated.shards"
     try:
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
-        newest = max((shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").stat().st_mtime_ns
-                     for i in range(num_shards))
-        return (stats.get("shard") == {"num_shards": num_shards, "merged": True}
-                and stats_path.stat().st_mtime_ns >= newest)
+        newest = max(
+            (shards_dir / f"{_shard_suffix(num_shards, i)}.stats.json").stat().st_mtime_ns for i in range(num_shards)
+        )
+        return (
+            stats.get("shard") == {"num_shards": num_shards, "merged": True} and stats_path.stat().st_mtime_ns >= newest
+        )
     except (OSError, ValueError):
         return False
 
 
-def annotate_shard(run_dir: str | Path, config: AnnotationConfig | None = None, *, num_shards: int,
-                   shard_index: int, progress: Callable[[int], None] | None = None,
-                   on_total: Callable[[int], None] | None = None,
-                   command: str = "kept annotate") -> dict[str, Any]:
+def annotate_shard(
+    run_dir: str | Path,
+    config: AnnotationConfig | None = None,
+    *,
+    num_shards: int,
+    shard_index: int,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    command: str = "kept annotate",
+) -> dict[str, Any]:
     """Annotate one shard while the other shards of the run annotate theirs (other processes or machines).
 
     The shard runs under a shared run-directory lock (exclusive writers such as ``kept encode`` are refused
@@ -152,8 +183,11 @@ def annotate_shard(run_dir: str | Path, config: AnnotationConfig | None = None, 
 
     run_dir = Path(run_dir)
     if not 0 <= shard_index < num_shards:
-        raise MaskingError(f"--shard-index {shard_index} is not below --num-shards {num_shards}",
-                           where="--shard-index", fix="shard indices run from 0 to num_shards - 1")
+        raise MaskingError(
+            f"--shard-index {shard_index} is not below --num-shards {num_shards}",
+            where="--shard-index",
+            fix="shard indices run from 0 to num_shards - 1",
+        )
     with RunLock(run_dir, command, shared=True):
         shards_dir = run_dir / "corpus" / "annotated.shards"
         shards_dir.mkdir(parents=True, exist_ok=True)
@@ -162,10 +196,20 @@ def annotate_shard(run_dir: str | Path, config: AnnotationConfig | None = None, 
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                raise KeptError(f"shard {shard_index} of {num_shards} is being annotated by another process",
-                                where=lock_path, fix="wait for it, or run the other shard indices") from None
-            stats = annotate_run_dir(run_dir, config, num_shards=num_shards, shard_index=shard_index,
-                                     progress=progress, on_total=on_total, merge=False)
+                raise KeptError(
+                    f"shard {shard_index} of {num_shards} is being annotated by another process",
+                    where=lock_path,
+                    fix="wait for it, or run the other shard indices",
+                ) from None
+            stats = annotate_run_dir(
+                run_dir,
+                config,
+                num_shards=num_shards,
+                shard_index=shard_index,
+                progress=progress,
+                on_total=on_total,
+                merge=False,
+            )
     if not shards_complete(run_dir, num_shards):
         return stats
     try:
@@ -174,10 +218,11 @@ def annotate_shard(run_dir: str | Path, config: AnnotationConfig | None = None, 
         if _held_by_shards(run_dir) or _siblings_running(run_dir, num_shards):
             return stats  # a sibling shard merges now, or still annotates and will find every shard
         # another writer took the run between our release and this acquire: nobody will merge
-        raise KeptError(f"every shard is annotated, but the run is held by another command, so the shards "
-                        f"were not merged ({busy})", where=run_dir,
-                        fix=f"when it is done, run `kept annotate {run_dir} --num-shards {num_shards} --merge`"
-                        ) from None
+        raise KeptError(
+            f"every shard is annotated, but the run is held by another command, so the shards were not merged ({busy})",
+            where=run_dir,
+            fix=f"when it is done, run `kept annotate {run_dir} --num-shards {num_shards} --merge`",
+        ) from None
     try:
         if _merged_after_shards(run_dir, num_shards):  # a sibling merged between our release and acquire
             return json.loads((run_dir / "corpus" / "annotation_stats.json").read_text(encoding="utf-8"))
@@ -229,15 +274,21 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
         suffix = _shard_suffix(num_shards, index)
         stats_path = shards_dir / f"{suffix}.stats.json"
         if not stats_path.exists():
-            raise MaskingError(f"shard {index} of {num_shards} is missing", where=stats_path,
-                               fix=f"run `kept annotate RUN_DIR --num-shards {num_shards} --shard-index {index}`")
+            raise MaskingError(
+                f"shard {index} of {num_shards} is missing",
+                where=stats_path,
+                fix=f"run `kept annotate RUN_DIR --num-shards {num_shards} --shard-index {index}`",
+            )
         shard_stats = json.loads(stats_path.read_text(encoding="utf-8"))
         configs.add(json.dumps(shard_stats.get("config"), sort_keys=True))
         merge_counts(totals, shard_stats["counts"])
         parts.append(load_from_disk(str(shards_dir / suffix)))
     if len(configs) > 1:
-        raise MaskingError("the shards were annotated with different configurations", where=shards_dir,
-                           fix="re-run every shard with the same --detectors/--spacy-model options")
+        raise MaskingError(
+            "the shards were annotated with different configurations",
+            where=shards_dir,
+            fix="re-run every shard with the same --detectors/--spacy-model options",
+        )
     stats = finalize_stats(totals)
     stats["config"] = json.loads(configs.pop())
     stats["gazetteer_case"] = shard_stats.get("gazetteer_case", {})  # the same KG and config in every shard
@@ -247,5 +298,12 @@ def merge_annotated_shards(run_dir: str | Path, num_shards: int) -> dict[str, An
     return stats
 
 
-__all__ = ["annotate_run_dir", "annotate_shard", "atomic_save_dataset", "check_entity_ids", "load_run_kg",
-           "merge_annotated_shards", "shards_complete"]
+__all__ = [
+    "annotate_run_dir",
+    "annotate_shard",
+    "atomic_save_dataset",
+    "check_entity_ids",
+    "load_run_kg",
+    "merge_annotated_shards",
+    "shards_complete",
+]

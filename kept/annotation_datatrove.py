@@ -45,33 +45,46 @@ class AnnotateShards(PipelineStep):  # type: ignore[misc,valid-type,unused-ignor
         return iter(())  # the shard is on disk; no documents flow to a next step
 
 
-def annotate_with_datatrove(run_dir: str | Path, config: Any, *, workers: int = 2,
-                            tasks: int | None = None) -> dict[str, Any]:
+def annotate_with_datatrove(
+    run_dir: str | Path, config: Any, *, workers: int = 2, tasks: int | None = None
+) -> dict[str, Any]:
     """Annotate ``RUN_DIR`` as ``tasks`` shards (default: ``workers``) on ``workers`` local processes, then merge.
 
     The caller holds the run directory's exclusive lock (the workers are its children). Returns the merged
     statistics, as ``kept.annotation.annotate_run_dir`` does.
     """
     if not HAVE_DATATROVE:
-        raise KeptError("the datatrove engine needs the datatrove package", where="--engine datatrove",
-                        fix="pip install 'kept[datatrove]' (or use the default engine, --num-proc for local workers)")
+        raise KeptError(
+            "the datatrove engine needs the datatrove package",
+            where="--engine datatrove",
+            fix="pip install 'kept[datatrove]' (or use the default engine, --num-proc for local workers)",
+        )
     if workers < 1 or (tasks is not None and tasks < 1):
-        raise KeptError(f"--workers must be at least 1, got {workers}", where="--workers", fix="pass --workers 2 or more")
+        raise KeptError(
+            f"--workers must be at least 1, got {workers}", where="--workers", fix="pass --workers 2 or more"
+        )
     from datatrove.executor import LocalPipelineExecutor
 
     from kept.annotation import merge_annotated_shards
 
     run_dir = Path(run_dir)
     tasks = tasks or workers
-    executor = LocalPipelineExecutor(pipeline=[AnnotateShards(run_dir, config)], tasks=tasks, workers=workers,
-                                     logging_dir=str(run_dir / "logs" / "datatrove-annotate"),
-                                     skip_completed=False)
+    executor = LocalPipelineExecutor(
+        pipeline=[AnnotateShards(run_dir, config)],
+        tasks=tasks,
+        workers=workers,
+        logging_dir=str(run_dir / "logs" / "datatrove-annotate"),
+        skip_completed=False,
+    )
     try:
         executor.run()
     except Exception as error:  # noqa: BLE001 - datatrove re-raises a worker's failure wrapped; show ours
         cause: BaseException | None = error
-        while cause is not None and not isinstance(cause, (KeptError,)) and \
-                type(cause).__name__ not in ("MaskingError", "KGError"):
+        while (
+            cause is not None
+            and not isinstance(cause, (KeptError,))
+            and type(cause).__name__ not in ("MaskingError", "KGError")
+        ):
             cause = cause.__cause__ or cause.__context__
         if cause is not None:
             raise cause from None

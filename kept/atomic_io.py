@@ -62,8 +62,12 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
     except FileNotFoundError:
         raise KeptError(f"{what} not found", where=path) from None
     except json.JSONDecodeError as error:
-        raise KeptError(f"{what} is not valid JSON: {error.msg}", where=path, line=error.lineno,
-                        fix="delete it and re-run the stage that writes it") from None
+        raise KeptError(
+            f"{what} is not valid JSON: {error.msg}",
+            where=path,
+            line=error.lineno,
+            fix="delete it and re-run the stage that writes it",
+        ) from None
 
 
 def clean_stale_temporaries(root: str | Path) -> list[Path]:

@@ -5,7 +5,8 @@ the Trainer skips the already-seen batches without collating them."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,4 +56,3 @@ class BatchSeededCollator:
 
 
 # ------------------------------------------------------------------ checkpoints and resume checks
-

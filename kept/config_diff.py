@@ -13,11 +13,21 @@ if TYPE_CHECKING:
     from kept.config import RunConfig
 
 #: Train fields that do not change what is learned (allowed to differ when resuming).
-NON_TRAINING_KEYS: frozenset[str] = frozenset({
-    "train.eval_steps", "train.save_steps", "train.logging_steps", "train.save_total_limit",
-    "train.eval_batch_size", "train.dataloader_num_workers", "train.use_cpu", "train.bf16",
-    "train.final_eval_max_examples", "train.report_to", "encode.num_proc",
-})
+NON_TRAINING_KEYS: frozenset[str] = frozenset(
+    {
+        "train.eval_steps",
+        "train.save_steps",
+        "train.logging_steps",
+        "train.save_total_limit",
+        "train.eval_batch_size",
+        "train.dataloader_num_workers",
+        "train.use_cpu",
+        "train.bf16",
+        "train.final_eval_max_examples",
+        "train.report_to",
+        "encode.num_proc",
+    }
+)
 #: Sections whose values shape training (compared when resuming from a checkpoint).
 TRAINING_SECTIONS: tuple[str, ...] = ("tokenizer", "encode", "masking", "model", "train")
 
@@ -43,4 +53,3 @@ def training_view(config: RunConfig | dict[str, Any]) -> dict[str, Any]:
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two flattened mappings (added/removed included)."""
     return sorted(key for key in set(old) | set(new) if old.get(key, "<unset>") != new.get(key, "<unset>"))
-

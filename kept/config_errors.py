@@ -83,11 +83,17 @@ def _flatten_validation(error: ValidationError) -> list[tuple[tuple, str, str]]:
     return problems
 
 
-def _config_error(what: str, loc: tuple, fix: str, source: str | Path | None, text: str | None,
-                  overridden: Collection[tuple[str, ...]]) -> KeptError:
+def _config_error(
+    what: str,
+    loc: tuple,
+    fix: str,
+    source: str | Path | None,
+    text: str | None,
+    overridden: Collection[tuple[str, ...]],
+) -> KeptError:
     """A configuration error at key path ``loc``: on the command line when a flag or ``--set`` gave that key
     (or a section above it), else in ``source`` at the key's line."""
     keys = tuple(str(part) for part in loc)
-    if any(keys[:len(key)] == tuple(key) for key in overridden):
+    if any(keys[: len(key)] == tuple(key) for key in overridden):
         return KeptError(what, where="command line", fix=fix)
     return KeptError(what, where=source or "config", line=_yaml_line(text, loc), fix=fix)

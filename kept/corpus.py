@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from kept.errors import KeptError
 
@@ -32,8 +33,12 @@ def _decode(data: bytes, path: Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise KeptError(f"not UTF-8 text (byte {error.start})", where=path, line=line,
-                        fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)") from None
+        raise KeptError(
+            f"not UTF-8 text (byte {error.start})",
+            where=path,
+            line=line,
+            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)",
+        ) from None
     return text[1:] if text.startswith("\ufeff") else text
 
 
@@ -55,8 +60,9 @@ def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:
             raise KeptError(f"spans[{index}]: {error.what}", where=where, fix=error.fix) from None
         start, end = span["start"], span["end"]
         if not 0 <= start < end <= len(text):
-            raise KeptError(f"spans[{index}]: span [{start}, {end}) lies outside the text ({len(text)} characters)",
-                            where=where)
+            raise KeptError(
+                f"spans[{index}]: span [{start}, {end}) lies outside the text ({len(text)} characters)", where=where
+            )
         _check_unicode(span["label"], f"spans[{index}].label", where)
         out.append(dict(span))
     return out
@@ -67,30 +73,54 @@ def _check_unicode(value: str, field: str, where: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise KeptError(f"'{field}' holds a lone surrogate {value[error.start]!r} at character {error.start} "
-                        "(not a Unicode character)", where=where,
-                        fix="remove it, or write the character as a complete pair (e.g. \\ud83d\\ude00)") from None
+        raise KeptError(
+            f"'{field}' holds a lone surrogate {value[error.start]!r} at character {error.start} "
+            "(not a Unicode character)",
+            where=where,
+            fix="remove it, or write the character as a complete pair (e.g. \\ud83d\\ude00)",
+        ) from None
 
 
-def make_document(row: dict[str, Any], number: int, *, text_field: str = "text", id_field: str = "id",
-                  title_field: str = "title", where: str = "") -> dict[str, Any]:
+def make_document(
+    row: dict[str, Any],
+    number: int,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    title_field: str = "title",
+    where: str = "",
+) -> dict[str, Any]:
     if text_field not in row:
-        raise KeptError(f"record has no '{text_field}' field (fields: {', '.join(map(str, row))})", where=where,
-                        fix="set data.text_field to the column that holds the text")
+        raise KeptError(
+            f"record has no '{text_field}' field (fields: {', '.join(map(str, row))})",
+            where=where,
+            fix="set data.text_field to the column that holds the text",
+        )
     text = row[text_field]
     if not isinstance(text, str):
-        raise KeptError(f"'{text_field}' is a {type(text).__name__}, not text", where=where,
-                        fix=f"write the document text as a JSON string in '{text_field}'")
+        raise KeptError(
+            f"'{text_field}' is a {type(text).__name__}, not text",
+            where=where,
+            fix=f"write the document text as a JSON string in '{text_field}'",
+        )
     if len(text) > MAX_DOCUMENT_CHARS:
-        raise KeptError(f"document has {len(text):,} characters, more than the {MAX_DOCUMENT_CHARS:,} allowed",
-                        where=where, fix="split it into smaller documents (one per line in JSONL, or blank-line "
-                                         "separated in .txt)")
+        raise KeptError(
+            f"document has {len(text):,} characters, more than the {MAX_DOCUMENT_CHARS:,} allowed",
+            where=where,
+            fix="split it into smaller documents (one per line in JSONL, or blank-line separated in .txt)",
+        )
     if "\x00" in text:
-        raise KeptError("the text holds NUL bytes (a binary file?)", where=where,
-                        fix="give a text corpus; remove the NUL characters")
+        raise KeptError(
+            "the text holds NUL bytes (a binary file?)",
+            where=where,
+            fix="give a text corpus; remove the NUL characters",
+        )
     doc_id = row.get(id_field)
-    document = {"id": str(doc_id) if doc_id not in (None, "") else str(number),
-                "title": str(row.get(title_field) or ""), "text": text}
+    document = {
+        "id": str(doc_id) if doc_id not in (None, "") else str(number),
+        "title": str(row.get(title_field) or ""),
+        "text": text,
+    }
     for field, value in (("id", document["id"]), ("title", document["title"]), (text_field, text)):
         _check_unicode(value, field, where)
     return {**document, "spans": _check_spans(row.get("spans"), text, where)}
@@ -98,9 +128,15 @@ def make_document(row: dict[str, Any], number: int, *, text_field: str = "text",
 
 def _iter_txt(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
     if path.is_dir():
-        for number, file in enumerate(sorted(path.rglob("*.txt"))):
-            yield {"id": str(file.relative_to(path)), "title": file.stem,
-                   "text": _decode(file.read_bytes(), file).strip()}, str(file)
+        for file in sorted(path.rglob("*.txt")):
+            yield (
+                {
+                    "id": str(file.relative_to(path)),
+                    "title": file.stem,
+                    "text": _decode(file.read_bytes(), file).strip(),
+                },
+                str(file),
+            )
         return
     text = _decode(path.read_bytes(), path)
     for number, block in enumerate(b.strip() for b in re.split(r"\n\s*\n", text)):
@@ -114,8 +150,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise KeptError(f"not UTF-8 text (byte {error.start} of the line)", where=path, line=line_number,
-                                fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)") from None
+                raise KeptError(
+                    f"not UTF-8 text (byte {error.start} of the line)",
+                    where=path,
+                    line=line_number,
+                    fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)",
+                ) from None
             if line_number == 1 and line.startswith("\ufeff"):
                 line = line[1:]
             if not line.strip():
@@ -124,11 +164,19 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
                 row = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as error:
                 message = getattr(error, "msg", "nested too deeply")
-                raise KeptError(f"not valid JSON: {message}", where=path, line=line_number,
-                                fix='write one JSON object per line: {"id": ..., "text": "...", "spans": []}') from None
+                raise KeptError(
+                    f"not valid JSON: {message}",
+                    where=path,
+                    line=line_number,
+                    fix='write one JSON object per line: {"id": ..., "text": "...", "spans": []}',
+                ) from None
             if not isinstance(row, dict):
-                raise KeptError("each line must be a JSON object", where=path, line=line_number,
-                                fix='write one JSON object per line: {"id": ..., "text": "...", "spans": []}')
+                raise KeptError(
+                    "each line must be a JSON object",
+                    where=path,
+                    line=line_number,
+                    fix='write one JSON object per line: {"id": ..., "text": "...", "spans": []}',
+                )
             yield row, f"{path}:{line_number}"
 
 
@@ -141,7 +189,9 @@ def iter_records(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
     """Raw records of a corpus source with a location for error messages."""
     path = Path(path)
     if not path.exists():
-        raise KeptError("corpus not found", where=path, fix="set data.corpus to a txt/jsonl/parquet file or a dataset dir")
+        raise KeptError(
+            "corpus not found", where=path, fix="set data.corpus to a txt/jsonl/parquet file or a dataset dir"
+        )
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
             import datasets
@@ -149,8 +199,11 @@ def iter_records(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
             try:
                 loaded = datasets.load_from_disk(str(path))
             except Exception as error:  # noqa: BLE001 - datasets/pyarrow raise many types for a damaged dir
-                raise KeptError(f"cannot read the saved dataset ({type(error).__name__}: {error})".splitlines()[0],
-                                where=path, fix="re-save it with datasets.Dataset.save_to_disk") from None
+                raise KeptError(
+                    f"cannot read the saved dataset ({type(error).__name__}: {error})".splitlines()[0],
+                    where=path,
+                    fix="re-save it with datasets.Dataset.save_to_disk",
+                ) from None
             if isinstance(loaded, datasets.DatasetDict):
                 if "train" not in loaded:
                     raise KeptError(f"dataset dict has no 'train' split ({', '.join(loaded)})", where=path)
@@ -172,12 +225,18 @@ def iter_records(path: str | Path) -> Iterator[tuple[dict[str, Any], str]]:
         try:
             rows = pq.read_table(path).to_pylist()
         except Exception as error:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-            raise KeptError(f"not a readable Parquet file ({error})".splitlines()[0], where=path,
-                            fix="re-write it with pandas/pyarrow, or give the corpus as JSONL") from None
+            raise KeptError(
+                f"not a readable Parquet file ({error})".splitlines()[0],
+                where=path,
+                fix="re-write it with pandas/pyarrow, or give the corpus as JSONL",
+            ) from None
         yield from _iter_table(rows, str(path))
     else:
-        raise KeptError(f"unsupported corpus format '{suffix}'", where=path,
-                        fix="use .txt, .jsonl, .parquet or a datasets.save_to_disk directory")
+        raise KeptError(
+            f"unsupported corpus format '{suffix}'",
+            where=path,
+            fix="use .txt, .jsonl, .parquet or a datasets.save_to_disk directory",
+        )
 
 
 def _looks_like_jsonl(path: Path) -> bool:
@@ -186,14 +245,21 @@ def _looks_like_jsonl(path: Path) -> bool:
     return first.startswith(b"{") and first.endswith(b"}")
 
 
-def load_documents(path: str | Path, *, text_field: str = "text", id_field: str = "id", title_field: str = "title",
-                   max_documents: int | None = None) -> list[dict[str, Any]]:
+def load_documents(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    title_field: str = "title",
+    max_documents: int | None = None,
+) -> list[dict[str, Any]]:
     """Documents of a corpus file or directory (ids made unique; empty texts dropped)."""
     documents: list[dict[str, Any]] = []
     seen: set[str] = set()
     for number, (row, where) in enumerate(iter_records(path)):
-        document = make_document(row, number, text_field=text_field, id_field=id_field, title_field=title_field,
-                                 where=where)
+        document = make_document(
+            row, number, text_field=text_field, id_field=id_field, title_field=title_field, where=where
+        )
         if not document["text"].strip():
             continue
         if document["id"] in seen:
@@ -222,8 +288,11 @@ def write_documents(documents: Iterable[dict[str, Any]], path: str | Path) -> in
 def read_documents(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
-        raise KeptError("corpus/documents.jsonl not found", where=path,
-                        fix="run `kept corpus RUN_DIR --source ...` or `kept run CONFIG` first")
+        raise KeptError(
+            "corpus/documents.jsonl not found",
+            where=path,
+            fix="run `kept corpus RUN_DIR --source ...` or `kept run CONFIG` first",
+        )
     return [make_document(row, i, where=where) for i, (row, where) in enumerate(_iter_jsonl(path))]
 
 
@@ -231,10 +300,21 @@ def documents_to_dataset(documents: list[dict[str, Any]]) -> Any:
     """A ``datasets.Dataset`` with columns id, title, text, spans."""
     import datasets
 
-    features = datasets.Features({
-        "id": datasets.Value("string"), "title": datasets.Value("string"), "text": datasets.Value("string"),
-        "spans": datasets.List({"start": datasets.Value("int64"), "end": datasets.Value("int64"),
-                                "kind": datasets.Value("string"), "label": datasets.Value("string"),
-                                "entity_id": datasets.Value("int64"), "source": datasets.Value("string")}),
-    })
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "title": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "spans": datasets.List(
+                {
+                    "start": datasets.Value("int64"),
+                    "end": datasets.Value("int64"),
+                    "kind": datasets.Value("string"),
+                    "label": datasets.Value("string"),
+                    "entity_id": datasets.Value("int64"),
+                    "source": datasets.Value("string"),
+                }
+            ),
+        }
+    )
     return datasets.Dataset.from_list(documents, features=features)

@@ -24,8 +24,10 @@ ALIASES_FILE = Path("kg") / "aliases.tsv"
 
 # ------------------------------------------------------------------ builders (also `kept data ...`)
 
-def build_wikipedia_sample(out_dir: str | Path, *, source: str | Path | None = None,
-                           max_documents: int | None = None, sample: Any = None) -> dict[str, Any]:
+
+def build_wikipedia_sample(
+    out_dir: str | Path, *, source: str | Path | None = None, max_documents: int | None = None, sample: Any = None
+) -> dict[str, Any]:
     """Parse the enwiki sample (gensim's wheel, or ``source``) into ``out_dir``.
 
     Writes corpus/documents.jsonl (gold link spans: kind "entity", label "WIKI_LINK", source "gold"),
@@ -54,9 +56,16 @@ def build_pykeen_run(name: str, out_dir: str | Path) -> dict[str, Any]:
     return write_graph(load_pykeen_dataset(name), Path(out_dir))
 
 
-def build_triples_run(path: str | Path, out_dir: str | Path, *, labels: str | Path | None = None,
-                      aliases: str | Path | None = None, strict: bool = False, delimiter: str | None = None,
-                      header: bool | None = None) -> dict[str, Any]:
+def build_triples_run(
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    labels: str | Path | None = None,
+    aliases: str | Path | None = None,
+    strict: bool = False,
+    delimiter: str | None = None,
+    header: bool | None = None,
+) -> dict[str, Any]:
     """Load a triples TSV/CSV (+ optional label/alias files) into ``out_dir/kg/``; returns counts and the load report."""
     from kg import load_triples
 
@@ -72,8 +81,12 @@ def write_graph(graph: Any, out: Path) -> dict[str, Any]:
 
     graph.save(out / "kg")
     AliasIndex.from_graph(graph).save(out / ALIASES_FILE)
-    return {"entities": graph.num_entities, "relations": graph.num_relations, "triples": graph.num_triples,
-            "out_dir": str(out)}
+    return {
+        "entities": graph.num_entities,
+        "relations": graph.num_relations,
+        "triples": graph.num_triples,
+        "out_dir": str(out),
+    }
 
 
 def verbalize_graph(graph: Any, max_documents: int | None = None, per_document: int = 8) -> list[dict[str, Any]]:
@@ -88,11 +101,20 @@ def verbalize_graph(graph: Any, max_documents: int | None = None, per_document: 
         head, tail = labels[h] or graph.entities[h], labels[t] or graph.entities[t]
         sentence = f"{head} {relation} {tail} ."
         base = len(text) + (1 if text else 0)
-        spans.append({"start": base, "end": base + len(head), "kind": "entity", "label": "", "entity_id": h,
-                      "source": "gold"})
+        spans.append(
+            {"start": base, "end": base + len(head), "kind": "entity", "label": "", "entity_id": h, "source": "gold"}
+        )
         tail_start = base + len(head) + 1 + len(relation) + 1
-        spans.append({"start": tail_start, "end": tail_start + len(tail), "kind": "entity", "label": "",
-                      "entity_id": t, "source": "gold"})
+        spans.append(
+            {
+                "start": tail_start,
+                "end": tail_start + len(tail),
+                "kind": "entity",
+                "label": "",
+                "entity_id": t,
+                "source": "gold",
+            }
+        )
         text = f"{text} {sentence}" if text else sentence
         sentences.append(sentence)
         if len(sentences) == per_document:
@@ -107,15 +129,24 @@ def verbalize_graph(graph: Any, max_documents: int | None = None, per_document: 
 
 # ------------------------------------------------------------------ one preparer per data.source
 
+
 def _corpus_from_files(paths: RunPaths, config: RunConfig) -> int:
     from kept.corpus import load_documents, write_documents
 
     data = config.data
     if data.corpus is None:
-        raise KeptError(f"data.source '{data.source}' needs data.corpus", where="data.corpus",
-                        fix="give a txt/jsonl/parquet file or a saved HF dataset directory")
-    documents = load_documents(data.corpus, text_field=data.text_field, id_field=data.id_field,
-                               title_field=data.title_field, max_documents=data.max_documents)
+        raise KeptError(
+            f"data.source '{data.source}' needs data.corpus",
+            where="data.corpus",
+            fix="give a txt/jsonl/parquet file or a saved HF dataset directory",
+        )
+    documents = load_documents(
+        data.corpus,
+        text_field=data.text_field,
+        id_field=data.id_field,
+        title_field=data.title_field,
+        max_documents=data.max_documents,
+    )
     return write_documents(documents, paths.documents)
 
 
@@ -170,8 +201,11 @@ def prepare_fewrel(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
 
     data = config.data
     if data.corpus is None:
-        raise KeptError("data.source 'fewrel' needs data.corpus", where="data.corpus",
-                        fix="give a FewRel JSON file or a directory of them")
+        raise KeptError(
+            "data.source 'fewrel' needs data.corpus",
+            where="data.corpus",
+            fix="give a FewRel JSON file or a directory of them",
+        )
     dataset = load_fewrel(data.corpus)
     if data.max_documents is not None:
         dataset.examples = dataset.examples[: data.max_documents]
@@ -181,15 +215,23 @@ def prepare_fewrel(paths: RunPaths, config: RunConfig) -> dict[str, Any]:
     relations = sorted({r for _, r, _ in triples}) or ["related_to"]
     index = {kb: i for i, kb in enumerate(ids)}
     rel_index = {r: i for i, r in enumerate(relations)}
-    graph = KnowledgeGraph(ids, relations, [(index[h], rel_index[r], index[t]) for h, r, t in triples],
-                           entity_labels=[name for _, name in entities],
-                           relation_labels=[dataset.relation_names.get(r, r) for r in relations],
-                           metadata={"source": f"fewrel:{data.corpus}"})
+    graph = KnowledgeGraph(
+        ids,
+        relations,
+        [(index[h], rel_index[r], index[t]) for h, r, t in triples],
+        entity_labels=[name for _, name in entities],
+        relation_labels=[dataset.relation_names.get(r, r) for r in relations],
+        metadata={"source": f"fewrel:{data.corpus}"},
+    )
     graph.save(paths.kg)
     AliasIndex.from_graph(graph).save(paths.aliases)
     count = write_documents(fewrel_documents(dataset, index), paths.documents)
-    return {"documents": count, "entities": graph.num_entities, "relations": graph.num_relations,
-            "triples": graph.num_triples}
+    return {
+        "documents": count,
+        "entities": graph.num_entities,
+        "relations": graph.num_relations,
+        "triples": graph.num_triples,
+    }
 
 
 #: data.source -> its preparer: writes corpus/documents.jsonl (and kg/ when the source has one), returns numbers.
@@ -209,14 +251,16 @@ def has_kg(config: RunConfig) -> bool:
     return data.source in KG_SOURCES or data.kg_triples is not None
 
 
-def prepare_data(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None
-                 ) -> dict[str, Any]:
+def prepare_data(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Write corpus/documents.jsonl and (when the source has one) kg/ for the configured source."""
     source = config.data.source
     if source not in DATA_SOURCES:
-        raise KeptError(f"unknown data.source '{source}'", where="data.source",
-                        fix=f"choose from {', '.join(DATA_SOURCES)}")
+        raise KeptError(
+            f"unknown data.source '{source}'", where="data.source", fix=f"choose from {', '.join(DATA_SOURCES)}"
+        )
     info: dict[str, Any] = {"source": source, **DATA_SOURCES[source](run_paths(run_dir), config)}
-    log(f"data: {info.get('documents', '?')} documents"
-        + (f", {info['entities']} entities" if "entities" in info else ""))
+    log(
+        f"data: {info.get('documents', '?')} documents"
+        + (f", {info['entities']} entities" if "entities" in info else "")
+    )
     return info

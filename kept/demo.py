@@ -50,15 +50,20 @@ def demo_config_path(lang: str = "en", model: str | None = None) -> Path:
     demos = packaged_demos()
     if (lang, model) not in demos:
         shipped = ", ".join(f"--lang {a} --model {b}" for a, b in demos)
-        raise KeptError(f"no packaged demo for --lang {lang} --model {model} yet", where="--lang",
-                        fix=f"choose from {shipped} (a demo is added as kept/demos/{lang}-{model}.yaml)")
+        raise KeptError(
+            f"no packaged demo for --lang {lang} --model {model} yet",
+            where="--lang",
+            fix=f"choose from {shipped} (a demo is added as kept/demos/{lang}-{model}.yaml)",
+        )
     return demos[(lang, model)]
 
 
 def fewrel_file() -> Path | None:
     """FewRel's NYT set beside the checkout, when present (relation classification in the demo)."""
-    candidates = [Path.cwd().parent / "shared" / "data" / "fewrel" / "val_nyt.json",
-                  Path(__file__).resolve().parents[2] / "shared" / "data" / "fewrel" / "val_nyt.json"]
+    candidates = [
+        Path.cwd().parent / "shared" / "data" / "fewrel" / "val_nyt.json",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "fewrel" / "val_nyt.json",
+    ]
     return next((c for c in candidates if c.is_file()), None)
 
 
@@ -66,13 +71,15 @@ def _pair(key: str, value: Any) -> str:
     return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
-def demo_overrides(*, documents: int | None = None, steps: int | None = None, kg_epochs: int | None = None,
-                   relation: bool = True) -> list[str]:
+def demo_overrides(
+    *, documents: int | None = None, steps: int | None = None, kg_epochs: int | None = None, relation: bool = True
+) -> list[str]:
     """``KEY=VALUE`` overrides of the packaged configuration for the demo's options (None: as packaged)."""
     pairs = {"data.max_documents": documents, "kg.epochs": kg_epochs}
     if steps is not None:
-        pairs.update({"train.max_steps": steps, "train.eval_steps": max(steps // 4, 1),
-                      "train.save_steps": max(steps // 4, 1)})
+        pairs.update(
+            {"train.max_steps": steps, "train.eval_steps": max(steps // 4, 1), "train.save_steps": max(steps // 4, 1)}
+        )
     if not relation:
         pairs["eval.relation.enabled"] = False
     return [_pair(key, value) for key, value in pairs.items() if value is not None]
@@ -103,14 +110,23 @@ def write_demo_config(plan: Any, path: Path, lang: str, model: str) -> Path:
 
     data = plan.base.to_dict()
     data["name"] = plan.base.name
-    data["compare"] = {**plan.section.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
-                       "out": str(plan.out.resolve())}
+    data["compare"] = {
+        **plan.section.model_dump(mode="json", exclude_none=True, exclude_defaults=True),
+        "out": str(plan.out.resolve()),
+    }
     header = f"# kept demo --lang {lang} --model {model}: the configuration it ran with (kept compare THIS_FILE)\n"
     return atomic_write_text(path, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-def run_demo(out: str | Path, *, lang: str = "en", model: str | None = None, overrides: Sequence[str] = (),
-             log: Any = print, progress: bool = False) -> dict[str, Any]:
+def run_demo(
+    out: str | Path,
+    *,
+    lang: str = "en",
+    model: str | None = None,
+    overrides: Sequence[str] = (),
+    log: Any = print,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run a packaged demo into ``out``: ``{"result": CompareResult, "plan", "report": Path, "seconds"}``."""
     from kept.compare import run_compare
     from kept.report import report_compare_dir

@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from kept.optim import ParameterOrigins
 
@@ -24,8 +25,9 @@ def electra_on(config: Any) -> bool:
     return config.model.objective == "electra"
 
 
-def wrap_objective(model: Any, origins: ParameterOrigins, config: Any, seed: int,
-                   log: Callable[[str], None]) -> tuple[Any, ParameterOrigins]:
+def wrap_objective(
+    model: Any, origins: ParameterOrigins, config: Any, seed: int, log: Callable[[str], None]
+) -> tuple[Any, ParameterOrigins]:
     """(model, origins) unchanged for MLM; for ELECTRA the generator/discriminator pair and its origins."""
     if not electra_on(config):
         return model, origins
@@ -34,17 +36,28 @@ def wrap_objective(model: Any, origins: ParameterOrigins, config: Any, seed: int
     from fusion.electra import KeptElectraForPreTraining
 
     torch.manual_seed(seed + 1)  # the generator's own draw, the same whatever the discriminator's source
-    pair = KeptElectraForPreTraining(model.config, generator_fraction=config.model.generator_fraction,
-                                     rtd_weight=config.model.rtd_weight, discriminator=model)
+    pair = KeptElectraForPreTraining(
+        model.config,
+        generator_fraction=config.model.generator_fraction,
+        rtd_weight=config.model.rtd_weight,
+        discriminator=model,
+    )
     params = dict(pair.named_parameters())
     loaded = {PREFIX + n for n in origins.loaded}
     sizes = {n: int(p.numel()) for n, p in params.items()}
-    wrapped = replace(origins, new=sorted(n for n in params if n not in loaded), loaded=sorted(n for n in params if n in loaded),
-                      sizes=sizes, tied=[PREFIX + n for n in origins.tied])
+    wrapped = replace(
+        origins,
+        new=sorted(n for n in params if n not in loaded),
+        loaded=sorted(n for n in params if n in loaded),
+        sizes=sizes,
+        tied=[PREFIX + n for n in origins.tied],
+    )
     generator = sum(p.numel() for n, p in params.items() if not n.startswith(PREFIX))
-    log(f"ELECTRA: generator {pair.generator.config.hidden_size} wide x {pair.generator.config.num_hidden_layers} "
+    log(
+        f"ELECTRA: generator {pair.generator.config.hidden_size} wide x {pair.generator.config.num_hidden_layers} "
         f"layers + RTD head ({generator / 1e6:.2f}M parameters), loss = generator MLM + "
-        f"{config.model.rtd_weight:g} x RTD; model/ will be the discriminator")
+        f"{config.model.rtd_weight:g} x RTD; model/ will be the discriminator"
+    )
     return pair, wrapped
 
 
@@ -68,8 +81,11 @@ def pretrain_metrics(config: Any) -> dict[str, Any]:
     for ELECTRA ``random_mlm_head`` (the discriminator's MLM head has never been trained)."""
     if not electra_on(config):
         return {"objective": config.model.objective}
-    return {"objective": "electra", "random_mlm_head": True,
-            "note": "ELECTRA discriminator: its MLM head was never trained (MLM, cloze and probe are skipped)"}
+    return {
+        "objective": "electra",
+        "random_mlm_head": True,
+        "note": "ELECTRA discriminator: its MLM head was never trained (MLM, cloze and probe are skipped)",
+    }
 
 
 #: The figures of the ELECTRA / WKLM objectives that ``kept evaluate`` copies from the training history into
@@ -101,5 +117,12 @@ def objective_figures(run_dir: Any) -> dict[str, float]:
     return found
 
 
-__all__ = ["electra_on", "wrap_objective", "model_to_save", "save_final", "pretrain_metrics", "objective_figures",
-           "OBJECTIVE_FIGURES"]
+__all__ = [
+    "electra_on",
+    "wrap_objective",
+    "model_to_save",
+    "save_final",
+    "pretrain_metrics",
+    "objective_figures",
+    "OBJECTIVE_FIGURES",
+]

@@ -20,9 +20,10 @@ share of [UNK] tokens is reported (stats.json ``unk_rate``, the log) and an enco
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -58,23 +59,36 @@ def split_documents(doc_ids: list[str], validation_fraction: float, seed: int) -
 def load_annotated(run_dir: str | Path) -> Any:
     import datasets
 
-    path = require(run_paths(run_dir).annotated, "annotated corpus (corpus/annotated)",
-                   "run `kept annotate RUN_DIR` first")
+    path = require(
+        run_paths(run_dir).annotated, "annotated corpus (corpus/annotated)", "run `kept annotate RUN_DIR` first"
+    )
     try:
         dataset = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError) as error:
-        raise KeptError(f"cannot read the annotated corpus: {error}", where=path,
-                        fix="re-run `kept annotate RUN_DIR`") from None
+        raise KeptError(
+            f"cannot read the annotated corpus: {error}", where=path, fix="re-run `kept annotate RUN_DIR`"
+        ) from None
     missing = {"id", "text", "spans"} - set(dataset.column_names)
     if missing:
-        raise KeptError(f"annotated corpus lacks column(s) {', '.join(sorted(missing))}", where=path,
-                        fix="re-run `kept annotate RUN_DIR`")
+        raise KeptError(
+            f"annotated corpus lacks column(s) {', '.join(sorted(missing))}",
+            where=path,
+            fix="re-run `kept annotate RUN_DIR`",
+        )
     return dataset
 
 
-def encode_split(dataset: Any, tokenizer: Any, max_length: int, packing: bool, num_proc: int = 1,
-                 desc: str = "encode", segmenter: Optional[Segmenter] = None, sentence_pairs: bool = False,
-                 seed: int = 0) -> Any:
+def encode_split(
+    dataset: Any,
+    tokenizer: Any,
+    max_length: int,
+    packing: bool,
+    num_proc: int = 1,
+    desc: str = "encode",
+    segmenter: Optional[Segmenter] = None,
+    sentence_pairs: bool = False,
+    seed: int = 0,
+) -> Any:
     """Map a dataset of documents (id, text, spans) to encoded sequences (words from ``segmenter``);
     with ``sentence_pairs`` to sentence-order pairs (``masking.pairs``, seeded by ``seed``)."""
     from masking import encode_with_units
@@ -84,16 +98,37 @@ def encode_split(dataset: Any, tokenizer: Any, max_length: int, packing: bool, n
 
     def encode_batch(batch: dict[str, list]) -> dict[str, list]:
         if sentence_pairs:
-            out = encode_sentence_pairs(tokenizer, batch["text"], batch["spans"], max_length=max_length, seed=seed,
-                                        segmenter=segmenter, doc_ids=batch["id"])
+            out = encode_sentence_pairs(
+                tokenizer,
+                batch["text"],
+                batch["spans"],
+                max_length=max_length,
+                seed=seed,
+                segmenter=segmenter,
+                doc_ids=batch["id"],
+            )
         else:
-            out = encode_with_units(tokenizer, batch["text"], batch["spans"], max_length=max_length,
-                                    return_overflowing=True, packing=packing, doc_ids=batch["id"],
-                                    segmenter=segmenter)
+            out = encode_with_units(
+                tokenizer,
+                batch["text"],
+                batch["spans"],
+                max_length=max_length,
+                return_overflowing=True,
+                packing=packing,
+                doc_ids=batch["id"],
+                segmenter=segmenter,
+            )
         return {name: out[name] for name in columns}
 
-    return dataset.map(encode_batch, batched=True, batch_size=64, remove_columns=dataset.column_names,
-                       keep_in_memory=True, num_proc=num_proc if num_proc > 1 else None, desc=desc)
+    return dataset.map(
+        encode_batch,
+        batched=True,
+        batch_size=64,
+        remove_columns=dataset.column_names,
+        keep_in_memory=True,
+        num_proc=num_proc if num_proc > 1 else None,
+        desc=desc,
+    )
 
 
 def _unk_count(dataset: Any, tokenizer: Any) -> tuple[int, int]:
@@ -114,11 +149,14 @@ def check_unk_rate(unk_rate: float, max_unk_rate: Optional[float], tokenizer_sou
     """Refuse an encoding whose share of [UNK] tokens is above ``encode.max_unk_rate`` (None: never)."""
     if max_unk_rate is None or unk_rate <= max_unk_rate:
         return
-    raise KeptError(f"{unk_rate:.1%} of the corpus tokens are [UNK] with the tokenizer {tokenizer_source} "
-                    f"(encode.max_unk_rate {max_unk_rate:g})", where="encode.max_unk_rate",
-                    fix="train a tokenizer on this corpus (leave tokenizer.base_model and model.init_from unset), "
-                        "or choose a base model whose vocabulary covers the script of the corpus "
-                        "(encode.max_unk_rate: null accepts it)")
+    raise KeptError(
+        f"{unk_rate:.1%} of the corpus tokens are [UNK] with the tokenizer {tokenizer_source} "
+        f"(encode.max_unk_rate {max_unk_rate:g})",
+        where="encode.max_unk_rate",
+        fix="train a tokenizer on this corpus (leave tokenizer.base_model and model.init_from unset), "
+        "or choose a base model whose vocabulary covers the script of the corpus "
+        "(encode.max_unk_rate: null accepts it)",
+    )
 
 
 def _split_stats(dataset: Any) -> dict[str, Any]:
@@ -127,12 +165,15 @@ def _split_stats(dataset: Any) -> dict[str, Any]:
     kinds = dataset["unit_kind"]
     ents = dataset["entity_ids"]
     lengths = [len(row) for row in dataset["input_ids"]]
-    stats = {"sequences": len(dataset), "tokens": int(sum(lengths)),
-             "mean_length": float(np.mean(lengths)),
-             "entity_tokens": int(sum(sum(1 for k in row if k == 2) for row in kinds)),
-             "phrase_tokens": int(sum(sum(1 for k in row if k == 1) for row in kinds)),
-             "linked_mentions": int(sum(sum(1 for e in row if e >= 0) for row in ents)),
-             "documents": len(set(dataset["doc_id"]))}
+    stats = {
+        "sequences": len(dataset),
+        "tokens": int(sum(lengths)),
+        "mean_length": float(np.mean(lengths)),
+        "entity_tokens": int(sum(sum(1 for k in row if k == 2) for row in kinds)),
+        "phrase_tokens": int(sum(sum(1 for k in row if k == 1) for row in kinds)),
+        "linked_mentions": int(sum(sum(1 for e in row if e >= 0) for row in ents)),
+        "documents": len(set(dataset["doc_id"])),
+    }
     if "sentence_order_label" in dataset.column_names:
         stats["swapped_pairs"] = int(sum(dataset["sentence_order_label"]))
     return stats
@@ -148,8 +189,11 @@ def _count_entities(paths: Any) -> int | None:
                 if "entity_embeddings" in handle.keys():
                     return int(handle.get_slice("entity_embeddings").get_shape()[0])
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error types on a damaged file
-            raise KeptError(f"cannot read the KG embeddings ({error})".splitlines()[0], where=paths.embeddings,
-                            fix="re-run `kept kg embed RUN_DIR`") from None
+            raise KeptError(
+                f"cannot read the KG embeddings ({error})".splitlines()[0],
+                where=paths.embeddings,
+                fix="re-run `kept kg embed RUN_DIR`",
+            ) from None
     entities = paths.kg / "entities.tsv"
     if entities.is_file():
         with open(entities, "rb") as handle:
@@ -163,14 +207,17 @@ def _check_entity_ids(annotated: Any, paths: Any) -> None:
     if num_entities is None:
         return
     for start in range(0, len(annotated), 1000):
-        batch = annotated[start:start + 1000]
+        batch = annotated[start : start + 1000]
         for offset, spans in enumerate(batch["spans"]):
             for i, span in enumerate(spans or []):
                 entity_id = span.get("entity_id")
                 if entity_id is not None and not -1 <= entity_id < num_entities:
-                    raise KeptError(f"document {batch['id'][offset]!r} spans[{i}] links to entity id {entity_id}, "
-                                    f"but the KG has {num_entities} entities", where=paths.annotated,
-                                    fix="annotate against this run's KG (kept annotate RUN_DIR) or rebuild the KG")
+                    raise KeptError(
+                        f"document {batch['id'][offset]!r} spans[{i}] links to entity id {entity_id}, "
+                        f"but the KG has {num_entities} entities",
+                        where=paths.annotated,
+                        fix="annotate against this run's KG (kept annotate RUN_DIR) or rebuild the KG",
+                    )
 
 
 def _segmenter(name: str, given: Optional[Segmenter]) -> tuple[Optional[Segmenter], str]:
@@ -179,15 +226,22 @@ def _segmenter(name: str, given: Optional[Segmenter]) -> tuple[Optional[Segmente
     from masking.segmenters import build_segmenter
 
     if given is not None:
-        return given, f"callable:{getattr(given, '__module__', '?')}.{getattr(given, '__qualname__', type(given).__name__)}"
+        return (
+            given,
+            f"callable:{getattr(given, '__module__', '?')}.{getattr(given, '__qualname__', type(given).__name__)}",
+        )
     try:
         return build_segmenter(name), name
     except MaskingError as error:
         raise KeptError(error.what, where=error.where, fix=error.fix) from None
 
 
-def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None,
-               segmenter: Optional[Segmenter] = None) -> EncodeResult:
+def encode_run(
+    run_dir: str | Path,
+    config: RunConfig,
+    log: Callable[[str], None] = lambda _: None,
+    segmenter: Optional[Segmenter] = None,
+) -> EncodeResult:
     """Build RUN_DIR/tokenizer and RUN_DIR/encoded/{train,validation} from corpus/annotated.
 
     ``segmenter``: a callable (text -> words or (start, end) offsets) used instead of ``encode.segmenter``.
@@ -202,35 +256,55 @@ def encode_run(run_dir: str | Path, config: RunConfig, log: Callable[[str], None
     segment, segmenter_name = _segmenter(config.encode.segmenter, segmenter)  # a missing package fails first
     init_from = resolve_init_from(config.model.init_from, config.runs_dir)
     tok_cfg = config.tokenizer
-    tokenizer, source = build_tokenizer((t for t in annotated["text"]), base_model=tok_cfg.base_model,
-                                        init_from=init_from, vocab_size=tok_cfg.vocab_size,
-                                        min_frequency=tok_cfg.min_frequency, lowercase=tok_cfg.lowercase)
+    tokenizer, source = build_tokenizer(
+        (t for t in annotated["text"]),
+        base_model=tok_cfg.base_model,
+        init_from=init_from,
+        vocab_size=tok_cfg.vocab_size,
+        min_frequency=tok_cfg.min_frequency,
+        lowercase=tok_cfg.lowercase,
+    )
     log(f"tokenizer: {source} ({len(tokenizer)} tokens); segmenter: {segmenter_name}")
     enc = config.encode
     limit = getattr(tokenizer, "model_max_length", None)
     if limit and limit < 10**6 and enc.max_length > limit:
-        raise KeptError(f"encode.max_length {enc.max_length} exceeds the tokenizer's limit {limit}",
-                        where="encode.max_length", fix=f"use at most {limit}")
+        raise KeptError(
+            f"encode.max_length {enc.max_length} exceeds the tokenizer's limit {limit}",
+            where="encode.max_length",
+            fix=f"use at most {limit}",
+        )
     train_ids, val_ids = split_documents(list(annotated["id"]), enc.validation_fraction, enc.seed)
     ids = annotated["id"]
     train_docs = annotated.select([i for i, d in enumerate(ids) if d in train_ids])
     val_docs = annotated.select([i for i, d in enumerate(ids) if d in val_ids])
     pairs: dict[str, Any] = {"sentence_pairs": enc.sentence_pairs, "seed": enc.seed}
-    train = encode_split(train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train", segment,
-                         **pairs)
-    validation = encode_split(val_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode validation",
-                              segment, **pairs)
+    train = encode_split(
+        train_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode train", segment, **pairs
+    )
+    validation = encode_split(
+        val_docs, tokenizer, enc.max_length, enc.packing, enc.num_proc, "encode validation", segment, **pairs
+    )
     if len(train) == 0:
-        raise KeptError("encoding produced no training sequences", where=paths.annotated,
-                        fix="check that the corpus has text")
+        raise KeptError(
+            "encoding produced no training sequences", where=paths.annotated, fix="check that the corpus has text"
+        )
     counts = [_unk_count(split, tokenizer) for split in (train, validation)]
     content_tokens, unk_tokens = (sum(c[i] for c in counts) for i in (0, 1))
     unk_rate = unk_tokens / content_tokens if content_tokens else 0.0
     log(f"[UNK] rate: {unk_rate:.2%} ({unk_tokens} of {content_tokens} tokens)")
     check_unk_rate(unk_rate, enc.max_unk_rate, source)
-    stats: dict[str, Any] = {"tokenizer": source, "vocab_size": len(tokenizer), "max_length": enc.max_length,
-             "packing": enc.packing, "sentence_pairs": enc.sentence_pairs, "segmenter": segmenter_name, "unk_rate": unk_rate, "unk_tokens": unk_tokens,
-             "train": _split_stats(train), "validation": _split_stats(validation)}
+    stats: dict[str, Any] = {
+        "tokenizer": source,
+        "vocab_size": len(tokenizer),
+        "max_length": enc.max_length,
+        "packing": enc.packing,
+        "sentence_pairs": enc.sentence_pairs,
+        "segmenter": segmenter_name,
+        "unk_rate": unk_rate,
+        "unk_tokens": unk_tokens,
+        "train": _split_stats(train),
+        "validation": _split_stats(validation),
+    }
     if is_main_process():
         # tokenizer/ and encoded/ belong together: both are written beside the old ones first and
         # swapped in only when both are complete (a failure leaves the previous pair untouched)
@@ -252,8 +326,11 @@ def load_encoded(run_dir: str | Path, split: str) -> Any:
     dataset = datasets.load_from_disk(str(path))
     missing = {"input_ids", "unit_ids", "unit_kind", "entity_ids"} - set(dataset.column_names)
     if missing:
-        raise KeptError(f"encoded {split} lacks column(s) {', '.join(sorted(missing))}", where=path,
-                        fix="re-run `kept encode RUN_DIR`")
+        raise KeptError(
+            f"encoded {split} lacks column(s) {', '.join(sorted(missing))}",
+            where=path,
+            fix="re-run `kept encode RUN_DIR`",
+        )
     return dataset
 
 
@@ -268,10 +345,14 @@ def check_sentence_pairs(use_sop: bool, type_vocab_size: int, dataset: Any, wher
     SOP loss off, the fair baseline of an SOP comparison."""
     pairs = has_sentence_pairs(dataset)
     if use_sop and not pairs:
-        raise KeptError("the model has an SOP head (use_sop) but the encoded data has no sentence pairs",
-                        where=where, fix="set encode.sentence_pairs: true and re-run `kept encode RUN_DIR` "
-                                         "(or drop model.overrides.use_sop)")
+        raise KeptError(
+            "the model has an SOP head (use_sop) but the encoded data has no sentence pairs",
+            where=where,
+            fix="set encode.sentence_pairs: true and re-run `kept encode RUN_DIR` (or drop model.overrides.use_sop)",
+        )
     if pairs and type_vocab_size < 2:
-        raise KeptError(f"the encoded data is sentence pairs but the model has type_vocab_size {type_vocab_size}",
-                        where=where, fix="start from a model with two token types, or set "
-                                         "encode.sentence_pairs: false and re-encode")
+        raise KeptError(
+            f"the encoded data is sentence pairs but the model has type_vocab_size {type_vocab_size}",
+            where=where,
+            fix="start from a model with two token types, or set encode.sentence_pairs: false and re-encode",
+        )

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from kept.errors import KeptError
 
@@ -87,8 +88,11 @@ class FewRelSet:
 
 def _entity(raw: Any, where: str) -> FewRelEntity:
     if not (isinstance(raw, (list, tuple)) and len(raw) == 3 and isinstance(raw[2], list) and raw[2]):
-        raise KeptError("entity is not [name, id, [[token positions], ...]]", where=where,
-                        fix="this does not look like FewRel format")
+        raise KeptError(
+            "entity is not [name, id, [[token positions], ...]]",
+            where=where,
+            fix="this does not look like FewRel format",
+        )
     name, kb_id, positions = raw
     occurrences = []
     for occurrence in positions:
@@ -107,8 +111,11 @@ def _example(raw: Any, relation: str | None, where: str) -> FewRelExample:
     head, tail = _entity(raw["h"], where + " h"), _entity(raw["t"], where + " t")
     for entity in (head, tail):
         if any(i < 0 or i >= len(tokens) for occ in entity.positions for i in occ):
-            raise KeptError(f"entity '{entity.name}' points past the {len(tokens)} tokens", where=where,
-                            fix="token positions are 0-based indices into 'tokens'")
+            raise KeptError(
+                f"entity '{entity.name}' points past the {len(tokens)} tokens",
+                where=where,
+                fix="token positions are 0-based indices into 'tokens'",
+            )
     return FewRelExample(tokens, head, tail, relation, where)
 
 
@@ -131,12 +138,16 @@ def load_fewrel(path: str | Path, *, max_per_relation: int | None = None) -> Few
         try:
             data = json.loads(file.read_bytes().decode("utf-8-sig"))
         except UnicodeDecodeError as error:
-            raise KeptError(f"not UTF-8 text (byte {error.start})", where=file,
-                            fix="re-encode the file as UTF-8") from None
+            raise KeptError(
+                f"not UTF-8 text (byte {error.start})", where=file, fix="re-encode the file as UTF-8"
+            ) from None
         except (json.JSONDecodeError, RecursionError) as error:
-            raise KeptError(f"not valid JSON: {getattr(error, 'msg', 'nested too deeply')}", where=file,
-                            line=getattr(error, "lineno", None),
-                            fix="FewRel files are one JSON object {relation: [examples]} or a list of examples") from None
+            raise KeptError(
+                f"not valid JSON: {getattr(error, 'msg', 'nested too deeply')}",
+                where=file,
+                line=getattr(error, "lineno", None),
+                fix="FewRel files are one JSON object {relation: [examples]} or a list of examples",
+            ) from None
         if isinstance(data, dict):
             for relation, items in data.items():
                 if not isinstance(items, list):
@@ -162,6 +173,7 @@ def load_fewrel(path: str | Path, *, max_per_relation: int | None = None) -> Few
 
 
 # ------------------------------------------------------------------ as a corpus and a KG
+
 
 def fewrel_entities(dataset: FewRelSet) -> list[tuple[str, str]]:
     """Unique (kb_id, name) of every head/tail, in first-seen order (their index = KG id)."""
@@ -192,12 +204,18 @@ def fewrel_documents(dataset: FewRelSet, entity_index: dict[str, int] | None = N
         for entity in (example.head, example.tail):
             for occurrence in range(len(entity.positions)):
                 start, end = example.char_span(entity, occurrence)
-                spans.append({"start": start, "end": end, "kind": "entity", "label": entity.kb_id,
-                              "entity_id": int(entity_index.get(entity.kb_id, -1)) if entity_index else -1,
-                              "source": "gold"})
+                spans.append(
+                    {
+                        "start": start,
+                        "end": end,
+                        "kind": "entity",
+                        "label": entity.kb_id,
+                        "entity_id": int(entity_index.get(entity.kb_id, -1)) if entity_index else -1,
+                        "source": "gold",
+                    }
+                )
         spans = _non_overlapping(spans)
-        documents.append({"id": f"fewrel-{number}", "title": "", "text": example.text,
-                          "spans": spans})
+        documents.append({"id": f"fewrel-{number}", "title": "", "text": example.text, "spans": spans})
     return documents
 
 
@@ -211,6 +229,7 @@ def _non_overlapping(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------ as a relation-classification task
+
 
 @dataclass(frozen=True)
 class RelationExample:
@@ -248,14 +267,20 @@ def mark_entities(example: FewRelExample, markers: Sequence[str] = ENTITY_MARKER
     return words, head_word, tail_word
 
 
-def relation_examples(dataset: FewRelSet | Iterable[FewRelExample], relations: Sequence[str] | None = None,
-                      markers: Sequence[str] = ENTITY_MARKERS) -> tuple[list[RelationExample], list[str]]:
+def relation_examples(
+    dataset: FewRelSet | Iterable[FewRelExample],
+    relations: Sequence[str] | None = None,
+    markers: Sequence[str] = ENTITY_MARKERS,
+) -> tuple[list[RelationExample], list[str]]:
     """Labelled examples with entity markers, and the label names (sorted relation ids unless given)."""
     examples = dataset.examples if isinstance(dataset, FewRelSet) else list(dataset)
     labelled = [e for e in examples if e.relation is not None]
     if not labelled:
-        raise KeptError("the FewRel set has no relation labels", where="fewrel",
-                        fix="use a labelled set such as val_nyt.json (pubmed_unsupervised.json has none)")
+        raise KeptError(
+            "the FewRel set has no relation labels",
+            where="fewrel",
+            fix="use a labelled set such as val_nyt.json (pubmed_unsupervised.json has none)",
+        )
     names = list(relations) if relations is not None else sorted({str(e.relation) for e in labelled})
     index = {name: i for i, name in enumerate(names)}
     out = []
@@ -267,6 +292,16 @@ def relation_examples(dataset: FewRelSet | Iterable[FewRelExample], relations: S
         for word in words:
             starts.append(position)
             position += len(word) + 1
-        out.append(RelationExample(" ".join(words), index[example.relation], example.relation,
-                                   starts[head_word], starts[tail_word], tuple(words), head_word, tail_word))
+        out.append(
+            RelationExample(
+                " ".join(words),
+                index[example.relation],
+                example.relation,
+                starts[head_word],
+                starts[tail_word],
+                tuple(words),
+                head_word,
+                tail_word,
+            )
+        )
     return out, names

@@ -22,8 +22,11 @@ def kg_dir(path: str | Path) -> Path:
         return path / "kg"
     if (path / "entities.tsv").exists():
         return path
-    raise KGError("no kg/entities.tsv here", where=path,
-                  fix="pass a run directory made by `kept data ...`, a kg/ directory, or a triples file")
+    raise KGError(
+        "no kg/entities.tsv here",
+        where=path,
+        fix="pass a run directory made by `kept data ...`, a kg/ directory, or a triples file",
+    )
 
 
 def load_graph(path: str | Path, *, strict: bool = False) -> Any:

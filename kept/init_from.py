@@ -22,24 +22,33 @@ def resolve_init_from(value: str | None, runs_dir: str | Path = "runs") -> Path 
     if value.startswith("packaged:"):  # a checkpoint shipped in a Python package (kept demo: packaged:minilm-l6)
         from kept.checkpoints import offline_checkpoint_dir
 
-        path = offline_checkpoint_dir(value[len("packaged:"):])
+        path = offline_checkpoint_dir(value[len("packaged:") :])
     elif value.startswith("run:"):
         import re
 
         name = value[4:]
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
-            raise KeptError(f"init_from '{value}': '{name}' is not a run name", where="model.init_from",
-                            fix="run:NAME takes the name of a run under runs_dir (letters, digits, '.', '_', '-'; "
-                                "no '/' or '..'); give a path for a model elsewhere")
+            raise KeptError(
+                f"init_from '{value}': '{name}' is not a run name",
+                where="model.init_from",
+                fix="run:NAME takes the name of a run under runs_dir (letters, digits, '.', '_', '-'; "
+                "no '/' or '..'); give a path for a model elsewhere",
+            )
         path = Path(runs_dir) / name / "model"
         if not path.exists():
-            raise KeptError(f"init_from '{value}': run '{value[4:]}' has no final model", where="model.init_from",
-                            fix=f"finish pretraining that run first ({path} missing)")
+            raise KeptError(
+                f"init_from '{value}': run '{value[4:]}' has no final model",
+                where="model.init_from",
+                fix=f"finish pretraining that run first ({path} missing)",
+            )
     else:
         path = Path(value).expanduser()
         if not path.exists():
-            raise KeptError(f"init_from '{value}' does not exist", where="model.init_from",
-                            fix="give a model directory (a run's model/ or a BERT checkpoint) or run:NAME")
+            raise KeptError(
+                f"init_from '{value}' does not exist",
+                where="model.init_from",
+                fix="give a model directory (a run's model/ or a BERT checkpoint) or run:NAME",
+            )
     check_checkpoint_dir(path)
     return path
 
@@ -62,12 +71,16 @@ def refuse_remote_code(directory: str | Path, where: str) -> None:
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise KeptError(f"'{file}' is not valid JSON", where=where,
-                            fix="re-save the directory with save_pretrained") from None
+            raise KeptError(
+                f"'{file}' is not valid JSON", where=where, fix="re-save the directory with save_pretrained"
+            ) from None
         if isinstance(data, dict) and "auto_map" in data:
-            raise KeptError(f"'{file}' has an `auto_map` key: loading it would run code from the directory",
-                            where=where, fix="kept never runs custom model code (trust_remote_code); use a "
-                                             "kept or BERT checkpoint, or remove `auto_map` if the classes are built in")
+            raise KeptError(
+                f"'{file}' has an `auto_map` key: loading it would run code from the directory",
+                where=where,
+                fix="kept never runs custom model code (trust_remote_code); use a "
+                "kept or BERT checkpoint, or remove `auto_map` if the classes are built in",
+            )
 
 
 def check_checkpoint_dir(path: Path) -> dict[str, Any]:
@@ -77,31 +90,48 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
     where = "model.init_from"
     config_file = path / "config.json"
     if not path.is_dir() or not config_file.exists():
-        raise KeptError(f"'{path}' is not a model checkpoint (no config.json)", where=where,
-                        fix="point init_from at a directory written by save_pretrained (a run's model/)")
+        raise KeptError(
+            f"'{path}' is not a model checkpoint (no config.json)",
+            where=where,
+            fix="point init_from at a directory written by save_pretrained (a run's model/)",
+        )
     try:
         model_config = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise KeptError(f"'{config_file}' is not valid JSON", where=where,
-                        fix="point init_from at a directory written by save_pretrained (a run's model/)") from None
+        raise KeptError(
+            f"'{config_file}' is not valid JSON",
+            where=where,
+            fix="point init_from at a directory written by save_pretrained (a run's model/)",
+        ) from None
     if not isinstance(model_config, dict):
-        raise KeptError(f"'{config_file}' is not a model configuration (a JSON object)", where=where,
-                        fix="point init_from at a directory written by save_pretrained (a run's model/)")
+        raise KeptError(
+            f"'{config_file}' is not a model configuration (a JSON object)",
+            where=where,
+            fix="point init_from at a directory written by save_pretrained (a run's model/)",
+        )
     refuse_remote_code(path, where)
     model_type = model_config.get("model_type")
     if model_type not in ("kept", "bert"):
-        raise KeptError(f"'{path}' holds a '{model_type}' model; init_from needs a kept or BERT checkpoint",
-                        where=where, fix="start from a run's model/ dir or a BERT checkpoint")
-    weights = [p for p in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
-               if (path / p).exists()]
+        raise KeptError(
+            f"'{path}' holds a '{model_type}' model; init_from needs a kept or BERT checkpoint",
+            where=where,
+            fix="start from a run's model/ dir or a BERT checkpoint",
+        )
+    weights = [
+        p for p in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json") if (path / p).exists()
+    ]
     if not weights:
-        raise KeptError(f"'{path}' has no weights (model.safetensors)", where=where,
-                        fix="the checkpoint is incomplete; re-run the stage that saved it")
+        raise KeptError(
+            f"'{path}' has no weights (model.safetensors)",
+            where=where,
+            fix="the checkpoint is incomplete; re-run the stage that saved it",
+        )
     if model_type == "kept" and weights == ["pytorch_model.bin"]:
-        raise KeptError(f"'{path / 'pytorch_model.bin'}' is a pickle file; kept checkpoints are loaded from "
-                        "model.safetensors only", where=where,
-                        fix="re-save the model with save_pretrained(DIR) (safetensors is its default) and point "
-                            "init_from at DIR")
+        raise KeptError(
+            f"'{path / 'pytorch_model.bin'}' is a pickle file; kept checkpoints are loaded from model.safetensors only",
+            where=where,
+            fix="re-save the model with save_pretrained(DIR) (safetensors is its default) and point init_from at DIR",
+        )
     if weights[0] == "model.safetensors":
         from safetensors import safe_open
 
@@ -109,7 +139,10 @@ def check_checkpoint_dir(path: Path) -> dict[str, Any]:
             with safe_open(str(path / "model.safetensors"), framework="numpy") as handle:
                 handle.keys()
         except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-            raise KeptError(f"'{path / 'model.safetensors'}' is not a readable safetensors file "
-                            f"({str(error).splitlines()[0][:100]})", where=where,
-                            fix="the checkpoint is damaged or incomplete; re-run the stage that saved it") from None
+            raise KeptError(
+                f"'{path / 'model.safetensors'}' is not a readable safetensors file "
+                f"({str(error).splitlines()[0][:100]})",
+                where=where,
+                fix="the checkpoint is damaged or incomplete; re-run the stage that saved it",
+            ) from None
     return model_config

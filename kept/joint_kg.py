@@ -47,8 +47,11 @@ def training_triples(run_dir: str | Path) -> TrainingTriples:
 
     kg_dir = Path(run_dir) / "kg"
     if not (kg_dir / "triples.tsv").is_file():
-        raise KeptError("the joint KG loss needs the run's KG triples", where=kg_dir / "triples.tsv",
-                        fix="run the kg step (`kept run CONFIG`), or set model.joint_kg_weight: 0")
+        raise KeptError(
+            "the joint KG loss needs the run's KG triples",
+            where=kg_dir / "triples.tsv",
+            fix="run the kg step (`kept run CONFIG`), or set model.joint_kg_weight: 0",
+        )
     graph = KnowledgeGraph.load(kg_dir)
     if has_split(kg_dir):
         split = load_split(graph, kg_dir)
@@ -77,7 +80,7 @@ class TripleSampler:
         touches = torch.isin(self.triples[:, 0], present) | torch.isin(self.triples[:, 2], present)  # [M]
         rows = torch.nonzero(touches).flatten()
         if rows.numel() > self.per_batch:
-            rows = rows[torch.randperm(rows.numel(), generator=generator)[:self.per_batch]].sort().values
+            rows = rows[torch.randperm(rows.numel(), generator=generator)[: self.per_batch]].sort().values
         chosen = self.triples[rows]  # [T, 3]
         count = chosen.shape[0]
         negatives = chosen.unsqueeze(1).repeat(1, self.negatives, 1)  # [T, K, 3]
@@ -124,9 +127,12 @@ def interaction_of(config: Any) -> tuple[str, int]:
     name = config.model.joint_kg_interaction or config.kg.model
     interaction = SUPPORTED.get(name.lower())
     if interaction is None:
-        raise KeptError(f"the joint KG loss has no interaction for kg.model {name!r}", where="model.joint_kg_weight",
-                        fix="embed the KG with TransE or DistMult, set model.joint_kg_interaction (its relation "
-                            "embeddings then start from random), or set model.joint_kg_weight: 0")
+        raise KeptError(
+            f"the joint KG loss has no interaction for kg.model {name!r}",
+            where="model.joint_kg_weight",
+            fix="embed the KG with TransE or DistMult, set model.joint_kg_interaction (its relation "
+            "embeddings then start from random), or set model.joint_kg_weight: 0",
+        )
     norm = int(config.kg.model_kwargs.get("scoring_fct_norm", 1))
     return interaction, norm
 
@@ -136,15 +142,24 @@ def model_overrides(config: Any, run_dir: str | Path) -> dict[str, Any]:
     dense gradients (the Trainer's AdamW and gradient clipping take no sparse ones) unless model.overrides
     says otherwise."""
     mcfg = config.model
-    dense = {} if mcfg.freeze_entity_table or "entity_table_sparse_grad" in mcfg.overrides \
+    dense = (
+        {}
+        if mcfg.freeze_entity_table or "entity_table_sparse_grad" in mcfg.overrides
         else {"entity_table_sparse_grad": False}
+    )
     if not joint_kg_on(config):
         return {**dense, "joint_kg_weight": 0.0}
     interaction, norm = interaction_of(config)
     triples = training_triples(run_dir)
-    return {**dense, "joint_kg_weight": float(mcfg.joint_kg_weight), "joint_kg_interaction": interaction,
-            "joint_kg_loss": mcfg.joint_kg_loss, "joint_kg_margin": float(mcfg.joint_kg_margin),
-            "joint_kg_norm": norm, "relation_vocab_size": triples.num_relations}
+    return {
+        **dense,
+        "joint_kg_weight": float(mcfg.joint_kg_weight),
+        "joint_kg_interaction": interaction,
+        "joint_kg_loss": mcfg.joint_kg_loss,
+        "joint_kg_margin": float(mcfg.joint_kg_margin),
+        "joint_kg_norm": norm,
+        "relation_vocab_size": triples.num_relations,
+    }
 
 
 def init_relations(model: Any, config: Any, run_dir: str | Path, log: Callable[[str], None]) -> None:
@@ -163,10 +178,14 @@ def init_relations(model: Any, config: Any, run_dir: str | Path, log: Callable[[
         head.load_relations(weight.float())
         source = f"from the KG's {trained_with} model"
     else:
-        source = (f"random (the KG embedding is {loaded.metadata.get('model') or 'unnamed'} "
-                  f"{list(weight.shape)}, the head {head.interaction} {list(head.relation_embeddings.weight.shape)})")
-    log(f"joint KG loss: {head.interaction} {head.loss} loss x {model.config.joint_kg_weight}, "
-        f"relation embeddings {source}; {training_triples(run_dir).note}")
+        source = (
+            f"random (the KG embedding is {loaded.metadata.get('model') or 'unnamed'} "
+            f"{list(weight.shape)}, the head {head.interaction} {list(head.relation_embeddings.weight.shape)})"
+        )
+    log(
+        f"joint KG loss: {head.interaction} {head.loss} loss x {model.config.joint_kg_weight}, "
+        f"relation embeddings {source}; {training_triples(run_dir).note}"
+    )
 
 
 def wrap_collator(collator: Any, config: Any, run_dir: str | Path) -> Any:
@@ -174,10 +193,21 @@ def wrap_collator(collator: Any, config: Any, run_dir: str | Path) -> Any:
     if not joint_kg_on(config):
         return collator
     triples = training_triples(run_dir)
-    sampler = TripleSampler(triples.triples, triples.num_entities, config.model.joint_kg_triples_per_batch,
-                            config.model.joint_kg_negatives)
+    sampler = TripleSampler(
+        triples.triples, triples.num_entities, config.model.joint_kg_triples_per_batch, config.model.joint_kg_negatives
+    )
     return JointKGCollator(collator, sampler)
 
 
-__all__ = ["JointKGCollator", "SUPPORTED", "TrainingTriples", "TripleSampler", "init_relations", "interaction_of",
-           "joint_kg_on", "model_overrides", "training_triples", "wrap_collator"]
+__all__ = [
+    "JointKGCollator",
+    "SUPPORTED",
+    "TrainingTriples",
+    "TripleSampler",
+    "init_relations",
+    "interaction_of",
+    "joint_kg_on",
+    "model_overrides",
+    "training_triples",
+    "wrap_collator",
+]

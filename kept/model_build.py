@@ -5,8 +5,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kept import joint_kg, replaced_entity
 from kept.config import RunConfig, resolve_init_from
@@ -34,8 +35,9 @@ def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[
     return build_model_and_origins(config, run_dir, tokenizer, log)[0]
 
 
-def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]
-                            ) -> tuple[Any, ParameterOrigins]:
+def build_model_and_origins(
+    config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]
+) -> tuple[Any, ParameterOrigins]:
     """:func:`build_model` and which of its parameters are new (randomly initialised) and which loaded
     (from init_from or, for a trainable entity table, from the KG embeddings). Parameters that start
     from random are drawn from ``train.seed``, also when the rest comes from a checkpoint."""
@@ -51,12 +53,18 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     overrides.update(replaced_entity.model_overrides(config))  # the WKLM head's weight when its swaps are on
     entity_rows = entity_dim = None
     if mcfg.fusion:
-        require(paths.embeddings, "KG embeddings (kg/embeddings.safetensors)",
-                "run `kept kg embed RUN_DIR`, or set model.fusion: false")
+        require(
+            paths.embeddings,
+            "KG embeddings (kg/embeddings.safetensors)",
+            "run `kept kg embed RUN_DIR`, or set model.fusion: false",
+        )
         entity_rows, entity_dim = _embedding_dim(paths.embeddings)
         if "entity_dim" in overrides and int(overrides["entity_dim"]) != entity_dim:
-            raise KeptError(f"model.overrides.entity_dim {overrides['entity_dim']} != KG embedding dim {entity_dim}",
-                            where="model.overrides.entity_dim", fix=f"set it to {entity_dim} or remove it")
+            raise KeptError(
+                f"model.overrides.entity_dim {overrides['entity_dim']} != KG embedding dim {entity_dim}",
+                where="model.overrides.entity_dim",
+                fix=f"set it to {entity_dim} or remove it",
+            )
     if not mcfg.fusion:
         overrides["dea_weight"] = 0.0
     init_from = resolve_init_from(mcfg.init_from, config.runs_dir)
@@ -76,8 +84,9 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
                 heads = PRESETS[mcfg.preset].get("num_entity_attention_heads", 4)
             if entity_dim % int(heads):
                 kwargs["num_entity_attention_heads"] = next(h for h in (4, 2, 1) if entity_dim % h == 0)
-        kwargs["max_position_embeddings"] = max(int(kwargs.get("max_position_embeddings", 512)),
-                                                config.encode.max_length)
+        kwargs["max_position_embeddings"] = max(
+            int(kwargs.get("max_position_embeddings", 512)), config.encode.max_length
+        )
         model_config = KeptConfig.from_preset(mcfg.preset, **kwargs)
         torch.manual_seed(config.train.seed)
         model = KeptForPreTraining(model_config)
@@ -86,8 +95,10 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
     else:
         check_init_vocabulary(init_from, tokenizer)
         if mcfg.preset != "tiny":  # the default says nothing; a chosen preset that cannot apply is said
-            log(f"model.preset {mcfg.preset} ignored: the init_from checkpoint gives the sizes "
-                "(set KeptConfig options through model.overrides)")
+            log(
+                f"model.preset {mcfg.preset} ignored: the init_from checkpoint gives the sizes "
+                "(set KeptConfig options through model.overrides)"
+            )
         model_type = json.loads((init_from / "config.json").read_text(encoding="utf-8")).get("model_type")
         torch.manual_seed(config.train.seed)  # the parameters the checkpoint lacks start from this seed
         if model_type == "kept":
@@ -103,15 +114,19 @@ def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any, lo
         if model.config.vocab_size != len(tokenizer):
             raise vocabulary_size_error(model.config.vocab_size, len(tokenizer))
         if mcfg.fusion and int(model.config.entity_dim) != entity_dim:
-            raise KeptError(f"init_from checkpoint has entity_dim {model.config.entity_dim} but the KG embeddings "
-                            f"have {entity_dim}", where="model.init_from",
-                            fix=f"embed the KG with dim {model.config.entity_dim} (kg.dim) or start from another "
-                                "checkpoint")
+            raise KeptError(
+                f"init_from checkpoint has entity_dim {model.config.entity_dim} but the KG embeddings "
+                f"have {entity_dim}",
+                where="model.init_from",
+                fix=f"embed the KG with dim {model.config.entity_dim} (kg.dim) or start from another checkpoint",
+            )
         if not mcfg.fusion:
             model.config.dea_weight = 0.0
     if mcfg.fusion:
         model.load_entity_table(paths.embeddings, trainable=not mcfg.freeze_entity_table)
-        log(f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})")
+        log(
+            f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})"
+        )
         joint_kg.init_relations(model, config, run_dir, log)
     origins = ParameterOrigins.from_model(model, new_names, source, init_from, unused=unused, tied=tied)
     log(origins.summary())
@@ -123,8 +138,11 @@ INIT_TOKENIZER_FIX = "use the tokenizer of that checkpoint (leave tokenizer.base
 
 
 def vocabulary_size_error(checkpoint_size: int, run_size: int) -> KeptError:
-    return KeptError(f"init_from checkpoint has a vocabulary of {checkpoint_size} tokens but the run's tokenizer "
-                     f"has {run_size}", where="model.init_from", fix=INIT_TOKENIZER_FIX)
+    return KeptError(
+        f"init_from checkpoint has a vocabulary of {checkpoint_size} tokens but the run's tokenizer has {run_size}",
+        where="model.init_from",
+        fix=INIT_TOKENIZER_FIX,
+    )
 
 
 def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
@@ -142,11 +160,13 @@ def check_init_vocabulary(init_from: Path, tokenizer: Any) -> None:
     differing = vocabulary_differences(ours, theirs)
     if differing:
         first = differing[0]
-        raise KeptError(f"init_from checkpoint's vocabulary differs from the run's tokenizer at token id"
-                        f"{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} (id {first} is "
-                        f"{theirs[first]!r} in the checkpoint, {ours[first]!r} in the run)", where="model.init_from",
-                        fix=INIT_TOKENIZER_FIX)
+        raise KeptError(
+            f"init_from checkpoint's vocabulary differs from the run's tokenizer at token id"
+            f"{'s' if len(differing) > 1 else ''} {', '.join(map(str, differing))} (id {first} is "
+            f"{theirs[first]!r} in the checkpoint, {ours[first]!r} in the run)",
+            where="model.init_from",
+            fix=INIT_TOKENIZER_FIX,
+        )
 
 
 # ------------------------------------------------------------------ the recipe
-

@@ -52,13 +52,35 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
 
 #: ranges of model.overrides values: (lowest, lowest allowed itself?, highest or None)
 _OVERRIDE_RANGES: dict[str, tuple[float, bool, float | None]] = {
-    **{name: (0, False, None) for name in (
-        "vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "entity_dim",
-        "num_entity_attention_heads", "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
-        "max_entity_slots")},
-    **{name: (0, True, None) for name in (
-        "num_hidden_layers", "num_knowledge_layers", "entity_vocab_size", "dea_num_negatives", "initializer_range",
-        "mlm_weight", "dea_weight", "sop_weight", "red_weight")},
+    **{
+        name: (0, False, None)
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_attention_heads",
+            "intermediate_size",
+            "entity_dim",
+            "num_entity_attention_heads",
+            "max_position_embeddings",
+            "type_vocab_size",
+            "layer_norm_eps",
+            "max_entity_slots",
+        )
+    },
+    **{
+        name: (0, True, None)
+        for name in (
+            "num_hidden_layers",
+            "num_knowledge_layers",
+            "entity_vocab_size",
+            "dea_num_negatives",
+            "initializer_range",
+            "mlm_weight",
+            "dea_weight",
+            "sop_weight",
+            "red_weight",
+        )
+    },
     **{name: (0, True, 1) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")},
 }
 #: widths and the head counts that must divide them
@@ -92,10 +114,15 @@ def _head_problems(validated: dict[str, Any], preset: str | None) -> list[tuple[
         width, heads = validated.get(width_key, base.get(width_key)), validated.get(heads_key, base.get(heads_key))
         if isinstance(width, int) and isinstance(heads, int) and width > 0 and heads > 0 and width % heads:
             key = heads_key if heads_key in validated else width_key
-            problems.append(((key,), "value_error",
-                             f"{heads_key} {heads} does not divide {width_key} {width}"
-                             f"{'' if width_key in validated and heads_key in validated else f' (preset {preset})'}"
-                             f"; choose a head count that divides {width_key}"))
+            problems.append(
+                (
+                    (key,),
+                    "value_error",
+                    f"{heads_key} {heads} does not divide {width_key} {width}"
+                    f"{'' if width_key in validated and heads_key in validated else f' (preset {preset})'}"
+                    f"; choose a head count that divides {width_key}",
+                )
+            )
     return problems
 
 
@@ -119,9 +146,14 @@ def validate_model_overrides(value: Any, preset: str | None = None) -> dict[str,
         if key not in fields:
             close = closest_name(key, fields)
             hint = f"did you mean '{close}'? " if close else ""
-            problems.append(((key,), "extra_forbidden",
-                             f"{hint}model.overrides takes fusion.KeptConfig fields (e.g. hidden_size, "
-                             "num_hidden_layers, entity_dim, use_sop)"))
+            problems.append(
+                (
+                    (key,),
+                    "extra_forbidden",
+                    f"{hint}model.overrides takes fusion.KeptConfig fields (e.g. hidden_size, "
+                    "num_hidden_layers, entity_dim, use_sop)",
+                )
+            )
             continue
         problem = boolean_number_problem(fields[key], item)
         if problem:

@@ -50,6 +50,7 @@ GROUP_KEY = "kept_params"
 
 # ------------------------------------------------------------------ which parameters are new
 
+
 def _pattern(name: str) -> str:
     return re.sub(r"\.\d+\.", ".*.", name)
 
@@ -67,13 +68,25 @@ class ParameterOrigins:
     tied: list[str] = field(default_factory=list)  # parameters that share a loaded one's storage
 
     @classmethod
-    def from_model(cls, model: Any, new_names: set[str], source: ModelSource, init_from: Path | None,
-                   unused: Sequence[str] = (), tied: Sequence[str] = ()) -> ParameterOrigins:
+    def from_model(
+        cls,
+        model: Any,
+        new_names: set[str],
+        source: ModelSource,
+        init_from: Path | None,
+        unused: Sequence[str] = (),
+        tied: Sequence[str] = (),
+    ) -> ParameterOrigins:
         params = dict(model.named_parameters())
-        return cls(source=source, init_from=str(init_from) if init_from is not None else None,
-                   new=sorted(n for n in params if n in new_names),
-                   loaded=sorted(n for n in params if n not in new_names),
-                   sizes={n: int(p.numel()) for n, p in params.items()}, unused=sorted(unused), tied=sorted(tied))
+        return cls(
+            source=source,
+            init_from=str(init_from) if init_from is not None else None,
+            new=sorted(n for n in params if n in new_names),
+            loaded=sorted(n for n in params if n not in new_names),
+            sizes={n: int(p.numel()) for n, p in params.items()},
+            unused=sorted(unused),
+            tied=sorted(tied),
+        )
 
     @property
     def random_mlm_head(self) -> bool:
@@ -89,8 +102,10 @@ class ParameterOrigins:
 
     def summary(self) -> str:
         new, loaded = self.count(self.new), self.count(self.loaded)
-        line = (f"parameters: {new['tensors']} new tensors ({new['parameters'] / 1e6:.2f}M), "
-                f"{loaded['tensors']} loaded ({loaded['parameters'] / 1e6:.2f}M)")
+        line = (
+            f"parameters: {new['tensors']} new tensors ({new['parameters'] / 1e6:.2f}M), "
+            f"{loaded['tensors']} loaded ({loaded['parameters'] / 1e6:.2f}M)"
+        )
         if self.new and self.loaded:
             modules = sorted({re.sub(r"\.(weight|bias)$", "", p) for p in self.patterns(self.new)})
             shown = ", ".join(modules[:12]) + (f", ... ({len(modules)} modules)" if len(modules) > 12 else "")
@@ -98,10 +113,14 @@ class ParameterOrigins:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "init_from": self.init_from,
-                "new": {**self.count(self.new), "names": self.new},
-                "loaded": {**self.count(self.loaded), "names": self.loaded},
-                "unused_checkpoint_tensors": self.unused, "tied": self.tied}
+        return {
+            "source": self.source,
+            "init_from": self.init_from,
+            "new": {**self.count(self.new), "names": self.new},
+            "loaded": {**self.count(self.loaded), "names": self.loaded},
+            "unused_checkpoint_tensors": self.unused,
+            "tied": self.tied,
+        }
 
 
 def kept_checkpoint_new_names(model: Any, model_dir: Path) -> set[str]:
@@ -114,6 +133,7 @@ def kept_checkpoint_new_names(model: Any, model_dir: Path) -> set[str]:
 
 
 # ------------------------------------------------------------------ optimizer plan
+
 
 @dataclass(frozen=True)
 class OptimizerPlan:
@@ -130,8 +150,11 @@ class OptimizerPlan:
         tell apart: no warm-up and one learning rate then."""
         train = config.train
         if train.learning_rate is None or train.new_params_warmup_steps is None:
-            raise KeptError("the train section is not resolved", where="train",
-                            fix="call kept.optim.resolve_train_defaults(config) first")
+            raise KeptError(
+                "the train section is not resolved",
+                where="train",
+                fix="call kept.optim.resolve_train_defaults(config) first",
+            )
         both = bool(origins.new and origins.loaded)
         warmup = int(train.new_params_warmup_steps) if both else 0
         new_lr = (train.new_params_learning_rate or train.learning_rate) if both else train.learning_rate
@@ -140,10 +163,14 @@ class OptimizerPlan:
     def ignored(self, config: RunConfig) -> list[str]:
         """The ``train.new_params_*`` settings this plan does not apply (nothing new, or nothing loaded)."""
         train = config.train
-        return [f"{key} {value}" for key, value, used in (
-            ("train.new_params_warmup_steps", train.new_params_warmup_steps, self.new_params_warmup_steps),
-            ("train.new_params_learning_rate", train.new_params_learning_rate, self.new_params_learning_rate))
-            if value and value != used]
+        return [
+            f"{key} {value}"
+            for key, value, used in (
+                ("train.new_params_warmup_steps", train.new_params_warmup_steps, self.new_params_warmup_steps),
+                ("train.new_params_learning_rate", train.new_params_learning_rate, self.new_params_learning_rate),
+            )
+            if value and value != used
+        ]
 
     @property
     def active(self) -> bool:
@@ -159,39 +186,59 @@ class OptimizerPlan:
         return line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, "new_params_learning_rate": self.new_params_learning_rate,
-                "new_params_warmup_steps": self.new_params_warmup_steps, "active": self.active}
+        return {
+            "learning_rate": self.learning_rate,
+            "new_params_learning_rate": self.new_params_learning_rate,
+            "new_params_warmup_steps": self.new_params_warmup_steps,
+            "active": self.active,
+        }
 
 
-def parameter_groups(model: Any, plan: OptimizerPlan, decay_names: set[str], weight_decay: float
-                     ) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: Any, plan: OptimizerPlan, decay_names: set[str], weight_decay: float
+) -> list[dict[str, Any]]:
     """AdamW parameter groups: loaded then new, each with and without weight decay (the Trainer's rule:
     no decay on biases and LayerNorm weights); only trainable parameters; empty groups left out."""
     groups = []
     for origin, lr in (("loaded", plan.learning_rate), ("new", plan.new_params_learning_rate)):
         for decay in (True, False):
-            params = [p for n, p in model.named_parameters() if p.requires_grad
-                      and (_canonical(n) in plan.new_names) == (origin == "new") and (n in decay_names) == decay]
+            params = [
+                p
+                for n, p in model.named_parameters()
+                if p.requires_grad
+                and (_canonical(n) in plan.new_names) == (origin == "new")
+                and (n in decay_names) == decay
+            ]
             if params:
-                groups.append({"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr,
-                               GROUP_KEY: origin})
+                groups.append(
+                    {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr, GROUP_KEY: origin}
+                )
     return groups
 
 
-def schedule_multiplier(name: str, warmup_steps: int, training_steps: int,
-                        kwargs: dict[str, Any] | None = None) -> Callable[[int], float]:
+def schedule_multiplier(
+    name: str, warmup_steps: int, training_steps: int, kwargs: dict[str, Any] | None = None
+) -> Callable[[int], float]:
     """The learning-rate multiplier (a function of the optimizer step) of a Hugging Face schedule."""
     import torch
     from transformers import get_scheduler
 
     probe = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = get_scheduler(name, probe, num_warmup_steps=warmup_steps, num_training_steps=max(training_steps, 1),
-                              scheduler_specific_kwargs=kwargs or {})
+    scheduler = get_scheduler(
+        name,
+        probe,
+        num_warmup_steps=warmup_steps,
+        num_training_steps=max(training_steps, 1),
+        scheduler_specific_kwargs=kwargs or {},
+    )
     if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-        raise KeptError(f"lr_scheduler '{name}' is not a step function; it cannot hold the loaded parameters "
-                        "still or give new parameters their own schedule", where="train.lr_scheduler",
-                        fix="use linear, cosine, constant_with_warmup, ... or set train.new_params_warmup_steps: 0 "
-                            "and leave train.new_params_learning_rate null")
+        raise KeptError(
+            f"lr_scheduler '{name}' is not a step function; it cannot hold the loaded parameters "
+            "still or give new parameters their own schedule",
+            where="train.lr_scheduler",
+            fix="use linear, cosine, constant_with_warmup, ... or set train.new_params_warmup_steps: 0 "
+            "and leave train.new_params_learning_rate null",
+        )
     return scheduler.lr_lambdas[0]
 
 
@@ -200,14 +247,21 @@ def delayed(multiplier: Callable[[int], float], start: int) -> Callable[[int], f
 
     A plain function on purpose: LambdaLR stores no state for functions, so a checkpoint's
     scheduler.pt holds only the step count and the base rates (loads with weights_only)."""
+
     def shifted(step: int) -> float:
         return 0.0 if step < start else multiplier(step - start)
 
     return shifted
 
 
-def group_multipliers(origins: Sequence[str | None], plan: OptimizerPlan, name: str, warmup_steps: int,
-                      training_steps: int, kwargs: dict[str, Any] | None = None) -> list[Callable[[int], float]]:
+def group_multipliers(
+    origins: Sequence[str | None],
+    plan: OptimizerPlan,
+    name: str,
+    warmup_steps: int,
+    training_steps: int,
+    kwargs: dict[str, Any] | None = None,
+) -> list[Callable[[int], float]]:
     """Per parameter group (by its GROUP_KEY): new groups follow the schedule from step 0; loaded groups are
     0 for ``plan.new_params_warmup_steps`` steps, then run the same schedule (same warm-up steps) over
     the steps that remain."""
@@ -241,8 +295,11 @@ def param_group_trainer(base: type, plan: OptimizerPlan) -> type:
                 groups = parameter_groups(opt_model, self.kept_plan, decay, self.args.weight_decay)
                 optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
                 if {"params", "model", "optimizer_dict"} & set(optimizer_kwargs):
-                    raise KeptError(f"optimizer '{self.args.optim}' builds its own parameter groups", where="train",
-                                    fix="use AdamW, or set new_params_warmup_steps: 0 and new_params_learning_rate: null")
+                    raise KeptError(
+                        f"optimizer '{self.args.optim}' builds its own parameter groups",
+                        where="train",
+                        fix="use AdamW, or set new_params_warmup_steps: 0 and new_params_learning_rate: null",
+                    )
                 self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
             return super().create_optimizer(model)
 
@@ -250,9 +307,14 @@ def param_group_trainer(base: type, plan: OptimizerPlan) -> type:
             if self.lr_scheduler is None and self.kept_plan.active:
                 optimizer = self.optimizer if optimizer is None else optimizer
                 origins = [group.get(GROUP_KEY) for group in optimizer.param_groups]
-                multipliers = group_multipliers(origins, self.kept_plan, self.args.lr_scheduler_type,
-                                                self.args.get_warmup_steps(num_training_steps), num_training_steps,
-                                                self.args.lr_scheduler_kwargs)
+                multipliers = group_multipliers(
+                    origins,
+                    self.kept_plan,
+                    self.args.lr_scheduler_type,
+                    self.args.get_warmup_steps(num_training_steps),
+                    num_training_steps,
+                    self.args.lr_scheduler_kwargs,
+                )
                 self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multipliers)
                 self._created_lr_scheduler = True
             return super().create_scheduler(num_training_steps, optimizer)
@@ -261,7 +323,11 @@ def param_group_trainer(base: type, plan: OptimizerPlan) -> type:
             # "learning_rate" is the first group's (loaded parameters) rate of the step just taken, read
             # before the scheduler stepped; add the new parameters' rate of that same step
             scheduler = self.lr_scheduler
-            if "learning_rate" in logs and self.kept_plan.active and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            if (
+                "learning_rate" in logs
+                and self.kept_plan.active
+                and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
+            ):
                 origins = [group.get(GROUP_KEY) for group in self.optimizer.param_groups]
                 if "new" in origins:
                     i = origins.index("new")

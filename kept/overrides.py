@@ -21,8 +21,9 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     parsed = []
     for item in items:
         if "=" not in item:
-            raise KeptError(f"override '{item}' is not KEY=VALUE", where="--set",
-                            fix="write e.g. --set train.max_steps=50")
+            raise KeptError(
+                f"override '{item}' is not KEY=VALUE", where="--set", fix="write e.g. --set train.max_steps=50"
+            )
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key or any(not part for part in key.split(".")):

@@ -27,9 +27,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,14 +85,18 @@ class PretrainResult:
 
 # ------------------------------------------------------------------ deterministic data plumbing
 
+
 def resolve_bf16(value: bool | str) -> bool:
     import torch
 
     if value == "auto":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if value and not torch.cuda.is_available():
-        raise KeptError("bf16 was requested but there is no CUDA device", where="train.bf16",
-                        fix="use train.bf16: auto (bf16 only on a GPU)")
+        raise KeptError(
+            "bf16 was requested but there is no CUDA device",
+            where="train.bf16",
+            fix="use train.bf16: auto (bf16 only on a GPU)",
+        )
     return bool(value)
 
 
@@ -102,8 +107,15 @@ def last_logged(history: list[dict[str, Any]], key: str) -> float | None:
     return None
 
 
-def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = lambda _: None, extra_callbacks: Sequence[Any] = ()) -> PretrainResult:
+def pretrain_run(
+    run_dir: str | Path,
+    config: RunConfig,
+    *,
+    restart: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _: None,
+    extra_callbacks: Sequence[Any] = (),
+) -> PretrainResult:
     """Train (or resume) the run's model; returns final losses and where the model is.
 
     The recipe: configuration → data → checkpoints to resume → model → collators → trainer → train → install.
@@ -136,22 +148,29 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
 
     # model
     model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
-    check_sentence_pairs(bool(model.config.use_sop), int(model.config.type_vocab_size), train_data,
-                         paths.encoded_train)
+    check_sentence_pairs(bool(model.config.use_sop), int(model.config.type_vocab_size), train_data, paths.encoded_train)
     if is_main_process():  # only now: a run refused above (init_from, entity dim) leaves config.yaml as it was
         save_config(config, run_dir)  # the configuration as run, derived train defaults resolved
     if config.train.max_steps == 0:
-        return save_starting_model(paths, model, tokenizer, config, started, log,
-                                   random_mlm_head=origins.random_mlm_head)
+        return save_starting_model(
+            paths, model, tokenizer, config, started, log, random_mlm_head=origins.random_mlm_head
+        )
     model, origins = electra.wrap_objective(model, origins, config, config.train.seed, log)  # model.objective
     plan = OptimizerPlan.from_config(config, origins)
     if plan.ignored(config):
-        log(f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}")
+        log(
+            f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}"
+        )
     log(plan.describe())
     if is_main_process():
-        atomic_write_json(paths.logs / LOADING_REPORT, {
-            **origins.to_dict(), "optimizer": plan.to_dict(),
-            "train_defaults": {d.key: {"value": d.value, "reason": d.reason} for d in derived}})
+        atomic_write_json(
+            paths.logs / LOADING_REPORT,
+            {
+                **origins.to_dict(),
+                "optimizer": plan.to_dict(),
+                "train_defaults": {d.key: {"value": d.value, "reason": d.reason} for d in derived},
+            },
+        )
 
     # collators: masks reseeded from each batch's indices (exact resume); evaluation has its own
     train_collate, eval_collate, masking_callbacks = masking_collators(config, tokenizer, run_dir)
@@ -162,14 +181,26 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
     warmup = resolve_warmup(config)  # warmup_tokens -> steps (kept.scale)
     log(warmup.describe())
     report_to, report_callbacks = reporting(tcfg.report_to, paths.logs / "tensorboard")
-    args = training_arguments(config, paths, bf16=bf16, warmup_steps=warmup.steps, report_to=report_to,
-                              evaluate=validation is not None)
-    callbacks = [HistoryCallback(paths.train_history), SkipEndOfTrainingEval(), *report_callbacks,
-                 *([RichProgressCallback()] if progress else []), *masking_callbacks, *extra_callbacks]
+    args = training_arguments(
+        config, paths, bf16=bf16, warmup_steps=warmup.steps, report_to=report_to, evaluate=validation is not None
+    )
+    callbacks = [
+        HistoryCallback(paths.train_history),
+        SkipEndOfTrainingEval(),
+        *report_callbacks,
+        *([RichProgressCallback()] if progress else []),
+        *masking_callbacks,
+        *extra_callbacks,
+    ]
     trainer = param_group_trainer(KeptTrainer, plan)(
-        model=model, args=args, data_collator=train_collate, eval_collator=eval_collate,
+        model=model,
+        args=args,
+        data_collator=train_collate,
+        eval_collator=eval_collate,
         train_dataset=with_index(train_data, COLUMNS),
-        eval_dataset=with_index(validation, COLUMNS) if validation is not None else None, callbacks=callbacks)
+        eval_dataset=with_index(validation, COLUMNS) if validation is not None else None,
+        callbacks=callbacks,
+    )
     for quiet in (PrinterCallback, ProgressCallback):  # the rich bar instead
         trainer.remove_callback(quiet)
 
@@ -186,22 +217,31 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         raise Interrupted(f"interrupted at step {trainer.state.global_step}") from None
     eval_loss, eval_examples = None, 0
     if validation is not None:
-        eval_loss, eval_examples = final_evaluation(trainer, validation, COLUMNS, tcfg.final_eval_max_examples,
-                                                    tcfg.seed)
+        eval_loss, eval_examples = final_evaluation(
+            trainer, validation, COLUMNS, tcfg.final_eval_max_examples, tcfg.seed
+        )
 
     # install: model/ with the tokenizer and the metrics (only after the last step)
     history = trainer.state.log_history
     stopped_early = trainer.state.global_step < tcfg.max_steps
-    metrics = {"global_step": trainer.state.global_step, "max_steps": tcfg.max_steps,
-               "train_loss": last_logged(history, "loss"), "train_loss_mean": float(train_output.training_loss),
-               "eval_loss": eval_loss, "eval_examples": eval_examples, "fusion": config.model.fusion,
-               "strategy": config.masking.strategy,
-               "bf16": bf16, "resumed_from": resume, "runtime_s": round(time.time() - started, 2),
-               "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-               "num_parameters": int(sum(p.numel() for p in model.parameters())),
-               "train_runtime_s": train_output.metrics.get("train_runtime"),
-               "train_steps_per_second": train_output.metrics.get("train_steps_per_second"),
-               **electra.pretrain_metrics(config)}
+    metrics = {
+        "global_step": trainer.state.global_step,
+        "max_steps": tcfg.max_steps,
+        "train_loss": last_logged(history, "loss"),
+        "train_loss_mean": float(train_output.training_loss),
+        "eval_loss": eval_loss,
+        "eval_examples": eval_examples,
+        "fusion": config.model.fusion,
+        "strategy": config.masking.strategy,
+        "bf16": bf16,
+        "resumed_from": resume,
+        "runtime_s": round(time.time() - started, 2),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
+        "train_runtime_s": train_output.metrics.get("train_runtime"),
+        "train_steps_per_second": train_output.metrics.get("train_steps_per_second"),
+        **electra.pretrain_metrics(config),
+    }
     partial = paths.root / "model.partial"
     if is_main_process() and partial.exists():
         shutil.rmtree(partial)  # left by a process killed while saving
@@ -209,20 +249,31 @@ def pretrain_run(run_dir: str | Path, config: RunConfig, *, restart: bool = Fals
         # every rank takes part (FSDP/DeepSpeed gather); the Trainer writes on rank 0 only
         electra.save_final(trainer, model, str(partial), is_main_process())  # ELECTRA: the discriminator
     if is_main_process():
-        atomic_write_json(paths.train_history, {"global_step": trainer.state.global_step,
-                                                "max_steps": tcfg.max_steps, "log_history": history})
+        atomic_write_json(
+            paths.train_history,
+            {"global_step": trainer.state.global_step, "max_steps": tcfg.max_steps, "log_history": history},
+        )
         if not stopped_early:
             install_model(paths, partial, tokenizer, metrics)
     _barrier()
-    return PretrainResult(paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume,
-                          metrics["runtime_s"], metrics)
+    return PretrainResult(
+        paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume, metrics["runtime_s"], metrics
+    )
 
 
 # ------------------------------------------------------------------ the recipe's steps
 
 #: The encoded columns the collators read (the last two only with encode.sentence_pairs).
-COLUMNS: tuple[str, ...] = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids",
-                            "token_type_ids", "sentence_order_label")
+COLUMNS: tuple[str, ...] = (
+    "input_ids",
+    "attention_mask",
+    "unit_ids",
+    "unit_kind",
+    "entity_ids",
+    "word_ids",
+    "token_type_ids",
+    "sentence_order_label",
+)
 
 
 def masking_collators(config: RunConfig, tokenizer: Any, run_dir: Path) -> tuple[Any, Any, list[Any]]:
@@ -241,9 +292,12 @@ def masking_collators(config: RunConfig, tokenizer: Any, run_dir: Path) -> tuple
     staged_collator = collator  # the one ErnieStageCallback moves on (the wrappers below pass batches through it)
     collator = replaced_entity.wrap_collator(collator, config, run_dir, tokenizer)  # WKLM swaps, when on
     eval_collator = replaced_entity.wrap_collator(eval_collator, config, run_dir, tokenizer)
-    train_collate = BatchSeededCollator(joint_kg.wrap_collator(collator, config, run_dir), config.train.seed, salt=0,
-                                        total_batches=total_batches)
-    eval_collate = BatchSeededCollator(joint_kg.wrap_collator(eval_collator, config, run_dir), config.train.seed, salt=1)
+    train_collate = BatchSeededCollator(
+        joint_kg.wrap_collator(collator, config, run_dir), config.train.seed, salt=0, total_batches=total_batches
+    )
+    eval_collate = BatchSeededCollator(
+        joint_kg.wrap_collator(eval_collator, config, run_dir), config.train.seed, salt=1
+    )
     callbacks: list[Any] = []
     if by_batch:
         callbacks.append(BatchCounter(train_collate))
@@ -264,8 +318,11 @@ def reporting(report_to: Sequence[str] | None, tensorboard_dir: Path) -> tuple[l
     modules = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
     for name in report_to:
         if importlib.util.find_spec(modules[name]) is None:
-            raise KeptError(f"train.report_to names {name}, which is not installed", where="train.report_to",
-                            fix=f"pip install {name}, or remove it from train.report_to")
+            raise KeptError(
+                f"train.report_to names {name}, which is not installed",
+                where="train.report_to",
+                fix=f"pip install {name}, or remove it from train.report_to",
+            )
     callbacks: list[Any] = []
     if "tensorboard" in report_to:
         tensorboard = TensorBoardCallback()
@@ -274,8 +331,9 @@ def reporting(report_to: Sequence[str] | None, tensorboard_dir: Path) -> tuple[l
     return [name for name in report_to if name != "tensorboard"] or ["none"], callbacks
 
 
-def training_arguments(config: RunConfig, paths: RunPaths, *, bf16: bool, warmup_steps: int, report_to: list[str],
-                       evaluate: bool) -> Any:
+def training_arguments(
+    config: RunConfig, paths: RunPaths, *, bf16: bool, warmup_steps: int, report_to: list[str], evaluate: bool
+) -> Any:
     """The Trainer's arguments from ``config.train``: checkpoints under checkpoints/, no tqdm, every encoded
     column passed to the collator, seeded data order."""
     import torch
@@ -332,18 +390,33 @@ def install_model(paths: RunPaths, partial: Path, tokenizer: Any, metrics: dict[
     atomic_write_json(paths.logs / "pretrain_metrics.json", metrics)
 
 
-def save_starting_model(paths: RunPaths, model: Any, tokenizer: Any, config: RunConfig, started: float,
-                        log: Callable[[str], None], random_mlm_head: bool = False) -> PretrainResult:
+def save_starting_model(
+    paths: RunPaths,
+    model: Any,
+    tokenizer: Any,
+    config: RunConfig,
+    started: float,
+    log: Callable[[str], None],
+    random_mlm_head: bool = False,
+) -> PretrainResult:
     """``train.max_steps: 0``: save the model as built (e.g. a BERT checkpoint through ``from_bert``) with
     no training, so the starting point is evaluated through the same steps as the trained variants.
     ``random_mlm_head`` (the checkpoint had none) is recorded: the evaluation then skips the figures read
     through the MLM head, which would score a random projection, and keeps the fine-tuned ones."""
     metrics: dict[str, Any] = {
-        "global_step": 0, "max_steps": 0, "train_loss": None, "eval_loss": None, "fusion": config.model.fusion,
-        "strategy": config.masking.strategy, "resumed_from": None,
-        "runtime_s": round(time.time() - started, 2), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "global_step": 0,
+        "max_steps": 0,
+        "train_loss": None,
+        "eval_loss": None,
+        "fusion": config.model.fusion,
+        "strategy": config.masking.strategy,
+        "resumed_from": None,
+        "runtime_s": round(time.time() - started, 2),
+        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
-        "note": "train.max_steps 0: the starting model, not trained", "random_mlm_head": random_mlm_head}
+        "note": "train.max_steps 0: the starting model, not trained",
+        "random_mlm_head": random_mlm_head,
+    }
     if is_main_process():
         partial = paths.root / "model.partial"
         shutil.rmtree(partial, ignore_errors=True)
@@ -354,8 +427,9 @@ def save_starting_model(paths: RunPaths, model: Any, tokenizer: Any, config: Run
     return PretrainResult(paths.model, 0, None, None, None, metrics["runtime_s"], metrics)
 
 
-def final_evaluation(trainer: Any, validation: Any, columns: Sequence[str], max_examples: int | None,
-                     seed: int) -> tuple[float, int]:
+def final_evaluation(
+    trainer: Any, validation: Any, columns: Sequence[str], max_examples: int | None, seed: int
+) -> tuple[float, int]:
     """The validation loss after training and the number of sequences it was measured on.
 
     The periodic evaluation of the last step (every ``train.eval_steps``) is reused when there was one

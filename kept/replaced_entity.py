@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,9 +40,11 @@ def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
 
     kg_dir = Path(run_dir) / "kg"
     if not (kg_dir / "entities.tsv").is_file():
-        raise KeptError("replaced-entity detection swaps mentions for KG entities: the run has no KG",
-                        where=kg_dir / "entities.tsv",
-                        fix="run the kg step (`kept run CONFIG`), or set masking.replaced_entity_probability: 0")
+        raise KeptError(
+            "replaced-entity detection swaps mentions for KG entities: the run has no KG",
+            where=kg_dir / "entities.tsv",
+            fix="run the kg step (`kept run CONFIG`), or set masking.replaced_entity_probability: 0",
+        )
     graph = KnowledgeGraph.load(kg_dir)
     labels = [label or name for label, name in zip(graph.entity_labels, graph.entities)]
     tokens = [list(ids) for ids in tokenizer(labels, add_special_tokens=False)["input_ids"]]
@@ -55,15 +58,18 @@ def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
         for head, _, tail in typed[::-1]:  # the first triple of each head wins
             types[head] = tail
         which = ", ".join(repr(graph.relation_labels[i]) for i in sorted(names))
-        source = (f"same type by the KG relation {which} ({int((types >= 0).sum())} of {graph.num_entities} "
-                  "entities typed; the others: any entity)")
+        source = (
+            f"same type by the KG relation {which} ({int((types >= 0).sum())} of {graph.num_entities} "
+            "entities typed; the others: any entity)"
+        )
     else:
         source = "any entity (the KG has no type relation such as 'instance of')"
     return EntityPool(tokens=tokens, types=types, source=source)
 
 
-def wrap_collator(collator: Any, config: Any, run_dir: str | Path, tokenizer: Any,
-                  log: Callable[[str], None] = lambda _: None) -> Any:
+def wrap_collator(
+    collator: Any, config: Any, run_dir: str | Path, tokenizer: Any, log: Callable[[str], None] = lambda _: None
+) -> Any:
     """The collator with WKLM swaps when ``masking.replaced_entity_probability`` > 0, else as it is (its
     ``pool.source`` says where the types came from)."""
     if not red_on(config):
@@ -71,10 +77,11 @@ def wrap_collator(collator: Any, config: Any, run_dir: str | Path, tokenizer: An
     from masking.replaced_entity import ReplacedEntityCollator
 
     pool = entity_pool(run_dir, tokenizer)
-    log(f"replaced-entity detection: {config.masking.replaced_entity_probability:.0%} of the linked mentions "
-        f"swapped for {pool.source}; the swapped mention takes the new entity's id")
-    return ReplacedEntityCollator(collator, pool, config.masking.replaced_entity_probability,
-                                  config.encode.max_length)
+    log(
+        f"replaced-entity detection: {config.masking.replaced_entity_probability:.0%} of the linked mentions "
+        f"swapped for {pool.source}; the swapped mention takes the new entity's id"
+    )
+    return ReplacedEntityCollator(collator, pool, config.masking.replaced_entity_probability, config.encode.max_length)
 
 
 __all__ = ["red_on", "model_overrides", "entity_pool", "wrap_collator"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from kept import analysis
 from kept.errors import KeptError
@@ -21,8 +22,16 @@ from kept.errors import KeptError
 if TYPE_CHECKING:  # pragma: no cover
     from kept.compare import CompareResult
 
-__all__ = ["annotation_figure", "learning_curve_figure", "metric_bars_figure", "report", "report_compare_dir",
-           "report_run_dir", "run_metrics_figure", "save_figure"]
+__all__ = [
+    "annotation_figure",
+    "learning_curve_figure",
+    "metric_bars_figure",
+    "report",
+    "report_compare_dir",
+    "report_run_dir",
+    "run_metrics_figure",
+    "save_figure",
+]
 
 
 def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -46,13 +55,15 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 110) -> Path:
 
 # ------------------------------------------------------------------ figures
 
-def metric_bars_figure(result: "CompareResult", metrics: Sequence[str], title: str = "") -> Any:
+
+def metric_bars_figure(result: CompareResult, metrics: Sequence[str], title: str = "") -> Any:
     """One panel per metric, one bar per variant, error bars = sample std over seeds (n under each bar)."""
     variants = result.variants
     columns = min(4, max(1, len(metrics)))
     rows = math.ceil(len(metrics) / columns)
-    figure, axes = subplots(rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows),
-                                squeeze=False)
+    figure, axes = subplots(
+        rows, columns, figsize=(max(3.2 * columns, 1.1 * len(variants) * columns), 3.2 * rows), squeeze=False
+    )
     from matplotlib import colormaps
 
     colors = [colormaps["tab10"](i % 10) for i in range(len(variants))]
@@ -63,8 +74,11 @@ def metric_bars_figure(result: "CompareResult", metrics: Sequence[str], title: s
         stds = [s.std if s is not None and s.n else 0.0 for s in stats]
         axis.bar(range(len(variants)), means, yerr=stds, capsize=4, color=colors)
         axis.set_xticks(range(len(variants)))
-        axis.set_xticklabels([f"{v}\n(n={s.n if s is not None else 0})" for v, s in zip(variants, stats)],
-                             rotation=20 if len(variants) > 3 else 0, fontsize=8)
+        axis.set_xticklabels(
+            [f"{v}\n(n={s.n if s is not None else 0})" for v, s in zip(variants, stats)],
+            rotation=20 if len(variants) > 3 else 0,
+            fontsize=8,
+        )
         arrow = "↓" if metric in _lower_is_better() else "↑"
         axis.set_title(f"{metric} {arrow}", fontsize=9)
         axis.grid(axis="y", alpha=0.3)
@@ -104,18 +118,29 @@ def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], 
     """
     figure, (loss_axis, lr_axis) = subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2, 1]})
     for label, history in histories.items():
-        keys = sorted({k for entry in history for k, v in entry.items()
-                       if k.endswith("loss") and isinstance(v, (int, float)) and k != "train_loss"})
+        keys = sorted(
+            {
+                k
+                for entry in history
+                for k, v in entry.items()
+                if k.endswith("loss") and isinstance(v, (int, float)) and k != "train_loss"
+            }
+        )
         for key in keys:
-            points = [(entry.get("step", i), entry[key]) for i, entry in enumerate(history)
-                      if isinstance(entry.get(key), (int, float))]
+            points = [
+                (entry.get("step", i), entry[key])
+                for i, entry in enumerate(history)
+                if isinstance(entry.get(key), (int, float))
+            ]
             if points:
                 name = key if len(histories) == 1 else f"{label}: {key}"
                 style = "--" if key.startswith("eval") else "-"
-                loss_axis.plot(*zip(*points), style, marker="o" if len(points) < 20 else None, markersize=3,
-                               label=name)
-        rates = [(entry.get("step", i), entry["learning_rate"]) for i, entry in enumerate(history)
-                 if isinstance(entry.get("learning_rate"), (int, float))]
+                loss_axis.plot(*zip(*points), style, marker="o" if len(points) < 20 else None, markersize=3, label=name)
+        rates = [
+            (entry.get("step", i), entry["learning_rate"])
+            for i, entry in enumerate(history)
+            if isinstance(entry.get("learning_rate"), (int, float))
+        ]
         if rates:
             lr_axis.plot(*zip(*rates), label=label)
     loss_axis.set_xlabel("step")
@@ -133,8 +158,14 @@ def learning_curve_figure(histories: Mapping[str, Sequence[Mapping[str, Any]]], 
 
 
 #: Panels of the annotation figure, in order (masking.stats.annotation_stats keys).
-_ANNOTATION_TABLES = ("spans_by_source", "spans_by_kind", "candidates_by_source", "gold.recall_exact",
-                      "gold.recall_overlap", "gold.link_accuracy")
+_ANNOTATION_TABLES = (
+    "spans_by_source",
+    "spans_by_kind",
+    "candidates_by_source",
+    "gold.recall_exact",
+    "gold.recall_overlap",
+    "gold.link_accuracy",
+)
 
 
 def _count_tables(stats: Mapping[str, Any]) -> dict[str, dict[str, float]]:
@@ -144,8 +175,9 @@ def _count_tables(stats: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         if key == "counts":  # raw counts behind the derived figures
             continue
         if isinstance(value, Mapping):
-            numbers = {str(k): float(v) for k, v in value.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            numbers = {
+                str(k): float(v) for k, v in value.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             if numbers and len(numbers) == len(value):
                 tables[key] = numbers
             else:
@@ -158,8 +190,11 @@ def annotation_figure(stats: Mapping[str, Any]) -> Any | None:
     """One bar panel per count table of annotation_stats.json (spans by source, by kind, ...)."""
     found = _count_tables(stats)
     preferred = [name for name in _ANNOTATION_TABLES if found.get(name)]
-    tables = {name: found[name] for name in preferred} if preferred else \
-        {k: v for k, v in found.items() if v and k.split(".")[0] not in ("shard", "config")}
+    tables = (
+        {name: found[name] for name in preferred}
+        if preferred
+        else {k: v for k, v in found.items() if v and k.split(".")[0] not in ("shard", "config")}
+    )
     if not tables:
         return None
     columns = min(3, len(tables))
@@ -192,6 +227,7 @@ def _linked_fraction(stats: Mapping[str, Any]) -> float | None:
 
 # ------------------------------------------------------------------ markdown helpers
 
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
@@ -210,11 +246,15 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _skipped_lines(metrics: Mapping[str, Any]) -> list[str]:
-    return [f"- **{name}** skipped: {section['skipped']}" for name, section in metrics.items()
-            if isinstance(section, Mapping) and "skipped" in section]
+    return [
+        f"- **{name}** skipped: {section['skipped']}"
+        for name, section in metrics.items()
+        if isinstance(section, Mapping) and "skipped" in section
+    ]
 
 
 # ------------------------------------------------------------------ run report
+
 
 def report_run_dir(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/eval/report.md`` and ``RUN_DIR/eval/figures/*.png``; return the report path."""
@@ -228,9 +268,11 @@ def report_run_dir(run_dir: str | Path) -> Path:
     figures_dir = run_dir / "eval" / "figures"
     parts = [f"# KEPT report: {data.get('run', run_dir.name)}\n"]
     model = data.get("model", {})
-    parts.append(f"Model: strategy **{model.get('strategy')}**, fusion **{model.get('fusion')}**, "
-                 f"{model.get('num_parameters', 0):,} parameters; evaluated {data.get('created_at', '')} "
-                 f"with kept {data.get('kept_version', '?')}.\n")
+    parts.append(
+        f"Model: strategy **{model.get('strategy')}**, fusion **{model.get('fusion')}**, "
+        f"{model.get('num_parameters', 0):,} parameters; evaluated {data.get('created_at', '')} "
+        f"with kept {data.get('kept_version', '?')}.\n"
+    )
 
     # headline figures
     parts.append("## Metrics\n")
@@ -238,24 +280,45 @@ def report_run_dir(run_dir: str | Path) -> Path:
     parts.append(_md_table(["metric", "value"], [(m, flat[m]) for m in shown]))
     bar_metrics = [m for m in shown if not m.endswith("loss")]
     if bar_metrics:
-        save_figure(run_metrics_figure(flat, bar_metrics, title=str(data.get("run", run_dir.name))),
-                    figures_dir / "metrics.png")
+        save_figure(
+            run_metrics_figure(flat, bar_metrics, title=str(data.get("run", run_dir.name))), figures_dir / "metrics.png"
+        )
         parts.append("\n![metrics](figures/metrics.png)\n")
     skipped = _skipped_lines(metrics)
     if skipped:
         parts.append("\n" + "\n".join(skipped) + "\n")
     typing = metrics.get("typing")
     if isinstance(typing, Mapping) and "micro_f1" in typing:
-        parts.append("\n" + _md_table(
-            ["entity typing", "types", "train / dev / test", "micro-F1", "macro-F1", "strict accuracy", "types from"],
-            [(typing.get("data"), typing.get("num_types"),
-              f"{typing.get('num_train')} / {typing.get('num_dev')} / {typing.get('num_test')}",
-              typing.get("micro_f1"), typing.get("macro_f1"), typing.get("strict_accuracy"),
-              typing.get("type_source", "the data file"))]))
+        parts.append(
+            "\n"
+            + _md_table(
+                [
+                    "entity typing",
+                    "types",
+                    "train / dev / test",
+                    "micro-F1",
+                    "macro-F1",
+                    "strict accuracy",
+                    "types from",
+                ],
+                [
+                    (
+                        typing.get("data"),
+                        typing.get("num_types"),
+                        f"{typing.get('num_train')} / {typing.get('num_dev')} / {typing.get('num_test')}",
+                        typing.get("micro_f1"),
+                        typing.get("macro_f1"),
+                        typing.get("strict_accuracy"),
+                        typing.get("type_source", "the data file"),
+                    )
+                ],
+            )
+        )
     others = [(m, v) for m, v in flat.items() if m not in shown]
     if others:
-        parts.append("\n<details><summary>all figures</summary>\n\n" + _md_table(["metric", "value"], others)
-                     + "\n</details>\n")
+        parts.append(
+            "\n<details><summary>all figures</summary>\n\n" + _md_table(["metric", "value"], others) + "\n</details>\n"
+        )
 
     # learning curves
     parts.append("\n## Learning curves\n")
@@ -263,8 +326,10 @@ def report_run_dir(run_dir: str | Path) -> Path:
         history = analysis.load_log_history(run_dir)
         source = analysis.log_history_path(run_dir)
         save_figure(learning_curve_figure({run_dir.name: history}), figures_dir / "learning_curves.png")
-        parts.append(f"From `{source.relative_to(run_dir) if source else '?'}` ({len(history)} log entries).\n\n"
-                     "![learning curves](figures/learning_curves.png)\n")
+        parts.append(
+            f"From `{source.relative_to(run_dir) if source else '?'}` ({len(history)} log entries).\n\n"
+            "![learning curves](figures/learning_curves.png)\n"
+        )
     except KeptError as error:
         parts.append(f"No learning curves: {error}\n")
 
@@ -272,8 +337,11 @@ def report_run_dir(run_dir: str | Path) -> Path:
     parts.append("\n## Annotation\n")
     try:
         stats = analysis.load_annotation_stats(run_dir)
-        scalars = [(k, v) for k, v in stats.items()
-                   if (isinstance(v, (int, float, str)) and not isinstance(v, bool)) or (v is None and k != "counts")]
+        scalars = [
+            (k, v)
+            for k, v in stats.items()
+            if (isinstance(v, (int, float, str)) and not isinstance(v, bool)) or (v is None and k != "counts")
+        ]
         if scalars:
             parts.append(_md_table(["statistic", "value"], scalars))
         figure = annotation_figure(stats)
@@ -287,23 +355,41 @@ def report_run_dir(run_dir: str | Path) -> Path:
     examples = data.get("examples", {})
     if examples.get("cloze"):
         parts.append("\n## Entity cloze examples\n")
-        parts.append(_md_table(["context", "gold", "prediction", "ok"],
-                               [(e.get("context", "")[-160:], e.get("gold"), e.get("prediction"),
-                                 "✓" if e.get("correct") else "✗") for e in examples["cloze"]]))
+        parts.append(
+            _md_table(
+                ["context", "gold", "prediction", "ok"],
+                [
+                    (e.get("context", "")[-160:], e.get("gold"), e.get("prediction"), "✓" if e.get("correct") else "✗")
+                    for e in examples["cloze"]
+                ],
+            )
+        )
     probe = metrics.get("probe", {})
     if isinstance(probe, Mapping) and probe.get("per_relation"):
         parts.append("\n## KG probe by relation\n")
         if probe.get("note"):
-            parts.append(f"{probe['note']}; {probe.get('num_facts')} facts, score = {probe.get('score')} "
-                         f"of piece log-probs, filtered = {probe.get('filtered')}.\n\n")
+            parts.append(
+                f"{probe['note']}; {probe.get('num_facts')} facts, score = {probe.get('score')} "
+                f"of piece log-probs, filtered = {probe.get('filtered')}.\n\n"
+            )
         rows = sorted(probe["per_relation"].items(), key=lambda item: -item[1].get("count", 0))
-        parts.append(_md_table(["relation", "facts", "hits@1", "MRR"],
-                               [(r, v.get("count"), v.get("hits_at_1"), v.get("mrr")) for r, v in rows[:30]]))
+        parts.append(
+            _md_table(
+                ["relation", "facts", "hits@1", "MRR"],
+                [(r, v.get("count"), v.get("hits_at_1"), v.get("mrr")) for r, v in rows[:30]],
+            )
+        )
     if examples.get("probe"):
         parts.append("\n## KG probe examples\n")
-        parts.append(_md_table(["prompt", "gold", "prediction", "rank", "candidates"],
-                               [(e.get("prompt"), e.get("gold"), e.get("prediction"), e.get("rank"),
-                                 e.get("num_candidates")) for e in examples["probe"]]))
+        parts.append(
+            _md_table(
+                ["prompt", "gold", "prediction", "rank", "candidates"],
+                [
+                    (e.get("prompt"), e.get("gold"), e.get("prediction"), e.get("rank"), e.get("num_candidates"))
+                    for e in examples["probe"]
+                ],
+            )
+        )
     timings = data.get("timings_s")
     if timings:
         parts.append("\n## Evaluation time\n")
@@ -315,6 +401,7 @@ def report_run_dir(run_dir: str | Path) -> Path:
 
 # ------------------------------------------------------------------ compare report
 
+
 def report_compare_dir(compare_dir: str | Path) -> Path:
     """Write ``COMPARE_DIR/eval/report.md`` with bars (error bars = std over seeds) and learning curves."""
     from kept.compare import CompareResult
@@ -324,9 +411,12 @@ def report_compare_dir(compare_dir: str | Path) -> Path:
     summary = analysis.load_compare(compare_dir)
     result = CompareResult.from_dict(summary)
     figures_dir = compare_dir / "eval" / "figures"
-    parts = [f"# KEPT comparison report: {compare_dir.name}\n",
-             f"{len(result.variants)} variants, {sum(len(r) for r in result.runs.values())} runs.\n",
-             "## Mean ± std over seeds\n", result.to_markdown()]
+    parts = [
+        f"# KEPT comparison report: {compare_dir.name}\n",
+        f"{len(result.variants)} variants, {sum(len(r) for r in result.runs.values())} runs.\n",
+        "## Mean ± std over seeds\n",
+        result.to_markdown(),
+    ]
     for path in result.plot(figures_dir):
         parts.append(f"![{path.stem}](figures/{path.name})\n")
     histories: dict[str, list[dict[str, Any]]] = {}
@@ -337,7 +427,8 @@ def report_compare_dir(compare_dir: str | Path) -> Path:
             try:
                 histories[f"{variant}/{run_path.name}"] = [
                     {k: v for k, v in e.items() if k in ("step", "loss", "eval_loss", "learning_rate")}
-                    for e in analysis.load_log_history(run_path)]
+                    for e in analysis.load_log_history(run_path)
+                ]
             except KeptError:
                 missing.append(str(run))
     parts.append("\n## Learning curves\n")

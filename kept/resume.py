@@ -53,9 +53,12 @@ def training_snapshot(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     inputs = path_fingerprint([paths.encoded_train, paths.tokenizer])
     if config.model.fusion:
         inputs.update(path_fingerprint([paths.embeddings]))
-    return {"config": training_view(config),
-            "inputs": {str(Path(k).relative_to(run_dir)) if Path(k).is_relative_to(run_dir) else k: v
-                       for k, v in inputs.items()}}
+    return {
+        "config": training_view(config),
+        "inputs": {
+            str(Path(k).relative_to(run_dir)) if Path(k).is_relative_to(run_dir) else k: v for k, v in inputs.items()
+        },
+    }
 
 
 def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
@@ -68,20 +71,29 @@ def check_resume_compatible(config: RunConfig, run_dir: Path) -> None:
     current = training_snapshot(config, run_dir)
     keys = changed_keys(saved.get("config", {}), current["config"])
     if keys:
-        details = ", ".join(f"{k}: {saved['config'].get(k, '<unset>')!r} -> {current['config'].get(k, '<unset>')!r}"
-                            for k in keys[:8])
-        raise KeptError(f"the checkpoints were made with a different configuration ({details}"
-                        f"{', ...' if len(keys) > 8 else ''})", where=paths.checkpoints,
-                        fix="restore those values, or start over with --restart (deletes the checkpoints)")
-    changed_inputs = [k for k in set(saved.get("inputs", {})) | set(current["inputs"])
-                      if saved.get("inputs", {}).get(k) != current["inputs"].get(k)]
+        details = ", ".join(
+            f"{k}: {saved['config'].get(k, '<unset>')!r} -> {current['config'].get(k, '<unset>')!r}" for k in keys[:8]
+        )
+        raise KeptError(
+            f"the checkpoints were made with a different configuration ({details}{', ...' if len(keys) > 8 else ''})",
+            where=paths.checkpoints,
+            fix="restore those values, or start over with --restart (deletes the checkpoints)",
+        )
+    changed_inputs = [
+        k
+        for k in set(saved.get("inputs", {})) | set(current["inputs"])
+        if saved.get("inputs", {}).get(k) != current["inputs"].get(k)
+    ]
     if changed_inputs:
-        raise KeptError(f"the checkpoints were made from other data ({', '.join(sorted(changed_inputs))} changed "
-                        "since)", where=paths.checkpoints,
-                        fix="start over with --restart (deletes the checkpoints)")
+        raise KeptError(
+            f"the checkpoints were made from other data ({', '.join(sorted(changed_inputs))} changed since)",
+            where=paths.checkpoints,
+            fix="start over with --restart (deletes the checkpoints)",
+        )
 
 
 # ------------------------------------------------------------------ model
+
 
 def prepare_checkpoints(config: RunConfig, run_dir: Path, restart: bool) -> str | None:
     """The checkpoint to resume, or None: ``restart`` deletes them all, a half-written one is removed, and
@@ -97,5 +109,3 @@ def prepare_checkpoints(config: RunConfig, run_dir: Path, restart: bool) -> str 
         return None
     check_resume_state(checkpoints[-1])
     return str(checkpoints[-1])
-
-

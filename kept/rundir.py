@@ -164,15 +164,21 @@ def check_run_dir(run_dir: str | Path) -> Path:
     path = Path(run_dir)
     for part in path.parts:
         if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
-            raise KeptError(f"the name '{part[:24]}...' is {len(part)} characters long; a file system takes at most "
-                            f"{NAME_MAX}", where="run directory", fix="choose a shorter run name or directory")
+            raise KeptError(
+                f"the name '{part[:24]}...' is {len(part)} characters long; a file system takes at most {NAME_MAX}",
+                where="run directory",
+                fix="choose a shorter run name or directory",
+            )
     for folder in (path, *path.parents):
         if folder.is_dir():
             return path
         if folder.exists() or folder.is_symlink():
             inside = "" if folder == path else f", so the run directory {path} cannot be made inside it"
-            raise KeptError(f"is a file, not a directory{inside}", where=folder,
-                            fix="give a directory (runs_dir and the run directory are folders), or move the file away")
+            raise KeptError(
+                f"is a file, not a directory{inside}",
+                where=folder,
+                fix="give a directory (runs_dir and the run directory are folders), or move the file away",
+            )
     return path
 
 
@@ -189,12 +195,16 @@ def inside_run_dir(run_dir: str | Path, subpath: str | Path, field: str) -> Path
     sub = Path(subpath)
     target = (root / sub).resolve()
     if sub.is_absolute() or not target.is_relative_to(root):
-        raise KeptError(f"'{subpath}' points outside the run directory {root}", where=field,
-                        fix="give a relative path inside the run directory (no '..', not absolute)")
+        raise KeptError(
+            f"'{subpath}' points outside the run directory {root}",
+            where=field,
+            fix="give a relative path inside the run directory (no '..', not absolute)",
+        )
     return Path(run_dir) / sub
 
 
 # ----------------------------------------------------------------------------- format version
+
 
 def check_run_format(run_dir: str | Path) -> dict[str, Any] | None:
     """Refuse a run directory written by a kept with another run-directory layout.
@@ -208,18 +218,22 @@ def check_run_format(run_dir: str | Path) -> dict[str, Any] | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise KeptError("the run-directory format record is unreadable", where=path,
-                        fix="delete it if this directory was made by this version of kept, else use a new "
-                            "run directory") from None
+        raise KeptError(
+            "the run-directory format record is unreadable",
+            where=path,
+            fix="delete it if this directory was made by this version of kept, else use a new run directory",
+        ) from None
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise KeptError("not a kept run-directory format record", where=path,
-                        fix="use a new run directory") from None
+        raise KeptError("not a kept run-directory format record", where=path, fix="use a new run directory") from None
     version = record.get("format_version")
     if version != RUN_FORMAT_VERSION:
         made_by = record.get("kept_version", "?")
-        raise KeptError(f"the run directory was written by kept {made_by} (run format {version}); this kept "
-                        f"reads run format {RUN_FORMAT_VERSION}", where=Path(run_dir),
-                        fix=f"use kept {made_by} for this run, or start a new run directory (kept run CONFIG --out NEW)")
+        raise KeptError(
+            f"the run directory was written by kept {made_by} (run format {version}); this kept "
+            f"reads run format {RUN_FORMAT_VERSION}",
+            where=Path(run_dir),
+            fix=f"use kept {made_by} for this run, or start a new run directory (kept run CONFIG --out NEW)",
+        )
     return record
 
 
@@ -230,11 +244,11 @@ def write_run_format(run_dir: str | Path) -> None:
         return
     from kept import __version__
 
-    atomic_write_json(path, {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION,
-                             "kept_version": __version__})
+    atomic_write_json(path, {"format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION, "kept_version": __version__})
 
 
 # ----------------------------------------------------------------------------- lock
+
 
 class RunLock:
     """An exclusive writer lock on a run directory (``fcntl.flock``; released when the process dies).
@@ -264,8 +278,11 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process (e.g. `kept annotate --num-shards` shards)"
             handle.close()
-            raise KeptError(f"the run directory is in use by {holder}", where=self.path.parent,
-                            fix="wait for that command to finish, or use another run directory") from None
+            raise KeptError(
+                f"the run directory is in use by {holder}",
+                where=self.path.parent,
+                fix="wait for that command to finish, or use another run directory",
+            ) from None
         if self.shared:
             self._handle = handle
             try:

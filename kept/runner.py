@@ -89,14 +89,16 @@ def annotation_config(config: RunConfig) -> Any:
 
 # ------------------------------------------------------------------ what each stage reads
 
+
 def _kg_files(paths: RunPaths) -> list[Path]:
     return [paths.kg / "entities.tsv", paths.kg / "relations.tsv", paths.kg / "triples.tsv"]
 
 
 def _data_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
     data = config.data
-    return [p for p in (data.corpus, data.wikipedia_dump, data.kg_triples, data.kg_labels, data.kg_aliases)
-            if p is not None]
+    return [
+        p for p in (data.corpus, data.wikipedia_dump, data.kg_triples, data.kg_labels, data.kg_aliases) if p is not None
+    ]
 
 
 def _encode_part(config: RunConfig) -> dict[str, Any]:
@@ -127,6 +129,7 @@ def _pretrain_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
 
 # ------------------------------------------------------------------ what each stage does
 
+
 def _run_data(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     prepare_data(run_dir, config, context.log)
 
@@ -154,8 +157,7 @@ def _run_encode(run_dir: Path, config: RunConfig, context: StageContext) -> None
 def _run_pretrain(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.pretrain import pretrain_run
 
-    result = pretrain_run(run_dir, config, log=context.log, progress=context.progress,
-                          restart=context.restart_pretrain)
+    result = pretrain_run(run_dir, config, log=context.log, progress=context.progress, restart=context.restart_pretrain)
     context.log(f"pretrain: {result.steps} steps, train loss {result.train_loss}, eval loss {result.eval_loss}")
 
 
@@ -176,22 +178,57 @@ def _run_report(run_dir: Path, config: RunConfig, context: StageContext) -> None
 #: Every stage of a run, in order. The configuration parts are what the stamps fingerprint: changing
 #: one makes the run directories made before count that stage (and the ones after it) as stale.
 STAGE_TABLE: tuple[Stage, ...] = (
-    Stage("data", config=lambda c: c.to_dict()["data"], inputs=_data_inputs,
-          outputs=lambda c, p: [p.documents] + (_kg_files(p) if has_kg(c) else []), run=_run_data),
-    Stage("kg", config=lambda c: c.to_dict()["kg"], inputs=lambda c, p: _kg_files(p),
-          outputs=lambda c, p: [p.embeddings, p.kg_metrics], run=_run_kg, needed=has_kg,
-          why_not="no KG in this run"),
-    Stage("annotate", config=lambda c: annotation_config(c).model_dump(mode="json"),
-          inputs=lambda c, p: [p.documents] + ([p.aliases, p.kg / "entities.tsv"] if has_kg(c) else []),
-          outputs=lambda c, p: [p.annotated, p.annotation_stats], run=_run_annotate),
-    Stage("encode", config=_encode_part, inputs=_encode_inputs,
-          outputs=lambda c, p: [p.tokenizer, p.encoded_train, p.encoded_validation], run=_run_encode),
-    Stage("pretrain", config=_pretrain_part, inputs=_pretrain_inputs,
-          outputs=lambda c, p: [p.model / "config.json"], run=_run_pretrain),
-    Stage("evaluate", config=lambda c: c.to_dict()["eval"], inputs=lambda c, p: [p.model, p.encoded_validation],
-          outputs=lambda c, p: [p.eval / "metrics.json"], run=_run_evaluate),
-    Stage("report", config=lambda c: {}, inputs=lambda c, p: [p.eval / "metrics.json"],
-          outputs=lambda c, p: [p.eval / "report.md"], run=_run_report),
+    Stage(
+        "data",
+        config=lambda c: c.to_dict()["data"],
+        inputs=_data_inputs,
+        outputs=lambda c, p: [p.documents] + (_kg_files(p) if has_kg(c) else []),
+        run=_run_data,
+    ),
+    Stage(
+        "kg",
+        config=lambda c: c.to_dict()["kg"],
+        inputs=lambda c, p: _kg_files(p),
+        outputs=lambda c, p: [p.embeddings, p.kg_metrics],
+        run=_run_kg,
+        needed=has_kg,
+        why_not="no KG in this run",
+    ),
+    Stage(
+        "annotate",
+        config=lambda c: annotation_config(c).model_dump(mode="json"),
+        inputs=lambda c, p: [p.documents] + ([p.aliases, p.kg / "entities.tsv"] if has_kg(c) else []),
+        outputs=lambda c, p: [p.annotated, p.annotation_stats],
+        run=_run_annotate,
+    ),
+    Stage(
+        "encode",
+        config=_encode_part,
+        inputs=_encode_inputs,
+        outputs=lambda c, p: [p.tokenizer, p.encoded_train, p.encoded_validation],
+        run=_run_encode,
+    ),
+    Stage(
+        "pretrain",
+        config=_pretrain_part,
+        inputs=_pretrain_inputs,
+        outputs=lambda c, p: [p.model / "config.json"],
+        run=_run_pretrain,
+    ),
+    Stage(
+        "evaluate",
+        config=lambda c: c.to_dict()["eval"],
+        inputs=lambda c, p: [p.model, p.encoded_validation],
+        outputs=lambda c, p: [p.eval / "metrics.json"],
+        run=_run_evaluate,
+    ),
+    Stage(
+        "report",
+        config=lambda c: {},
+        inputs=lambda c, p: [p.eval / "metrics.json"],
+        outputs=lambda c, p: [p.eval / "report.md"],
+        run=_run_report,
+    ),
 )
 #: The stage names, in order.
 STAGES: tuple[str, ...] = tuple(stage.name for stage in STAGE_TABLE)
@@ -215,9 +252,16 @@ def check_stage_names(stages: Sequence[str], option: str) -> None:
             raise KeptError(f"unknown stage '{name}'", where=option, fix=f"choose from {', '.join(STAGES)}")
 
 
-def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages: Sequence[str] | None = None,
-                 force: Sequence[str] = (), restart_pretrain: bool = False,
-                 log: Callable[[str], None] = lambda _: None, progress: bool = True) -> RunResult:
+def run_pipeline(
+    config: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    stages: Sequence[str] | None = None,
+    force: Sequence[str] = (),
+    restart_pretrain: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+    progress: bool = True,
+) -> RunResult:
     """Run the configured stages in order; skip the ones whose outputs and stamp are current.
 
     ``stages``: a subset to consider (default: all). ``force``: stages to run even when done (and
@@ -242,8 +286,11 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
                 result.outcomes.append(StageOutcome(row.name, "not needed", detail=row.why_not))
                 continue
             part, inputs = row.config(config), row.inputs(config, paths)
-            if not dirty and row.name not in force and stage_done(run_dir, row.name, stamp_fingerprint(part, inputs),
-                                                                  row.outputs(config, paths)):
+            if (
+                not dirty
+                and row.name not in force
+                and stage_done(run_dir, row.name, stamp_fingerprint(part, inputs), row.outputs(config, paths))
+            ):
                 result.outcomes.append(StageOutcome(row.name, "skipped", detail="done and current"))
                 log(f"{row.name}: done, skipped")
                 continue
@@ -251,9 +298,16 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
             row.run(run_dir, config, context)
             dirty = True
             if is_main_process():  # the stamp fingerprints the inputs as they are now (after the stage ran)
-                write_stamp(run_dir, row.name, stamp_fingerprint(part, inputs), part,
-                            extra={"seconds": round(time.time() - started, 2),
-                                   "cpu_seconds": round(time.process_time() - cpu_started, 2)})
+                write_stamp(
+                    run_dir,
+                    row.name,
+                    stamp_fingerprint(part, inputs),
+                    part,
+                    extra={
+                        "seconds": round(time.time() - started, 2),
+                        "cpu_seconds": round(time.process_time() - cpu_started, 2),
+                    },
+                )
             result.outcomes.append(StageOutcome(row.name, "ran", round(time.time() - started, 2)))
     return result
 
@@ -261,16 +315,24 @@ def run_pipeline(config: RunConfig, run_dir: str | Path | None = None, *, stages
 def _check_config(config: RunConfig) -> None:
     """Problems that would only surface stages later."""
     if config.model.fusion and not has_kg(config):
-        raise KeptError("model.fusion is on but the run has no knowledge graph", where="data.kg_triples",
-                        fix="give data.kg_triples, or set model.fusion: false")
+        raise KeptError(
+            "model.fusion is on but the run has no knowledge graph",
+            where="data.kg_triples",
+            fix="give data.kg_triples, or set model.fusion: false",
+        )
     detectors = [d.type for d in config.annotation.detectors]
     if not has_kg(config) and "gazetteer" in detectors and config.annotation.missing_kg == "error":
-        raise KeptError("the annotation uses the KG gazetteer but the run has no knowledge graph",
-                        where="annotation.detectors",
-                        fix="give data.kg_triples, remove the gazetteer detector, or set annotation.missing_kg: skip")
+        raise KeptError(
+            "the annotation uses the KG gazetteer but the run has no knowledge graph",
+            where="annotation.detectors",
+            fix="give data.kg_triples, remove the gazetteer detector, or set annotation.missing_kg: skip",
+        )
     if config.data.source in ("files", "fewrel") and config.data.corpus is None:
-        raise KeptError(f"data.source '{config.data.source}' needs data.corpus", where="data.corpus",
-                        fix="give the corpus file or directory")
+        raise KeptError(
+            f"data.source '{config.data.source}' needs data.corpus",
+            where="data.corpus",
+            fix="give the corpus file or directory",
+        )
     if config.model.init_from:
         from kept.config import resolve_init_from
 

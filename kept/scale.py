@@ -53,16 +53,23 @@ def resolve_warmup(config: Any, processes: int | None = None) -> Warmup:
     train = config.train
     processes = world_size() if processes is None else processes
     if train.warmup_tokens is not None:
-        per_step = tokens_per_step(train.batch_size, train.gradient_accumulation_steps, config.encode.max_length,
-                                   processes)
+        per_step = tokens_per_step(
+            train.batch_size, train.gradient_accumulation_steps, config.encode.max_length, processes
+        )
         steps = steps_for_tokens(train.warmup_tokens, per_step)
         if steps > train.max_steps:
-            raise KeptError(f"train.warmup_tokens {train.warmup_tokens:,} is {steps} optimizer steps of {per_step:,} "
-                            f"tokens, more than train.max_steps {train.max_steps}", where="train.warmup_tokens",
-                            fix="lower warmup_tokens or raise max_steps")
-        return Warmup(steps, f"train.warmup_tokens {train.warmup_tokens:,} / {per_step:,} tokens per step = "
-                             f"{train.batch_size} x {train.gradient_accumulation_steps} accumulation x "
-                             f"{config.encode.max_length} x {processes} process{'es' if processes > 1 else ''}")
+            raise KeptError(
+                f"train.warmup_tokens {train.warmup_tokens:,} is {steps} optimizer steps of {per_step:,} "
+                f"tokens, more than train.max_steps {train.max_steps}",
+                where="train.warmup_tokens",
+                fix="lower warmup_tokens or raise max_steps",
+            )
+        return Warmup(
+            steps,
+            f"train.warmup_tokens {train.warmup_tokens:,} / {per_step:,} tokens per step = "
+            f"{train.batch_size} x {train.gradient_accumulation_steps} accumulation x "
+            f"{config.encode.max_length} x {processes} process{'es' if processes > 1 else ''}",
+        )
     if train.warmup_steps:
         return Warmup(int(train.warmup_steps), "train.warmup_steps")
     ratio = float(train.warmup_ratio or 0.0)

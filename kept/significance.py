@@ -24,8 +24,9 @@ set), so every metric is a few matrix products over all resamples at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,8 @@ class Difference:
     ci_low: float
     ci_high: float
     share_le_zero: float  # share of resamples whose difference is ≤ 0 (a one-sided p-like figure)
-    method: str           # "items+seeds", "seeds" or "n/a"
-    n_items: int = 0      # paired test items (0 for a bootstrap over seeds only)
+    method: str  # "items+seeds", "seeds" or "n/a"
+    n_items: int = 0  # paired test items (0 for a bootstrap over seeds only)
 
     @property
     def significant(self) -> bool:
@@ -61,20 +62,33 @@ class Difference:
         return f"{self.delta:+.{digits}f} [{self.ci_low:.{digits}f}, {self.ci_high:.{digits}f}]{star}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"delta": self.delta, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "significant": self.significant, "share_le_zero": self.share_le_zero,
-                "method": self.method, "n_items": self.n_items}
+        return {
+            "delta": self.delta,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "significant": self.significant,
+            "share_le_zero": self.share_le_zero,
+            "method": self.method,
+            "n_items": self.n_items,
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Difference":
+    def from_dict(cls, data: Mapping[str, Any]) -> Difference:
         def number(value: Any) -> float:
             return math.nan if value is None else float(value)
 
-        return cls(number(data.get("delta")), number(data.get("ci_low")), number(data.get("ci_high")),
-                   number(data.get("share_le_zero")), str(data.get("method", "n/a")), int(data.get("n_items") or 0))
+        return cls(
+            number(data.get("delta")),
+            number(data.get("ci_low")),
+            number(data.get("ci_high")),
+            number(data.get("share_le_zero")),
+            str(data.get("method", "n/a")),
+            int(data.get("n_items") or 0),
+        )
 
 
 # ------------------------------------------------------------------ metric functions
+
 
 def mean_of(field: str, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> MetricFn:
     """The mean of one per-item field (optionally transformed first), e.g. accuracy from 0/1 outcomes."""
@@ -108,20 +122,22 @@ def macro_f1(items: Mapping[str, np.ndarray], weights: np.ndarray) -> np.ndarray
     one_hot = np.eye(num_labels, dtype=np.float64)
     gold_hot, pred_hot = one_hot[codes[:n]], one_hot[codes[n:]]  # [N, L] each
     weights = np.asarray(weights, dtype=np.float64)
-    gold_count = weights @ gold_hot                # [R, L]
-    pred_count = weights @ pred_hot                # [R, L]
-    true_pos = weights @ (gold_hot * pred_hot)     # [R, L]
-    support = gold_count + pred_count              # [R, L] = 2tp + fp + fn
+    gold_count = weights @ gold_hot  # [R, L]
+    pred_count = weights @ pred_hot  # [R, L]
+    true_pos = weights @ (gold_hot * pred_hot)  # [R, L]
+    support = gold_count + pred_count  # [R, L] = 2tp + fp + fn
     present = support > 0
     f1 = np.divide(2.0 * true_pos, support, out=np.zeros_like(support), where=present)  # [R, L]
-    counted = present.sum(axis=1)                  # [R]
+    counted = present.sum(axis=1)  # [R]
     return np.divide(f1.sum(axis=1), counted, out=np.full(len(counted), math.nan), where=counted > 0)
 
 
 def _set_counts(items: Mapping[str, np.ndarray]) -> np.ndarray:
     """Per item of a multi-label task (gold/pred: label lists): [|gold ∩ pred|, |gold|, |pred|, gold == pred]."""
-    rows = [(len(set(g) & set(p)), len(set(g)), len(set(p)), float(set(g) == set(p)))
-            for g, p in zip(items["gold"], items["pred"])]
+    rows = [
+        (len(set(g) & set(p)), len(set(g)), len(set(p)), float(set(g) == set(p)))
+        for g, p in zip(items["gold"], items["pred"])
+    ]
     return np.asarray(rows, dtype=np.float64).reshape(-1, 4)  # [N, 4]
 
 
@@ -144,7 +160,7 @@ def typing_macro_f1(items: Mapping[str, np.ndarray], weights: np.ndarray) -> np.
     counts = _set_counts(items)  # [N, 4]
     correct, gold, predicted = counts[:, 0], counts[:, 1], counts[:, 2]
     item_precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)  # [N]
-    item_recall = np.divide(correct, gold, out=np.zeros_like(correct), where=gold > 0)              # [N]
+    item_recall = np.divide(correct, gold, out=np.zeros_like(correct), where=gold > 0)  # [N]
     total = weights.sum(axis=1)
     return _f1((weights @ item_precision) / total, (weights @ item_recall) / total)
 
@@ -180,8 +196,10 @@ ITEM_METRICS: dict[str, tuple[str, tuple[str, ...], MetricFn]] = {
 
 # ------------------------------------------------------------------ alignment and resampling
 
-def align_items(runs: Sequence[Mapping[str, Sequence[Any]]], fields: Sequence[str], where: str = "items"
-                ) -> tuple[list[dict[str, np.ndarray]], int]:
+
+def align_items(
+    runs: Sequence[Mapping[str, Sequence[Any]]], fields: Sequence[str], where: str = "items"
+) -> tuple[list[dict[str, np.ndarray]], int]:
     """The runs' items restricted to the ids every run has, in the first run's order.
 
     Each run is ``{"ids": [...], field: [...], ...}``; a repeated id keeps its first occurrence.
@@ -193,8 +211,11 @@ def align_items(runs: Sequence[Mapping[str, Sequence[Any]]], fields: Sequence[st
         ids = [str(i) for i in run.get("ids", [])]
         for name in fields:
             if name not in run or len(run[name]) != len(ids):
-                raise KeptError(f"per-item field '{name}' is missing or not as long as 'ids' ({len(ids)})",
-                                where=where, fix="re-run `kept evaluate` on the run with this version of kept")
+                raise KeptError(
+                    f"per-item field '{name}' is missing or not as long as 'ids' ({len(ids)})",
+                    where=where,
+                    fix="re-run `kept evaluate` on the run with this version of kept",
+                )
         index: dict[str, int] = {}
         for i, item in enumerate(ids):
             index.setdefault(item, i)
@@ -221,8 +242,8 @@ def _as_array(values: Sequence[Any]) -> np.ndarray:
 
 def resample_weights(rng: np.random.Generator, n_items: int, n_resamples: int) -> np.ndarray:
     """How often each item is drawn in each resample (n_items draws with replacement): [R, N]."""
-    draws = rng.integers(0, n_items, size=(n_resamples, n_items))                  # [R, N]
-    flat = draws + (np.arange(n_resamples, dtype=np.int64) * n_items)[:, None]   # [R, N]
+    draws = rng.integers(0, n_items, size=(n_resamples, n_items))  # [R, N]
+    flat = draws + (np.arange(n_resamples, dtype=np.int64) * n_items)[:, None]  # [R, N]
     return np.bincount(flat.ravel(), minlength=n_resamples * n_items).reshape(n_resamples, n_items).astype(np.float64)
 
 
@@ -254,10 +275,17 @@ def _interval(delta: float, resampled: np.ndarray, level: float, method: str, n_
     return Difference(delta, float(low), float(high), float(np.mean(finite <= 0.0)), method, n_items)
 
 
-def paired_bootstrap(metric_fn: MetricFn, items_a_by_seed: Sequence[Mapping[str, Sequence[Any]]],
-                     items_b_by_seed: Sequence[Mapping[str, Sequence[Any]]], n_resamples: int = 1000, seed: int = 0,
-                     *, fields: Sequence[str] | None = None, level: float = 0.95,
-                     where: str = "items") -> Difference:
+def paired_bootstrap(
+    metric_fn: MetricFn,
+    items_a_by_seed: Sequence[Mapping[str, Sequence[Any]]],
+    items_b_by_seed: Sequence[Mapping[str, Sequence[Any]]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    *,
+    fields: Sequence[str] | None = None,
+    level: float = 0.95,
+    where: str = "items",
+) -> Difference:
     """Difference ``metric(a) − metric(b)`` with a bootstrap interval over paired test items and seeds.
 
     ``items_*_by_seed``: one ``{"ids": [...], field: [...]}`` per run (seed) of each variant; items
@@ -278,15 +306,16 @@ def paired_bootstrap(metric_fn: MetricFn, items_a_by_seed: Sequence[Mapping[str,
     per_seed = np.array([float(metric_fn(run, full)[0]) for run in aligned])  # [S_a + S_b]
     delta = float(np.mean(per_seed[:n_a]) - np.mean(per_seed[n_a:]))
     rng = np.random.default_rng(seed)
-    weights = resample_weights(rng, n_items, n_resamples)                    # [R, N]
-    resampled = np.stack([metric_fn(run, weights) for run in aligned])       # [S_a + S_b, R]
+    weights = resample_weights(rng, n_items, n_resamples)  # [R, N]
+    resampled = np.stack([metric_fn(run, weights) for run in aligned])  # [S_a + S_b, R]
     draws_a, draws_b = _seed_draws(rng, n_a, len(aligned) - n_a, n_resamples)
     diff = _seed_mean(resampled[:n_a], draws_a) - _seed_mean(resampled[n_a:], draws_b)  # [R]
     return _interval(delta, diff, level, "items+seeds", n_items)
 
 
-def seed_bootstrap(values_a: Sequence[float], values_b: Sequence[float], n_resamples: int = 1000, seed: int = 0,
-                   *, level: float = 0.95) -> Difference:
+def seed_bootstrap(
+    values_a: Sequence[float], values_b: Sequence[float], n_resamples: int = 1000, seed: int = 0, *, level: float = 0.95
+) -> Difference:
     """Difference of the means over seeds with a bootstrap interval over the seeds only.
 
     Runs pair by position when both variants have as many; NaN values are dropped first. The

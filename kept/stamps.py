@@ -38,8 +38,7 @@ def path_fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
             if ".tmp-" in file.name or ".old-" in file.name:
                 continue
             stat = file.stat()
-            entries.append((str(file.relative_to(path)) if file != path else file.name, stat.st_size,
-                            stat.st_mtime_ns))
+            entries.append((str(file.relative_to(path)) if file != path else file.name, stat.st_size, stat.st_mtime_ns))
         result[str(path)] = fingerprint(entries)
     return result
 
@@ -48,13 +47,18 @@ def stamp_fingerprint(config_part: Any, inputs: Iterable[str | Path] = ()) -> st
     return fingerprint({"config": config_part, "inputs": path_fingerprint(inputs)})
 
 
-def write_stamp(run_dir: str | Path, stage: str, fp: str, config_part: Any = None,
-                extra: dict[str, Any] | None = None) -> Path:
+def write_stamp(
+    run_dir: str | Path, stage: str, fp: str, config_part: Any = None, extra: dict[str, Any] | None = None
+) -> Path:
     from kept.rundir import run_paths
 
     paths = run_paths(run_dir)
-    record = {"stage": stage, "fingerprint": fp, "config": config_part,
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "stage": stage,
+        "fingerprint": fp,
+        "config": config_part,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if extra:
         record.update(extra)
     return atomic_write_json(paths.stamp(stage), record)

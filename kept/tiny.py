@@ -15,12 +15,22 @@ from typing import Any
 from kept.rundir import atomic_dir, atomic_write_bytes, atomic_write_text, run_paths
 
 _FACTS = [
-    ("Paris", "capital_of", "France"), ("Berlin", "capital_of", "Germany"), ("Rome", "capital_of", "Italy"),
-    ("Madrid", "capital_of", "Spain"), ("Lisbon", "capital_of", "Portugal"), ("Vienna", "capital_of", "Austria"),
-    ("Seine", "flows_through", "France"), ("Rhine", "flows_through", "Germany"), ("Tiber", "flows_through", "Italy"),
-    ("Danube", "flows_through", "Austria"), ("Tagus", "flows_through", "Spain"),
-    ("French", "spoken_in", "France"), ("German", "spoken_in", "Germany"), ("Italian", "spoken_in", "Italy"),
-    ("Spanish", "spoken_in", "Spain"), ("Portuguese", "spoken_in", "Portugal"),
+    ("Paris", "capital_of", "France"),
+    ("Berlin", "capital_of", "Germany"),
+    ("Rome", "capital_of", "Italy"),
+    ("Madrid", "capital_of", "Spain"),
+    ("Lisbon", "capital_of", "Portugal"),
+    ("Vienna", "capital_of", "Austria"),
+    ("Seine", "flows_through", "France"),
+    ("Rhine", "flows_through", "Germany"),
+    ("Tiber", "flows_through", "Italy"),
+    ("Danube", "flows_through", "Austria"),
+    ("Tagus", "flows_through", "Spain"),
+    ("French", "spoken_in", "France"),
+    ("German", "spoken_in", "Germany"),
+    ("Italian", "spoken_in", "Italy"),
+    ("Spanish", "spoken_in", "Spain"),
+    ("Portuguese", "spoken_in", "Portugal"),
 ]
 _TEMPLATES = {
     "capital_of": ["{h} is the capital city of {t} .", "The government of {t} sits in {h} ."],
@@ -61,17 +71,34 @@ def tiny_documents(n_docs: int = 24, seed: int = 0) -> tuple[list[dict[str, Any]
             base = len(text)
             for name in (head, tail):
                 start = base + sentence.index(name)
-                spans.append({"start": start, "end": start + len(name), "kind": "entity", "label": "",
-                              "entity_id": index[name], "source": "gold"})
+                spans.append(
+                    {
+                        "start": start,
+                        "end": start + len(name),
+                        "kind": "entity",
+                        "label": "",
+                        "entity_id": index[name],
+                        "source": "gold",
+                    }
+                )
             text += sentence + " "
         spans.sort(key=lambda s: s["start"])
         documents.append({"id": f"doc{number}", "title": f"Doc {number}", "text": text.strip(), "spans": spans})
     return documents, entities
 
 
-def make_tiny_run(run_dir: str | Path, *, name: str = "tiny", n_docs: int = 24, steps: int = 10,
-                  save_steps: int = 5, strategy: str = "entity", fusion: bool = True, entity_dim: int = 16,
-                  seed: int = 0) -> Path:
+def make_tiny_run(
+    run_dir: str | Path,
+    *,
+    name: str = "tiny",
+    n_docs: int = 24,
+    steps: int = 10,
+    save_steps: int = 5,
+    strategy: str = "entity",
+    fusion: bool = True,
+    entity_dim: int = 16,
+    seed: int = 0,
+) -> Path:
     """Write a tiny run directory ready for ``kept encode`` (config, corpus, annotation, KG embeddings)."""
     import torch
     from safetensors.torch import save as safetensors_bytes
@@ -86,22 +113,44 @@ def make_tiny_run(run_dir: str | Path, *, name: str = "tiny", n_docs: int = 24, 
     # the same data as source files, for `kept run` (data.source: files)
     source = run_dir / "source"
     write_documents(documents, source / "corpus.jsonl")
-    atomic_write_text(source / "triples.tsv", "head\trelation\ttail\n"
-                      + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in _FACTS))
+    atomic_write_text(
+        source / "triples.tsv", "head\trelation\ttail\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in _FACTS)
+    )
     with atomic_dir(paths.annotated) as tmp:
         documents_to_dataset(documents).save_to_disk(str(tmp))
     paths.kg.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(paths.kg / "entities.tsv", "id\tname\tlabel\taliases\n"
-                      + "".join(f"{i}\t{e}\t{e}\t\n" for i, e in enumerate(entities)))
-    atomic_write_text(paths.kg / "relations.tsv", "id\tname\tlabel\n"
-                      + "".join(f"{i}\t{r}\t{r}\n" for i, r in enumerate(relations)))
-    atomic_write_text(paths.kg / "triples.tsv", "head\trelation\ttail\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in _FACTS))
+    atomic_write_text(
+        paths.kg / "entities.tsv",
+        "id\tname\tlabel\taliases\n" + "".join(f"{i}\t{e}\t{e}\t\n" for i, e in enumerate(entities)),
+    )
+    atomic_write_text(
+        paths.kg / "relations.tsv", "id\tname\tlabel\n" + "".join(f"{i}\t{r}\t{r}\n" for i, r in enumerate(relations))
+    )
+    atomic_write_text(
+        paths.kg / "triples.tsv", "head\trelation\ttail\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in _FACTS)
+    )
     generator = torch.Generator().manual_seed(seed)
-    atomic_write_bytes(paths.embeddings, safetensors_bytes(
-        {"entity_embeddings": torch.randn(len(entities), entity_dim, generator=generator),
-         "relation_embeddings": torch.randn(len(relations), entity_dim, generator=generator)},
-        metadata={"model": "random", "dim": str(entity_dim)}))
-    atomic_write_text(paths.config, TINY_CONFIG.format(
-        name=name, strategy=strategy, fusion=str(fusion).lower(), steps=steps, save_steps=save_steps,
-        corpus=(source / "corpus.jsonl").resolve(), triples=(source / "triples.tsv").resolve(), entity_dim=entity_dim))
+    atomic_write_bytes(
+        paths.embeddings,
+        safetensors_bytes(
+            {
+                "entity_embeddings": torch.randn(len(entities), entity_dim, generator=generator),
+                "relation_embeddings": torch.randn(len(relations), entity_dim, generator=generator),
+            },
+            metadata={"model": "random", "dim": str(entity_dim)},
+        ),
+    )
+    atomic_write_text(
+        paths.config,
+        TINY_CONFIG.format(
+            name=name,
+            strategy=strategy,
+            fusion=str(fusion).lower(),
+            steps=steps,
+            save_steps=save_steps,
+            corpus=(source / "corpus.jsonl").resolve(),
+            triples=(source / "triples.tsv").resolve(),
+            entity_dim=entity_dim,
+        ),
+    )
     return run_dir

@@ -12,16 +12,18 @@ The result is saved with ``save_pretrained`` to ``RUN_DIR/tokenizer`` (atomicall
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from kept.errors import KeptError
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2,
-                    lowercase: bool = True) -> Any:
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2, lowercase: bool = True
+) -> Any:
     """Train a BERT-style WordPiece tokenizer; returns a fast HF tokenizer.
 
     Every character of the corpus (after normalisation) is in the vocabulary, however rare
@@ -32,24 +34,39 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=None, lowercase=lowercase)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     texts = texts if isinstance(texts, (list, tuple)) else list(texts)  # read twice: alphabet, then training
     alphabet = corpus_alphabet(texts, tokenizer.normalizer)
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
-                                        initial_alphabet=alphabet, limit_alphabet=len(alphabet) + 1,
-                                        show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        continuing_subword_prefix="##",
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet) + 1,
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(_batches(texts), trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
     tokenizer.decoder = decoders.WordPiece(prefix="##")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
-                                   model_max_length=512, do_lower_case=lowercase)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+        do_lower_case=lowercase,
+    )
     return fast
 
 
@@ -85,34 +102,51 @@ def load_pretrained_tokenizer(name_or_path: str | Path, where: str = "tokenizer.
 
         refuse_remote_code(path, where)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path) if path.exists() else str(name_or_path),
-                                                  trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(path) if path.exists() else str(name_or_path), trust_remote_code=False
+        )
     except (OSError, ValueError) as error:
-        raise KeptError(f"cannot load a tokenizer from '{name_or_path}': {str(error).splitlines()[0]}", where=where,
-                        fix="give a local model directory (hub names need the network and no HF_HUB_OFFLINE)") \
-            from None
+        raise KeptError(
+            f"cannot load a tokenizer from '{name_or_path}': {str(error).splitlines()[0]}",
+            where=where,
+            fix="give a local model directory (hub names need the network and no HF_HUB_OFFLINE)",
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
-        raise KeptError(f"the tokenizer of '{name_or_path}' is not a fast tokenizer", where=where,
-                        fix="alignment needs character offsets: use a model with tokenizer.json")
+        raise KeptError(
+            f"the tokenizer of '{name_or_path}' is not a fast tokenizer",
+            where=where,
+            fix="alignment needs character offsets: use a model with tokenizer.json",
+        )
     if tokenizer.mask_token is None:
-        raise KeptError(f"the tokenizer of '{name_or_path}' has no mask token", where=where,
-                        fix="masked-LM pretraining needs a [MASK] token")
+        raise KeptError(
+            f"the tokenizer of '{name_or_path}' has no mask token",
+            where=where,
+            fix="masked-LM pretraining needs a [MASK] token",
+        )
     return tokenizer
 
 
-def build_tokenizer(texts: Iterable[str], *, base_model: str | None, init_from: Path | None,
-                    vocab_size: int, min_frequency: int = 2, lowercase: bool = True) -> tuple[Any, str]:
+def build_tokenizer(
+    texts: Iterable[str],
+    *,
+    base_model: str | None,
+    init_from: Path | None,
+    vocab_size: int,
+    min_frequency: int = 2,
+    lowercase: bool = True,
+) -> tuple[Any, str]:
     """The run's tokenizer and where it came from (``trained``, a base model, or init_from)."""
     if base_model:
         return load_pretrained_tokenizer(base_model), f"base_model:{base_model}"
     if init_from is not None:
         if not (init_from / "tokenizer_config.json").exists() and not (init_from / "tokenizer.json").exists():
-            raise KeptError(f"init_from '{init_from}' has no tokenizer saved beside the model",
-                            where="model.init_from",
-                            fix="set tokenizer.base_model to the tokenizer that checkpoint was trained with")
+            raise KeptError(
+                f"init_from '{init_from}' has no tokenizer saved beside the model",
+                where="model.init_from",
+                fix="set tokenizer.base_model to the tokenizer that checkpoint was trained with",
+            )
         return load_pretrained_tokenizer(init_from, where="model.init_from"), f"init_from:{init_from}"
-    return train_wordpiece(texts, vocab_size=vocab_size, min_frequency=min_frequency,
-                           lowercase=lowercase), "trained"
+    return train_wordpiece(texts, vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase), "trained"
 
 
 def saved_vocabulary(directory: str | Path, where: str = "model.init_from") -> list[str | None] | None:
@@ -126,8 +160,9 @@ def saved_vocabulary(directory: str | Path, where: str = "model.init_from") -> l
         try:
             return list[str | None](vocab_file.read_text(encoding="utf-8").splitlines())
         except UnicodeDecodeError:
-            raise KeptError(f"'{vocab_file}' is not UTF-8 text", where=where,
-                            fix="re-save the tokenizer with save_pretrained") from None
+            raise KeptError(
+                f"'{vocab_file}' is not UTF-8 text", where=where, fix="re-save the tokenizer with save_pretrained"
+            ) from None
     return None
 
 

@@ -45,6 +45,7 @@ def _canonical(name: str) -> str:
 
 # ------------------------------------------------------------------ what the model starts from
 
+
 @dataclass(frozen=True)
 class ModelFacts:
     """What the training defaults are chosen from (read from configuration files only, nothing built)."""
@@ -82,8 +83,9 @@ def checkpoint_tensor_names(model_dir: Path) -> set[str] | None:
         try:
             return set(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise KeptError("shard index has no weight_map", where=index,
-                            fix="re-save the checkpoint with save_pretrained") from None
+            raise KeptError(
+                "shard index has no weight_map", where=index, fix="re-save the checkpoint with save_pretrained"
+            ) from None
     return None
 
 
@@ -96,15 +98,29 @@ def model_facts(config: RunConfig) -> ModelFacts:
         sizes = {**PRESETS[config.model.preset], **config.model.overrides}
         layers = int(sizes["num_hidden_layers"]) + int(sizes["num_knowledge_layers"])
         vocab = int(sizes.get("vocab_size", config.tokenizer.vocab_size))
-        return ModelFacts("scratch", estimate_parameters(int(sizes["hidden_size"]), layers,
-                                                         int(sizes["intermediate_size"]), vocab,
-                                                         int(sizes.get("max_position_embeddings", 512))))
+        return ModelFacts(
+            "scratch",
+            estimate_parameters(
+                int(sizes["hidden_size"]),
+                layers,
+                int(sizes["intermediate_size"]),
+                vocab,
+                int(sizes.get("max_position_embeddings", 512)),
+            ),
+        )
     raw = check_checkpoint_dir(init_from)
     source: ModelSource = "kept" if raw.get("model_type") == "kept" else "bert"
-    layers = int(raw.get("num_hidden_layers", 12)) + (int(raw.get("num_knowledge_layers", 0)) if source == "kept" else 0)
+    layers = int(raw.get("num_hidden_layers", 12)) + (
+        int(raw.get("num_knowledge_layers", 0)) if source == "kept" else 0
+    )
     hidden = int(raw.get("hidden_size", 768))
-    parameters = estimate_parameters(hidden, layers, int(raw.get("intermediate_size", 4 * hidden)),
-                                     int(raw.get("vocab_size", 30522)), int(raw.get("max_position_embeddings", 512)))
+    parameters = estimate_parameters(
+        hidden,
+        layers,
+        int(raw.get("intermediate_size", 4 * hidden)),
+        int(raw.get("vocab_size", 30522)),
+        int(raw.get("max_position_embeddings", 512)),
+    )
     has_head = None
     if source == "bert":
         names = checkpoint_tensor_names(init_from)
@@ -114,6 +130,7 @@ def model_facts(config: RunConfig) -> ModelFacts:
 
 
 # ------------------------------------------------------------------ derived defaults
+
 
 @dataclass(frozen=True)
 class DerivedValue:
@@ -135,26 +152,47 @@ def derived_train_values(config: RunConfig, facts: ModelFacts) -> list[DerivedVa
     pretrained = facts.source != "scratch"
     if train.learning_rate is None:
         table = PRETRAINED_LEARNING_RATES if pretrained else SCRATCH_LEARNING_RATES
-        derived.append(DerivedValue("learning_rate", _by_size(table, facts.parameters),
-                                    f"{facts.describe()}"))
+        derived.append(DerivedValue("learning_rate", _by_size(table, facts.parameters), f"{facts.describe()}"))
     if train.warmup_ratio is None and train.warmup_tokens is None:  # warmup_tokens: kept.scale converts it
         large_scratch = not pretrained and facts.parameters >= LARGE_MODEL_PARAMETERS
-        derived.append(DerivedValue("warmup_ratio", LARGE_SCRATCH_WARMUP_RATIO if large_scratch else WARMUP_RATIO,
-                                    "a model of 60M+ parameters from scratch" if large_scratch else facts.describe()))
+        derived.append(
+            DerivedValue(
+                "warmup_ratio",
+                LARGE_SCRATCH_WARMUP_RATIO if large_scratch else WARMUP_RATIO,
+                "a model of 60M+ parameters from scratch" if large_scratch else facts.describe(),
+            )
+        )
     if train.new_params_warmup_steps is None:
-        lacks = [] if facts.source != "bert" else (
-            (["the MLM head"] if facts.has_mlm_head is not True else [])
-            + (["the fusion and dEA parts"] if config.model.fusion else []))
+        lacks = (
+            []
+            if facts.source != "bert"
+            else (
+                (["the MLM head"] if facts.has_mlm_head is not True else [])
+                + (["the fusion and dEA parts"] if config.model.fusion else [])
+            )
+        )
         steps = int(round(NEW_PARAMS_WARMUP_SHARE * train.max_steps)) if lacks else 0
-        reason = (f"{NEW_PARAMS_WARMUP_SHARE:.0%} of max_steps: the BERT checkpoint has no "
-                  f"{' and no '.join(lacks)}") if lacks else \
-            ("the checkpoint provides every trained part" if pretrained else "from scratch: every parameter is new")
+        reason = (
+            (f"{NEW_PARAMS_WARMUP_SHARE:.0%} of max_steps: the BERT checkpoint has no {' and no '.join(lacks)}")
+            if lacks
+            else (
+                "the checkpoint provides every trained part" if pretrained else "from scratch: every parameter is new"
+            )
+        )
         derived.append(DerivedValue("new_params_warmup_steps", steps, reason))
     if train.new_params_learning_rate is None and facts.source == "bert":
-        learning_rate = train.learning_rate if train.learning_rate is not None else \
-            next(d.value for d in derived if d.key == "learning_rate")
-        derived.append(DerivedValue("new_params_learning_rate", float(f"{NEW_PARAMS_LR_FACTOR * learning_rate:.6g}"),
-                                    f"{NEW_PARAMS_LR_FACTOR:g} x learning_rate for the parts from_bert starts from random"))
+        learning_rate = (
+            train.learning_rate
+            if train.learning_rate is not None
+            else next(d.value for d in derived if d.key == "learning_rate")
+        )
+        derived.append(
+            DerivedValue(
+                "new_params_learning_rate",
+                float(f"{NEW_PARAMS_LR_FACTOR * learning_rate:.6g}"),
+                f"{NEW_PARAMS_LR_FACTOR:g} x learning_rate for the parts from_bert starts from random",
+            )
+        )
     return derived
 
 
@@ -194,8 +232,12 @@ def resolve_train_defaults(config: RunConfig) -> tuple[RunConfig, list[DerivedVa
 
 def _has_null(config: RunConfig) -> bool:
     train = config.train
-    return (train.learning_rate is None or train.warmup_ratio is None or train.new_params_warmup_steps is None
-            or train.new_params_learning_rate is None)
+    return (
+        train.learning_rate is None
+        or train.warmup_ratio is None
+        or train.new_params_warmup_steps is None
+        or train.new_params_learning_rate is None
+    )
 
 
 def describe_derived(derived: Sequence[DerivedValue]) -> str:

@@ -13,7 +13,8 @@ runs on isolated RNG states, so evaluating does not change what training draws n
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,14 @@ from transformers import Trainer
 #: Loss components of a KeptForPreTraining output, logged beside the total loss.
 LOSS_COMPONENTS: tuple[str, ...] = ("mlm_loss", "dea_loss", "sop_loss", "kg_loss")
 #: What the training logs and evaluations report beside the loss: the components and SOP accuracy.
-LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + ("sop_accuracy", "generator_mlm_loss", "rtd_loss", "rtd_accuracy",
-                                                     "red_loss", "red_accuracy")  # ELECTRA / WKLM (kept.electra)
+LOGGED_FIGURES: tuple[str, ...] = LOSS_COMPONENTS + (
+    "sop_accuracy",
+    "generator_mlm_loss",
+    "rtd_loss",
+    "rtd_accuracy",
+    "red_loss",
+    "red_accuracy",
+)  # ELECTRA / WKLM (kept.electra)
 
 
 @contextlib.contextmanager
@@ -65,10 +72,8 @@ class KeptTrainer(Trainer):
         finally:
             self.data_collator = train_collator
 
-    def compute_loss(self, model, inputs, return_outputs=False,
-                     num_items_in_batch=None):
-        loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                             num_items_in_batch=num_items_in_batch)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         order = inputs.get("sentence_order_label")  # [B]
         if order is not None and getattr(outputs, "sop_logits", None) is not None:  # sop_logits [B, 2]
             outputs["sop_accuracy"] = (outputs.sop_logits.detach().argmax(-1) == order).float().mean()
@@ -76,8 +81,10 @@ class KeptTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, training: bool, outputs: Any, batch_size: int) -> None:
-        values = [outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
-                  for name in self.logged_figures]
+        values = [
+            outputs.get(name) if isinstance(outputs, dict) else getattr(outputs, name, None)
+            for name in self.logged_figures
+        ]
         if all(v is None for v in values):
             return
         device = next(v for v in values if v is not None).device
@@ -98,8 +105,7 @@ class KeptTrainer(Trainer):
         if self.args.world_size > 1:
             sums = self.accelerator.reduce(sums.to(self.args.device), reduction="sum")
         total, count = sums.cpu().tolist()
-        return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(self.logged_figures)
-                if count[i] > 0}
+        return {f"{prefix}{name}": total[i] / count[i] for i, name in enumerate(self.logged_figures) if count[i] > 0}
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training log (evaluation keys carry a prefix)
@@ -110,10 +116,16 @@ class KeptTrainer(Trainer):
         with isolated_rng():  # dEA negatives and the dataloader's seed must not advance training's RNG
             return super().evaluate(*args, **kwargs)
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                        metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         self._component_sums[False] = None
-        output = super().evaluation_loop(dataloader, description, prediction_loss_only=prediction_loss_only,
-                                         ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        output = super().evaluation_loop(
+            dataloader,
+            description,
+            prediction_loss_only=prediction_loss_only,
+            ignore_keys=ignore_keys,
+            metric_key_prefix=metric_key_prefix,
+        )
         output.metrics.update(self._component_means(False, f"{metric_key_prefix}_"))
         return output

@@ -36,15 +36,18 @@ class _ConfigLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise RefusedYaml(f"YAML alias '*{event.anchor}' is not allowed in a configuration",
-                              event.start_mark.line + 1,
-                              "write the values out in full (kept refuses aliases, so a small file cannot "
-                              "expand into a huge one)")
+            raise RefusedYaml(
+                f"YAML alias '*{event.anchor}' is not allowed in a configuration",
+                event.start_mark.line + 1,
+                "write the values out in full (kept refuses aliases, so a small file cannot expand into a huge one)",
+            )
         depth = getattr(self, "_depth", 0)
         if depth >= MAX_YAML_DEPTH:  # PyYAML composes recursively: deeper nesting ends in a RecursionError
-            raise RefusedYaml(f"YAML nested more than {MAX_YAML_DEPTH} levels deep",
-                              self.peek_event().start_mark.line + 1,
-                              "a configuration is a few levels deep; check the brackets and the indentation")
+            raise RefusedYaml(
+                f"YAML nested more than {MAX_YAML_DEPTH} levels deep",
+                self.peek_event().start_mark.line + 1,
+                "a configuration is a few levels deep; check the brackets and the indentation",
+            )
         self._depth = depth + 1
         try:
             return super().compose_node(parent, index)
@@ -81,8 +84,11 @@ class _ConfigLoader(yaml.SafeLoader):
                 continue  # unhashable: SafeLoader reports it
             line = key_node.start_mark.line + 1
             if key in first_line:
-                raise RefusedYaml(f"duplicate key '{key}' (lines {first_line[key]} and {line})", line,
-                                  "keep one of them (merge the two into one section)")
+                raise RefusedYaml(
+                    f"duplicate key '{key}' (lines {first_line[key]} and {line})",
+                    line,
+                    "keep one of them (merge the two into one section)",
+                )
             first_line[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -91,8 +97,11 @@ def _unreadable(node: Any, error: Exception) -> RefusedYaml:
     """A value PyYAML's constructors fail on with a plain exception (``!!int ''`` is an IndexError)."""
     tag = str(node.tag).rsplit(":", 1)[-1]
     value = f" {node.value[:40]!r}" if isinstance(node, yaml.ScalarNode) else ""
-    return RefusedYaml(f"the value{value} cannot be read as a YAML {tag} ({type(error).__name__})",
-                       node.start_mark.line + 1, "write a plain value (or remove the `!!` tag)")
+    return RefusedYaml(
+        f"the value{value} cannot be read as a YAML {tag} ({type(error).__name__})",
+        node.start_mark.line + 1,
+        "write a plain value (or remove the `!!` tag)",
+    )
 
 
 def parse_yaml(text: str) -> Any:
@@ -115,14 +124,19 @@ def read_yaml(path: str | Path) -> tuple[Any, str]:
     if not path.exists():
         raise KeptError("configuration file not found", where=path, fix="give the path of a YAML run configuration")
     if path.is_dir():
-        raise KeptError("expected a YAML file, got a directory", where=path,
-                        fix="give the path of a YAML run configuration")
+        raise KeptError(
+            "expected a YAML file, got a directory", where=path, fix="give the path of a YAML run configuration"
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise KeptError(f"not UTF-8 text (byte {error.start})", where=path, line=raw.count(b"\n", 0, error.start) + 1,
-                        fix="save the configuration as UTF-8") from None
+        raise KeptError(
+            f"not UTF-8 text (byte {error.start})",
+            where=path,
+            line=raw.count(b"\n", 0, error.start) + 1,
+            fix="save the configuration as UTF-8",
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
@@ -132,12 +146,19 @@ def read_yaml(path: str | Path) -> tuple[Any, str]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise KeptError(f"not valid YAML: {problem}", where=path, line=mark.line + 1 if mark else None,
-                        fix="fix the YAML syntax (indentation, brackets, quotes)") from None
+        raise KeptError(
+            f"not valid YAML: {problem}",
+            where=path,
+            line=mark.line + 1 if mark else None,
+            fix="fix the YAML syntax (indentation, brackets, quotes)",
+        ) from None
     if data is None:
-        raise KeptError("the configuration file is empty (no settings)", where=path,
-                        fix="write the settings to change (e.g. `train: {max_steps: 50}`), or leave out the file "
-                            "to use the run's own config.yaml")
+        raise KeptError(
+            "the configuration file is empty (no settings)",
+            where=path,
+            fix="write the settings to change (e.g. `train: {max_steps: 50}`), or leave out the file "
+            "to use the run's own config.yaml",
+        )
     return data, text
 
 

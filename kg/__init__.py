@@ -14,12 +14,26 @@ from kg._lazy import lazy_exports
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "AliasIndex": "kg.aliases", "Candidate": "kg.aliases", "normalize_mention": "kg.aliases",
-    **{name: "kg.embeddings" for name in (
-        "EmbeddingConfig", "EmbeddingResult", "LoadedEmbeddings", "load_embeddings", "save_embedding_tensors",
-        "save_embeddings", "train_embeddings")},
-    "InputError": "kg.errors", "KGError": "kg.errors",
-    "KGStats": "kg.graph", "KnowledgeGraph": "kg.graph", "Neighbourhood": "kg.graph",
+    "AliasIndex": "kg.aliases",
+    "Candidate": "kg.aliases",
+    "normalize_mention": "kg.aliases",
+    **{
+        name: "kg.embeddings"
+        for name in (
+            "EmbeddingConfig",
+            "EmbeddingResult",
+            "LoadedEmbeddings",
+            "load_embeddings",
+            "save_embedding_tensors",
+            "save_embeddings",
+            "train_embeddings",
+        )
+    },
+    "InputError": "kg.errors",
+    "KGError": "kg.errors",
+    "KGStats": "kg.graph",
+    "KnowledgeGraph": "kg.graph",
+    "Neighbourhood": "kg.graph",
     "LoadReport": "kg.report",
     **{name: "kg.sources" for name in ("apply_aliases", "apply_labels", "load_pykeen_dataset", "load_triples")},
 }
@@ -32,8 +46,15 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from kg.aliases import AliasIndex, Candidate, normalize_mention
-    from kg.embeddings import (EmbeddingConfig, EmbeddingResult, LoadedEmbeddings, load_embeddings,
-                               save_embedding_tensors, save_embeddings, train_embeddings)
+    from kg.embeddings import (
+        EmbeddingConfig,
+        EmbeddingResult,
+        LoadedEmbeddings,
+        load_embeddings,
+        save_embedding_tensors,
+        save_embeddings,
+        train_embeddings,
+    )
     from kg.errors import InputError, KGError
     from kg.graph import KGStats, KnowledgeGraph, Neighbourhood
     from kg.report import LoadReport

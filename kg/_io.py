@@ -13,14 +13,14 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from kg.errors import InputError, KGError
 
 #: errno values of a failed write that the user fixes on the machine, not in the code.
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
-                          errno.EFBIG})
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG})
 
 
 def tmp_name(path: Path) -> Path:
@@ -29,8 +29,7 @@ def tmp_name(path: Path) -> Path:
 
 #: how libraries that wrap the OSError in their own exception (torch's RuntimeError from its zip writer,
 #: safetensors' SafetensorError) spell a full disk in the message.
-_DISK_FULL_WORDS = ("No space left on device", "code: 28,", "StorageFull", "file write failed",
-                    "Disk quota exceeded")
+_DISK_FULL_WORDS = ("No space left on device", "code: 28,", "StorageFull", "file write failed", "Disk quota exceeded")
 
 
 def write_failure(error: BaseException) -> OSError | None:
@@ -57,8 +56,10 @@ def write_failure(error: BaseException) -> OSError | None:
 def write_error(error: OSError, path: str | Path, error_type: type[InputError] = KGError) -> InputError:
     """The one-line error for a failed write, naming the file."""
     if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        fix = (f"free disk space (df -h {Path(path).parent}; or raise the quota), then re-run the command "
-               "(files written before are unchanged)")
+        fix = (
+            f"free disk space (df -h {Path(path).parent}; or raise the quota), then re-run the command "
+            "(files written before are unchanged)"
+        )
     else:
         fix = "fix the permissions (or mount it writable), then re-run the command (files written before are unchanged)"
     return error_type(f"cannot write: {error.strerror or error}", where=path, fix=fix)
@@ -113,8 +114,9 @@ def atomic_path(path: str | Path, *, error: type[InputError] = KGError) -> Itera
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None, *,
-                error: type[InputError] = KGError) -> Iterator[Any]:
+def atomic_open(
+    path: str | Path, mode: str = "wb", encoding: str | None = None, *, error: type[InputError] = KGError
+) -> Iterator[Any]:
     """Open the temporary file of ``path``; on a clean exit fsync it and move it into place."""
     with atomic_path(path, error=error) as tmp, open(tmp, mode, encoding=encoding) as handle:
         yield handle
@@ -122,8 +124,7 @@ def atomic_open(path: str | Path, mode: str = "wb", encoding: str | None = None,
         os.fsync(handle.fileno())
 
 
-def atomic_write_with(path: str | Path, writer: Callable[[Path], None], *,
-                      error: type[InputError] = KGError) -> Path:
+def atomic_write_with(path: str | Path, writer: Callable[[Path], None], *, error: type[InputError] = KGError) -> Path:
     """Let ``writer(tmp_path)`` produce the file (e.g. safetensors' ``save_file``), then move it into place."""
     with atomic_path(path, error=error) as tmp:
         writer(tmp)
@@ -208,8 +209,12 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
-        raise KGError(f"bytes {data[error.start:error.end]!r} are not valid {encoding}", where=path, line=line,
-                      fix=f"re-save the file as {encoding} (or pass encoding=...)") from None
+        raise KGError(
+            f"bytes {data[error.start : error.end]!r} are not valid {encoding}",
+            where=path,
+            line=line,
+            fix=f"re-save the file as {encoding} (or pass encoding=...)",
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
     return text

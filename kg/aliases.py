@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING
 
 from kg._io import clean_cell, read_text, write_tsv
 from kg.errors import KGError
@@ -87,8 +88,9 @@ class AliasIndex:
             self._surface[(key, entity_id)] = (alias, per_entity[entity_id])
 
     @classmethod
-    def from_graph(cls, graph: "KnowledgeGraph", counts: Mapping[str, Mapping[int, int]] | None = None,
-                   *, include_names: bool = True) -> "AliasIndex":
+    def from_graph(
+        cls, graph: KnowledgeGraph, counts: Mapping[str, Mapping[int, int]] | None = None, *, include_names: bool = True
+    ) -> AliasIndex:
         """Labels and aliases of every entity (count 1 each, or the count in ``counts[alias][entity]``).
 
         ``counts`` (e.g. anchor-text link counts) may add aliases that the graph does not list.
@@ -110,8 +112,10 @@ class AliasIndex:
         for alias, per_entity in counts.items():
             for entity_id, count in per_entity.items():
                 if not 0 <= entity_id < graph.num_entities:
-                    raise KGError(f"alias {alias!r} points to entity id {entity_id} outside 0..{graph.num_entities - 1}",
-                                  where="counts")
+                    raise KGError(
+                        f"alias {alias!r} points to entity id {entity_id} outside 0..{graph.num_entities - 1}",
+                        where="counts",
+                    )
                 if entity_id not in index._exact.get(" ".join(alias.split()), {}):
                     index.add(alias, entity_id, count)
         return index
@@ -174,11 +178,14 @@ class AliasIndex:
     # persistence ------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """``alias<TAB>entity_id<TAB>count`` with a header row, written atomically."""
-        return write_tsv(path, ("alias", "entity_id", "count"),
-                         ((clean_cell(alias), entity_id, count) for alias, entity_id, count in self.entries()))
+        return write_tsv(
+            path,
+            ("alias", "entity_id", "count"),
+            ((clean_cell(alias), entity_id, count) for alias, entity_id, count in self.entries()),
+        )
 
     @classmethod
-    def load(cls, path: str | Path, *, num_entities: int | None = None, strict: bool = False) -> "AliasIndex":
+    def load(cls, path: str | Path, *, num_entities: int | None = None, strict: bool = False) -> AliasIndex:
         """Read :meth:`save`'s file. With ``num_entities``, rows with ids outside the graph are skipped
         and counted in ``index.load_report`` (``strict=True`` raises)."""
         path = Path(path)
@@ -191,20 +198,32 @@ class AliasIndex:
             cells = line.split("\t")
             report.rows += 1
             if len(cells) != 3:
-                raise KGError(f"{len(cells)} tab-separated columns, expected 3 (alias, entity_id, count)", where=path,
-                              line=line_no, fix="fix the row")
+                raise KGError(
+                    f"{len(cells)} tab-separated columns, expected 3 (alias, entity_id, count)",
+                    where=path,
+                    line=line_no,
+                    fix="fix the row",
+                )
             alias, raw_id, raw_count = cells
             if not alias.strip():
                 raise KGError("empty alias", where=path, line=line_no, fix="fill in the alias or delete the row")
             try:
                 entity_id, count = int(raw_id), int(raw_count)
             except ValueError:
-                raise KGError(f"entity_id {raw_id!r} and count {raw_count!r} must be integers", where=path,
-                              line=line_no, fix="fix the row") from None
+                raise KGError(
+                    f"entity_id {raw_id!r} and count {raw_count!r} must be integers",
+                    where=path,
+                    line=line_no,
+                    fix="fix the row",
+                ) from None
             if entity_id < 0 or (num_entities is not None and entity_id >= num_entities):
                 if strict:
-                    raise KGError(f"entity id {entity_id} is not in the graph ({num_entities} entities)", where=path,
-                                  line=line_no, fix="re-create aliases.tsv with the graph, or load without strict")
+                    raise KGError(
+                        f"entity id {entity_id} is not in the graph ({num_entities} entities)",
+                        where=path,
+                        line=line_no,
+                        fix="re-create aliases.tsv with the graph, or load without strict",
+                    )
                 report.skip("unknown entity", line_no)
                 continue
             index.add(alias, entity_id, count)

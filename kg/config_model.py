@@ -23,8 +23,9 @@ from kg.errors import InputError
 def boolean_number_problem(annotation: Any, value: Any) -> str | None:
     """Why ``value`` does not fit a number field: a boolean where ``int``/``float`` (or Optional of
     them) belongs. None when it fits (or the field takes booleans)."""
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) \
-        else (annotation,)
+    options = (
+        typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    )
     if isinstance(value, bool) and {int, float} & set(options) and bool not in options:
         return f"expected a number, got the boolean {str(value).lower()}"
     return None
@@ -52,8 +53,9 @@ class ConfigModel(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        problem = boolean_number_problem(cls.model_fields[info.field_name].annotation, value) \
-            if info.field_name else None
+        problem = (
+            boolean_number_problem(cls.model_fields[info.field_name].annotation, value) if info.field_name else None
+        )
         if problem:
             raise ValueError(problem)
         return value

@@ -33,7 +33,9 @@ class EmbeddingConfig(ConfigModel):
     min_test_triples: int = 200  # a random split holds out at least min(this, triples // 10) when coverage allows
     device: str | None = None  # None: cuda when available, else cpu
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    evaluation_batch_size: int | None = None  # None: min(256, what keeps a [batch, entities, dim] score tensor <= 512 MB)
+    evaluation_batch_size: int | None = (
+        None  # None: min(256, what keeps a [batch, entities, dim] score tensor <= 512 MB)
+    )
     max_evaluation_triples: int | None = 5000  # cap when evaluating on training triples (no split)
     use_tqdm: bool = False
 
@@ -41,6 +43,8 @@ class EmbeddingConfig(ConfigModel):
     @classmethod
     def _fractions(cls, ratios: tuple[float, float, float]) -> tuple[float, float, float]:
         if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
-            raise ValueError(f"ratios must be three non-negative fractions summing to 1 (training > 0), got "
-                             f"{list(ratios)}; e.g. [0.8, 0.1, 0.1] for training, testing, validation")
+            raise ValueError(
+                f"ratios must be three non-negative fractions summing to 1 (training > 0), got "
+                f"{list(ratios)}; e.g. [0.8, 0.1, 0.1] for training, testing, validation"
+            )
         return ratios

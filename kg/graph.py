@@ -29,8 +29,17 @@ if TYPE_CHECKING:  # pragma: no cover
     import networkx as nx
 
 __all__ = [
-    "ALIAS_SEPARATOR", "ENTITIES_FILE", "METADATA_FILE", "RELATIONS_FILE", "STATS_FILE", "TRIPLES_FILE",
-    "KGStats", "KnowledgeGraph", "Neighbourhood", "read_triple_rows", "split_aliases",
+    "ALIAS_SEPARATOR",
+    "ENTITIES_FILE",
+    "METADATA_FILE",
+    "RELATIONS_FILE",
+    "STATS_FILE",
+    "TRIPLES_FILE",
+    "KGStats",
+    "KnowledgeGraph",
+    "Neighbourhood",
+    "read_triple_rows",
+    "split_aliases",
 ]
 
 
@@ -90,38 +99,59 @@ class KnowledgeGraph:
     other surface forms of an entity. ``metadata`` is free-form JSON (source, predefined split sizes).
     """
 
-    def __init__(self, entities: Sequence[str], relations: Sequence[str], triples: torch.Tensor | Sequence[Sequence[int]] | None = None,
-                 *, entity_labels: Sequence[str] | None = None, entity_aliases: Sequence[Sequence[str]] | None = None,
-                 relation_labels: Sequence[str] | None = None, metadata: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        entities: Sequence[str],
+        relations: Sequence[str],
+        triples: torch.Tensor | Sequence[Sequence[int]] | None = None,
+        *,
+        entity_labels: Sequence[str] | None = None,
+        entity_aliases: Sequence[Sequence[str]] | None = None,
+        relation_labels: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
         self.entities: list[str] = [str(e) for e in entities]
         self.relations: list[str] = [str(r) for r in relations]
         self._entity_index = self._index(self.entities, "entity")
         self._relation_index = self._index(self.relations, "relation")
         n, m = len(self.entities), len(self.relations)
         self.entity_labels: list[str] = list(entity_labels) if entity_labels is not None else list(self.entities)
-        self.entity_aliases: list[list[str]] = ([list(a) for a in entity_aliases] if entity_aliases is not None
-                                                else [[] for _ in range(n)])
+        self.entity_aliases: list[list[str]] = (
+            [list(a) for a in entity_aliases] if entity_aliases is not None else [[] for _ in range(n)]
+        )
         self.relation_labels: list[str] = list(relation_labels) if relation_labels is not None else list(self.relations)
-        for what, values, size in (("entity_labels", self.entity_labels, n), ("entity_aliases", self.entity_aliases, n),
-                                   ("relation_labels", self.relation_labels, m)):
+        for what, values, size in (
+            ("entity_labels", self.entity_labels, n),
+            ("entity_aliases", self.entity_aliases, n),
+            ("relation_labels", self.relation_labels, m),
+        ):
             if len(values) != size:
-                raise KGError(f"{what} has {len(values)} items for {size} names", where=what,
-                              fix="give one item per entity/relation, in id order")
+                raise KGError(
+                    f"{what} has {len(values)} items for {size} names",
+                    where=what,
+                    fix="give one item per entity/relation, in id order",
+                )
         if triples is None:
             triples = torch.empty((0, 3), dtype=torch.long)
         triples = torch.as_tensor(triples, dtype=torch.long)
         if triples.numel() == 0:
             triples = triples.reshape(0, 3)
         if triples.ndim != 2 or triples.shape[1] != 3:
-            raise KGError(f"triples must have shape [n, 3], got {list(triples.shape)}", where="triples",
-                          fix="pass (head id, relation id, tail id) rows")
+            raise KGError(
+                f"triples must have shape [n, 3], got {list(triples.shape)}",
+                where="triples",
+                fix="pass (head id, relation id, tail id) rows",
+            )
         if len(triples):
             for column, size, what in ((0, n, "head"), (1, m, "relation"), (2, n, "tail")):
                 ids = triples[:, column]
                 if int(ids.min()) < 0 or int(ids.max()) >= size:
                     bad = int(((ids < 0) | (ids >= size)).nonzero()[0, 0])
-                    raise KGError(f"{what} id {int(ids[bad])} of triple {bad} is outside 0..{size - 1}",
-                                  where="triples", fix="use ids of the given vocabularies")
+                    raise KGError(
+                        f"{what} id {int(ids[bad])} of triple {bad} is outside 0..{size - 1}",
+                        where="triples",
+                        fix="use ids of the given vocabularies",
+                    )
         self.triples: torch.Tensor = triples.contiguous()
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.load_report: LoadReport | None = None
@@ -133,15 +163,25 @@ class KnowledgeGraph:
             if not name.strip():
                 raise KGError(f"{what} {i} has an empty name", where=f"{what} names", fix="give every entry a name")
             if name in index:
-                raise KGError(f"{what} name {name!r} occurs twice (ids {index[name]} and {i})",
-                              where=f"{what} names", fix="names must be unique")
+                raise KGError(
+                    f"{what} name {name!r} occurs twice (ids {index[name]} and {i})",
+                    where=f"{what} names",
+                    fix="names must be unique",
+                )
             index[name] = i
         return index
 
     # construction ---------------------------------------------------------------------------
     @classmethod
-    def from_triples(cls, triples: Iterable[tuple[str, str, str]], *, entities: Sequence[str] = (),
-                     relations: Sequence[str] = (), dedupe: bool = True, **kwargs: Any) -> KnowledgeGraph:
+    def from_triples(
+        cls,
+        triples: Iterable[tuple[str, str, str]],
+        *,
+        entities: Sequence[str] = (),
+        relations: Sequence[str] = (),
+        dedupe: bool = True,
+        **kwargs: Any,
+    ) -> KnowledgeGraph:
         """Build from (head, relation, tail) names; ids follow ``entities``/``relations`` then first appearance."""
         entity_index: dict[str, int] = {}
         relation_index: dict[str, int] = {}
@@ -152,8 +192,11 @@ class KnowledgeGraph:
         rows: list[tuple[int, int, int]] = []
         seen: set[tuple[int, int, int]] = set()
         for head, relation, tail in triples:
-            row = (entity_index.setdefault(head, len(entity_index)), relation_index.setdefault(relation, len(relation_index)),
-                   entity_index.setdefault(tail, len(entity_index)))
+            row = (
+                entity_index.setdefault(head, len(entity_index)),
+                relation_index.setdefault(relation, len(relation_index)),
+                entity_index.setdefault(tail, len(entity_index)),
+            )
             if dedupe:
                 if row in seen:
                     continue
@@ -190,15 +233,21 @@ class KnowledgeGraph:
         try:
             return self._entity_index[name]
         except KeyError:
-            raise KGError(f"unknown entity {name!r}", where="entity",
-                          fix="use a name from entities.tsv (AliasIndex.lookup finds entities by surface form)") from None
+            raise KGError(
+                f"unknown entity {name!r}",
+                where="entity",
+                fix="use a name from entities.tsv (AliasIndex.lookup finds entities by surface form)",
+            ) from None
 
     def relation_id(self, name: str) -> int:
         try:
             return self._relation_index[name]
         except KeyError:
-            raise KGError(f"unknown relation {name!r}", where="relation",
-                          fix=f"use one of {', '.join(self.relations[:10])}{' ...' if self.num_relations > 10 else ''}") from None
+            raise KGError(
+                f"unknown relation {name!r}",
+                where="relation",
+                fix=f"use one of {', '.join(self.relations[:10])}{' ...' if self.num_relations > 10 else ''}",
+            ) from None
 
     def _resolve(self, entity: str | int) -> int:
         if isinstance(entity, (int,)) and not isinstance(entity, bool):
@@ -217,10 +266,14 @@ class KnowledgeGraph:
         import networkx as nx
 
         graph = nx.MultiDiGraph()
-        graph.add_nodes_from((i, {"name": name, "label": label})
-                             for i, (name, label) in enumerate(zip(self.entities, self.entity_labels)))
-        graph.add_edges_from((h, t, self.relations[r], {"relation": self.relations[r], "relation_id": r})
-                             for h, r, t in self.triples.tolist())
+        graph.add_nodes_from(
+            (i, {"name": name, "label": label})
+            for i, (name, label) in enumerate(zip(self.entities, self.entity_labels))
+        )
+        graph.add_edges_from(
+            (h, t, self.relations[r], {"relation": self.relations[r], "relation_id": r})
+            for h, r, t in self.triples.tolist()
+        )
         return graph
 
     def degrees(self) -> torch.Tensor:
@@ -247,14 +300,19 @@ class KnowledgeGraph:
         degree = self.degrees()
         histogram: Counter[str] = Counter(_degree_bucket(int(d)) for d in degree.tolist())
         ordered_buckets = sorted(histogram, key=lambda b: int(b.split("-")[0]))
-        rel_counts = torch.bincount(self.triples[:, 1], minlength=self.num_relations).tolist() if self.num_triples \
+        rel_counts = (
+            torch.bincount(self.triples[:, 1], minlength=self.num_relations).tolist()
+            if self.num_triples
             else [0] * self.num_relations
+        )
         frequencies = {self.relations[i]: int(c) for i, c in sorted(enumerate(rel_counts), key=lambda x: (-x[1], x[0]))}
         components, largest = self._components()
         order = torch.argsort(degree, descending=True, stable=True)[:top].tolist() if self.num_entities else []
         as_float = degree.double()
         return KGStats(
-            num_entities=self.num_entities, num_relations=self.num_relations, num_triples=self.num_triples,
+            num_entities=self.num_entities,
+            num_relations=self.num_relations,
+            num_triples=self.num_triples,
             num_isolated_entities=int((degree == 0).sum()),
             num_self_loops=int((self.triples[:, 0] == self.triples[:, 2]).sum()) if self.num_triples else 0,
             degree_min=int(degree.min()) if self.num_entities else 0,
@@ -262,12 +320,15 @@ class KnowledgeGraph:
             degree_mean=round(float(as_float.mean()), 4) if self.num_entities else 0.0,
             degree_median=float(as_float.median()) if self.num_entities else 0.0,
             degree_histogram={b: histogram[b] for b in ordered_buckets},
-            relation_frequencies=frequencies, num_components=components, largest_component_size=largest,
+            relation_frequencies=frequencies,
+            num_components=components,
+            largest_component_size=largest,
             top_entities_by_degree=[(self.entities[i], int(degree[i])) for i in order],
         )
 
-    def neighbourhood(self, entity: str | int, hops: int = 1, *, direction: str = "both",
-                      max_entities: int | None = None) -> Neighbourhood:
+    def neighbourhood(
+        self, entity: str | int, hops: int = 1, *, direction: str = "both", max_entities: int | None = None
+    ) -> Neighbourhood:
         """Breadth-first walk of ``hops`` steps from ``entity`` along out-, in- or both-direction edges."""
         if hops < 0:
             raise KGError(f"hops must be >= 0, got {hops}", where="hops")
@@ -319,14 +380,20 @@ class KnowledgeGraph:
         return cls(tables.pop("entities"), tables.pop("relations"), tables.pop("triples"), **tables)
 
     def __repr__(self) -> str:
-        return (f"KnowledgeGraph(entities={self.num_entities}, relations={self.num_relations}, "
-                f"triples={self.num_triples})")
+        return (
+            f"KnowledgeGraph(entities={self.num_entities}, relations={self.num_relations}, triples={self.num_triples})"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, KnowledgeGraph):
             return NotImplemented
-        return (self.entities == other.entities and self.relations == other.relations
-                and self.entity_labels == other.entity_labels and self.entity_aliases == other.entity_aliases
-                and self.relation_labels == other.relation_labels and torch.equal(self.triples, other.triples))
+        return (
+            self.entities == other.entities
+            and self.relations == other.relations
+            and self.entity_labels == other.entity_labels
+            and self.entity_aliases == other.entity_aliases
+            and self.relation_labels == other.relation_labels
+            and torch.equal(self.triples, other.triples)
+        )
 
     __hash__ = None  # type: ignore[assignment]

@@ -33,16 +33,29 @@ def save_graph(graph: KnowledgeGraph, directory: str | Path, *, write_stats: boo
     for what, names in (("entity", graph.entities), ("relation", graph.relations)):
         for name in names:
             if "\t" in name or "\n" in name or "\r" in name:
-                raise KGError(f"{what} name {name!r} contains a tab or newline", where=f"{what} names",
-                              fix="names are TSV cells: replace tabs/newlines before saving")
-    write_tsv(directory / ENTITIES_FILE, ("id", "name", "label", "aliases"),
-              ((i, name, clean_cell(label), ALIAS_SEPARATOR.join(clean_cell(a).replace(ALIAS_SEPARATOR, " ")
-                                                                 for a in aliases))
-               for i, (name, label, aliases) in enumerate(zip(graph.entities, graph.entity_labels,
-                                                              graph.entity_aliases))))
-    write_tsv(directory / RELATIONS_FILE, ("id", "name", "label"),
-              ((i, name, clean_cell(label)) for i, (name, label) in enumerate(zip(graph.relations,
-                                                                                  graph.relation_labels))))
+                raise KGError(
+                    f"{what} name {name!r} contains a tab or newline",
+                    where=f"{what} names",
+                    fix="names are TSV cells: replace tabs/newlines before saving",
+                )
+    write_tsv(
+        directory / ENTITIES_FILE,
+        ("id", "name", "label", "aliases"),
+        (
+            (
+                i,
+                name,
+                clean_cell(label),
+                ALIAS_SEPARATOR.join(clean_cell(a).replace(ALIAS_SEPARATOR, " ") for a in aliases),
+            )
+            for i, (name, label, aliases) in enumerate(zip(graph.entities, graph.entity_labels, graph.entity_aliases))
+        ),
+    )
+    write_tsv(
+        directory / RELATIONS_FILE,
+        ("id", "name", "label"),
+        ((i, name, clean_cell(label)) for i, (name, label) in enumerate(zip(graph.relations, graph.relation_labels))),
+    )
     write_tsv(directory / TRIPLES_FILE, ("head", "relation", "tail"), graph.triple_names())
     if graph.metadata:
         atomic_write_json(directory / METADATA_FILE, graph.metadata)
@@ -60,21 +73,22 @@ def read_graph_files(directory: str | Path) -> dict[str, Any]:
         directory = directory / "kg"
     for name in (ENTITIES_FILE, RELATIONS_FILE, TRIPLES_FILE):
         if not (directory / name).exists():
-            raise KGError(f"missing {name}", where=directory,
-                          fix="pass a kg/ directory written by KnowledgeGraph.save (or `kept data ...`)")
+            raise KGError(
+                f"missing {name}",
+                where=directory,
+                fix="pass a kg/ directory written by KnowledgeGraph.save (or `kept data ...`)",
+            )
     entities: list[str] = []
     labels: list[str] = []
     aliases: list[list[str]] = []
-    for line_no, cells in _rows(directory / ENTITIES_FILE, min_cols=2, max_cols=4, header="id",
-                                require_header=True):
+    for line_no, cells in _rows(directory / ENTITIES_FILE, min_cols=2, max_cols=4, header="id", require_header=True):
         _check_id(cells[0], len(entities), directory / ENTITIES_FILE, line_no)
         entities.append(cells[1])
         labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
         aliases.append(split_aliases(cells[3]) if len(cells) > 3 else [])
     relations: list[str] = []
     relation_labels: list[str] = []
-    for line_no, cells in _rows(directory / RELATIONS_FILE, min_cols=2, max_cols=3, header="id",
-                                require_header=True):
+    for line_no, cells in _rows(directory / RELATIONS_FILE, min_cols=2, max_cols=3, header="id", require_header=True):
         _check_id(cells[0], len(relations), directory / RELATIONS_FILE, line_no)
         relations.append(cells[1])
         relation_labels.append(cells[2] if len(cells) > 2 and cells[2] else cells[1])
@@ -86,20 +100,35 @@ def read_graph_files(directory: str | Path) -> dict[str, Any]:
         try:
             rows.append((entity_index[names[0]], relation_index[names[1]], entity_index[names[2]]))
         except KeyError as error:
-            raise KGError(f"name {error.args[0]!r} is not in entities.tsv/relations.tsv", where=path, line=line_no,
-                          fix="the three files must come from the same save; re-create the kg/ directory") from None
+            raise KGError(
+                f"name {error.args[0]!r} is not in entities.tsv/relations.tsv",
+                where=path,
+                line=line_no,
+                fix="the three files must come from the same save; re-create the kg/ directory",
+            ) from None
     metadata = {}
     if (directory / METADATA_FILE).exists():
         metadata = json.loads(read_text(directory / METADATA_FILE))
     triples = torch.tensor(rows, dtype=torch.long) if rows else torch.empty((0, 3), dtype=torch.long)
-    return {"entities": entities, "relations": relations, "triples": triples, "entity_labels": labels,
-            "entity_aliases": aliases, "relation_labels": relation_labels, "metadata": metadata}
+    return {
+        "entities": entities,
+        "relations": relations,
+        "triples": triples,
+        "entity_labels": labels,
+        "entity_aliases": aliases,
+        "relation_labels": relation_labels,
+        "metadata": metadata,
+    }
 
 
 def _check_id(cell: str, expected: int, path: Path, line: int) -> None:
     if cell != str(expected):
-        raise KGError(f"id {cell!r} where {expected} was expected (ids are 0..n-1 in file order)", where=path, line=line,
-                      fix="do not reorder or edit the id column; re-create the file with KnowledgeGraph.save")
+        raise KGError(
+            f"id {cell!r} where {expected} was expected (ids are 0..n-1 in file order)",
+            where=path,
+            line=line,
+            fix="do not reorder or edit the id column; re-create the file with KnowledgeGraph.save",
+        )
 
 
 def read_triple_rows(path: Path) -> Iterable[tuple[int, tuple[str, str, str]]]:
@@ -113,8 +142,9 @@ def split_aliases(cell: str) -> list[str]:
     return [alias for alias in cell.split(ALIAS_SEPARATOR) if alias]
 
 
-def _rows(path: Path, *, min_cols: int, max_cols: int, header: str,
-          require_header: bool = False) -> Iterable[tuple[int, list[str]]]:
+def _rows(
+    path: Path, *, min_cols: int, max_cols: int, header: str, require_header: bool = False
+) -> Iterable[tuple[int, list[str]]]:
     text = read_text(path)
     for line_no, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
@@ -124,12 +154,20 @@ def _rows(path: Path, *, min_cols: int, max_cols: int, header: str,
         if line_no == 1 and cells[0] == header:
             continue
         if line_no == 1 and require_header:  # an id file without its header would read as shifted rows
-            raise KGError(f"expected a header row starting with '{header}', found {cells}", where=path, line=1,
-                          fix="re-create the kg/ directory with KnowledgeGraph.save (or the kg step)")
+            raise KGError(
+                f"expected a header row starting with '{header}', found {cells}",
+                where=path,
+                line=1,
+                fix="re-create the kg/ directory with KnowledgeGraph.save (or the kg step)",
+            )
         if not min_cols <= len(cells) <= max_cols:
-            raise KGError(f"{len(cells)} tab-separated columns, expected {min_cols}"
-                          f"{'' if min_cols == max_cols else f'-{max_cols}'}", where=path, line=line_no,
-                          fix="fix the row (names must not contain tabs)")
+            raise KGError(
+                f"{len(cells)} tab-separated columns, expected {min_cols}"
+                f"{'' if min_cols == max_cols else f'-{max_cols}'}",
+                where=path,
+                line=line_no,
+                fix="fix the row (names must not contain tabs)",
+            )
         if any(not cells[i] for i in range(min(len(cells), 2 if min_cols < 3 else 3))):
             raise KGError("empty field", where=path, line=line_no, fix="fill in the field or delete the row")
         yield line_no, cells

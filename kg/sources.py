@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -14,17 +14,49 @@ from kg.errors import KGError
 from kg.graph import ALIAS_SEPARATOR, KnowledgeGraph
 from kg.report import LoadReport
 
-HEADER_WORDS = {"head", "relation", "tail", "h", "r", "t", "subject", "predicate", "object", "s", "p", "o",
-                "source", "target", "rel", "relation_name", "head_name", "tail_name", "edge", "from", "to",
-                "head_label", "tail_label", "relation_label", "entity", "name", "label", "alias", "id", "entity_name"}
+HEADER_WORDS = {
+    "head",
+    "relation",
+    "tail",
+    "h",
+    "r",
+    "t",
+    "subject",
+    "predicate",
+    "object",
+    "s",
+    "p",
+    "o",
+    "source",
+    "target",
+    "rel",
+    "relation_name",
+    "head_name",
+    "tail_name",
+    "edge",
+    "from",
+    "to",
+    "head_label",
+    "tail_label",
+    "relation_label",
+    "entity",
+    "name",
+    "label",
+    "alias",
+    "id",
+    "entity_name",
+}
 PYKEEN_BUNDLED = ("nations", "kinships", "umls")
 
 
 def check_delimiter(delimiter: str) -> str:
     """A column separator: one character that is not a line break or a quote; KGError naming it otherwise."""
-    if len(delimiter) != 1 or delimiter in "\r\n\"":
-        raise KGError(f"the column separator {delimiter!r} is not one character (other than a quote or line break)",
-                      where="delimiter", fix="give one character, e.g. --delimiter ',' or a tab: --delimiter $'\\t'")
+    if len(delimiter) != 1 or delimiter in '\r\n"':
+        raise KGError(
+            f"the column separator {delimiter!r} is not one character (other than a quote or line break)",
+            where="delimiter",
+            fix="give one character, e.g. --delimiter ',' or a tab: --delimiter $'\\t'",
+        )
     return delimiter
 
 
@@ -39,9 +71,15 @@ def _delimiter_for(path: Path, delimiter: str | None, first_line: str) -> str:
     return "\t" if "\t" in first_line or "," not in first_line else ","
 
 
-def iter_rows(path: str | Path, *, delimiter: str | None = None, header: bool | None = None,
-              encoding: str = "utf-8", columns: int | Sequence[int] | None = None,
-              header_words: set[str] = HEADER_WORDS) -> Iterator[tuple[int, list[str]]]:
+def iter_rows(
+    path: str | Path,
+    *,
+    delimiter: str | None = None,
+    header: bool | None = None,
+    encoding: str = "utf-8",
+    columns: int | Sequence[int] | None = None,
+    header_words: set[str] = HEADER_WORDS,
+) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, cells)`` of a delimited file; blank lines and ``#`` comments are skipped.
 
     ``header=None`` detects a header row (all cells are column words such as head/relation/tail).
@@ -56,8 +94,9 @@ def iter_rows(path: str | Path, *, delimiter: str | None = None, header: bool | 
     delim = _delimiter_for(path, delimiter, first)
     allowed = (columns,) if isinstance(columns, int) else tuple(columns) if columns is not None else None
     if delim == "\t":
-        lines: Iterator[tuple[int, list[str]]] = ((n, line.rstrip("\r").split("\t"))
-                                                  for n, line in enumerate(text.split("\n"), start=1))
+        lines: Iterator[tuple[int, list[str]]] = (
+            (n, line.rstrip("\r").split("\t")) for n, line in enumerate(text.split("\n"), start=1)
+        )
     else:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
         lines = ((reader.line_num, row) for row in reader)
@@ -68,24 +107,41 @@ def iter_rows(path: str | Path, *, delimiter: str | None = None, header: bool | 
         cells = [c.strip() for c in cells]
         if not seen_content:
             seen_content = True
-            is_header = header if header is not None else all(c.lower().replace(" ", "_") in header_words for c in cells)
+            is_header = (
+                header if header is not None else all(c.lower().replace(" ", "_") in header_words for c in cells)
+            )
             if is_header:
                 continue
         if allowed is not None and len(cells) not in allowed:
             expected = " or ".join(str(a) for a in allowed)
             sep = "tab" if delim == "\t" else repr(delim)
-            raise KGError(f"{len(cells)} {sep}-separated columns, expected {expected}", where=path, line=line_no,
-                          fix=f"fix the row; pass delimiter=... if the file is not {sep}-separated")
+            raise KGError(
+                f"{len(cells)} {sep}-separated columns, expected {expected}",
+                where=path,
+                line=line_no,
+                fix=f"fix the row; pass delimiter=... if the file is not {sep}-separated",
+            )
         for index, cell in enumerate(cells):
             if not cell:
-                raise KGError(f"empty field in column {index + 1}", where=path, line=line_no,
-                              fix="fill in the field or delete the row")
+                raise KGError(
+                    f"empty field in column {index + 1}",
+                    where=path,
+                    line=line_no,
+                    fix="fill in the field or delete the row",
+                )
         yield line_no, cells
 
 
-def load_triples(path: str | Path, *, delimiter: str | None = None, header: bool | None = None,
-                 labels: str | Path | None = None, aliases: str | Path | None = None, strict: bool = False,
-                 encoding: str = "utf-8") -> KnowledgeGraph:
+def load_triples(
+    path: str | Path,
+    *,
+    delimiter: str | None = None,
+    header: bool | None = None,
+    labels: str | Path | None = None,
+    aliases: str | Path | None = None,
+    strict: bool = False,
+    encoding: str = "utf-8",
+) -> KnowledgeGraph:
     """Read (head, relation, tail) rows from a TSV/CSV file into a :class:`KnowledgeGraph`.
 
     Duplicate triples are skipped and counted in ``graph.load_report`` (``strict=True`` raises instead).
@@ -97,15 +153,23 @@ def load_triples(path: str | Path, *, delimiter: str | None = None, header: bool
     relation_index: dict[str, int] = {}
     rows: list[tuple[int, int, int]] = []
     seen: dict[tuple[int, int, int], int] = {}
-    for line_no, (head, relation, tail) in iter_rows(path, delimiter=delimiter, header=header, encoding=encoding,
-                                                      columns=3):
+    for line_no, (head, relation, tail) in iter_rows(
+        path, delimiter=delimiter, header=header, encoding=encoding, columns=3
+    ):
         report.rows += 1
-        row = (entity_index.setdefault(head, len(entity_index)), relation_index.setdefault(relation, len(relation_index)),
-               entity_index.setdefault(tail, len(entity_index)))
+        row = (
+            entity_index.setdefault(head, len(entity_index)),
+            relation_index.setdefault(relation, len(relation_index)),
+            entity_index.setdefault(tail, len(entity_index)),
+        )
         if row in seen:
             if strict:
-                raise KGError(f"duplicate triple ({head}, {relation}, {tail}) (first on line {seen[row]})", where=path,
-                              line=line_no, fix="delete the repeated row, or load without strict to skip duplicates")
+                raise KGError(
+                    f"duplicate triple ({head}, {relation}, {tail}) (first on line {seen[row]})",
+                    where=path,
+                    line=line_no,
+                    fix="delete the repeated row, or load without strict to skip duplicates",
+                )
             report.skip("duplicate triple", line_no)
             continue
         seen[row] = line_no
@@ -113,8 +177,9 @@ def load_triples(path: str | Path, *, delimiter: str | None = None, header: bool
     if not rows:
         raise KGError("no triples", where=path, fix="the file needs rows of head, relation, tail")
     report.kept = len(rows)
-    graph = KnowledgeGraph(list(entity_index), list(relation_index), torch.tensor(rows, dtype=torch.long),
-                           metadata={"source": str(path)})
+    graph = KnowledgeGraph(
+        list(entity_index), list(relation_index), torch.tensor(rows, dtype=torch.long), metadata={"source": str(path)}
+    )
     graph.load_report = report
     if labels is not None:
         graph.load_report = report.merge(apply_labels(graph, labels, strict=strict, encoding=encoding))
@@ -127,14 +192,24 @@ def _unknown(graph: KnowledgeGraph, name: str, path: Path, line_no: int, report:
     if graph.has_entity(name):
         return False
     if strict:
-        raise KGError(f"entity {name!r} is not in the graph", where=path, line=line_no,
-                      fix="add a triple that uses it, fix the name, or load without strict to skip such rows")
+        raise KGError(
+            f"entity {name!r} is not in the graph",
+            where=path,
+            line=line_no,
+            fix="add a triple that uses it, fix the name, or load without strict to skip such rows",
+        )
     report.skip("unknown entity", line_no)
     return True
 
 
-def apply_labels(graph: KnowledgeGraph, path: str | Path, *, strict: bool = False, delimiter: str | None = None,
-                 encoding: str = "utf-8") -> LoadReport:
+def apply_labels(
+    graph: KnowledgeGraph,
+    path: str | Path,
+    *,
+    strict: bool = False,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+) -> LoadReport:
     """Set display labels from ``name<TAB>label`` rows; rows for unknown entities are skipped and counted."""
     path = Path(path)
     report = LoadReport(path=str(path))
@@ -147,8 +222,14 @@ def apply_labels(graph: KnowledgeGraph, path: str | Path, *, strict: bool = Fals
     return report
 
 
-def apply_aliases(graph: KnowledgeGraph, path: str | Path, *, strict: bool = False, delimiter: str | None = None,
-                  encoding: str = "utf-8") -> LoadReport:
+def apply_aliases(
+    graph: KnowledgeGraph,
+    path: str | Path,
+    *,
+    strict: bool = False,
+    delimiter: str | None = None,
+    encoding: str = "utf-8",
+) -> LoadReport:
     """Add aliases from ``name<TAB>alias`` rows (an alias cell may hold several, ``|``-separated).
 
     Rows for unknown entities and repeated aliases are skipped and counted (strict: unknown raises).
@@ -183,17 +264,27 @@ def read_relation_labels(path: str | Path, *, delimiter: str | None = None, enco
     try:
         data = json.loads(read_text(path, encoding))
     except json.JSONDecodeError as error:
-        raise KGError(f"not valid JSON ({error.msg})", where=path, line=error.lineno,
-                      fix="fix the file, or give a TSV of name<TAB>label rows") from None
+        raise KGError(
+            f"not valid JSON ({error.msg})",
+            where=path,
+            line=error.lineno,
+            fix="fix the file, or give a TSV of name<TAB>label rows",
+        ) from None
     if not isinstance(data, dict):
-        raise KGError("expected a JSON object {relation: label} or {relation: [label, description]}", where=path,
-                      fix="write the relation labels as a JSON object")
+        raise KGError(
+            "expected a JSON object {relation: label} or {relation: [label, description]}",
+            where=path,
+            fix="write the relation labels as a JSON object",
+        )
     labels: dict[str, str] = {}
     for name, value in data.items():
         label = value[0] if isinstance(value, list) and value else value
         if not isinstance(label, str) or not label.strip():
-            raise KGError(f"relation {name!r} has no label (got {value!r})", where=path,
-                          fix='give a string, or a list whose first item is the label')
+            raise KGError(
+                f"relation {name!r} has no label (got {value!r})",
+                where=path,
+                fix="give a string, or a list whose first item is the label",
+            )
         labels[str(name)] = label.strip()
     return labels
 
@@ -206,8 +297,11 @@ def load_pykeen_dataset(name: str) -> KnowledgeGraph:
     """
     key = name.strip().lower()
     if key not in PYKEEN_BUNDLED:
-        raise KGError(f"unknown PyKEEN bundled dataset {name!r}", where="dataset",
-                      fix=f"use one of {', '.join(PYKEEN_BUNDLED)} (they ship inside the pykeen wheel)")
+        raise KGError(
+            f"unknown PyKEEN bundled dataset {name!r}",
+            where="dataset",
+            fix=f"use one of {', '.join(PYKEEN_BUNDLED)} (they ship inside the pykeen wheel)",
+        )
     from pykeen.datasets import get_dataset
 
     dataset = get_dataset(dataset=key)
@@ -216,8 +310,15 @@ def load_pykeen_dataset(name: str) -> KnowledgeGraph:
     relation_to_id: dict[str, int] = dataset.training.relation_to_id  # type: ignore[attr-defined]
     entities = sorted(entity_to_id, key=entity_to_id.__getitem__)
     relations = sorted(relation_to_id, key=relation_to_id.__getitem__)
-    parts = [factory.mapped_triples for factory in (dataset.training, dataset.validation, dataset.testing)
-             if factory is not None]
+    parts = [
+        factory.mapped_triples
+        for factory in (dataset.training, dataset.validation, dataset.testing)
+        if factory is not None
+    ]
     triples = torch.cat(parts).long()
-    return KnowledgeGraph(entities, relations, triples,
-                          metadata={"source": f"pykeen:{key}", "split_sizes": [int(p.shape[0]) for p in parts]})
+    return KnowledgeGraph(
+        entities,
+        relations,
+        triples,
+        metadata={"source": f"pykeen:{key}", "split_sizes": [int(p.shape[0]) for p in parts]},
+    )

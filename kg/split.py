@@ -34,8 +34,8 @@ SPLIT_INFO_FILE = "split.json"
 class TripleSplit:
     """Row indices into ``graph.triples`` of each part, and how the split was made."""
 
-    train: torch.Tensor       # [n_train] long
-    test: torch.Tensor        # [n_test] long
+    train: torch.Tensor  # [n_train] long
+    test: torch.Tensor  # [n_test] long
     validation: torch.Tensor  # [n_validation] long
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -44,8 +44,14 @@ class TripleSplit:
         return graph.triples[getattr(self, part)]
 
 
-def split_triples(graph: KnowledgeGraph, *, test_fraction: float = 0.1, validation_fraction: float = 0.0,
-                  seed: int = 42, min_test_triples: int = 200) -> TripleSplit:
+def split_triples(
+    graph: KnowledgeGraph,
+    *,
+    test_fraction: float = 0.1,
+    validation_fraction: float = 0.0,
+    seed: int = 42,
+    min_test_triples: int = 200,
+) -> TripleSplit:
     """Hold out ``test_fraction`` (then ``validation_fraction``) of the triples, keeping every entity and
     relation of a held-out triple in training.
 
@@ -54,11 +60,16 @@ def split_triples(graph: KnowledgeGraph, *, test_fraction: float = 0.1, validati
     and ``info["test_shortfall"]`` says by how much.
     """
     if not 0 < test_fraction < 1 or not 0 <= validation_fraction < 1 or test_fraction + validation_fraction >= 1:
-        raise KGError(f"test/validation fractions must be in (0, 1) and sum below 1, got {test_fraction}, "
-                      f"{validation_fraction}", where="ratios", fix="e.g. ratios (0.8, 0.1, 0.1)")
+        raise KGError(
+            f"test/validation fractions must be in (0, 1) and sum below 1, got {test_fraction}, {validation_fraction}",
+            where="ratios",
+            fix="e.g. ratios (0.8, 0.1, 0.1)",
+        )
     n = graph.num_triples
     if n < 2:
-        raise KGError(f"cannot split {n} triple(s)", where="graph", fix="load a graph with more triples, or split='none'")
+        raise KGError(
+            f"cannot split {n} triple(s)", where="graph", fix="load a graph with more triples, or split='none'"
+        )
     wanted_test = min(max(round(test_fraction * n), min(min_test_triples, n // 10)), n - 1)
     wanted_validation = round(validation_fraction * n)
     rows = graph.triples.tolist()
@@ -101,17 +112,23 @@ def split_triples(graph: KnowledgeGraph, *, test_fraction: float = 0.1, validati
     in_held[validation] = True
     train = torch.nonzero(~in_held).flatten()
     info: dict[str, Any] = {
-        "split": "random", "split_method": "coverage-greedy", "split_seed": seed,
+        "split": "random",
+        "split_method": "coverage-greedy",
+        "split_seed": seed,
         "ratios": [round(1 - test_fraction - validation_fraction, 6), test_fraction, validation_fraction],
-        "num_training": int(train.numel()), "num_testing": int(test.numel()),
-        "num_validation": int(validation.numel()), "requested_testing": wanted_test,
+        "num_training": int(train.numel()),
+        "num_testing": int(test.numel()),
+        "num_validation": int(validation.numel()),
+        "requested_testing": wanted_test,
         "kept_for_coverage": kept_for_coverage,
     }
     shortfall = wanted_test - int(test.numel())
     if shortfall > 0:
         info["test_shortfall"] = shortfall
-        info["split_note"] = (f"only {test.numel()} of {wanted_test} requested test triples could be held out "
-                              "without removing an entity or relation from training")
+        info["split_note"] = (
+            f"only {test.numel()} of {wanted_test} requested test triples could be held out "
+            "without removing an entity or relation from training"
+        )
     return TripleSplit(train, test, validation, info)
 
 
@@ -119,13 +136,21 @@ def predefined_split(graph: KnowledgeGraph) -> TripleSplit:
     """The split a graph came with (``metadata['split_sizes']``: training, validation, test rows in order)."""
     sizes = graph.metadata.get("split_sizes")
     if not sizes or sum(sizes) != graph.num_triples:
-        raise KGError("the graph has no predefined split (metadata['split_sizes'])", where="split",
-                      fix="use split='random' (or 'auto')")
+        raise KGError(
+            "the graph has no predefined split (metadata['split_sizes'])",
+            where="split",
+            fix="use split='random' (or 'auto')",
+        )
     n_train, n_valid, _ = (int(s) for s in sizes)
     rows = torch.arange(graph.num_triples)
-    info = {"split": "predefined", "split_sizes": list(sizes), "num_training": n_train,
-            "num_validation": n_valid, "num_testing": graph.num_triples - n_train - n_valid}
-    return TripleSplit(rows[:n_train], rows[n_train + n_valid:], rows[n_train:n_train + n_valid], info)
+    info = {
+        "split": "predefined",
+        "split_sizes": list(sizes),
+        "num_training": n_train,
+        "num_validation": n_valid,
+        "num_testing": graph.num_triples - n_train - n_valid,
+    }
+    return TripleSplit(rows[:n_train], rows[n_train + n_valid :], rows[n_train : n_train + n_valid], info)
 
 
 def save_split(split: TripleSplit, graph: KnowledgeGraph, directory: str | Path) -> Path:
@@ -133,7 +158,9 @@ def save_split(split: TripleSplit, graph: KnowledgeGraph, directory: str | Path)
     directory = Path(directory)
     names = graph.triple_names()
     for part, file_name in SPLIT_FILES.items():
-        write_tsv(directory / file_name, ("head", "relation", "tail"), (names[i] for i in getattr(split, part).tolist()))
+        write_tsv(
+            directory / file_name, ("head", "relation", "tail"), (names[i] for i in getattr(split, part).tolist())
+        )
     atomic_write_json(directory / SPLIT_INFO_FILE, split.info)
     return directory
 
@@ -162,8 +189,12 @@ def load_split(graph: KnowledgeGraph, directory: str | Path) -> TripleSplit:
         if path.is_file():
             for line_no, triple in read_triple_rows(path):
                 if triple not in position:
-                    raise KGError(f"triple {triple} is not in triples.tsv", where=path, line=line_no,
-                                  fix="the split belongs to another graph: re-run the kg step (`kept kg embed`)")
+                    raise KGError(
+                        f"triple {triple} is not in triples.tsv",
+                        where=path,
+                        line=line_no,
+                        fix="the split belongs to another graph: re-run the kg step (`kept kg embed`)",
+                    )
                 rows = position[triple]
                 indices.append(rows.pop(0) if len(rows) > 1 else rows[0])  # duplicates: one row each
         parts[part] = torch.tensor(indices, dtype=torch.long)
@@ -175,8 +206,10 @@ def load_split(graph: KnowledgeGraph, directory: str | Path) -> TripleSplit:
 def describe(split: TripleSplit) -> str:
     """One line: sizes and what coverage cost."""
     info = split.info
-    text = (f"{info.get('num_training', split.train.numel())} training / {split.test.numel()} test / "
-            f"{split.validation.numel()} validation triples")
+    text = (
+        f"{info.get('num_training', split.train.numel())} training / {split.test.numel()} test / "
+        f"{split.validation.numel()} validation triples"
+    )
     if info.get("kept_for_coverage"):
         text += f"; {info['kept_for_coverage']} candidates kept in training for coverage"
     if info.get("test_shortfall"):

@@ -8,8 +8,9 @@ import re
 from typing import Any
 
 #: Relation names or labels, compared by :func:`relation_key` (case, spaces, ``_ - :`` ignored).
-TYPE_RELATION_KEYS: frozenset[str] = frozenset({"p31", "instanceof", "rdftype", "type", "isa", "infoboxtype",
-                                                "entitytype", "类型"})
+TYPE_RELATION_KEYS: frozenset[str] = frozenset(
+    {"p31", "instanceof", "rdftype", "type", "isa", "infoboxtype", "entitytype", "类型"}
+)
 
 
 def relation_key(name: str) -> str:
@@ -23,5 +24,8 @@ def is_type_relation(name: str, label: str | None = None) -> bool:
 
 def type_relation_ids(graph: Any) -> list[int]:
     """Ids of a ``KnowledgeGraph``'s type relations (by name or label)."""
-    return [i for i, (name, label) in enumerate(zip(graph.relations, graph.relation_labels))
-            if is_type_relation(name, label)]
+    return [
+        i
+        for i, (name, label) in enumerate(zip(graph.relations, graph.relation_labels))
+        if is_type_relation(name, label)
+    ]

@@ -56,8 +56,17 @@ class WikiDocument:
 
     def gold_spans(self, label: str = LINK_LABEL) -> list[dict[str, Any]]:
         """The links as Span dicts (``kind`` "entity", ``source`` "gold"), text order."""
-        return [{"start": link.start, "end": link.end, "kind": "entity", "label": label,
-                 "entity_id": link.entity_id, "source": "gold"} for link in self.links]
+        return [
+            {
+                "start": link.start,
+                "end": link.end,
+                "kind": "entity",
+                "label": label,
+                "entity_id": link.entity_id,
+                "source": "gold",
+            }
+            for link in self.links
+        ]
 
     def to_dict(self, label: str = LINK_LABEL) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "text": self.text, "spans": self.gold_spans(label)}
@@ -78,12 +87,18 @@ def default_sample_path() -> Path:
 
     spec = importlib.util.find_spec("gensim")  # locate the wheel without importing gensim (seconds)
     if spec is None or not spec.submodule_search_locations:
-        raise KGError("gensim is not installed", where="wikipedia sample",
-                      fix="pip install gensim (it ships the sample), or pass path= to a MediaWiki XML dump")
+        raise KGError(
+            "gensim is not installed",
+            where="wikipedia sample",
+            fix="pip install gensim (it ships the sample), or pass path= to a MediaWiki XML dump",
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "test" / "test_data" / SAMPLE_NAME
     if not path.exists():
-        raise KGError(f"{SAMPLE_NAME} not found in the gensim package", where=path,
-                      fix="reinstall gensim, or pass path= to a MediaWiki XML dump")
+        raise KGError(
+            f"{SAMPLE_NAME} not found in the gensim package",
+            where=path,
+            fix="reinstall gensim, or pass path= to a MediaWiki XML dump",
+        )
     return path
 
 
@@ -120,8 +135,9 @@ def iter_pages(path: str | Path) -> Iterator[_Page]:
                 yield _Page(title, namespace, redirect, text)
                 element.clear()
     except (ET.ParseError, OSError, EOFError) as error:
-        raise KGError(f"not a readable MediaWiki XML dump ({error})", where=path,
-                      fix="pass the .xml or .xml.bz2 export file") from None
+        raise KGError(
+            f"not a readable MediaWiki XML dump ({error})", where=path, fix="pass the .xml or .xml.bz2 export file"
+        ) from None
 
 
 def load_wikipedia_sample(path: str | Path | None = None, *, max_documents: int | None = None) -> WikipediaSample:
@@ -142,8 +158,11 @@ def load_wikipedia_sample(path: str | Path | None = None, *, max_documents: int 
             continue
         articles.append(page)
     if not articles:
-        raise KGError("no articles (namespace 0, not redirects) in the dump", where=source,
-                      fix="pass a MediaWiki pages-articles XML export")
+        raise KGError(
+            "no articles (namespace 0, not redirects) in the dump",
+            where=source,
+            fix="pass a MediaWiki pages-articles XML export",
+        )
 
     def resolve(title: str) -> str:
         seen = {title}
@@ -200,19 +219,36 @@ def load_wikipedia_sample(path: str | Path | None = None, *, max_documents: int 
     for anchor, per_entity in anchor_counts.items():
         for entity_id, count in per_entity.items():
             per_entity_anchors[entity_id][anchor] += count
-    aliases = [[a for a, _ in sorted(c.items(), key=lambda x: (-x[1], x[0])) if a != entities[i]]
-               for i, c in enumerate(per_entity_anchors)]
-    graph = KnowledgeGraph(entities, relations, triples, entity_labels=list(entities), entity_aliases=aliases,
-                           relation_labels=[r.replace("_", " ") for r in relations],
-                           metadata={"source": f"wikipedia:{source.name}"})
+    aliases = [
+        [a for a, _ in sorted(c.items(), key=lambda x: (-x[1], x[0])) if a != entities[i]]
+        for i, c in enumerate(per_entity_anchors)
+    ]
+    graph = KnowledgeGraph(
+        entities,
+        relations,
+        triples,
+        entity_labels=list(entities),
+        entity_aliases=aliases,
+        relation_labels=[r.replace("_", " ") for r in relations],
+        metadata={"source": f"wikipedia:{source.name}"},
+    )
     alias_index = AliasIndex.from_graph(graph, counts={a: dict(c) for a, c in anchor_counts.items()})
     stats = {
-        "pages": num_pages, "documents": len(documents), "redirects": len(redirects),
-        "words": num_words, "characters": sum(len(d.text) for d in documents),
-        "links": num_links, "links_resolved_via_redirect": num_via_redirect,
+        "pages": num_pages,
+        "documents": len(documents),
+        "redirects": len(redirects),
+        "words": num_words,
+        "characters": sum(len(d.text) for d in documents),
+        "links": num_links,
+        "links_resolved_via_redirect": num_via_redirect,
         "linked_entities": len({link.entity_id for d in documents for link in d.links}),
-        "infoboxes": num_infoboxes, "infobox_triples": len(fact_rows), "links_to_triples": len(link_edges),
-        "entities": graph.num_entities, "relations": graph.num_relations, "triples": graph.num_triples,
-        "aliases": len(alias_index), "parse_seconds": round(time.perf_counter() - started, 2),
+        "infoboxes": num_infoboxes,
+        "infobox_triples": len(fact_rows),
+        "links_to_triples": len(link_edges),
+        "entities": graph.num_entities,
+        "relations": graph.num_relations,
+        "triples": graph.num_triples,
+        "aliases": len(alias_index),
+        "parse_seconds": round(time.perf_counter() - started, 2),
     }
     return WikipediaSample(documents=documents, graph=graph, alias_index=alias_index, stats=stats, redirects=redirects)

@@ -16,23 +16,126 @@ from typing import Any
 
 # Namespaces and interwiki prefixes whose links are not article links.
 _NAMESPACES = {
-    "file", "image", "category", "media", "special", "wikipedia", "wp", "project", "help", "portal", "template",
-    "user", "talk", "user talk", "module", "mediawiki", "book", "draft", "timedtext", "wiktionary", "wikt",
-    "wikisource", "s", "q", "wikiquote", "b", "wikibooks", "n", "wikinews", "v", "wikiversity", "commons", "meta",
-    "m", "species", "d", "wikidata", "mw", "c", "voy", "wikivoyage", "iarchive", "oldwikisource", "w", "wikipedia talk",
-    "template talk", "category talk", "file talk", "portal talk", "help talk", "wp talk", "h", "t", "cat",
+    "file",
+    "image",
+    "category",
+    "media",
+    "special",
+    "wikipedia",
+    "wp",
+    "project",
+    "help",
+    "portal",
+    "template",
+    "user",
+    "talk",
+    "user talk",
+    "module",
+    "mediawiki",
+    "book",
+    "draft",
+    "timedtext",
+    "wiktionary",
+    "wikt",
+    "wikisource",
+    "s",
+    "q",
+    "wikiquote",
+    "b",
+    "wikibooks",
+    "n",
+    "wikinews",
+    "v",
+    "wikiversity",
+    "commons",
+    "meta",
+    "m",
+    "species",
+    "d",
+    "wikidata",
+    "mw",
+    "c",
+    "voy",
+    "wikivoyage",
+    "iarchive",
+    "oldwikisource",
+    "w",
+    "wikipedia talk",
+    "template talk",
+    "category talk",
+    "file talk",
+    "portal talk",
+    "help talk",
+    "wp talk",
+    "h",
+    "t",
+    "cat",
 }
 _INVISIBLE_NAMESPACES = {"file", "image", "category", "media", "cat"}
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[a-z]{2,8})*$")
-_SKIP_TAGS = {"ref", "references", "gallery", "math", "timeline", "table", "score", "syntaxhighlight", "source",
-              "imagemap", "chem", "ce", "hiero", "graph", "templatedata", "mapframe", "maplink", "inputbox",
-              "categorytree", "noinclude", "includeonly", "onlyinclude", "tr", "td", "th", "caption", "section"}
+_SKIP_TAGS = {
+    "ref",
+    "references",
+    "gallery",
+    "math",
+    "timeline",
+    "table",
+    "score",
+    "syntaxhighlight",
+    "source",
+    "imagemap",
+    "chem",
+    "ce",
+    "hiero",
+    "graph",
+    "templatedata",
+    "mapframe",
+    "maplink",
+    "inputbox",
+    "categorytree",
+    "noinclude",
+    "includeonly",
+    "onlyinclude",
+    "tr",
+    "td",
+    "th",
+    "caption",
+    "section",
+}
 _BREAK_TAGS = {"br", "hr", "p", "li", "dt", "dd", "div", "blockquote", "poem"}
-_SKIP_SECTIONS = {"references", "external links", "further reading", "notes", "bibliography", "sources",
-                  "footnotes", "citations", "notes and references", "references and notes", "works cited"}
-_SKIP_INFOBOX_FIELDS = {"image", "caption", "alt", "signature", "image_size", "imagesize", "footnotes", "notes",
-                        "website", "url", "logo", "map", "map_caption", "image_caption", "image_alt",
-                        "signature_alt", "module", "embed"}
+_SKIP_SECTIONS = {
+    "references",
+    "external links",
+    "further reading",
+    "notes",
+    "bibliography",
+    "sources",
+    "footnotes",
+    "citations",
+    "notes and references",
+    "references and notes",
+    "works cited",
+}
+_SKIP_INFOBOX_FIELDS = {
+    "image",
+    "caption",
+    "alt",
+    "signature",
+    "image_size",
+    "imagesize",
+    "footnotes",
+    "notes",
+    "website",
+    "url",
+    "logo",
+    "map",
+    "map_caption",
+    "image_caption",
+    "image_alt",
+    "signature_alt",
+    "module",
+    "embed",
+}
 
 # Cheap pre-cleaning before the (comparatively slow) parser: comments, refs, magic words.
 _PRE_CLEAN = re.compile(
@@ -116,7 +219,7 @@ def _strip_templates(text: str, keep_prefix: str = "infobox") -> str:
         cursor = _balanced_end(text, start, "{{", "}}")
         if cursor < 0:
             return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
-        name = text[start + 2:start + 40].lstrip("{ \n").lower().replace("_", " ")
+        name = text[start + 2 : start + 40].lstrip("{ \n").lower().replace("_", " ")
         pieces.append(text[position:start])
         if name.startswith(keep_prefix):
             pieces.append(text[start:cursor])
@@ -255,7 +358,7 @@ class ArticleParser:
                         out.add(trail.group())
                         self._pending[1] = out.length
                         self._pending[3] += trail.group()
-                        value = value[trail.end():]
+                        value = value[trail.end() :]
                     self._pending = None
                 out.add(value)
             elif kind is self._Wikilink:

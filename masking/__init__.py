@@ -14,27 +14,51 @@ from kg._lazy import lazy_exports
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     # alignment (masking/align.py)
-    "AlignedUnits": "masking.align", "align_spans": "masking.align", "encode_with_units": "masking.align",
+    "AlignedUnits": "masking.align",
+    "align_spans": "masking.align",
+    "encode_with_units": "masking.align",
     # masking strategies config
-    "STRATEGIES": "masking.masking_config", "MaskingConfig": "masking.masking_config",
+    "STRATEGIES": "masking.masking_config",
+    "MaskingConfig": "masking.masking_config",
     # MLM + dEA collator
-    "ErnieStageCallback": "masking.collator", "KnowledgeMaskingCollator": "masking.collator",
+    "ErnieStageCallback": "masking.collator",
+    "KnowledgeMaskingCollator": "masking.collator",
     # error type (masking/errors.py)
     "MaskingError": "masking.errors",
     # the Span contract
-    "Span": "masking.spans", "make_span": "masking.spans", "resolve_overlaps": "masking.spans",
+    "Span": "masking.spans",
+    "make_span": "masking.spans",
+    "resolve_overlaps": "masking.spans",
     # detectors (masking/detectors/)
-    **{name: "masking.detectors" for name in (
-        "AnnotationConfig", "Detector", "DetectorConfig", "GazetteerDetector", "GoldSpanDetector",
-        "NounChunkDetector", "NPMIPhraseDetector", "PosNERDetector", "PosPhraseDetector", "RegexDetector",
-        "SpacyNERDetector", "TermListDetector", "build_detectors", "load_spacy_pipeline", "register_detector")},
+    **{
+        name: "masking.detectors"
+        for name in (
+            "AnnotationConfig",
+            "Detector",
+            "DetectorConfig",
+            "GazetteerDetector",
+            "GoldSpanDetector",
+            "NounChunkDetector",
+            "NPMIPhraseDetector",
+            "PosNERDetector",
+            "PosPhraseDetector",
+            "RegexDetector",
+            "SpacyNERDetector",
+            "TermListDetector",
+            "build_detectors",
+            "load_spacy_pipeline",
+            "register_detector",
+        )
+    },
     # annotation
-    "annotate": "masking.annotator", "annotate_with_stats": "masking.annotator",
+    "annotate": "masking.annotator",
+    "annotate_with_stats": "masking.annotator",
     "load_documents": "masking.documents",
     # annotation statistics
     "annotation_stats": "masking.stats",
     # word segmenters by name (jieba, pkuseg, spacy:<pipeline>)
-    "SEGMENTER_NAMES": "masking.segmenters", "build_segmenter": "masking.segmenters",
+    "SEGMENTER_NAMES": "masking.segmenters",
+    "build_segmenter": "masking.segmenters",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -47,13 +71,26 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from masking.align import AlignedUnits, align_spans, encode_with_units
     from masking.annotator import annotate, annotate_with_stats
     from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator
+    from masking.detectors import (
+        AnnotationConfig,
+        Detector,
+        DetectorConfig,
+        GazetteerDetector,
+        GoldSpanDetector,
+        NounChunkDetector,
+        NPMIPhraseDetector,
+        PosNERDetector,
+        PosPhraseDetector,
+        RegexDetector,
+        SpacyNERDetector,
+        TermListDetector,
+        build_detectors,
+        load_spacy_pipeline,
+        register_detector,
+    )
     from masking.documents import load_documents
-    from masking.detectors import (AnnotationConfig, Detector, DetectorConfig, GazetteerDetector,
-                                   GoldSpanDetector, NounChunkDetector, NPMIPhraseDetector, PosNERDetector,
-                                   PosPhraseDetector, RegexDetector, SpacyNERDetector, TermListDetector,
-                                   build_detectors, load_spacy_pipeline, register_detector)
     from masking.errors import MaskingError
     from masking.masking_config import STRATEGIES, MaskingConfig
-    from masking.spans import Span, make_span, resolve_overlaps
     from masking.segmenters import SEGMENTER_NAMES, build_segmenter
+    from masking.spans import Span, make_span, resolve_overlaps
     from masking.stats import annotation_stats

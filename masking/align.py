@@ -20,9 +20,10 @@ one string, the character classes are computed once, and tokens find their word 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any, Callable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -38,6 +39,7 @@ Segmenter = Callable[[str], Sequence[Union[str, tuple[int, int]]]]
 
 _KIND_CODE = {"phrase": KIND_PHRASE, "entity": KIND_ENTITY}
 
+
 @dataclass
 class AlignedUnits:
     """Per-token alignment of one sequence (numpy int64 arrays of the sequence length)."""
@@ -48,16 +50,22 @@ class AlignedUnits:
     word_ids: np.ndarray
 
     def to_lists(self) -> dict[str, list[int]]:
-        return {"unit_ids": self.unit_ids.tolist(), "unit_kind": self.unit_kind.tolist(),
-                "entity_ids": self.entity_ids.tolist(), "word_ids": self.word_ids.tolist()}
+        return {
+            "unit_ids": self.unit_ids.tolist(),
+            "unit_kind": self.unit_kind.tolist(),
+            "entity_ids": self.entity_ids.tolist(),
+            "word_ids": self.word_ids.tolist(),
+        }
 
 
 # ----------------------------------------------------------------------------- characters -> words: masking.char_words
 
 # ----------------------------------------------------------------------------- spans
 
-def _check_spans(spans: Sequence[Mapping[str, Any]] | None, text_len: int | None, index: int,
-                 overlaps: str) -> list[Mapping[str, Any]]:
+
+def _check_spans(
+    spans: Sequence[Mapping[str, Any]] | None, text_len: int | None, index: int, overlaps: str
+) -> list[Mapping[str, Any]]:
     """Validated spans in text order (``text_len`` None: no text to bound them)."""
     if not spans:
         return []
@@ -69,18 +77,24 @@ def _check_spans(spans: Sequence[Mapping[str, Any]] | None, text_len: int | None
         try:
             start, end, kind = int(span["start"]), int(span["end"]), span["kind"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise MaskingError(f"span is not a Span record ({exc!r}): {span!r}", where=where,
-                               fix="give dicts with integer start/end, kind 'entity'|'phrase', entity_id "
-                                   "(masking.spans.make_span builds one)") from None
+            raise MaskingError(
+                f"span is not a Span record ({exc!r}): {span!r}",
+                where=where,
+                fix="give dicts with integer start/end, kind 'entity'|'phrase', entity_id "
+                "(masking.spans.make_span builds one)",
+            ) from None
         if kind not in _KIND_CODE:
-            raise MaskingError(f"span kind {kind!r} is not 'entity' or 'phrase'", where=where,
-                               fix="set kind to 'entity' or 'phrase'")
+            raise MaskingError(
+                f"span kind {kind!r} is not 'entity' or 'phrase'", where=where, fix="set kind to 'entity' or 'phrase'"
+            )
         if start < 0 or (text_len is not None and end > text_len) or start > end:
             bound = "" if text_len is None else f" of length {text_len}"
-            raise MaskingError(f"span ({start}, {end}) lies outside the text{bound} or ends before it starts",
-                               where=where,
-                               fix="spans are character offsets into this text with 0 <= start <= end <= "
-                                   "len(text); re-run annotation on the same text")
+            raise MaskingError(
+                f"span ({start}, {end}) lies outside the text{bound} or ends before it starts",
+                where=where,
+                fix="spans are character offsets into this text with 0 <= start <= end <= "
+                "len(text); re-run annotation on the same text",
+            )
         if start == end:
             continue  # empty span: nothing to align
         if start < prev_end:
@@ -90,16 +104,29 @@ def _check_spans(spans: Sequence[Mapping[str, Any]] | None, text_len: int | None
     if ordered:
         return clean
     if overlaps == "error":
-        raise MaskingError("spans overlap or are not sorted by start", where=f"spans_per_text[{index}]",
-                           fix="resolve them with masking.spans.resolve_overlaps, or pass overlaps='resolve'")
+        raise MaskingError(
+            "spans overlap or are not sorted by start",
+            where=f"spans_per_text[{index}]",
+            fix="resolve them with masking.spans.resolve_overlaps, or pass overlaps='resolve'",
+        )
     return list(resolve_overlaps(clean))  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- the aligner
 
-def _align_flat(*, tok_start: np.ndarray, tok_end: np.ndarray, special: np.ndarray, word: np.ndarray,
-                span_start: np.ndarray, span_end: np.ndarray, span_kind: np.ndarray,
-                span_eid: np.ndarray, seq_lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+
+def _align_flat(
+    *,
+    tok_start: np.ndarray,
+    tok_end: np.ndarray,
+    special: np.ndarray,
+    word: np.ndarray,
+    span_start: np.ndarray,
+    span_end: np.ndarray,
+    span_kind: np.ndarray,
+    span_eid: np.ndarray,
+    seq_lengths: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """Align tokens of several sequences laid end to end.
 
     ``tok_start``/``tok_end`` are character offsets into the joined string; spans too (sorted, disjoint);
@@ -183,9 +210,14 @@ def _join_texts(texts: Sequence[str], segmenter: Segmenter | None) -> tuple[str,
     return joined, bases, seg
 
 
-def align_spans(offsets: Sequence[Sequence[int]], spans: Sequence[Span], special_tokens_mask: Sequence[int],
-                text: str | None = None, segmenter: Segmenter | None = None,
-                overlaps: str = "resolve") -> AlignedUnits:
+def align_spans(
+    offsets: Sequence[Sequence[int]],
+    spans: Sequence[Span],
+    special_tokens_mask: Sequence[int],
+    text: str | None = None,
+    segmenter: Segmenter | None = None,
+    overlaps: str = "resolve",
+) -> AlignedUnits:
     """Align the character ``spans`` of one text to its tokens.
 
     ``offsets`` are the fast tokenizer's ``offset_mapping`` (character offsets, end exclusive),
@@ -197,8 +229,11 @@ def align_spans(offsets: Sequence[Sequence[int]], spans: Sequence[Span], special
     off = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
     special = np.asarray(special_tokens_mask, dtype=bool).reshape(-1)
     if special.shape[0] != off.shape[0]:
-        raise MaskingError(f"{off.shape[0]} offsets but {special.shape[0]} special-token flags",
-                           where="special_tokens_mask", fix="pass the mask of the same encoding")
+        raise MaskingError(
+            f"{off.shape[0]} offsets but {special.shape[0]} special-token flags",
+            where="special_tokens_mask",
+            fix="pass the mask of the same encoding",
+        )
     if text is not None:
         checked = _check_spans(spans, len(text), 0, overlaps)
         joined, bases, seg = _join_texts([text], segmenter)
@@ -218,13 +253,21 @@ def align_spans(offsets: Sequence[Sequence[int]], spans: Sequence[Span], special
         starts, ends = off[:, 0], off[:, 1]
     s_start, s_end, s_kind, s_eid = _span_arrays([checked], bases)
     unit_ids, unit_kind, entity_ids, word_ids = _align_flat(
-        tok_start=starts, tok_end=ends, special=special, word=word,
-        span_start=s_start, span_end=s_end, span_kind=s_kind, span_eid=s_eid,
-        seq_lengths=np.array([off.shape[0]], dtype=np.int64))
+        tok_start=starts,
+        tok_end=ends,
+        special=special,
+        word=word,
+        span_start=s_start,
+        span_end=s_end,
+        span_kind=s_kind,
+        span_eid=s_eid,
+        seq_lengths=np.array([off.shape[0]], dtype=np.int64),
+    )
     return AlignedUnits(unit_ids, unit_kind, entity_ids, word_ids)
 
 
 # ----------------------------------------------------------------------------- batched encoding
+
 
 def _pack(lengths: np.ndarray, max_length: int) -> np.ndarray:
     """Next-fit packing of consecutive sequences into bins of at most ``max_length`` tokens.
@@ -243,10 +286,19 @@ def _pack(lengths: np.ndarray, max_length: int) -> np.ndarray:
     return np.asarray(bins, dtype=np.int64)
 
 
-def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequence[Sequence[Span]] | None,
-                      max_length: int, stride: int = 0, return_overflowing: bool = True, packing: bool = False,
-                      segmenter: Segmenter | None = None, overlaps: str = "resolve", empty: str = "skip",
-                      doc_ids: Sequence[Any] | None = None) -> dict[str, list]:
+def encode_with_units(
+    tokenizer: Any,
+    texts: Sequence[str],
+    spans_per_text: Sequence[Sequence[Span]] | None,
+    max_length: int,
+    stride: int = 0,
+    return_overflowing: bool = True,
+    packing: bool = False,
+    segmenter: Segmenter | None = None,
+    overlaps: str = "resolve",
+    empty: str = "skip",
+    doc_ids: Sequence[Any] | None = None,
+) -> dict[str, list]:
     """Tokenise a batch of texts and align their spans to masking units.
 
     - ``tokenizer``: a *fast* Hugging Face tokenizer (WordPiece, BPE, Unigram/SentencePiece ...).
@@ -269,9 +321,12 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
     Usable inside ``datasets.map(..., batched=True, remove_columns=...)``.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise MaskingError(f"{type(tokenizer).__name__} is not a fast tokenizer", where="tokenizer",
-                           fix="load it with AutoTokenizer.from_pretrained(..., use_fast=True); offsets need "
-                               "a tokenizers-backed tokenizer")
+        raise MaskingError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer",
+            where="tokenizer",
+            fix="load it with AutoTokenizer.from_pretrained(..., use_fast=True); offsets need "
+            "a tokenizers-backed tokenizer",
+        )
     if isinstance(texts, str):
         raise MaskingError("texts is a single string", where="texts", fix="pass a list of texts")
     texts = list(texts)
@@ -279,35 +334,58 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
         spans_per_text = [[] for _ in texts]
     spans_per_text = list(spans_per_text)
     if len(spans_per_text) != len(texts):
-        raise MaskingError(f"{len(texts)} texts but {len(spans_per_text)} span lists", where="spans_per_text",
-                           fix="give one list of spans per text ([] when there are none)")
+        raise MaskingError(
+            f"{len(texts)} texts but {len(spans_per_text)} span lists",
+            where="spans_per_text",
+            fix="give one list of spans per text ([] when there are none)",
+        )
     if doc_ids is not None and len(doc_ids) != len(texts):
-        raise MaskingError(f"{len(texts)} texts but {len(doc_ids)} doc_ids", where="doc_ids",
-                           fix="give one id per text")
+        raise MaskingError(
+            f"{len(texts)} texts but {len(doc_ids)} doc_ids", where="doc_ids", fix="give one id per text"
+        )
     if max_length < 2 or (return_overflowing and stride >= max_length - tokenizer.num_special_tokens_to_add()):
-        raise MaskingError(f"max_length={max_length}, stride={stride} leave no room for new tokens per window",
-                           where="max_length", fix="use stride < max_length minus the special tokens")
+        raise MaskingError(
+            f"max_length={max_length}, stride={stride} leave no room for new tokens per window",
+            where="max_length",
+            fix="use stride < max_length minus the special tokens",
+        )
     if overlaps not in ("resolve", "error") or empty not in ("skip", "error"):
-        raise MaskingError(f"overlaps={overlaps!r}, empty={empty!r}", where="encode_with_units",
-                           fix="overlaps is 'resolve' or 'error'; empty is 'skip' or 'error'")
+        raise MaskingError(
+            f"overlaps={overlaps!r}, empty={empty!r}",
+            where="encode_with_units",
+            fix="overlaps is 'resolve' or 'error'; empty is 'skip' or 'error'",
+        )
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise MaskingError(f"text is {type(text).__name__}, not str", where=f"texts[{i}]",
-                               fix="give the document text as a string (use '' for an empty document)")
+            raise MaskingError(
+                f"text is {type(text).__name__}, not str",
+                where=f"texts[{i}]",
+                fix="give the document text as a string (use '' for an empty document)",
+            )
     checked: Sequence[Sequence[Mapping[str, Any]]] = [
-        _check_spans(spans, len(text), i, overlaps) for i, (text, spans) in enumerate(zip(texts, spans_per_text))]
+        _check_spans(spans, len(text), i, overlaps) for i, (text, spans) in enumerate(zip(texts, spans_per_text))
+    ]
     window_doc = None  # window -> its document, when long documents were cut into windows
     if return_overflowing:  # cut on unit boundaries here (masking.windows), not inside an entity by the tokenizer
         from masking.windows import window_documents
 
-        texts, checked, window_doc, segmenter = window_documents(tokenizer, texts, checked, max_length, stride,
-                                                                 segmenter)
+        texts, checked, window_doc, segmenter = window_documents(
+            tokenizer, texts, checked, max_length, stride, segmenter
+        )
         stride = 0
 
-    enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length,
-                    stride=stride if return_overflowing else 0, return_overflowing_tokens=return_overflowing,
-                    return_offsets_mapping=True, return_special_tokens_mask=True,
-                    return_attention_mask=False, return_token_type_ids=False)
+    enc = tokenizer(
+        texts,
+        add_special_tokens=True,
+        truncation=True,
+        max_length=max_length,
+        stride=stride if return_overflowing else 0,
+        return_overflowing_tokens=return_overflowing,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
     ids_rows = enc["input_ids"]
     n_rows = len(ids_rows)
     lengths = np.fromiter(map(len, ids_rows), dtype=np.int64, count=n_rows)
@@ -318,20 +396,27 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
         sample = np.arange(n_rows, dtype=np.int64)
     flat_ids = np.fromiter(chain.from_iterable(ids_rows), dtype=np.int64, count=total)
     flat_special = np.fromiter(chain.from_iterable(enc["special_tokens_mask"]), dtype=bool, count=total)
-    flat_off = np.fromiter(chain.from_iterable(chain.from_iterable(enc["offset_mapping"])), dtype=np.int64,
-                           count=2 * total).reshape(-1, 2)
+    flat_off = np.fromiter(
+        chain.from_iterable(chain.from_iterable(enc["offset_mapping"])), dtype=np.int64, count=2 * total
+    ).reshape(-1, 2)
 
     # documents (windows) without content tokens
-    content_per_row = np.add.reduceat((~flat_special).astype(np.int64), np.maximum(
-        np.concatenate(([0], np.cumsum(lengths)[:-1])), 0)) if total else np.zeros(n_rows, dtype=np.int64)
+    content_per_row = (
+        np.add.reduceat((~flat_special).astype(np.int64), np.maximum(np.concatenate(([0], np.cumsum(lengths)[:-1])), 0))
+        if total
+        else np.zeros(n_rows, dtype=np.int64)
+    )
     content_per_row = np.where(lengths > 0, content_per_row, 0)
     keep_row = content_per_row > 0
     if not keep_row.all():
         if empty == "error":
             bad = int(sample[~keep_row][0])
             bad = bad if window_doc is None else window_doc[bad]
-            raise MaskingError("document has no tokens to mask (empty or only whitespace)", where=f"texts[{bad}]",
-                               fix="drop empty documents, or pass empty='skip'")
+            raise MaskingError(
+                "document has no tokens to mask (empty or only whitespace)",
+                where=f"texts[{bad}]",
+                fix="drop empty documents, or pass empty='skip'",
+            )
         keep_tok = np.repeat(keep_row, lengths)
         flat_ids, flat_special, flat_off = flat_ids[keep_tok], flat_special[keep_tok], flat_off[keep_tok]
         lengths, sample = lengths[keep_row], sample[keep_row]
@@ -351,9 +436,16 @@ def encode_with_units(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequ
     tok_start, tok_end = _anchor(flat_off[:, 0] + tok_base, flat_off[:, 1] + tok_base, nonspace, tok_text_end)
     word = char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)]
     unit_ids, unit_kind, entity_ids, word_ids = _align_flat(
-        tok_start=tok_start, tok_end=tok_end, special=flat_special,
-        word=word, span_start=s_start, span_end=s_end, span_kind=s_kind,
-        span_eid=s_eid, seq_lengths=seq_lengths)
+        tok_start=tok_start,
+        tok_end=tok_end,
+        special=flat_special,
+        word=word,
+        span_start=s_start,
+        span_end=s_end,
+        span_kind=s_kind,
+        span_eid=s_eid,
+        seq_lengths=seq_lengths,
+    )
 
     bounds = np.concatenate(([0], np.cumsum(seq_lengths))).tolist()
 

@@ -29,6 +29,7 @@ _DETECTOR_CACHE_SIZE = 4
 
 # ------------------------------------------------------------------------------------------------ annotating
 
+
 def _alias_digest(alias_index: Any) -> str:
     import xxhash
 
@@ -56,9 +57,15 @@ def clear_detector_cache() -> None:
 class _Annotator:
     """The ``Dataset.map`` function. Detectors are built lazily once per process (never pickled)."""
 
-    def __init__(self, config: AnnotationConfig, alias_index: Any, entity_labels: Sequence[str] | None,
-                 fitted: dict[int, Any], nlp: Any = None,
-                 progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: AnnotationConfig,
+        alias_index: Any,
+        entity_labels: Sequence[str] | None,
+        fitted: dict[int, Any],
+        nlp: Any = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.config = config
         self.alias_index = alias_index
         self.entity_labels = list(entity_labels) if entity_labels is not None else None
@@ -83,8 +90,9 @@ class _Annotator:
         unpickles only if it does not already have the detectors (forked workers inherit them)."""
         if self._inputs is None and not self._inputs_pending:
             try:
-                self._inputs = pickle.dumps((self.alias_index, self.entity_labels, self.fitted),
-                                            protocol=pickle.HIGHEST_PROTOCOL)
+                self._inputs = pickle.dumps(
+                    (self.alias_index, self.entity_labels, self.fitted), protocol=pickle.HIGHEST_PROTOCOL
+                )
             except Exception:  # noqa: BLE001 - not picklable by the standard pickler: leave them to dill
                 self._inputs = None
         state = dict(self.__dict__)
@@ -111,8 +119,7 @@ class _Annotator:
             cached = _DETECTOR_CACHE.get(self.cache_key) if self.cache_key else None
             if cached is None:
                 self._restore_inputs()
-                built = build_detectors(self.config, self.alias_index, entity_labels=self.entity_labels,
-                                        nlp=self.nlp)
+                built = build_detectors(self.config, self.alias_index, entity_labels=self.entity_labels, nlp=self.nlp)
                 for position, detector in self.fitted.items():
                     built[position] = detector
                 cached = (built, MentionLinker(self.alias_index))
@@ -150,10 +157,12 @@ class _Annotator:
             for i in live:
                 pieces = len(split_long_text(texts[i], nlp.max_length))
                 if pieces > 1 and self.config.long_documents == "error":
-                    raise MaskingError(f"document has {len(texts[i])} characters, more than spaCy's max_length "
-                                       f"{nlp.max_length}", where=f"document {ids[i]!r} field text",
-                                       fix="set long_documents='split' (split at line breaks) or raise max_length "
-                                           "(about 1 GB of memory per 100,000 characters for parser/NER)")
+                    raise MaskingError(
+                        f"document has {len(texts[i])} characters, more than spaCy's max_length {nlp.max_length}",
+                        where=f"document {ids[i]!r} field text",
+                        fix="set long_documents='split' (split at line breaks) or raise max_length "
+                        "(about 1 GB of memory per 100,000 characters for parser/NER)",
+                    )
                 split_counts[i] = pieces - 1
             for i, spans in zip(live, run_doc_detectors(doc_detectors, live_texts, self.config.batch_size)):
                 for span in spans:
@@ -179,8 +188,9 @@ class _Annotator:
             resolved = resolve_overlaps(candidates, self.source_priority)
             gold_input, dropped = check_spans(text, inputs[i] or [], doc_id=ids[i], on_invalid="drop")
             gold = [s for s in gold_input if s["source"] == "gold"]
-            record = doc_counts(text, resolved, linker=self._linker, candidates=per_source[i], gold=gold,
-                                segmenter=self.segmenter)
+            record = doc_counts(
+                text, resolved, linker=self._linker, candidates=per_source[i], gold=gold, segmenter=self.segmenter
+            )
             record["documents"] = 1
             record["empty_documents"] = int(not text.strip())
             record["split_documents"] = int(split_counts[i] > 0)
@@ -248,10 +258,18 @@ def _fit_corpus_detectors(config: AnnotationConfig, dataset: Any) -> dict[int, A
     return fitted
 
 
-def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, alias_index: Any = None, *,
-                        entity_labels: Sequence[str] | None = None, nlp: Any = None, num_shards: int = 1,
-                        shard_index: int = 0, progress: Callable[[int], None] | None = None,
-                        load_from_cache_file: bool = True) -> tuple[Any, dict[str, Any]]:
+def annotate_with_stats(
+    dataset: Any,
+    config: AnnotationConfig | None = None,
+    alias_index: Any = None,
+    *,
+    entity_labels: Sequence[str] | None = None,
+    nlp: Any = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    progress: Callable[[int], None] | None = None,
+    load_from_cache_file: bool = True,
+) -> tuple[Any, dict[str, Any]]:
     """Annotate ``dataset`` (columns ``text``; optional ``id``, ``title``, ``spans`` with gold spans).
 
     Returns ``(dataset with a resolved "spans" column, statistics)``. With ``num_shards > 1`` only shard
@@ -259,16 +277,24 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
     """
     config = config or AnnotationConfig()
     if "text" not in dataset.column_names:
-        raise MaskingError(f"the dataset has no 'text' column (columns: {dataset.column_names})", where="dataset",
-                           fix="name the document text column 'text' (dataset.rename_column(...))")
+        raise MaskingError(
+            f"the dataset has no 'text' column (columns: {dataset.column_names})",
+            where="dataset",
+            fix="name the document text column 'text' (dataset.rename_column(...))",
+        )
     if not 0 <= shard_index < num_shards:
-        raise MaskingError(f"shard index {shard_index} is outside 0..{num_shards - 1}", where="--shard-index",
-                           fix="use 0 <= shard index < number of shards")
+        raise MaskingError(
+            f"shard index {shard_index} is outside 0..{num_shards - 1}",
+            where="--shard-index",
+            fix="use 0 <= shard index < number of shards",
+        )
     if alias_index is None and any(d.type == "gazetteer" for d in config.detectors):
         if config.missing_kg == "error":
-            raise MaskingError("the gazetteer detector needs a KG alias index", where="annotation config",
-                               fix="pass alias_index (kg.AliasIndex), drop the gazetteer detector, or set "
-                                   "missing_kg='skip'")
+            raise MaskingError(
+                "the gazetteer detector needs a KG alias index",
+                where="annotation config",
+                fix="pass alias_index (kg.AliasIndex), drop the gazetteer detector, or set missing_kg='skip'",
+            )
         config = config.model_copy(update={"detectors": [d for d in config.detectors if d.type != "gazetteer"]})
     fitted = _fit_corpus_detectors(config, dataset)
     if num_shards > 1:
@@ -276,30 +302,41 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
     if "spans" not in dataset.column_names:
         from datasets import List
 
-        dataset = dataset.add_column("spans", [[] for _ in range(len(dataset))],
-                                     feature=List(span_features()))
+        dataset = dataset.add_column("spans", [[] for _ in range(len(dataset))], feature=List(span_features()))
     if _STATS_COLUMN in dataset.column_names:
         dataset = dataset.remove_columns(_STATS_COLUMN)
     if len(dataset) == 0:  # an empty corpus or shard: nothing to map
         stats = finalize_stats({"documents": 0})
-        stats.update(config=config.model_dump(mode="json"), shard={"num_shards": num_shards,
-                                                                   "shard_index": shard_index},
-                     gazetteer_case=gazetteer_case_modes(config, alias_index))
+        stats.update(
+            config=config.model_dump(mode="json"),
+            shard={"num_shards": num_shards, "shard_index": shard_index},
+            gazetteer_case=gazetteer_case_modes(config, alias_index),
+        )
         return dataset, stats
 
     import xxhash
 
-    fitted_digest = xxhash.xxh64(json.dumps({k: sorted(map(list, v.scores)) for k, v in fitted.items()},
-                                            default=str).encode()).hexdigest()
+    fitted_digest = xxhash.xxh64(
+        json.dumps({k: sorted(map(list, v.scores)) for k, v in fitted.items()}, default=str).encode()
+    ).hexdigest()
     labels_digest = xxhash.xxh64("\n".join(entity_labels or []).encode("utf-8", "surrogatepass")).hexdigest()
     nlp_tag = "none" if nlp is None else f"{nlp.meta.get('name')}-{nlp.meta.get('version')}-{nlp.pipe_names}"
     alias_digest = _alias_digest(alias_index)
     output_config = config.model_copy(update={"num_proc": 1, "map_batch_size": 1}).model_dump_json()
     output_config += code_digest(config.detectors)  # plug-in sources and user dictionaries
-    fingerprint = xxhash.xxh64("|".join([
-        ANNOTATION_VERSION, dataset._fingerprint, output_config, alias_digest,
-        labels_digest, fitted_digest, nlp_tag,
-    ]).encode()).hexdigest()
+    fingerprint = xxhash.xxh64(
+        "|".join(
+            [
+                ANNOTATION_VERSION,
+                dataset._fingerprint,
+                output_config,
+                alias_digest,
+                labels_digest,
+                fitted_digest,
+                nlp_tag,
+            ]
+        ).encode()
+    ).hexdigest()
     num_proc = config.num_proc if config.num_proc > 1 and len(dataset) >= config.num_proc else None
     reported = [0]
 
@@ -308,11 +345,19 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
         if progress is not None:
             progress(n)
 
-    annotator = _Annotator(config, alias_index, entity_labels, fitted, nlp=nlp,
-                           progress=report if num_proc is None and progress is not None else None)
-    annotator.cache_key = xxhash.xxh64("|".join([
-        output_config, alias_digest, labels_digest,
-        fitted_digest, "none" if nlp is None else str(id(nlp))]).encode()).hexdigest()
+    annotator = _Annotator(
+        config,
+        alias_index,
+        entity_labels,
+        fitted,
+        nlp=nlp,
+        progress=report if num_proc is None and progress is not None else None,
+    )
+    annotator.cache_key = xxhash.xxh64(
+        "|".join(
+            [output_config, alias_digest, labels_digest, fitted_digest, "none" if nlp is None else str(id(nlp))]
+        ).encode()
+    ).hexdigest()
     if num_proc is not None:
         annotator.detectors()  # load models before the workers fork, so they inherit them
     listener = None
@@ -340,9 +385,16 @@ def annotate_with_stats(dataset: Any, config: AnnotationConfig | None = None, al
         map_fingerprint = xxhash.xxh64(f"{fingerprint}|round-robin|{num_proc}".encode()).hexdigest()
         work = dataset.select(order, keep_in_memory=True, new_fingerprint=f"{map_fingerprint}-input")
     try:
-        mapped = work.map(annotator, batched=True, batch_size=config.map_batch_size, num_proc=num_proc,
-                          features=features, new_fingerprint=map_fingerprint,
-                          load_from_cache_file=load_from_cache_file, desc="annotating")
+        mapped = work.map(
+            annotator,
+            batched=True,
+            batch_size=config.map_batch_size,
+            num_proc=num_proc,
+            features=features,
+            new_fingerprint=map_fingerprint,
+            load_from_cache_file=load_from_cache_file,
+            desc="annotating",
+        )
         if restore is not None:
             mapped = mapped.select(restore, keep_in_memory=True, new_fingerprint=fingerprint)
     except Exception as error:  # noqa: BLE001 - surface MaskingError raised in worker processes
@@ -373,5 +425,11 @@ def annotate(dataset: Any, config: AnnotationConfig | None = None, alias_index: 
     return annotate_with_stats(dataset, config, alias_index, **kwargs)[0]
 
 
-__all__ = ["ANNOTATION_VERSION", "SPAN_FIELDS", "annotate", "annotate_with_stats", "clear_detector_cache",
-           "shard_dataset"]
+__all__ = [
+    "ANNOTATION_VERSION",
+    "SPAN_FIELDS",
+    "annotate",
+    "annotate_with_stats",
+    "clear_detector_cache",
+    "shard_dataset",
+]

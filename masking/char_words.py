@@ -4,7 +4,7 @@ segmenter's words), and the first non-space character a token covers."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,10 +13,21 @@ from masking.errors import MaskingError
 _SPACE_TABLE = np.array([chr(i).isspace() for i in range(0x3001)], dtype=bool)
 # Characters that form a word on their own (text without spaces): CJK ideographs as in BERT's
 # BasicTokenizer, plus CJK punctuation and full-width forms.
-_SPLIT_RANGES = np.array([
-    (0x3000, 0x303F), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF),
-    (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0x2F800, 0x2FA1F),
-], dtype=np.int64)
+_SPLIT_RANGES = np.array(
+    [
+        (0x3000, 0x303F),
+        (0x3400, 0x4DBF),
+        (0x4E00, 0x9FFF),
+        (0xF900, 0xFAFF),
+        (0xFF00, 0xFFEF),
+        (0x20000, 0x2A6DF),
+        (0x2A700, 0x2B73F),
+        (0x2B740, 0x2B81F),
+        (0x2B820, 0x2CEAF),
+        (0x2F800, 0x2FA1F),
+    ],
+    dtype=np.int64,
+)
 
 
 def _codepoints(text: str) -> np.ndarray:
@@ -29,7 +40,7 @@ def _build_bmp_table() -> np.ndarray:
     table[: _SPACE_TABLE.shape[0]] = _SPACE_TABLE.astype(np.uint8)
     for lo, hi in _SPLIT_RANGES.tolist():
         if lo < 0x10000:
-            table[lo: min(hi, 0xFFFF) + 1] |= 2
+            table[lo : min(hi, 0xFFFF) + 1] |= 2
     return table
 
 
@@ -59,17 +70,21 @@ def _segment_starts(text: str, words: Sequence[str | tuple[int, int]], index: in
                 continue
             found = text.find(word, pos)
             if found < 0:
-                raise MaskingError(f"segmenter word {word!r} not found in the text after character {pos}",
-                                   where=f"texts[{index}]",
-                                   fix="the segmenter must return the words of the text in order "
-                                       "(or (start, end) offsets)")
+                raise MaskingError(
+                    f"segmenter word {word!r} not found in the text after character {pos}",
+                    where=f"texts[{index}]",
+                    fix="the segmenter must return the words of the text in order (or (start, end) offsets)",
+                )
             starts.append(found)
             pos = found + len(word)
         else:
             start, end = int(word[0]), int(word[1])
             if not 0 <= start < end <= len(text):
-                raise MaskingError(f"segmenter offsets ({start}, {end}) outside the text of length {len(text)}",
-                                   where=f"texts[{index}]", fix="return offsets with 0 <= start < end <= len(text)")
+                raise MaskingError(
+                    f"segmenter offsets ({start}, {end}) outside the text of length {len(text)}",
+                    where=f"texts[{index}]",
+                    fix="return offsets with 0 <= start < end <= len(text)",
+                )
             starts.append(start)
     return starts
 
@@ -101,8 +116,9 @@ def _char_word_ids(joined: str, segment_starts: np.ndarray | None) -> tuple[np.n
     return np.where(space, cum, cum - 1), np.flatnonzero(~space)
 
 
-def _anchor(tok_start: np.ndarray, tok_end: np.ndarray, nonspace: np.ndarray,
-            text_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _anchor(
+    tok_start: np.ndarray, tok_end: np.ndarray, nonspace: np.ndarray, text_end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Move token starts off leading whitespace (``▁``/``Ġ`` pieces); a whitespace-only token is
     anchored on the next character of its own text so it joins the unit that follows (a trailing one
     keeps its place)."""

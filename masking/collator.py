@@ -14,8 +14,9 @@ With the Trainer, set ``TrainingArguments(remove_unused_columns=False)``: otherw
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from itertools import chain
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,10 +29,21 @@ from masking.strategies import choose_units, first_tier_share, selection_units, 
 
 __all__ = ["KnowledgeMaskingCollator", "ErnieStageCallback"]
 
-_PAD_VALUES = {"attention_mask": 0, "unit_ids": -1, "unit_kind": 0, "entity_ids": -1, "word_ids": -1,
-               "token_type_ids": 0}
-_NEEDS_UNITS = {"whole_word": ("unit_ids",), "span": ("unit_ids",), "phrase": ("unit_ids", "unit_kind"),
-                "entity": ("unit_ids", "unit_kind"), "token": ()}
+_PAD_VALUES = {
+    "attention_mask": 0,
+    "unit_ids": -1,
+    "unit_kind": 0,
+    "entity_ids": -1,
+    "word_ids": -1,
+    "token_type_ids": 0,
+}
+_NEEDS_UNITS = {
+    "whole_word": ("unit_ids",),
+    "span": ("unit_ids",),
+    "phrase": ("unit_ids", "unit_kind"),
+    "entity": ("unit_ids", "unit_kind"),
+    "token": (),
+}
 
 
 class KnowledgeMaskingCollator:
@@ -46,28 +58,53 @@ class KnowledgeMaskingCollator:
     reseeds its generator with ``seed + worker id`` so workers do not repeat each other's masks.
     """
 
-    def __init__(self, tokenizer: Any, strategy: str = "entity", mlm_probability: float = 0.15, dea: bool = True,
-                 dea_replace_prob: float = 0.05, dea_remove_prob: float = 0.15, seed: int = 0,
-                 pad_to_multiple_of: int | None = None, config: MaskingConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        strategy: str = "entity",
+        mlm_probability: float = 0.15,
+        dea: bool = True,
+        dea_replace_prob: float = 0.05,
+        dea_remove_prob: float = 0.15,
+        seed: int = 0,
+        pad_to_multiple_of: int | None = None,
+        config: MaskingConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
         if config is None:
             unknown = set(kwargs) - set(MaskingConfig.model_fields)
             if unknown:
-                raise MaskingError(f"unknown masking option(s) {', '.join(sorted(unknown))}", where="masking",
-                                   fix=f"use MaskingConfig fields: {', '.join(MaskingConfig.model_fields)}")
-            config = MaskingConfig(strategy=strategy, mlm_probability=mlm_probability, dea=dea,
-                                   dea_replace_prob=dea_replace_prob, dea_remove_prob=dea_remove_prob, seed=seed,
-                                   pad_to_multiple_of=pad_to_multiple_of, **kwargs)
+                raise MaskingError(
+                    f"unknown masking option(s) {', '.join(sorted(unknown))}",
+                    where="masking",
+                    fix=f"use MaskingConfig fields: {', '.join(MaskingConfig.model_fields)}",
+                )
+            config = MaskingConfig(
+                strategy=strategy,
+                mlm_probability=mlm_probability,
+                dea=dea,
+                dea_replace_prob=dea_replace_prob,
+                dea_remove_prob=dea_remove_prob,
+                seed=seed,
+                pad_to_multiple_of=pad_to_multiple_of,
+                **kwargs,
+            )
         self.config = config
         self.tokenizer = tokenizer
         if tokenizer.mask_token_id is None:
-            raise MaskingError(f"{type(tokenizer).__name__} has no mask token", where="tokenizer",
-                               fix="add one: tokenizer.add_special_tokens({'mask_token': '[MASK]'})")
+            raise MaskingError(
+                f"{type(tokenizer).__name__} has no mask token",
+                where="tokenizer",
+                fix="add one: tokenizer.add_special_tokens({'mask_token': '[MASK]'})",
+            )
         self.mask_token_id = int(tokenizer.mask_token_id)
         self.pad_token_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
         self.vocab_size = int(len(tokenizer))
         # never masked when the features carry no unit_ids ([UNK] is ordinary text)
         unk = tokenizer.unk_token_id
-        self.special_ids = torch.tensor(sorted(set(int(i) for i in tokenizer.all_special_ids) - {unk}), dtype=torch.long)
+        self.special_ids = torch.tensor(
+            sorted(set(int(i) for i in tokenizer.all_special_ids) - {unk}), dtype=torch.long
+        )
         self.padding_left = getattr(tokenizer, "padding_side", "right") == "left"
         self.progress = 0.0
         self.generator = torch.Generator().manual_seed(int(self.config.seed))
@@ -75,7 +112,7 @@ class KnowledgeMaskingCollator:
         self._worker_checked = False
 
     @classmethod
-    def from_config(cls, tokenizer: Any, config: MaskingConfig) -> "KnowledgeMaskingCollator":
+    def from_config(cls, tokenizer: Any, config: MaskingConfig) -> KnowledgeMaskingCollator:
         return cls(tokenizer, config=config)
 
     # ------------------------------------------------------------------ ERNIE staging
@@ -106,14 +143,20 @@ class KnowledgeMaskingCollator:
             needed.add("entity_ids")
         for i, feature in enumerate(features):
             if not isinstance(feature, Mapping):
-                raise MaskingError(f"feature is {type(feature).__name__}, not a dict", where=f"features[{i}]",
-                                   fix="pass dicts with input_ids, unit_ids, unit_kind, entity_ids")
+                raise MaskingError(
+                    f"feature is {type(feature).__name__}, not a dict",
+                    where=f"features[{i}]",
+                    fix="pass dicts with input_ids, unit_ids, unit_kind, entity_ids",
+                )
             missing = needed - feature.keys()
             if missing:
-                raise MaskingError(f"feature has no {', '.join(sorted(missing))}", where=f"features[{i}]",
-                                   fix="encode the corpus with masking.encode_with_units (and keep its columns: "
-                                       "TrainingArguments(remove_unused_columns=False))"
-                                       + ("; or use dea=False" if "entity_ids" in missing else ""))
+                raise MaskingError(
+                    f"feature has no {', '.join(sorted(missing))}",
+                    where=f"features[{i}]",
+                    fix="encode the corpus with masking.encode_with_units (and keep its columns: "
+                    "TrainingArguments(remove_unused_columns=False))"
+                    + ("; or use dea=False" if "entity_ids" in missing else ""),
+                )
         # convert only the columns this batch uses (list -> array conversion dominates the cost)
         wanted = {"attention_mask", "token_type_ids", "unit_ids"} | needed
         if any(name in ("whole_word", "span") for name in strategies):
@@ -143,27 +186,40 @@ class KnowledgeMaskingCollator:
         new_inputs = torch.where(to_mask, torch.full_like(input_ids, self.mask_token_id), input_ids)
         new_inputs = torch.where(to_random, random_tokens, new_inputs)
 
-        out: dict[str, torch.Tensor] = {"input_ids": new_inputs, "attention_mask": batch["attention_mask"],
-                                        "labels": labels}
+        out: dict[str, torch.Tensor] = {
+            "input_ids": new_inputs,
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+        }
         if "token_type_ids" in batch:
             out["token_type_ids"] = batch["token_type_ids"]
         if cfg.dea:
             out["entity_ids"], out["entity_labels"] = corrupt_alignments(
-                batch["entity_ids"], cfg.dea_replace_prob, cfg.dea_remove_prob, self.generator, cfg.dea_replace)
+                batch["entity_ids"], cfg.dea_replace_prob, cfg.dea_remove_prob, self.generator, cfg.dea_replace
+            )
             if cfg.dea_hide_masked:  # the masked mentions' own entities are not an input
                 out["entity_ids"] = hide_masked_alignments(out["entity_ids"], batch.get("unit_ids"), labels)
         if "sentence_order_label" in features[0]:
             try:
                 out["sentence_order_label"] = torch.tensor([int(f["sentence_order_label"]) for f in features])
             except (KeyError, TypeError, ValueError) as exc:
-                raise MaskingError(f"sentence_order_label missing or not an int ({exc!r})",
-                                   where="features[*].sentence_order_label",
-                                   fix="give every feature an int sentence_order_label, or none of them") from None
+                raise MaskingError(
+                    f"sentence_order_label missing or not an int ({exc!r})",
+                    where="features[*].sentence_order_label",
+                    fix="give every feature an int sentence_order_label, or none of them",
+                ) from None
         return out
 
-    def _mask_rows(self, strategy: str, batch: dict[str, torch.Tensor], content: torch.Tensor,
-                   rows: torch.Tensor | None, labels_mask: torch.Tensor, to_mask: torch.Tensor,
-                   to_random: torch.Tensor) -> None:
+    def _mask_rows(
+        self,
+        strategy: str,
+        batch: dict[str, torch.Tensor],
+        content: torch.Tensor,
+        rows: torch.Tensor | None,
+        labels_mask: torch.Tensor,
+        to_mask: torch.Tensor,
+        to_random: torch.Tensor,
+    ) -> None:
         cfg = self.config
 
         def pick(name: str) -> torch.Tensor | None:
@@ -171,8 +227,16 @@ class KnowledgeMaskingCollator:
             return t if t is None or rows is None else t.index_select(0, rows)
 
         sub_content = content if rows is None else content.index_select(0, rows)
-        ids, tiers = selection_units(strategy, sub_content, pick("unit_ids"), pick("unit_kind"), pick("word_ids"),
-                                     self.generator, cfg.span_geometric_p, cfg.span_max_words)
+        ids, tiers = selection_units(
+            strategy,
+            sub_content,
+            pick("unit_ids"),
+            pick("unit_kind"),
+            pick("word_ids"),
+            self.generator,
+            cfg.span_geometric_p,
+            cfg.span_max_words,
+        )
         budget = sub_content.sum(dim=1).float() * cfg.mlm_probability
         share = first_tier_share(strategy, cfg.entity_share, cfg.phrase_share)
         masked, _ = choose_units(ids, tiers, budget, self.generator, share)
@@ -205,8 +269,11 @@ class KnowledgeMaskingCollator:
         lengths = np.fromiter((len(f["input_ids"]) for f in features), dtype=np.int64, count=len(features))
         if (lengths == 0).any():
             bad = int(np.flatnonzero(lengths == 0)[0])
-            raise MaskingError("feature has no tokens", where=f"features[{bad}].input_ids",
-                               fix="drop empty examples (encode_with_units skips them)")
+            raise MaskingError(
+                "feature has no tokens",
+                where=f"features[{bad}].input_ids",
+                fix="drop empty examples (encode_with_units skips them)",
+            )
         length = int(lengths.max())
         multiple = self.config.pad_to_multiple_of
         if multiple:
@@ -224,9 +291,11 @@ class KnowledgeMaskingCollator:
                 if value is None or len(value) != lengths[i]:
                     raise MaskingError(
                         f"{key} has {'no value' if value is None else len(value)} entries but input_ids has "
-                        f"{lengths[i]}", where=f"features[{i}].{key}",
+                        f"{lengths[i]}",
+                        where=f"features[{i}].{key}",
                         fix="give every feature the same columns, one entry per token (re-encode with "
-                            "masking.encode_with_units)")
+                        "masking.encode_with_units)",
+                    )
             column = [f[key] for f in features]
             if isinstance(column[0], list):
                 flat = np.fromiter(chain.from_iterable(column), dtype=np.int64, count=total)

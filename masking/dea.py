@@ -13,9 +13,13 @@ __all__ = ["corrupt_alignments", "hide_masked_alignments"]
 IGNORE_INDEX = -100  # label of a token that is not predicted
 
 
-def corrupt_alignments(entity_ids: torch.Tensor, replace_prob: float, remove_prob: float,
-                       generator: torch.Generator, replace_from: str = "positions"
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def corrupt_alignments(
+    entity_ids: torch.Tensor,
+    replace_prob: float,
+    remove_prob: float,
+    generator: torch.Generator,
+    replace_from: str = "positions",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Corrupt the aligned positions (``entity_ids >= 0``) of a batch.
 
     Of the aligned positions, ``replace_prob`` get a random entity of the batch, ``remove_prob`` lose
@@ -37,8 +41,11 @@ def corrupt_alignments(entity_ids: torch.Tensor, replace_prob: float, remove_pro
     replace = u < replace_prob
     remove = (u >= replace_prob) & (u < replace_prob + remove_prob)
     if replace_from not in DEA_REPLACE_MODES:
-        raise MaskingError(f"unknown dEA replacement {replace_from!r}", where="masking.dea_replace",
-                           fix=f"use one of {', '.join(DEA_REPLACE_MODES)}")
+        raise MaskingError(
+            f"unknown dEA replacement {replace_from!r}",
+            where="masking.dea_replace",
+            fix=f"use one of {', '.join(DEA_REPLACE_MODES)}",
+        )
     pool = torch.unique(values) if replace_from == "distinct" else values  # [D] or [n]
     random_entities = pool[torch.randint(pool.numel(), (n,), generator=generator)]  # [n]
     new_values = torch.where(replace, random_entities, values)
@@ -47,8 +54,9 @@ def corrupt_alignments(entity_ids: torch.Tensor, replace_prob: float, remove_pro
     return corrupted, labels
 
 
-def hide_masked_alignments(entity_ids: torch.Tensor, unit_ids: torch.Tensor | None,
-                           labels: torch.Tensor) -> torch.Tensor:
+def hide_masked_alignments(
+    entity_ids: torch.Tensor, unit_ids: torch.Tensor | None, labels: torch.Tensor
+) -> torch.Tensor:
     """``entity_ids`` with the alignment of every masked mention removed (-1).
 
     A mention is masked when any of its tokens carries a label (``labels != -100``: [MASK], random and
@@ -62,9 +70,13 @@ def hide_masked_alignments(entity_ids: torch.Tensor, unit_ids: torch.Tensor | No
     """
     if entity_ids.shape != labels.shape or (unit_ids is not None and unit_ids.shape != labels.shape):
         shapes = f"entity_ids {tuple(entity_ids.shape)}, labels {tuple(labels.shape)}" + (
-            "" if unit_ids is None else f", unit_ids {tuple(unit_ids.shape)}")
-        raise MaskingError(f"shapes differ ({shapes})", where="hide_masked_alignments",
-                           fix="pass the [batch, length] tensors of one padded batch")
+            "" if unit_ids is None else f", unit_ids {tuple(unit_ids.shape)}"
+        )
+        raise MaskingError(
+            f"shapes differ ({shapes})",
+            where="hide_masked_alignments",
+            fix="pass the [batch, length] tensors of one padded batch",
+        )
     predicted = labels.to(entity_ids.device) != IGNORE_INDEX  # [B, L]
     hidden = predicted
     if unit_ids is not None and unit_ids.numel():

@@ -22,7 +22,11 @@ DEA_REPLACE_MODES: tuple[str, ...] = get_args(DeaReplace)
 
 #: Baidu ERNIE 1.0: basic-level (word/character) masking, then phrase-level, then entity-level,
 #: each for a share of training (strategy, share); shares are normalised to sum to 1.
-DEFAULT_ERNIE_STAGES: tuple[tuple[BasicStrategy, float], ...] = (("whole_word", 1 / 3), ("phrase", 1 / 3), ("entity", 1 / 3))
+DEFAULT_ERNIE_STAGES: tuple[tuple[BasicStrategy, float], ...] = (
+    ("whole_word", 1 / 3),
+    ("phrase", 1 / 3),
+    ("entity", 1 / 3),
+)
 
 
 class MaskingConfig(ConfigModel):
@@ -84,16 +88,22 @@ class MaskingConfig(ConfigModel):
     seed: int = 0
     pad_to_multiple_of: Optional[int] = Field(None, ge=1)
     replaced_entity_probability: float = Field(
-        0.0, ge=0.0, le=1.0, description="WKLM replaced-entity detection: share of the linked mentions swapped for "
-                                         "another KG entity (same type where the KG types them; "
-                                         "masking.replaced_entity); 0: off")
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="WKLM replaced-entity detection: share of the linked mentions swapped for "
+        "another KG entity (same type where the KG types them; "
+        "masking.replaced_entity); 0: off",
+    )
 
     @field_validator("random_replace_prob")
     @classmethod
     def _replacements_fit(cls, value: float, info: ValidationInfo) -> float:
         if info.data.get("mask_replace_prob", 0.0) + value > 1.0 + 1e-9:
-            raise ValueError("mask_replace_prob + random_replace_prob exceeds 1; e.g. 0.8 and 0.1 (the remaining "
-                             "0.1 keeps the tokens)")
+            raise ValueError(
+                "mask_replace_prob + random_replace_prob exceeds 1; e.g. 0.8 and 0.1 (the remaining "
+                "0.1 keeps the tokens)"
+            )
         return value
 
     @field_validator("dea_remove_prob")
@@ -110,8 +120,10 @@ class MaskingConfig(ConfigModel):
             return value
         weights = [w for _, w in value] if isinstance(value, tuple) else list(value.values())
         if sum(weights) <= 0:
-            raise ValueError(f"{info.field_name} needs at least one strategy with a weight > 0, e.g. "
-                             "[[whole_word, 1], [phrase, 1], [entity, 1]]")
+            raise ValueError(
+                f"{info.field_name} needs at least one strategy with a weight > 0, e.g. "
+                "[[whole_word, 1], [phrase, 1], [entity, 1]]"
+            )
         return value
 
     @property

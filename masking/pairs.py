@@ -22,7 +22,8 @@ A chunk of a single unit cannot be split and gives no pair (a document of one wo
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +41,16 @@ from masking.spans import Span
 __all__ = ["PAIR_COLUMNS", "SENTENCE_END", "encode_sentence_pairs", "plan_pairs"]
 
 #: Columns of a pair row (one row per pair); ``sentence_order_label`` is one int per row.
-PAIR_COLUMNS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "unit_ids", "unit_kind",
-                                 "entity_ids", "word_ids", "sentence_order_label")
+PAIR_COLUMNS: tuple[str, ...] = (
+    "input_ids",
+    "attention_mask",
+    "token_type_ids",
+    "unit_ids",
+    "unit_kind",
+    "entity_ids",
+    "word_ids",
+    "sentence_order_label",
+)
 #: A token that ends with one of these characters ends a sentence (when the next token starts a unit).
 SENTENCE_END = ".!?;…。！？；"
 _SENTENCE_END_CODES = np.array([ord(c) for c in SENTENCE_END], dtype=np.uint32)
@@ -49,7 +58,7 @@ _SENTENCE_END_CODES = np.array([ord(c) for c in SENTENCE_END], dtype=np.uint32)
 
 def _document_rng(seed: int, key: Any) -> np.random.Generator:
     """A generator per document, from (seed, the document's id): independent of batching."""
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
     return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
@@ -61,11 +70,12 @@ def _last_at_most(cuts: np.ndarray, low: int, high: int) -> int | None:
 
 def _inside(cuts: np.ndarray, low: int, high: int) -> np.ndarray:
     """The cuts strictly inside (low, high)."""
-    return cuts[np.searchsorted(cuts, low, side="right"):np.searchsorted(cuts, high, side="left")]
+    return cuts[np.searchsorted(cuts, low, side="right") : np.searchsorted(cuts, high, side="left")]
 
 
-def plan_pairs(n_tokens: int, unit_cuts: np.ndarray, sentence_cuts: np.ndarray, budget: int,
-               rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+def plan_pairs(
+    n_tokens: int, unit_cuts: np.ndarray, sentence_cuts: np.ndarray, budget: int, rng: np.random.Generator
+) -> list[tuple[int, int, int, int]]:
     """Pairs of one document as token ranges ``(start, split, end, label)``: A = [start, split),
     B = [split, end), label 1 = written swapped. ``unit_cuts``/``sentence_cuts`` are the sorted token
     indices where a unit / a sentence starts (0 excluded); ``budget`` content tokens per pair."""
@@ -105,27 +115,43 @@ def _token_types(special: np.ndarray, row_starts: np.ndarray) -> np.ndarray:
     return np.minimum(count - per_row, 1).astype(np.int64)
 
 
-def encode_sentence_pairs(tokenizer: Any, texts: Sequence[str], spans_per_text: Sequence[Sequence[Span]] | None,
-                          max_length: int, seed: int = 0, segmenter: Segmenter | None = None,
-                          doc_ids: Sequence[Any] | None = None, overlaps: str = "resolve") -> dict[str, list]:
+def encode_sentence_pairs(
+    tokenizer: Any,
+    texts: Sequence[str],
+    spans_per_text: Sequence[Sequence[Span]] | None,
+    max_length: int,
+    seed: int = 0,
+    segmenter: Segmenter | None = None,
+    doc_ids: Sequence[Any] | None = None,
+    overlaps: str = "resolve",
+) -> dict[str, list]:
     """Sentence-order pairs of a batch of documents, with their masking units (see the module doc).
 
     Returns the :data:`PAIR_COLUMNS` (lists per row), ``doc_index`` (index into ``texts``) and
     ``doc_id`` when ``doc_ids`` is given. Usable inside ``datasets.map(..., batched=True)``.
     """
     if not getattr(tokenizer, "is_fast", False):
-        raise MaskingError(f"{type(tokenizer).__name__} is not a fast tokenizer", where="tokenizer",
-                           fix="load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+        raise MaskingError(
+            f"{type(tokenizer).__name__} is not a fast tokenizer",
+            where="tokenizer",
+            fix="load it with AutoTokenizer.from_pretrained(..., use_fast=True)",
+        )
     texts = list(texts)
     spans_per_text = list(spans_per_text) if spans_per_text is not None else [[] for _ in texts]
     if len(spans_per_text) != len(texts) or (doc_ids is not None and len(doc_ids) != len(texts)):
-        raise MaskingError(f"{len(texts)} texts but {len(spans_per_text)} span lists"
-                           + ("" if doc_ids is None else f" and {len(doc_ids)} doc_ids"), where="spans_per_text",
-                           fix="give one list of spans (and one id) per text")
+        raise MaskingError(
+            f"{len(texts)} texts but {len(spans_per_text)} span lists"
+            + ("" if doc_ids is None else f" and {len(doc_ids)} doc_ids"),
+            where="spans_per_text",
+            fix="give one list of spans (and one id) per text",
+        )
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
     if budget < 2:
-        raise MaskingError(f"max_length {max_length} leaves no room for two segments", where="max_length",
-                           fix="use a longer max_length")
+        raise MaskingError(
+            f"max_length {max_length} leaves no room for two segments",
+            where="max_length",
+            fix="use a longer max_length",
+        )
     checked = [_check_spans(s, len(t), i, overlaps) for i, (t, s) in enumerate(zip(texts, spans_per_text))]
     joined, bases, seg = _join_texts(texts, segmenter)
     char_word, nonspace = _char_word_ids(joined, seg)
@@ -133,28 +159,44 @@ def encode_sentence_pairs(tokenizer: Any, texts: Sequence[str], spans_per_text: 
     text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
 
     # 1. every document once, without special tokens: its units tell where a cut may fall
-    docs = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
-                     return_token_type_ids=False, verbose=False)
+    docs = tokenizer(
+        texts,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
     doc_len = np.fromiter(map(len, docs["input_ids"]), dtype=np.int64, count=len(texts))
     off = np.asarray([o for row in docs["offset_mapping"] for o in row], dtype=np.int64).reshape(-1, 2)  # [T, 2]
     doc_of_tok = np.repeat(np.arange(len(texts)), doc_len)
-    start, end = _anchor(off[:, 0] + bases[doc_of_tok], off[:, 1] + bases[doc_of_tok], nonspace,
-                         (bases + text_len)[doc_of_tok])
-    unit_ids, _, _, _ = _align_flat(tok_start=start, tok_end=end, special=np.zeros(len(start), dtype=bool),
-                                    word=char_word[np.clip(start, 0, char_word.shape[0] - 1)],
-                                    span_start=s_start, span_end=s_end, span_kind=s_kind, span_eid=s_eid,
-                                    seq_lengths=doc_len)
+    start, end = _anchor(
+        off[:, 0] + bases[doc_of_tok], off[:, 1] + bases[doc_of_tok], nonspace, (bases + text_len)[doc_of_tok]
+    )
+    unit_ids, _, _, _ = _align_flat(
+        tok_start=start,
+        tok_end=end,
+        special=np.zeros(len(start), dtype=bool),
+        word=char_word[np.clip(start, 0, char_word.shape[0] - 1)],
+        span_start=s_start,
+        span_end=s_end,
+        span_kind=s_kind,
+        span_eid=s_eid,
+        seq_lengths=doc_len,
+    )
     codepoints = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     ends_sentence = np.isin(codepoints[np.maximum(off[:, 1] + bases[doc_of_tok] - 1, 0)], _SENTENCE_END_CODES)
 
     # 2. plan the pairs of every document (character ranges of the segment written first and second)
-    rows: list[tuple[int, int, int, int, int, int]] = []  # (doc, first_start, first_end, second_start, second_end, label)
+    rows: list[
+        tuple[int, int, int, int, int, int]
+    ] = []  # (doc, first_start, first_end, second_start, second_end, label)
     first = np.concatenate(([0], np.cumsum(doc_len)[:-1])).astype(np.int64)
     for d in range(len(texts)):
         lo, n = int(first[d]), int(doc_len[d])
         if n < 2:
             continue
-        local_units = unit_ids[lo:lo + n]
+        local_units = unit_ids[lo : lo + n]
         unit_cuts = np.flatnonzero(local_units[1:] != local_units[:-1]) + 1  # [cuts]
         sentence_cuts = unit_cuts[ends_sentence[lo + unit_cuts - 1]]
         rng = _document_rng(seed, doc_ids[d] if doc_ids is not None else d)
@@ -172,30 +214,47 @@ def encode_sentence_pairs(tokenizer: Any, texts: Sequence[str], spans_per_text: 
 
     # 3. the pairs through the tokenizer's pair template, then aligned like single texts
     plan = np.asarray(rows, dtype=np.int64)  # [P, 6]
-    enc = tokenizer([texts[d][s:e] for d, s, e in plan[:, :3].tolist()],
-                    [texts[d][s:e] for d, s, e in plan[:, [0, 3, 4]].tolist()],
-                    add_special_tokens=True, truncation="longest_first", max_length=max_length,
-                    return_offsets_mapping=True, return_special_tokens_mask=True, return_attention_mask=False,
-                    return_token_type_ids=False)
+    enc = tokenizer(
+        [texts[d][s:e] for d, s, e in plan[:, :3].tolist()],
+        [texts[d][s:e] for d, s, e in plan[:, [0, 3, 4]].tolist()],
+        add_special_tokens=True,
+        truncation="longest_first",
+        max_length=max_length,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
     lengths = np.fromiter(map(len, enc["input_ids"]), dtype=np.int64, count=len(rows))
     row_starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
     special = np.fromiter((s for row in enc["special_tokens_mask"] for s in row), dtype=bool, count=int(lengths.sum()))
     pair_off = np.asarray([o for row in enc["offset_mapping"] for o in row], dtype=np.int64).reshape(-1, 2)  # [T, 2]
     types = _token_types(special, row_starts)  # [T]
     if not (np.add.reduceat(types, row_starts) > 0).all():
-        raise MaskingError(f"{type(tokenizer).__name__} writes no separator between the two segments of a pair",
-                           where="tokenizer", fix="give the tokenizer a pair template ([CLS] $A [SEP] $B [SEP], "
-                                                   "tokenizers.processors.TemplateProcessing)")
+        raise MaskingError(
+            f"{type(tokenizer).__name__} writes no separator between the two segments of a pair",
+            where="tokenizer",
+            fix="give the tokenizer a pair template ([CLS] $A [SEP] $B [SEP], "
+            "tokenizers.processors.TemplateProcessing)",
+        )
     row_of_tok = np.repeat(np.arange(len(rows)), lengths)
     doc_base = bases[plan[row_of_tok, 0]]
     seg_start = np.where(types == 0, plan[row_of_tok, 1], plan[row_of_tok, 3])  # where the token's segment begins
     seg_end = np.where(types == 0, plan[row_of_tok, 2], plan[row_of_tok, 4])
-    tok_start, tok_end = _anchor(pair_off[:, 0] + doc_base + seg_start, pair_off[:, 1] + doc_base + seg_start,
-                                 nonspace, doc_base + seg_end)
-    aligned = _align_flat(tok_start=tok_start, tok_end=tok_end, special=special,
-                          word=char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)],
-                          span_start=s_start, span_end=s_end, span_kind=s_kind, span_eid=s_eid,
-                          seq_lengths=lengths)
+    tok_start, tok_end = _anchor(
+        pair_off[:, 0] + doc_base + seg_start, pair_off[:, 1] + doc_base + seg_start, nonspace, doc_base + seg_end
+    )
+    aligned = _align_flat(
+        tok_start=tok_start,
+        tok_end=tok_end,
+        special=special,
+        word=char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)],
+        span_start=s_start,
+        span_end=s_end,
+        span_kind=s_kind,
+        span_eid=s_eid,
+        seq_lengths=lengths,
+    )
     bounds = np.append(row_starts, int(lengths.sum())).tolist()
 
     def split_rows(flat: np.ndarray) -> list[list[int]]:

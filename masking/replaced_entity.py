@@ -17,8 +17,9 @@ tokens are hidden, the answer would be "not swapped" by construction). The batch
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,8 +79,9 @@ def linked_mentions(feature: Mapping[str, Any]) -> list[tuple[int, int, int]]:
     return found
 
 
-def swap_mentions(feature: Mapping[str, Any], swaps: Sequence[tuple[int, int, int]], pool: EntityPool
-                  ) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+def swap_mentions(
+    feature: Mapping[str, Any], swaps: Sequence[tuple[int, int, int]], pool: EntityPool
+) -> tuple[dict[str, Any], list[tuple[int, int]]]:
     """``feature`` with each (start, end, new entity) mention replaced by the new entity's label tokens
     (non-overlapping, any order) -> (new feature, the swapped mentions' (start, end) in the new positions)."""
     columns = {k: list(v) for k, v in feature.items() if k in TOKEN_COLUMNS}

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, Union
 
 from masking.align import Segmenter
 from masking.errors import MaskingError
@@ -46,16 +47,22 @@ def check_segmenter_name(name: str | None) -> str:
         return f"pkuseg:{arg}" if arg else "pkuseg"
     if kind == "spacy" and arg:
         return f"spacy:{arg}"
-    raise MaskingError(f"unknown segmenter {name!r}", where=_WHERE,
-                       fix=f"use one of {' | '.join(SEGMENTER_NAMES)}, or pass a callable through the Python API")
+    raise MaskingError(
+        f"unknown segmenter {name!r}",
+        where=_WHERE,
+        fix=f"use one of {' | '.join(SEGMENTER_NAMES)}, or pass a callable through the Python API",
+    )
 
 
 def _import(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MaskingError(f"the segmenter needs the Python package {module!r}, which is not installed",
-                           where=_WHERE, fix=f"pip install {_PIP.get(module, module)}") from None
+        raise MaskingError(
+            f"the segmenter needs the Python package {module!r}, which is not installed",
+            where=_WHERE,
+            fix=f"pip install {_PIP.get(module, module)}",
+        ) from None
 
 
 def _jieba() -> Callable[[str], Sequence[str]]:
@@ -70,9 +77,12 @@ def _pkuseg(model: str) -> Callable[[str], Sequence[str]]:
     try:
         return pkuseg.pkuseg(model_name=model).cut
     except Exception as error:  # noqa: BLE001 - download (URLError), missing files (OSError), their own errors
-        raise MaskingError(f"cannot load the pkuseg model {model!r} ({type(error).__name__}: {error})".splitlines()[0],
-                           where=_WHERE, fix="give a local model directory (segmenter: pkuseg:/path/to/model); "
-                                             "named models are downloaded on first use and need the network") from None
+        raise MaskingError(
+            f"cannot load the pkuseg model {model!r} ({type(error).__name__}: {error})".splitlines()[0],
+            where=_WHERE,
+            fix="give a local model directory (segmenter: pkuseg:/path/to/model); "
+            "named models are downloaded on first use and need the network",
+        ) from None
 
 
 def _spacy(pipeline: str) -> Callable[[str], list[tuple[int, int]]]:
@@ -123,7 +133,10 @@ def build_segmenter(spec: str | Segmenter | None) -> Segmenter | None:
     if callable(spec):
         return spec
     if spec is not None and not isinstance(spec, str):
-        raise MaskingError(f"segmenter is a {type(spec).__name__}", where=_WHERE,
-                           fix="give a name (jieba, pkuseg, spacy:<pipeline>, none) or a callable text -> words")
+        raise MaskingError(
+            f"segmenter is a {type(spec).__name__}",
+            where=_WHERE,
+            fix="give a name (jieba, pkuseg, spacy:<pipeline>, none) or a callable text -> words",
+        )
     name = check_segmenter_name(spec)
     return None if name == "none" else NamedSegmenter(name)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any, Iterable, Literal, Mapping, Sequence, TypedDict, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, TypedDict, cast
 
 from masking.errors import MaskingError
 
@@ -25,8 +26,7 @@ class Span(TypedDict):
     source: str  # detector name: ner, noun_chunk, gazetteer, gold, ...
 
 
-def make_span(start: int, end: int, kind: SpanKind, label: str = "", entity_id: int = -1,
-              source: str = "") -> Span:
+def make_span(start: int, end: int, kind: SpanKind, label: str = "", entity_id: int = -1, source: str = "") -> Span:
     return Span(start=int(start), end=int(end), kind=kind, label=label, entity_id=int(entity_id), source=source)
 
 
@@ -107,16 +107,22 @@ def coerce_span(raw: Mapping[str, Any], *, default_source: str = "gold") -> Span
     Raises ``MaskingError`` (without a location; callers add the document id) when a field is missing or wrong.
     """
     if not isinstance(raw, Mapping):
-        raise MaskingError(f"a span must be an object with start/end/kind, got {type(raw).__name__}",
-                           fix='write spans as {"start": int, "end": int, "kind": "entity"|"phrase", ...}')
+        raise MaskingError(
+            f"a span must be an object with start/end/kind, got {type(raw).__name__}",
+            fix='write spans as {"start": int, "end": int, "kind": "entity"|"phrase", ...}',
+        )
     try:
         start, end = raw["start"], raw["end"]
     except KeyError as missing:
-        raise MaskingError(f"span {dict(raw)!r} has no {missing.args[0]!r}",
-                           fix="every span needs integer character offsets 'start' and 'end'") from None
+        raise MaskingError(
+            f"span {dict(raw)!r} has no {missing.args[0]!r}",
+            fix="every span needs integer character offsets 'start' and 'end'",
+        ) from None
     if isinstance(start, bool) or isinstance(end, bool) or not isinstance(start, int) or not isinstance(end, int):
-        raise MaskingError(f"span offsets must be integers, got start={start!r} end={end!r}",
-                           fix="use character offsets into the text, end exclusive")
+        raise MaskingError(
+            f"span offsets must be integers, got start={start!r} end={end!r}",
+            fix="use character offsets into the text, end exclusive",
+        )
     raw_kind = raw.get("kind") or "entity"
     if raw_kind not in SPAN_KINDS:
         raise MaskingError(f"span kind {raw_kind!r} is not one of {list(SPAN_KINDS)}", fix="use 'entity' or 'phrase'")
@@ -125,18 +131,27 @@ def coerce_span(raw: Mapping[str, Any], *, default_source: str = "gold") -> Span
     if entity_id is None:
         entity_id = -1
     if isinstance(entity_id, bool) or not isinstance(entity_id, int):
-        raise MaskingError(f"span entity_id must be an integer KG id or -1, got {entity_id!r}",
-                           fix="map entity names to ids with kg.KnowledgeGraph.entity_id, or use -1")
+        raise MaskingError(
+            f"span entity_id must be an integer KG id or -1, got {entity_id!r}",
+            fix="map entity names to ids with kg.KnowledgeGraph.entity_id, or use -1",
+        )
     if not -1 <= entity_id <= MAX_ENTITY_ID:
-        raise MaskingError(f"span entity_id {entity_id} is not a KG id (0 to {MAX_ENTITY_ID:,}) or -1",
-                           fix="use the entity's row in kg/entities.tsv, or -1 for an unlinked span")
-    return make_span(start, end, kind, str(raw.get("label") or ""), entity_id,
-                     str(raw.get("source") or default_source))
+        raise MaskingError(
+            f"span entity_id {entity_id} is not a KG id (0 to {MAX_ENTITY_ID:,}) or -1",
+            fix="use the entity's row in kg/entities.tsv, or -1 for an unlinked span",
+        )
+    return make_span(start, end, kind, str(raw.get("label") or ""), entity_id, str(raw.get("source") or default_source))
 
 
-def check_spans(text: str, spans: Sequence[Mapping[str, Any]], *, doc_id: str = "?",
-                field: str = "spans", on_invalid: Literal["error", "drop"] = "error",
-                default_source: str = "gold") -> tuple[list[Span], int]:
+def check_spans(
+    text: str,
+    spans: Sequence[Mapping[str, Any]],
+    *,
+    doc_id: str = "?",
+    field: str = "spans",
+    on_invalid: Literal["error", "drop"] = "error",
+    default_source: str = "gold",
+) -> tuple[list[Span], int]:
     """Validate spans against ``text``; returns (valid spans, number dropped).
 
     A span is invalid when its offsets fall outside ``0..len(text)`` or ``start >= end``. With
@@ -161,13 +176,15 @@ def check_spans(text: str, spans: Sequence[Mapping[str, Any]], *, doc_id: str = 
                 f"span [{span['start']}, {span['end']}) lies outside the text of {n} characters or is empty",
                 where=f"document {doc_id!r} field {field}[{i}]",
                 fix="spans are character offsets into 'text' with 0 <= start < end <= len(text); fix the corpus "
-                    "or set invalid_spans='drop' in the annotation config")
+                "or set invalid_spans='drop' in the annotation config",
+            )
         valid.append(span)
     return valid, dropped
 
 
-def spans_from_token_positions(tokens: Sequence[str], mentions: Sequence[tuple[Sequence[int], Mapping[str, Any]]],
-                               *, separator: str = " ") -> tuple[str, list[Span]]:
+def spans_from_token_positions(
+    tokens: Sequence[str], mentions: Sequence[tuple[Sequence[int], Mapping[str, Any]]], *, separator: str = " "
+) -> tuple[str, list[Span]]:
     """Join pre-tokenised text (FewRel style) and turn token-index mentions into character spans.
 
     ``mentions`` holds ``(token_positions, span_fields)``; positions are token indices (contiguous or
@@ -185,8 +202,18 @@ def spans_from_token_positions(tokens: Sequence[str], mentions: Sequence[tuple[S
             continue
         first, last = min(positions), max(positions)
         if first < 0 or last >= len(tokens):
-            raise MaskingError(f"token positions {list(positions)} fall outside the {len(tokens)} tokens",
-                               fix="token positions are 0-based indices into 'tokens'")
-        spans.append(make_span(starts[first], starts[last] + len(tokens[last]), fields.get("kind", "entity"),
-                               fields.get("label", ""), fields.get("entity_id", -1), fields.get("source", "gold")))
+            raise MaskingError(
+                f"token positions {list(positions)} fall outside the {len(tokens)} tokens",
+                fix="token positions are 0-based indices into 'tokens'",
+            )
+        spans.append(
+            make_span(
+                starts[first],
+                starts[last] + len(tokens[last]),
+                fields.get("kind", "entity"),
+                fields.get("label", ""),
+                fields.get("entity_id", -1),
+                fields.get("source", "gold"),
+            )
+        )
     return text, spans

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import bisect
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from masking.spans import Span
 
 # A word: a run of word characters, except that a CJK character (no spaces in Chinese/Japanese) is a word
 # of its own, as in masking.align; a segmenter's words replace both.
-_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|"
-                   r"(?:(?![\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])\w)+")
+_WORD = re.compile(
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]|"
+    r"(?:(?![\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])\w)+"
+)
 
 
 def word_offsets(text: str, segmenter: Any = None) -> list[tuple[int, int]]:
@@ -68,9 +71,15 @@ def gold_matches(gold: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str,
     return counts
 
 
-def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
-               candidates: Mapping[str, Sequence[Span]] | None = None,
-               gold: Sequence[Span] | None = None, segmenter: Any = None) -> dict[str, Any]:
+def doc_counts(
+    text: str,
+    spans: Sequence[Span],
+    *,
+    linker: Any = None,
+    candidates: Mapping[str, Sequence[Span]] | None = None,
+    gold: Sequence[Span] | None = None,
+    segmenter: Any = None,
+) -> dict[str, Any]:
     """Counts for one document: final ``spans``, optionally raw detector ``candidates`` and ``gold`` spans.
     Words (``token_coverage``: the share of words a span overlaps) are the ``segmenter``'s, see ``word_offsets``."""
     by_kind: dict[str, int] = {}
@@ -84,15 +93,22 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
             entity_spans += 1
             if span["entity_id"] >= 0:
                 linked += 1
-                if linker is not None and linker.link(text[span["start"]:span["end"]])[1]:
+                if linker is not None and linker.link(text[span["start"] : span["end"]])[1]:
                     ambiguous += 1
     words = word_offsets(text, segmenter)
     if spans:  # spans are disjoint after resolution
         covered_words = _covered(words, spans)
     record: dict[str, Any] = {
-        "spans": len(spans), "by_kind": by_kind, "by_source": by_source, "entity_spans": entity_spans,
-        "linked": linked, "ambiguous": ambiguous, "words": len(words), "chars": len(text),
-        "covered_words": covered_words, "covered_chars": covered_chars,
+        "spans": len(spans),
+        "by_kind": by_kind,
+        "by_source": by_source,
+        "entity_spans": entity_spans,
+        "linked": linked,
+        "ambiguous": ambiguous,
+        "words": len(words),
+        "chars": len(text),
+        "covered_words": covered_words,
+        "covered_chars": covered_chars,
     }
     if candidates is not None:
         record["candidates_by_source"] = {source: len(found) for source, found in candidates.items() if found}
@@ -110,8 +126,12 @@ def doc_counts(text: str, spans: Sequence[Span], *, linker: Any = None,
             if source == "gold" or not found:
                 continue
             hits = gold_matches(gold_entities, found)
-            for counts, key in ((exact, "exact"), (overlap, "overlap"), (link_total, "link_total"),
-                                (link_correct, "link_correct")):
+            for counts, key in (
+                (exact, "exact"),
+                (overlap, "overlap"),
+                (link_total, "link_total"),
+                (link_correct, "link_correct"),
+            ):
                 if hits[key]:
                     counts[source] = counts.get(source, 0) + hits[key]
         record["gold_exact"] = exact
@@ -167,15 +187,18 @@ def finalize_stats(counts: Mapping[str, Any]) -> dict[str, Any]:
             "gold_linked": c.get("gold_linked", 0),
             "recall_exact": {s: _ratio(c.get("gold_exact", {}).get(s, 0), gold) for s in sources},
             "recall_overlap": {s: _ratio(c.get("gold_overlap", {}).get(s, 0), gold) for s in sources},
-            "link_accuracy": {s: _ratio(c.get("gold_link_correct", {}).get(s, 0), n)
-                              for s, n in sorted(c.get("gold_link_total", {}).items())},
+            "link_accuracy": {
+                s: _ratio(c.get("gold_link_correct", {}).get(s, 0), n)
+                for s, n in sorted(c.get("gold_link_total", {}).items())
+            },
         }
     stats["counts"] = c
     return stats
 
 
-def annotation_stats(dataset: Any, alias_index: Any = None, *, gold_column: str | None = None,
-                     segmenter: Any = None) -> dict[str, Any]:
+def annotation_stats(
+    dataset: Any, alias_index: Any = None, *, gold_column: str | None = None, segmenter: Any = None
+) -> dict[str, Any]:
     """Statistics of an annotated dataset (``text`` + ``spans``). With ``alias_index``, ambiguous linked
     mentions are counted; with ``gold_column`` (a column of gold spans), recall of the final spans."""
     from masking.detectors.linking import MentionLinker

@@ -30,8 +30,15 @@ import torch
 
 from masking.spans import KIND_ENTITY, KIND_PHRASE, KIND_WORD
 
-__all__ = ["selection_units", "choose_units", "first_tier_share", "unit_actions", "KIND_WORD", "KIND_PHRASE",
-           "KIND_ENTITY"]
+__all__ = [
+    "selection_units",
+    "choose_units",
+    "first_tier_share",
+    "unit_actions",
+    "KIND_WORD",
+    "KIND_PHRASE",
+    "KIND_ENTITY",
+]
 
 _EMPTY_TIER = 3  # ids that no token uses sort last
 
@@ -47,14 +54,21 @@ def _truncated_geometric(shape: tuple[int, ...], p: float, max_len: int, generat
         return torch.ones(shape, dtype=torch.long)
     u = torch.rand(shape, generator=generator, dtype=torch.float64)
     q = 1.0 - p
-    tail = 1.0 - q ** max_len
+    tail = 1.0 - q**max_len
     lengths = torch.ceil(torch.log1p(-u * tail) / math.log(q)).long()
     return lengths.clamp_(1, max_len)
 
 
-def selection_units(strategy: str, content: torch.Tensor, unit_ids: torch.Tensor | None,
-                    unit_kind: torch.Tensor | None, word_ids: torch.Tensor | None, generator: torch.Generator,
-                    span_p: float = 0.2, span_max: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def selection_units(
+    strategy: str,
+    content: torch.Tensor,
+    unit_ids: torch.Tensor | None,
+    unit_kind: torch.Tensor | None,
+    word_ids: torch.Tensor | None,
+    generator: torch.Generator,
+    span_p: float = 0.2,
+    span_max: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token -> local selection unit ([B, L], -1 never masked) and tiers ([B, U]).
 
     ``content`` marks maskable tokens (non-special, non-padding). ``word_ids`` falls back to
@@ -123,8 +137,9 @@ def _fill(sizes: torch.Tensor, pool: torch.Tensor, quota: torch.Tensor) -> torch
     return pool & ((before + 0.5 * sizes) < quota.unsqueeze(1))
 
 
-def choose_units(ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor, generator: torch.Generator,
-                 first_share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def choose_units(
+    ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor, generator: torch.Generator, first_share: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fill each row's ``budget`` (float tokens, [B]) with whole units.
 
     Tier-0 units get ``first_share`` x budget (per row); the later tiers the rest, plus what tier 0 left
@@ -159,8 +174,9 @@ def choose_units(ids: torch.Tensor, tiers: torch.Tensor, budget: torch.Tensor, g
     return masked, chosen
 
 
-def unit_actions(ids: torch.Tensor, n_units: int, mask_prob: float, random_prob: float,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def unit_actions(
+    ids: torch.Tensor, n_units: int, mask_prob: float, random_prob: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per unit: replace with [MASK] (prob ``mask_prob``), with random tokens (``random_prob``), or keep.
 
     Decided once per unit and broadcast to its tokens: returns ``(to_mask [B, L], to_random [B, L])``.

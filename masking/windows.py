@@ -83,9 +83,14 @@ def _window_words(starts: np.ndarray, lo: int, hi: int) -> list[tuple[int, int]]
     return list(zip(inside.tolist(), ends.tolist()))
 
 
-def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Sequence[Mapping[str, Any]]],
-                     max_length: int, stride: int, segmenter: Any = None
-                     ) -> tuple[list[str], list[list[dict[str, Any]]], list[int], Any]:
+def window_documents(
+    tokenizer: Any,
+    texts: Sequence[str],
+    spans: Sequence[Sequence[Mapping[str, Any]]],
+    max_length: int,
+    stride: int,
+    segmenter: Any = None,
+) -> tuple[list[str], list[list[dict[str, Any]]], list[int], Any]:
     """Cut the documents longer than a window into windows on unit boundaries.
 
     ``spans``: checked spans per text (sorted, disjoint). Returns ``(texts, spans, doc_of_window,
@@ -96,8 +101,15 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
     from masking.char_words import _anchor, _char_word_ids
 
     capacity = max_length - tokenizer.num_special_tokens_to_add()
-    enc = tokenizer(list(texts), add_special_tokens=False, truncation=False, return_offsets_mapping=True,
-                    return_attention_mask=False, return_token_type_ids=False, verbose=False)
+    enc = tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        truncation=False,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+        verbose=False,
+    )
     lengths = np.fromiter((len(ids) for ids in enc["input_ids"]), dtype=np.int64, count=len(texts))
     long_docs = np.flatnonzero(lengths > capacity).tolist()
     out_texts: list[str] = list(texts)
@@ -114,12 +126,21 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
     tok_base = np.repeat(bases, seq_lengths)
     flat = np.concatenate(offsets) if offsets else np.zeros((0, 2), dtype=np.int64)
     text_len = np.fromiter(map(len, long_texts), dtype=np.int64, count=len(long_texts))
-    tok_start, tok_end = _anchor(flat[:, 0] + tok_base, flat[:, 1] + tok_base, nonspace,
-                                 np.repeat(bases + text_len, seq_lengths))
+    tok_start, tok_end = _anchor(
+        flat[:, 0] + tok_base, flat[:, 1] + tok_base, nonspace, np.repeat(bases + text_len, seq_lengths)
+    )
     word = char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)]
     unit_ids, _, _, word_ids = _align_flat(
-        tok_start=tok_start, tok_end=tok_end, special=np.zeros(flat.shape[0], dtype=bool), word=word,
-        span_start=s_start, span_end=s_end, span_kind=s_kind, span_eid=s_eid, seq_lengths=seq_lengths)
+        tok_start=tok_start,
+        tok_end=tok_end,
+        special=np.zeros(flat.shape[0], dtype=bool),
+        word=word,
+        span_start=s_start,
+        span_end=s_end,
+        span_kind=s_kind,
+        span_eid=s_eid,
+        seq_lengths=seq_lengths,
+    )
     rebuilt_texts: list[str] = []
     rebuilt_spans: list[list[dict[str, Any]]] = []
     rebuilt_doc: list[int] = []
@@ -146,7 +167,12 @@ def window_documents(tokenizer: Any, texts: Sequence[str], spans: Sequence[Seque
             rebuilt_texts.append(text[lo:hi])
             if seg is not None:
                 known[text[lo:hi]] = _window_words(seg, int(bases[k]) + lo, int(bases[k]) + hi)
-            rebuilt_spans.append([{**s, "start": max(s["start"], lo) - lo, "end": min(s["end"], hi) - lo}
-                                  for s in out_spans[i] if s["start"] < hi and s["end"] > lo])
+            rebuilt_spans.append(
+                [
+                    {**s, "start": max(s["start"], lo) - lo, "end": min(s["end"], hi) - lo}
+                    for s in out_spans[i]
+                    if s["start"] < hi and s["end"] > lo
+                ]
+            )
             rebuilt_doc.append(i)
     return rebuilt_texts, rebuilt_spans, rebuilt_doc, (None if segmenter is None else KnownWords(segmenter, known))

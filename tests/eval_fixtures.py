@@ -4,8 +4,9 @@ logits the test controls, and a complete tiny run directory (KG, corpus, encoded
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,18 +27,36 @@ SENTENCES = [
 
 # (name, label, aliases)
 ENTITIES = [
-    ("paris", "Paris", []), ("france", "France", []), ("berlin", "Berlin", []), ("germany", "Germany", []),
-    ("rome", "Rome", []), ("italy", "Italy", []), ("madrid", "Madrid", []), ("spain", "Spain", []),
-    ("vienna", "Vienna", []), ("austria", "Austria", []), ("warsaw", "Warsaw", []), ("poland", "Poland", []),
-    ("marie_curie", "Marie Curie", ["Curie"]), ("albert_einstein", "Albert Einstein", ["Einstein"]),
-    ("ulm", "Ulm", []), ("seine", "Seine", []), ("danube", "Danube", []),
+    ("paris", "Paris", []),
+    ("france", "France", []),
+    ("berlin", "Berlin", []),
+    ("germany", "Germany", []),
+    ("rome", "Rome", []),
+    ("italy", "Italy", []),
+    ("madrid", "Madrid", []),
+    ("spain", "Spain", []),
+    ("vienna", "Vienna", []),
+    ("austria", "Austria", []),
+    ("warsaw", "Warsaw", []),
+    ("poland", "Poland", []),
+    ("marie_curie", "Marie Curie", ["Curie"]),
+    ("albert_einstein", "Albert Einstein", ["Einstein"]),
+    ("ulm", "Ulm", []),
+    ("seine", "Seine", []),
+    ("danube", "Danube", []),
 ]
 RELATIONS = [("capital_of", "capital of"), ("bornIn", ""), ("lies_on", "lies on")]
 TRIPLES = [
-    ("paris", "capital_of", "france"), ("berlin", "capital_of", "germany"), ("rome", "capital_of", "italy"),
-    ("madrid", "capital_of", "spain"), ("vienna", "capital_of", "austria"), ("warsaw", "capital_of", "poland"),
-    ("marie_curie", "bornIn", "warsaw"), ("albert_einstein", "bornIn", "ulm"),
-    ("paris", "lies_on", "seine"), ("vienna", "lies_on", "danube"),
+    ("paris", "capital_of", "france"),
+    ("berlin", "capital_of", "germany"),
+    ("rome", "capital_of", "italy"),
+    ("madrid", "capital_of", "spain"),
+    ("vienna", "capital_of", "austria"),
+    ("warsaw", "capital_of", "poland"),
+    ("marie_curie", "bornIn", "warsaw"),
+    ("albert_einstein", "bornIn", "ulm"),
+    ("paris", "lies_on", "seine"),
+    ("vienna", "lies_on", "danube"),
 ]
 
 
@@ -54,8 +73,13 @@ class StubMLM(nn.Module):
     logits are ``margin`` on it and 0 elsewhere. Records whether entity_ids were passed.
     """
 
-    def __init__(self, vocab_size: int, predict: Callable[[list[int]], list[int]], margin: float = 30.0,
-                 takes_entities: bool = False) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        predict: Callable[[list[int]], list[int]],
+        margin: float = 30.0,
+        takes_entities: bool = False,
+    ) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.predict = predict
@@ -64,8 +88,9 @@ class StubMLM(nn.Module):
         self.seen_entity_ids: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.takes_entities = takes_entities
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                **kwargs: Any) -> MaskedLMOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> MaskedLMOutput:
         if kwargs.get("entity_ids") is not None:
             self.seen_entity_ids.append((input_ids.clone(), kwargs["entity_ids"].clone()))
         logits = torch.zeros(*input_ids.shape, self.vocab_size)
@@ -83,8 +108,9 @@ class ScoreMLM(nn.Module):
         self.scores = scores.float()
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                **kwargs: Any) -> MaskedLMOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any
+    ) -> MaskedLMOutput:
         return MaskedLMOutput(logits=self.scores.expand(*input_ids.shape, -1).clone())
 
 
@@ -107,17 +133,20 @@ def encode_rows(tokenizer: Any, texts: Sequence[str], max_length: int = 32) -> l
 
     index = {name: i for i, (name, _, _) in enumerate(ENTITIES)}
     spans = [mention_spans(text, index) for text in texts]
-    columns = encode_with_units(tokenizer, list(texts), spans, max_length=max_length,
-                                doc_ids=[f"doc{i}" for i in range(len(texts))])
+    columns = encode_with_units(
+        tokenizer, list(texts), spans, max_length=max_length, doc_ids=[f"doc{i}" for i in range(len(texts))]
+    )
     keys = ["input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "doc_id"]
     return [{k: columns[k][i] for k in keys} for i in range(len(columns["input_ids"]))]
 
 
 def write_kg(kg_dir: Path, metrics: dict[str, Any] | None = None) -> None:
     kg_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["id\tname\tlabel\taliases"] + [f"{i}\t{n}\t{l}\t{'|'.join(a)}" for i, (n, l, a) in enumerate(ENTITIES)]
+    lines = ["id\tname\tlabel\taliases"] + [
+        f"{i}\t{n}\t{label}\t{'|'.join(a)}" for i, (n, label, a) in enumerate(ENTITIES)
+    ]
     (kg_dir / "entities.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    lines = ["id\tname\tlabel"] + [f"{i}\t{n}\t{l}" for i, (n, l) in enumerate(RELATIONS)]
+    lines = ["id\tname\tlabel"] + [f"{i}\t{n}\t{label}" for i, (n, label) in enumerate(RELATIONS)]
     (kg_dir / "relations.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     lines = ["head\trelation\ttail"] + ["\t".join(t) for t in TRIPLES]  # the header KnowledgeGraph.save writes
     (kg_dir / "triples.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -134,16 +163,30 @@ LOG_HISTORY = [
 ]
 
 ANNOTATION_STATS = {
-    "documents": 10, "spans": 24, "spans_by_kind": {"entity": 20, "phrase": 4},
-    "spans_by_source": {"gold": 20, "noun_chunk": 4}, "candidates_by_source": {},
-    "entity_spans": 20, "linked_entity_spans": 18, "linked_fraction": 0.9, "ambiguous_fraction": None,
+    "documents": 10,
+    "spans": 24,
+    "spans_by_kind": {"entity": 20, "phrase": 4},
+    "spans_by_source": {"gold": 20, "noun_chunk": 4},
+    "candidates_by_source": {},
+    "entity_spans": 20,
+    "linked_entity_spans": 18,
+    "linked_fraction": 0.9,
+    "ambiguous_fraction": None,
     "counts": {"by_kind": {"entity": 20}},
 }
 
 
-def build_run_dir(root: Path, *, name: str = "tiny", strategy: str = "entity", fusion: bool = True,
-                  seed: int = 0, eval_section: dict[str, Any] | None = None, fewrel: Path | None = None,
-                  with_model: bool = True) -> Path:
+def build_run_dir(
+    root: Path,
+    *,
+    name: str = "tiny",
+    strategy: str = "entity",
+    fusion: bool = True,
+    seed: int = 0,
+    eval_section: dict[str, Any] | None = None,
+    fewrel: Path | None = None,
+    with_model: bool = True,
+) -> Path:
     """A complete tiny run directory with an untrained (seeded) tiny KEPT model."""
     import datasets
 
@@ -155,14 +198,22 @@ def build_run_dir(root: Path, *, name: str = "tiny", strategy: str = "entity", f
     section = {"max_documents": 10}
     if fewrel is not None:
         section["fewrel"] = str(fewrel)
-    config = RunConfig.model_validate({
-        "name": name, "runs_dir": str(root), "data": section, "masking": {"strategy": strategy},
-        "model": {"preset": "tiny", "fusion": fusion}, "train": {"seed": seed, "max_steps": 3},
-        "eval": eval_section or {},
-    })
+    config = RunConfig.model_validate(
+        {
+            "name": name,
+            "runs_dir": str(root),
+            "data": section,
+            "masking": {"strategy": strategy},
+            "model": {"preset": "tiny", "fusion": fusion},
+            "train": {"seed": seed, "max_steps": 3},
+            "eval": eval_section or {},
+        }
+    )
     save_config(config, run_dir)
-    write_kg(run_dir / "kg", {"model": "TransE", "mrr": 0.25, "hits_at_1": 0.1, "hits_at_3": 0.3,
-                              "hits_at_10": 0.6, "dim": 16})
+    write_kg(
+        run_dir / "kg",
+        {"model": "TransE", "mrr": 0.25, "hits_at_1": 0.1, "hits_at_3": 0.3, "hits_at_10": 0.6, "dim": 16},
+    )
     (run_dir / "corpus").mkdir(exist_ok=True)
     (run_dir / "corpus" / "annotation_stats.json").write_text(json.dumps(ANNOTATION_STATS), encoding="utf-8")
     (run_dir / "logs").mkdir(exist_ok=True)
@@ -174,9 +225,15 @@ def build_run_dir(root: Path, *, name: str = "tiny", strategy: str = "entity", f
         datasets.Dataset.from_list(part).save_to_disk(str(run_dir / "encoded" / split))
     if with_model:
         torch.manual_seed(seed)
-        model_config = KeptConfig.from_preset("tiny", vocab_size=len(tokenizer), entity_vocab_size=len(ENTITIES),
-                                              entity_dim=16, num_entity_attention_heads=2,
-                                              freeze_entity_table=False, max_position_embeddings=128)
+        model_config = KeptConfig.from_preset(
+            "tiny",
+            vocab_size=len(tokenizer),
+            entity_vocab_size=len(ENTITIES),
+            entity_dim=16,
+            num_entity_attention_heads=2,
+            freeze_entity_table=False,
+            max_position_embeddings=128,
+        )
         KeptForPreTraining(model_config).save_pretrained(str(run_dir / "model"))
     return run_dir
 
@@ -188,11 +245,15 @@ def fake_run(root: Path, name: str, cloze: float, token_loss: float, relation: d
     from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION
 
     record = {
-        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION, "run": name,
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "run": name,
         "model": {"strategy": "entity", "fusion": True, "num_parameters": 10},
         "metrics": {
-            "mlm": {"strategy": {"strategy": "entity", "loss": token_loss + 0.5, "accuracy": 0.2, "num_predicted": 90},
-                    "token": {"strategy": "token", "loss": token_loss, "accuracy": 0.3, "num_predicted": 100}},
+            "mlm": {
+                "strategy": {"strategy": "entity", "loss": token_loss + 0.5, "accuracy": 0.2, "num_predicted": 90},
+                "token": {"strategy": "token", "loss": token_loss, "accuracy": 0.3, "num_predicted": 100},
+            },
             "cloze": {"accuracy": cloze, "piece_accuracy": cloze, "num_mentions": 50},
             "probe": {"mrr": 0.5, "hits_at_1": 0.25, "num_facts": 8, "per_relation": {"r": {"mrr": 0.5, "count": 8}}},
             "relation": relation or {"skipped": "no FewRel data configured"},

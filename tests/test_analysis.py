@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from eval_fixtures import ANNOTATION_STATS, ENTITIES, LOG_HISTORY, TRIPLES, fake_run, write_kg
+
 from kept import analysis
 from kept.errors import KeptError
 
@@ -27,7 +27,7 @@ def test_load_metrics_errors_name_the_file(tmp_path) -> None:
     (tmp_path / "run" / "eval").mkdir(parents=True)
     with pytest.raises(KeptError, match=r"run/eval/metrics\.json: metrics file not found"):
         analysis.load_metrics(tmp_path / "run")
-    (tmp_path / "run" / "eval" / "metrics.json").write_text("{\n  \"format\": ")
+    (tmp_path / "run" / "eval" / "metrics.json").write_text('{\n  "format": ')
     with pytest.raises(KeptError, match=r"metrics\.json:2: metrics file is not valid JSON"):
         analysis.load_metrics(tmp_path / "run")
     (tmp_path / "run" / "eval" / "metrics.json").write_text(json.dumps({"metrics": {}}))
@@ -83,8 +83,9 @@ def test_annotation_loaders(tmp_path) -> None:
     (run_dir / "corpus" / "annotation_stats.json").write_text(json.dumps(ANNOTATION_STATS))
     assert analysis.load_annotation_stats(run_dir)["linked_fraction"] == 0.9
     spans = [{"start": 0, "end": 5, "kind": "entity", "label": "", "entity_id": 0, "source": "gold"}]
-    datasets.Dataset.from_list([{"id": "d0", "title": "", "text": "Paris is nice.", "spans": spans}]) \
-        .save_to_disk(str(run_dir / "corpus" / "annotated"))
+    datasets.Dataset.from_list([{"id": "d0", "title": "", "text": "Paris is nice.", "spans": spans}]).save_to_disk(
+        str(run_dir / "corpus" / "annotated")
+    )
     assert analysis.load_annotations(run_dir)[0]["spans"][0]["entity_id"] == 0
     (run_dir / "corpus" / "documents.jsonl").write_text('{"id": "d0", "text": "x"}\n\n{"id": \n')
     with pytest.raises(KeptError, match=r"documents\.jsonl:3: invalid JSON"):
@@ -98,8 +99,16 @@ def test_examples_frame_joins_runs_on_the_same_items(tmp_path) -> None:
     for run_dir, prediction in ((a, "rome"), (b, "paris")):
         path = run_dir / "eval" / "metrics.json"
         data = json.loads(path.read_text())
-        data["examples"]["cloze"] = [{"doc_id": "d0", "position": 3, "context": "x [MASK]", "gold": "paris",
-                                      "prediction": prediction, "correct": prediction == "paris"}]
+        data["examples"]["cloze"] = [
+            {
+                "doc_id": "d0",
+                "position": 3,
+                "context": "x [MASK]",
+                "gold": "paris",
+                "prediction": prediction,
+                "correct": prediction == "paris",
+            }
+        ]
         path.write_text(json.dumps(data))
     frame = analysis.examples_frame({"token": a, "entity": b})
     assert list(frame.columns) == ["doc_id", "position", "context", "gold", "token", "token ok", "entity", "entity ok"]

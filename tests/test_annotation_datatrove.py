@@ -30,8 +30,9 @@ def test_datatrove_engine_with_two_workers_equals_one_process(tmp_path: Path) ->
     single = write_run(tmp_path / "single")
     whole = annotate_run_dir(single, AnnotationConfig.from_names("gold"))
     run = write_run(tmp_path / "engine")
-    result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gold", "--engine", "datatrove",
-                                      "--workers", "2"])
+    result = CliRunner().invoke(
+        app, ["annotate", str(run), "--detectors", "gold", "--engine", "datatrove", "--workers", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert _spans(run) == _spans(single) and len(_spans(run)) == len(TEXTS)
     shards = sorted(p.name for p in (run / "corpus" / "annotated.shards").glob("*.stats.json"))
@@ -51,8 +52,9 @@ def test_datatrove_engine_with_one_worker_writes_the_annotation_without_a_merge(
     single = write_run(tmp_path / "single")
     annotate_run_dir(single, AnnotationConfig.from_names("gold"))
     run = write_run(tmp_path / "engine")
-    result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gold", "--engine", "datatrove",
-                                      "--workers", "1"])
+    result = CliRunner().invoke(
+        app, ["annotate", str(run), "--detectors", "gold", "--engine", "datatrove", "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert _spans(run) == _spans(single)
 

@@ -16,8 +16,14 @@ from kept.rundir import RunLock
 from masking import AnnotationConfig
 
 REPO = Path(__file__).resolve().parents[1]
-TEXTS = ["Paris is in France.", "Barack Obama visited Microsoft.", "The Eiffel Tower is tall.",
-         "New York City never sleeps.", "Obama met Paris officials.", "Nothing to see here."]
+TEXTS = [
+    "Paris is in France.",
+    "Barack Obama visited Microsoft.",
+    "The Eiffel Tower is tall.",
+    "New York City never sleeps.",
+    "Obama met Paris officials.",
+    "Nothing to see here.",
+]
 
 
 def write_run(root: Path) -> Path:
@@ -50,8 +56,10 @@ def test_a_shard_runs_beside_a_sibling_and_leaves_the_merge_to_it(tmp_path):
         sibling.release()
     stats = annotate_shard(run, config, num_shards=2, shard_index=0)  # the last one to finish merges
     assert stats["shard"] == {"num_shards": 2, "merged": True} and stats["spans"] == whole["spans"]
-    assert load_from_disk(str(run / "corpus" / "annotated"))["spans"] == \
-        load_from_disk(str(tmp_path / "single" / "run" / "corpus" / "annotated"))["spans"]
+    assert (
+        load_from_disk(str(run / "corpus" / "annotated"))["spans"]
+        == load_from_disk(str(tmp_path / "single" / "run" / "corpus" / "annotated"))["spans"]
+    )
 
 
 def test_one_shard_is_annotated_by_one_process(tmp_path):
@@ -75,16 +83,37 @@ def test_two_concurrent_shard_processes_on_one_run(tmp_path):
 
     annotate_run_dir(write_run(tmp_path / "single"), AnnotationConfig.from_names("gold"))
     run = write_run(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "kept", "annotate", str(run), "--detectors", "gold",
-                               "--num-shards", "2", "--shard-index", str(i)], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kept",
+                "annotate",
+                str(run),
+                "--detectors",
+                "gold",
+                "--num-shards",
+                "2",
+                "--shard-index",
+                str(i),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
-    assert load_from_disk(str(run / "corpus" / "annotated"))["spans"] == \
-        load_from_disk(str(tmp_path / "single" / "run" / "corpus" / "annotated"))["spans"]
+    assert (
+        load_from_disk(str(run / "corpus" / "annotated"))["spans"]
+        == load_from_disk(str(tmp_path / "single" / "run" / "corpus" / "annotated"))["spans"]
+    )
     stats = json.loads((run / "corpus" / "annotation_stats.json").read_text())
     assert stats["shard"] == {"num_shards": 2, "merged": True} and stats["documents"] == len(TEXTS)
 

@@ -15,6 +15,7 @@ one run directory are checked in ``test_two_processes_are_refused_by_the_lock``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -23,17 +24,17 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
+from fusion.errors import FusionError
 from kept.errors import KeptError
 from kg.errors import KGError
 from masking.errors import MaskingError
-from fusion.errors import FusionError
 
 OUR_ERRORS = (KeptError, KGError, MaskingError, FusionError)
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ KEPT = [sys.executable, "-m", "kept"]
 
 
 # ------------------------------------------------------------------------------------------ fixtures
+
 
 @pytest.fixture(scope="module")
 def tiny_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -100,13 +102,14 @@ def _span(start: int, end: int, entity_id: int = -1) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ corpus
 
+
 def corpus_invalid_json(env: Env) -> list[str]:
     bad = env.write("bad.jsonl", _doc("Paris is nice.") + "\n" + '{"text": "no closing brace"\n')
     return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
 
 
 def corpus_latin1(env: Env) -> list[str]:
-    bad = env.write("latin.jsonl", '{"text": "ok"}\n'.encode() + '{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    bad = env.write("latin.jsonl", b'{"text": "ok"}\n' + '{"text": "caf\u00e9"}\n'.encode("latin-1"))
     return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
 
 
@@ -128,8 +131,9 @@ def corpus_huge_document(env: Env) -> list[str]:
 
 
 def corpus_span_outside_text(env: Env) -> list[str]:
-    bad = env.write("spans.jsonl", _doc("Paris is nice.", [_span(0, 5)]) + "\n"
-                    + _doc("Rome.", [_span(0, 40)], doc_id="e") + "\n")
+    bad = env.write(
+        "spans.jsonl", _doc("Paris is nice.", [_span(0, 5)]) + "\n" + _doc("Rome.", [_span(0, 40)], doc_id="e") + "\n"
+    )
     return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
 
 
@@ -166,18 +170,20 @@ def corpus_overwrite_disk_full(env: Env) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ annotation
 
+
 def annotate_unknown_entity_id(env: Env) -> list[str]:
     run = env.tiny()
     (run / "corpus" / "documents.jsonl").write_text(
-        _doc("Paris is nice.", [_span(0, 5, entity_id=999)]) + "\n", encoding="utf-8")
+        _doc("Paris is nice.", [_span(0, 5, entity_id=999)]) + "\n", encoding="utf-8"
+    )
     return ["annotate", str(run), "--detectors", "gold"]
 
 
 def annotate_corpus_bad_line(env: Env) -> list[str]:
     run = env.tiny()
     (run / "corpus" / "documents.jsonl").write_text(
-        _doc("One.", doc_id="1") + "\n" + _doc("Two.", doc_id="2") + "\n" + '{"id": "3", "text": \n',
-        encoding="utf-8")
+        _doc("One.", doc_id="1") + "\n" + _doc("Two.", doc_id="2") + "\n" + '{"id": "3", "text": \n', encoding="utf-8"
+    )
     return ["annotate", str(run), "--detectors", "gold"]
 
 
@@ -217,6 +223,7 @@ def encode_disk_full(env: Env) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ configuration
+
 
 def config_yaml_syntax(env: Env) -> list[str]:
     run = env.tiny()
@@ -258,6 +265,7 @@ def run_config_yaml_corrupt(env: Env) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ knowledge graph
 
+
 def triples_wrong_columns(env: Env) -> list[str]:
     bad = env.write("triples.tsv", "head\trelation\ttail\nParis\tcapital_of\tFrance\nRome\tcapital_of\n")
     return ["data", "triples", str(bad), "--out", str(env.tmp / "run")]
@@ -287,12 +295,14 @@ def encode_unknown_entity_id(env: Env) -> list[str]:
 
     run = env.tiny()
     with atomic_dir(run / "corpus" / "annotated") as tmp:
-        documents_to_dataset([{"id": "x", "title": "", "text": "Paris is nice.",
-                               "spans": [_span(0, 5, entity_id=10_000)]}]).save_to_disk(str(tmp))
+        documents_to_dataset(
+            [{"id": "x", "title": "", "text": "Paris is nice.", "spans": [_span(0, 5, entity_id=10_000)]}]
+        ).save_to_disk(str(tmp))
     return ["encode", str(run)]
 
 
 # ------------------------------------------------------------------------------------------ models and run dirs
+
 
 def init_from_not_a_checkpoint(env: Env) -> list[str]:
     run = env.tiny()
@@ -313,11 +323,12 @@ def tokenizer_model_mismatch(env: Env) -> list[str]:
     model = env.tmp / "other_model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 30522}), encoding="utf-8")
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
-    save_file({"kept.embeddings.word_embeddings.weight": np.zeros((4, 2), dtype=np.float32)},
-              str(model / "model.safetensors"))
+    save_file(
+        {"kept.embeddings.word_embeddings.weight": np.zeros((4, 2), dtype=np.float32)}, str(model / "model.safetensors")
+    )
     return ["pretrain", str(run), "--init-from", str(model)]
 
 
@@ -332,10 +343,9 @@ def init_from_swapped_tokens(env: Env) -> list[str]:
     vocab[first], vocab[second] = vocab[second], vocab[first]
     (model / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
     (model / "vocab.txt").unlink(missing_ok=True)
-    (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": len(vocab)}),
-                                       encoding="utf-8")
-    from safetensors.numpy import save_file
+    (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": len(vocab)}), encoding="utf-8")
     import numpy as np
+    from safetensors.numpy import save_file
 
     save_file({"unused": np.zeros((4, 2), dtype=np.float32)}, str(model / "model.safetensors"))
     return ["pretrain", str(run), "--init-from", str(model)]
@@ -347,14 +357,15 @@ def init_from_damaged_weights(env: Env) -> list[str]:
     model = env.tmp / "truncated_model"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"model_type": "kept", "vocab_size": 190}), encoding="utf-8")
-    (model / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")
+    (model / "model.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a": ')
     return ["pretrain", str(run), "--init-from", str(model)]
 
 
 def run_dir_from_other_version(env: Env) -> list[str]:
     run = env.tiny()
-    (run / ".kept-run.json").write_text(json.dumps({"format": "kept.run", "format_version": 99,
-                                                    "kept_version": "9.0.0"}), encoding="utf-8")
+    (run / ".kept-run.json").write_text(
+        json.dumps({"format": "kept.run", "format_version": 99, "kept_version": "9.0.0"}), encoding="utf-8"
+    )
     return ["encode", str(run)]
 
 
@@ -384,6 +395,7 @@ def report_missing_dir(env: Env) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ hardening (issue 14)
 
+
 def _auto_map_dir(run: Path, env: Env, name: str, file: str) -> Path:
     """A copy of the run's tokenizer (plus a kept config.json) whose ``file`` carries an ``auto_map``."""
     directory = env.tmp / name
@@ -406,20 +418,22 @@ def tokenizer_base_model_auto_map(env: Env) -> list[str]:
 
 def init_from_auto_map(env: Env) -> list[str]:
     """model.init_from: a checkpoint whose config.json has an auto_map (custom modelling code)."""
-    from safetensors.numpy import save_file
     import numpy as np
+    from safetensors.numpy import save_file
 
     run = env.tiny()
     model = _auto_map_dir(run, env, "evil_model", "config.json")
-    save_file({"kept.embeddings.word_embeddings.weight": np.zeros((4, 2), dtype=np.float32)},
-              str(model / "model.safetensors"))
+    save_file(
+        {"kept.embeddings.word_embeddings.weight": np.zeros((4, 2), dtype=np.float32)}, str(model / "model.safetensors")
+    )
     return ["pretrain", str(run), "--init-from", str(model)]
 
 
 def config_duplicate_section(env: Env) -> list[str]:
     run = env.tiny()
-    config = env.write("twice.yaml", "name: tiny\ntrain:\n  max_steps: 5\nencode: {max_length: 32}\n"
-                                     "train:\n  batch_size: 2\n")
+    config = env.write(
+        "twice.yaml", "name: tiny\ntrain:\n  max_steps: 5\nencode: {max_length: 32}\ntrain:\n  batch_size: 2\n"
+    )
     return ["encode", str(run), "--config", str(config)]
 
 
@@ -457,8 +471,13 @@ def config_max_steps_boolean(env: Env) -> list[str]:
 
 
 def corpus_span_float_offsets(env: Env) -> list[str]:
-    bad = env.write("floats.jsonl", _doc("Paris is nice.", [_span(0, 5)]) + "\n"
-                    + _doc("Rome is old.", [{**_span(0, 4), "end": 4.0}], doc_id="e") + "\n")
+    bad = env.write(
+        "floats.jsonl",
+        _doc("Paris is nice.", [_span(0, 5)])
+        + "\n"
+        + _doc("Rome is old.", [{**_span(0, 4), "end": 4.0}], doc_id="e")
+        + "\n",
+    )
     return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
 
 
@@ -495,6 +514,7 @@ def pretrain_empty_config(env: Env) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ tracebacks once (issue 14)
+
 
 def cli_missing_argument(env: Env) -> list[str]:
     return ["evaluate"]
@@ -545,7 +565,8 @@ def annotate_entity_id_too_large(env: Env) -> list[str]:
     run = env.tiny()
     (run / "corpus" / "documents.jsonl").write_text(
         _doc("Rome.", doc_id="r") + "\n" + _doc("Paris is nice.", [_span(0, 5, entity_id=10**30)]) + "\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return ["annotate", str(run), "--detectors", "gold"]
 
 
@@ -599,10 +620,13 @@ def run_bad_name_flag(env: Env) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ API calls
 
+
 def api_fewrel_corrupt(env: Env) -> Callable[[], Any]:
     from kept.fewrel import load_fewrel
 
-    bad = env.write("fewrel.json", '{"P17": [{"tokens": ["a", "b"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[5]]]}]}')
+    bad = env.write(
+        "fewrel.json", '{"P17": [{"tokens": ["a", "b"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[5]]]}]}'
+    )
     return lambda: load_fewrel(bad)
 
 
@@ -641,11 +665,17 @@ CASES: list[Case] = [
     Case("corpus_span_outside_text", corpus_span_outside_text, ("spans.jsonl:2", "outside the text")),
     Case("corpus_text_not_string", corpus_text_not_string, ("types.jsonl:1", "'text' is a int", "JSON string")),
     Case("corpus_parquet_corrupt", corpus_parquet_corrupt, ("corpus.parquet", "not a readable Parquet file")),
-    Case("corpus_dataset_dir_corrupt", corpus_dataset_dir_corrupt,
-         ("saved", "cannot read the saved dataset", "save_to_disk")),
+    Case(
+        "corpus_dataset_dir_corrupt",
+        corpus_dataset_dir_corrupt,
+        ("saved", "cannot read the saved dataset", "save_to_disk"),
+    ),
     Case("corpus_disk_full", corpus_overwrite_disk_full, ("documents.jsonl", "No space left", "free disk space")),
-    Case("annotate_unknown_entity_id", annotate_unknown_entity_id,
-         ("documents.jsonl", "spans[0] links to entity id 999", "entities", "kg/entities.tsv")),
+    Case(
+        "annotate_unknown_entity_id",
+        annotate_unknown_entity_id,
+        ("documents.jsonl", "spans[0] links to entity id 999", "entities", "kg/entities.tsv"),
+    ),
     Case("annotate_corpus_bad_line", annotate_corpus_bad_line, ("documents.jsonl:3", "invalid JSON")),
     Case("annotate_config_bad_yaml", annotate_config_bad_yaml, ("annotation.yaml:", "not valid YAML")),
     Case("annotate_disk_full", annotate_disk_full, ("annotated", "No space left", "free disk space")),
@@ -663,12 +693,21 @@ CASES: list[Case] = [
     Case("encode_unknown_entity_id", encode_unknown_entity_id, ("annotated", "entity id 10000", "KG has")),
     Case("init_from_not_a_checkpoint", init_from_not_a_checkpoint, ("model.init_from", "no config.json")),
     Case("init_from_escapes_runs_dir", init_from_escapes_runs_dir, ("model.init_from", "not a run name")),
-    Case("tokenizer_model_mismatch", tokenizer_model_mismatch,
-         ("model.init_from", "30522 tokens", "tokenizer", "kept encode")),
-    Case("init_from_swapped_tokens", init_from_swapped_tokens,
-         ("model.init_from", "differs from the run's tokenizer at token ids 10, 11", "kept encode")),
-    Case("init_from_damaged_weights", init_from_damaged_weights,
-         ("model.init_from", "model.safetensors' is not a readable safetensors file", "damaged")),
+    Case(
+        "tokenizer_model_mismatch",
+        tokenizer_model_mismatch,
+        ("model.init_from", "30522 tokens", "tokenizer", "kept encode"),
+    ),
+    Case(
+        "init_from_swapped_tokens",
+        init_from_swapped_tokens,
+        ("model.init_from", "differs from the run's tokenizer at token ids 10, 11", "kept encode"),
+    ),
+    Case(
+        "init_from_damaged_weights",
+        init_from_damaged_weights,
+        ("model.init_from", "model.safetensors' is not a readable safetensors file", "damaged"),
+    ),
     Case("run_dir_other_version", run_dir_from_other_version, ("kept 9.0.0", "run format 99", "new run directory")),
     Case("run_dir_locked", run_dir_locked, ("in use by `kept pretrain`", "wait for that command")),
     Case("evaluate_without_model", evaluate_without_model, ("run/model", "model not found", "pretrain the run first")),
@@ -679,10 +718,15 @@ CASES: list[Case] = [
     Case("api_load_triples_missing", api_load_triples_missing, ("missing.tsv", "not found")),
     Case("api_aliases_bad_row", api_aliases_bad_row, ("aliases.tsv:3",)),
     Case("api_output_path_escape", api_config_output_escape, ("eval.figures", "outside the run directory")),
-    Case("tokenizer_base_model_auto_map", tokenizer_base_model_auto_map,
-         ("tokenizer.base_model", "tokenizer_config.json", "`auto_map`", "trust_remote_code")),
+    Case(
+        "tokenizer_base_model_auto_map",
+        tokenizer_base_model_auto_map,
+        ("tokenizer.base_model", "tokenizer_config.json", "`auto_map`", "trust_remote_code"),
+    ),
     Case("init_from_auto_map", init_from_auto_map, ("model.init_from", "evil_model/config.json", "`auto_map`")),
-    Case("config_duplicate_section", config_duplicate_section, ("twice.yaml:5", "duplicate key 'train'", "lines 2 and 5")),
+    Case(
+        "config_duplicate_section", config_duplicate_section, ("twice.yaml:5", "duplicate key 'train'", "lines 2 and 5")
+    ),
     Case("config_yaml_alias_bomb", config_yaml_alias_bomb, ("bomb.yaml:2", "alias '*a'", "not allowed")),
     Case("annotate_config_alias", annotate_config_alias, ("annotation.yaml:2", "alias '*gold'")),
     Case("config_learning_rate_inf", config_learning_rate_inf, ("inf.yaml:4", "train.learning_rate", "finite")),
@@ -690,11 +734,21 @@ CASES: list[Case] = [
     Case("config_max_steps_boolean", config_max_steps_boolean, ("bool.yaml:3", "train.max_steps", "boolean true")),
     Case("corpus_span_float_offsets", corpus_span_float_offsets, ("floats.jsonl:2", "integers", "end=4.0")),
     Case("corpus_span_boolean_offsets", corpus_span_boolean_offsets, ("bools.jsonl:1", "integers", "start=False")),
-    Case("pretrain_entity_dim_mismatch", pretrain_entity_dim_mismatch, ("model.overrides.entity_dim", "KG embedding dim 16")),
-    Case("config_overrides_unknown_key", config_overrides_unknown_key,
-         ("typo.yaml:4", "unknown key 'model.overrides.hiden_size'", "did you mean 'hidden_size'", "KeptConfig")),
-    Case("config_overrides_wrong_type", config_overrides_wrong_type,
-         ("type.yaml:4", "model.overrides.num_hidden_layers", "valid integer")),
+    Case(
+        "pretrain_entity_dim_mismatch",
+        pretrain_entity_dim_mismatch,
+        ("model.overrides.entity_dim", "KG embedding dim 16"),
+    ),
+    Case(
+        "config_overrides_unknown_key",
+        config_overrides_unknown_key,
+        ("typo.yaml:4", "unknown key 'model.overrides.hiden_size'", "did you mean 'hidden_size'", "KeptConfig"),
+    ),
+    Case(
+        "config_overrides_wrong_type",
+        config_overrides_wrong_type,
+        ("type.yaml:4", "model.overrides.num_hidden_layers", "valid integer"),
+    ),
     Case("pretrain_empty_config", pretrain_empty_config, ("empty.yaml", "empty", "config.yaml")),
     Case("cli_missing_argument", cli_missing_argument, ("kept evaluate", "Missing argument", "kept evaluate --help")),
     Case("cli_unknown_option", cli_unknown_option, ("No such option: --bogus", "kept evaluate --help")),
@@ -703,27 +757,48 @@ CASES: list[Case] = [
     Case("runs_dir_is_a_file", runs_dir_is_a_file, ("runs: is a file", "cannot be made inside it")),
     Case("run_name_too_long", run_name_too_long, ("long.yaml:1", "'name'", "at most 200 characters")),
     Case("run_dir_name_too_long", run_dir_name_too_long, ("300 characters long", "at most 255", "shorter")),
-    Case("corpus_lone_surrogate", corpus_lone_surrogate, ("surrogate.jsonl:2", "'text'", "lone surrogate '\\ud800'"),
-         absent=("run/corpus",)),
-    Case("corpus_entity_id_too_large", corpus_entity_id_too_large,
-         ("huge_id.jsonl:1", "spans[0]", "entity_id 1000000000000000000000000000000", "or -1")),
-    Case("annotate_entity_id_too_large", annotate_entity_id_too_large,
-         ("documents.jsonl:2", "spans[0]", "entity_id 1000000000000000000000000000000")),
+    Case(
+        "corpus_lone_surrogate",
+        corpus_lone_surrogate,
+        ("surrogate.jsonl:2", "'text'", "lone surrogate '\\ud800'"),
+        absent=("run/corpus",),
+    ),
+    Case(
+        "corpus_entity_id_too_large",
+        corpus_entity_id_too_large,
+        ("huge_id.jsonl:1", "spans[0]", "entity_id 1000000000000000000000000000000", "or -1"),
+    ),
+    Case(
+        "annotate_entity_id_too_large",
+        annotate_entity_id_too_large,
+        ("documents.jsonl:2", "spans[0]", "entity_id 1000000000000000000000000000000"),
+    ),
     Case("triples_delimiter_empty", triples_delimiter_empty, ("delimiter", "'' is not one character")),
-    Case("triples_delimiter_two_characters", triples_delimiter_two_characters,
-         ("delimiter", "'ab' is not one character")),
-    Case("init_from_pickle_bin", init_from_pickle_bin,
-         ("model.init_from", "pytorch_model.bin' is a pickle file", "model.safetensors only")),
-    Case("resume_damaged_rng_state", resume_damaged_rng_state,
-         ("checkpoint-5/rng_state.pth", "damaged", "delete that checkpoint", "--restart")),
-    Case("resume_damaged_scheduler", resume_damaged_scheduler,
-         ("checkpoint-5/scheduler.pt", "damaged", "delete that checkpoint", "--restart")),
+    Case(
+        "triples_delimiter_two_characters", triples_delimiter_two_characters, ("delimiter", "'ab' is not one character")
+    ),
+    Case(
+        "init_from_pickle_bin",
+        init_from_pickle_bin,
+        ("model.init_from", "pytorch_model.bin' is a pickle file", "model.safetensors only"),
+    ),
+    Case(
+        "resume_damaged_rng_state",
+        resume_damaged_rng_state,
+        ("checkpoint-5/rng_state.pth", "damaged", "delete that checkpoint", "--restart"),
+    ),
+    Case(
+        "resume_damaged_scheduler",
+        resume_damaged_scheduler,
+        ("checkpoint-5/scheduler.pt", "damaged", "delete that checkpoint", "--restart"),
+    ),
     Case("run_force_unknown_stage", run_force_unknown_stage, ("error: --force: unknown stage 'pretrian'",)),
     Case("run_bad_name_flag", run_bad_name_flag, ("error: command line: invalid value for 'name'",)),
 ]
 
 
 # ------------------------------------------------------------------------------------------ the test
+
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     """Content hash and mtime of every file under ``root`` (the lock file is not an artifact)."""
@@ -745,8 +820,9 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input(case: Case, tmp_path: Path, tiny_template: Path, monkeypatch: pytest.MonkeyPatch,
-                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input(
+    case: Case, tmp_path: Path, tiny_template: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     env = Env(tmp_path, tiny_template, monkeypatch)
     call = case.setup(env)
@@ -785,6 +861,7 @@ def test_catalogue_is_big_enough() -> None:
 
 # ------------------------------------------------------------------------------------------ real processes
 
+
 def _env() -> dict[str, str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
     env.pop("RANK", None)
@@ -811,13 +888,22 @@ def test_two_processes_are_refused_by_the_lock(tmp_path: Path, tiny_template: Pa
     shutil.copytree(tiny_template, run)
     before = snapshot(run)
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from kept.rundir import RunLock
             with RunLock({str(run)!r}, "kept pretrain"):
                 print("locked", flush=True)
                 sys.stdin.readline()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         second = subprocess.run(KEPT + ["encode", str(run)], capture_output=True, text=True, env=_env(), timeout=120)
@@ -836,8 +922,9 @@ def test_two_processes_are_refused_by_the_lock(tmp_path: Path, tiny_template: Pa
         pass
 
 
-def test_every_writing_command_takes_the_lock(tmp_path: Path, tiny_template: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_writing_command_takes_the_lock(
+    tmp_path: Path, tiny_template: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Each command that writes a run directory is refused while the directory is locked."""
     from kept.rundir import RunLock
 
@@ -864,6 +951,7 @@ def test_every_writing_command_takes_the_lock(tmp_path: Path, tiny_template: Pat
 
 
 # ------------------------------------------------------------------------------------------ safe loading
+
 
 def test_weights_load_safely() -> None:
     """No unpickling loads and no remote code in the product: safetensors or torch.load(weights_only=True)."""
@@ -896,16 +984,27 @@ def test_every_from_pretrained_refuses_remote_code() -> None:
     for package in ("kg", "masking", "fusion", "kept"):
         for path in sorted((REPO / package).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            overrides = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
-                         and function.name == "from_pretrained" for node in ast.walk(function)}
+            overrides = {
+                id(node)
+                for function in ast.walk(tree)
+                if isinstance(function, ast.FunctionDef) and function.name == "from_pretrained"
+                for node in ast.walk(function)
+            }
             for node in ast.walk(tree):
-                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr == "from_pretrained") or id(node) in overrides:
+                if (
+                    not (
+                        isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "from_pretrained"
+                    )
+                    or id(node) in overrides
+                ):
                     continue
                 flags = [k.value for k in node.keywords if k.arg == "trust_remote_code"]
                 if not (flags and isinstance(flags[0], ast.Constant) and flags[0].value is False):
-                    problems.append(f"{path.relative_to(REPO)}:{node.lineno}: from_pretrained without "
-                                    "trust_remote_code=False")
+                    problems.append(
+                        f"{path.relative_to(REPO)}:{node.lineno}: from_pretrained without trust_remote_code=False"
+                    )
     assert not problems, problems
 
 

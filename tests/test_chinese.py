@@ -25,9 +25,15 @@ ZH_DOCUMENTS = [
     "长江是中国最长的河流，流经上海后注入东海。北京和上海之间有高速铁路。",
 ]
 ZH_TRIPLES = [
-    ("北京", "首都", "中华人民共和国"), ("故宫", "位于", "北京"), ("天安门广场", "位于", "北京"),
-    ("颐和园", "位于", "北京"), ("长城", "位于", "中华人民共和国"), ("上海", "位于", "中华人民共和国"),
-    ("黄浦江", "流经", "上海"), ("长江", "流经", "上海"), ("昆明湖", "位于", "颐和园"),
+    ("北京", "首都", "中华人民共和国"),
+    ("故宫", "位于", "北京"),
+    ("天安门广场", "位于", "北京"),
+    ("颐和园", "位于", "北京"),
+    ("长城", "位于", "中华人民共和国"),
+    ("上海", "位于", "中华人民共和国"),
+    ("黄浦江", "流经", "上海"),
+    ("长江", "流经", "上海"),
+    ("昆明湖", "位于", "颐和园"),
 ]
 MULTI_CHAR_WORDS = {"北京", "故宫", "天安门广场", "中华人民共和国"}
 
@@ -39,10 +45,18 @@ def _gold_spans(text: str, names: list[str]) -> list[dict]:
     for name in sorted(names, key=len, reverse=True):
         start = text.find(name)
         while start >= 0:
-            if not any(taken[start:start + len(name)]):
-                taken[start:start + len(name)] = [True] * len(name)
-                spans.append({"start": start, "end": start + len(name), "kind": "entity", "label": "",
-                              "entity_id": -1, "source": "gold"})
+            if not any(taken[start : start + len(name)]):
+                taken[start : start + len(name)] = [True] * len(name)
+                spans.append(
+                    {
+                        "start": start,
+                        "end": start + len(name),
+                        "kind": "entity",
+                        "label": "",
+                        "entity_id": -1,
+                        "source": "gold",
+                    }
+                )
             start = text.find(name, start + len(name))
     return sorted(spans, key=lambda s: s["start"])
 
@@ -53,20 +67,29 @@ def write_zh_config(tmp_path: Path, encode: str = "segmenter: jieba", strategy: 
     names = sorted({h for h, _, _ in ZH_TRIPLES} | {t for _, _, t in ZH_TRIPLES})
     with open(source / "corpus.jsonl", "w", encoding="utf-8") as handle:
         for i, text in enumerate(ZH_DOCUMENTS):
-            handle.write(json.dumps({"id": f"zh{i}", "title": f"文档{i}", "text": text,
-                                     "spans": _gold_spans(text, names)}, ensure_ascii=False) + "\n")
-    (source / "triples.tsv").write_text("head\trelation\ttail\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in ZH_TRIPLES),
-                                        encoding="utf-8")
+            handle.write(
+                json.dumps(
+                    {"id": f"zh{i}", "title": f"文档{i}", "text": text, "spans": _gold_spans(text, names)},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
+    (source / "triples.tsv").write_text(
+        "head\trelation\ttail\n" + "".join(f"{h}\t{r}\t{t}\n" for h, r, t in ZH_TRIPLES), encoding="utf-8"
+    )
     config = tmp_path / "zh.yaml"
-    config.write_text(f"""\
+    config.write_text(
+        f"""\
 name: zh
-data: {{source: files, corpus: {source / 'corpus.jsonl'}, kg_triples: {source / 'triples.tsv'}}}
+data: {{source: files, corpus: {source / "corpus.jsonl"}, kg_triples: {source / "triples.tsv"}}}
 annotation: {{detectors: [{{type: gold, link: false}}]}}
 tokenizer: {{vocab_size: 200, min_frequency: 1}}
 encode: {{max_length: 64, validation_fraction: 0.25, seed: 0, {encode}}}
 masking: {{strategy: {strategy}, seed: 0}}
 model: {{preset: tiny, fusion: false}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return config
 
 
@@ -96,14 +119,25 @@ def _masked_words(tokenizer: object, train: object, strategy: str) -> list[str]:
     """Collate the whole split; check every word is masked whole or not at all; return the masked words."""
     from masking import KnowledgeMaskingCollator
 
-    collator = KnowledgeMaskingCollator(tokenizer, strategy=strategy, mlm_probability=0.3, dea=False,
-                                        mask_replace_prob=1.0, random_replace_prob=0.0, seed=0)
+    collator = KnowledgeMaskingCollator(
+        tokenizer,
+        strategy=strategy,
+        mlm_probability=0.3,
+        dea=False,
+        mask_replace_prob=1.0,
+        random_replace_prob=0.0,
+        seed=0,
+    )
     if strategy == "ernie":
         collator.set_progress(0.0)
         assert collator.current_stage() == "whole_word"
     rows = [train[i] for i in range(len(train))]  # type: ignore[arg-type]
-    batch = collator([{k: r[k] for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids",
-                                         "word_ids")} for r in rows])
+    batch = collator(
+        [
+            {k: r[k] for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids")}
+            for r in rows
+        ]
+    )
     masked_words: list[str] = []
     for i, row in enumerate(rows):
         words = _words(tokenizer, row)
@@ -157,8 +191,7 @@ def test_unk_rate_above_the_limit_is_refused_in_one_line(tmp_path: Path, capsys:
     from kept.tokenizer import save_tokenizer, train_wordpiece
 
     english = tmp_path / "english-tokenizer"  # a vocabulary without Chinese characters
-    save_tokenizer(train_wordpiece([d["text"] for d in tiny_documents(8)[0]], vocab_size=120, min_frequency=1),
-                   english)
+    save_tokenizer(train_wordpiece([d["text"] for d in tiny_documents(8)[0]], vocab_size=120, min_frequency=1), english)
     run_dir = tmp_path / "run"
     config = write_zh_config(tmp_path, encode="segmenter: none")
     _run(config, run_dir, stages="data,annotate")
@@ -170,8 +203,21 @@ def test_unk_rate_above_the_limit_is_refused_in_one_line(tmp_path: Path, capsys:
     assert len(message) == 1 and "100.0% of the corpus tokens are [UNK]" in message[0], err
     assert "train a tokenizer on this corpus" in message[0] and "base model whose vocabulary covers" in message[0]
     assert "Traceback" not in err and not (run_dir / "encoded").exists()
-    accepted = runner.invoke(app, ["encode", str(run_dir), "--config", str(config), "--base-model", str(english),
-                                   "--segmenter", "jieba", "--set", "encode.max_unk_rate=null"])
+    accepted = runner.invoke(
+        app,
+        [
+            "encode",
+            str(run_dir),
+            "--config",
+            str(config),
+            "--base-model",
+            str(english),
+            "--segmenter",
+            "jieba",
+            "--set",
+            "encode.max_unk_rate=null",
+        ],
+    )
     assert accepted.exit_code == 0, accepted.output
     assert "[UNK] rate: 100.00%" in accepted.output
     stats = json.loads((run_dir / "encoded" / "stats.json").read_text())
@@ -210,8 +256,11 @@ def test_windows_on_chinese_text_keep_every_entity_whole(tmp_path: Path) -> None
     for i in range(len(train)):
         row = train[i]
         units: dict[int, str] = {}
-        for token, unit, kind in zip(tokenizer.convert_ids_to_tokens(row["input_ids"]), row["unit_ids"],  # type: ignore[attr-defined]
-                                     row["unit_kind"]):
+        for token, unit, kind in zip(
+            tokenizer.convert_ids_to_tokens(row["input_ids"]),
+            row["unit_ids"],  # type: ignore[attr-defined]
+            row["unit_kind"],
+        ):
             if kind == 2:
                 units[unit] = units.get(unit, "") + token
         assert set(units.values()) <= names, units  # every entity of a window is a whole name
@@ -248,7 +297,8 @@ def test_sanguo_sample_runs_through_yaml_with_jieba(tmp_path: Path) -> None:
     from kg import KnowledgeGraph
 
     config = tmp_path / "sanguo.yaml"
-    config.write_text("""\
+    config.write_text(
+        """\
 name: sanguo
 data: {source: sanguo_sample, max_documents: 24}
 annotation: {detectors: [{type: gazetteer}, {type: gold}]}
@@ -256,7 +306,9 @@ tokenizer: {vocab_size: 2000, min_frequency: 2}
 encode: {max_length: 64, validation_fraction: 0.25, seed: 0, segmenter: jieba}
 masking: {strategy: ernie, seed: 0}
 model: {preset: tiny, fusion: true}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     run_dir = tmp_path / "run"
     _run(config, run_dir)
     documents = [json.loads(line) for line in (run_dir / "corpus" / "documents.jsonl").read_text().splitlines()]
@@ -276,8 +328,25 @@ def test_kept_demo_lang_zh_runs_the_whole_pipeline(tmp_path: Path) -> None:
     detectors + gazetteer + gold, whole_word vs ernie+fusion on the same budget (about a minute on a CPU)."""
     pytest.importorskip("jieba")
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", "--lang", "zh", "--model", "tiny", "--out", str(out), "--documents", "12",
-                                 "--steps", "4", "--kg-epochs", "1", "--no-relation"])
+    result = runner.invoke(
+        app,
+        [
+            "demo",
+            "--lang",
+            "zh",
+            "--model",
+            "tiny",
+            "--out",
+            str(out),
+            "--documents",
+            "12",
+            "--steps",
+            "4",
+            "--kg-epochs",
+            "1",
+            "--no-relation",
+        ],
+    )
     assert result.exit_code == 0, result.output
     annotation = json.loads((out / "prepared" / "corpus" / "annotation_stats.json").read_text())
     assert annotation["spans_by_source"].get("pos_ner", 0) > 0 and 0 < annotation["token_coverage"] <= 1
@@ -297,7 +366,8 @@ def test_ernie_moves_from_jieba_words_to_phrases_to_entities(tmp_path: Path) -> 
     config = write_zh_config(tmp_path, strategy="ernie")
     text = config.read_text(encoding="utf-8").replace(
         "annotation: {detectors: [{type: gold, link: false}]}",
-        "annotation: {detectors: [{type: gold, link: false}, {type: pos_phrase}]}")
+        "annotation: {detectors: [{type: gold, link: false}, {type: pos_phrase}]}",
+    )
     config.write_text(text, encoding="utf-8")
     run_dir = tmp_path / "run"
     _run(config, run_dir)
@@ -310,8 +380,15 @@ def test_ernie_moves_from_jieba_words_to_phrases_to_entities(tmp_path: Path) -> 
     columns = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids")
     share: dict[str, dict[int, float]] = {}
     for progress, stage in ((0.1, "whole_word"), (0.5, "phrase"), (0.9, "entity")):
-        collator = KnowledgeMaskingCollator(tokenizer, strategy="ernie", mlm_probability=0.3, dea=False,
-                                            mask_replace_prob=1.0, random_replace_prob=0.0, seed=0)
+        collator = KnowledgeMaskingCollator(
+            tokenizer,
+            strategy="ernie",
+            mlm_probability=0.3,
+            dea=False,
+            mask_replace_prob=1.0,
+            random_replace_prob=0.0,
+            seed=0,
+        )
         collator.set_progress(progress)
         assert collator.current_stage() == stage
         counts = {0: 0, 1: 0, 2: 0}

@@ -42,7 +42,7 @@ def found(text: str, spans: list[dict]) -> set[tuple[str, str, int]]:
     """(covered text, label, entity id) of each span; offsets must slice the original text."""
     for span in spans:
         assert 0 <= span["start"] < span["end"] <= len(text)
-    return {(text[s["start"]:s["end"]], s["label"], s["entity_id"]) for s in spans}
+    return {(text[s["start"] : s["end"]], s["label"], s["entity_id"]) for s in spans}
 
 
 def test_pos_ner_labels_and_links_entities(index: AliasIndex) -> None:
@@ -53,9 +53,20 @@ def test_pos_ner_labels_and_links_entities(index: AliasIndex) -> None:
     assert {("上海", "GPE", 1), ("中国", "GPE", 2)} <= third
     assert all(s["kind"] == "entity" and s["source"] == "pos_ner" for s in detector.detect(TEXTS[:1])[0])
 
-    [people] = build_detectors(AnnotationConfig(detectors=[
-        {"type": "pos_ner", "labels": ["PERSON"], "link": False, "tags": {"nr": "PERSON", "ns": "PLACE"},
-         "name": "zh_people"}]), index)
+    [people] = build_detectors(
+        AnnotationConfig(
+            detectors=[
+                {
+                    "type": "pos_ner",
+                    "labels": ["PERSON"],
+                    "link": False,
+                    "tags": {"nr": "PERSON", "ns": "PLACE"},
+                    "name": "zh_people",
+                }
+            ]
+        ),
+        index,
+    )
     assert found(TEXTS[0], people.detect(TEXTS[:1])[0]) == {("毛泽东", "PERSON", -1)}
     assert people.detect(TEXTS[:1])[0][0]["source"] == "zh_people"
 
@@ -74,18 +85,19 @@ def test_pos_ner_joins_adjacent_words_only_into_a_kg_alias(index: AliasIndex) ->
 def test_pos_phrase_patterns() -> None:
     [phrases] = build_detectors(AnnotationConfig(detectors=[{"type": "pos_phrase"}]))
     spans = phrases.detect(TEXTS[1:3])
-    assert {"综合性大学", "北京市中心"} <= {TEXTS[1][s["start"]:s["end"]] for s in spans[0]}
-    assert "经济中心" in {TEXTS[2][s["start"]:s["end"]] for s in spans[1]}
+    assert {"综合性大学", "北京市中心"} <= {TEXTS[1][s["start"] : s["end"]] for s in spans[0]}
+    assert "经济中心" in {TEXTS[2][s["start"] : s["end"]] for s in spans[1]}
     assert all(s["kind"] == "phrase" and s["label"] == "NP" and s["end"] - s["start"] >= 2 for s in spans[0])
     # a narrower pattern: two common nouns only (北京市中心 is ns + n)
     [nouns] = build_detectors(AnnotationConfig(detectors=[{"type": "pos_phrase", "pattern": "<n><n>"}]))
-    texts = {TEXTS[2][s["start"]:s["end"]] for s in nouns.detect(TEXTS[2:3])[0]}
+    texts = {TEXTS[2][s["start"] : s["end"]] for s in nouns.detect(TEXTS[2:3])[0]}
     assert "经济中心" in texts and not any("北京" in t for t in texts)
     with pytest.raises(MaskingError, match="pattern"):
         build_detectors(AnnotationConfig(detectors=[{"type": "pos_phrase", "pattern": "n+ (noun)"}]))
     # pos_ner and pos_phrase tag each text once: the second reads the first one's tags
-    ner, phrase = build_detectors(AnnotationConfig(detectors=[{"type": "pos_ner", "link": False},
-                                                              {"type": "pos_phrase"}]))
+    ner, phrase = build_detectors(
+        AnnotationConfig(detectors=[{"type": "pos_ner", "link": False}, {"type": "pos_phrase"}])
+    )
     assert ner.tagging is phrase.tagging
     text = "颐和园是北京著名的皇家园林。"
     ner.detect([text])
@@ -94,9 +106,14 @@ def test_pos_phrase_patterns() -> None:
 
 def test_npmi_over_jieba_words_instead_of_characters() -> None:
     corpus = TEXTS * 4
-    chars, words = build_detectors(AnnotationConfig(detectors=[
-        {"type": "npmi", "min_count": 3, "threshold": 0.3},
-        {"type": "npmi", "min_count": 3, "threshold": 0.3, "segmenter": "jieba"}]))
+    chars, words = build_detectors(
+        AnnotationConfig(
+            detectors=[
+                {"type": "npmi", "min_count": 3, "threshold": 0.3},
+                {"type": "npmi", "min_count": 3, "threshold": 0.3, "segmenter": "jieba"},
+            ]
+        )
+    )
     chars.fit(corpus)
     words.fit(corpus)
     assert all(len(w) == 1 for pair in chars.scores for w in pair if not w.isascii())  # CJK: characters only
@@ -105,36 +122,42 @@ def test_npmi_over_jieba_words_instead_of_characters() -> None:
     spans = words.detect(TEXTS[3:4])[0]
     assert spans
     for span in spans:
-        piece = TEXTS[3][span["start"]:span["end"]]
+        piece = TEXTS[3][span["start"] : span["end"]]
         assert any(piece.startswith(w) for w in cut) and any(piece.endswith(w) for w in cut), piece
 
 
 def test_gazetteer_min_chars_by_script(index: AliasIndex) -> None:
     text = TEXTS[2]
     [by_script] = build_detectors(AnnotationConfig(detectors=[{"type": "gazetteer"}]), index)
-    assert {("沪", 1), ("京", 0)} <= {(text[s["start"]:s["end"]], s["entity_id"]) for s in by_script.detect([text])[0]}
+    assert {("沪", 1), ("京", 0)} <= {
+        (text[s["start"] : s["end"]], s["entity_id"]) for s in by_script.detect([text])[0]
+    }
     [two] = build_detectors(AnnotationConfig(detectors=[{"type": "gazetteer", "min_chars": 2}]), index)
-    assert "沪" not in {text[s["start"]:s["end"]] for s in two.detect([text])[0]}
+    assert "沪" not in {text[s["start"] : s["end"]] for s in two.detect([text])[0]}
     latin = AliasIndex()
     latin.add("Q", 0)
     latin.add("Queens", 0)
     [gazetteer] = build_detectors(AnnotationConfig(detectors=[{"type": "gazetteer"}]), latin)
-    assert [text[s["start"]:s["end"]] for text in ["Q is in Queens"] for s in gazetteer.detect([text])[0]] == ["Queens"]
+    assert [text[s["start"] : s["end"]] for text in ["Q is in Queens"] for s in gazetteer.detect([text])[0]] == [
+        "Queens"
+    ]
 
 
 def test_annotation_through_the_python_api(index: AliasIndex, graph: KnowledgeGraph) -> None:
     config = AnnotationConfig(detectors=[{"type": "gazetteer"}, {"type": "pos_ner"}, {"type": "pos_phrase"}])
     docs = documents_from_records([{"id": str(i), "text": t} for i, t in enumerate(TEXTS)])
-    annotated, stats = annotate_with_stats(docs, config, index, entity_labels=graph.entity_labels,
-                                           load_from_cache_file=False)
+    annotated, stats = annotate_with_stats(
+        docs, config, index, entity_labels=graph.entity_labels, load_from_cache_file=False
+    )
     row = annotated[1]
-    spans = {(row["text"][s["start"]:s["end"]], s["source"]) for s in row["spans"]}
+    spans = {(row["text"][s["start"] : s["end"]], s["source"]) for s in row["spans"]}
     assert {("故宫", "gazetteer"), ("紫禁城", "gazetteer"), ("综合性大学", "pos_phrase")} <= spans
     assert stats["spans_by_source"].get("pos_ner", 0) >= 1 and stats["spans_by_source"]["pos_phrase"] >= 2
 
 
 def _plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f'''
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(f'''
         from masking.detectors import register_detector
 
         class PalaceDetector:
@@ -166,21 +189,27 @@ def _plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -
                 def detect(self, texts):
                     return [[{{"start": 0, "end": len(t) + 5, "kind": "entity"}}] for t in texts]
             return Bad()
-        '''), encoding="utf-8")
+        '''),
+        encoding="utf-8",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
 
 
-def test_plugin_detector_registered_from_a_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  index: AliasIndex) -> None:
+def test_plugin_detector_registered_from_a_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: AliasIndex
+) -> None:
     _plugin_module(tmp_path, monkeypatch, "zh_palaces")
     # by factory path (imports the module, which also registers the name)
-    [detector] = build_detectors(AnnotationConfig(detectors=[
-        {"type": "plugin", "name": "palaces", "factory": "zh_palaces:make_palaces"}]), index)
+    [detector] = build_detectors(
+        AnnotationConfig(detectors=[{"type": "plugin", "name": "palaces", "factory": "zh_palaces:make_palaces"}]), index
+    )
     assert found(TEXTS[1], detector.detect(TEXTS[1:2])[0]) == {("故宫", "PALACE", 4)}
     assert detector.detect(TEXTS[1:2])[0][0]["source"] == "palaces"
     # by registered name, from the --detectors list too, with options
-    for config in (AnnotationConfig(detectors=[{"type": "plugin", "name": "zh_palaces", "options": {"suffix": "城"}}]),
-                   AnnotationConfig.from_names("zh_palaces,gazetteer")):
+    for config in (
+        AnnotationConfig(detectors=[{"type": "plugin", "name": "zh_palaces", "options": {"suffix": "城"}}]),
+        AnnotationConfig.from_names("zh_palaces,gazetteer"),
+    ):
         spans = build_detectors(config, index)[0].detect(TEXTS[1:2])[0]
         assert spans and {s["source"] for s in spans} == {"zh_palaces"}
     with pytest.raises(MaskingError, match=r"registered: .*zh_palaces"):
@@ -188,8 +217,9 @@ def test_plugin_detector_registered_from_a_module(tmp_path: Path, monkeypatch: p
     with pytest.raises(MaskingError, match="unknown detector name"):
         AnnotationConfig.from_names("no_such_detector")
     with pytest.raises(MaskingError, match="outside the text"):  # a plug-in's spans are checked
-        build_detectors(AnnotationConfig(detectors=[
-            {"type": "plugin", "name": "bad", "factory": "zh_palaces:broken"}]))[0].detect(["北京"])
+        build_detectors(
+            AnnotationConfig(detectors=[{"type": "plugin", "name": "bad", "factory": "zh_palaces:broken"}])
+        )[0].detect(["北京"])
     with pytest.raises(MaskingError, match="cannot import factory"):
         build_detectors(AnnotationConfig(detectors=[{"type": "plugin", "factory": "zh_nowhere:make"}]))
     # the annotation cache key follows the plug-in's source: an edited plug-in is run again
@@ -204,7 +234,8 @@ def test_plugin_detector_registered_from_a_module(tmp_path: Path, monkeypatch: p
 
 
 def test_plugin_from_an_installed_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "zh_ep_detectors.py").write_text(textwrap.dedent('''
+    (tmp_path / "zh_ep_detectors.py").write_text(
+        textwrap.dedent("""
         class Capital:
             def __init__(self, name, word):
                 self.name, self.word = name, word
@@ -215,7 +246,9 @@ def test_plugin_from_an_installed_entry_point(tmp_path: Path, monkeypatch: pytes
 
         def make(name, word="北京"):
             return Capital(name, word)
-        '''), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     info = tmp_path / "zh_ep_detectors-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: zh-ep-detectors\nVersion: 0.1\n", encoding="utf-8")
@@ -228,8 +261,9 @@ def test_plugin_from_an_installed_entry_point(tmp_path: Path, monkeypatch: pytes
     assert found(TEXTS[2], detector.detect(TEXTS[2:3])[0]) == {("北京", "CAPITAL", -1)}
 
 
-def test_yaml_annotation_with_chinese_detectors_and_a_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             graph: KnowledgeGraph, index: AliasIndex) -> None:
+def test_yaml_annotation_with_chinese_detectors_and_a_plugin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph: KnowledgeGraph, index: AliasIndex
+) -> None:
     from datasets import load_from_disk
     from typer.testing import CliRunner
 
@@ -243,7 +277,8 @@ def test_yaml_annotation_with_chinese_detectors_and_a_plugin(tmp_path: Path, mon
     with (run / "corpus" / "documents.jsonl").open("w", encoding="utf-8") as handle:
         for i, text in enumerate(TEXTS * 3):
             handle.write(json.dumps({"id": str(i), "title": "", "text": text, "spans": []}, ensure_ascii=False) + "\n")
-    (tmp_path / "annotation.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "annotation.yaml").write_text(
+        textwrap.dedent("""\
         annotation:
           detectors:
             - {type: gazetteer}
@@ -251,11 +286,13 @@ def test_yaml_annotation_with_chinese_detectors_and_a_plugin(tmp_path: Path, mon
             - {type: pos_phrase, max_words: 4}
             - {type: npmi, segmenter: jieba, min_count: 3, threshold: 0.3}
             - {type: plugin, name: palaces, factory: "zh_palaces_yaml:make_palaces"}
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     result = CliRunner().invoke(app, ["annotate", str(run), "--config", str(tmp_path / "annotation.yaml")])
     assert result.exit_code == 0, result.output
     rows = load_from_disk(str(run / "corpus" / "annotated"))
-    spans = {(r["text"][s["start"]:s["end"]], s["source"], s["entity_id"]) for r in rows for s in r["spans"]}
+    spans = {(r["text"][s["start"] : s["end"]], s["source"], s["entity_id"]) for r in rows for s in r["spans"]}
     assert {("毛泽东", "gazetteer", 3), ("沪", "gazetteer", 1), ("综合性大学", "pos_phrase", -1)} <= spans
     assert ("故宫", "palaces", 4) in spans or ("故宫", "gazetteer", 4) in spans
     stats = json.loads((run / "corpus" / "annotation_stats.json").read_text())
@@ -280,8 +317,9 @@ def test_probe_templates_per_language() -> None:
     assert prompt == "故宫位于[MASK]。"  # no spaces between Chinese words, the Chinese full stop
     english = facts_from_tables(entities, relations, triples, None, fraction=0.5, seed=0, language="en")
     assert english.templates[1] == "[X] 位于 [Y] ." and english.language == "en"
-    given = facts_from_tables(entities, relations, triples, None, fraction=0.5, seed=0,
-                              default_template="[X]的[R]是[Y]。")
+    given = facts_from_tables(
+        entities, relations, triples, None, fraction=0.5, seed=0, default_template="[X]的[R]是[Y]。"
+    )
     assert given.templates[0] == "[X]的首都是[Y]。"
     assert probe_language(["Paris", "France", "北京"]) == "en" and probe_language(["北京", "故宫", "Q1"]) == "zh"
     assert ProbeEvalConfig(language="zh").language == "zh" and ProbeEvalConfig().default_template is None
@@ -299,8 +337,15 @@ def test_probe_scores_chinese_prompts_with_a_chinese_vocabulary(tmp_path: Path) 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters]
     tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)})
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
-                                       num_attention_heads=2, intermediate_size=64)).eval()
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).eval()
     entities = [{"id": i, "name": name, "label": name} for i, name in enumerate(ENTITIES)]
     relations = [{"id": i, "name": name, "label": name} for i, name in enumerate(RELATIONS)]
     triples = [(ENTITIES[h], RELATIONS[r], ENTITIES[t]) for h, r, t in TRIPLES]
@@ -320,8 +365,10 @@ def test_kept_run_annotates_chinese_with_pos_detectors(tmp_path: Path) -> None:
 
     config = write_zh_config(tmp_path)
     text = config.read_text(encoding="utf-8")
-    detectors = ("annotation: {detectors: [{type: gold}, {type: gazetteer}, {type: pos_ner}, {type: pos_phrase}, "
-                 "{type: npmi, segmenter: jieba, min_count: 2}]}")
+    detectors = (
+        "annotation: {detectors: [{type: gold}, {type: gazetteer}, {type: pos_ner}, {type: pos_phrase}, "
+        "{type: npmi, segmenter: jieba, min_count: 2}]}"
+    )
     assert "annotation: {detectors: [{type: gold, link: false}]}" in text
     config.write_text(text.replace("annotation: {detectors: [{type: gold, link: false}]}", detectors), encoding="utf-8")
     run_dir = tmp_path / "run"
@@ -334,8 +381,8 @@ def test_kept_run_annotates_chinese_with_pos_detectors(tmp_path: Path) -> None:
     rows = load_from_disk(str(run_dir / "corpus" / "annotated"))
     for row in rows:
         for span in row["spans"]:
-            assert row["text"][span["start"]:span["end"]].strip() == row["text"][span["start"]:span["end"]]
-    phrases = {r["text"][s["start"]:s["end"]] for r in rows for s in r["spans"] if s["source"] == "pos_phrase"}
+            assert row["text"][span["start"] : span["end"]].strip() == row["text"][span["start"] : span["end"]]
+    phrases = {r["text"][s["start"] : s["end"]] for r in rows for s in r["spans"] if s["source"] == "pos_phrase"}
     assert any(len(p) >= 3 for p in phrases), phrases
 
 

@@ -24,7 +24,6 @@ def test_help_lists_command_groups() -> None:
 
 
 def test_console_script_runs_as_module() -> None:
-    completed = subprocess.run([sys.executable, "-m", "kept", "--version"], capture_output=True, text=True,
-                               check=False)
+    completed = subprocess.run([sys.executable, "-m", "kept", "--version"], capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == f"kept {__version__}"

@@ -8,11 +8,10 @@ import re
 import statistics
 from pathlib import Path
 
-import pytest
-
 import numpy as np
-
+import pytest
 from eval_fixtures import fake_run
+
 from kept.analysis import json_safe, load_compare
 from kept.compare import BootstrapSection, CompareResult, compare_runs, load_compare_config, summarize
 from kept.errors import KeptError
@@ -22,9 +21,11 @@ from kept.errors import KeptError
 def runs(tmp_path) -> dict[str, list[Path]]:
     return {
         "token": [fake_run(tmp_path, "token-0", 0.10, 5.0), fake_run(tmp_path, "token-1", 0.20, 5.4)],
-        "entity+fusion": [fake_run(tmp_path, "ent-0", 0.30, 4.8, {"accuracy": 0.6, "macro_f1": 0.5}),
-                          fake_run(tmp_path, "ent-1", 0.50, 4.6, {"accuracy": 0.8, "macro_f1": 0.7}),
-                          fake_run(tmp_path, "ent-2", 0.40, 4.7, {"accuracy": 0.7, "macro_f1": 0.6})],
+        "entity+fusion": [
+            fake_run(tmp_path, "ent-0", 0.30, 4.8, {"accuracy": 0.6, "macro_f1": 0.5}),
+            fake_run(tmp_path, "ent-1", 0.50, 4.6, {"accuracy": 0.8, "macro_f1": 0.7}),
+            fake_run(tmp_path, "ent-2", 0.40, 4.7, {"accuracy": 0.7, "macro_f1": 0.6}),
+        ],
     }
 
 
@@ -58,8 +59,11 @@ def test_compare_outputs(tmp_path, runs) -> None:
     markdown = result.to_markdown()
     assert "| metric | token (n=2) | entity+fusion (n=3) |" in markdown
     # no per-item outcomes in these runs: the difference to token is bootstrapped over seeds
-    assert re.search(r"\| cloze\.accuracy ↑ \| 0\.150 ± 0\.071 \| \*\*0\.400 ± 0\.100\*\* "
-                     r"\+0\.250 \[0\.\d{3}, 0\.\d{3}\]\* \|", markdown)
+    assert re.search(
+        r"\| cloze\.accuracy ↑ \| 0\.150 ± 0\.071 \| \*\*0\.400 ± 0\.100\*\* "
+        r"\+0\.250 \[0\.\d{3}, 0\.\d{3}\]\* \|",
+        markdown,
+    )
     assert "| probe.mrr ↑ | 0.500 ± 0.000 | 0.500 ± 0.000 +0.000 [0.000, 0.000] |" in markdown  # equal: no *
     assert "| relation.accuracy ↑ | – | **0.700 ± 0.100** |" in markdown  # the baseline has none: no difference
     assert "Difference to `token`" in markdown and "over seeds (no run stores per-item outcomes)" in markdown
@@ -113,22 +117,34 @@ def test_compare_runs_bootstraps_over_paired_items(tmp_path) -> None:
         pred = [g if hit else (g + 1) % 4 for g, hit in zip(gold, _outcomes(rate, seed + 90, 80))]
         relation = {"accuracy": float(np.mean(np.equal(gold, pred))), "macro_f1": 0.0}  # figures present
         run_dir = fake_run(tmp_path, name, sum(correct) / 200, 5.0, relation)
-        return _with_items(run_dir, {
-            # the stronger variant lists its items in another order and has one more: pairing is by id
-            "cloze": {"ids": ids[::-1] + ["extra"], "correct": correct[::-1] + [1]} if rate > 0.5 else
-                     {"ids": ids, "correct": correct},
-            "probe": {"ids": facts, "reciprocal_rank": [1 / r for r in ranks], "hits_at_1": [int(r == 1) for r in ranks]},
-            "relation": {"ids": [f"s{i}" for i in range(80)], "gold": gold, "pred": pred},
-        })
+        return _with_items(
+            run_dir,
+            {
+                # the stronger variant lists its items in another order and has one more: pairing is by id
+                "cloze": {"ids": ids[::-1] + ["extra"], "correct": correct[::-1] + [1]}
+                if rate > 0.5
+                else {"ids": ids, "correct": correct},
+                "probe": {
+                    "ids": facts,
+                    "reciprocal_rank": [1 / r for r in ranks],
+                    "hits_at_1": [int(r == 1) for r in ranks],
+                },
+                "relation": {"ids": [f"s{i}" for i in range(80)], "gold": gold, "pred": pred},
+            },
+        )
 
-    runs = {"token": [run("t0", 0.3, 0), run("t1", 0.3, 1)], "entity": [run("e0", 0.7, 2), run("e1", 0.7, 3)],
-            "phrase": [run("p0", 0.3, 4), run("p1", 0.3, 5)]}
+    runs = {
+        "token": [run("t0", 0.3, 0), run("t1", 0.3, 1)],
+        "entity": [run("e0", 0.7, 2), run("e1", 0.7, 3)],
+        "phrase": [run("p0", 0.3, 4), run("p1", 0.3, 5)],
+    }
     result = compare_runs(runs, bootstrap=BootstrapSection(resamples=300, seed=1))
     entity = result.differences["entity"]
     cloze = entity["cloze.accuracy"]
     assert cloze.method == "items+seeds" and cloze.n_items == 200 and cloze.significant
-    assert cloze.delta == pytest.approx(result.table["entity"]["cloze.accuracy"].mean
-                                        - result.table["token"]["cloze.accuracy"].mean)
+    assert cloze.delta == pytest.approx(
+        result.table["entity"]["cloze.accuracy"].mean - result.table["token"]["cloze.accuracy"].mean
+    )
     for metric in ("probe.hits_at_1", "probe.mrr", "relation.accuracy", "relation.macro_f1"):
         assert entity[metric].method == "items+seeds" and entity[metric].significant, metric
     assert entity["linkpred.mrr"].method == "seeds"  # no per-item outcomes: over seeds only
@@ -185,8 +201,10 @@ def test_metrics_of_another_version_are_refused(tmp_path) -> None:
 
 def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
     path = tmp_path / "compare.yaml"
-    path.write_text("name: cmp\nruns_dir: out\ntrain: {max_steps: 7}\n"
-                    "compare:\n  strategies: [token, entity]\n  fusion: [false, true]\n  seeds: [0, 3]\n")
+    path.write_text(
+        "name: cmp\nruns_dir: out\ntrain: {max_steps: 7}\n"
+        "compare:\n  strategies: [token, entity]\n  fusion: [false, true]\n  seeds: [0, 3]\n"
+    )
     plan = load_compare_config(path, ["train.learning_rate=0.001"])
     assert list(plan.runs) == ["token", "token+fusion", "entity", "entity+fusion"]
     seed, config = plan.runs["entity+fusion"][1]
@@ -196,18 +214,21 @@ def test_compare_config_builds_every_variant_and_seed(tmp_path) -> None:
     assert plan.run_dir("entity+fusion", 3) == plan.out / "runs" / "entity_fusion-seed3"
     assert plan.out.name == "cmp"
     assert plan.section.baseline is None and plan.section.bootstrap.resamples == 1000
-    path.write_text("name: cmp\ncompare:\n  strategies: [token]\n  baseline: token\n"
-                    "  bootstrap: {resamples: 200, seed: 3}\n")
+    path.write_text(
+        "name: cmp\ncompare:\n  strategies: [token]\n  baseline: token\n  bootstrap: {resamples: 200, seed: 3}\n"
+    )
     section = load_compare_config(path).section
     assert section.baseline == "token" and (section.bootstrap.resamples, section.bootstrap.seed) == (200, 3)
 
 
 def test_compare_variants_list_applies_each_variants_overrides(tmp_path) -> None:
     path = tmp_path / "compare.yaml"
-    path.write_text("name: cmp\nruns_dir: out\ntrain: {max_steps: 7}\ncompare:\n  variants:\n"
-                    "    - {name: token, set: {masking.strategy: token, model.fusion: false}}\n"
-                    "    - {name: entity+lr, set: {masking.strategy: entity, train.learning_rate: 0.002}}\n"
-                    "  seeds: [0, 1]\n")
+    path.write_text(
+        "name: cmp\nruns_dir: out\ntrain: {max_steps: 7}\ncompare:\n  variants:\n"
+        "    - {name: token, set: {masking.strategy: token, model.fusion: false}}\n"
+        "    - {name: entity+lr, set: {masking.strategy: entity, train.learning_rate: 0.002}}\n"
+        "  seeds: [0, 1]\n"
+    )
     plan = load_compare_config(path, ["compare.seeds=[4]", "train.max_steps=9"])
     assert list(plan.runs) == ["token", "entity+lr"] and plan.section.seeds == [4]
     seed, config = plan.runs["entity+lr"][0]
@@ -223,8 +244,12 @@ def test_compare_variants_list_applies_each_variants_overrides(tmp_path) -> None
     path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a}\n    - {name: a}\n")
     with pytest.raises(KeptError, match=r"compare\.yaml:5: variant 'a' is listed twice"):
         load_compare_config(path)
-    path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a}\n    - {name: long, set: {encode.max_length: 256}}\n")
-    with pytest.raises(KeptError, match=r"compare\.yaml:5: variant 'long' sets encode.max_length, which the shared data"):
+    path.write_text(
+        "name: cmp\ncompare:\n  variants:\n    - {name: a}\n    - {name: long, set: {encode.max_length: 256}}\n"
+    )
+    with pytest.raises(
+        KeptError, match=r"compare\.yaml:5: variant 'long' sets encode.max_length, which the shared data"
+    ):
         load_compare_config(path)
     path.write_text("name: cmp\ncompare:\n  variants:\n    - {name: a, set: {train.max_steps: -1}}\n")
     with pytest.raises(KeptError, match=r"train\.max_steps"):
@@ -240,13 +265,19 @@ def test_a_second_compare_merges_the_earlier_summary(tmp_path) -> None:
     from kept.compare import earlier_runs
 
     path = tmp_path / "compare.yaml"
-    path.write_text(f"name: cmp\nruns_dir: {tmp_path / 'out'}\n"
-                    "compare:\n  strategies: [token]\n  fusion: [false]\n  seeds: [0]\n")
+    path.write_text(
+        f"name: cmp\nruns_dir: {tmp_path / 'out'}\ncompare:\n  strategies: [token]\n  fusion: [false]\n  seeds: [0]\n"
+    )
     plan = load_compare_config(path)
     assert plan.out == tmp_path / "out" / "cmp"
     shared = {"data": "abc", "encode": "def"}
-    earlier = compare_runs({"entity": [fake_run(plan.out / "runs", "entity-seed0", 0.3, 4.8)],
-                            "token": [fake_run(plan.out / "runs", "token-seed0", 0.1, 5.0)]}, baseline="entity")
+    earlier = compare_runs(
+        {
+            "entity": [fake_run(plan.out / "runs", "entity-seed0", 0.3, 4.8)],
+            "token": [fake_run(plan.out / "runs", "token-seed0", 0.1, 5.0)],
+        },
+        baseline="entity",
+    )
     earlier.shared_data = dict(shared)
     earlier.runs = {v: [str(Path(r).relative_to(plan.out)) for r in rs] for v, rs in earlier.runs.items()}
     earlier.save(plan.out / "compare", figures=False)
@@ -284,8 +315,10 @@ def test_compare_reference_variant_is_the_untrained_starting_checkpoint(tmp_path
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text('{"model_type": "bert"}')
     path = tmp_path / "compare.yaml"
-    path.write_text(f"name: cmp\nmodel: {{init_from: {checkpoint}}}\ntrain: {{max_steps: 7}}\n"
-                    "compare:\n  strategies: [token, entity]\n  fusion: [true]\n  seeds: [0, 1]\n  reference: true\n")
+    path.write_text(
+        f"name: cmp\nmodel: {{init_from: {checkpoint}}}\ntrain: {{max_steps: 7}}\n"
+        "compare:\n  strategies: [token, entity]\n  fusion: [true]\n  seeds: [0, 1]\n  reference: true\n"
+    )
     plan = load_compare_config(path)
     assert list(plan.runs) == ["token+fusion", "entity+fusion", "reference"]  # the baseline stays a strategy
     for seed, config in plan.runs["reference"]:
@@ -359,8 +392,19 @@ def test_kept_compare_end_to_end_shares_prepared_data(tmp_path) -> None:
     assert again.exit_code == 0, again.output
     assert (out / "runs" / "entity-seed0" / "model" / "model.safetensors").stat().st_mtime_ns == before
     # a third with another variant, chosen on the command line, merges it into the summary
-    third = CliRunner().invoke(app, ["compare", str(tmp_path / "compare.yaml"), "--set", "compare.strategies=[token]",
-                                     "--set", "compare.fusion=[false]", "--set", "compare.baseline=null"])
+    third = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            str(tmp_path / "compare.yaml"),
+            "--set",
+            "compare.strategies=[token]",
+            "--set",
+            "compare.fusion=[false]",
+            "--set",
+            "compare.baseline=null",
+        ],
+    )
     assert third.exit_code == 0, third.output
     merged = load_compare(out)
     assert merged["variants"] == ["entity", "entity+fusion", "token"] and merged["baseline"] == "entity"

@@ -52,14 +52,17 @@ def test_unknown_key_in_reused_section(tmp_path: Path) -> None:
     assert info.value.line == 3
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.max_steps=many", "train.max_steps"),
-    ("model.preset=huge", "model.preset"),
-    ("masking.strategy=nonsense", "masking.strategy"),
-    ("kg.dim=abc", "kg.dim"),
-    ("data.source=web", "data.source"),
-    ("eval.mlm.max_examples=0", "eval.mlm.max_examples"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.max_steps=many", "train.max_steps"),
+        ("model.preset=huge", "model.preset"),
+        ("masking.strategy=nonsense", "masking.strategy"),
+        ("kg.dim=abc", "kg.dim"),
+        ("data.source=web", "data.source"),
+        ("eval.mlm.max_examples=0", "eval.mlm.max_examples"),
+    ],
+)
 def test_wrong_values_name_the_key(override: str, key: str) -> None:
     with pytest.raises(KeptError, match=key.replace(".", r"\.")):
         load_config(None, [override])
@@ -84,8 +87,9 @@ def test_missing_file_is_a_kept_error(tmp_path: Path) -> None:
 
 def test_overrides_parse_yaml_values_and_win_over_file(tmp_path: Path) -> None:
     path = write(tmp_path / "run.yaml", "train: {max_steps: 5, bf16: auto}\nmodel: {fusion: true}\n")
-    config = load_config(path, ["train.max_steps=50", "model.fusion=false", "train.bf16=false",
-                                "model.overrides={hidden_size: 32}"])
+    config = load_config(
+        path, ["train.max_steps=50", "model.fusion=false", "train.bf16=false", "model.overrides={hidden_size: 32}"]
+    )
     assert config.train.max_steps == 50 and config.model.fusion is False and config.train.bf16 is False
     assert config.model.overrides == {"hidden_size": 32}
     assert parse_overrides(["a.b=1.5"]) == [(["a", "b"], 1.5)]
@@ -152,8 +156,9 @@ def test_init_from_errors(tmp_path: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    save_file({"bert.embeddings.word_embeddings.weight": np.zeros((2, 2), dtype=np.float32)},
-              str(bert / "model.safetensors"))
+    save_file(
+        {"bert.embeddings.word_embeddings.weight": np.zeros((2, 2), dtype=np.float32)}, str(bert / "model.safetensors")
+    )
     assert resolve_init_from("run:prev", tmp_path / "runs") == bert
     with pytest.raises(KeptError, match="not a run name"):
         resolve_init_from("run:../runs/prev", tmp_path / "runs")

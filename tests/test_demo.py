@@ -28,8 +28,11 @@ def test_packaged_demos_are_compare_configurations_with_todays_settings(tmp_path
     # the compared variants differ only in masking strategy and fusion (same data and budget), plus the checkpoint
     assert list(plan.runs) == ["token", "entity+fusion", "reference"]
     settings = {v: (c.masking.strategy, c.model.fusion, c.train.max_steps) for v, [(_, c)] in plan.runs.items()}
-    assert settings == {"token": ("token", False, 60), "entity+fusion": ("entity", True, 60),
-                        "reference": ("token", False, 0)}
+    assert settings == {
+        "token": ("token", False, 60),
+        "entity+fusion": ("entity", True, 60),
+        "reference": ("token", False, 0),
+    }
     assert plan.run_dir("entity+fusion", 0) == tmp_path / "demo" / "runs" / "entity_fusion-seed0"
     # OUT/demo.yaml: the configuration as run, a compare YAML that `kept compare` reads back to the same plan
     from kept.compare import load_compare_config
@@ -45,8 +48,9 @@ def test_packaged_demos_are_compare_configurations_with_todays_settings(tmp_path
     assert list(tiny.runs) == ["token", "entity+fusion"] and tiny.base.eval["relation"]["enabled"] is False
 
 
-def test_a_language_without_a_packaged_demo_is_one_line_exit_2(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_language_without_a_packaged_demo_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kept.cli import main
     from kept.errors import KeptError
 
@@ -79,10 +83,18 @@ def test_demo_runs_end_to_end_and_reruns_as_no_op(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     runs = out / "runs"
-    for path in ("demo.yaml", "prepared/kg/embeddings.safetensors", "prepared/corpus/annotated",
-                 "prepared/encoded/train", "runs/token-seed0/model/model.safetensors",
-                 "runs/entity_fusion-seed0/model/model.safetensors", "runs/token-seed0/eval/metrics.json",
-                 "runs/entity_fusion-seed0/eval/metrics.json", "compare/summary.json", "eval/report.md"):
+    for path in (
+        "demo.yaml",
+        "prepared/kg/embeddings.safetensors",
+        "prepared/corpus/annotated",
+        "prepared/encoded/train",
+        "runs/token-seed0/model/model.safetensors",
+        "runs/entity_fusion-seed0/model/model.safetensors",
+        "runs/token-seed0/eval/metrics.json",
+        "runs/entity_fusion-seed0/eval/metrics.json",
+        "compare/summary.json",
+        "eval/report.md",
+    ):
         assert (out / path).exists(), path
     assert list((out / "eval" / "figures").glob("*.png"))
     summary = json.loads((out / "compare" / "summary.json").read_text())

@@ -15,10 +15,12 @@ from kept.errors import KeptError
 from kg._io import atomic_dir, atomic_write_json, atomic_write_with, write_failure
 from kg.errors import KGError
 
-TORCH_FULL = RuntimeError("[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file "
-                          "data/0: file write failed")
-SAFETENSORS_FULL = RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
-                                '"No space left on device" })')
+TORCH_FULL = RuntimeError(
+    "[enforce fail at inline_container.cc:603] . PytorchStreamWriter failed writing file data/0: file write failed"
+)
+SAFETENSORS_FULL = RuntimeError(
+    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+)
 
 
 def enospc(*_: object, **__: object) -> None:
@@ -124,8 +126,9 @@ def test_run_lock_on_a_full_disk_is_still_taken(tmp_path: Path, monkeypatch: pyt
 
 
 @pytest.mark.slow
-def test_pretrain_on_a_disk_that_fills_at_the_second_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretrain_on_a_disk_that_fills_at_the_second_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`kept pretrain`, torch.save failing as a full disk does at the second checkpoint: exit 2, one line naming
     checkpoint-2, no checkpoint-2 left, checkpoint-1 complete; a re-run resumes from checkpoint-1."""
     import torch

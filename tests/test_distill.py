@@ -24,8 +24,13 @@ from kept.pretrain import pretrain_run
 from kept.rundir import run_paths
 from kept.tiny import make_tiny_run
 
-QUICK = ["train.logging_steps=1", "train.eval_steps=3", "train.save_steps=3", "distill.speed_batches=2",
-         "distill.learning_rate=0.002"]
+QUICK = [
+    "train.logging_steps=1",
+    "train.eval_steps=3",
+    "train.save_steps=3",
+    "distill.speed_batches=2",
+    "distill.learning_rate=0.002",
+]
 
 
 # ------------------------------------------------------------------ losses
@@ -104,8 +109,9 @@ def teacher_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def student_run(teacher_run: Path) -> Path:
     out = teacher_run.parent / "student"
     sets = [arg for item in QUICK for arg in ("--set", item)]
-    result = CliRunner().invoke(app, ["distill", str(teacher_run), "--student", "small", "--out", str(out),
-                                      "--max-steps", "6", *sets])
+    result = CliRunner().invoke(
+        app, ["distill", str(teacher_run), "--student", "small", "--out", str(out), "--max-steps", "6", *sets]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -134,15 +140,17 @@ def test_distill_logs_every_loss_and_they_decrease(student_run: Path) -> None:
 
 
 def test_the_student_loads_with_plain_transformers(student_run: Path) -> None:
-    code = ("import sys, torch\n"
-            "from transformers import AutoModelForMaskedLM, AutoTokenizer\n"
-            f"path = {str(student_run / 'model')!r}\n"
-            "model = AutoModelForMaskedLM.from_pretrained(path).eval()\n"
-            "tokenizer = AutoTokenizer.from_pretrained(path)\n"
-            "batch = tokenizer(['Paris is the capital city of France .'], return_tensors='pt')\n"
-            "logits = model(**batch).logits\n"
-            "assert type(model).__name__ == 'BertForMaskedLM' and logits.shape[-1] == len(tokenizer)\n"
-            "assert not any(name.split('.')[0] in ('kept', 'fusion', 'masking', 'kg') for name in sys.modules)\n")
+    code = (
+        "import sys, torch\n"
+        "from transformers import AutoModelForMaskedLM, AutoTokenizer\n"
+        f"path = {str(student_run / 'model')!r}\n"
+        "model = AutoModelForMaskedLM.from_pretrained(path).eval()\n"
+        "tokenizer = AutoTokenizer.from_pretrained(path)\n"
+        "batch = tokenizer(['Paris is the capital city of France .'], return_tensors='pt')\n"
+        "logits = model(**batch).logits\n"
+        "assert type(model).__name__ == 'BertForMaskedLM' and logits.shape[-1] == len(tokenizer)\n"
+        "assert not any(name.split('.')[0] in ('kept', 'fusion', 'masking', 'kg') for name in sys.modules)\n"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -185,8 +193,9 @@ def test_distill_resumes_and_refuses_changed_settings(teacher_run: Path, student
     assert result.resumed_from.endswith("checkpoint-3") and result.steps == 6
     resumed = AutoModelForMaskedLM.from_pretrained(str(out / "model")).state_dict()
     assert all(torch.allclose(resumed[name], first[name], atol=1e-6) for name in first)  # an exact resume
-    changed = load_run_config(teacher_run, [*QUICK, "distill.student=small", "distill.max_steps=6",
-                                            "distill.temperature=4"])
+    changed = load_run_config(
+        teacher_run, [*QUICK, "distill.student=small", "distill.max_steps=6", "distill.temperature=4"]
+    )
     with pytest.raises(KeptError, match="distill.temperature"):
         distill_run(teacher_run, changed, out)
 
@@ -198,23 +207,61 @@ def test_a_half_student_starts_from_the_teachers_text_layers(teacher_run: Path) 
     paths = run_paths(teacher_run)
     teacher = load_teacher(paths, fusion=True, attentions=True)
     tokenizer = load_run_tokenizer(paths.tokenizer)
-    student = build_student("half", teacher, tokenizer, overrides={}, rule="uniform", init_from_teacher=True,
-                            attentions=True, seed=0, max_length=32)
+    student = build_student(
+        "half",
+        teacher,
+        tokenizer,
+        overrides={},
+        rule="uniform",
+        init_from_teacher=True,
+        attentions=True,
+        seed=0,
+        max_length=32,
+    )
     assert student.from_teacher == [2] and student.new == []
     text = to_bert_for_masked_lm(teacher).model.state_dict()
     own = student.model.state_dict()
-    assert torch.equal(own["bert.encoder.layer.0.attention.self.query.weight"],
-                       text["bert.encoder.layer.1.attention.self.query.weight"])  # teacher layer 2 (the K layer)
+    assert torch.equal(
+        own["bert.encoder.layer.0.attention.self.query.weight"],
+        text["bert.encoder.layer.1.attention.self.query.weight"],
+    )  # teacher layer 2 (the K layer)
     assert torch.equal(own["bert.embeddings.word_embeddings.weight"], text["bert.embeddings.word_embeddings.weight"])
-    tiny = build_student("tiny", teacher, tokenizer, overrides={}, rule="uniform", init_from_teacher=True,
-                         attentions=False, seed=0, max_length=32)
+    tiny = build_student(
+        "tiny",
+        teacher,
+        tokenizer,
+        overrides={},
+        rule="uniform",
+        init_from_teacher=True,
+        attentions=False,
+        seed=0,
+        max_length=32,
+    )
     assert tiny.model.config.hidden_size == 64 and tiny.from_teacher == []
     with pytest.raises(KeptError, match="distill.student"):
-        build_student("huge", teacher, tokenizer, overrides={}, rule="uniform", init_from_teacher=True,
-                      attentions=False, seed=0, max_length=32)
+        build_student(
+            "huge",
+            teacher,
+            tokenizer,
+            overrides={},
+            rule="uniform",
+            init_from_teacher=True,
+            attentions=False,
+            seed=0,
+            max_length=32,
+        )
     with pytest.raises(KeptError, match="student_overrides"):
-        build_student("small", teacher, tokenizer, overrides={"hiden_size": 8}, rule="uniform",
-                      init_from_teacher=True, attentions=False, seed=0, max_length=32)
+        build_student(
+            "small",
+            teacher,
+            tokenizer,
+            overrides={"hiden_size": 8},
+            rule="uniform",
+            init_from_teacher=True,
+            attentions=False,
+            seed=0,
+            max_length=32,
+        )
 
 
 def test_a_bert_directory_student(teacher_run: Path, tmp_path: Path) -> None:
@@ -225,26 +272,52 @@ def test_a_bert_directory_student(teacher_run: Path, tmp_path: Path) -> None:
     bert_dir = export_run(teacher_run, tmp_path / "bert", text_only=True).out  # the run's vocabulary
     teacher = load_teacher(paths, fusion=True, attentions=False)
     tokenizer = load_run_tokenizer(paths.tokenizer)
-    student = build_student(str(bert_dir), teacher, tokenizer, overrides={}, rule="uniform", init_from_teacher=True,
-                            attentions=False, seed=0, max_length=32)
+    student = build_student(
+        str(bert_dir),
+        teacher,
+        tokenizer,
+        overrides={},
+        rule="uniform",
+        init_from_teacher=True,
+        attentions=False,
+        seed=0,
+        max_length=32,
+    )
     assert student.new == [] and student.model.config.num_hidden_layers == 2
 
 
-def test_minilm_student_gets_a_new_mlm_head_and_needs_the_runs_vocabulary(minilm_dir: Path,
-                                                                          teacher_run: Path) -> None:
+def test_minilm_student_gets_a_new_mlm_head_and_needs_the_runs_vocabulary(minilm_dir: Path, teacher_run: Path) -> None:
     from transformers import AutoTokenizer
 
     from kept.tokenizer import load_run_tokenizer
 
     own_tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
-    student = build_student(str(minilm_dir), None, own_tokenizer, overrides={}, rule="uniform",
-                            init_from_teacher=True, attentions=False, seed=0, max_length=32)
+    student = build_student(
+        str(minilm_dir),
+        None,
+        own_tokenizer,
+        overrides={},
+        rule="uniform",
+        init_from_teacher=True,
+        attentions=False,
+        seed=0,
+        max_length=32,
+    )
     assert student.new and all(name.startswith("cls.predictions") for name in student.new)
     decoder = student.model.get_output_embeddings().weight
     assert decoder.data_ptr() == student.model.bert.embeddings.word_embeddings.weight.data_ptr()  # tied
     with pytest.raises(KeptError, match="distill.student"):
-        build_student(str(minilm_dir), None, load_run_tokenizer(run_paths(teacher_run).tokenizer), overrides={},
-                      rule="uniform", init_from_teacher=True, attentions=False, seed=0, max_length=32)
+        build_student(
+            str(minilm_dir),
+            None,
+            load_run_tokenizer(run_paths(teacher_run).tokenizer),
+            overrides={},
+            rule="uniform",
+            init_from_teacher=True,
+            attentions=False,
+            seed=0,
+            max_length=32,
+        )
 
 
 def test_bad_distill_settings_are_one_line_errors(teacher_run: Path) -> None:
@@ -252,8 +325,10 @@ def test_bad_distill_settings_are_one_line_errors(teacher_run: Path) -> None:
         load_run_config(teacher_run, ["distill.temprature=2"])
     with pytest.raises(KeptError, match="distill.temperature"):
         load_run_config(teacher_run, ["distill.temperature=0"])
-    zero = load_run_config(teacher_run, ["distill.student=small", "distill.kd_weight=0", "distill.hidden_weight=0",
-                                         "distill.attention_weight=0"])
+    zero = load_run_config(
+        teacher_run,
+        ["distill.student=small", "distill.kd_weight=0", "distill.hidden_weight=0", "distill.attention_weight=0"],
+    )
     with pytest.raises(KeptError, match="every loss weight is 0"):
         distill_run(teacher_run, zero, teacher_run.parent / "never")
     result = CliRunner().invoke(app, ["distill", str(teacher_run)])
@@ -261,14 +336,19 @@ def test_bad_distill_settings_are_one_line_errors(teacher_run: Path) -> None:
     kept_dir = load_run_config(teacher_run, [f"distill.student={teacher_run / 'model'}"])
     with pytest.raises(KeptError, match="'kept' model; a student is a BERT checkpoint"):
         distill_run(teacher_run, kept_dir, teacher_run.parent / "never")
-    untrained = shutil.copytree(teacher_run, teacher_run.parent / "untrained", symlinks=True,
-                                ignore=shutil.ignore_patterns("model", "checkpoints"))
+    untrained = shutil.copytree(
+        teacher_run,
+        teacher_run.parent / "untrained",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("model", "checkpoints"),
+    )
     with pytest.raises(KeptError, match="pretrain the teacher run first"):
         distill_run(untrained, load_run_config(untrained, ["distill.student=small"]), teacher_run.parent / "never")
     assert not (teacher_run.parent / "never").exists()  # refused before anything is written
     # a teacher whose MLM head was never trained (an ELECTRA discriminator, an untrained reference): no KD
-    electra = shutil.copytree(teacher_run, teacher_run.parent / "electra", symlinks=True,
-                              ignore=shutil.ignore_patterns("checkpoints"))
+    electra = shutil.copytree(
+        teacher_run, teacher_run.parent / "electra", symlinks=True, ignore=shutil.ignore_patterns("checkpoints")
+    )
     metrics = electra / "logs" / "pretrain_metrics.json"
     metrics.parent.mkdir(exist_ok=True)
     metrics.write_text(json.dumps({"objective": "electra", "global_step": 2}), encoding="utf-8")

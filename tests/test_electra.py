@@ -53,8 +53,9 @@ def test_pair_shares_embeddings_and_labels_replacements() -> None:
     shared = pair.discriminator.get_input_embeddings().weight
     assert pair.get_input_embeddings() is pair.discriminator.get_input_embeddings()
     assert shared.grad is not None and pair.generator_input.weight.grad is not None  # the generator reads the table
-    assert not any(n.startswith("generator.embeddings.word_embeddings") for n, p in pair.named_parameters()
-                   if p.requires_grad)
+    assert not any(
+        n.startswith("generator.embeddings.word_embeddings") for n, p in pair.named_parameters() if p.requires_grad
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +72,9 @@ def test_electra_run_from_yaml_trains_and_saves_the_discriminator(electra_templa
     run_dir = tmp_path / "run"
     shutil.copytree(electra_template, run_dir)
     text = (run_dir / "config.yaml").read_text()
-    (run_dir / "config.yaml").write_text(text.replace("  fusion: true\n", "  fusion: true\n  objective: electra\n"
-                                                                            "  generator_fraction: 0.5\n"))
+    (run_dir / "config.yaml").write_text(
+        text.replace("  fusion: true\n", "  fusion: true\n  objective: electra\n  generator_fraction: 0.5\n")
+    )
     config = load_run_config(run_dir)
     assert config.model.objective == "electra" and config.model.generator_fraction == 0.5
     pretrain_run(run_dir, config, progress=False)
@@ -87,8 +89,9 @@ def test_electra_run_from_yaml_trains_and_saves_the_discriminator(electra_templa
     assert model.config.hidden_size == config.model.overrides["hidden_size"]
     recorded = json.loads((run_dir / "logs" / "pretrain_metrics.json").read_text())
     assert recorded["objective"] == "electra" and recorded["random_mlm_head"]
-    result = evaluate_run_dir(run_dir, {"relation": {"enabled": False}, "probe": {"enabled": False},
-                                        "batch_size": 8, "num_examples": 2})
+    result = evaluate_run_dir(
+        run_dir, {"relation": {"enabled": False}, "probe": {"enabled": False}, "batch_size": 8, "num_examples": 2}
+    )
     assert "ELECTRA discriminator" in result["metrics"]["mlm"]["skipped"]
     assert "ELECTRA discriminator" in result["metrics"]["cloze"]["skipped"]
     objectives = result["metrics"]["objectives"]

@@ -28,7 +28,9 @@ def test_encode_writes_tokenizer_and_both_splits(encoded_run: Path) -> None:
     assert tokenizer.tokenize("Paris IS") == ["paris", "is"]  # lowercase WordPiece
     train, validation = load_encoded(encoded_run, "train"), load_encoded(encoded_run, "validation")
     for split in (train, validation):
-        assert {"input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "doc_id"} <= set(split.column_names)
+        assert {"input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "doc_id"} <= set(
+            split.column_names
+        )
         for row in split:
             assert len(row["input_ids"]) <= 32
             assert len(row["unit_ids"]) == len(row["input_ids"]) == len(row["entity_ids"])

@@ -10,9 +10,15 @@ import pytest
 from kept.corpus import documents_to_dataset, load_documents, read_documents, write_documents
 from kept.errors import KeptError
 
-DOCS = [{"id": "a", "title": "A", "text": "Paris is in France.",
-         "spans": [{"start": 0, "end": 5, "kind": "entity", "label": "LOC", "entity_id": 3, "source": "gold"}]},
-        {"id": "b", "title": "B", "text": "Rome is old.", "spans": []}]
+DOCS = [
+    {
+        "id": "a",
+        "title": "A",
+        "text": "Paris is in France.",
+        "spans": [{"start": 0, "end": 5, "kind": "entity", "label": "LOC", "entity_id": 3, "source": "gold"}],
+    },
+    {"id": "b", "title": "B", "text": "Rome is old.", "spans": []},
+]
 
 
 def test_txt_file_blocks_and_directory_files(tmp_path: Path) -> None:
@@ -52,13 +58,19 @@ def test_write_and_read_round_trip(tmp_path: Path) -> None:
     assert not list(path.parent.glob("*.tmp-*"))
 
 
-@pytest.mark.parametrize("line, match", [
-    ("{bad json", "not valid JSON"),
-    ('{"title": "no text"}', "has no 'text' field"),
-    ('{"text": "abc", "spans": [{"start": 1, "end": 9}]}', "outside the text"),
-    ('{"text": "abc", "spans": [{"start": 0, "end": 2, "kind": "word"}]}', r"kind 'word' is not one of \['entity', 'phrase'\]"),
-    ('[1, 2]', "JSON object"),
-])
+@pytest.mark.parametrize(
+    "line, match",
+    [
+        ("{bad json", "not valid JSON"),
+        ('{"title": "no text"}', "has no 'text' field"),
+        ('{"text": "abc", "spans": [{"start": 1, "end": 9}]}', "outside the text"),
+        (
+            '{"text": "abc", "spans": [{"start": 0, "end": 2, "kind": "word"}]}',
+            r"kind 'word' is not one of \['entity', 'phrase'\]",
+        ),
+        ("[1, 2]", "JSON object"),
+    ],
+)
 def test_bad_jsonl_names_file_and_line(tmp_path: Path, line: str, match: str) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "fine"}\n' + line + "\n")

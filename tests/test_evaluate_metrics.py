@@ -26,6 +26,7 @@ def rows(tokenizer):
 
 # ------------------------------------------------------------------ ranking arithmetic
 
+
 def test_realistic_ranks_count_ties_half() -> None:
     scores = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.7, 0.7], [0.3, 0.3, 0.3]])
     ranks = ranks_from_scores(scores, torch.tensor([0, 1, 0]))
@@ -72,22 +73,28 @@ def test_macro_f1_from_scikit_learn_equals_the_by_hand_definition() -> None:
         gold, pred = [rng.randrange(k) for _ in range(n)], [rng.randrange(k) for _ in range(n)]
         num_labels = rng.choice([None, k, k + 3])  # k + 3: classes absent from both are left out
         # the same figure up to float summation order (numpy's mean vs Python's sum)
-        assert macro_f1(pred, gold, num_labels) == pytest.approx(_by_hand_macro_f1(pred, gold, num_labels),
-                                                                 rel=1e-12, abs=1e-15)
+        assert macro_f1(pred, gold, num_labels) == pytest.approx(
+            _by_hand_macro_f1(pred, gold, num_labels), rel=1e-12, abs=1e-15
+        )
     assert math.isnan(macro_f1([], []))
     assert math.isnan(macro_f1([0], [0], num_labels=0))
 
 
 # ------------------------------------------------------------------ entity cloze
 
+
 def _oracle(rows, mask_id: int, wrong_after_first: bool = False):
     """Finds the row the masked input came from and predicts its tokens (optionally wrong after the first mask)."""
+
     def predict(ids: list[int]) -> list[int]:
         for row in rows:
             original = row["input_ids"]
             n = len(original)
-            if len(ids) >= n and all(a == b or b == mask_id for a, b in zip(original, ids)) \
-                    and all(t == 0 for t in ids[n:]):
+            if (
+                len(ids) >= n
+                and all(a == b or b == mask_id for a, b in zip(original, ids))
+                and all(t == 0 for t in ids[n:])
+            ):
                 out = list(original) + [0] * (len(ids) - n)
                 if wrong_after_first:
                     masked = [i for i, t in enumerate(ids) if t == mask_id]
@@ -95,6 +102,7 @@ def _oracle(rows, mask_id: int, wrong_after_first: bool = False):
                         out[i] = mask_id  # never a gold piece
                 return out
         raise AssertionError("stub got an input that matches no row")
+
     return predict
 
 
@@ -161,6 +169,7 @@ def test_cloze_wrong_model_gets_zero_and_hides_the_masked_entity(tokenizer, rows
 
 # ------------------------------------------------------------------ KG probe
 
+
 def _facts(tokenizer, extra_triples=()):
     labels = ["Paris", "Berlin", "Rome", "France", "Germany", "Italy"]
     for label in labels:
@@ -193,8 +202,11 @@ def test_probe_mrr_by_hand(tokenizer) -> None:
 def test_probe_items_hold_each_facts_reciprocal_rank(tokenizer) -> None:
     model = ScoreMLM(_scores(tokenizer, {"France": 3.0, "Germany": 2.0, "Italy": 1.0}))
     result = evaluate_probe(model, tokenizer, _facts(tokenizer))
-    assert result["items"] == {"ids": ["0|0|3", "1|0|4", "2|0|5"], "reciprocal_rank": [1.0, 1 / 2, 1 / 3],
-                               "hits_at_1": [1, 0, 0]}
+    assert result["items"] == {
+        "ids": ["0|0|3", "1|0|4", "2|0|5"],
+        "reciprocal_rank": [1.0, 1 / 2, 1 / 3],
+        "hits_at_1": [1, 0, 0],
+    }
 
 
 def test_probe_filtered_drops_other_true_tails(tokenizer) -> None:
@@ -255,6 +267,7 @@ def test_facts_from_tables_holds_out_a_seeded_share() -> None:
 
 # ------------------------------------------------------------------ MLM
 
+
 class FixedCollator:
     """Masks token 1 of every row (a known, fixed choice)."""
 
@@ -293,8 +306,14 @@ def test_masked_logits_projects_only_selected_positions_and_matches_full_logits(
     from kept.evaluate.common import forward_logits, masked_logits, pad
 
     torch.manual_seed(0)
-    config = KeptConfig.from_preset("tiny", vocab_size=len(tokenizer), entity_vocab_size=20, entity_dim=16,
-                                    num_entity_attention_heads=2, freeze_entity_table=False)
+    config = KeptConfig.from_preset(
+        "tiny",
+        vocab_size=len(tokenizer),
+        entity_vocab_size=20,
+        entity_dim=16,
+        num_entity_attention_heads=2,
+        freeze_entity_table=False,
+    )
     model = KeptForMaskedLM(config).eval()
     input_ids = pad([r["input_ids"] for r in rows[:4]], 0)
     attention = pad([r["attention_mask"] for r in rows[:4]], 0)
@@ -313,6 +332,7 @@ def test_masked_logits_projects_only_selected_positions_and_matches_full_logits(
 
 # ------------------------------------------------------------------ readable probe prompts
 
+
 def test_opaque_relation_ids_never_reach_a_prompt() -> None:
     assert relation_words("P155") == "" and relation_words("P155", "P155") == ""
     assert relation_words("P155", "follows") == "follows"
@@ -322,8 +342,9 @@ def test_opaque_relation_ids_never_reach_a_prompt() -> None:
     facts = facts_from_tables(entities, relations, triples, [("Q2", "P155", "Q3")], fraction=0.5, seed=0)
     assert facts.templates == ["[X] [Y] ."] and "p155" not in facts.templates[0].lower()
     assert "without a readable label" in facts.note and "P155" in facts.note
-    labelled = facts_from_tables(entities, relations, triples, None, fraction=0.5, seed=0,
-                                 relation_labels={"P155": "follows"})
+    labelled = facts_from_tables(
+        entities, relations, triples, None, fraction=0.5, seed=0, relation_labels={"P155": "follows"}
+    )
     assert labelled.templates == ["[X] follows [Y] ."] and "readable" not in labelled.note
 
 
@@ -338,10 +359,10 @@ def test_user_templates_place_head_and_answer_anywhere(tokenizer) -> None:
     labels = ["Paris", "Berlin", "Rome", "France", "Germany", "Italy"]
     names = ["capital_of"]
     templates = relation_templates(names, ["capital of"], {"CAPITAL_OF": "the capital of [Y] is [X] ."})
-    facts = ProbeFacts(labels, ["capital of"], names, [(0, 0, 3), (1, 0, 4), (2, 0, 5)], [(0, 0, 3)],
-                       templates=templates)
-    result = evaluate_probe(Recorder(torch.zeros(len(tokenizer))), tokenizer, facts, use_entities=True,
-                            num_examples=1)
+    facts = ProbeFacts(
+        labels, ["capital of"], names, [(0, 0, 3), (1, 0, 4), (2, 0, 5)], [(0, 0, 3)], templates=templates
+    )
+    result = evaluate_probe(Recorder(torch.zeros(len(tokenizer))), tokenizer, facts, use_entities=True, num_examples=1)
     assert result["examples"][0]["prompt"] == "the capital of [MASK] is Paris ."
     ids, entity_ids = seen[0]
     tokens = tokenizer.convert_ids_to_tokens(ids)

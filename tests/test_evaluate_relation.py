@@ -6,18 +6,24 @@ import math
 
 import pytest
 import torch
+from eval_fixtures import tiny_tokenizer
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from eval_fixtures import tiny_tokenizer
 from kept.evaluate.relation import MARKERS, add_markers, encode_examples, finetune_and_score, split_examples
 from kept.fewrel import FewRelEntity, FewRelExample, relation_examples
 
 
-def example(tokens: str, head: tuple[int, ...], tail: tuple[int, ...], relation: str, ids=("Q1", "Q2")) -> FewRelExample:
+def example(
+    tokens: str, head: tuple[int, ...], tail: tuple[int, ...], relation: str, ids=("Q1", "Q2")
+) -> FewRelExample:
     words = tuple(tokens.split())
-    return FewRelExample(words, FewRelEntity(" ".join(words[i] for i in head), ids[0], (head,)),
-                         FewRelEntity(" ".join(words[i] for i in tail), ids[1], (tail,)), relation)
+    return FewRelExample(
+        words,
+        FewRelEntity(" ".join(words[i] for i in head), ids[0], (head,)),
+        FewRelEntity(" ".join(words[i] for i in tail), ids[1], (tail,)),
+        relation,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +73,9 @@ class CheatingClassifier(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1))
         self.seen = []
 
-    def forward(self, input_ids, attention_mask=None, head_start=None, tail_start=None, entity_ids=None, labels=None,
-                **kwargs):
+    def forward(
+        self, input_ids, attention_mask=None, head_start=None, tail_start=None, entity_ids=None, labels=None, **kwargs
+    ):
         self.seen.append(entity_ids)
         logits = torch.zeros(input_ids.shape[0], 2) + self.bias * 0
         if entity_ids is not None:
@@ -82,8 +89,9 @@ def loss_of(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor |
 
 
 def test_finetune_scores_with_and_without_entity_input(tokenizer) -> None:
-    examples = [example(f"x{i} is y{i} .", (0,), (2,), "even" if i % 2 == 0 else "odd", ids=(f"Q{i}", "Q99"))
-                for i in range(20)]
+    examples = [
+        example(f"x{i} is y{i} .", (0,), (2,), "even" if i % 2 == 0 else "odd", ids=(f"Q{i}", "Q99")) for i in range(20)
+    ]
     train, test, relations = split_examples(examples, max_relations=2, max_per_relation=10, test_fraction=0.4, seed=0)
     index = {f"Q{i}": i for i in range(20)}  # KG id parity == relation
     model = CheatingClassifier()
@@ -103,11 +111,19 @@ def test_markers_are_single_special_tokens(tokenizer) -> None:
 
 # ---------------------------------------------------------------- Trainer fine-tune, dev split, model loading
 
+
 def labelled(count: int, relations: int = 2) -> list[FewRelExample]:
     """Sentences 'xI is yI .' with head id QI; relation rI%relations; each with a distinct source id."""
-    return [FewRelExample(("x%d" % i, "is", "y%d" % i, "."), FewRelEntity(f"x{i}", f"Q{i}", ((0,),)),
-                          FewRelEntity(f"y{i}", "Q999", ((2,),)), f"r{i % relations}", f"set.json:r{i % relations}[{i}]")
-            for i in range(count)]
+    return [
+        FewRelExample(
+            (f"x{i}", "is", f"y{i}", "."),
+            FewRelEntity(f"x{i}", f"Q{i}", ((0,),)),
+            FewRelEntity(f"y{i}", "Q999", ((2,),)),
+            f"r{i % relations}",
+            f"set.json:r{i % relations}[{i}]",
+        )
+        for i in range(count)
+    ]
 
 
 def test_dev_split_is_carved_from_train_stratified_seeded_and_disjoint_from_test() -> None:
@@ -145,8 +161,9 @@ class SpoilingClassifier(nn.Module):
         self.register_buffer("batches", torch.zeros((), dtype=torch.long))
         self.spoil_after = spoil_after
 
-    def forward(self, input_ids, attention_mask=None, head_start=None, tail_start=None, entity_ids=None, labels=None,
-                **kwargs):
+    def forward(
+        self, input_ids, attention_mask=None, head_start=None, tail_start=None, entity_ids=None, labels=None, **kwargs
+    ):
         if self.training:
             self.batches += 1
         rows = torch.arange(input_ids.shape[0])
@@ -170,8 +187,9 @@ def test_the_best_dev_epoch_is_scored(tokenizer, tmp_path, monkeypatch) -> None:
     assert best["best_epoch"] == 1 and best["dev_macro_f1"] == 1.0
     assert [round(f1, 3) for f1 in best["dev_history"]] == [1.0, 0.0, 0.0]
     assert best["accuracy"] == 1.0 and best["num_dev"] == 4 and best["num_train"] + best["num_dev"] == len(train)
-    last = finetune_and_score(SpoilingClassifier(spoil_after=1), tokenizer, train, test, relations,
-                              dev_fraction=0.0, **common)
+    last = finetune_and_score(
+        SpoilingClassifier(spoil_after=1), tokenizer, train, test, relations, dev_fraction=0.0, **common
+    )
     assert last["best_epoch"] is None and last["accuracy"] == 0.0 and last["num_dev"] == 0
     assert list(tmp_path.iterdir()) == [], "checkpoints are removed"
 
@@ -193,8 +211,9 @@ def test_trainer_fine_tunes_a_tiny_kept_model_with_aligned_items(tokenizer) -> N
     assert items["ids"] == [e.item_id for e in test] and len(items["gold"]) == len(items["pred"]) == len(test)
     assert items["gold"] == [relations.index(e.relation) for e in test]
     assert result["accuracy"] == pytest.approx(sum(p == g for p, g in zip(items["pred"], items["gold"])) / len(test))
-    again = finetune_and_score(KeptForRelationClassification(config).eval(), tokenizer, train, test, relations,
-                               epochs=2, batch_size=8, seed=3)
+    again = finetune_and_score(
+        KeptForRelationClassification(config).eval(), tokenizer, train, test, relations, epochs=2, batch_size=8, seed=3
+    )
     assert again["items"]["ids"] == items["ids"]
 
 
@@ -234,6 +253,7 @@ def test_a_plain_bert_directory_is_the_plain_encoder(minilm_dir) -> None:
 
 def test_a_kept_directory_reports_what_it_loaded(tmp_path) -> None:
     from eval_fixtures import build_run_dir
+
     from kept.evaluate.relation import load_relation_model
 
     run_dir = build_run_dir(tmp_path)
@@ -251,9 +271,17 @@ def test_a_kept_directory_reports_what_it_loaded(tmp_path) -> None:
 def test_evaluate_relation_from_minilm(minilm_dir, fewrel_dir) -> None:
     from kept.evaluate.relation import evaluate_relation
 
-    result = evaluate_relation(minilm_dir, minilm_dir, fewrel_dir / "val_nyt.json", max_relations=2,
-                               max_per_relation=8, epochs=1, batch_size=8, max_length=48,
-                               entity_index={"Q1": 0})
+    result = evaluate_relation(
+        minilm_dir,
+        minilm_dir,
+        fewrel_dir / "val_nyt.json",
+        max_relations=2,
+        max_per_relation=8,
+        epochs=1,
+        batch_size=8,
+        max_length=48,
+        entity_index={"Q1": 0},
+    )
     assert result["init"] == "bert" and result["loaded_tensors"] == 101 and result["new_tensors"] == 2
     assert result["k_layers"] == 0 and not result["entity_input"] and "entity table" in result["note"]
     assert result["size_class"] == "small" and result["learning_rate"] == 1e-4

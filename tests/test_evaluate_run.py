@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from eval_fixtures import build_run_dir
+
 from kept.analysis import METRICS_FORMAT, load_metrics
 from kept.errors import KeptError
 from kept.evaluate import EvalConfig, evaluate_run_dir
@@ -42,7 +42,9 @@ def test_metrics_json_has_every_figure(run_dir, record) -> None:
     assert metrics["probe"]["per_relation"]
     assert metrics["relation"] == {"skipped": "disabled in eval config"}
     assert metrics["linkpred"]["mrr"] == 0.25 and metrics["linkpred"]["source"] == "kg/kg_metrics.json"
-    assert len(on_disk["examples"]["cloze"]) == 3 and {"gold", "prediction", "context"} <= set(on_disk["examples"]["cloze"][0])
+    assert len(on_disk["examples"]["cloze"]) == 3 and {"gold", "prediction", "context"} <= set(
+        on_disk["examples"]["cloze"][0]
+    )
     assert on_disk["model"]["fusion"] is True and on_disk["model"]["strategy"] == "entity"
     assert set(on_disk["timings_s"]) == {"mlm", "cloze", "probe", "linkpred"}
     assert not list((run_dir / "eval").glob("*.tmp-*")), "written atomically"
@@ -54,9 +56,13 @@ def test_per_item_outcomes_sit_at_the_top_level(record) -> None:
     assert {"cloze", "probe"} <= set(items) and "relation" not in items  # relation is disabled here
     assert "items" not in metrics["cloze"] and "items" not in metrics["probe"]
     assert len(items["cloze"]["ids"]) == metrics["cloze"]["num_mentions"]
-    assert sum(items["cloze"]["correct"]) / len(items["cloze"]["correct"]) == pytest.approx(metrics["cloze"]["accuracy"])
+    assert sum(items["cloze"]["correct"]) / len(items["cloze"]["correct"]) == pytest.approx(
+        metrics["cloze"]["accuracy"]
+    )
     assert len(items["probe"]["ids"]) == metrics["probe"]["num_facts"]
-    assert sum(items["probe"]["reciprocal_rank"]) / metrics["probe"]["num_facts"] == pytest.approx(metrics["probe"]["mrr"])
+    assert sum(items["probe"]["reciprocal_rank"]) / metrics["probe"]["num_facts"] == pytest.approx(
+        metrics["probe"]["mrr"]
+    )
 
 
 def test_evaluation_is_deterministic(run_dir, record) -> None:
@@ -71,16 +77,24 @@ def test_token_masking_is_the_same_task_for_every_strategy(tmp_path, run_dir, re
     shutil.copytree(run_dir, other)
     config_text = (other / "config.yaml").read_text().replace("strategy: entity", "strategy: span")
     (other / "config.yaml").write_text(config_text)
-    result = evaluate_run_dir(other, EvalConfig.model_validate({**FAST, "probe": {"enabled": False},
-                                                                "cloze": {"enabled": False}}))
+    result = evaluate_run_dir(
+        other, EvalConfig.model_validate({**FAST, "probe": {"enabled": False}, "cloze": {"enabled": False}})
+    )
     assert result["metrics"]["mlm"]["strategy"]["strategy"] == "span"
     assert result["metrics"]["mlm"]["token"] == record["metrics"]["mlm"]["token"]
 
 
 def test_caps_limit_the_evaluated_items(run_dir) -> None:
-    result = evaluate_run_dir(run_dir, {"mlm": {"max_examples": 2}, "cloze": {"max_mentions": 2},
-                                        "probe": {"max_facts": 1}, "relation": {"enabled": False},
-                                        "linkpred": {"enabled": False}})
+    result = evaluate_run_dir(
+        run_dir,
+        {
+            "mlm": {"max_examples": 2},
+            "cloze": {"max_mentions": 2},
+            "probe": {"max_facts": 1},
+            "relation": {"enabled": False},
+            "linkpred": {"enabled": False},
+        },
+    )
     metrics = result["metrics"]
     assert metrics["mlm"]["token"]["num_sequences"] == 2
     assert metrics["cloze"]["num_mentions"] == 2
@@ -122,8 +136,12 @@ def test_run_config_of_another_version_names_config_yaml(tmp_path, run_dir) -> N
 def test_missing_kg_metrics_is_a_note_and_bad_ones_an_error(tmp_path, run_dir) -> None:
     other = tmp_path / "nokg"
     shutil.copytree(run_dir, other)
-    only_linkpred = {"mlm": {"enabled": False}, "cloze": {"enabled": False}, "probe": {"enabled": False},
-                     "relation": {"enabled": False}}
+    only_linkpred = {
+        "mlm": {"enabled": False},
+        "cloze": {"enabled": False},
+        "probe": {"enabled": False},
+        "relation": {"enabled": False},
+    }
     (other / "kg" / "kg_metrics.json").unlink()
     result = evaluate_run_dir(other, only_linkpred)
     assert "kg_metrics.json not found" in result["metrics"]["linkpred"]["skipped"]
@@ -136,22 +154,47 @@ def test_missing_kg_metrics_is_a_note_and_bad_ones_an_error(tmp_path, run_dir) -
 
 
 def test_relation_skips_with_a_note_without_fewrel(run_dir) -> None:
-    result = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
-                                        "probe": {"enabled": False}, "linkpred": {"enabled": False}})
+    result = evaluate_run_dir(
+        run_dir,
+        {
+            "mlm": {"enabled": False},
+            "cloze": {"enabled": False},
+            "probe": {"enabled": False},
+            "linkpred": {"enabled": False},
+        },
+    )
     assert "no FewRel data configured" in result["metrics"]["relation"]["skipped"]
-    missing = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
-                                         "probe": {"enabled": False}, "linkpred": {"enabled": False},
-                                         "relation": {"data": str(run_dir / "nowhere.json")}})
+    missing = evaluate_run_dir(
+        run_dir,
+        {
+            "mlm": {"enabled": False},
+            "cloze": {"enabled": False},
+            "probe": {"enabled": False},
+            "linkpred": {"enabled": False},
+            "relation": {"data": str(run_dir / "nowhere.json")},
+        },
+    )
     assert "does not exist" in missing["metrics"]["relation"]["skipped"]
 
 
 @pytest.mark.slow
 def test_relation_classification_on_fewrel(run_dir, fewrel_dir) -> None:
-    result = evaluate_run_dir(run_dir, {"mlm": {"enabled": False}, "cloze": {"enabled": False},
-                                        "probe": {"enabled": False}, "linkpred": {"enabled": False},
-                                        "relation": {"data": str(fewrel_dir / "val_nyt.json"), "max_relations": 3,
-                                                     "max_per_relation": 20, "epochs": 2},
-                                        "finetune_seed": 3})
+    result = evaluate_run_dir(
+        run_dir,
+        {
+            "mlm": {"enabled": False},
+            "cloze": {"enabled": False},
+            "probe": {"enabled": False},
+            "linkpred": {"enabled": False},
+            "relation": {
+                "data": str(fewrel_dir / "val_nyt.json"),
+                "max_relations": 3,
+                "max_per_relation": 20,
+                "epochs": 2,
+            },
+            "finetune_seed": 3,
+        },
+    )
     relation = result["metrics"]["relation"]
     assert relation["num_labels"] == 3 and relation["num_test"] == 18
     assert relation["num_train"] == 36 and relation["num_dev"] == 6  # 42 training sentences, 2 per relation for dev
@@ -165,13 +208,13 @@ def test_relation_classification_on_fewrel(run_dir, fewrel_dir) -> None:
 
 @pytest.mark.slow
 def test_linkpred_recompute_ranks_with_pykeen(tmp_path) -> None:
+    from kept.evaluate.linkpred import evaluate_linkpred
     from kg import EmbeddingConfig, load_pykeen_dataset
 
-    from kept.evaluate.linkpred import evaluate_linkpred
-
     load_pykeen_dataset("Nations").save(tmp_path / "run" / "kg")
-    result = evaluate_linkpred(tmp_path / "run", recompute=True,
-                               embedding_config=EmbeddingConfig(model="TransE", dim=8, epochs=1))
+    result = evaluate_linkpred(
+        tmp_path / "run", recompute=True, embedding_config=EmbeddingConfig(model="TransE", dim=8, epochs=1)
+    )
     assert result["source"] == "recomputed" and result["model"] == "TransE"
     assert 0.0 < result["mrr"] <= 1.0 and 0.0 <= result["hits_at_1"] <= result["hits_at_10"] <= 1.0
     assert not (tmp_path / "run" / "kg" / "kg_metrics.json").exists(), "recomputing writes nothing"
@@ -184,8 +227,19 @@ def test_cli_evaluate_prints_table_and_writes_metrics(run_dir) -> None:
     from kept.cli import app
     from kept.commands.evaluate import print_summary
 
-    result = CliRunner().invoke(app, ["evaluate", str(run_dir), "--set", "eval.probe.enabled=false",
-                                      "--set", "eval.mlm.max_examples=3", "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(run_dir),
+            "--set",
+            "eval.probe.enabled=false",
+            "--set",
+            "eval.mlm.max_examples=3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = load_metrics(run_dir)
     assert metrics["metrics"]["probe"]["skipped"] and metrics["metrics"]["mlm"]["token"]["num_sequences"] == 3
@@ -235,7 +289,14 @@ def test_relation_feeds_linked_entities_to_a_fusion_model(run_dir, fewrel_dir) -
 
     kb_ids = [kb for kb, _ in fewrel_entities(load_fewrel(fewrel_dir / "val_nyt.json"))]
     index = {kb: i % 17 for i, kb in enumerate(kb_ids)}  # the tiny model's table has 17 rows
-    result = evaluate_relation(run_dir / "model", run_dir / "tokenizer", fewrel_dir / "val_nyt.json",
-                               max_relations=2, max_per_relation=10, epochs=1, entity_index=index)
+    result = evaluate_relation(
+        run_dir / "model",
+        run_dir / "tokenizer",
+        fewrel_dir / "val_nyt.json",
+        max_relations=2,
+        max_per_relation=10,
+        epochs=1,
+        entity_index=index,
+    )
     assert result["entity_input"] and result["linked_fraction"] == 1.0
     assert 0.0 <= result["accuracy"] <= 1.0

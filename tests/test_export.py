@@ -40,7 +40,9 @@ def _pretrained(encoded: Path, target: Path, overrides: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def text_run(encoded: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Pretrained without fusion (its knowledge layers never saw an entity)."""
-    return _pretrained(encoded, tmp_path_factory.mktemp("text") / "run", ["model.fusion=false", "masking.strategy=token"])
+    return _pretrained(
+        encoded, tmp_path_factory.mktemp("text") / "run", ["model.fusion=false", "masking.strategy=token"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +105,14 @@ def test_transformers_alone_loads_the_export_and_not_the_kept_directory(text_run
         "assert not any(name.split('.')[0] in ('fusion', 'kept') for name in sys.modules)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", script, str(text_run / "model"), str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(text_run / "model"), str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "KEPT-FAILED" in done.stdout and UNKNOWN_ARCHITECTURE in done.stdout
     assert "FILLED BertForMaskedLM 5" in done.stdout
@@ -141,8 +149,9 @@ def test_tied_and_untied_decoders_convert(tie: bool) -> None:
     from fusion.export import to_bert_for_masked_lm
 
     torch.manual_seed(0)
-    model = KeptForPreTraining(KeptConfig.from_preset("tiny", vocab_size=300, entity_dim=32,
-                                                      tie_word_embeddings=tie)).eval()
+    model = KeptForPreTraining(
+        KeptConfig.from_preset("tiny", vocab_size=300, entity_dim=32, tie_word_embeddings=tie)
+    ).eval()
     with torch.no_grad():
         model.cls.predictions.bias.normal_()
         if not tie:
@@ -155,8 +164,9 @@ def test_tied_and_untied_decoders_convert(tie: bool) -> None:
     mask = torch.ones_like(ids)
     mask[0, 7:] = 0
     with torch.no_grad():
-        assert torch.allclose(bert(input_ids=ids, attention_mask=mask).logits,
-                              model(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
+        assert torch.allclose(
+            bert(input_ids=ids, attention_mask=mask).logits, model(input_ids=ids, attention_mask=mask).logits, atol=1e-5
+        )
     assert "dEA head (4 tensors)" in exported.dropped_summary()
 
 
@@ -181,8 +191,9 @@ def test_a_failed_load_of_a_kept_directory_hints_at_import_fusion(text_run: Path
     class Unregistered:  # what AutoModel* does when fusion was never imported
         @classmethod
         def from_pretrained(cls, path: str, **kwargs: object) -> None:
-            raise ValueError("The checkpoint you are trying to load has model type `kept` but Transformers "
-                             f"{UNKNOWN_ARCHITECTURE}.")
+            raise ValueError(
+                f"The checkpoint you are trying to load has model type `kept` but Transformers {UNKNOWN_ARCHITECTURE}."
+            )
 
     with pytest.raises(KeptError, match=r"`import fusion`.*kept export RUN_DIR --to bert OUT"):
         load_model(text_run, Unregistered)

@@ -40,8 +40,10 @@ def test_documents_carry_gold_spans_matching_the_entity_tokens(fewrel_dir: Path)
             assert entities[span["entity_id"]][0] == span["label"]
         spans = sorted(document["spans"], key=lambda s: s["start"])
         assert all(a["end"] <= b["start"] for a, b in zip(spans, spans[1:]))  # no overlaps
-        surface = {document["text"][s["start"]:s["end"]] for s in spans}
-        expected = {" ".join(example.tokens[i] for i in occ) for e in (example.head, example.tail) for occ in e.positions}
+        surface = {document["text"][s["start"] : s["end"]] for s in spans}
+        expected = {
+            " ".join(example.tokens[i] for i in occ) for e in (example.head, example.tail) for occ in e.positions
+        }
         assert surface <= expected
     triples = fewrel_triples(dataset)
     assert len({r for _, r, _ in triples}) == 10
@@ -60,8 +62,8 @@ def test_relation_examples_have_markers_at_the_reported_offsets(fewrel_dir: Path
     examples, names = relation_examples(dataset)
     assert len(examples) == 100 and len(names) == 25
     for example in examples:
-        assert example.text[example.head_marker:].startswith(ENTITY_MARKERS[0])
-        assert example.text[example.tail_marker:].startswith(ENTITY_MARKERS[2])
+        assert example.text[example.head_marker :].startswith(ENTITY_MARKERS[0])
+        assert example.text[example.tail_marker :].startswith(ENTITY_MARKERS[2])
         assert example.words[example.head_word] == ENTITY_MARKERS[0]
         assert example.words[example.tail_word] == ENTITY_MARKERS[2]
         assert names[example.label] == example.relation
@@ -74,13 +76,16 @@ def test_directory_loads_every_file(fewrel_dir: Path) -> None:
     assert len(dataset) == 2500 + 1000 + 2500
 
 
-@pytest.mark.parametrize("content, match", [
-    ("{not json", "not valid JSON"),
-    ('{"P1": [{"tokens": ["a"], "h": ["a", "Q1", [[0]]]}]}', "lacks 'tokens', 'h' or 't'"),
-    ('{"P1": [{"tokens": ["a"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[5]]]}]}', "points past"),
-    ('{"P1": [{"tokens": ["a"], "h": ["a", "Q1", []], "t": ["a", "Q2", [[0]]]}]}', "FewRel format"),
-    ('"text"', "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"P1": [{"tokens": ["a"], "h": ["a", "Q1", [[0]]]}]}', "lacks 'tokens', 'h' or 't'"),
+        ('{"P1": [{"tokens": ["a"], "h": ["a", "Q1", [[0]]], "t": ["b", "Q2", [[5]]]}]}', "points past"),
+        ('{"P1": [{"tokens": ["a"], "h": ["a", "Q1", []], "t": ["a", "Q2", [[0]]]}]}', "FewRel format"),
+        ('"text"', "expected a JSON object"),
+    ],
+)
 def test_malformed_files_are_clear_errors(tmp_path: Path, content: str, match: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -89,8 +94,15 @@ def test_malformed_files_are_clear_errors(tmp_path: Path, content: str, match: s
 
 
 def test_small_synthetic_file(tmp_path: Path) -> None:
-    data = {"P17": [{"tokens": ["Paris", "is", "in", "France", "."], "h": ["Paris", "Q90", [[0]]],
-                     "t": ["France", "Q142", [[3]]]}]}
+    data = {
+        "P17": [
+            {
+                "tokens": ["Paris", "is", "in", "France", "."],
+                "h": ["Paris", "Q90", [[0]]],
+                "t": ["France", "Q142", [[3]]],
+            }
+        ]
+    }
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(data))
     dataset = load_fewrel(path)

@@ -18,8 +18,9 @@ DIM = 32
 
 def _table(tmp_path: Path) -> Path:
     path = tmp_path / "embeddings.safetensors"
-    save_file({"entity_embeddings": torch.randn(NUM_ENTITIES, DIM, generator=torch.Generator().manual_seed(0))},
-              str(path))
+    save_file(
+        {"entity_embeddings": torch.randn(NUM_ENTITIES, DIM, generator=torch.Generator().manual_seed(0))}, str(path)
+    )
     return path
 
 
@@ -32,17 +33,29 @@ def _batch(seed: int, entities: bool) -> dict[str, torch.Tensor]:
         entity_ids[:, 2] = torch.randint(0, NUM_ENTITIES, (2,), generator=g)
         entity_ids[0, 5] = 7
     entity_labels = torch.where(entity_ids >= 0, entity_ids, torch.full_like(entity_ids, -100))
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
-            "entity_ids": entity_ids, "entity_labels": entity_labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "labels": labels,
+        "entity_ids": entity_ids,
+        "entity_labels": entity_labels,
+    }
 
 
 def _model(table: Path, **overrides):
     from fusion import KeptConfig, KeptForPreTraining
 
     torch.manual_seed(0)
-    model = KeptForPreTraining(KeptConfig.from_preset("tiny", vocab_size=2048, entity_dim=DIM,
-                                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                                                      **overrides))
+    model = KeptForPreTraining(
+        KeptConfig.from_preset(
+            "tiny",
+            vocab_size=2048,
+            entity_dim=DIM,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            **overrides,
+        )
+    )
     model.load_entity_table(table)
     return model
 

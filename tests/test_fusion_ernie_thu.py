@@ -18,8 +18,9 @@ def _replacements(replace_from: str) -> torch.Tensor:
     entity_ids = torch.full((4, 100), -1)
     entity_ids[0, :99] = 7
     entity_ids[1, 0] = 3
-    corrupted, labels = corrupt_alignments(entity_ids, 1.0, 0.0, torch.Generator().manual_seed(0),
-                                           replace_from=replace_from)
+    corrupted, labels = corrupt_alignments(
+        entity_ids, 1.0, 0.0, torch.Generator().manual_seed(0), replace_from=replace_from
+    )
     assert torch.equal(labels[entity_ids >= 0], entity_ids[entity_ids >= 0])  # labels stay the truth
     return corrupted[entity_ids >= 0]  # [100], every one replaced
 
@@ -41,9 +42,19 @@ def test_dea_replace_is_a_masking_option():
 
 # ------------------------------------------------------------------------ fusion model: shared pieces
 NUM_ENTITIES = 12
-SMALL = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_knowledge_layers=3, num_attention_heads=4,
-             intermediate_size=64, entity_dim=16, num_entity_attention_heads=4, max_position_embeddings=32,
-             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+SMALL = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_knowledge_layers=3,
+    num_attention_heads=4,
+    intermediate_size=64,
+    entity_dim=16,
+    num_entity_attention_heads=4,
+    max_position_embeddings=32,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def build(cls=KeptForPreTraining, preset: str = "tiny", **overrides) -> torch.nn.Module:
@@ -53,11 +64,13 @@ def build(cls=KeptForPreTraining, preset: str = "tiny", **overrides) -> torch.nn
     config._attn_implementation = "eager"
     model = cls(config).double().eval()
     generator = torch.Generator().manual_seed(1)
-    state = {name: 0.3 * torch.randn(value.shape, generator=generator, dtype=torch.float64)
-             for name, value in model.state_dict().items() if value.is_floating_point()}
+    state = {
+        name: 0.3 * torch.randn(value.shape, generator=generator, dtype=torch.float64)
+        for name, value in model.state_dict().items()
+        if value.is_floating_point()
+    }
     model.load_state_dict(state, strict=False)
-    model.set_entity_table(EntityTable(weight=torch.randn(NUM_ENTITIES, 16, generator=generator,
-                                                          dtype=torch.float64)))
+    model.set_entity_table(EntityTable(weight=torch.randn(NUM_ENTITIES, 16, generator=generator, dtype=torch.float64)))
     return model
 
 
@@ -76,9 +89,14 @@ def batch_with_entities() -> dict[str, torch.Tensor]:
     entity_ids[2, 3] = -1  # alignment removed
     labels = torch.full((3, 12), -100)
     labels[:, [2, 4, 8]] = input_ids[:, [2, 4, 8]]
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": torch.zeros_like(input_ids),
-            "entity_ids": entity_ids, "entity_labels": torch.where(truth >= 0, truth, torch.full_like(truth, -100)),
-            "labels": labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": torch.zeros_like(input_ids),
+        "entity_ids": entity_ids,
+        "entity_labels": torch.where(truth >= 0, truth, torch.full_like(truth, -100)),
+        "labels": labels,
+    }
 
 
 # --------------------------------------------------------------------------------- the options, one each
@@ -139,11 +157,24 @@ def test_ernie_thu_preset_is_base_with_the_original_everywhere():
     config = KeptConfig.from_preset("ernie_thu")
     base = KeptConfig.from_preset("base")
     assert (config.hidden_size, config.num_hidden_layers, config.num_knowledge_layers, config.entity_dim) == (
-        base.hidden_size, base.num_hidden_layers, base.num_knowledge_layers, base.entity_dim)
-    assert (config.first_knowledge_layer, config.entity_bias_at, config.entity_mask_cls, config.dea_null_candidate,
-            config.dea_num_negatives) == ("mix", "all", True, True, 0)
+        base.hidden_size,
+        base.num_hidden_layers,
+        base.num_knowledge_layers,
+        base.entity_dim,
+    )
+    assert (
+        config.first_knowledge_layer,
+        config.entity_bias_at,
+        config.entity_mask_cls,
+        config.dea_null_candidate,
+        config.dea_num_negatives,
+    ) == ("mix", "all", True, True, 0)
     assert (base.first_knowledge_layer, base.entity_bias_at, base.entity_mask_cls, base.dea_null_candidate) == (
-        "norm", "aligned", False, False)
+        "norm",
+        "aligned",
+        False,
+        False,
+    )
 
 
 # ------------------------------------------------------------- the paper's equations, written out again
@@ -158,11 +189,12 @@ def _dense(x: torch.Tensor, state: dict, prefix: str) -> torch.Tensor:
 
 
 def _gelu(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.erf(x / 2.0 ** 0.5))
+    return 0.5 * x * (1.0 + torch.erf(x / 2.0**0.5))
 
 
-def _attention(x: torch.Tensor, additive_mask: torch.Tensor, heads: int, state: dict, q: str, k: str, v: str
-               ) -> torch.Tensor:
+def _attention(
+    x: torch.Tensor, additive_mask: torch.Tensor, heads: int, state: dict, q: str, k: str, v: str
+) -> torch.Tensor:
     """Multi-head scaled dot-product self-attention; additive_mask [B, 1, 1, L] (0 or -10000)."""
     batch, length, width = x.shape
     split = lambda t: t.view(batch, length, heads, width // heads).transpose(1, 2)  # noqa: E731
@@ -171,8 +203,9 @@ def _attention(x: torch.Tensor, additive_mask: torch.Tensor, heads: int, state: 
     return context.transpose(1, 2).reshape(batch, length, width)
 
 
-def reference(state: dict, table: torch.Tensor, batch: dict[str, torch.Tensor], cfg: KeptConfig
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reference(
+    state: dict, table: torch.Tensor, batch: dict[str, torch.Tensor], cfg: KeptConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ERNIE-THU as in the paper and the original code, per token: T-encoder = BERT layers; each aggregator:
     w̃ = MHA(w), ẽ = MHA(e) (the first layer "mix": ẽ = e), h = GELU(W_t w̃ + b_t + W_e ẽ + b_e) with ẽ = 0 off
     the entity mask (so b_e at every token), w' = LN(W'_t h + b + w̃), e' = LN(W'_e h + b + ẽ); entity mask =
@@ -180,22 +213,34 @@ def reference(state: dict, table: torch.Tensor, batch: dict[str, torch.Tensor], 
     batch's distinct entities plus a zero vector as candidates)."""
     ids, attention_mask, entity_ids = batch["input_ids"], batch["attention_mask"], batch["entity_ids"]
     length = ids.shape[1]
-    x = (state["kept.embeddings.word_embeddings.weight"][ids]
-         + state["kept.embeddings.position_embeddings.weight"][:length]
-         + state["kept.embeddings.token_type_embeddings.weight"][batch["token_type_ids"]])
+    x = (
+        state["kept.embeddings.word_embeddings.weight"][ids]
+        + state["kept.embeddings.position_embeddings.weight"][:length]
+        + state["kept.embeddings.token_type_embeddings.weight"][batch["token_type_ids"]]
+    )
     x = _ln(x, state, "kept.embeddings.LayerNorm.")
     token_mask = (1.0 - attention_mask[:, None, None, :].double()) * -10000.0  # [B, 1, 1, L]
 
     def token_attention(p: str, x: torch.Tensor) -> torch.Tensor:
-        context = _attention(x, token_mask, cfg.num_attention_heads, state,
-                             p + "attention.self.query.", p + "attention.self.key.", p + "attention.self.value.")
+        context = _attention(
+            x,
+            token_mask,
+            cfg.num_attention_heads,
+            state,
+            p + "attention.self.query.",
+            p + "attention.self.key.",
+            p + "attention.self.value.",
+        )
         return _ln(_dense(context, state, p + "attention.output.dense.") + x, state, p + "attention.output.LayerNorm.")
 
     for i in range(cfg.num_hidden_layers):
         p = f"kept.encoder.layer.{i}."
         a = token_attention(p, x)
-        x = _ln(_dense(_gelu(_dense(a, state, p + "intermediate.dense.")), state, p + "output.dense.") + a,
-                state, p + "output.LayerNorm.")
+        x = _ln(
+            _dense(_gelu(_dense(a, state, p + "intermediate.dense.")), state, p + "output.dense.") + a,
+            state,
+            p + "output.LayerNorm.",
+        )
 
     ent_mask = (entity_ids >= 0).double()
     ent_mask[:, 0] = 1.0  # [CLS], as the original's run scripts
@@ -207,20 +252,30 @@ def reference(state: dict, table: torch.Tensor, batch: dict[str, torch.Tensor], 
         if k == 0:  # "mix"
             e_att = e * ent_mask[..., None]
         else:
-            context = _attention(e, entity_additive, cfg.num_entity_attention_heads, state,
-                                 p + "entity_attention.query.", p + "entity_attention.key.",
-                                 p + "entity_attention.value.")
-            e_att = _ln(_dense(context, state, p + "entity_attention.dense.") + e, state,
-                        p + "entity_attention.LayerNorm.") * ent_mask[..., None]
+            context = _attention(
+                e,
+                entity_additive,
+                cfg.num_entity_attention_heads,
+                state,
+                p + "entity_attention.query.",
+                p + "entity_attention.key.",
+                p + "entity_attention.value.",
+            )
+            e_att = (
+                _ln(_dense(context, state, p + "entity_attention.dense.") + e, state, p + "entity_attention.LayerNorm.")
+                * ent_mask[..., None]
+            )
         h = _gelu(_dense(w_att, state, p + "intermediate.dense.") + _dense(e_att, state, p + "entity_intermediate."))
         x = _ln(_dense(h, state, p + "output.dense.") + w_att, state, p + "output.LayerNorm.")
         e = _ln(_dense(h, state, p + "entity_output.dense.") + e_att, state, p + "entity_output.LayerNorm.")
 
-    transformed = _ln(_gelu(_dense(x, state, "cls.predictions.transform.dense.")), state,
-                      "cls.predictions.transform.LayerNorm.")
+    transformed = _ln(
+        _gelu(_dense(x, state, "cls.predictions.transform.dense.")), state, "cls.predictions.transform.LayerNorm."
+    )
     logits = transformed @ state["kept.embeddings.word_embeddings.weight"].T + state["cls.predictions.bias"]
-    mlm = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1),
-                                            ignore_index=-100)
+    mlm = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100
+    )
     truth = batch["entity_labels"]
     distinct = torch.unique(truth[truth >= 0])
     candidates = torch.cat([torch.zeros(1, table.shape[1], dtype=table.dtype), table[distinct]])  # null first
@@ -242,8 +297,9 @@ def test_ernie_thu_mode_matches_the_equations():
     # entity states on the entity mask (KEPT keeps zeros elsewhere)
     ent_mask = (batch["entity_ids"] >= 0) & valid
     ent_mask[:, 0] = True
-    kept_entities = model.kept(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids",
-                                                         "entity_ids")}).entity_last_hidden_state
+    kept_entities = model.kept(
+        **{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "entity_ids")}
+    ).entity_last_hidden_state
     assert torch.allclose(kept_entities[ent_mask], entities[ent_mask], atol=1e-5, rtol=0)
     assert abs(out.loss.item() - loss.item()) < 1e-5  # KEPT's losses are float32
     # KEPT's defaults (no random negatives either) differ from it: the check can tell them apart

@@ -42,14 +42,19 @@ def make_batch(seed: int, batch: int = 4, length: int = 16, rate: float = 0.25) 
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1000, 2000, (batch, length), generator=g)
     attention_mask = torch.ones(batch, length, dtype=torch.long)
-    attention_mask[-1, length - 4:] = 0
+    attention_mask[-1, length - 4 :] = 0
     aligned = torch.rand(batch, length, generator=g) < rate
     aligned[1] = False
     ids = torch.randint(0, NUM_ENTITIES, (batch, length), generator=g)
     entity_ids = torch.where(aligned, ids, -1)
     labels = torch.where(torch.rand(batch, length, generator=g) < 0.3, input_ids, -100)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "entity_ids": entity_ids,
-            "labels": labels, "entity_labels": torch.where(aligned, ids, -100)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "entity_ids": entity_ids,
+        "labels": labels,
+        "entity_labels": torch.where(aligned, ids, -100),
+    }
 
 
 def tiny(cls, table_path: Path, **overrides) -> torch.nn.Module:
@@ -63,8 +68,7 @@ def inputs_of(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in INPUTS}
 
 
-def eager_then_static(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], field: str
-                      ) -> list[torch.Tensor]:
+def eager_then_static(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], field: str) -> list[torch.Tensor]:
     """The default (dynamic-slot) model's outputs; leaves the model in the static layout."""
     model.config.max_entity_slots = None
     with torch.no_grad():
@@ -80,8 +84,9 @@ def two_batches() -> list[dict[str, torch.Tensor]]:
     return batches
 
 
-@pytest.mark.parametrize("overrides", [{}, {"entity_mask_cls": True},
-                                       {"first_knowledge_layer": "mix", "entity_bias_at": "all"}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"entity_mask_cls": True}, {"first_knowledge_layer": "mix", "entity_bias_at": "all"}]
+)
 def test_static_slots_give_the_dynamic_results(table_path: Path, overrides: dict) -> None:
     model = tiny(KeptModel, table_path, **overrides)
     batches = two_batches()
@@ -98,8 +103,14 @@ def test_static_slots_train_like_dynamic(table_path: Path) -> None:
     """Same loss and gradients (dropout off, no random dEA negatives)."""
     grads = []
     for slots in (None, SLOTS):
-        model = tiny(KeptForPreTraining, table_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                     dea_num_negatives=0, max_entity_slots=slots).train()
+        model = tiny(
+            KeptForPreTraining,
+            table_path,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            dea_num_negatives=0,
+            max_entity_slots=slots,
+        ).train()
         model(**make_batch(0)).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
@@ -126,8 +137,9 @@ def test_export_masked_lm_matches_eager(table_path: Path) -> None:
     batches = two_batches()
     expected = eager_then_static(model, batches, "logits")
     batch_dim, length_dim = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("length", min=2, max=512)
-    program = torch.export.export(model, (), inputs_of(batches[0]),
-                                  dynamic_shapes={k: {0: batch_dim, 1: length_dim} for k in INPUTS})
+    program = torch.export.export(
+        model, (), inputs_of(batches[0]), dynamic_shapes={k: {0: batch_dim, 1: length_dim} for k in INPUTS}
+    )
     exported = program.module()
     for batch, want in zip(batches, expected):
         torch.testing.assert_close(exported(**inputs_of(batch)).logits, want, atol=1e-5, rtol=1e-5)
@@ -154,12 +166,13 @@ def test_export_classification_matches_eager(table_path: Path, cls) -> None:
     model.config.max_entity_slots = SLOTS
     program = torch.export.export(model, (), {k: batches[0][k] for k in keys})
     for batch, want in zip(batches, expected):
-        torch.testing.assert_close(program.module()(**{k: batch[k] for k in keys}).logits, want,
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(program.module()(**{k: batch[k] for k in keys}).logits, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("onnxscript", "onnxruntime")),
-                    reason="ONNX export needs onnxscript; the check runs it with onnxruntime")
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) for m in ("onnxscript", "onnxruntime")),
+    reason="ONNX export needs onnxscript; the check runs it with onnxruntime",
+)
 def test_onnx_export_masked_lm_matches_eager(table_path: Path, tmp_path: Path) -> None:
     import onnxruntime
 
@@ -167,8 +180,16 @@ def test_onnx_export_masked_lm_matches_eager(table_path: Path, tmp_path: Path) -
     batches = two_batches()
     expected = eager_then_static(model, batches, "logits")
     path = tmp_path / "kept.onnx"
-    torch.onnx.export(model, (), str(path), kwargs=inputs_of(batches[0]), dynamo=True,
-                      input_names=list(INPUTS), output_names=["logits"], verbose=False)
+    torch.onnx.export(
+        model,
+        (),
+        str(path),
+        kwargs=inputs_of(batches[0]),
+        dynamo=True,
+        input_names=list(INPUTS),
+        output_names=["logits"],
+        verbose=False,
+    )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch, want in zip(batches, expected):
         (got,) = session.run(None, {k: v.numpy() for k, v in inputs_of(batch).items()})

@@ -18,8 +18,13 @@ from fusion import (
 )
 from fusion.loading import canonical_bert_key, iter_bert_tensors, map_bert_key, split_layers
 
-ALL_CLASSES = [KeptModel, KeptForPreTraining, KeptForMaskedLM, KeptForSequenceClassification,
-               KeptForRelationClassification]
+ALL_CLASSES = [
+    KeptModel,
+    KeptForPreTraining,
+    KeptForMaskedLM,
+    KeptForSequenceClassification,
+    KeptForRelationClassification,
+]
 BERT_LAYERS = 4
 
 
@@ -27,9 +32,16 @@ def _tiny_bert(seed: int = 0):
     from transformers import BertConfig, BertForPreTraining
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=BERT_LAYERS, num_attention_heads=4,
-                        intermediate_size=37, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=BERT_LAYERS,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return BertForPreTraining(config).eval()
 
 
@@ -61,8 +73,10 @@ def _legacy_copy(bert_dir: Path, out: Path) -> Path:
     out.mkdir()
     (out / "config.json").write_text((bert_dir / "config.json").read_text())
     state = load_file(str(bert_dir / "model.safetensors"))
-    renamed = {key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"):
-               tensor for key, tensor in state.items()}
+    renamed = {
+        key.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): tensor
+        for key, tensor in state.items()
+    }
     assert sum(key.endswith(("gamma", "beta")) for key in renamed) == 2 * (2 * BERT_LAYERS + 2)
     torch.save(renamed, out / "pytorch_model.bin")
     return out
@@ -82,16 +96,26 @@ def _assert_same_encoder(model, bert_model) -> None:
 
 # ---------------------------------------------------------------------------------------------- names
 def test_legacy_and_wrapped_names_are_canonicalised() -> None:
-    assert canonical_bert_key("module.bert.encoder.layer.0.output.LayerNorm.gamma") == \
-        "encoder.layer.0.output.LayerNorm.weight"
+    assert (
+        canonical_bert_key("module.bert.encoder.layer.0.output.LayerNorm.gamma")
+        == "encoder.layer.0.output.LayerNorm.weight"
+    )
     assert canonical_bert_key("bert.embeddings.LayerNorm.beta") == "embeddings.LayerNorm.bias"
-    assert canonical_bert_key("cls.predictions.transform.LayerNorm.gamma") == \
-        "cls.predictions.transform.LayerNorm.weight"
-    assert canonical_bert_key("encoder.layer.3.attention.self.query.weight") == \
-        "encoder.layer.3.attention.self.query.weight"
-    assert map_bert_key("bert.encoder.layer.3.output.dense.bias", 2, 2) == "kept.knowledge_encoder.layer.1.output.dense.bias"
-    assert map_bert_key("bert.encoder.layer.3.output.dense.bias", 2, 2, prefix="") == \
-        "knowledge_encoder.layer.1.output.dense.bias"
+    assert (
+        canonical_bert_key("cls.predictions.transform.LayerNorm.gamma") == "cls.predictions.transform.LayerNorm.weight"
+    )
+    assert (
+        canonical_bert_key("encoder.layer.3.attention.self.query.weight")
+        == "encoder.layer.3.attention.self.query.weight"
+    )
+    assert (
+        map_bert_key("bert.encoder.layer.3.output.dense.bias", 2, 2)
+        == "kept.knowledge_encoder.layer.1.output.dense.bias"
+    )
+    assert (
+        map_bert_key("bert.encoder.layer.3.output.dense.bias", 2, 2, prefix="")
+        == "knowledge_encoder.layer.1.output.dense.bias"
+    )
     assert map_bert_key("bert.pooler.dense.weight", 2, 2, prefix="") == "pooler.dense.weight"
 
 
@@ -149,16 +173,17 @@ def test_refuses_a_checkpoint_that_mostly_does_not_load(bert_dir: Path, tmp_path
     foreign.mkdir()
     (foreign / "config.json").write_text((bert_dir / "config.json").read_text())
     state = load_file(str(bert_dir / "model.safetensors"))
-    save_file({key.replace("bert.", "text_encoder.", 1): value for key, value in state.items()},
-              str(foreign / "model.safetensors"))
+    save_file(
+        {key.replace("bert.", "text_encoder.", 1): value for key, value in state.items()},
+        str(foreign / "model.safetensors"),
+    )
     with pytest.raises(FusionError) as caught:
         KeptModel.from_bert(foreign, entity_dim=8, num_entity_attention_heads=2)
     message = str(caught.value)
     assert "\n" not in message
     assert str(foreign) in message and "0%" in message and "min_loaded_fraction=0" in message
     assert "text_encoder." in message  # names a checkpoint tensor that did not match
-    model, report = KeptModel.from_bert(foreign, min_loaded_fraction=0, entity_dim=8,
-                                        num_entity_attention_heads=2)
+    model, report = KeptModel.from_bert(foreign, min_loaded_fraction=0, entity_dim=8, num_entity_attention_heads=2)
     assert report.loaded_fraction == 0.0 and report.loaded == []
     # a threshold the checkpoint passes, and one it cannot
     _, partial = KeptModel.from_bert(bert_dir, min_loaded_fraction=1.0, entity_dim=8, num_entity_attention_heads=2)
@@ -167,8 +192,7 @@ def test_refuses_a_checkpoint_that_mostly_does_not_load(bert_dir: Path, tmp_path
         KeptModel.from_bert(bert_dir, min_loaded_fraction=1.5)
 
 
-def test_pooler_is_kept_without_sop_and_reaches_classification(bert_dir: Path, bert_model,
-                                                               tmp_path: Path) -> None:
+def test_pooler_is_kept_without_sop_and_reaches_classification(bert_dir: Path, bert_model, tmp_path: Path) -> None:
     model, report = KeptForPreTraining.from_bert(bert_dir, use_sop=False, entity_dim=8, num_entity_attention_heads=2)
     assert {"kept.pooler.dense.weight", "kept.pooler.dense.bias"} <= set(report.loaded)
     assert torch.equal(model.kept.pooler.dense.weight, bert_model.pooler.dense.weight)
@@ -186,8 +210,9 @@ def test_pooler_is_kept_without_sop_and_reaches_classification(bert_dir: Path, b
 
 
 def test_from_pretrained_output_loading_info(bert_dir: Path, tmp_path: Path) -> None:
-    model, _ = KeptForSequenceClassification.from_bert(bert_dir, entity_dim=8, num_entity_attention_heads=2,
-                                                       num_labels=2)
+    model, _ = KeptForSequenceClassification.from_bert(
+        bert_dir, entity_dim=8, num_entity_attention_heads=2, num_labels=2
+    )
     table = tmp_path / "table.safetensors"
     save_file({"entity_embeddings": torch.randn(5, 8)}, str(table))
     model.load_entity_table(table)
@@ -222,8 +247,7 @@ def test_sharded_checkpoint_reads_only_wanted_tensors(bert_dir: Path, tmp_path: 
 def test_no_knowledge_layers_is_exactly_minilm(minilm_dir: Path) -> None:
     from transformers import AutoTokenizer, BertModel
 
-    model, report = KeptModel.from_bert(minilm_dir, num_knowledge_layers=0, entity_dim=8,
-                                        num_entity_attention_heads=2)
+    model, report = KeptModel.from_bert(minilm_dir, num_knowledge_layers=0, entity_dim=8, num_entity_attention_heads=2)
     assert (report.bert_layers, report.t_layers, report.k_layers) == (6, 6, 0)
     assert report.loaded_fraction == 1.0 and report.new == []
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))

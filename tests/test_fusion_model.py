@@ -27,8 +27,13 @@ DIM = 32
 def table_path(tmp_path: Path) -> Path:
     generator = torch.Generator().manual_seed(0)
     path = tmp_path / "embeddings.safetensors"
-    save_file({"entity_embeddings": torch.randn(NUM_ENTITIES, DIM, generator=generator),
-               "relation_embeddings": torch.randn(3, DIM, generator=generator)}, str(path))
+    save_file(
+        {
+            "entity_embeddings": torch.randn(NUM_ENTITIES, DIM, generator=generator),
+            "relation_embeddings": torch.randn(3, DIM, generator=generator),
+        },
+        str(path),
+    )
     return path
 
 
@@ -36,8 +41,8 @@ def make_batch(batch: int = 4, length: int = 16, seed: int = 0, entities: bool =
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1000, 2000, (batch, length), generator=g)
     attention_mask = torch.ones(batch, length, dtype=torch.long)
-    attention_mask[-1, length - 4:] = 0
-    input_ids[-1, length - 4:] = 0
+    attention_mask[-1, length - 4 :] = 0
+    input_ids[-1, length - 4 :] = 0
     labels = torch.full((batch, length), -100)
     pick = torch.rand(batch, length, generator=g) < 0.3
     pick[:, 0] = True
@@ -47,13 +52,18 @@ def make_batch(batch: int = 4, length: int = 16, seed: int = 0, entities: bool =
     if entities:
         aligned = torch.rand(batch, length, generator=g) < 0.25
         aligned[0, 1] = True
-        aligned[-1, length - 4:] = False
+        aligned[-1, length - 4 :] = False
         aligned[1] = False  # one sequence without entities
         ids = torch.randint(0, NUM_ENTITIES, (batch, length), generator=g)
         entity_ids[aligned] = ids[aligned]
         entity_labels[aligned] = ids[aligned]
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
-            "entity_ids": entity_ids, "entity_labels": entity_labels}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "entity_ids": entity_ids,
+        "entity_labels": entity_labels,
+    }
 
 
 def tiny_model(table_path: Path | None = None, cls=KeptForPreTraining, **overrides) -> torch.nn.Module:
@@ -89,8 +99,12 @@ def test_shapes_and_losses(table_path: Path) -> None:
     expected = model.config.mlm_weight * out.mlm_loss + model.config.dea_weight * out.dea_loss
     assert torch.allclose(out.loss, expected, atol=1e-6)
 
-    base = model.kept(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      entity_ids=batch["entity_ids"], output_hidden_states=True)
+    base = model.kept(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        entity_ids=batch["entity_ids"],
+        output_hidden_states=True,
+    )
     assert base.last_hidden_state.shape == (4, 16, 64)
     assert base.entity_last_hidden_state.shape == (4, 16, DIM)
     no_entity = batch["entity_ids"] < 0
@@ -103,8 +117,9 @@ def test_entities_change_token_states_only_where_fused(table_path: Path) -> None
     model = tiny_model(table_path).eval()
     batch = make_batch()
     with torch.no_grad():
-        with_entities = model.kept(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   entity_ids=batch["entity_ids"]).last_hidden_state
+        with_entities = model.kept(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], entity_ids=batch["entity_ids"]
+        ).last_hidden_state
         without = model.kept(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     # sequence 1 carries no entity: identical; sequence 0 does: different
     assert torch.allclose(with_entities[1], without[1], atol=1e-6)
@@ -217,15 +232,24 @@ def test_auto_classes_and_task_heads(table_path: Path) -> None:
     assert isinstance(classifier, KeptForSequenceClassification)
     classifier.load_entity_table(table_path)
     batch = make_batch()
-    out = classifier(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                     entity_ids=batch["entity_ids"], labels=torch.tensor([0, 1, 2, 1]))
+    out = classifier(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        entity_ids=batch["entity_ids"],
+        labels=torch.tensor([0, 1, 2, 1]),
+    )
     assert out.logits.shape == (4, 3) and torch.isfinite(out.loss)
 
     relation = KeptForRelationClassification(config)
     relation.load_entity_table(table_path)
-    out = relation(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   entity_ids=batch["entity_ids"], head_start=torch.tensor([1, 2, 3, 4]),
-                   tail_start=torch.tensor([5, 6, 7, 8]), labels=torch.tensor([0, 1, 2, 0]))
+    out = relation(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        entity_ids=batch["entity_ids"],
+        head_start=torch.tensor([1, 2, 3, 4]),
+        tail_start=torch.tensor([5, 6, 7, 8]),
+        labels=torch.tensor([0, 1, 2, 0]),
+    )
     assert out.logits.shape == (4, 3)
     out.loss.backward()
     assert all(p.grad is not None for p in relation.parameters())
@@ -266,8 +290,7 @@ def test_sop_head(table_path: Path) -> None:
 
 
 def test_overfit_small_batch_losses_fall(table_path: Path) -> None:
-    model = tiny_model(table_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                       dea_num_negatives=8)
+    model = tiny_model(table_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, dea_num_negatives=8)
     batch = make_batch(seed=3)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
@@ -388,9 +411,16 @@ def test_hf_trainer_trains_checkpoints_and_evaluates(table_path: Path, tmp_path:
     model = tiny_model(table_path)
     batch = make_batch(8, 16)
     rows = [{k: v[i] for k, v in batch.items()} for i in range(8)]
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=2,
-                             save_steps=2, report_to=[], use_cpu=True, disable_tqdm=True,
-                             label_names=["labels", "entity_labels"])  # sentence_order_label is optional
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        save_steps=2,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        label_names=["labels", "entity_labels"],
+    )  # sentence_order_label is optional
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=rows)
     assert trainer.model_accepts_loss_kwargs is False
     trainer.train()

@@ -49,12 +49,10 @@ def test_from_bert_report_and_t_encoder_equals_bert(minilm_dir: Path, tokenizer)
 
 
 def test_from_bert_split_overrides_and_errors(minilm_dir: Path, tmp_path: Path) -> None:
-    model, report = KeptForPreTraining.from_bert(minilm_dir, num_hidden_layers=2, num_knowledge_layers=2,
-                                                 entity_dim=32)
+    model, report = KeptForPreTraining.from_bert(minilm_dir, num_hidden_layers=2, num_knowledge_layers=2, entity_dim=32)
     assert (report.t_layers, report.k_layers) == (2, 2)
     assert "encoder.layer.5.output.dense.weight" in report.unused
-    model, report = KeptForPreTraining.from_bert(minilm_dir, num_hidden_layers=4, num_knowledge_layers=4,
-                                                 entity_dim=32)
+    model, report = KeptForPreTraining.from_bert(minilm_dir, num_hidden_layers=4, num_knowledge_layers=4, entity_dim=32)
     assert "kept.knowledge_encoder.layer.3.attention.self.query.weight" in report.new  # beyond BERT's depth
     with pytest.raises(FusionError, match="hidden_size"):
         KeptForPreTraining.from_bert(minilm_dir, hidden_size=128)
@@ -87,6 +85,7 @@ def test_from_bert_model_trains_with_entities(minilm_dir: Path, tokenizer, tmp_p
     entity_ids[0, 6] = 7
     labels = torch.full_like(batch["input_ids"], -100)
     labels[0, 2] = batch["input_ids"][0, 2]
-    out = model(**batch, entity_ids=entity_ids, entity_labels=torch.where(entity_ids >= 0, entity_ids, -100),
-                labels=labels)
+    out = model(
+        **batch, entity_ids=entity_ids, entity_labels=torch.where(entity_ids >= 0, entity_ids, -100), labels=labels
+    )
     assert torch.isfinite(out.loss) and out.entity_logits.shape[0] == 2

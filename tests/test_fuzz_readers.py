@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -28,9 +29,14 @@ FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthChe
 
 # ------------------------------------------------------------------------------------------ strategies
 
-json_scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=True) | st.text(max_size=12)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=True) | st.text(max_size=12)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=10)
 tsv_rows = st.lists(st.lists(cell, min_size=0, max_size=5), min_size=0, max_size=8)
 raw_bytes = st.binary(max_size=300)
@@ -41,17 +47,27 @@ def tsv_text(rows: list[list[str]], delimiter: str = "\t") -> bytes:
 
 
 def span_like() -> st.SearchStrategy[Any]:
-    fields = st.fixed_dictionaries({}, optional={
-        "start": st.integers(-5, 40) | json_scalars, "end": st.integers(-5, 40) | json_scalars,
-        "kind": st.sampled_from(["entity", "phrase", "other"]) | json_scalars,
-        "label": json_scalars, "entity_id": st.integers(-3, 10) | json_scalars, "source": json_scalars})
+    fields = st.fixed_dictionaries(
+        {},
+        optional={
+            "start": st.integers(-5, 40) | json_scalars,
+            "end": st.integers(-5, 40) | json_scalars,
+            "kind": st.sampled_from(["entity", "phrase", "other"]) | json_scalars,
+            "label": json_scalars,
+            "entity_id": st.integers(-3, 10) | json_scalars,
+            "source": json_scalars,
+        },
+    )
     return fields | json_values
 
 
-documents = st.lists(st.fixed_dictionaries({"text": st.text(max_size=30) | json_scalars},
-                                           optional={"id": json_scalars, "title": json_scalars,
-                                                     "spans": st.lists(span_like(), max_size=3) | json_values}),
-                     max_size=4)
+documents = st.lists(
+    st.fixed_dictionaries(
+        {"text": st.text(max_size=30) | json_scalars},
+        optional={"id": json_scalars, "title": json_scalars, "spans": st.lists(span_like(), max_size=3) | json_values},
+    ),
+    max_size=4,
+)
 
 
 def write(data: bytes, suffix: str) -> Path:
@@ -69,6 +85,7 @@ def check_ours_or_success(call: Callable[[], Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ kg readers
+
 
 @FUZZ
 @given(data=raw_bytes | tsv_rows.map(tsv_text) | tsv_rows.map(lambda r: tsv_text(r, ",")))
@@ -96,6 +113,7 @@ def test_label_and_alias_readers(data: bytes, strict: bool) -> None:
 
 # ------------------------------------------------------------------------------------------ corpus readers
 
+
 def jsonl(records: list[Any]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode("utf-8")
 
@@ -114,10 +132,30 @@ def test_documents_jsonl_readers(data: bytes) -> None:
 
 
 @FUZZ
-@given(data=raw_bytes | json_values.map(lambda v: yaml.safe_dump(v).encode())
-       | st.dictionaries(st.sampled_from(["name", "train", "encode", "model", "data", "masking", "kg", "eval",
-                                          "annotation", "tokenizer", "runs_dir", "other"]),
-                         json_values, max_size=4).map(lambda v: yaml.safe_dump(v).encode()))
+@given(
+    data=raw_bytes
+    | json_values.map(lambda v: yaml.safe_dump(v).encode())
+    | st.dictionaries(
+        st.sampled_from(
+            [
+                "name",
+                "train",
+                "encode",
+                "model",
+                "data",
+                "masking",
+                "kg",
+                "eval",
+                "annotation",
+                "tokenizer",
+                "runs_dir",
+                "other",
+            ]
+        ),
+        json_values,
+        max_size=4,
+    ).map(lambda v: yaml.safe_dump(v).encode())
+)
 def test_yaml_run_config_loader(data: bytes) -> None:
     from kept.config import load_config
 
@@ -126,12 +164,70 @@ def test_yaml_run_config_loader(data: bytes) -> None:
 
 #: Pieces of YAML syntax (structure, scalars of every YAML type, tags, anchors, aliases, merge keys,
 #: directives) and real keys, put together in any order: text that is nearly a configuration.
-YAML_PIECES = ["\n", "  ", "    ", "\t", "- ", ": ", ":", "{", "}", "[", "]", ", ", "? ", "| ", "> ", "'", '"', "#",
-               "&a ", "*a", "<<: ", "!!str ", "!!int ", "!!binary ", "!!python/object:os.system ", "!!set ",
-               "%YAML 1.1\n", "---\n", "...\n", "~", "null", "true", "no", "1", "-1", "0x1F", "1e5", "1.0e-5",
-               ".inf", ".nan", "2001-12-14", "12:30:45", "x" * 300, "\u00e9", "\ufeff", "name", "train", "model",
-               "overrides", "hidden_size", "hiden_size", "max_steps", "encode", "max_length", "masking", "eval",
-               "kg", "dim", "data", "source", "runs_dir", "init_from"]
+YAML_PIECES = [
+    "\n",
+    "  ",
+    "    ",
+    "\t",
+    "- ",
+    ": ",
+    ":",
+    "{",
+    "}",
+    "[",
+    "]",
+    ", ",
+    "? ",
+    "| ",
+    "> ",
+    "'",
+    '"',
+    "#",
+    "&a ",
+    "*a",
+    "<<: ",
+    "!!str ",
+    "!!int ",
+    "!!binary ",
+    "!!python/object:os.system ",
+    "!!set ",
+    "%YAML 1.1\n",
+    "---\n",
+    "...\n",
+    "~",
+    "null",
+    "true",
+    "no",
+    "1",
+    "-1",
+    "0x1F",
+    "1e5",
+    "1.0e-5",
+    ".inf",
+    ".nan",
+    "2001-12-14",
+    "12:30:45",
+    "x" * 300,
+    "\u00e9",
+    "\ufeff",
+    "name",
+    "train",
+    "model",
+    "overrides",
+    "hidden_size",
+    "hiden_size",
+    "max_steps",
+    "encode",
+    "max_length",
+    "masking",
+    "eval",
+    "kg",
+    "dim",
+    "data",
+    "source",
+    "runs_dir",
+    "init_from",
+]
 yaml_ish = st.lists(st.sampled_from(YAML_PIECES), max_size=40).map(lambda pieces: "".join(pieces).encode("utf-8"))
 
 
@@ -154,8 +250,29 @@ def _section_fields() -> dict[str, list[str]]:
     return fields
 
 
-odd_values = json_values | st.sampled_from(["", "many", "1e-5", "run:x", "/nonexistent", 0, -1, 10**30, 0.5, 1.5,
-                                            -0.0, float("inf"), True, False, None, [], {}, [1, "a"], {"a": 1}])
+odd_values = json_values | st.sampled_from(
+    [
+        "",
+        "many",
+        "1e-5",
+        "run:x",
+        "/nonexistent",
+        0,
+        -1,
+        10**30,
+        0.5,
+        1.5,
+        -0.0,
+        float("inf"),
+        True,
+        False,
+        None,
+        [],
+        {},
+        [1, "a"],
+        {"a": 1},
+    ]
+)
 
 
 def _config_of(fields: dict[str, list[str]]) -> st.SearchStrategy[dict[str, Any]]:
@@ -163,15 +280,16 @@ def _config_of(fields: dict[str, list[str]]) -> st.SearchStrategy[dict[str, Any]
         keys = st.sampled_from(fields[name] + ["unknown_key"]) if fields[name] else st.text(max_size=8)
         body = st.dictionaries(keys, odd_values, max_size=4)
         if name == "model":
-            overrides = st.dictionaries(st.sampled_from(fields["overrides"] + ["hiden_size"]) | st.text(max_size=6),
-                                        odd_values, max_size=4)
+            overrides = st.dictionaries(
+                st.sampled_from(fields["overrides"] + ["hiden_size"]) | st.text(max_size=6), odd_values, max_size=4
+            )
             body = st.builds(lambda b, o: {**b, "overrides": o}, body, overrides) | body
         return body | odd_values
 
     names = [name for name in fields if name != "overrides"]
     return st.lists(st.sampled_from(names + ["other"]), unique=True, max_size=4).flatmap(
-        lambda chosen: st.fixed_dictionaries({name: section(name) if name in fields else odd_values
-                                              for name in chosen}))
+        lambda chosen: st.fixed_dictionaries({name: section(name) if name in fields else odd_values for name in chosen})
+    )
 
 
 field_aware_configs = st.deferred(lambda: _config_of(_section_fields()))
@@ -197,8 +315,14 @@ def test_field_aware_configs_validate_or_give_our_error(config: dict[str, Any]) 
     check_ours_or_success(lambda: validate_config(read_yaml(path)[0], source=path, text=text.decode("utf-8")))
 
 
-@pytest.mark.parametrize("text", ["[" * 3000, "train: {max_steps: " + "[" * 200 + "]" * 200 + "}",
-                                  "model:\n  overrides:\n" + "".join("  " * (i + 2) + f"k{i}:\n" for i in range(80))])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 3000,
+        "train: {max_steps: " + "[" * 200 + "]" * 200 + "}",
+        "model:\n  overrides:\n" + "".join("  " * (i + 2) + f"k{i}:\n" for i in range(80)),
+    ],
+)
 def test_deeply_nested_yaml_is_refused(text: str) -> None:
     """PyYAML composes nested nodes recursively: very deep nesting was a RecursionError traceback."""
     from kept.config import MAX_YAML_DEPTH, load_config
@@ -208,9 +332,14 @@ def test_deeply_nested_yaml_is_refused(text: str) -> None:
     assert info.value.line is not None
 
 
-@pytest.mark.parametrize("text, what", [("!!int ", "the value '' cannot be read as a YAML int (IndexError)"),
-                                        ("train:\n  max_steps: !!float many\n", "YAML float (ValueError)"),
-                                        ("!!set ---\n", "expected a mapping node")])
+@pytest.mark.parametrize(
+    "text, what",
+    [
+        ("!!int ", "the value '' cannot be read as a YAML int (IndexError)"),
+        ("train:\n  max_steps: !!float many\n", "YAML float (ValueError)"),
+        ("!!set ---\n", "expected a mapping node"),
+    ],
+)
 def test_odd_tagged_values_are_refused(text: str, what: str) -> None:
     """Found by the fuzzing above: PyYAML's constructors raised IndexError/ValueError on these."""
     from kept.config import load_config
@@ -220,20 +349,31 @@ def test_odd_tagged_values_are_refused(text: str, what: str) -> None:
     assert what in str(info.value) and info.value.line == text.count("\n", 0, text.find("!!")) + 1
 
 
-fewrel_example = st.fixed_dictionaries({}, optional={
-    "tokens": st.lists(st.text(max_size=5), max_size=5) | json_values,
-    "h": st.tuples(st.text(max_size=5), st.text(max_size=4),
-                   st.lists(st.lists(st.integers(-2, 8), max_size=3), max_size=2)).map(list) | json_values,
-    "t": st.tuples(st.text(max_size=5), st.text(max_size=4),
-                   st.lists(st.lists(st.integers(-2, 8), max_size=3), max_size=2)).map(list) | json_values,
-    "relation": json_scalars})
+fewrel_example = st.fixed_dictionaries(
+    {},
+    optional={
+        "tokens": st.lists(st.text(max_size=5), max_size=5) | json_values,
+        "h": st.tuples(
+            st.text(max_size=5), st.text(max_size=4), st.lists(st.lists(st.integers(-2, 8), max_size=3), max_size=2)
+        ).map(list)
+        | json_values,
+        "t": st.tuples(
+            st.text(max_size=5), st.text(max_size=4), st.lists(st.lists(st.integers(-2, 8), max_size=3), max_size=2)
+        ).map(list)
+        | json_values,
+        "relation": json_scalars,
+    },
+)
 
 
 @FUZZ
-@given(data=raw_bytes
-       | st.dictionaries(st.text(max_size=5), st.lists(fewrel_example, max_size=3) | json_values, max_size=3)
-       .map(lambda v: json.dumps(v).encode())
-       | st.lists(fewrel_example, max_size=3).map(lambda v: json.dumps(v).encode()))
+@given(
+    data=raw_bytes
+    | st.dictionaries(st.text(max_size=5), st.lists(fewrel_example, max_size=3) | json_values, max_size=3).map(
+        lambda v: json.dumps(v).encode()
+    )
+    | st.lists(fewrel_example, max_size=3).map(lambda v: json.dumps(v).encode())
+)
 def test_fewrel_loader(data: bytes) -> None:
     from kept.fewrel import fewrel_documents, load_fewrel
 
@@ -246,6 +386,7 @@ def test_fewrel_loader(data: bytes) -> None:
 
 # ------------------------------------------------------------------------------------------ span checking
 
+
 @FUZZ
 @given(text=st.text(max_size=30), spans=st.lists(span_like(), max_size=4) | json_values)
 def test_span_checking(text: str, spans: Any) -> None:
@@ -257,8 +398,16 @@ def test_span_checking(text: str, spans: Any) -> None:
     check_ours_or_success(lambda: make_document({"text": text, "spans": spans}, 0, where="fuzz"))
 
 
-@pytest.mark.parametrize("bad", [{"start": 0}, {"start": "a", "end": 2}, {"start": 0, "end": 99},
-                                 {"start": 0, "end": 1, "entity_id": "Q5"}, {"start": 0, "end": 1, "kind": "verb"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"start": 0},
+        {"start": "a", "end": 2},
+        {"start": 0, "end": 99},
+        {"start": 0, "end": 1, "entity_id": "Q5"},
+        {"start": 0, "end": 1, "kind": "verb"},
+    ],
+)
 def test_span_checking_refuses(bad: dict[str, Any]) -> None:
     """The fuzzers above would pass a reader that accepted everything: these must be refused."""
     from kept.corpus import make_document

@@ -24,10 +24,13 @@ def test_scores_and_losses_are_pykeens() -> None:
         assert torch.allclose(transe_score(h, r, t, p), TransEInteraction(p=p)(h, r, t), atol=1e-5)
     assert torch.allclose(distmult_score(h, r, t), DistMultInteraction()(h, r, t), atol=1e-5)
     positive, negative = torch.randn(5, generator=generator), torch.randn(5, 3, generator=generator)
-    assert torch.allclose(link_loss(positive, negative, "margin", 0.5),
-                          MarginRankingLoss(margin=0.5).process_slcwa_scores(positive[:, None], negative))
-    assert torch.allclose(link_loss(positive, negative, "softplus", 1.0),
-                          SoftplusLoss().process_slcwa_scores(positive[:, None], negative))
+    assert torch.allclose(
+        link_loss(positive, negative, "margin", 0.5),
+        MarginRankingLoss(margin=0.5).process_slcwa_scores(positive[:, None], negative),
+    )
+    assert torch.allclose(
+        link_loss(positive, negative, "softplus", 1.0), SoftplusLoss().process_slcwa_scores(positive[:, None], negative)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +103,24 @@ def test_joint_loss_learns_a_toy_kg(interaction: str, loss: str) -> None:
         losses.append(float(value.detach()))
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
     with torch.no_grad():
-        scores = head.score(torch.stack([triples[:, 0:1].expand(-1, num_entities), triples[:, 1:2].expand(
-            -1, num_entities), torch.arange(num_entities).expand(num_entities, -1)], dim=-1), table)  # [12, 12]
+        scores = head.score(
+            torch.stack(
+                [
+                    triples[:, 0:1].expand(-1, num_entities),
+                    triples[:, 1:2].expand(-1, num_entities),
+                    torch.arange(num_entities).expand(num_entities, -1),
+                ],
+                dim=-1,
+            ),
+            table,
+        )  # [12, 12]
     hits = (scores.argmax(dim=1) == triples[:, 2]).float().mean()
     assert hits >= 0.75
 
 
 def test_empty_batch_keeps_the_head_in_the_graph() -> None:
     head = KeptKGLinkHead(3, 4)
-    value = head(torch.empty(0, 3, dtype=torch.long), torch.empty(0, 2, 3, dtype=torch.long),
-                 torch.nn.Embedding(5, 4))
+    value = head(torch.empty(0, 3, dtype=torch.long), torch.empty(0, 2, 3, dtype=torch.long), torch.nn.Embedding(5, 4))
     value.backward()
     assert float(value.detach()) == 0.0 and head.relation_embeddings.weight.grad is not None
 
@@ -118,17 +129,32 @@ def test_model_ranking_reproduces_the_kg_embed_figures(split_kg: Path, tmp_path:
     """Ranking the KG embedding's own vectors through the model-side path gives kg_metrics.json's MRR."""
     import shutil
 
-    from kept.graphs import embed_run_dir
     from kept.evaluate.linkpred import rank_test_triples
+    from kept.graphs import embed_run_dir
     from kg import KnowledgeGraph, load_embeddings
 
     run_dir = tmp_path / "run"
     shutil.copytree(split_kg, run_dir)
-    metrics = embed_run_dir(run_dir, {"model": "TransE", "dim": 8, "epochs": 2, "batch_size": 512,
-                                      "split": "random", "seed": 3, "ratios": (0.8, 0.1, 0.1)})
+    metrics = embed_run_dir(
+        run_dir,
+        {
+            "model": "TransE",
+            "dim": 8,
+            "epochs": 2,
+            "batch_size": 512,
+            "split": "random",
+            "seed": 3,
+            "ratios": (0.8, 0.1, 0.1),
+        },
+    )
     loaded = load_embeddings(run_dir / "kg" / "embeddings.safetensors", mmap=False)
-    ranked = rank_test_triples(KnowledgeGraph.load(run_dir / "kg"), run_dir / "kg", loaded.entity_embeddings.float(),
-                               loaded.relation_embeddings.float(), "TransE")
+    ranked = rank_test_triples(
+        KnowledgeGraph.load(run_dir / "kg"),
+        run_dir / "kg",
+        loaded.entity_embeddings.float(),
+        loaded.relation_embeddings.float(),
+        "TransE",
+    )
     assert ranked["num_testing"] == metrics["num_testing"]
     assert ranked["mrr"] == pytest.approx(metrics["mrr"], abs=1e-6)
     assert ranked["hits_at_1"] == pytest.approx(metrics["hits_at_1"], abs=1e-6)
@@ -172,8 +198,15 @@ def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path) -> None:
     from kg import load_embeddings
 
     run_dir = make_tiny_run(tmp_path / "run", steps=4, save_steps=4)
-    config = load_run_config(run_dir, ["model.freeze_entity_table=false", "model.joint_kg_weight=1.0",
-                                       "model.joint_kg_triples_per_batch=4", "model.joint_kg_negatives=3"])
+    config = load_run_config(
+        run_dir,
+        [
+            "model.freeze_entity_table=false",
+            "model.joint_kg_weight=1.0",
+            "model.joint_kg_triples_per_batch=4",
+            "model.joint_kg_negatives=3",
+        ],
+    )
     encode_run(run_dir, config)
     lines: list[str] = []
     pretrain_run(run_dir, config, progress=False, log=lines.append)
@@ -203,8 +236,15 @@ def test_batch_triples_are_reseeded_per_batch_and_kg_model_checked(tmp_path: Pat
     from masking import KnowledgeMaskingCollator
 
     run_dir = make_tiny_run(tmp_path / "run")
-    config = load_run_config(run_dir, ["model.freeze_entity_table=false", "model.joint_kg_weight=1",
-                                       "model.joint_kg_triples_per_batch=3", "model.joint_kg_negatives=2"])
+    config = load_run_config(
+        run_dir,
+        [
+            "model.freeze_entity_table=false",
+            "model.joint_kg_weight=1",
+            "model.joint_kg_triples_per_batch=3",
+            "model.joint_kg_negatives=2",
+        ],
+    )
     encode_run(run_dir, config)
     rows = load_encoded(run_dir, "train")
     masking = KnowledgeMaskingCollator(load_run_tokenizer(run_dir / "tokenizer"), config=config.masking)
@@ -279,8 +319,14 @@ def test_joint_kg_run_resumes_exactly(tmp_path: Path) -> None:
                 control.should_training_stop = control.should_save = True
             return control
 
-    overrides = ["model.freeze_entity_table=false", "model.joint_kg_weight=1.0", "model.joint_kg_triples_per_batch=4",
-                 "train.max_steps=6", "train.save_steps=3", "train.eval_steps=3"]
+    overrides = [
+        "model.freeze_entity_table=false",
+        "model.joint_kg_weight=1.0",
+        "model.joint_kg_triples_per_batch=4",
+        "train.max_steps=6",
+        "train.save_steps=3",
+        "train.eval_steps=3",
+    ]
     template = make_tiny_run(tmp_path / "template", steps=6, save_steps=3)
     encode_run(template, load_run_config(template, overrides))
     whole, parts = (shutil.copytree(template, tmp_path / name) for name in ("whole", "parts"))
@@ -288,8 +334,14 @@ def test_joint_kg_run_resumes_exactly(tmp_path: Path) -> None:
     pretrain_run(parts, load_run_config(parts, overrides), progress=False, extra_callbacks=[StopAt()])
     resumed = pretrain_run(parts, load_run_config(parts, overrides), progress=False)
     assert resumed.resumed_from and resumed.resumed_from.endswith("checkpoint-3")
-    logged = [[(e["step"], e["loss"], e["kg_loss"]) for e in json.loads((d / "logs" / "train_history.json").read_text())[
-        "log_history"] if "kg_loss" in e] for d in (whole, parts)]
+    logged = [
+        [
+            (e["step"], e["loss"], e["kg_loss"])
+            for e in json.loads((d / "logs" / "train_history.json").read_text())["log_history"]
+            if "kg_loss" in e
+        ]
+        for d in (whole, parts)
+    ]
     assert len(logged[0]) == 6 and logged[0] == logged[1]
 
 

@@ -11,8 +11,9 @@ from kg import AliasIndex, KGError, KnowledgeGraph, normalize_mention
 
 @pytest.fixture()
 def index() -> AliasIndex:
-    graph = KnowledgeGraph(["Paris", "Paris, Texas", "Paris Hilton"], [],
-                           entity_aliases=[["City of Light"], [], ["Hilton"]])
+    graph = KnowledgeGraph(
+        ["Paris", "Paris, Texas", "Paris Hilton"], [], entity_aliases=[["City of Light"], [], ["Hilton"]]
+    )
     counts = {"Paris": {0: 8, 1: 1, 2: 1}, "paris": {0: 2}}
     return AliasIndex.from_graph(graph, counts=counts)
 
@@ -57,15 +58,22 @@ def test_load_skips_unknown_entities(tmp_path) -> None:
     path = tmp_path / "aliases.tsv"
     path.write_text("alias\tentity_id\tcount\nParis\t0\t3\nGhost\t9\t1\nParis\t1\t1\n")
     loaded = AliasIndex.load(path, num_entities=2)
-    assert loaded.load_report.skipped == {"unknown entity": 1} and loaded.load_report.skipped_lines["unknown entity"] == [3]
+    assert loaded.load_report.skipped == {"unknown entity": 1} and loaded.load_report.skipped_lines[
+        "unknown entity"
+    ] == [3]
     assert len(loaded.lookup("paris")) == 2
     with pytest.raises(KGError, match=r"aliases.tsv:3: entity id 9 is not in the graph"):
         AliasIndex.load(path, num_entities=2, strict=True)
 
 
-@pytest.mark.parametrize("row, message", [
-    ("Paris\t0\n", "2 tab-separated columns"), ("Paris\tzero\t1\n", "must be integers"), ("\t0\t1\n", "empty alias"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("Paris\t0\n", "2 tab-separated columns"),
+        ("Paris\tzero\t1\n", "must be integers"),
+        ("\t0\t1\n", "empty alias"),
+    ],
+)
 def test_load_bad_rows(tmp_path, row: str, message: str) -> None:
     path = tmp_path / "aliases.tsv"
     path.write_text("alias\tentity_id\tcount\n" + row)

@@ -116,8 +116,14 @@ def test_data_wikipedia_sample_small(tmp_path: Path) -> None:
     record = json.loads(lines[0])
     assert record["title"] == "Anarchism" and record["spans"]
     span = record["spans"][0]
-    assert span == {"start": span["start"], "end": span["end"], "kind": "entity", "label": "WIKI_LINK",
-                    "entity_id": span["entity_id"], "source": "gold"}
+    assert span == {
+        "start": span["start"],
+        "end": span["end"],
+        "kind": "entity",
+        "label": "WIKI_LINK",
+        "entity_id": span["entity_id"],
+        "source": "gold",
+    }
     graph = KnowledgeGraph.load(tmp_path)
     assert graph.entities[span["entity_id"]] == "Political philosophy"
     assert (tmp_path / "kg" / "aliases.tsv").exists() and (tmp_path / "kg" / "wikipedia_stats.json").exists()

@@ -46,8 +46,9 @@ def test_result_shapes_and_metrics(nations: KnowledgeGraph, nations_result) -> N
 def test_exported_matrices_equal_pykeen_weights(nations_result) -> None:
     model = nations_result.model
     assert torch.equal(nations_result.entity_embeddings, model.entity_representations[0]._embeddings.weight.detach())
-    assert torch.equal(nations_result.relation_embeddings,
-                       model.relation_representations[0]._embeddings.weight.detach())
+    assert torch.equal(
+        nations_result.relation_embeddings, model.relation_representations[0]._embeddings.weight.detach()
+    )
 
 
 def test_same_mrr_as_plain_pykeen_on_nations(nations_result) -> None:
@@ -55,15 +56,24 @@ def test_same_mrr_as_plain_pykeen_on_nations(nations_result) -> None:
 
     config = EmbeddingConfig(**TINY)
     kwargs = pipeline_kwargs(config)
-    reference = pipeline(dataset="nations", model="TransE", model_kwargs={"embedding_dim": 16}, optimizer="Adam",
-                         optimizer_kwargs={"lr": config.learning_rate}, training_loop="sLCWA",
-                         training_kwargs={"num_epochs": 2, "batch_size": 128, "use_tqdm": False},
-                         evaluation_kwargs={"use_tqdm": False, "batch_size": 256}, random_seed=7)
+    reference = pipeline(
+        dataset="nations",
+        model="TransE",
+        model_kwargs={"embedding_dim": 16},
+        optimizer="Adam",
+        optimizer_kwargs={"lr": config.learning_rate},
+        training_loop="sLCWA",
+        training_kwargs={"num_epochs": 2, "batch_size": 128, "use_tqdm": False},
+        evaluation_kwargs={"use_tqdm": False, "batch_size": 256},
+        random_seed=7,
+    )
     assert kwargs["model"] == "TransE"
     ours, theirs = nations_result.metrics, rank_metrics(reference.metric_results)
     for key in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10"):
         assert ours[key] == pytest.approx(theirs[key], abs=1e-6)
-    assert torch.equal(nations_result.entity_embeddings, reference.model.entity_representations[0]._embeddings.weight.detach())
+    assert torch.equal(
+        nations_result.entity_embeddings, reference.model.entity_representations[0]._embeddings.weight.detach()
+    )
 
 
 def test_rows_follow_our_ids_and_unused_entities_get_rows() -> None:
@@ -143,8 +153,9 @@ def test_mmap_of_a_large_table_is_lazy(tmp_path) -> None:
     rows, dim = 2_000_000, 16  # 64 MB in float16
     table = torch.zeros(rows, dim, dtype=torch.float16)
     table[-1] = 1.5
-    path = save_embedding_tensors(tmp_path / "big.safetensors",
-                                  {"entity_embeddings": table, "relation_embeddings": torch.ones(3, dim)})
+    path = save_embedding_tensors(
+        tmp_path / "big.safetensors", {"entity_embeddings": table, "relation_embeddings": torch.ones(3, dim)}
+    )
     del table
     before = _resident_bytes()
     loaded = load_embeddings(path, mmap=True)
@@ -171,5 +182,8 @@ def test_load_bad_files(tmp_path) -> None:
     with pytest.raises(KGError, match="missing tensor 'entity_embeddings'"):
         load_embeddings(tmp_path / "other.safetensors")
     with pytest.raises(KGError, match="unsupported dtype"):
-        save_embedding_tensors(tmp_path / "x.safetensors", {"entity_embeddings": torch.zeros(1, 2),
-                                                            "relation_embeddings": torch.zeros(1, 2)}, dtype="int8")
+        save_embedding_tensors(
+            tmp_path / "x.safetensors",
+            {"entity_embeddings": torch.zeros(1, 2), "relation_embeddings": torch.zeros(1, 2)},
+            dtype="int8",
+        )

@@ -15,8 +15,13 @@ from kg import KGError, KnowledgeGraph
 @pytest.fixture()
 def small() -> KnowledgeGraph:
     graph = KnowledgeGraph.from_triples(
-        [("Berlin", "capital_of", "Germany"), ("Paris", "capital_of", "France"), ("Germany", "borders", "France"),
-         ("France", "borders", "Germany"), ("Berlin", "capital_of", "Germany")],
+        [
+            ("Berlin", "capital_of", "Germany"),
+            ("Paris", "capital_of", "France"),
+            ("Germany", "borders", "France"),
+            ("France", "borders", "Germany"),
+            ("Berlin", "capital_of", "Germany"),
+        ],
         entities=["Lonely"],
     )
     graph.entity_aliases[graph.entity_id("Germany")] = ["Deutschland", "FRG"]
@@ -122,15 +127,25 @@ def test_empty_graph_is_valid_but_has_zero_stats() -> None:
 
 
 _name = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=12).filter(
-    lambda s: s.strip() != "" and s.strip() == s)
+    lambda s: s.strip() != "" and s.strip() == s
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(names=st.lists(_name, min_size=1, max_size=8, unique=True), relations=st.lists(_name, min_size=1, max_size=3,
-                                                                                      unique=True), data=st.data())
+@given(
+    names=st.lists(_name, min_size=1, max_size=8, unique=True),
+    relations=st.lists(_name, min_size=1, max_size=3, unique=True),
+    data=st.data(),
+)
 def test_save_load_round_trip_property(tmp_path, names, relations, data) -> None:
-    rows = data.draw(st.lists(st.tuples(st.integers(0, len(names) - 1), st.integers(0, len(relations) - 1),
-                                        st.integers(0, len(names) - 1)), max_size=20))
+    rows = data.draw(
+        st.lists(
+            st.tuples(
+                st.integers(0, len(names) - 1), st.integers(0, len(relations) - 1), st.integers(0, len(names) - 1)
+            ),
+            max_size=20,
+        )
+    )
     aliases = [data.draw(st.lists(_name.filter(lambda s: "|" not in s), max_size=2)) for _ in names]
     graph = KnowledgeGraph(names, relations, rows, entity_aliases=aliases)
     directory = tmp_path / f"kg{abs(hash((tuple(names), tuple(rows))))}"

@@ -47,13 +47,16 @@ def test_duplicates_are_skipped_and_reported(tmp_path) -> None:
         load_triples(path, strict=True)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a\tr\tb\na\tr\n", r"t.tsv:2: 2 tab-separated columns, expected 3"),
-    ("a\tr\tb\tc\n", r"t.tsv:1: 4 tab-separated columns, expected 3"),
-    ("a\t\tb\n", r"t.tsv:1: empty field in column 2"),
-    ("", r"t.tsv: no triples"),
-    ("# only a comment\n\n", r"t.tsv: no triples"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a\tr\tb\na\tr\n", r"t.tsv:2: 2 tab-separated columns, expected 3"),
+        ("a\tr\tb\tc\n", r"t.tsv:1: 4 tab-separated columns, expected 3"),
+        ("a\t\tb\n", r"t.tsv:1: empty field in column 2"),
+        ("", r"t.tsv: no triples"),
+        ("# only a comment\n\n", r"t.tsv: no triples"),
+    ],
+)
 def test_bad_rows(tmp_path, text: str, message: str) -> None:
     with pytest.raises(KGError, match=message):
         load_triples(write(tmp_path / "t.tsv", text))
@@ -90,9 +93,14 @@ def test_labels_and_aliases(tmp_path) -> None:
         apply_labels(graph, write(tmp_path / "labels.tsv", "q1\tBerlin\textra\n"))
 
 
-@pytest.mark.parametrize("name, entities, relations, triples", [
-    ("nations", 14, 55, 1992), ("kinships", 104, 25, 10686), ("UMLS", 135, 46, 6529),
-])
+@pytest.mark.parametrize(
+    "name, entities, relations, triples",
+    [
+        ("nations", 14, 55, 1992),
+        ("kinships", 104, 25, 10686),
+        ("UMLS", 135, 46, 6529),
+    ],
+)
 def test_pykeen_bundled_sets(name: str, entities: int, relations: int, triples: int) -> None:
     graph = load_pykeen_dataset(name)
     assert (graph.num_entities, graph.num_relations, graph.num_triples) == (entities, relations, triples)

@@ -82,8 +82,8 @@ def test_embedding_trains_on_training_triples_only() -> None:
 
 
 def test_embed_run_dir_saves_the_split_and_the_probe_uses_it(tmp_path: Path) -> None:
-    from kept.graphs import embed_run_dir
     from kept.evaluate import _kg_test_split
+    from kept.graphs import embed_run_dir
 
     graph = star_and_chain(120)
     graph.save(tmp_path / "kg")

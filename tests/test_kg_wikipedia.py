@@ -58,12 +58,12 @@ def test_links_point_into_the_text(wiki: WikipediaSample) -> None:
         previous_end = 0
         for link in document.links:
             assert previous_end <= link.start < link.end <= len(document.text)
-            anchor = document.text[link.start:link.end]
+            anchor = document.text[link.start : link.end]
             assert anchor == anchor.strip() and anchor
             assert graph.entities[link.entity_id] == link.target
             previous_end = link.end
     first = wiki.documents[0].links[0]
-    assert wiki.documents[0].text[first.start:first.end] == "political philosophy"
+    assert wiki.documents[0].text[first.start : first.end] == "political philosophy"
     assert first.target == "Political philosophy"
 
 
@@ -129,14 +129,19 @@ def test_small_dump(tmp_path) -> None:
     sample = load_wikipedia_sample(path)
     document = sample.documents[0]
     assert document.text == "Ada was a mathematicians friend of Babbage.\n\nSee also\n\nAnalytical Engine"
-    assert [(document.text[l.start:l.end], l.target) for l in document.links] == [
-        ("mathematicians", "Mathematician"), ("Babbage", "Charles Babbage"), ("Analytical Engine", "Analytical Engine")]
+    assert [(document.text[link.start : link.end], link.target) for link in document.links] == [
+        ("mathematicians", "Mathematician"),
+        ("Babbage", "Charles Babbage"),
+        ("Analytical Engine", "Analytical Engine"),
+    ]
     graph = sample.graph
     assert ("Ada Lovelace", "spouse", "William King-Noel, 1st Earl of Lovelace") in graph.triple_names()
     assert not any(r == "image" for r in graph.relations)
     for hidden in ("Painting", "Citation", "Table link", "Reference section link", "Foo"):
         assert hidden not in graph.entities
-    assert [c.entity_id for c in sample.alias_index.lookup("william king")] == [graph.entity_id("William King-Noel, 1st Earl of Lovelace")]
+    assert [c.entity_id for c in sample.alias_index.lookup("william king")] == [
+        graph.entity_id("William King-Noel, 1st Earl of Lovelace")
+    ]
     with pytest.raises(KGError, match="not a readable MediaWiki XML dump"):
         bad = tmp_path / "bad.xml"
         bad.write_text("<mediawiki><page>")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,8 +41,13 @@ def bpe():
     from tokenizers.processors import TemplateProcessing
 
     tok = ByteLevelBPETokenizer()
-    tok.train_from_iterator(SENTENCES, vocab_size=320, min_frequency=1, show_progress=False,
-                            special_tokens=["<s>", "</s>", "<pad>", "<mask>"])
+    tok.train_from_iterator(
+        SENTENCES,
+        vocab_size=320,
+        min_frequency=1,
+        show_progress=False,
+        special_tokens=["<s>", "</s>", "<pad>", "<mask>"],
+    )
     inner = tok._tokenizer
     inner.post_processor = TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)])
     return _wrap(inner, bos_token="<s>", eos_token="</s>", pad_token="<pad>", mask_token="<mask>")
@@ -55,12 +59,16 @@ def unigram():
     from tokenizers.processors import TemplateProcessing
 
     tok = SentencePieceUnigramTokenizer()
-    tok.train_from_iterator(SENTENCES + ["北京是中国的首都。"] * 5, vocab_size=120, show_progress=False,
-                            special_tokens=["<unk>", "<pad>", "<mask>", "<cls>", "<sep>"], unk_token="<unk>")
+    tok.train_from_iterator(
+        SENTENCES + ["北京是中国的首都。"] * 5,
+        vocab_size=120,
+        show_progress=False,
+        special_tokens=["<unk>", "<pad>", "<mask>", "<cls>", "<sep>"],
+        unk_token="<unk>",
+    )
     inner = tok._tokenizer
     inner.post_processor = TemplateProcessing(single="<cls> $A <sep>", special_tokens=[("<cls>", 3), ("<sep>", 4)])
-    return _wrap(inner, unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", cls_token="<cls>",
-                 sep_token="<sep>")
+    return _wrap(inner, unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", cls_token="<cls>", sep_token="<sep>")
 
 
 def _spans_for(text: str, mentions: list[tuple[str, str, int]]):
@@ -87,7 +95,7 @@ def _check_invariants(tokenizer, text, spans, out, row=0):
     kinds = np.array(out["unit_kind"][row])
     ents = np.array(out["entity_ids"][row])
     for span in spans:
-        stripped = text[span["start"]:span["end"]]
+        stripped = text[span["start"] : span["end"]]
         inside = (~special) & (offsets[:, 0] < span["end"]) & (offsets[:, 1] > span["start"])
         # tokens that carry only whitespace before the span may join it; content tokens inside must
         core = inside & np.array([bool(text[s:e].strip()) for s, e in offsets])
@@ -138,11 +146,17 @@ def test_chinese_characters_or_segmenter_words(wordpiece):
     text = "北京是中国的首都"
     plain = encode_with_units(wordpiece, [text], [[]], max_length=32)
     assert plain["unit_ids"][0] == [-1, 0, 1, 2, 3, 4, 5, 6, 7, -1]
-    seg = encode_with_units(wordpiece, [text], [[]], max_length=32,
-                            segmenter=lambda t: ["北京", "是", "中国", "的", "首都"])
+    seg = encode_with_units(
+        wordpiece, [text], [[]], max_length=32, segmenter=lambda t: ["北京", "是", "中国", "的", "首都"]
+    )
     assert seg["unit_ids"][0] == [-1, 0, 0, 1, 2, 2, 3, 4, 4, -1]
-    offsets = encode_with_units(wordpiece, [text], [[make_span(3, 5, "entity", entity_id=11)]], max_length=32,
-                                segmenter=lambda t: [(0, 2), (2, 3), (3, 5), (5, 6), (6, 8)])
+    offsets = encode_with_units(
+        wordpiece,
+        [text],
+        [[make_span(3, 5, "entity", entity_id=11)]],
+        max_length=32,
+        segmenter=lambda t: [(0, 2), (2, 3), (3, 5), (5, 6), (6, 8)],
+    )
     assert offsets["unit_kind"][0][4:6] == [2, 2] and offsets["entity_ids"][0][4] == 11
 
 
@@ -186,8 +200,9 @@ def test_windows_end_on_unit_boundaries_never_inside_an_entity(wordpiece):
     assert wordpiece.convert_ids_to_tokens(edge[0])[-2:] == ["barack", "[SEP]"]  # what a plain overflow does
     out = encode_with_units(wordpiece, [text], [spans], max_length=16)
     windows = [wordpiece.convert_ids_to_tokens(r) for r in out["input_ids"]]
-    assert [w for w in windows if "barack" in w or "obama" in w] == [["[CLS]", "barack", "obama", "ran", "far",
-                                                                      "away", "[SEP]"]]
+    assert [w for w in windows if "barack" in w or "obama" in w] == [
+        ["[CLS]", "barack", "obama", "ran", "far", "away", "[SEP]"]
+    ]
     assert windows[0][-2:] == ["thirteen", "[SEP]"] and out["doc_index"] == [0, 0]
     assert out["entity_ids"][1][1] == 5 and out["unit_kind"][1][1:3] == [2, 2]
 
@@ -196,7 +211,9 @@ def test_packing_keeps_unit_ids_unique(wordpiece):
     texts = SENTENCES[:6]
     spans = [_spans_for(t, [m for m in MENTIONS if m[0] in t]) for t in texts]
     plain = encode_with_units(wordpiece, texts, spans, max_length=64)
-    packed = encode_with_units(wordpiece, texts, spans, max_length=64, packing=True, doc_ids=[f"d{i}" for i in range(6)])
+    packed = encode_with_units(
+        wordpiece, texts, spans, max_length=64, packing=True, doc_ids=[f"d{i}" for i in range(6)]
+    )
     assert len(packed["input_ids"]) < len(plain["input_ids"])
     assert all(len(r) <= 64 for r in packed["input_ids"])
     assert sum(map(len, packed["input_ids"])) == sum(map(len, plain["input_ids"]))
@@ -207,8 +224,9 @@ def test_packing_keeps_unit_ids_unique(wordpiece):
     total_units = sum(max(r) + 1 for r in packed["unit_ids"])
     assert total_units == sum(max(r) + 1 for r in plain["unit_ids"])
     assert packed["doc_id"][0] == "d0"
-    assert sorted(e for r in packed["entity_ids"] for e in r if e >= 0) == \
-        sorted(e for r in plain["entity_ids"] for e in r if e >= 0)
+    assert sorted(e for r in packed["entity_ids"] for e in r if e >= 0) == sorted(
+        e for r in plain["entity_ids"] for e in r if e >= 0
+    )
 
 
 def test_empty_documents_are_skipped_or_rejected(wordpiece):
@@ -268,8 +286,11 @@ def test_property_spans_are_never_split(name, request, data):
         n = data.draw(st.integers(0, 3))
         if n and k + n <= len(words):
             kind = data.draw(st.sampled_from(["entity", "phrase"]))
-            spans.append(make_span(starts[k], starts[k + n - 1] + len(words[k + n - 1]), kind,
-                                   entity_id=data.draw(st.integers(-1, 50))))
+            spans.append(
+                make_span(
+                    starts[k], starts[k + n - 1] + len(words[k + n - 1]), kind, entity_id=data.draw(st.integers(-1, 50))
+                )
+            )
             k += n + 1
         else:
             k += 1
@@ -282,11 +303,19 @@ def test_inside_datasets_map(wordpiece):
 
     texts = SENTENCES[:8] + [""]
     spans = [_spans_for(t, [m for m in MENTIONS if m[0] in t]) for t in texts]
-    ds = Dataset.from_dict({"id": [f"d{i}" for i in range(9)], "text": texts,
-                            "spans": [[dict(s, label="", source="gold") for s in sp] for sp in spans]})
-    out = ds.map(lambda b: encode_with_units(wordpiece, b["text"], b["spans"], max_length=10, stride=2,
-                                             doc_ids=b["id"]),
-                 batched=True, batch_size=3, remove_columns=ds.column_names)
+    ds = Dataset.from_dict(
+        {
+            "id": [f"d{i}" for i in range(9)],
+            "text": texts,
+            "spans": [[dict(s, label="", source="gold") for s in sp] for sp in spans],
+        }
+    )
+    out = ds.map(
+        lambda b: encode_with_units(wordpiece, b["text"], b["spans"], max_length=10, stride=2, doc_ids=b["id"]),
+        batched=True,
+        batch_size=3,
+        remove_columns=ds.column_names,
+    )
     assert len(out) > 8 and "d8" not in set(out["doc_id"])  # long documents continue; the empty one is skipped
     direct = encode_with_units(wordpiece, texts, spans, max_length=10, stride=2)
     assert out["unit_ids"] == direct["unit_ids"] and out["entity_ids"] == direct["entity_ids"]
@@ -312,8 +341,12 @@ def test_property_arbitrary_text_and_spans(name, request, data):
     for text in texts:
         cuts = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=6))))
         pairs = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
-        spans_per_text.append([make_span(a, b, data.draw(st.sampled_from(["entity", "phrase"])), entity_id=i)
-                               for i, (a, b) in enumerate(pairs)])
+        spans_per_text.append(
+            [
+                make_span(a, b, data.draw(st.sampled_from(["entity", "phrase"])), entity_id=i)
+                for i, (a, b) in enumerate(pairs)
+            ]
+        )
     max_length = data.draw(st.integers(4, 20))
     packing = data.draw(st.booleans())
     out = encode_with_units(tokenizer, texts, spans_per_text, max_length=max_length, stride=1, packing=packing)
@@ -335,8 +368,14 @@ def test_property_arbitrary_text_and_spans(name, request, data):
                 assert kinds[members[0]] == 2
 
 
-@pytest.mark.parametrize("span", [{"start": 0, "kind": "entity"}, {"start": 0, "end": "x", "kind": "entity"},
-                                  {"start": 5, "end": 3, "kind": "entity"}])
+@pytest.mark.parametrize(
+    "span",
+    [
+        {"start": 0, "kind": "entity"},
+        {"start": 0, "end": "x", "kind": "entity"},
+        {"start": 5, "end": 3, "kind": "entity"},
+    ],
+)
 def test_align_without_text_rejects_malformed_spans_with_masking_error(span) -> None:
     with pytest.raises(MaskingError, match=r"spans_per_text\[0\]\[0\]"):
         align_spans([(0, 0), (0, 3), (4, 7), (0, 0)], [span], [1, 0, 0, 1])

@@ -11,8 +11,8 @@ from kept.annotation import annotate_run_dir
 from kg import AliasIndex, KnowledgeGraph
 from masking import AnnotationConfig, MaskingError, annotate, annotation_stats
 from masking.annotator import annotate_with_stats
-from masking.documents import documents_from_records, load_documents
 from masking.detectors import load_spacy_pipeline
+from masking.documents import documents_from_records, load_documents
 from masking.spans import spans_from_token_positions
 
 ENTITIES = ["New York City", "Paris", "Barack Obama", "Microsoft", "Eiffel Tower"]
@@ -34,8 +34,12 @@ def nlp():
 
 
 DOCS = [
-    {"id": "a", "title": "A", "text": "Barack Obama saw the Eiffel Tower in Paris.",
-     "spans": [{"start": 0, "end": 12, "kind": "entity", "entity_id": 2, "source": "gold"}]},
+    {
+        "id": "a",
+        "title": "A",
+        "text": "Barack Obama saw the Eiffel Tower in Paris.",
+        "spans": [{"start": 0, "end": 12, "kind": "entity", "entity_id": 2, "source": "gold"}],
+    },
     {"id": "b", "title": "B", "text": "", "spans": []},
     {"id": "c", "title": "C", "text": "Microsoft opened an office in NYC near the big green park.", "spans": []},
     {"id": "d", "title": "D", "text": "Nothing to see here at all.", "spans": []},
@@ -54,7 +58,7 @@ def write_run(tmp_path: Path, graph: KnowledgeGraph, index: AliasIndex, docs=DOC
 
 
 def span_texts(row):
-    return [row["text"][s["start"]:s["end"]] for s in row["spans"]]
+    return [row["text"][s["start"] : s["end"]] for s in row["spans"]]
 
 
 def test_annotate_resolves_and_links(index, graph, nlp):
@@ -99,12 +103,18 @@ def test_shards_and_num_proc_give_the_same_spans(tmp_path, graph, index):
     parts = [annotate(dataset, config, index, num_shards=3, shard_index=i)["spans"] for i in range(3)]
     assert [s for part in parts for s in part] == whole
     reported: list[int] = []
-    parallel = annotate(dataset, config.model_copy(update={"num_proc": 2, "map_batch_size": 4}), index,
-                        load_from_cache_file=False, progress=reported.append)["spans"]
+    parallel = annotate(
+        dataset,
+        config.model_copy(update={"num_proc": 2, "map_batch_size": 4}),
+        index,
+        load_from_cache_file=False,
+        progress=reported.append,
+    )["spans"]
     assert parallel == whole
     assert sum(reported) == len(dataset) and len(reported) > 1  # progress reaches us from the workers
-    empty_shard, empty_stats = annotate_with_stats(documents_from_records(DOCS[:1]), config, index, num_shards=2,
-                                                   shard_index=1)
+    empty_shard, empty_stats = annotate_with_stats(
+        documents_from_records(DOCS[:1]), config, index, num_shards=2, shard_index=1
+    )
     assert len(empty_shard) == 0 and empty_stats["documents"] == 0
     with pytest.raises(MaskingError, match="shard index 3"):
         annotate(dataset, config, index, num_shards=3, shard_index=3)
@@ -139,8 +149,10 @@ def test_cli_annotate(tmp_path, graph, index):
     result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gazetteer,nope"])
     assert result.exit_code != 0 and isinstance(result.exception, MaskingError)
     for index_ in range(2):  # shards (as if on two machines), then an explicit merge
-        result = CliRunner().invoke(app, ["annotate", str(run), "--detectors", "gazetteer,gold", "--num-shards", "2",
-                                          "--shard-index", str(index_)])
+        result = CliRunner().invoke(
+            app,
+            ["annotate", str(run), "--detectors", "gazetteer,gold", "--num-shards", "2", "--shard-index", str(index_)],
+        )
         assert result.exit_code == 0, result.output
     result = CliRunner().invoke(app, ["annotate", str(run), "--merge", "--num-shards", "2"])
     assert result.exit_code == 0 and "merged 2 shards (4 documents)" in result.output
@@ -159,6 +171,7 @@ def test_cli_main_prints_one_line_error(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ bad input
+
 
 def test_bad_corpus_lines_are_named(tmp_path):
     path = tmp_path / "documents.jsonl"
@@ -188,8 +201,15 @@ def test_bad_corpus_lines_are_named(tmp_path):
 def test_invalid_gold_spans_in_a_dataset(index):
     from datasets import Dataset
 
-    bad = Dataset.from_list([{"id": "q", "text": "short", "spans": [
-        {"start": 0, "end": 50, "kind": "entity", "label": "", "entity_id": -1, "source": "gold"}]}])
+    bad = Dataset.from_list(
+        [
+            {
+                "id": "q",
+                "text": "short",
+                "spans": [{"start": 0, "end": 50, "kind": "entity", "label": "", "entity_id": -1, "source": "gold"}],
+            }
+        ]
+    )
     with pytest.raises(MaskingError, match="document 'q'"):
         annotate(bad, AnnotationConfig.from_names("gold"), index)
     out, stats = annotate_with_stats(bad, AnnotationConfig.from_names("gold", invalid_spans="drop"), index)
@@ -231,13 +251,15 @@ def test_missing_text_column_kg_and_aliases(tmp_path, graph):
 
 # ------------------------------------------------------------------------------------------------ real data
 
+
 def fewrel_documents(fewrel_dir: Path, per_relation: int = 4) -> list[dict]:
     data = json.loads((fewrel_dir / "val_nyt.json").read_text())
     docs = []
     for relation, items in sorted(data.items()):
         for i, item in enumerate(items[:per_relation]):
-            text, spans = spans_from_token_positions(item["tokens"], [
-                (item["h"][2][0], {"label": item["h"][1]}), (item["t"][2][0], {"label": item["t"][1]})])
+            text, spans = spans_from_token_positions(
+                item["tokens"], [(item["h"][2][0], {"label": item["h"][1]}), (item["t"][2][0], {"label": item["t"][1]})]
+            )
             docs.append({"id": f"{relation}-{i}", "title": relation, "text": text, "spans": spans})
     return docs
 
@@ -256,12 +278,23 @@ def test_wikipedia_gold_links_measure_gazetteer_and_ner_recall(nlp):
     from kg.wikipedia import load_wikipedia_sample
 
     sample = load_wikipedia_sample(max_documents=3)
-    docs = [{"id": str(d.id), "title": d.title, "text": d.text[:20000],
-             "spans": [{"start": l.start, "end": l.end, "kind": "entity", "entity_id": l.entity_id, "source": "gold"}
-                       for l in d.links if l.end <= 20000]} for d in sample.documents]
+    docs = [
+        {
+            "id": str(d.id),
+            "title": d.title,
+            "text": d.text[:20000],
+            "spans": [
+                {"start": link.start, "end": link.end, "kind": "entity", "entity_id": link.entity_id, "source": "gold"}
+                for link in d.links
+                if link.end <= 20000
+            ],
+        }
+        for d in sample.documents
+    ]
     config = AnnotationConfig.from_names("ner,gazetteer,gold")
-    _, stats = annotate_with_stats(documents_from_records(docs), config, sample.alias_index,
-                                   entity_labels=sample.graph.entity_labels, nlp=nlp)
+    _, stats = annotate_with_stats(
+        documents_from_records(docs), config, sample.alias_index, entity_labels=sample.graph.entity_labels, nlp=nlp
+    )
     gold = stats["gold"]
     assert gold["gold_entity_spans"] > 300
     assert gold["recall_exact"]["gazetteer"] > 0.9 and gold["link_accuracy"]["gazetteer"] > 0.9, gold
@@ -276,9 +309,15 @@ def test_cli_config_file_with_terms_regex_and_npmi(tmp_path, graph, index):
     from kept.cli import app
 
     fillers = ["red", "big", "old", "new", "tall", "dark", "cold", "warm", "wet", "dry", "odd", "shy"]
-    docs = [{"id": str(i), "title": "", "spans": [],
-             "text": f"A {fillers[i]} hot dog, stand {i}; {fillers[(i * 5) % 12]} man sold to Obama in Paris."}
-            for i in range(12)]
+    docs = [
+        {
+            "id": str(i),
+            "title": "",
+            "spans": [],
+            "text": f"A {fillers[i]} hot dog, stand {i}; {fillers[(i * 5) % 12]} man sold to Obama in Paris.",
+        }
+        for i in range(12)
+    ]
     run = write_run(tmp_path, graph, index, docs)
     (tmp_path / "annotation.yaml").write_text(
         "annotation:\n"
@@ -286,12 +325,18 @@ def test_cli_config_file_with_terms_regex_and_npmi(tmp_path, graph, index):
         "    - {type: gazetteer}\n"
         "    - {type: terms, terms: {sold: VERB}, kind: phrase}\n"
         "    - {type: regex, patterns: ['\\d+'], label: NUM}\n"
-        "    - {type: npmi, min_count: 3, threshold: 0.3}\n")
+        "    - {type: npmi, min_count: 3, threshold: 0.3}\n"
+    )
     result = CliRunner().invoke(app, ["annotate", str(run), "--config", str(tmp_path / "annotation.yaml")])
     assert result.exit_code == 0, result.output
     row = load_from_disk(str(run / "corpus" / "annotated"))[3]
-    assert {(row["text"][s["start"]:s["end"]], s["source"]) for s in row["spans"]} >= {
-        ("hot dog", "npmi"), ("sold", "terms"), ("3", "regex"), ("Obama", "gazetteer"), ("Paris", "gazetteer")}
+    assert {(row["text"][s["start"] : s["end"]], s["source"]) for s in row["spans"]} >= {
+        ("hot dog", "npmi"),
+        ("sold", "terms"),
+        ("3", "regex"),
+        ("Obama", "gazetteer"),
+        ("Paris", "gazetteer"),
+    }
     stats = json.loads((run / "corpus" / "annotation_stats.json").read_text())
     assert stats["config"]["detectors"][3]["type"] == "npmi" and stats["spans_by_source"]["npmi"] >= 12
     (tmp_path / "bad.yaml").write_text("annotation:\n  detectors: [{type: gazetteer, colour: red}]\n")

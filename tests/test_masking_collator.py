@@ -12,13 +12,14 @@ from hypothesis import strategies as st
 
 from masking import ErnieStageCallback, KnowledgeMaskingCollator, MaskingConfig, encode_with_units
 from masking.errors import MaskingError
-from masking.spans import make_span
-from masking.spans import KIND_ENTITY, KIND_WORD
+from masking.spans import KIND_ENTITY, KIND_WORD, make_span
 from masking.strategies import _truncated_geometric, choose_units
 
 STRATEGY_NAMES = ["token", "whole_word", "span", "phrase", "entity", "ernie"]
-VOCAB = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have "
-         "an they you were her she there been one all we their unaffable researcher nation river").split()
+VOCAB = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have "
+    "an they you were her she there been one all we their unaffable researcher nation river"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,14 @@ def make_corpus(n_docs: int, n_words: int, seed: int, span_rate: float = 0.15):
             if rng.random() < span_rate:
                 n = rng.randint(1, 3)
                 kind = "entity" if rng.random() < 0.6 else "phrase"
-                doc_spans.append(make_span(starts[k], starts[k + n - 1] + len(words[k + n - 1]), kind,
-                                           entity_id=rng.randint(0, 5000) if kind == "entity" else -1))
+                doc_spans.append(
+                    make_span(
+                        starts[k],
+                        starts[k + n - 1] + len(words[k + n - 1]),
+                        kind,
+                        entity_id=rng.randint(0, 5000) if kind == "entity" else -1,
+                    )
+                )
                 k += n + 1
             else:
                 k += 1
@@ -77,8 +84,14 @@ def unit_tensor(features, strategy):
 
 
 def test_output_keys_dtypes_padding(tokenizer, features):
-    ragged = [dict(f, input_ids=f["input_ids"][: 20 + i], **{k: f[k][: 20 + i] for k in
-              ("attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids")}) for i, f in enumerate(features)]
+    ragged = [
+        dict(
+            f,
+            input_ids=f["input_ids"][: 20 + i],
+            **{k: f[k][: 20 + i] for k in ("attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids")},
+        )
+        for i, f in enumerate(features)
+    ]
     collator = KnowledgeMaskingCollator(tokenizer, strategy="entity", pad_to_multiple_of=16)
     batch = collator(ragged)
     assert set(batch) == {"input_ids", "attention_mask", "labels", "entity_ids", "entity_labels"}
@@ -95,8 +108,9 @@ def test_output_keys_dtypes_padding(tokenizer, features):
 
 
 def test_optional_columns_pass_through(tokenizer, features):
-    feats = [dict(f, token_type_ids=[0] * len(f["input_ids"]), sentence_order_label=i % 2)
-             for i, f in enumerate(features)]
+    feats = [
+        dict(f, token_type_ids=[0] * len(f["input_ids"]), sentence_order_label=i % 2) for i, f in enumerate(features)
+    ]
     batch = KnowledgeMaskingCollator(tokenizer, strategy="span")(feats)
     assert batch["token_type_ids"].shape == batch["input_ids"].shape
     assert batch["sentence_order_label"].tolist() == [i % 2 for i in range(len(feats))]
@@ -106,8 +120,16 @@ def test_optional_columns_pass_through(tokenizer, features):
 def test_left_padding(tokenizer, features):
     tokenizer.padding_side = "left"
     try:
-        short = [dict(f, **{k: f[k][:10] for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind",
-                                                     "entity_ids", "word_ids")}) for f in features[:1]]
+        short = [
+            dict(
+                f,
+                **{
+                    k: f[k][:10]
+                    for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids")
+                },
+            )
+            for f in features[:1]
+        ]
         batch = KnowledgeMaskingCollator(tokenizer, strategy="token")(short + features[1:2])
         assert batch["attention_mask"][0, :-10].sum() == 0 and batch["attention_mask"][0, -10:].all()
     finally:
@@ -115,16 +137,25 @@ def test_left_padding(tokenizer, features):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(strategy=st.sampled_from(STRATEGY_NAMES), seed=st.integers(0, 10_000), doc_seed=st.integers(0, 50),
-       probability=st.sampled_from([0.15, 0.3, 0.05]), span_rate=st.sampled_from([0.0, 0.15, 0.5]),
-       share=st.sampled_from([0.0, 0.5, 1.0]))
-def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, doc_seed, probability, span_rate,
-                                                    share):
+@given(
+    strategy=st.sampled_from(STRATEGY_NAMES),
+    seed=st.integers(0, 10_000),
+    doc_seed=st.integers(0, 50),
+    probability=st.sampled_from([0.15, 0.3, 0.05]),
+    span_rate=st.sampled_from([0.0, 0.15, 0.5]),
+    share=st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, doc_seed, probability, span_rate, share):
     feats = features_from(tokenizer, n_docs=4, n_words=30, seed=doc_seed, max_length=48, span_rate=span_rate)
-    collator = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=seed, mlm_probability=probability,
-                                        entity_share=share, phrase_share=share,
-                                        ernie_mixture={"whole_word": 1, "phrase": 1, "entity": 1}
-                                        if strategy == "ernie" else None)
+    collator = KnowledgeMaskingCollator(
+        tokenizer,
+        strategy=strategy,
+        seed=seed,
+        mlm_probability=probability,
+        entity_share=share,
+        phrase_share=share,
+        ernie_mixture={"whole_word": 1, "phrase": 1, "entity": 1} if strategy == "ernie" else None,
+    )
     batch = collator(feats)
     inputs = padded(feats, "input_ids", tokenizer.pad_token_id)
     unit_ids = padded(feats, "unit_ids", -1)
@@ -148,22 +179,38 @@ def test_property_budget_units_specials_labels_seed(tokenizer, strategy, seed, d
         content = int((unit_ids[row] >= 0).sum())
         budget = probability * content
         masked = int(predicted[row].sum())
-        largest = {"token": 1, "whole_word": biggest(words[row]), "span": 10 * biggest(words[row]),
-                   "phrase": biggest(units[row]), "entity": biggest(units[row]),
-                   "ernie": max(biggest(words[row]), biggest(units[row]))}[strategy]
+        largest = {
+            "token": 1,
+            "whole_word": biggest(words[row]),
+            "span": 10 * biggest(words[row]),
+            "phrase": biggest(units[row]),
+            "entity": biggest(units[row]),
+            "ernie": max(biggest(words[row]), biggest(units[row])),
+        }[strategy]
         assert budget - largest <= masked <= budget + largest, (row, masked, budget, largest)
         # units never split: words inside every strategy but token; spans/entities/phrases for phrase/entity
-        whole = {"token": [], "whole_word": [words], "span": [words], "phrase": [words, units],
-                 "entity": [words, units], "ernie": [words]}[strategy]
+        whole = {
+            "token": [],
+            "whole_word": [words],
+            "span": [words],
+            "phrase": [words, units],
+            "entity": [words, units],
+            "ernie": [words],
+        }[strategy]
         for ids in whole:
             for u in torch.unique(ids[row][ids[row] >= 0]):
                 part = predicted[row][ids[row] == u]
                 assert part.all() or not part.any(), (strategy, int(u))
     # same seed, same batch
-    again = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=seed, mlm_probability=probability,
-                                     entity_share=share, phrase_share=share,
-                                     ernie_mixture={"whole_word": 1, "phrase": 1, "entity": 1}
-                                     if strategy == "ernie" else None)(feats)
+    again = KnowledgeMaskingCollator(
+        tokenizer,
+        strategy=strategy,
+        seed=seed,
+        mlm_probability=probability,
+        entity_share=share,
+        phrase_share=share,
+        ernie_mixture={"whole_word": 1, "phrase": 1, "entity": 1} if strategy == "ernie" else None,
+    )(feats)
     assert all(torch.equal(batch[k], again[k]) for k in batch)
 
 
@@ -198,8 +245,9 @@ def test_entity_and_phrase_strategies_prefer_their_units(tokenizer):
     kinds = padded(feats, "unit_kind", 0)
 
     def share(strategy, kind, first=0.5):
-        labels = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=0, entity_share=first,
-                                          phrase_share=first)(feats)["labels"]
+        labels = KnowledgeMaskingCollator(tokenizer, strategy=strategy, seed=0, entity_share=first, phrase_share=first)(
+            feats
+        )["labels"]
         predicted = labels != -100
         return float((predicted & (kinds == kind)).sum()) / float(predicted.sum())
 
@@ -260,10 +308,14 @@ def test_entity_share_keeps_word_masking_alive_on_entity_dense_text(tokenizer):
 
 def test_choose_units_splits_each_rows_budget_and_passes_on_leftovers():
     # units of 2 tokens; tier 0 (preferred) / tier 1 (rest) per row; budget 8 tokens per row
-    tiers = torch.tensor([[0] * 6 + [1] * 6,  # plenty of both: 4 + 4 tokens
-                          [0] + [1] * 11,  # one preferred unit: 2 + 6 (its unused share goes to the rest)
-                          [0] * 12,  # nothing but preferred units: all 8 tokens on them
-                          [1] * 12])  # no preferred unit at all: 8 tokens of the rest
+    tiers = torch.tensor(
+        [
+            [0] * 6 + [1] * 6,  # plenty of both: 4 + 4 tokens
+            [0] + [1] * 11,  # one preferred unit: 2 + 6 (its unused share goes to the rest)
+            [0] * 12,  # nothing but preferred units: all 8 tokens on them
+            [1] * 12,
+        ]
+    )  # no preferred unit at all: 8 tokens of the rest
     ids = torch.arange(12).repeat_interleave(2).expand(4, 24)  # [B, L] token -> unit
     budget = torch.full((4,), 8.0)
     masked, chosen = choose_units(ids, tiers, budget, torch.Generator().manual_seed(0), first_share=0.5)
@@ -287,7 +339,7 @@ def test_mask_random_keep_ratios_per_unit(tokenizer):
         predicted = batch["labels"] != -100
         for row in range(len(feats)):
             for u in torch.unique(unit_ids[row][predicted[row]]):
-                pos = (unit_ids[row] == u)
+                pos = unit_ids[row] == u
                 new, old = batch["input_ids"][row][pos], inputs[row][pos]
                 if (new == tokenizer.mask_token_id).all():
                     counts["mask"] += 1
@@ -444,17 +496,37 @@ def test_trainer_data_collator_with_ernie_callback(tokenizer, tmp_path):
 
     texts, spans = make_corpus(8, 30, seed=7)
     enc = encode_with_units(tokenizer, texts, spans, max_length=48, doc_ids=[f"d{i}" for i in range(8)])
-    dataset = Dataset.from_dict({k: enc[k] for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind",
-                                                     "word_ids", "doc_id")})
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+    dataset = Dataset.from_dict(
+        {k: enc[k] for k in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "word_ids", "doc_id")}
+    )
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     collator = KnowledgeMaskingCollator(tokenizer, strategy="ernie", dea=False, seed=0)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4, report_to=[],
-                             remove_unused_columns=False, use_cpu=True, save_strategy="no", logging_steps=1,
-                             dataloader_num_workers=0)
-    trainer = Trainer(model=BertForMaskedLM(config), args=args, train_dataset=dataset, data_collator=collator,
-                      callbacks=[ErnieStageCallback(collator)])
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        report_to=[],
+        remove_unused_columns=False,
+        use_cpu=True,
+        save_strategy="no",
+        logging_steps=1,
+        dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=BertForMaskedLM(config),
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[ErnieStageCallback(collator)],
+    )
     result = trainer.train()
     assert np.isfinite(result.training_loss)
     assert collator.progress == 0.75 and collator.current_stage() == "entity"  # set before the 4th step

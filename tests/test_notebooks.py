@@ -32,6 +32,7 @@ def generator():
 
 # ------------------------------------------------------------------ fast: the committed files
 
+
 def test_every_notebook_is_valid_stripped_and_parameterised() -> None:
     paths = notebook_paths()
     assert [p.name for p in paths] == EXPECTED
@@ -58,8 +59,9 @@ def test_notebooks_match_their_generator() -> None:
     module = generator()
     assert sorted(module.NOTEBOOKS) == EXPECTED
     for name in EXPECTED:
-        assert (NOTEBOOKS_DIR / name).read_text(encoding="utf-8") == module.render(name), \
+        assert (NOTEBOOKS_DIR / name).read_text(encoding="utf-8") == module.render(name), (
             f"{name} differs from notebooks/make_notebooks.py: run `python notebooks/make_notebooks.py`"
+        )
     assert module.main(["--check"]) == 0
 
 
@@ -70,9 +72,16 @@ def jupyter_path(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("jupyter")
     spec = root / "kernels" / "python3"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (ipykernel)", "language": "python"}), encoding="utf-8")
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            }
+        ),
+        encoding="utf-8",
+    )
     return root
 
 
@@ -89,18 +98,36 @@ def test_python3_kernel_runs_this_interpreter(jupyter_path, monkeypatch) -> None
 
 # ------------------------------------------------------------------ fast: kept.explore
 
-def metrics_record(name: str, fusion: bool, strategy: str, cloze: list[tuple[str, str, bool]],
-                   per_relation: dict | None = None) -> dict:
+
+def metrics_record(
+    name: str, fusion: bool, strategy: str, cloze: list[tuple[str, str, bool]], per_relation: dict | None = None
+) -> dict:
     return {
-        "format": METRICS_FORMAT, "format_version": METRICS_FORMAT_VERSION, "run": name,
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_FORMAT_VERSION,
+        "run": name,
         "model": {"strategy": strategy, "fusion": fusion, "num_parameters": 10},
-        "metrics": {"mlm": {"token": {"loss": 5.0, "accuracy": 0.1}},
-                    "cloze": {"accuracy": sum(c for *_, c in cloze) / len(cloze), "num_mentions": len(cloze)},
-                    "probe": {"mrr": 0.5, "hits_at_1": 0.25, "per_relation": per_relation or {}},
-                    "relation": {"skipped": "no FewRel data configured"}},
-        "examples": {"cloze": [{"doc_id": f"d{i}", "row": i, "position": 3, "entity_id": i, "context": f"ctx {i}",
-                                "gold": gold, "prediction": predicted, "correct": correct}
-                               for i, (gold, predicted, correct) in enumerate(cloze)]},
+        "metrics": {
+            "mlm": {"token": {"loss": 5.0, "accuracy": 0.1}},
+            "cloze": {"accuracy": sum(c for *_, c in cloze) / len(cloze), "num_mentions": len(cloze)},
+            "probe": {"mrr": 0.5, "hits_at_1": 0.25, "per_relation": per_relation or {}},
+            "relation": {"skipped": "no FewRel data configured"},
+        },
+        "examples": {
+            "cloze": [
+                {
+                    "doc_id": f"d{i}",
+                    "row": i,
+                    "position": 3,
+                    "entity_id": i,
+                    "context": f"ctx {i}",
+                    "gold": gold,
+                    "prediction": predicted,
+                    "correct": correct,
+                }
+                for i, (gold, predicted, correct) in enumerate(cloze)
+            ]
+        },
     }
 
 
@@ -114,12 +141,28 @@ def test_open_runs_pairs_baseline_and_knowledge_and_finds_wins(tmp_path) -> None
     from kept import explore
     from kept.compare import compare_runs
 
-    base = write_run(tmp_path / "runs", "token", metrics_record("token", False, "token", [
-        ("paris", "rome", False), ("france", "france", True), ("seine", "rhine", False)],
-        {"capital_of": {"hits_at_1": 0.0, "mrr": 0.3, "count": 4}}))
-    know = write_run(tmp_path / "runs", "entity_fusion", metrics_record("entity_fusion", True, "entity", [
-        ("paris", "paris", True), ("france", "spain", False), ("seine", "rhine", False)],
-        {"capital_of": {"hits_at_1": 0.5, "mrr": 0.6, "count": 4}, "lies_on": {"hits_at_1": 1.0, "count": 1}}))
+    base = write_run(
+        tmp_path / "runs",
+        "token",
+        metrics_record(
+            "token",
+            False,
+            "token",
+            [("paris", "rome", False), ("france", "france", True), ("seine", "rhine", False)],
+            {"capital_of": {"hits_at_1": 0.0, "mrr": 0.3, "count": 4}},
+        ),
+    )
+    know = write_run(
+        tmp_path / "runs",
+        "entity_fusion",
+        metrics_record(
+            "entity_fusion",
+            True,
+            "entity",
+            [("paris", "paris", True), ("france", "spain", False), ("seine", "rhine", False)],
+            {"capital_of": {"hits_at_1": 0.5, "mrr": 0.6, "count": 4}, "lies_on": {"hits_at_1": 1.0, "count": 1}},
+        ),
+    )
 
     folder = explore.open_runs(tmp_path)  # a compare layout whose summary is not written yet: runs/*
     assert folder.compare is None and set(folder.runs) == {"token", "entity+fusion"}
@@ -149,7 +192,9 @@ def test_open_runs_pairs_baseline_and_knowledge_and_finds_wins(tmp_path) -> None
     assert compared.data_dir is None  # no corpus or KG anywhere: the annotation/KG notebooks print notes
 
     # several seeds of a variant: one label per run
-    seed1 = write_run(tmp_path / "runs", "token-seed1", metrics_record("token-seed1", False, "token", [("paris", "paris", True)]))
+    seed1 = write_run(
+        tmp_path / "runs", "token-seed1", metrics_record("token-seed1", False, "token", [("paris", "paris", True)])
+    )
     seeded = compare_runs({"token": [base, seed1], "entity+fusion": [know]})
     seeded.save(tmp_path / "seeded" / "compare", figures=False)
     runs = explore.open_runs(tmp_path / "seeded")
@@ -191,7 +236,7 @@ def test_annotation_views_of_a_tiny_run(encoded_run) -> None:
     records = explore.displacy_records(encoded_run, n=2)
     assert len(records) == 2
     first = records[0]
-    assert all(first["text"][e["start"]:e["end"]] in e["label"] for e in first["ents"])  # "GOLD:entity → Paris"
+    assert all(first["text"][e["start"] : e["end"]] in e["label"] for e in first["ents"])  # "GOLD:entity → Paris"
     assert set(explore.displacy_options(records)["colors"].values()) == {explore.SOURCE_COLORS["gold"]}
 
 
@@ -277,6 +322,7 @@ def test_kg_views_of_a_tiny_run(encoded_run) -> None:
 
 # ------------------------------------------------------------------ slow: execute every notebook
 
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory) -> Path:
     """Two trained and evaluated tiny runs (token without fusion, entity with fusion) and a compare summary."""
@@ -288,8 +334,9 @@ def tiny_runs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("nb") / "runs"
     dirs = {}
     for directory, strategy, fusion in (("token", "token", False), ("entity_fusion", "entity", True)):
-        run_dir = make_tiny_run(root / directory, name=directory, strategy=strategy, fusion=fusion, steps=6,
-                                save_steps=3)
+        run_dir = make_tiny_run(
+            root / directory, name=directory, strategy=strategy, fusion=fusion, steps=6, save_steps=3
+        )
         config = load_run_config(run_dir, ["eval.relation.enabled=false", "eval.num_examples=20"])
         run_pipeline(config, run_dir, stages=["encode", "pretrain", "evaluate"], progress=False)
         dirs[f"{strategy}+fusion" if fusion else strategy] = [run_dir]
@@ -298,8 +345,9 @@ def tiny_runs(tmp_path_factory) -> Path:
     from kept.rundir import atomic_write_json
     from masking import annotation_stats
 
-    atomic_write_json(root / "token" / "corpus" / "annotation_stats.json",
-                      annotation_stats(load_annotations(root / "token")))
+    atomic_write_json(
+        root / "token" / "corpus" / "annotation_stats.json", annotation_stats(load_annotations(root / "token"))
+    )
     result = compare_runs(dirs)
     result.runs = {v: [str(Path(r).relative_to(root)) for r in rs] for v, rs in result.runs.items()}
     result.save(root / "compare", figures=False)
@@ -314,8 +362,9 @@ def execute(name: str, run_dir: Path, monkeypatch, jupyter_path: Path) -> nbform
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
     notebook = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
-    client = NotebookClient(notebook, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=600, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
     return notebook
 

@@ -28,11 +28,16 @@ def test_resume_of_a_damaged_checkpoint_in_a_real_process(tmp_path: Path, damage
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 5}), encoding="utf-8")
     (checkpoint / damaged).write_bytes(b"\x80\x02 cut off by a full disk")
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HF_DATASETS_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env.pop("RANK", None)
-    done = subprocess.run([sys.executable, "-m", "kept", "pretrain", str(run)], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "kept", "pretrain", str(run)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if line.startswith("error:")]

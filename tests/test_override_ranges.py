@@ -10,21 +10,24 @@ from kept.config import load_config
 from kept.errors import KeptError
 
 
-@pytest.mark.parametrize(("overrides", "field", "words"), [
-    ("{hidden_size: 0}", "hidden_size", "greater than 0"),
-    ("{hidden_size: -64}", "hidden_size", "greater than 0"),
-    ("{num_hidden_layers: -1}", "num_hidden_layers", "at least 0"),
-    ("{intermediate_size: 0}", "intermediate_size", "greater than 0"),
-    ("{hidden_dropout_prob: 1.5}", "hidden_dropout_prob", "between 0 and 1"),
-    ("{attention_probs_dropout_prob: -0.1}", "attention_probs_dropout_prob", "at least 0"),
-    ("{classifier_dropout: 2}", "classifier_dropout", "between 0 and 1"),
-    ("{layer_norm_eps: 0}", "layer_norm_eps", "greater than 0"),
-    ("{initializer_range: .nan}", "initializer_range", "not a finite number"),
-    ("{num_attention_heads: 5}", "num_attention_heads", "does not divide hidden_size 64 (preset tiny)"),
-    ("{hidden_size: 90}", "hidden_size", "num_attention_heads 4 does not divide hidden_size 90"),
-    ("{hidden_size: 96, num_attention_heads: 5}", "num_attention_heads", "does not divide hidden_size 96"),
-    ("{entity_dim: 30, num_entity_attention_heads: 4}", "num_entity_attention_heads", "does not divide entity_dim"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ("{hidden_size: 0}", "hidden_size", "greater than 0"),
+        ("{hidden_size: -64}", "hidden_size", "greater than 0"),
+        ("{num_hidden_layers: -1}", "num_hidden_layers", "at least 0"),
+        ("{intermediate_size: 0}", "intermediate_size", "greater than 0"),
+        ("{hidden_dropout_prob: 1.5}", "hidden_dropout_prob", "between 0 and 1"),
+        ("{attention_probs_dropout_prob: -0.1}", "attention_probs_dropout_prob", "at least 0"),
+        ("{classifier_dropout: 2}", "classifier_dropout", "between 0 and 1"),
+        ("{layer_norm_eps: 0}", "layer_norm_eps", "greater than 0"),
+        ("{initializer_range: .nan}", "initializer_range", "not a finite number"),
+        ("{num_attention_heads: 5}", "num_attention_heads", "does not divide hidden_size 64 (preset tiny)"),
+        ("{hidden_size: 90}", "hidden_size", "num_attention_heads 4 does not divide hidden_size 90"),
+        ("{hidden_size: 96, num_attention_heads: 5}", "num_attention_heads", "does not divide hidden_size 96"),
+        ("{entity_dim: 30, num_entity_attention_heads: 4}", "num_entity_attention_heads", "does not divide entity_dim"),
+    ],
+)
 def test_bad_override_is_one_line_naming_the_field(tmp_path: Path, overrides: str, field: str, words: str) -> None:
     path = tmp_path / "run.yaml"
     path.write_text(f"name: x\nmodel:\n  preset: tiny\n  overrides: {overrides}\n", encoding="utf-8")
@@ -37,9 +40,11 @@ def test_bad_override_is_one_line_naming_the_field(tmp_path: Path, overrides: st
 
 def test_good_overrides_pass_and_heads_use_the_preset(tmp_path: Path) -> None:
     path = tmp_path / "run.yaml"
-    path.write_text("name: x\nmodel:\n  preset: base\n  overrides: {hidden_size: 384, num_hidden_layers: 0, "
-                    "hidden_dropout_prob: 0, attention_probs_dropout_prob: 1, classifier_dropout: null}\n",
-                    encoding="utf-8")
+    path.write_text(
+        "name: x\nmodel:\n  preset: base\n  overrides: {hidden_size: 384, num_hidden_layers: 0, "
+        "hidden_dropout_prob: 0, attention_probs_dropout_prob: 1, classifier_dropout: null}\n",
+        encoding="utf-8",
+    )
     config = load_config(path)
     assert config.model.overrides["hidden_size"] == 384 and config.model.overrides["num_hidden_layers"] == 0
 

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from stop_at_step import StopAtStep
 
 from kept.config import load_run_config
 from kept.encode import encode_run
@@ -18,7 +19,6 @@ from kept.pretrain import (
     remove_incomplete_checkpoints,
 )
 from kept.tiny import make_tiny_run
-from stop_at_step import StopAtStep
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,9 @@ def test_init_from_previous_stage_and_incompatible_checkpoints(run_dir: Path, tm
     # a tokenizer with another vocabulary cannot continue that checkpoint
     from kept.tokenizer import save_tokenizer, train_wordpiece
 
-    save_tokenizer(train_wordpiece(["completely different words here"] * 5, vocab_size=120, min_frequency=1),
-                   stage2 / "tokenizer")
+    save_tokenizer(
+        train_wordpiece(["completely different words here"] * 5, vocab_size=120, min_frequency=1), stage2 / "tokenizer"
+    )
     with pytest.raises(KeptError, match="vocabulary"):
         pretrain_run(stage2, config, restart=True, progress=False)
     with pytest.raises(KeptError, match="not a model checkpoint"):
@@ -114,15 +115,16 @@ def test_missing_inputs_are_clear_errors(run_dir: Path, tmp_path: Path) -> None:
 
 
 def test_batch_seeded_collator_is_a_function_of_the_batch(run_dir: Path) -> None:
-    from masking import KnowledgeMaskingCollator
-
     from kept.encode import load_encoded
     from kept.tokenizer import load_run_tokenizer
+    from masking import KnowledgeMaskingCollator
 
     tokenizer = load_run_tokenizer(run_dir / "tokenizer")
     data = load_encoded(run_dir, "train")
-    features = [{**{k: data[i][k] for k in ("input_ids", "unit_ids", "unit_kind", "entity_ids", "word_ids")},
-                 "__index__": i} for i in range(4)]
+    features = [
+        {**{k: data[i][k] for k in ("input_ids", "unit_ids", "unit_kind", "entity_ids", "word_ids")}, "__index__": i}
+        for i in range(4)
+    ]
     collate = BatchSeededCollator(KnowledgeMaskingCollator(tokenizer, strategy="token", mlm_probability=0.5), seed=1)
     first = collate(features)
     collate(list(reversed(features)))  # another batch in between changes nothing for the next one
@@ -138,9 +140,18 @@ def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path
     bert_dir = minilm_dir
     run_dir = tmp_path / "dapt"
     shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
-    config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=2",
-                                       "train.batch_size=2", "train.save_steps=2", "train.eval_steps=2",
-                                       "model.preset=base"])
+    config = load_run_config(
+        run_dir,
+        [
+            f"model.init_from={bert_dir}",
+            "model.overrides={}",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.save_steps=2",
+            "train.eval_steps=2",
+            "model.preset=base",
+        ],
+    )
     result = encode_run(run_dir, config)
     assert result.tokenizer_source.startswith("init_from:") and result.vocab_size == 30522
     said: list[str] = []
@@ -152,8 +163,13 @@ def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path
 
 def test_staged_ernie_resumes_exactly_across_a_stage_boundary(encoded_template: Path, tmp_path: Path) -> None:
     """The stage switches at half of training, exactly where the interrupted run resumes."""
-    overrides = ["masking.strategy=ernie", "masking.ernie_stages=[[token, 0.5], [entity, 0.5]]",
-                 "train.max_steps=8", "train.save_steps=4", "train.eval_steps=4"]
+    overrides = [
+        "masking.strategy=ernie",
+        "masking.ernie_stages=[[token, 0.5], [entity, 0.5]]",
+        "train.max_steps=8",
+        "train.save_steps=4",
+        "train.eval_steps=4",
+    ]
     whole = shutil.copytree(encoded_template, tmp_path / "whole")
     reference = pretrain_run(whole, load_run_config(whole, overrides), progress=False)
     parts = shutil.copytree(encoded_template, tmp_path / "parts")
@@ -166,14 +182,16 @@ def test_staged_ernie_resumes_exactly_across_a_stage_boundary(encoded_template: 
     assert resumed.eval_loss == reference.eval_loss
 
 
-def test_zero_steps_saves_the_starting_checkpoint_untrained(encoded_template: Path, tmp_path: Path,
-                                                           minilm_dir: Path) -> None:
+def test_zero_steps_saves_the_starting_checkpoint_untrained(
+    encoded_template: Path, tmp_path: Path, minilm_dir: Path
+) -> None:
     """`train.max_steps: 0` (compare's `reference` variant): the BERT checkpoint as loaded, through model/."""
     bert_dir = minilm_dir
     run_dir = tmp_path / "reference"
     shutil.copytree(encoded_template, run_dir, ignore=shutil.ignore_patterns("tokenizer", "encoded"))
-    config = load_run_config(run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=0",
-                                       "model.fusion=false"])
+    config = load_run_config(
+        run_dir, [f"model.init_from={bert_dir}", "model.overrides={}", "train.max_steps=0", "model.fusion=false"]
+    )
     encode_run(run_dir, config)
     result = pretrain_run(run_dir, config, progress=False)
     assert result.steps == 0 and result.train_loss is None

@@ -25,8 +25,7 @@ def _history(run_dir: Path) -> list[dict]:
     return json.loads((run_dir / "logs" / "train_history.json").read_text())["log_history"]
 
 
-def test_history_logs_mlm_and_dea_losses_and_reuses_the_last_evaluation(encoded_template: Path,
-                                                                        tmp_path: Path) -> None:
+def test_history_logs_mlm_and_dea_losses_and_reuses_the_last_evaluation(encoded_template: Path, tmp_path: Path) -> None:
     from fusion import KeptConfig
 
     run_dir = shutil.copytree(encoded_template, tmp_path / "fusion")
@@ -36,13 +35,15 @@ def test_history_logs_mlm_and_dea_losses_and_reuses_the_last_evaluation(encoded_
     train = [e for e in history if "loss" in e]
     assert len(train) == 6 and all("mlm_loss" in e and "dea_loss" in e and "sop_loss" not in e for e in train)
     for e in train:  # one step per log: the components add up to the Trainer's loss
-        assert e["loss"] == pytest.approx(config.mlm_weight * e["mlm_loss"] + config.dea_weight * e["dea_loss"],
-                                          rel=1e-4)
+        assert e["loss"] == pytest.approx(
+            config.mlm_weight * e["mlm_loss"] + config.dea_weight * e["dea_loss"], rel=1e-4
+        )
     evals = [e for e in history if "eval_loss" in e]
     assert [e["step"] for e in evals] == [3, 6]  # the evaluation of step 6 is not repeated after training
     for e in evals:
         assert e["eval_loss"] == pytest.approx(
-            config.mlm_weight * e["eval_mlm_loss"] + config.dea_weight * e["eval_dea_loss"], rel=1e-4)
+            config.mlm_weight * e["eval_mlm_loss"] + config.dea_weight * e["eval_dea_loss"], rel=1e-4
+        )
     assert result.eval_loss == evals[-1]["eval_loss"]
     metrics = json.loads((run_dir / "logs" / "pretrain_metrics.json").read_text())
     assert metrics["eval_examples"] > 2
@@ -50,8 +51,17 @@ def test_history_logs_mlm_and_dea_losses_and_reuses_the_last_evaluation(encoded_
 
 def test_fusion_off_logs_mlm_only_and_final_evaluation_is_capped(encoded_template: Path, tmp_path: Path) -> None:
     run_dir = shutil.copytree(encoded_template, tmp_path / "plain")
-    config = load_run_config(run_dir, ["model.fusion=false", "masking.strategy=token", "train.max_steps=4",
-                                       "train.save_steps=4", "train.eval_steps=3", "train.final_eval_max_examples=2"])
+    config = load_run_config(
+        run_dir,
+        [
+            "model.fusion=false",
+            "masking.strategy=token",
+            "train.max_steps=4",
+            "train.save_steps=4",
+            "train.eval_steps=3",
+            "train.final_eval_max_examples=2",
+        ],
+    )
     result = pretrain_run(run_dir, config, progress=False)
     history = _history(run_dir)
     train = [e for e in history if "loss" in e]

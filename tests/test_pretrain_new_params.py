@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from stop_at_step import StopAtStep
 
 from kept.config import load_run_config
 from kept.encode import encode_run
@@ -24,11 +25,11 @@ from kept.optim import (
 from kept.pretrain import LOADING_REPORT, build_model_and_origins, pretrain_run
 from kept.tiny import make_tiny_run
 from kept.tokenizer import load_run_tokenizer
-from stop_at_step import StopAtStep
 
 # the tiny run's model sizes (kept.tiny.TINY_CONFIG): a BERT of these sizes fills T 1 + K 1 layers
-TINY_BERT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                 max_position_embeddings=64)
+TINY_BERT = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,23 @@ class _GroupRates:
 
 # ------------------------------------------------------------------ derived defaults
 
+
 def _fake_bert(path: Path, hidden: int, layers: int, with_head: bool) -> Path:
     """A BERT directory whose config has the given sizes (weights: one tensor, enough for the checks)."""
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps({
-        "model_type": "bert", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 12,
-        "intermediate_size": 4 * hidden, "vocab_size": 30522, "max_position_embeddings": 512}))
+    (path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "bert",
+                "hidden_size": hidden,
+                "num_hidden_layers": layers,
+                "num_attention_heads": 12,
+                "intermediate_size": 4 * hidden,
+                "vocab_size": 30522,
+                "max_position_embeddings": 512,
+            }
+        )
+    )
     name = "cls.predictions.bias" if with_head else "bert.embeddings.word_embeddings.weight"
     save_file({name: torch.zeros(2)}, str(path / "model.safetensors"))
     return path
@@ -128,15 +140,18 @@ def test_loaded_groups_wait_then_follow_the_schedule_on_their_own_clock() -> Non
 
 # ------------------------------------------------------------------ the warm-up in a real run
 
+
 def test_warmup_holds_loaded_weights_bitwise_still_then_trains_them_and_resumes_exactly(
-        template: Path, tmp_path: Path) -> None:
+    template: Path, tmp_path: Path
+) -> None:
     overrides = _bert_overrides(template, "train.new_params_warmup_steps=3", "train.learning_rate=0.001")
     whole = _copy(template, tmp_path / "whole")
     config = load_run_config(whole, overrides)
     reference = pretrain_run(whole, config, progress=False)
 
-    initial, origins = build_model_and_origins(resolve_train_defaults(config)[0], whole,
-                                               load_run_tokenizer(whole / "tokenizer"), lambda _: None)
+    initial, origins = build_model_and_origins(
+        resolve_train_defaults(config)[0], whole, load_run_tokenizer(whole / "tokenizer"), lambda _: None
+    )
     start = {name: p.detach().clone() for name, p in initial.named_parameters()}
     after_warmup, final = _checkpoint(whole, 3), _checkpoint(whole, 6)
     assert origins.loaded and all(torch.equal(after_warmup[n], start[n]) for n in origins.loaded)
@@ -160,9 +175,16 @@ def test_warmup_holds_loaded_weights_bitwise_still_then_trains_them_and_resumes_
 def test_new_parameters_get_their_own_learning_rate_and_the_report_lists_them(template: Path, tmp_path: Path) -> None:
     run_dir = _copy(template, tmp_path / "lr")
     rates: list[list[tuple[str, float]]] = []
-    config = load_run_config(run_dir, _bert_overrides(template, "train.max_steps=3", "train.learning_rate=0.001",
-                                                      "train.new_params_learning_rate=0.01",
-                                                      "train.new_params_warmup_steps=0"))
+    config = load_run_config(
+        run_dir,
+        _bert_overrides(
+            template,
+            "train.max_steps=3",
+            "train.learning_rate=0.001",
+            "train.new_params_learning_rate=0.01",
+            "train.new_params_warmup_steps=0",
+        ),
+    )
     pretrain_run(run_dir, config, progress=False, extra_callbacks=[_GroupRates(rates)])
     assert len(rates) == 3 and {kind for kind, _ in rates[0]} == {"loaded", "new"}
     for step in rates:
@@ -180,8 +202,12 @@ def test_new_parameters_get_their_own_learning_rate_and_the_report_lists_them(te
     assert "kept.embeddings.word_embeddings.weight" in report["loaded"]["names"]
     assert report["new"]["tensors"] == len(report["new"]["names"]) > 0
     assert report["new"]["parameters"] > 0 and report["loaded"]["parameters"] > report["new"]["parameters"]
-    assert report["optimizer"] == {"learning_rate": 0.001, "new_params_learning_rate": 0.01,
-                                   "new_params_warmup_steps": 0, "active": True}
+    assert report["optimizer"] == {
+        "learning_rate": 0.001,
+        "new_params_learning_rate": 0.01,
+        "new_params_warmup_steps": 0,
+        "active": True,
+    }
     assert report["train_defaults"]["warmup_ratio"]["value"] == 0.06  # the one value left to derive
 
     # continuing that stage: nothing is new, so a warm-up has nothing to hold still
@@ -191,14 +217,19 @@ def test_new_parameters_get_their_own_learning_rate_and_the_report_lists_them(te
     assert OptimizerPlan.from_config(resolve_train_defaults(stage2)[0], origins).active is False
 
 
-def test_derived_values_are_logged_written_to_config_yaml_and_resume_compares_them(template: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_derived_values_are_logged_written_to_config_yaml_and_resume_compares_them(
+    template: Path, tmp_path: Path
+) -> None:
     import yaml
 
     run_dir = _copy(template, tmp_path / "derived")
     lines: list[str] = []
-    config = load_run_config(run_dir, _bert_overrides(template, "train.learning_rate=null", "train.max_steps=4",
-                                                      "train.save_steps=2", "train.eval_steps=2"))
+    config = load_run_config(
+        run_dir,
+        _bert_overrides(
+            template, "train.learning_rate=null", "train.max_steps=4", "train.save_steps=2", "train.eval_steps=2"
+        ),
+    )
     pretrain_run(run_dir, config, progress=False, log=lines.append, extra_callbacks=[StopAtStep(2)])
     derived_line = next(line for line in lines if line.startswith("train defaults:"))
     assert "learning_rate 0.0001" in derived_line and "new_params_warmup_steps 0" in derived_line
@@ -213,19 +244,31 @@ def test_derived_values_are_logged_written_to_config_yaml_and_resume_compares_th
 
 # ------------------------------------------------------------------ a real checkpoint without MLM head
 
+
 @pytest.mark.slow
 def test_minilm_learns_mlm_faster_with_the_new_params_defaults(tmp_path: Path, minilm_dir: Path) -> None:
     """MiniLM ships no MLM head: the derived defaults (new parameters first, at 10x the rate) get the MLM
     loss down faster than training everything at once at the encoder's learning rate."""
     bert_dir = minilm_dir
     template = make_tiny_run(tmp_path / "template", n_docs=60, steps=30, save_steps=30)
-    common = [f"model.init_from={bert_dir}", "model.overrides={}", "model.fusion=false", "masking.strategy=token",
-              "train.learning_rate=null", "train.batch_size=8", "train.eval_steps=30", "train.save_steps=30",
-              "train.logging_steps=30", "train.max_steps=30"]
+    common = [
+        f"model.init_from={bert_dir}",
+        "model.overrides={}",
+        "model.fusion=false",
+        "masking.strategy=token",
+        "train.learning_rate=null",
+        "train.batch_size=8",
+        "train.eval_steps=30",
+        "train.save_steps=30",
+        "train.logging_steps=30",
+        "train.max_steps=30",
+    ]
     encode_run(template, load_run_config(template, common))
     losses = {}
-    for name, extra in (("plain", ["train.new_params_warmup_steps=0", "train.new_params_learning_rate=0.0001"]),
-                        ("defaults", [])):  # 3 steps of new parameters only, at 1e-3
+    for name, extra in (
+        ("plain", ["train.new_params_warmup_steps=0", "train.new_params_learning_rate=0.0001"]),
+        ("defaults", []),
+    ):  # 3 steps of new parameters only, at 1e-3
         run_dir = _copy(template, tmp_path / name)
         losses[name] = pretrain_run(run_dir, load_run_config(run_dir, common + extra), progress=False).eval_loss
     assert losses["defaults"] < losses["plain"] - 0.1, losses

@@ -25,8 +25,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(REPO),
+        }
+    )
     return env
 
 
@@ -46,8 +54,14 @@ def _metrics(run_dir: Path) -> dict:
 
 
 def _pretrain(run_dir: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kept", "pretrain", str(run_dir), *extra], env=_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "kept", "pretrain", str(run_dir), *extra],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.mark.slow
@@ -61,8 +75,12 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_final_metrics(tmp_p
     for attempt in range(3):  # a fast machine may finish before the kill lands: try again on a fresh copy
         interrupted = _copy(template, tmp_path / f"interrupted-{attempt}")
         target = rng.choice([5, 10, 15, 20, 25])  # a random checkpoint of the 40 steps, then kill at once
-        process = subprocess.Popen([sys.executable, "-m", "kept", "pretrain", str(interrupted)], env=_env(),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kept", "pretrain", str(interrupted)],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 300
         while time.time() < deadline and process.poll() is None:
             steps = [int(p.name.split("-")[1]) for p in complete_checkpoints(interrupted / "checkpoints")]
@@ -94,10 +112,15 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_final_metrics(tmp_p
 def test_ctrl_c_exits_130_with_the_step_and_keeps_the_checkpoints(tmp_path: Path) -> None:
     """SIGINT (Ctrl-C) during `kept pretrain`: exit code 130, one line naming the step, checkpoints kept."""
     run_dir = _encoded(tmp_path, steps=100_000, save_steps=5)  # far more steps than the test waits for
-    process = subprocess.Popen([sys.executable, "-m", "kept", "pretrain", str(run_dir)], env=_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               # a shell without job control starts background jobs with SIGINT ignored
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kept", "pretrain", str(run_dir)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a shell without job control starts background jobs with SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None and not complete_checkpoints(run_dir / "checkpoints"):
         time.sleep(0.05)
@@ -112,8 +135,9 @@ def test_ctrl_c_exits_130_with_the_step_and_keeps_the_checkpoints(tmp_path: Path
     assert complete_checkpoints(run_dir / "checkpoints") and not (run_dir / "model").exists()
 
 
-def test_ctrl_c_outside_training_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_ctrl_c_outside_training_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A KeyboardInterrupt anywhere in a command (here before training) is exit 130 and one line, not 0."""
     import kept.pretrain
     from kept.cli import main
@@ -137,8 +161,18 @@ def test_torchrun_two_processes_train_checkpoint_and_resume(tmp_path: Path) -> N
         pytest.skip("torchrun not installed")
     template = _encoded(tmp_path, steps=6, save_steps=3)
     run_dir = _copy(template, tmp_path / "ddp")
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "kept", "pretrain", str(run_dir),
-               "--set", "train.use_cpu=true"]
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "kept",
+        "pretrain",
+        str(run_dir),
+        "--set",
+        "train.use_cpu=true",
+    ]
     first = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert first.returncode == 0, first.stderr[-4000:]
     metrics = _metrics(run_dir)

@@ -17,8 +17,9 @@ def test_report_to_default_and_a_missing_package(tmp_path: Path, monkeypatch: py
 
     report_to, callbacks = reporting(None, tmp_path / "tb")
     assert report_to == ["none"]  # TensorBoard goes through kept's own callback (its directory set)
-    assert [getattr(c, "logging_dir", None) for c in callbacks] == ([str(tmp_path / "tb")]
-                                                                    if is_tensorboard_available() else [])
+    assert [getattr(c, "logging_dir", None) for c in callbacks] == (
+        [str(tmp_path / "tb")] if is_tensorboard_available() else []
+    )
     assert reporting([], tmp_path) == (["none"], [])
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
@@ -41,8 +42,11 @@ def test_config_models_say_the_field_in_one_line() -> None:
     from kg import EmbeddingConfig, KGError
     from masking import MaskingConfig, MaskingError
 
-    with pytest.raises(MaskingError, match=r"^masking\.random_replace_prob: mask_replace_prob \+ random_replace_prob "
-                                           r"exceeds 1") as info:
+    with pytest.raises(
+        MaskingError,
+        match=r"^masking\.random_replace_prob: mask_replace_prob \+ random_replace_prob "
+        r"exceeds 1",
+    ) as info:
         MaskingConfig(mask_replace_prob=0.9, random_replace_prob=0.2)
     assert "\n" not in str(info.value)
     with pytest.raises(MaskingError, match=r"masking\.dea: expected a number|masking\.seed: expected a number"):

@@ -4,7 +4,6 @@ collator's labels, the head, and a tiny run from YAML with red_loss/red_accuracy
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +16,15 @@ from kept.tiny import make_tiny_run
 from masking.replaced_entity import EntityPool, ReplacedEntityCollator, linked_mentions, swap_mentions
 
 # [CLS] w  M1 M1  w  M2  [SEP]   (M1: entity 3 on its first piece; M2: entity 5, a phrase-free one-piece mention)
-FEATURE = {"input_ids": [1, 20, 30, 31, 21, 40, 2], "attention_mask": [1] * 7,
-           "unit_ids": [-1, 0, 1, 1, 2, 3, -1], "unit_kind": [0, 0, 2, 2, 0, 2, 0],
-           "entity_ids": [-1, -1, 3, -1, -1, 5, -1], "word_ids": [-1, 0, 1, 2, 3, 4, -1], "doc_id": "d"}
+FEATURE = {
+    "input_ids": [1, 20, 30, 31, 21, 40, 2],
+    "attention_mask": [1] * 7,
+    "unit_ids": [-1, 0, 1, 1, 2, 3, -1],
+    "unit_kind": [0, 0, 2, 2, 0, 2, 0],
+    "entity_ids": [-1, -1, 3, -1, -1, 5, -1],
+    "word_ids": [-1, 0, 1, 2, 3, 4, -1],
+    "doc_id": "d",
+}
 
 
 def _pool(types: list[int] | None = None) -> EntityPool:
@@ -50,8 +55,9 @@ def test_draw_keeps_the_type_and_falls_back_to_any() -> None:
 
 
 def test_collator_labels_replaced_mentions_and_keeps_them_unmasked() -> None:
-    from masking import KnowledgeMaskingCollator
     from transformers import BertTokenizerFast
+
+    from masking import KnowledgeMaskingCollator
 
     vocab = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"] + [f"t{i}" for i in range(60)]
     path = Path(__file__).parent / "_red_vocab.txt"
@@ -72,7 +78,7 @@ def test_collator_labels_replaced_mentions_and_keeps_them_unmasked() -> None:
             new = int(batch["entity_labels"][b, s])  # dEA's target at the mention: the new entity
             assert new != old and batch["input_ids"][b, s:e].tolist() == _pool().tokens[new]
             assert (batch["labels"][b, s:e] == -100).all()  # no MLM target on a swapped mention
-    kept = ReplacedEntityCollator(inner, _pool(), probability=0.0, max_length=7)(([FEATURE]))
+    kept = ReplacedEntityCollator(inner, _pool(), probability=0.0, max_length=7)([FEATURE])
     assert set(kept["mention_labels"].flatten().tolist()) <= {0, -100}
     assert kept["input_ids"].shape[1] == 7
 
@@ -81,8 +87,9 @@ def test_a_hidden_entity_id_does_not_tell_which_mentions_were_swapped() -> None:
     """With masking.dea_hide_masked a masked mention loses its entity id; swapped mentions restored after the
     MLM must not lose it more often than kept ones among the mentions that carry a RED label (a leak: the
     review measured 57 % vs 16 % missing before the fix)."""
-    from masking import KnowledgeMaskingCollator
     from transformers import BertTokenizerFast
+
+    from masking import KnowledgeMaskingCollator
 
     vocab = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "[UNK]"] + [f"t{i}" for i in range(60)]
     path = Path(__file__).parent / "_red_vocab_leak.txt"
@@ -91,8 +98,9 @@ def test_a_hidden_entity_id_does_not_tell_which_mentions_were_swapped() -> None:
         tokenizer = BertTokenizerFast(vocab_file=str(path))
     finally:
         path.unlink(missing_ok=True)
-    inner = KnowledgeMaskingCollator(tokenizer, strategy="entity", mlm_probability=0.15, dea=True,
-                                     dea_hide_masked=True, seed=0)
+    inner = KnowledgeMaskingCollator(
+        tokenizer, strategy="entity", mlm_probability=0.15, dea=True, dea_hide_masked=True, seed=0
+    )
     collator = ReplacedEntityCollator(inner, _pool(), probability=0.5, max_length=32)
     missing = {0: [0, 0], 1: [0, 0]}  # label -> [mentions without an entity id, labelled mentions]
     for _ in range(300):
@@ -131,9 +139,11 @@ def test_red_run_from_yaml(tmp_path: Path, objective: str) -> None:
     run_dir = make_tiny_run(tmp_path / "run", n_docs=40, steps=3, save_steps=3)
     text = (run_dir / "config.yaml").read_text()
     (run_dir / "config.yaml").write_text(
-        text.replace("masking: {strategy: entity, seed: 0}", "masking: {strategy: entity, seed: 0, "
-                                                             "replaced_entity_probability: 0.5}")
-        .replace("  fusion: true\n", f"  fusion: true\n  objective: {objective}\n  red_weight: 2.0\n"))
+        text.replace(
+            "masking: {strategy: entity, seed: 0}",
+            "masking: {strategy: entity, seed: 0, replaced_entity_probability: 0.5}",
+        ).replace("  fusion: true\n", f"  fusion: true\n  objective: {objective}\n  red_weight: 2.0\n")
+    )
     config = load_run_config(run_dir)
     assert config.masking.replaced_entity_probability == 0.5 and config.model.red_weight == 2.0
     encode_run(run_dir, config)
@@ -144,7 +154,15 @@ def test_red_run_from_yaml(tmp_path: Path, objective: str) -> None:
     assert any("eval_red_accuracy" in e for e in history)
     model = KeptForPreTraining.from_pretrained(str(run_dir / "model"))
     assert model.red_head is not None and model.config.red_weight == 2.0
-    result = evaluate_run_dir(run_dir, {"relation": {"enabled": False}, "probe": {"enabled": False},
-                                        "cloze": {"enabled": False}, "batch_size": 8, "num_examples": 2})
+    result = evaluate_run_dir(
+        run_dir,
+        {
+            "relation": {"enabled": False},
+            "probe": {"enabled": False},
+            "cloze": {"enabled": False},
+            "batch_size": 8,
+            "num_examples": 2,
+        },
+    )
     assert "red_accuracy" in result["metrics"]["objectives"]
     assert "objectives.red_accuracy" in compare_runs({objective: [run_dir]}).to_markdown()

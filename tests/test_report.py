@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from eval_fixtures import ANNOTATION_STATS, LOG_HISTORY, fake_run
 from typer.testing import CliRunner
 
-from eval_fixtures import ANNOTATION_STATS, LOG_HISTORY, fake_run
 from kept.cli import app
 from kept.compare import compare_runs
 from kept.errors import KeptError
@@ -19,7 +19,8 @@ def complete_run(root: Path, name: str, cloze: float = 0.3) -> Path:
     run_dir = fake_run(root, name, cloze, 5.0)
     (run_dir / "checkpoints" / "checkpoint-30").mkdir(parents=True)
     (run_dir / "checkpoints" / "checkpoint-30" / "trainer_state.json").write_text(
-        json.dumps({"global_step": 30, "log_history": LOG_HISTORY}))
+        json.dumps({"global_step": 30, "log_history": LOG_HISTORY})
+    )
     (run_dir / "corpus").mkdir()
     (run_dir / "corpus" / "annotation_stats.json").write_text(json.dumps(ANNOTATION_STATS))
     return run_dir
@@ -34,8 +35,14 @@ def test_run_report_has_figures_and_sections(tmp_path) -> None:
     path = report(run_dir)
     assert path == run_dir / "eval" / "report.md"
     text = path.read_text()
-    for section in ("# KEPT report: r1", "## Metrics", "## Learning curves", "## Annotation",
-                    "## Entity cloze examples", "## KG probe by relation"):
+    for section in (
+        "# KEPT report: r1",
+        "## Metrics",
+        "## Learning curves",
+        "## Annotation",
+        "## Entity cloze examples",
+        "## KG probe by relation",
+    ):
         assert section in text, section
     assert "| cloze.accuracy | 0.3 |" in text
     assert "**relation** skipped: no FewRel data configured" in text
@@ -64,8 +71,10 @@ def test_report_without_metrics_names_the_file(tmp_path) -> None:
 
 def test_compare_report(tmp_path) -> None:
     compare_dir = tmp_path / "cmp"
-    runs = {"token": [complete_run(compare_dir / "runs", "t0", 0.1), complete_run(compare_dir / "runs", "t1", 0.2)],
-            "entity+fusion": [complete_run(compare_dir / "runs", "e0", 0.4)]}
+    runs = {
+        "token": [complete_run(compare_dir / "runs", "t0", 0.1), complete_run(compare_dir / "runs", "t1", 0.2)],
+        "entity+fusion": [complete_run(compare_dir / "runs", "e0", 0.4)],
+    }
     result = compare_runs(runs)
     result.runs = {v: [str(Path(r).relative_to(compare_dir)) for r in rs] for v, rs in result.runs.items()}
     result.save(compare_dir / "compare")

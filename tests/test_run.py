@@ -47,9 +47,13 @@ def test_stages_run_once_then_skip_until_their_section_changes(tiny: Path) -> No
     assert redone.skipped() == ["encode"] and redone.ran() == ["pretrain"]
 
     # an encode change re-runs encode and everything after it
-    assert run_pipeline(load_run_config(tiny, ["train.learning_rate=0.01", "encode.max_length=24"]), tiny,
-                        stages=["encode", "pretrain"], restart_pretrain=True, progress=False).ran() == \
-        ["encode", "pretrain"]
+    assert run_pipeline(
+        load_run_config(tiny, ["train.learning_rate=0.01", "encode.max_length=24"]),
+        tiny,
+        stages=["encode", "pretrain"],
+        restart_pretrain=True,
+        progress=False,
+    ).ran() == ["encode", "pretrain"]
     saved = load_run_config(tiny)
     assert saved.encode.max_length == 24  # the resolved configuration is saved in the run directory
 
@@ -89,8 +93,10 @@ def test_verbalized_kg_corpus_spans_point_at_entity_labels() -> None:
     graph = KnowledgeGraph.from_triples([("Paris", "capital_of", "France"), ("Rome", "capital_of", "Italy")])
     (document,) = verbalize_graph(graph)
     assert document["text"] == "Paris capital of France . Rome capital of Italy ."
-    assert [document["text"][s["start"]:s["end"]] for s in document["spans"]] == ["Paris", "France", "Rome", "Italy"]
-    assert [s["entity_id"] for s in document["spans"]] == [graph.entity_id(n) for n in ("Paris", "France", "Rome", "Italy")]
+    assert [document["text"][s["start"] : s["end"]] for s in document["spans"]] == ["Paris", "France", "Rome", "Italy"]
+    assert [s["entity_id"] for s in document["spans"]] == [
+        graph.entity_id(n) for n in ("Paris", "France", "Rome", "Italy")
+    ]
 
 
 def test_cli_encode_flags_override_and_are_saved(tiny: Path) -> None:
@@ -102,8 +108,9 @@ def test_cli_encode_flags_override_and_are_saved(tiny: Path) -> None:
     assert stats["max_length"] == 24
 
 
-def test_cli_errors_are_one_line_with_exit_code_2(tiny: Path, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_line_with_exit_code_2(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kept.cli import main
 
     bad = tmp_path / "bad.yaml"
@@ -124,15 +131,27 @@ def test_kept_run_every_stage_from_source_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "fresh"
     run_dir.mkdir()
     shutil.copytree(template / "source", run_dir / "source")
-    config_text = (template / "config.yaml").read_text().replace(str((template / "source").resolve()),
-                                                                 str((run_dir / "source").resolve()))
+    config_text = (
+        (template / "config.yaml")
+        .read_text()
+        .replace(str((template / "source").resolve()), str((run_dir / "source").resolve()))
+    )
     config_file = tmp_path / "tiny.yaml"
     config_file.write_text(config_text + "eval: {relation: {enabled: false}, probe: {max_facts: 5}}\n")
     result = runner.invoke(app, ["run", str(config_file), "--out", str(run_dir)])
     assert result.exit_code == 0, result.output
-    for path in ("corpus/documents.jsonl", "kg/embeddings.safetensors", "kg/kg_metrics.json", "corpus/annotated",
-                 "tokenizer/tokenizer.json", "encoded/train", "model/model.safetensors", "eval/metrics.json",
-                 "eval/report.md", "config.yaml"):
+    for path in (
+        "corpus/documents.jsonl",
+        "kg/embeddings.safetensors",
+        "kg/kg_metrics.json",
+        "corpus/annotated",
+        "tokenizer/tokenizer.json",
+        "encoded/train",
+        "model/model.safetensors",
+        "eval/metrics.json",
+        "eval/report.md",
+        "config.yaml",
+    ):
         assert (run_dir / path).exists(), path
     stamps = {p.stem for p in (run_dir / "stamps").glob("*.json")}
     assert stamps == {"data", "kg", "annotate", "encode", "pretrain", "evaluate", "report"}
@@ -154,8 +173,12 @@ def test_stages_chain_through_init_from_run_name(tmp_path: Path) -> None:
     assert json.loads((domain / "encoded" / "stats.json").read_text())["tokenizer"].startswith("init_from:")
     assert (domain / "tokenizer" / "tokenizer.json").read_text() == (general / "model" / "tokenizer.json").read_text()
     with pytest.raises(KeptError, match="has no final model"):
-        run_pipeline(load_run_config(domain, [f"runs_dir={runs}", "model.init_from=run:absent"]), domain,
-                     stages=["encode"], progress=False)
+        run_pipeline(
+            load_run_config(domain, [f"runs_dir={runs}", "model.init_from=run:absent"]),
+            domain,
+            stages=["encode"],
+            progress=False,
+        )
 
 
 def test_stage_table_fingerprints_the_same_configuration_parts_as_before(tiny: Path) -> None:
@@ -169,7 +192,14 @@ def test_stage_table_fingerprints_the_same_configuration_parts_as_before(tiny: P
     assert STAGES == ("data", "kg", "annotate", "encode", "pretrain", "evaluate", "report")
     assert parts["data"] == values["data"] and parts["kg"] == values["kg"] and parts["evaluate"] == values["eval"]
     assert parts["annotate"] == annotation_config(config).model_dump(mode="json")
-    assert parts["encode"] == {"tokenizer": values["tokenizer"], "encode": values["encode"],
-                               "init_from": config.model.init_from}
+    assert parts["encode"] == {
+        "tokenizer": values["tokenizer"],
+        "encode": values["encode"],
+        "init_from": config.model.init_from,
+    }
     assert parts["report"] == {} and "train.max_steps" in parts["pretrain"]
-    assert [row.name for row in STAGE_TABLE if not row.needed(load_run_config(tiny, ["data.source=files", "data.kg_triples=null"]))] == ["kg"]
+    assert [
+        row.name
+        for row in STAGE_TABLE
+        if not row.needed(load_run_config(tiny, ["data.source=files", "data.kg_triples=null"]))
+    ] == ["kg"]

@@ -51,8 +51,9 @@ def test_atomic_json_and_clear_errors_for_corrupt_json(tmp_path: Path) -> None:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     stale = tmp_path / f"documents.jsonl.tmp-{dead}"
     stale.write_text("half")
     stale_dir = tmp_path / f"encoded.tmp-{dead}"
@@ -73,9 +74,11 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
 
 
 def test_lock_is_exclusive_and_released_when_the_holder_is_killed(tmp_path: Path) -> None:
-    code = ("import sys, time; sys.path.insert(0, %r); from kept.rundir import RunLock; "
-            "lock = RunLock(%r, 'holder').acquire(); print('locked', flush=True); time.sleep(60)"
-            % (str(Path(__file__).resolve().parent.parent), str(tmp_path)))
+    root, run = str(Path(__file__).resolve().parent.parent), str(tmp_path)
+    code = (
+        f"import sys, time; sys.path.insert(0, {root!r}); from kept.rundir import RunLock; "
+        f"lock = RunLock({run!r}, 'holder').acquire(); print('locked', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

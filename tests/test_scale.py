@@ -19,8 +19,17 @@ def test_warmup_tokens_convert_to_steps() -> None:
     assert tokens_per_step(16, 4, 128, 2) == 16_384
     assert steps_for_tokens(100_000, 16_384) == 7  # rounded up: never fewer tokens than asked
     assert steps_for_tokens(16_384 * 3, 16_384) == 3
-    config = validate_config({"encode": {"max_length": 128}, "train": {
-        "max_steps": 1000, "batch_size": 16, "gradient_accumulation_steps": 4, "warmup_tokens": 1_000_000}})
+    config = validate_config(
+        {
+            "encode": {"max_length": 128},
+            "train": {
+                "max_steps": 1000,
+                "batch_size": 16,
+                "gradient_accumulation_steps": 4,
+                "warmup_tokens": 1_000_000,
+            },
+        }
+    )
     warmup = resolve_warmup(config, processes=2)
     assert warmup.steps == 62  # ceil(1e6 / 16384)
     assert "16,384 tokens per step" in warmup.describe()
@@ -76,8 +85,16 @@ def test_pretrain_passes_accumulation_and_warmup_tokens(tmp_path: Path) -> None:
     from kept.tiny import make_tiny_run
 
     run_dir = make_tiny_run(tmp_path / "run", steps=4, save_steps=4)
-    config = load_run_config(run_dir, ["train.gradient_accumulation_steps=2", "train.warmup_steps=0",
-                                       "train.warmup_tokens=600", "train.logging_steps=1", "train.max_steps=5"])
+    config = load_run_config(
+        run_dir,
+        [
+            "train.gradient_accumulation_steps=2",
+            "train.warmup_steps=0",
+            "train.warmup_tokens=600",
+            "train.logging_steps=1",
+            "train.max_steps=5",
+        ],
+    )
     encode_run(run_dir, config)
     seen: dict[str, Any] = {}
     lines: list[str] = []
@@ -99,10 +116,20 @@ def _tiny_model() -> Any:
     from fusion import KeptConfig, KeptForPreTraining
 
     torch.manual_seed(0)
-    config = KeptConfig.from_preset("tiny", vocab_size=50, hidden_size=16, num_hidden_layers=1,
-                                    num_knowledge_layers=1, num_attention_heads=2, intermediate_size=32,
-                                    entity_dim=8, num_entity_attention_heads=2, hidden_dropout_prob=0.0,
-                                    attention_probs_dropout_prob=0.0, dea_weight=0.0)
+    config = KeptConfig.from_preset(
+        "tiny",
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_knowledge_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        entity_dim=8,
+        num_entity_attention_heads=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        dea_weight=0.0,
+    )
     return KeptForPreTraining(config)
 
 
@@ -128,15 +155,31 @@ def _train(tmp_path: Path, batch_size: int, accumulation: int, calls: list[int])
     def collate(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         calls.append(len(features))
         ids = torch.stack([f["input_ids"] for f in features])
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.stack([f["labels"]
-                                                                                                 for f in features])}
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "labels": torch.stack([f["labels"] for f in features]),
+        }
 
     model = _tiny_model()
-    args = TrainingArguments(output_dir=str(tmp_path / f"b{batch_size}a{accumulation}"), max_steps=2,
-                             per_device_train_batch_size=batch_size, gradient_accumulation_steps=accumulation,
-                             learning_rate=1e-2, warmup_steps=0, weight_decay=0.01, seed=3, data_seed=3,
-                             logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=True,
-                             remove_unused_columns=False, dataloader_pin_memory=False)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / f"b{batch_size}a{accumulation}"),
+        max_steps=2,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        learning_rate=1e-2,
+        warmup_steps=0,
+        weight_decay=0.01,
+        seed=3,
+        data_seed=3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataloader_pin_memory=False,
+    )
     trainer = KeptTrainer(model=model, args=args, data_collator=collate, train_dataset=_Rows())
     trainer.train()
     assert trainer.state.global_step == 2
@@ -164,8 +207,10 @@ def test_readme_long_run_and_joint_kg_settings_are_valid() -> None:
     import yaml
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    blocks = {name: re.search(r"```yaml\n(.*?)```", readme.split(f"**{name}", 1)[1], flags=re.S).group(1)
-              for name in ("Long runs (RoBERTa-style).", "Joint KG learning (KEPLER/DRAGON).")}
+    blocks = {
+        name: re.search(r"```yaml\n(.*?)```", readme.split(f"**{name}", 1)[1], flags=re.S).group(1)
+        for name in ("Long runs (RoBERTa-style).", "Joint KG learning (KEPLER/DRAGON).")
+    }
     long_run = validate_config(yaml.safe_load(blocks["Long runs (RoBERTa-style)."]))
     assert long_run.encode.packing and long_run.train.gradient_accumulation_steps == 8
     assert resolve_warmup(long_run, processes=8).steps == 5723

@@ -9,8 +9,17 @@ import pytest
 
 from kept.errors import KeptError
 from kept.evaluate.common import macro_f1 as reported_macro_f1
-from kept.significance import (ITEM_METRICS, Difference, accuracy, align_items, macro_f1, mean_of, paired_bootstrap,
-                               resample_weights, seed_bootstrap)
+from kept.significance import (
+    ITEM_METRICS,
+    Difference,
+    accuracy,
+    align_items,
+    macro_f1,
+    mean_of,
+    paired_bootstrap,
+    resample_weights,
+    seed_bootstrap,
+)
 
 N_ITEMS = 400
 
@@ -20,7 +29,9 @@ def _cloze_runs(rate: float, seeds: int, salt: int, n: int = N_ITEMS) -> list[di
     runs = []
     for seed in range(seeds):
         rng = np.random.default_rng(1000 * salt + seed)
-        runs.append({"ids": [f"doc{i}:0:{i}" for i in range(n)], "correct": (rng.random(n) < rate).astype(int).tolist()})
+        runs.append(
+            {"ids": [f"doc{i}:0:{i}" for i in range(n)], "correct": (rng.random(n) < rate).astype(int).tolist()}
+        )
     return runs
 
 
@@ -55,7 +66,9 @@ def test_bootstrap_is_seeded() -> None:
     assert paired_bootstrap(mean_of("correct"), a, b, n_resamples=200, seed=7) == first
     other = paired_bootstrap(mean_of("correct"), a, b, n_resamples=200, seed=8)
     assert other.delta == first.delta and (other.ci_low, other.ci_high) != (first.ci_low, first.ci_high)
-    assert seed_bootstrap([0.3, 0.5, 0.4], [0.1, 0.2, 0.3], 200, 1) == seed_bootstrap([0.3, 0.5, 0.4], [0.1, 0.2, 0.3], 200, 1)
+    assert seed_bootstrap([0.3, 0.5, 0.4], [0.1, 0.2, 0.3], 200, 1) == seed_bootstrap(
+        [0.3, 0.5, 0.4], [0.1, 0.2, 0.3], 200, 1
+    )
 
 
 def test_items_pair_by_id_whatever_their_order() -> None:
@@ -108,8 +121,10 @@ def test_probe_figures_from_reciprocal_ranks() -> None:
     ranks = np.array([1.0, 1.5, 3.0, 4.0, 10.0, 11.0])
     items = {"reciprocal_rank": 1.0 / ranks}
     full = np.ones((1, len(ranks)))
-    figure = {name: float(ITEM_METRICS[name][2](items, full)[0])
-              for name in ("probe.mrr", "probe.hits_at_3", "probe.hits_at_10", "probe.mean_rank")}
+    figure = {
+        name: float(ITEM_METRICS[name][2](items, full)[0])
+        for name in ("probe.mrr", "probe.hits_at_3", "probe.hits_at_10", "probe.mean_rank")
+    }
     assert figure["probe.mrr"] == pytest.approx(float(np.mean(1.0 / ranks)))
     assert figure["probe.hits_at_3"] == pytest.approx(3 / 6) and figure["probe.hits_at_10"] == pytest.approx(5 / 6)
     assert figure["probe.mean_rank"] == pytest.approx(float(ranks.mean()))
@@ -118,13 +133,18 @@ def test_probe_figures_from_reciprocal_ranks() -> None:
 def test_relation_bootstrap_recomputes_macro_f1_per_resample() -> None:
     rng = np.random.default_rng(2)
     gold = rng.integers(0, 4, 200).tolist()
-    good = [{"ids": list(range(200)), "gold": gold, "pred": [g if rng.random() < 0.9 else 0 for g in gold]}
-            for _ in range(2)]
-    poor = [{"ids": list(range(200)), "gold": gold, "pred": [g if rng.random() < 0.5 else 0 for g in gold]}
-            for _ in range(2)]
+    good = [
+        {"ids": list(range(200)), "gold": gold, "pred": [g if rng.random() < 0.9 else 0 for g in gold]}
+        for _ in range(2)
+    ]
+    poor = [
+        {"ids": list(range(200)), "gold": gold, "pred": [g if rng.random() < 0.5 else 0 for g in gold]}
+        for _ in range(2)
+    ]
     difference = paired_bootstrap(macro_f1, good, poor, n_resamples=300, fields=("gold", "pred"))
-    expected = (np.mean([_manual_macro_f1(gold, r["pred"]) for r in good])
-                - np.mean([_manual_macro_f1(gold, r["pred"]) for r in poor]))
+    expected = np.mean([_manual_macro_f1(gold, r["pred"]) for r in good]) - np.mean(
+        [_manual_macro_f1(gold, r["pred"]) for r in poor]
+    )
     assert difference.delta == pytest.approx(expected) and difference.significant
 
 
@@ -138,7 +158,7 @@ def test_typing_figures_from_type_sets_match_the_reported_ones() -> None:
     aligned, count = align_items([{"ids": list(range(6)), **items}], ["gold", "pred"])
     full = np.ones((1, count))
 
-    def hot(rows: list[list[int]]) -> "torch.Tensor":
+    def hot(rows: list[list[int]]) -> torch.Tensor:
         table = torch.zeros(len(rows), 4, dtype=torch.bool)
         for i, row in enumerate(rows):
             table[i, row] = True

@@ -41,8 +41,7 @@ def _segments(row: dict[str, Any], sep_id: int) -> tuple[slice, slice]:
     return slice(1, seps[0]), slice(seps[0] + 1, seps[1])
 
 
-def _check_pair_rows(rows: list[dict[str, Any]], tokenizer: Any, texts: dict[str, str],
-                     spans: dict[str, list]) -> None:
+def _check_pair_rows(rows: list[dict[str, Any]], tokenizer: Any, texts: dict[str, str], spans: dict[str, list]) -> None:
     """Each row: [CLS] A [SEP] B [SEP], token types 0 then 1, the two segments consecutive in their
     document (in order for label 0, swapped for label 1), units as in the document's own alignment."""
     from masking import encode_with_units
@@ -53,23 +52,24 @@ def _check_pair_rows(rows: list[dict[str, Any]], tokenizer: Any, texts: dict[str
         first, second = _segments(row, tokenizer.sep_token_id)
         assert types == [0] * (first.stop + 1) + [1] * (len(ids) - first.stop - 1)
         special = [0, first.stop, second.stop]
-        assert all(row["unit_ids"][i] == -1 and row["word_ids"][i] == -1 and row["entity_ids"][i] == -1
-                   for i in special)
-        assert min(row["unit_ids"][1:first.stop] + row["unit_ids"][second]) >= 0
+        assert all(
+            row["unit_ids"][i] == -1 and row["word_ids"][i] == -1 and row["entity_ids"][i] == -1 for i in special
+        )
+        assert min(row["unit_ids"][1 : first.stop] + row["unit_ids"][second]) >= 0
         # put the pair back in document order and find it in the document, units and all
         a, b = (second, first) if row["sentence_order_label"] else (first, second)
         doc = encode_with_units(tokenizer, [texts[row["doc_id"]]], [spans[row["doc_id"]]], max_length=4096)
         doc_ids = doc["input_ids"][0][1:-1]
         joined = ids[a] + ids[b]
-        starts = [k for k in range(len(doc_ids) - len(joined) + 1) if doc_ids[k:k + len(joined)] == joined]
+        starts = [k for k in range(len(doc_ids) - len(joined) + 1) if doc_ids[k : k + len(joined)] == joined]
         assert starts, "the two segments are not consecutive text of their document"
         k = starts[0]
         for name in ("unit_kind", "entity_ids"):
-            assert row[name][a] + row[name][b] == doc[name][0][1:-1][k:k + len(joined)], name
+            assert row[name][a] + row[name][b] == doc[name][0][1:-1][k : k + len(joined)], name
         for seg, offset in ((a, k), (b, k + (a.stop - a.start))):  # the same unit boundaries inside a segment
             for col in ("unit_ids", "word_ids"):
                 mine = np.asarray(row[col][seg])
-                theirs = np.asarray(doc[col][0][1:-1][offset:offset + len(mine)])
+                theirs = np.asarray(doc[col][0][1:-1][offset : offset + len(mine)])
                 assert (np.diff(mine) != 0).tolist() == (np.diff(theirs) != 0).tolist(), col
                 # a segment starts on a unit boundary: never inside a word or an entity
                 whole = np.asarray(doc[col][0][1:-1])
@@ -104,8 +104,14 @@ def test_base_model_tokenizer_gives_segment_ids(minilm_dir: Path) -> None:
 
     tokenizer = load_pretrained_tokenizer(str(minilm_dir))
     documents, _ = tiny_documents(40, 1)
-    out = encode_sentence_pairs(tokenizer, [d["text"] for d in documents], [d["spans"] for d in documents],
-                                max_length=32, seed=3, doc_ids=[d["id"] for d in documents])
+    out = encode_sentence_pairs(
+        tokenizer,
+        [d["text"] for d in documents],
+        [d["spans"] for d in documents],
+        max_length=32,
+        seed=3,
+        doc_ids=[d["id"] for d in documents],
+    )
     rows = [{name: out[name][i] for name in out} for i in range(len(out["input_ids"]))]
     assert len(rows) >= 30 and {r["sentence_order_label"] for r in rows} == {0, 1}
     assert all(len(r["input_ids"]) <= 32 for r in rows)
@@ -113,8 +119,7 @@ def test_base_model_tokenizer_gives_segment_ids(minilm_dir: Path) -> None:
         first, second = _segments(row, tokenizer.sep_token_id)
         own = tokenizer(tokenizer.decode(row["input_ids"][first]), tokenizer.decode(row["input_ids"][second]))
         assert own["input_ids"] == row["input_ids"] and own["token_type_ids"] == row["token_type_ids"]
-    _check_pair_rows(rows, tokenizer, {d["id"]: d["text"] for d in documents},
-                     {d["id"]: d["spans"] for d in documents})
+    _check_pair_rows(rows, tokenizer, {d["id"]: d["text"] for d in documents}, {d["id"]: d["spans"] for d in documents})
 
 
 def test_pretrain_with_sop_trains_the_sop_head(pair_run: Path) -> None:
@@ -161,13 +166,15 @@ def test_compare_sop_axis_and_set(tmp_path: Path) -> None:
     from kept.compare import load_compare_config
 
     path = tmp_path / "compare.yaml"
-    path.write_text("name: sop\nruns_dir: runs\ntrain: {max_steps: 2}\n"
-                    "compare: {strategies: [token], fusion: [false], seeds: [0], sop: [false, true]}\n")
+    path.write_text(
+        "name: sop\nruns_dir: runs\ntrain: {max_steps: 2}\n"
+        "compare: {strategies: [token], fusion: [false], seeds: [0], sop: [false, true]}\n"
+    )
     plan = load_compare_config(path)
     assert list(plan.runs) == ["token", "token+sop"]
     assert plan.base.encode.sentence_pairs  # the shared data: the same pairs for both variants
-    (_, off), = plan.runs["token"]
-    (_, on), = plan.runs["token+sop"]
+    ((_, off),) = plan.runs["token"]
+    ((_, on),) = plan.runs["token+sop"]
     assert off.model.overrides["use_sop"] is False and on.model.overrides["use_sop"] is True
     assert off.encode.sentence_pairs and on.encode.sentence_pairs
     # without the axis, --set turns SOP on for every variant

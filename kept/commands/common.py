@@ -17,7 +17,10 @@ def stdout_console() -> Console:
 
     return Console() if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
 
-SET_OPTION = typer.Option(None, "--set", help="Override any configuration field: --set train.max_steps=50 (repeatable).")
+
+SET_OPTION = typer.Option(
+    None, "--set", help="Override any configuration field: --set train.max_steps=50 (repeatable)."
+)
 
 
 def flag_overrides(flags: dict[str, Any], sets: Optional[list[str]] = None) -> dict[str, Any]:

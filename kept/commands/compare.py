@@ -12,10 +12,13 @@ from kept.commands.common import stdout_console
 
 def compare_command(
     config: Path = typer.Argument(..., help="YAML: a run configuration plus a `compare:` section."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Compare directory (default: compare.out or runs_dir/name)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Compare directory (default: compare.out or runs_dir/name)."
+    ),
     force: Optional[str] = typer.Option(None, "--force", help="Comma-separated stages to re-run in every run."),
     set_: Optional[list[str]] = typer.Option(
-        None, "--set", help="Override a base configuration field: --set train.max_steps=50 (repeatable)."),
+        None, "--set", help="Override a base configuration field: --set train.max_steps=50 (repeatable)."
+    ),
 ) -> None:
     """Prepare the data once, train and evaluate every variant × seed, print mean ± std per metric.
 

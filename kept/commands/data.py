@@ -18,7 +18,6 @@ data_app = typer.Typer(help="Build corpora and knowledge graphs from bundled sou
 
 
 def _print_numbers(title: str, numbers: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -40,8 +39,8 @@ def wikipedia_sample_command(
     """Parse the enwiki sample shipped in gensim's wheel: documents with gold links, and a KG."""
     from rich.console import Console
 
-    from kg.wikipedia import load_wikipedia_sample
     from kept.rundir import RunLock
+    from kg.wikipedia import load_wikipedia_sample
 
     with Console(stderr=True).status("parsing the Wikipedia sample ..."):
         sample = load_wikipedia_sample(source, max_documents=max_documents)  # read before anything is written
@@ -56,8 +55,8 @@ def pykeen_command(
     out: Path = typer.Option(..., "--out", help="Run directory; the graph goes to RUN_DIR/kg/."),
 ) -> None:
     """Put one of PyKEEN's bundled datasets into a run directory's kg/."""
-    from kg import load_pykeen_dataset
     from kept.rundir import RunLock
+    from kg import load_pykeen_dataset
 
     graph = load_pykeen_dataset(name)
     with RunLock(out, "kept data pykeen"):
@@ -75,8 +74,8 @@ def triples_command(
     delimiter: Optional[str] = typer.Option(None, "--delimiter", help="Column separator (default: by extension)."),
 ) -> None:
     """Load a triples file (+ labels/aliases) into a run directory's kg/."""
-    from kg import load_triples
     from kept.rundir import RunLock
+    from kg import load_triples
 
     graph = load_triples(path, labels=labels, aliases=aliases, strict=strict, delimiter=delimiter)
     with RunLock(out, "kept data triples"):  # the input was read and checked before anything is written

@@ -22,16 +22,23 @@ from kept.commands.common import SET_OPTION, console, quiet_libraries, stdout_co
 def demo_command(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output directory (a compare directory)."),
     lang: str = typer.Option("en", "--lang", help="en | zh: the language of the packaged demo."),
-    model: Optional[str] = typer.Option(None, "--model",
-                                        help="minilm (the default where the language has it): continue the packaged "
-                                             "MiniLM-L6 checkpoint (60 steps); tiny: the tiny preset from scratch "
-                                             "(300 steps)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="minilm (the default where the language has it): continue the packaged "
+        "MiniLM-L6 checkpoint (60 steps); tiny: the tiny preset from scratch "
+        "(300 steps).",
+    ),
     documents: Optional[int] = typer.Option(None, "--documents", help="data.max_documents (default 30)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="train.max_steps of each pretraining run "
-                                                                "(default: 60 for minilm, 300 for tiny)."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="train.max_steps of each pretraining run (default: 60 for minilm, 300 for tiny)."
+    ),
     kg_epochs: Optional[int] = typer.Option(None, "--kg-epochs", help="kg.epochs of TransE (default 30)."),
-    relation: bool = typer.Option(True, "--relation/--no-relation",
-                                  help="Relation classification on FewRel NYT when the data is beside the checkout."),
+    relation: bool = typer.Option(
+        True,
+        "--relation/--no-relation",
+        help="Relation classification on FewRel NYT when the data is beside the checkout.",
+    ),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
     """Run the whole KEPT pipeline on the embedded Wikipedia sample and compare token vs entity+fusion."""
@@ -45,14 +52,22 @@ def demo_command(
     if os.environ.get("OMP_NUM_THREADS") is None and model == "tiny":
         torch.set_num_threads(1)  # the tiny model: one intra-op thread is as fast and does not spin on a busy machine
     overrides = demo_overrides(documents=documents, steps=steps, kg_epochs=kg_epochs, relation=relation)
-    outcome = run_demo(out, lang=lang, model=model, overrides=[*overrides, *(set_ or [])],
-                       log=lambda m: console.print(m, highlight=False))
+    outcome = run_demo(
+        out,
+        lang=lang,
+        model=model,
+        overrides=[*overrides, *(set_ or [])],
+        log=lambda m: console.print(m, highlight=False),
+    )
     result, plan = outcome["result"], outcome["plan"]
     stdout_console().print(result.rich_table())
     stdout_console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
-    console.print(f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/; "
-                  f"[green]report[/] {outcome['report']}; runs in {plan.out / 'runs'}  "
-                  f"(total {outcome['seconds']:.0f}s)", highlight=False)
+    console.print(
+        f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/; "
+        f"[green]report[/] {outcome['report']}; runs in {plan.out / 'runs'}  "
+        f"(total {outcome['seconds']:.0f}s)",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

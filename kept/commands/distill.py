@@ -12,13 +12,16 @@ from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libr
 
 def distill_command(
     teacher_run: Path = typer.Argument(..., help="The teacher: a pretrained KEPT run directory (runs/NAME)."),
-    student: Optional[str] = typer.Option(None, "--student", help="distill.student: a preset (tiny | half | small) "
-                                                                  "or a BERT model directory."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output run directory (default: "
-                                                           "runs/<teacher>-distill-<student>)."),
+    student: Optional[str] = typer.Option(
+        None, "--student", help="distill.student: a preset (tiny | half | small) or a BERT model directory."
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Output run directory (default: runs/<teacher>-distill-<student>)."
+    ),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="distill.max_steps."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration (default: "
-                                                                       "TEACHER_RUN/config.yaml)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML run configuration (default: TEACHER_RUN/config.yaml)."
+    ),
     restart: bool = typer.Option(False, "--restart", help="Delete the output's checkpoints and start over."),
     set_: Optional[list[str]] = SET_OPTION,
 ) -> None:
@@ -36,8 +39,9 @@ def distill_command(
     overrides = flag_overrides({"distill.student": student, "distill.max_steps": max_steps}, set_)
     cfg = resolve_run_config(teacher_run, config, overrides)
     if cfg.distill.student is None:
-        raise KeptError("no student given", where="--student", fix="pass --student PRESET|BERT_DIR "
-                                                                   "(presets: tiny, half, small)")
+        raise KeptError(
+            "no student given", where="--student", fix="pass --student PRESET|BERT_DIR (presets: tiny, half, small)"
+        )
     out = out if out is not None else default_out(teacher_run, cfg.distill.student)
     check_run_dir(out)
     log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
@@ -45,8 +49,11 @@ def distill_command(
     with RunLock(out, "kept distill"):
         result = distill_run(teacher_run, cfg, out, restart=restart, progress=False, log=log)
     if is_main_process():
-        console.print(f"[green]distilled[/] {result.steps} steps: train loss {result.train_loss}, eval loss "
-                      f"{result.eval_loss} -> {result.model_dir}", highlight=False)
+        console.print(
+            f"[green]distilled[/] {result.steps} steps: train loss {result.train_loss}, eval loss "
+            f"{result.eval_loss} -> {result.model_dir}",
+            highlight=False,
+        )
         console.print(render_table(result.metrics))
         console.print(f"wrote {result.out / METRICS_FILE}", highlight=False)
 

@@ -11,7 +11,8 @@ import typer
 def evaluate_command(
     run_dir: Path = typer.Argument(..., help="A run directory (runs/NAME) with a trained model/."),
     overrides: Optional[list[str]] = typer.Option(
-        None, "--set", help="Override a config field, e.g. --set eval.cloze.max_mentions=50 (repeatable)."),
+        None, "--set", help="Override a config field, e.g. --set eval.cloze.max_mentions=50 (repeatable)."
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: eval.device)."),
 ) -> None:
     """Evaluate a run's final model; writes RUN_DIR/eval/metrics.json."""

@@ -35,7 +35,6 @@ def stats_command(
     top: int = typer.Option(10, "--top", help="How many relations and entities to list."),
 ) -> None:
     """Entities, relations, triples, degrees, components and relation frequencies."""
-    from rich.console import Console
 
     graph = load_graph(path)
     stats = graph.stats(top=top)
@@ -43,18 +42,28 @@ def stats_command(
         typer.echo(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False))
         return
     console = stdout_console()
-    console.print(_table(f"Knowledge graph {path}", [
-        ("entities", f"{stats.num_entities:,}"), ("relations", f"{stats.num_relations:,}"),
-        ("triples", f"{stats.num_triples:,}"), ("isolated entities", f"{stats.num_isolated_entities:,}"),
-        ("self loops", f"{stats.num_self_loops:,}"),
-        ("degree min / median / mean / max",
-         f"{stats.degree_min} / {stats.degree_median:g} / {stats.degree_mean:.2f} / {stats.degree_max}"),
-        ("weakly connected components", f"{stats.num_components:,}"),
-        ("largest component", f"{stats.largest_component_size:,}"),
-    ]))
+    console.print(
+        _table(
+            f"Knowledge graph {path}",
+            [
+                ("entities", f"{stats.num_entities:,}"),
+                ("relations", f"{stats.num_relations:,}"),
+                ("triples", f"{stats.num_triples:,}"),
+                ("isolated entities", f"{stats.num_isolated_entities:,}"),
+                ("self loops", f"{stats.num_self_loops:,}"),
+                (
+                    "degree min / median / mean / max",
+                    f"{stats.degree_min} / {stats.degree_median:g} / {stats.degree_mean:.2f} / {stats.degree_max}",
+                ),
+                ("weakly connected components", f"{stats.num_components:,}"),
+                ("largest component", f"{stats.largest_component_size:,}"),
+            ],
+        )
+    )
     console.print(_table("Degree distribution", [(b, f"{n:,}") for b, n in stats.degree_histogram.items()]))
-    console.print(_table(f"Top {top} relations", [(r, f"{n:,}") for r, n in
-                                                   list(stats.relation_frequencies.items())[:top]]))
+    console.print(
+        _table(f"Top {top} relations", [(r, f"{n:,}") for r, n in list(stats.relation_frequencies.items())[:top]])
+    )
     console.print(_table(f"Top {top} entities by degree", [(e, f"{d:,}") for e, d in stats.top_entities_by_degree]))
 
 
@@ -75,30 +84,43 @@ def embed_command(
     import logging
     import warnings
 
+    import pykeen.pipeline  # noqa: F401 - creates PyKEEN's loggers so that they can be quieted
+    import pykeen.triples.splitting  # noqa: F401
     from rich.console import Console
 
     from kg import EmbeddingConfig
-
-    import pykeen.pipeline  # noqa: F401 - creates PyKEEN's loggers so that they can be quieted
-    import pykeen.triples.splitting  # noqa: F401
 
     for name in list(logging.root.manager.loggerDict):  # PyKEEN's chatter (CPU fallback, batch sizes, ratios)
         if name.startswith(("pykeen", "torch_max_mem")):
             logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
-    config = EmbeddingConfig(model=model, dim=dim, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                             seed=seed, split=split, device=device)
+    config = EmbeddingConfig(
+        model=model,
+        dim=dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        split=split,
+        device=device,
+    )
     from kept.rundir import RunLock
 
     directory = kg_dir(run_dir)  # a missing graph is reported before the lock creates anything
     lock_dir = directory.parent  # the run directory
-    with RunLock(lock_dir, "kept kg embed"), \
-            Console(stderr=True).status(f"training {model} (dim {dim}, {epochs} epochs) ..."):
+    with (
+        RunLock(lock_dir, "kept kg embed"),
+        Console(stderr=True).status(f"training {model} (dim {dim}, {epochs} epochs) ..."),
+    ):
         metrics = embed_run_dir(run_dir, config, dtype=dtype)
     rows = [(k, f"{metrics[k]:.4f}") for k in ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")]
-    rows += [("split", str(metrics.get("split"))), ("training triples", f"{metrics['num_training']:,}"),
-             ("testing triples", f"{metrics['num_testing']:,}"), ("seconds", f"{metrics['pipeline_seconds']:.1f}"),
-             ("written", metrics["embeddings"])]
+    rows += [
+        ("split", str(metrics.get("split"))),
+        ("training triples", f"{metrics['num_training']:,}"),
+        ("testing triples", f"{metrics['num_testing']:,}"),
+        ("seconds", f"{metrics['pipeline_seconds']:.1f}"),
+        ("written", metrics["embeddings"]),
+    ]
     if metrics.get("split_note"):
         rows.append(("note", metrics["split_note"]))
     stdout_console().print(_table(f"{metrics['model']} on {run_dir}", rows))
@@ -139,8 +161,10 @@ def lookup_command(
         typer.echo(f"no entity for {mention!r}")
         return
     for candidate in candidates:
-        typer.echo(f"{candidate.prior:.3f}\t{candidate.entity_id}\t{graph.entities[candidate.entity_id]}\t"
-                   f"(alias {candidate.alias!r}, {candidate.count} links)")
+        typer.echo(
+            f"{candidate.prior:.3f}\t{candidate.entity_id}\t{graph.entities[candidate.entity_id]}\t"
+            f"(alias {candidate.alias!r}, {candidate.count} links)"
+        )
 
 
 def register(app: typer.Typer) -> None:

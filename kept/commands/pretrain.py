@@ -12,7 +12,9 @@ from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libr
 
 def pretrain_command(
     run_dir: Path = typer.Argument(..., help="Run directory with tokenizer/ and encoded/ (from `kept encode`)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."
+    ),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="train.max_steps."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="train.batch_size (per device)."),
     learning_rate: Optional[float] = typer.Option(None, "--lr", "--learning-rate", help="train.learning_rate."),
@@ -21,9 +23,15 @@ def pretrain_command(
     eval_steps: Optional[int] = typer.Option(None, "--eval-steps", help="train.eval_steps."),
     save_steps: Optional[int] = typer.Option(None, "--save-steps", help="train.save_steps."),
     bf16: Optional[str] = typer.Option(None, "--bf16", help="train.bf16: auto | true | false."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="masking.strategy: token, whole_word, span, phrase, entity, ernie."),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="masking.strategy: token, whole_word, span, phrase, entity, ernie."
+    ),
     fusion: Optional[bool] = typer.Option(None, "--fusion/--no-fusion", help="model.fusion (entity table + dEA)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="model.preset: tiny | base | large | ernie_thu (ignored with model.init_from: the checkpoint gives the sizes)."),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        help="model.preset: tiny | base | large | ernie_thu (ignored with model.init_from: the checkpoint gives the sizes).",
+    ),
     init_from: Optional[str] = typer.Option(None, "--init-from", help="model.init_from: a model dir or run:NAME."),
     restart: bool = typer.Option(False, "--restart", help="Delete existing checkpoints and train from the start."),
     set_: Optional[list[str]] = SET_OPTION,
@@ -43,11 +51,23 @@ def pretrain_command(
 
             raise KeptError(f"--bf16 {bf16!r} is not auto, true or false", where="--bf16")
         bf16_value = lowered if lowered == "auto" else lowered == "true"
-    overrides = flag_overrides({
-        "train.max_steps": max_steps, "train.batch_size": batch_size, "train.learning_rate": learning_rate,
-        "train.warmup_steps": warmup_steps, "train.seed": seed, "train.eval_steps": eval_steps,
-        "train.save_steps": save_steps, "train.bf16": bf16_value, "masking.strategy": strategy,
-        "model.fusion": fusion, "model.preset": preset, "model.init_from": init_from}, set_)
+    overrides = flag_overrides(
+        {
+            "train.max_steps": max_steps,
+            "train.batch_size": batch_size,
+            "train.learning_rate": learning_rate,
+            "train.warmup_steps": warmup_steps,
+            "train.seed": seed,
+            "train.eval_steps": eval_steps,
+            "train.save_steps": save_steps,
+            "train.bf16": bf16_value,
+            "masking.strategy": strategy,
+            "model.fusion": fusion,
+            "model.preset": preset,
+            "model.init_from": init_from,
+        },
+        set_,
+    )
     cfg = resolve_run_config(run_dir, config, overrides)
     log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
     with RunLock(run_dir, "kept pretrain"):
@@ -56,8 +76,11 @@ def pretrain_command(
         _check_init_from(cfg, run_dir)  # likewise: a wrong init_from leaves config.yaml as it was
         result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
     if is_main_process():
-        console.print(f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "
-                      f"eval loss {result.eval_loss} -> {result.model_dir}", highlight=False)
+        console.print(
+            f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "
+            f"eval loss {result.eval_loss} -> {result.model_dir}",
+            highlight=False,
+        )
 
 
 def _check_init_from(cfg: Any, run_dir: Path) -> None:
@@ -75,10 +98,13 @@ def _check_init_from(cfg: Any, run_dir: Path) -> None:
 
     tokens = len(load_run_tokenizer(tokenizer_dir))
     if isinstance(vocab_size, int) and vocab_size != tokens:
-        raise KeptError(f"init_from checkpoint has a vocabulary of {vocab_size} tokens but the run's tokenizer "
-                        f"({tokenizer_dir}) has {tokens}", where="model.init_from",
-                        fix="encode the run with the checkpoint's tokenizer (tokenizer.base_model: the checkpoint "
-                            "dir, then `kept encode RUN_DIR`) or start from a matching checkpoint")
+        raise KeptError(
+            f"init_from checkpoint has a vocabulary of {vocab_size} tokens but the run's tokenizer "
+            f"({tokenizer_dir}) has {tokens}",
+            where="model.init_from",
+            fix="encode the run with the checkpoint's tokenizer (tokenizer.base_model: the checkpoint "
+            "dir, then `kept encode RUN_DIR`) or start from a matching checkpoint",
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,9 @@ def report_command(
     if not path.is_dir():
         from kept.errors import KeptError
 
-        raise KeptError("directory not found", where=path, fix="pass a run directory (runs/NAME) or a compare directory")
+        raise KeptError(
+            "directory not found", where=path, fix="pass a run directory (runs/NAME) or a compare directory"
+        )
     with RunLock(path, "kept report"):
         written = report(path)
     Console(stderr=True).print(f"wrote {written}")

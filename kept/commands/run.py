@@ -12,8 +12,12 @@ from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libr
 
 def run_command(
     config: Path = typer.Argument(..., help="YAML run configuration."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs_dir/name from the config)."),
-    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated subset: data,kg,annotate,encode,pretrain,evaluate,report."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Run directory (default: runs_dir/name from the config)."
+    ),
+    stages: Optional[str] = typer.Option(
+        None, "--stages", help="Comma-separated subset: data,kg,annotate,encode,pretrain,evaluate,report."
+    ),
     force: Optional[str] = typer.Option(None, "--force", help="Comma-separated stages to re-run even when done."),
     restart_pretrain: bool = typer.Option(False, "--restart-pretrain", help="Delete pretraining checkpoints first."),
     name: Optional[str] = typer.Option(None, "--name", help="name (the run directory under runs_dir)."),
@@ -28,10 +32,23 @@ def run_command(
 
     quiet_libraries()
     cfg = load_config(config, flag_overrides({"name": name}, set_))
-    split = (lambda text: [s.strip() for s in text.split(",") if s.strip()] if text else None)
-    log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
-    result = run_pipeline(cfg, out, stages=split(stages), force=split(force) or (),
-                          restart_pretrain=restart_pretrain, log=log, progress=is_main_process())
+
+    def split(text: str | None) -> list[str] | None:
+        return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+    def log(message: str) -> None:
+        if is_main_process():
+            console.print(message, highlight=False)
+
+    result = run_pipeline(
+        cfg,
+        out,
+        stages=split(stages),
+        force=split(force) or (),
+        restart_pretrain=restart_pretrain,
+        log=log,
+        progress=is_main_process(),
+    )
     if is_main_process():
         table = Table(title=f"kept run {result.run_dir}")
         for column in ("stage", "status", "seconds"):

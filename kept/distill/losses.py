@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(student_log, teacher_log, log_target=True, reduction="batchmean") * (t * t)
 
 
-def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor,
-                projection: torch.nn.Module | None = None) -> torch.Tensor:
+def hidden_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    projection: torch.nn.Module | None = None,
+) -> torch.Tensor:
     """Mean squared error between projected student states and teacher states over the real tokens.
 
     student_hidden [B, L, Hs], teacher_hidden [B, L, Ht], attention_mask [B, L] (1 = token);
@@ -50,16 +55,23 @@ def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, atte
     if projection is not None:
         student_hidden = projection(student_hidden)  # [B, L, Ht]
     if student_hidden.shape != teacher_hidden.shape:
-        raise ValueError(f"student hidden states {list(student_hidden.shape)} != teacher's "
-                         f"{list(teacher_hidden.shape)}: give a projection")
+        raise ValueError(
+            f"student hidden states {list(student_hidden.shape)} != teacher's "
+            f"{list(teacher_hidden.shape)}: give a projection"
+        )
     keep = attention_mask.to(student_hidden.device).bool()  # [B, L]
     if not bool(keep.any()):
         return student_hidden.sum() * 0.0
     return F.mse_loss(student_hidden[keep].float(), teacher_hidden[keep].float())
 
 
-def attention_loss(student_attention: torch.Tensor, teacher_attention: torch.Tensor, attention_mask: torch.Tensor,
-                   kind: str = "kl", eps: float = 1e-12) -> torch.Tensor:
+def attention_loss(
+    student_attention: torch.Tensor,
+    teacher_attention: torch.Tensor,
+    attention_mask: torch.Tensor,
+    kind: str = "kl",
+    eps: float = 1e-12,
+) -> torch.Tensor:
     """Distance between attention distributions of one mapped layer pair.
 
     student_attention [B, As, L, L], teacher_attention [B, At, L, L] (softmax over the last axis),
@@ -71,8 +83,9 @@ def attention_loss(student_attention: torch.Tensor, teacher_attention: torch.Ten
         student_attention = student_attention.mean(dim=1, keepdim=True)  # [B, 1, L, L]
         teacher_attention = teacher_attention.mean(dim=1, keepdim=True)  # [B, 1, L, L]
     if student_attention.shape != teacher_attention.shape:
-        raise ValueError(f"student attention {list(student_attention.shape)} != teacher's "
-                         f"{list(teacher_attention.shape)}")
+        raise ValueError(
+            f"student attention {list(student_attention.shape)} != teacher's {list(teacher_attention.shape)}"
+        )
     mask = attention_mask.to(student_attention.device).bool()  # [B, L]
     keys = mask[:, None, None, :]  # [B, 1, 1, L]
     queries = mask[:, None, :].expand(-1, student_attention.shape[1], -1)  # [B, A, L]
@@ -101,24 +114,38 @@ def layer_map(rule: LayerMap, student_layers: int, teacher_layers: int) -> list[
     """
     where = "distill.layer_map"
     if student_layers < 1 or teacher_layers < 1:
-        raise KeptError(f"{student_layers} student / {teacher_layers} teacher layers", where=where,
-                        fix="both models need at least one layer")
+        raise KeptError(
+            f"{student_layers} student / {teacher_layers} teacher layers",
+            where=where,
+            fix="both models need at least one layer",
+        )
     if isinstance(rule, str):
         if rule == "uniform":
-            return [max(1, min(teacher_layers, round(m * teacher_layers / student_layers)))
-                    for m in range(1, student_layers + 1)]
+            return [
+                max(1, min(teacher_layers, round(m * teacher_layers / student_layers)))
+                for m in range(1, student_layers + 1)
+            ]
         if rule == "last":
             start = max(teacher_layers - student_layers, 0)
             return [min(start + m, teacher_layers) for m in range(1, student_layers + 1)]
-        raise KeptError(f"unknown layer map {rule!r}", where=where,
-                        fix=f"use one of {', '.join(LAYER_MAP_RULES)} or a list of teacher layers")
+        raise KeptError(
+            f"unknown layer map {rule!r}",
+            where=where,
+            fix=f"use one of {', '.join(LAYER_MAP_RULES)} or a list of teacher layers",
+        )
     layers = [int(v) for v in rule]
     if len(layers) != student_layers:
-        raise KeptError(f"{len(layers)} teacher layers given for a student of {student_layers} layers", where=where,
-                        fix=f"give one teacher layer (1..{teacher_layers}) per student layer, or use uniform")
+        raise KeptError(
+            f"{len(layers)} teacher layers given for a student of {student_layers} layers",
+            where=where,
+            fix=f"give one teacher layer (1..{teacher_layers}) per student layer, or use uniform",
+        )
     if any(v < 1 or v > teacher_layers for v in layers) or layers != sorted(layers):
-        raise KeptError(f"{layers} is not an increasing list within 1..{teacher_layers}", where=where,
-                        fix=f"give increasing teacher layer numbers within 1..{teacher_layers}")
+        raise KeptError(
+            f"{layers} is not an increasing list within 1..{teacher_layers}",
+            where=where,
+            fix=f"give increasing teacher layer numbers within 1..{teacher_layers}",
+        )
     return layers
 
 

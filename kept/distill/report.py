@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, cast
+from typing import Any, cast
 
 import torch
 
@@ -36,8 +37,9 @@ TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
 
 
 @torch.no_grad()
-def sequences_per_second(models: dict[str, tuple[torch.nn.Module, bool]], batches: Sequence[dict[str, torch.Tensor]],
-                         device: torch.device) -> dict[str, float]:
+def sequences_per_second(
+    models: dict[str, tuple[torch.nn.Module, bool]], batches: Sequence[dict[str, torch.Tensor]], device: torch.device
+) -> dict[str, float]:
     """Sequences per second of each model (name -> (module, feeds entities)) on the same ``batches``.
 
     The models take turns batch by batch (interleaved, so a load change on a shared machine hits them alike);
@@ -49,7 +51,7 @@ def sequences_per_second(models: dict[str, tuple[torch.nn.Module, bool]], batche
         for module, _ in models.values():
             module.to(device).eval()
             stack.enter_context(_attention(module, "sdpa"))
-        for name, (module, entities) in models.items():
+        for _name, (module, entities) in models.items():
             _forward(module, batches[0], device, entities)  # warm-up
         for batch in batches:
             for name, (module, entities) in models.items():
@@ -80,37 +82,58 @@ def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], device: tor
     model(**kwargs)
 
 
-def speed_batches(rows: Sequence[dict[str, Any]], batch_size: int, count: int, length: int,
-                  pad_id: int) -> list[dict[str, torch.Tensor]]:
+def speed_batches(
+    rows: Sequence[dict[str, Any]], batch_size: int, count: int, length: int, pad_id: int
+) -> list[dict[str, torch.Tensor]]:
     """``count`` batches of ``batch_size`` validation rows (cycled), padded to ``length`` tokens."""
     from kept.evaluate.common import pad
 
     batches = []
     for b in range(count):
         chunk = [rows[(b * batch_size + i) % len(rows)] for i in range(batch_size)]
-        batches.append({"input_ids": pad([r["input_ids"] for r in chunk], pad_id, length),
-                        "attention_mask": pad([r["attention_mask"] for r in chunk], 0, length),
-                        "entity_ids": pad([r["entity_ids"] for r in chunk], -1, length)})
+        batches.append(
+            {
+                "input_ids": pad([r["input_ids"] for r in chunk], pad_id, length),
+                "attention_mask": pad([r["attention_mask"] for r in chunk], 0, length),
+                "entity_ids": pad([r["entity_ids"] for r in chunk], -1, length),
+            }
+        )
     return batches
 
 
-def model_record(model: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]], *, fusion: bool,
-                 strategy: str, mlm_probability: float, masking: dict[str, Any], seed: int, batch_size: int,
-                 relation: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
+def model_record(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    *,
+    fusion: bool,
+    strategy: str,
+    mlm_probability: float,
+    masking: dict[str, Any],
+    seed: int,
+    batch_size: int,
+    relation: Callable[[], dict[str, Any]] | None,
+) -> dict[str, Any]:
     """Quality figures of one model (the speed is measured separately, for both in turn)."""
     from kept.evaluate import mlm
 
     config: Any = model.config  # a transformers config: attributes by model type
     layers = int(config.num_hidden_layers) + int(getattr(config, "num_knowledge_layers", 0) or 0)
     common: dict[str, Any] = dict(seed=seed, batch_size=batch_size, use_entities=fusion)
-    own = mlm.evaluate_mlm(model, tokenizer, rows, strategy=strategy, mlm_probability=mlm_probability,
-                           masking=masking, **common)
+    own = mlm.evaluate_mlm(
+        model, tokenizer, rows, strategy=strategy, mlm_probability=mlm_probability, masking=masking, **common
+    )
     token = mlm.evaluate_mlm(model, tokenizer, rows, strategy="token", mlm_probability=0.15, **common)
     record: dict[str, Any] = {
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "shape": f"{layers} x {config.hidden_size}", "fusion": fusion,
-        "mlm_accuracy": own["accuracy"], "mlm_loss": own["loss"], "mlm_token_accuracy": token["accuracy"],
-        "mlm_token_loss": token["loss"], "mlm_num_predicted": own["num_predicted"]}
+        "shape": f"{layers} x {config.hidden_size}",
+        "fusion": fusion,
+        "mlm_accuracy": own["accuracy"],
+        "mlm_loss": own["loss"],
+        "mlm_token_accuracy": token["accuracy"],
+        "mlm_token_loss": token["loss"],
+        "mlm_num_predicted": own["num_predicted"],
+    }
     result = relation() if relation is not None else {"skipped": "disabled (distill.report_relation: false)"}
     record["relation_macro_f1"] = result.get("macro_f1")
     record["relation"] = {k: v for k, v in result.items() if k in ("macro_f1", "accuracy", "num_test", "skipped")}
@@ -122,41 +145,82 @@ def _encoder(model: torch.nn.Module) -> torch.nn.Module:
     return cast(torch.nn.Module, model.base_model)
 
 
-def compare_models(teacher: torch.nn.Module, student: torch.nn.Module, tokenizer: Any, rows: list[dict[str, Any]],
-                   *, fusion: bool, strategy: str, mlm_probability: float, masking: dict[str, Any], seed: int,
-                   batch_size: int, max_length: int, speed_batch_count: int, device: torch.device,
-                   relation: Callable[[str], Callable[[], dict[str, Any]] | None]) -> dict[str, Any]:
+def compare_models(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    tokenizer: Any,
+    rows: list[dict[str, Any]],
+    *,
+    fusion: bool,
+    strategy: str,
+    mlm_probability: float,
+    masking: dict[str, Any],
+    seed: int,
+    batch_size: int,
+    max_length: int,
+    speed_batch_count: int,
+    device: torch.device,
+    relation: Callable[[str], Callable[[], dict[str, Any]] | None],
+) -> dict[str, Any]:
     """The record of ``distill_metrics.json``; ``relation(which)`` gives the fine-tune of "teacher"/"student"."""
     records = {}
     for name, model, entities in (("teacher", teacher, fusion), ("student", student, False)):
         model.to(device).eval()
-        records[name] = model_record(model, tokenizer, rows, fusion=entities, strategy=strategy,
-                                     mlm_probability=mlm_probability, masking=masking, seed=seed,
-                                     batch_size=batch_size, relation=relation(name))
+        records[name] = model_record(
+            model,
+            tokenizer,
+            rows,
+            fusion=entities,
+            strategy=strategy,
+            mlm_probability=mlm_probability,
+            masking=masking,
+            seed=seed,
+            batch_size=batch_size,
+            relation=relation(name),
+        )
     batches = speed_batches(rows, batch_size, speed_batch_count, max_length, tokenizer.pad_token_id or 0)
     # with the MLM logits (fill-mask), and the encoder alone (hidden states, as a classifier or an embedder
     # uses it: no vocabulary projection)
-    speed = sequences_per_second({"teacher": (teacher, fusion), "student": (student, False),
-                                  "teacher_encoder": (_encoder(teacher), fusion),
-                                  "student_encoder": (_encoder(student), False)}, batches, device)
+    speed = sequences_per_second(
+        {
+            "teacher": (teacher, fusion),
+            "student": (student, False),
+            "teacher_encoder": (_encoder(teacher), fusion),
+            "student_encoder": (_encoder(student), False),
+        },
+        batches,
+        device,
+    )
     for name in ("teacher", "student"):
         records[name]["sequences_per_s"] = speed[name]
         records[name]["encoder_sequences_per_s"] = speed[f"{name}_encoder"]
     speedup = records["student"]["sequences_per_s"] / max(records["teacher"]["sequences_per_s"], 1e-9)
-    encoder_speedup = (records["student"]["encoder_sequences_per_s"]
-                       / max(records["teacher"]["encoder_sequences_per_s"], 1e-9))
-    return {**records, "speed": {"device": str(device), "batch_size": batch_size, "sequence_length": max_length,
-                                 "batches": speed_batch_count, "speedup": speedup, "encoder_speedup": encoder_speedup,
-                                 "threads": torch.get_num_threads()},
-            "mlm": {"strategy": strategy, "sequences": len(rows), "seed": seed}}
+    encoder_speedup = records["student"]["encoder_sequences_per_s"] / max(
+        records["teacher"]["encoder_sequences_per_s"], 1e-9
+    )
+    return {
+        **records,
+        "speed": {
+            "device": str(device),
+            "batch_size": batch_size,
+            "sequence_length": max_length,
+            "batches": speed_batch_count,
+            "speedup": speedup,
+            "encoder_speedup": encoder_speedup,
+            "threads": torch.get_num_threads(),
+        },
+        "mlm": {"strategy": strategy, "sequences": len(rows), "seed": seed},
+    }
 
 
 def render_table(record: dict[str, Any]) -> Any:
     """A rich table: one row per figure, teacher and student columns."""
     from rich.table import Table
 
-    table = Table(title=f"teacher vs student ({record['speed']['device']}, batch {record['speed']['batch_size']} x "
-                        f"{record['speed']['sequence_length']} tokens)")
+    table = Table(
+        title=f"teacher vs student ({record['speed']['device']}, batch {record['speed']['batch_size']} x "
+        f"{record['speed']['sequence_length']} tokens)"
+    )
     for column in ("", "teacher", "student"):
         table.add_column(column, justify="right" if column else "left")
     for label, key, form in TABLE_ROWS:
@@ -167,22 +231,40 @@ def render_table(record: dict[str, Any]) -> Any:
         if key == "relation_macro_f1" and record["student"].get(key) is None:
             cells[1] = "skipped (see distill_metrics.json)" if "skipped" in record["student"]["relation"] else "-"
         table.add_row(label, *cells)
-    table.add_row("speed-up (MLM logits / encoder)", "",
-                  f"{record['speed']['speedup']:.2f}x / {record['speed']['encoder_speedup']:.2f}x")
+    table.add_row(
+        "speed-up (MLM logits / encoder)",
+        "",
+        f"{record['speed']['speedup']:.2f}x / {record['speed']['encoder_speedup']:.2f}x",
+    )
     return table
 
 
-def relation_runner(model_dir: Path, tokenizer_dir: Path, eval_config: Any, data: Any, seed: int,
-                    finetune_seed: int, device: torch.device, entity_index: Any) -> Callable[[], dict[str, Any]]:
+def relation_runner(
+    model_dir: Path,
+    tokenizer_dir: Path,
+    eval_config: Any,
+    data: Any,
+    seed: int,
+    finetune_seed: int,
+    device: torch.device,
+    entity_index: Any,
+) -> Callable[[], dict[str, Any]]:
     """A deferred relation fine-tune of ``model_dir`` with the run's ``eval.relation`` settings."""
     from kept.evaluate import relation
 
     r = eval_config.relation
 
     def run() -> dict[str, Any]:
-        return relation.evaluate_relation(model_dir, tokenizer_dir, data, **r.model_dump(exclude={"enabled", "data"}),
-                                          seed=seed, finetune_seed=finetune_seed, device=device,
-                                          entity_index=entity_index)
+        return relation.evaluate_relation(
+            model_dir,
+            tokenizer_dir,
+            data,
+            **r.model_dump(exclude={"enabled", "data"}),
+            seed=seed,
+            finetune_seed=finetune_seed,
+            device=device,
+            entity_index=entity_index,
+        )
 
     return run
 

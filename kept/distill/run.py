@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kept.config import RunConfig, changed_keys, flatten, save_config, training_view
 from kept.errors import Interrupted, KeptError
@@ -76,8 +77,11 @@ def link_teacher_data(teacher: RunPaths, out: RunPaths) -> None:
         if link.is_symlink() and link.resolve() == source:
             continue
         if link.exists() or link.is_symlink():
-            raise KeptError(f"{name}/ exists and is not the teacher's", where=link,
-                            fix="distil into a new directory (--out), or remove it")
+            raise KeptError(
+                f"{name}/ exists and is not the teacher's",
+                where=link,
+                fix="distil into a new directory (--out), or remove it",
+            )
         if source.exists():
             os.symlink(source, link, target_is_directory=True)
 
@@ -86,9 +90,16 @@ def snapshot(config: RunConfig, teacher: RunPaths) -> dict[str, Any]:
     """What the checkpoints were made with: the distill section (minus reporting), masking, the train settings
     the Trainer reads, and fingerprints of the teacher's weights, data and tokenizer."""
     train = {k: v for k, v in training_view(config).items() if k.startswith("train.")}
-    settings = {**train, **{k: v for k, v in flatten({"distill": config.distill.model_dump(mode="json"),
-                                                       "masking": config.masking.to_dict()}).items()
-                            if k not in NON_TRAINING_FIELDS}}
+    settings = {
+        **train,
+        **{
+            k: v
+            for k, v in flatten(
+                {"distill": config.distill.model_dump(mode="json"), "masking": config.masking.to_dict()}
+            ).items()
+            if k not in NON_TRAINING_FIELDS
+        },
+    }
     inputs = path_fingerprint([teacher.model / "model.safetensors", teacher.encoded_train, teacher.tokenizer])
     return {"config": settings, "inputs": {Path(k).name: v for k, v in inputs.items()}}
 
@@ -100,15 +111,26 @@ def check_resume(out: RunPaths, current: dict[str, Any]) -> None:
     if not complete_checkpoints(out.checkpoints) or not file.exists():
         return
     saved = read_json(file, "distillation snapshot")
-    keys = changed_keys(saved.get("config", {}), current["config"]) + \
-        [f"input {k}" for k in changed_keys(saved.get("inputs", {}), current["inputs"])]
+    keys = changed_keys(saved.get("config", {}), current["config"]) + [
+        f"input {k}" for k in changed_keys(saved.get("inputs", {}), current["inputs"])
+    ]
     if keys:
-        raise KeptError(f"the checkpoints were made with other settings or data ({', '.join(keys[:6])} changed)",
-                        where=out.checkpoints, fix="restore them, or start over with --restart (deletes the checkpoints)")
+        raise KeptError(
+            f"the checkpoints were made with other settings or data ({', '.join(keys[:6])} changed)",
+            where=out.checkpoints,
+            fix="restore them, or start over with --restart (deletes the checkpoints)",
+        )
 
 
-def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | None = None, *, restart: bool = False,
-                progress: bool = False, log: Callable[[str], None] = lambda _: None) -> DistillResult:
+def distill_run(
+    teacher_run: str | Path,
+    config: RunConfig,
+    out: str | Path | None = None,
+    *,
+    restart: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+) -> DistillResult:
     """Distil the teacher run's model into ``config.distill.student``; returns losses and the report."""
     import torch
     from transformers import TrainingArguments
@@ -130,24 +152,37 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     check_run_format(teacher_paths.root)
     d = config.distill
     if d.student is None:
-        raise KeptError("no student given", where="distill.student",
-                        fix="pass --student PRESET|BERT_DIR (presets: tiny, half, small)")
+        raise KeptError(
+            "no student given",
+            where="distill.student",
+            fix="pass --student PRESET|BERT_DIR (presets: tiny, half, small)",
+        )
     if not any(w > 0 for w in (d.kd_weight, d.hidden_weight, d.attention_weight, d.mlm_weight)):
-        raise KeptError("every loss weight is 0", where="distill",
-                        fix="set distill.kd_weight, hidden_weight, attention_weight or mlm_weight above 0")
+        raise KeptError(
+            "every loss weight is 0",
+            where="distill",
+            fix="set distill.kd_weight, hidden_weight, attention_weight or mlm_weight above 0",
+        )
     untrained = untrained_mlm_head(teacher_paths.root)
     if untrained is not None and d.kd_weight > 0:  # KD would distil a random projection
-        raise KeptError(f"the teacher's MLM logits cannot be distilled: {untrained}", where="distill.kd_weight",
-                        fix="set distill.kd_weight: 0 (hidden-state and attention transfer only), or distil from a "
-                            "run whose MLM head was trained")
+        raise KeptError(
+            f"the teacher's MLM logits cannot be distilled: {untrained}",
+            where="distill.kd_weight",
+            fix="set distill.kd_weight: 0 (hidden-state and attention transfer only), or distil from a "
+            "run whose MLM head was trained",
+        )
     out_dir = Path(out) if out is not None else default_out(teacher_paths.root, d.student)
     if out_dir.resolve() == teacher_paths.root.resolve():
         raise KeptError("the output is the teacher run itself", where=out_dir, fix="give another --out directory")
     paths = run_paths(out_dir)
     started = time.time()
     fusion = bool(config.model.fusion)
-    weights = {"kd_loss": d.kd_weight, "hidden_loss": d.hidden_weight, "attention_loss": d.attention_weight,
-               "mlm_loss": d.mlm_weight}
+    weights = {
+        "kd_loss": d.kd_weight,
+        "hidden_loss": d.hidden_weight,
+        "attention_loss": d.attention_weight,
+        "mlm_loss": d.mlm_weight,
+    }
     attentions = d.attention_weight > 0
 
     tokenizer = load_run_tokenizer(teacher_paths.tokenizer)
@@ -156,15 +191,25 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     if validation is not None and len(validation) == 0:
         validation = None
     teacher = load_teacher(teacher_paths, fusion, attentions)
-    student = build_student(d.student, teacher, tokenizer, overrides=d.student_overrides, rule=d.layer_map,
-                            init_from_teacher=d.init_from_teacher, attentions=attentions, seed=config.train.seed,
-                            max_length=config.encode.max_length, log=log)
+    student = build_student(
+        d.student,
+        teacher,
+        tokenizer,
+        overrides=d.student_overrides,
+        rule=d.layer_map,
+        init_from_teacher=d.init_from_teacher,
+        attentions=attentions,
+        seed=config.train.seed,
+        max_length=config.encode.max_length,
+        log=log,
+    )
     teacher_layers = int(teacher.config.num_hidden_layers) + int(teacher.config.num_knowledge_layers)
     mapped = layer_map(d.layer_map, int(student.model.config.num_hidden_layers), teacher_layers)
     log(f"layer map (student -> teacher layer): {dict(enumerate(mapped, start=1))}")
     torch.manual_seed(config.train.seed)
-    model = DistillationModel(student.model, int(teacher.config.hidden_size), mapped, weights, d.temperature,
-                              d.attention_loss)
+    model = DistillationModel(
+        student.model, int(teacher.config.hidden_size), mapped, weights, d.temperature, d.attention_loss
+    )
 
     if is_main_process():
         paths.root.mkdir(parents=True, exist_ok=True)
@@ -187,8 +232,11 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     masking = config.masking.model_copy(update={"dea": fusion, "dea_replace_prob": 0.0, "dea_remove_prob": 0.0})
     collate = BatchSeededCollator(KnowledgeMaskingCollator(tokenizer, config=masking), config.train.seed, salt=0)
     eval_collate = BatchSeededCollator(KnowledgeMaskingCollator(tokenizer, config=masking), config.train.seed, salt=1)
-    columns = [c for c in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids",
-                           "token_type_ids") if c in train_data.column_names]
+    columns = [
+        c
+        for c in ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "token_type_ids")
+        if c in train_data.column_names
+    ]
 
     def indexed(data: Any) -> Any:
         data = data.select_columns([c for c in columns if c in data.column_names])
@@ -197,24 +245,51 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     t = config.train
     batch_size = d.batch_size or t.batch_size
     args = TrainingArguments(
-        output_dir=str(paths.checkpoints), max_steps=d.max_steps, per_device_train_batch_size=batch_size,
+        output_dir=str(paths.checkpoints),
+        max_steps=d.max_steps,
+        per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=t.eval_batch_size or batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, learning_rate=d.learning_rate,
-        lr_scheduler_type=t.lr_scheduler, warmup_steps=int(round(d.warmup_ratio * d.max_steps)),
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=t.seed, data_seed=t.seed,
-        bf16=resolve_bf16(t.bf16), eval_strategy="steps" if validation is not None else "no", eval_steps=t.eval_steps,
-        save_strategy="steps", save_steps=t.save_steps, save_total_limit=t.save_total_limit,
-        logging_strategy="steps", logging_steps=t.logging_steps, report_to=[], disable_tqdm=not progress,
-        remove_unused_columns=False, prediction_loss_only=True, label_names=["labels"],
-        dataloader_num_workers=t.dataloader_num_workers, use_cpu=t.use_cpu, ddp_find_unused_parameters=False,
-        dataloader_pin_memory=torch.cuda.is_available())
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=d.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=int(round(d.warmup_ratio * d.max_steps)),
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=resolve_bf16(t.bf16),
+        eval_strategy="steps" if validation is not None else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        report_to=[],
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        label_names=["labels"],
+        dataloader_num_workers=t.dataloader_num_workers,
+        use_cpu=t.use_cpu,
+        ddp_find_unused_parameters=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
     trainer_class = distillation_trainer(teacher, fusion, eval_collate)
-    trainer = trainer_class(model=model, args=args, data_collator=collate, train_dataset=indexed(train_data),
-                            eval_dataset=indexed(validation) if validation is not None else None,
-                            callbacks=[HistoryCallback(paths.logs / "train_history.json")])
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        data_collator=collate,
+        train_dataset=indexed(train_data),
+        eval_dataset=indexed(validation) if validation is not None else None,
+        callbacks=[HistoryCallback(paths.logs / "train_history.json")],
+    )
     if not progress:
-        trainer.callback_handler.callbacks = [c for c in trainer.callback_handler.callbacks
-                                              if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")]
+        trainer.callback_handler.callbacks = [
+            c
+            for c in trainer.callback_handler.callbacks
+            if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")
+        ]
     finished = finished_state(resume, d.max_steps)
     if resume is not None and finished is not None:  # the Trainer would take one more step: load the checkpoint
         log(f"already trained ({resume}); writing the model and the report")
@@ -231,17 +306,28 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
         train_loss_mean = float(output.training_loss)
     eval_loss = last_logged(history, "eval_loss")
     record: dict[str, Any] = {
-        "teacher": str(teacher_paths.root.resolve()), "student": student.source,
-        "student_new_tensors": student.new, "student_from_teacher_layers": student.from_teacher,
-        "layer_map": mapped, "weights": weights, "temperature": d.temperature, "fusion_teacher": fusion,
-        "global_step": steps, "max_steps": d.max_steps, "train_loss": last_logged(history, "loss"),
-        "train_loss_mean": train_loss_mean, "eval_loss": eval_loss, "resumed_from": resume,
+        "teacher": str(teacher_paths.root.resolve()),
+        "student": student.source,
+        "student_new_tensors": student.new,
+        "student_from_teacher_layers": student.from_teacher,
+        "layer_map": mapped,
+        "weights": weights,
+        "temperature": d.temperature,
+        "fusion_teacher": fusion,
+        "global_step": steps,
+        "max_steps": d.max_steps,
+        "train_loss": last_logged(history, "loss"),
+        "train_loss_mean": train_loss_mean,
+        "eval_loss": eval_loss,
+        "resumed_from": resume,
         "runtime_s": round(time.time() - started, 2),
-        "num_parameters": int(sum(p.numel() for p in student.model.parameters()))}
+        "num_parameters": int(sum(p.numel() for p in student.model.parameters())),
+    }
     if not is_main_process():
         return DistillResult(paths.root, paths.model, steps, record["train_loss"], eval_loss, resume)
-    atomic_write_json(paths.logs / "train_history.json", {"global_step": steps, "max_steps": d.max_steps,
-                                                          "log_history": history})
+    atomic_write_json(
+        paths.logs / "train_history.json", {"global_step": steps, "max_steps": d.max_steps, "log_history": history}
+    )
     trained = trainer.accelerator.unwrap_model(trainer.model).student
     with atomic_dir(paths.model) as tmp:
         trained.save_pretrained(str(tmp))
@@ -252,16 +338,27 @@ def distill_run(teacher_run: str | Path, config: RunConfig, out: str | Path | No
     return DistillResult(paths.root, paths.model, steps, record["train_loss"], eval_loss, resume, metrics)
 
 
-def report(config: RunConfig, teacher_paths: RunPaths, paths: RunPaths, teacher: Any, student: Any, tokenizer: Any,
-           validation: Any, fusion: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def report(
+    config: RunConfig,
+    teacher_paths: RunPaths,
+    paths: RunPaths,
+    teacher: Any,
+    student: Any,
+    tokenizer: Any,
+    validation: Any,
+    fusion: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Teacher vs student (quality and speed) into OUT/distill_metrics.json."""
     from kept.distill.report import METRICS_FILE, compare_models, relation_runner
     from kept.evaluate.common import resolve_device
 
     if validation is None:
-        raise KeptError("the teacher run has no validation split to compare teacher and student on",
-                        where=teacher_paths.encoded_validation,
-                        fix="set encode.validation_fraction above 0 and re-run `kept encode` on the teacher")
+        raise KeptError(
+            "the teacher run has no validation split to compare teacher and student on",
+            where=teacher_paths.encoded_validation,
+            fix="set encode.validation_fraction above 0 and re-run `kept encode` on the teacher",
+        )
     eval_config = config.eval_config()
     device = resolve_device(eval_config.device)
     rows = validation.select(range(min(eval_config.mlm.max_examples, len(validation)))).to_list()
@@ -280,15 +377,27 @@ def report(config: RunConfig, teacher_paths: RunPaths, paths: RunPaths, teacher:
             return None
         model_dir, index = directories[which]
         log(f"relation fine-tune of the {which}")
-        return relation_runner(model_dir, paths.tokenizer, eval_config, data, eval_config.seed, finetune_seed,
-                               device, index)
+        return relation_runner(
+            model_dir, paths.tokenizer, eval_config, data, eval_config.seed, finetune_seed, device, index
+        )
 
     masking = config.masking.to_dict()
-    metrics = compare_models(teacher, student, tokenizer, rows, fusion=fusion, strategy=str(masking.get("strategy")),
-                             mlm_probability=float(masking.get("mlm_probability") or 0.15), masking=masking,
-                             seed=eval_config.seed, batch_size=eval_config.batch_size,
-                             max_length=config.encode.max_length, speed_batch_count=config.distill.speed_batches,
-                             device=device, relation=relation)
+    metrics = compare_models(
+        teacher,
+        student,
+        tokenizer,
+        rows,
+        fusion=fusion,
+        strategy=str(masking.get("strategy")),
+        mlm_probability=float(masking.get("mlm_probability") or 0.15),
+        masking=masking,
+        seed=eval_config.seed,
+        batch_size=eval_config.batch_size,
+        max_length=config.encode.max_length,
+        speed_batch_count=config.distill.speed_batches,
+        device=device,
+        relation=relation,
+    )
     metrics["teacher"]["path"], metrics["student"]["path"] = str(teacher_paths.model.resolve()), "model"
     atomic_write_json(paths.root / METRICS_FILE, metrics)
     return metrics
@@ -309,9 +418,12 @@ def load_checkpoint_weights(model: Any, checkpoint: Path) -> None:
     result = model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
     missing = set(result.missing_keys) - set(model._keys_to_ignore_on_save)
     if missing or result.unexpected_keys:
-        raise KeptError(f"the checkpoint does not fit the student ({len(missing)} missing, "
-                        f"{len(result.unexpected_keys)} unexpected tensors)", where=checkpoint,
-                        fix="start over with --restart (deletes the checkpoints)")
+        raise KeptError(
+            f"the checkpoint does not fit the student ({len(missing)} missing, "
+            f"{len(result.unexpected_keys)} unexpected tensors)",
+            where=checkpoint,
+            fix="start over with --restart (deletes the checkpoints)",
+        )
     model.tie_weights()
 
 

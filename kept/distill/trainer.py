@@ -14,7 +14,8 @@ Checkpoints hold the student and projections (tied weights saved once) and resum
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -38,14 +39,22 @@ class DistillationModel(nn.Module):
     layer ``mapped[m - 1]``.
     """
 
-    def __init__(self, student: BertForMaskedLM, teacher_width: int, mapped: Sequence[int], weights: dict[str, float],
-                 temperature: float, attention_kind: str = "kl") -> None:
+    def __init__(
+        self,
+        student: BertForMaskedLM,
+        teacher_width: int,
+        mapped: Sequence[int],
+        weights: dict[str, float],
+        temperature: float,
+        attention_kind: str = "kl",
+    ) -> None:
         super().__init__()
         self.student = student
         width = int(student.config.hidden_size)
         count = len(mapped) + 1
         self.projections = nn.ModuleList(
-            nn.Linear(width, teacher_width) if width != teacher_width else nn.Identity() for _ in range(count))
+            nn.Linear(width, teacher_width) if width != teacher_width else nn.Identity() for _ in range(count)
+        )
         self.mapped = [int(m) for m in mapped]
         self.weights = dict(weights)
         self.temperature = float(temperature)
@@ -70,14 +79,25 @@ class DistillationModel(nn.Module):
     def needs_attentions(self) -> bool:
         return self.weights.get("attention_loss", 0.0) > 0
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                teacher_logits: torch.Tensor, teacher_hidden: Sequence[torch.Tensor] | None = None,
-                teacher_attentions: Sequence[torch.Tensor] | None = None,
-                token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_logits: torch.Tensor,
+        teacher_hidden: Sequence[torch.Tensor] | None = None,
+        teacher_attentions: Sequence[torch.Tensor] | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask/labels [B, L]; teacher_logits [N, V] at the N positions where labels != -100;
         teacher_hidden: T + 1 states [B, L, Ht]; teacher_attentions: T maps [B, At, L, L]."""
-        out = self.student.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                                output_hidden_states=self.needs_hidden, output_attentions=self.needs_attentions)
+        out = self.student.bert(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            output_hidden_states=self.needs_hidden,
+            output_attentions=self.needs_attentions,
+        )
         select = labels != -100  # [B, L]
         logits = self.student.cls(out.last_hidden_state[select])  # [N, V]: the head runs on the masked positions
         parts: dict[str, torch.Tensor] = {}
@@ -85,17 +105,22 @@ class DistillationModel(nn.Module):
             parts["kd_loss"] = kd_loss(logits, teacher_logits, self.temperature)
         if self.needs_hidden and teacher_hidden is not None:
             targets = [teacher_hidden[0]] + [teacher_hidden[m] for m in self.mapped]
-            losses = [hidden_loss(state, target, attention_mask, projection)
-                      for state, target, projection in zip(out.hidden_states, targets, self.projections)]
+            losses = [
+                hidden_loss(state, target, attention_mask, projection)
+                for state, target, projection in zip(out.hidden_states, targets, self.projections)
+            ]
             parts["hidden_loss"] = torch.stack(losses).mean()
         if self.needs_attentions and teacher_attentions is not None:
-            losses = [attention_loss(att, teacher_attentions[m - 1], attention_mask, self.attention_kind)
-                      for att, m in zip(out.attentions, self.mapped)]
+            losses = [
+                attention_loss(att, teacher_attentions[m - 1], attention_mask, self.attention_kind)
+                for att, m in zip(out.attentions, self.mapped)
+            ]
             parts["attention_loss"] = torch.stack(losses).mean()
         if self.weights.get("mlm_loss", 0.0) > 0:
             gold = labels[select]  # [N]
-            parts["mlm_loss"] = (nn.functional.cross_entropy(logits.float(), gold) if gold.numel()
-                                 else logits.sum() * 0.0)
+            parts["mlm_loss"] = (
+                nn.functional.cross_entropy(logits.float(), gold) if gold.numel() else logits.sum() * 0.0
+            )
         # a tensor: parts is never empty (distill_run wants a weight > 0; teacher_outputs gives what each needs)
         loss = cast(torch.Tensor, sum(self.weights[name] * value for name, value in parts.items()))
         unused = [p for p in self.projections.parameters()] if "hidden_loss" not in parts else []
@@ -117,19 +142,27 @@ def shared_names(state: dict[str, torch.Tensor]) -> list[str]:
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: KeptForPreTraining, inputs: dict[str, torch.Tensor], hidden: bool, attentions: bool,
-                    fusion: bool) -> dict[str, Any]:
+def teacher_outputs(
+    teacher: KeptForPreTraining, inputs: dict[str, torch.Tensor], hidden: bool, attentions: bool, fusion: bool
+) -> dict[str, Any]:
     """The teacher's MLM logits at the masked positions [N, V], and its hidden states / attentions if asked."""
-    kwargs = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
-              "token_type_ids": inputs.get("token_type_ids"), "output_hidden_states": hidden,
-              "output_attentions": attentions}
+    kwargs = {
+        "input_ids": inputs["input_ids"],
+        "attention_mask": inputs["attention_mask"],
+        "token_type_ids": inputs.get("token_type_ids"),
+        "output_hidden_states": hidden,
+        "output_attentions": attentions,
+    }
     if fusion and inputs.get("entity_ids") is not None:
         kwargs["entity_ids"] = inputs["entity_ids"]
     out = teacher.kept(**kwargs)
     select = inputs["labels"] != -100  # [B, L]
     logits = teacher.cls.predictions(out.last_hidden_state[select])  # [N, V]
-    return {"teacher_logits": logits.float(), "teacher_hidden": out.hidden_states if hidden else None,
-            "teacher_attentions": out.attentions if attentions else None}
+    return {
+        "teacher_logits": logits.float(),
+        "teacher_hidden": out.hidden_states if hidden else None,
+        "teacher_attentions": out.attentions if attentions else None,
+    }
 
 
 def distillation_trainer(teacher: KeptForPreTraining, fusion: bool, eval_collate: Callable | None = None) -> type:
@@ -144,14 +177,18 @@ def distillation_trainer(teacher: KeptForPreTraining, fusion: bool, eval_collate
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, eval_collator=eval_collate, **kwargs)
 
-        def compute_loss(self, model, inputs, return_outputs=False,
-                         num_items_in_batch=None):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             core = self.accelerator.unwrap_model(model)
             if next(teacher.parameters()).device != inputs["input_ids"].device:
                 teacher.to(inputs["input_ids"].device)
             targets = teacher_outputs(teacher, inputs, core.needs_hidden, core.needs_attentions, fusion)
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                            labels=inputs["labels"], token_type_ids=inputs.get("token_type_ids"), **targets)
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                labels=inputs["labels"],
+                token_type_ids=inputs.get("token_type_ids"),
+                **targets,
+            )
             self._accumulate(bool(model.training), outputs, int(inputs["input_ids"].shape[0]))
             return (outputs["loss"], outputs) if return_outputs else outputs["loss"]
 
@@ -168,8 +205,9 @@ def distillation_trainer(teacher: KeptForPreTraining, fusion: bool, eval_collate
             state = state_dict if state_dict is not None else self.accelerator.unwrap_model(self.model).state_dict()
             shared = set(shared_names(state))
             unique = {name: tensor.detach().contiguous() for name, tensor in state.items() if name not in shared}
-            safetensors.torch.save_file(unique, os.path.join(output_dir, "model.safetensors"),
-                                        metadata={"format": "pt"})
+            safetensors.torch.save_file(
+                unique, os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"}
+            )
             torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     return DistillationTrainer

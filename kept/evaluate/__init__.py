@@ -41,8 +41,9 @@ A disabled metric is ``{"skipped": "disabled in eval config"}``; a figure that c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, json_safe
 from kept.errors import KeptError
@@ -61,8 +62,11 @@ def _check_model_dir(model_dir: Path) -> dict[str, Any]:
 
     model_config = read_model_config(model_dir, fix="pretrain the run first (`kept run CONFIG`)")
     if model_config.get("model_type") not in ("kept", "bert"):
-        raise KeptError(f"holds a '{model_config.get('model_type')}' model, not a kept or BERT masked LM",
-                        where=model_dir / "config.json", fix="evaluate a run directory written by this version of kept")
+        raise KeptError(
+            f"holds a '{model_config.get('model_type')}' model, not a kept or BERT masked LM",
+            where=model_dir / "config.json",
+            fix="evaluate a run directory written by this version of kept",
+        )
     return model_config
 
 
@@ -89,11 +93,15 @@ def untrained_mlm_head(run_dir: Path) -> str | None:
         return None
     recorded = read_json(metrics_file, "pretrain_metrics.json")
     if recorded.get("objective") == "electra":  # kept.electra: model/ is the discriminator
-        return ("the model is an ELECTRA discriminator: its MLM head was never trained (replaced-token detection "
-                "trains the encoder), so MLM, cloze and probe scores would measure an untrained projection")
+        return (
+            "the model is an ELECTRA discriminator: its MLM head was never trained (replaced-token detection "
+            "trains the encoder), so MLM, cloze and probe scores would measure an untrained projection"
+        )
     if recorded.get("random_mlm_head") and not recorded.get("global_step"):
-        return ("the MLM head was never trained (the starting checkpoint has none and train.max_steps is 0): "
-                "its scores would measure a random projection")
+        return (
+            "the MLM head was never trained (the starting checkpoint has none and train.max_steps is 0): "
+            "its scores would measure a random projection"
+        )
     return None
 
 
@@ -104,8 +112,9 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], dict[str, Any]
     return result
 
 
-def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Callable[[str], None] | None = None
-                     ) -> dict[str, Any]:
+def evaluate_run_dir(
+    run_dir: str | Path, config: Any = None, *, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Evaluate the run's final model and write ``RUN_DIR/eval/metrics.json`` (atomically).
 
     ``config``: an :class:`EvalConfig`, a ``RunConfig`` (its ``eval`` section is used), a dict, or None
@@ -125,8 +134,11 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         raise KeptError("run directory not found", where=run_dir, fix="pass a run directory (runs/NAME)")
     say = progress or (lambda message: None)
     if not (run_dir / "config.yaml").is_file():
-        raise KeptError("config.yaml not found (the run's strategy and fusion setting are read from it)",
-                        where=run_dir / "config.yaml", fix="evaluate a run directory written by `kept run`")
+        raise KeptError(
+            "config.yaml not found (the run's strategy and fusion setting are read from it)",
+            where=run_dir / "config.yaml",
+            fix="evaluate a run directory written by `kept run`",
+        )
     run_config = load_run_config(run_dir)
     eval_config: EvalConfig = coerce_eval_config(config if config is not None else run_config)
     settings = _run_settings(run_config)
@@ -165,12 +177,17 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     rows: list[dict[str, Any]] = []  # read when the MLM or the cloze task runs
     if eval_config.mlm.enabled or eval_config.cloze.enabled:
         validation = load_encoded(run_dir, "validation")
-        limit = max(eval_config.mlm.max_examples if eval_config.mlm.enabled else 0,
-                    eval_config.cloze.max_rows if eval_config.cloze.enabled else 0)
+        limit = max(
+            eval_config.mlm.max_examples if eval_config.mlm.enabled else 0,
+            eval_config.cloze.max_rows if eval_config.cloze.enabled else 0,
+        )
         rows = validation.select(range(min(limit, len(validation)))).to_list()
         if not rows:
-            raise KeptError("the encoded validation split is empty", where=run_dir / "encoded" / "validation",
-                            fix="set encode.validation_fraction above 0 and re-run the encode step")
+            raise KeptError(
+                "the encoded validation split is empty",
+                where=run_dir / "encoded" / "validation",
+                fix="set encode.validation_fraction above 0 and re-run the encode step",
+            )
 
     if eval_config.mlm.enabled and head_missing:
         metrics["mlm"] = {"skipped": head_missing}
@@ -181,13 +198,20 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         mlm_rows = rows[: eval_config.mlm.max_examples]
 
         def run_mlm() -> dict[str, Any]:
-            common: dict[str, Any] = dict(seed=eval_config.seed, batch_size=eval_config.batch_size,
-                                          use_entities=fusion)
-            own = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy=settings["strategy"],
-                                   mlm_probability=own_probability, masking=run_config.masking.to_dict(), **common)
+            common: dict[str, Any] = dict(seed=eval_config.seed, batch_size=eval_config.batch_size, use_entities=fusion)
+            own = mlm.evaluate_mlm(
+                model,
+                tokenizer,
+                mlm_rows,
+                strategy=settings["strategy"],
+                mlm_probability=own_probability,
+                masking=run_config.masking.to_dict(),
+                **common,
+            )
             # the same task for every run: BERT token masking with default settings and the eval seed
-            token = mlm.evaluate_mlm(model, tokenizer, mlm_rows, strategy="token",
-                                     mlm_probability=token_probability, **common)
+            token = mlm.evaluate_mlm(
+                model, tokenizer, mlm_rows, strategy="token", mlm_probability=token_probability, **common
+            )
             return {"strategy": own, "token": token}
 
         metrics["mlm"] = _timed(timings, "mlm", run_mlm)
@@ -205,10 +229,22 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
     elif eval_config.cloze.enabled:
         say("entity cloze")
         c = eval_config.cloze
-        result = _timed(timings, "cloze", lambda: cloze.evaluate_cloze(
-            model, tokenizer, rows[: c.max_rows], max_mentions=c.max_mentions, max_pieces=c.max_pieces,
-            context_tokens=c.context_tokens, seed=eval_config.seed, batch_size=eval_config.batch_size,
-            num_examples=eval_config.num_examples, use_entities=fusion))
+        result = _timed(
+            timings,
+            "cloze",
+            lambda: cloze.evaluate_cloze(
+                model,
+                tokenizer,
+                rows[: c.max_rows],
+                max_mentions=c.max_mentions,
+                max_pieces=c.max_pieces,
+                context_tokens=c.context_tokens,
+                seed=eval_config.seed,
+                batch_size=eval_config.batch_size,
+                num_examples=eval_config.num_examples,
+                use_entities=fusion,
+            ),
+        )
         examples["cloze"] = result.pop("examples")
         metrics["cloze"] = result
     else:
@@ -227,14 +263,35 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
 
             relation_labels = read_relation_labels(p.relation_labels)
         facts = probe.facts_from_tables(
-            kg["entities"].to_dict("records"), kg["relations"].to_dict("records"),
-            list(kg["triples"].itertuples(index=False, name=None)), held_out, p.holdout_fraction,
-            eval_config.seed, relation_labels=relation_labels, templates=p.templates,
-            default_template=p.default_template, language=p.language)
-        result = _timed(timings, "probe", lambda: probe.evaluate_probe(
-            model, tokenizer, facts, max_facts=p.max_facts, max_candidates=p.max_candidates,
-            max_pieces=p.max_pieces, score=p.score, filtered=p.filtered, seed=eval_config.seed,
-            batch_size=eval_config.batch_size, num_examples=eval_config.num_examples, use_entities=fusion))
+            kg["entities"].to_dict("records"),
+            kg["relations"].to_dict("records"),
+            list(kg["triples"].itertuples(index=False, name=None)),
+            held_out,
+            p.holdout_fraction,
+            eval_config.seed,
+            relation_labels=relation_labels,
+            templates=p.templates,
+            default_template=p.default_template,
+            language=p.language,
+        )
+        result = _timed(
+            timings,
+            "probe",
+            lambda: probe.evaluate_probe(
+                model,
+                tokenizer,
+                facts,
+                max_facts=p.max_facts,
+                max_candidates=p.max_candidates,
+                max_pieces=p.max_pieces,
+                score=p.score,
+                filtered=p.filtered,
+                seed=eval_config.seed,
+                batch_size=eval_config.batch_size,
+                num_examples=eval_config.num_examples,
+                use_entities=fusion,
+            ),
+        )
         examples["probe"] = result.pop("examples")
         metrics["probe"] = result
     else:
@@ -248,9 +305,20 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         if fusion and (run_dir / "kg" / "entities.tsv").is_file():
             entities = tables()["entities"]
             entity_index = dict(zip(entities["name"], entities["id"].astype(int)))
-        metrics["relation"] = _timed(timings, "relation", lambda: relation.evaluate_relation(
-            model_dir, tokenizer_dir, data, **r.model_dump(exclude={"enabled", "data"}), seed=eval_config.seed,
-            finetune_seed=finetune_seed, device=device, entity_index=entity_index))
+        metrics["relation"] = _timed(
+            timings,
+            "relation",
+            lambda: relation.evaluate_relation(
+                model_dir,
+                tokenizer_dir,
+                data,
+                **r.model_dump(exclude={"enabled", "data"}),
+                seed=eval_config.seed,
+                finetune_seed=finetune_seed,
+                device=device,
+                entity_index=entity_index,
+            ),
+        )
     else:
         metrics["relation"] = dict(disabled)
 
@@ -263,10 +331,10 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         t = eval_config.typing
 
         def run_typing() -> dict[str, Any]:
-            data = entity_typing.typing_data(run_dir, t, tables=tables, encode=run_config.encode,
-                                             seed=eval_config.seed)
-            return entity_typing.evaluate_typing(model_dir, tokenizer_dir, data, config=t, seed=finetune_seed,
-                                                 device=device, fusion=fusion)
+            data = entity_typing.typing_data(run_dir, t, tables=tables, encode=run_config.encode, seed=eval_config.seed)
+            return entity_typing.evaluate_typing(
+                model_dir, tokenizer_dir, data, config=t, seed=finetune_seed, device=device, fusion=fusion
+            )
 
         metrics["typing"] = _timed(timings, "typing", run_typing)
         if "skipped" in metrics["typing"]:
@@ -280,8 +348,11 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         embedding = None
         if recompute:
             embedding = run_config.kg
-        metrics["linkpred"] = _timed(timings, "linkpred", lambda: linkpred.evaluate_linkpred(
-            run_dir, recompute=recompute, embedding_config=embedding))
+        metrics["linkpred"] = _timed(
+            timings,
+            "linkpred",
+            lambda: linkpred.evaluate_linkpred(run_dir, recompute=recompute, embedding_config=embedding),
+        )
     else:
         metrics["linkpred"] = dict(disabled)
 
@@ -295,8 +366,13 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None, *, progress: Calla
         "kept_version": __version__,
         "run": run_dir.name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"path": "model", "fusion": fusion, "strategy": settings["strategy"],
-                  "num_parameters": int(sum(p.numel() for p in model.parameters())), "device": str(device)},
+        "model": {
+            "path": "model",
+            "fusion": fusion,
+            "strategy": settings["strategy"],
+            "num_parameters": int(sum(p.numel() for p in model.parameters())),
+            "device": str(device),
+        },
         "eval_config": eval_config.model_dump(mode="json"),
         "metrics": metrics,
         "examples": examples,

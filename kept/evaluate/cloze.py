@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ from kept.evaluate.common import masked_logits, pad, uses_fusion
 
 @dataclass(frozen=True)
 class ClozeItem:
-    row: int                # index of the encoded example
+    row: int  # index of the encoded example
     doc_id: str
     positions: tuple[int, ...]  # token positions of the mention in the encoded example
     entity_id: int
@@ -58,8 +59,15 @@ def select_items(items: list[ClozeItem], limit: int, seed: int) -> list[ClozeIte
     return [items[i] for i in chosen]
 
 
-def _build(item: ClozeItem, row: Mapping[str, Any], mask_id: int, context: int, fusion: bool,
-           cls_id: int | None, sep_id: int | None) -> tuple[list[int], list[int], list[int], list[int]]:
+def _build(
+    item: ClozeItem,
+    row: Mapping[str, Any],
+    mask_id: int,
+    context: int,
+    fusion: bool,
+    cls_id: int | None,
+    sep_id: int | None,
+) -> tuple[list[int], list[int], list[int], list[int]]:
     input_ids = list(row["input_ids"])
     attention = list(row.get("attention_mask", [1] * len(input_ids)))
     length = sum(1 for a in attention if a) if attention else len(input_ids)
@@ -80,10 +88,19 @@ def _build(item: ClozeItem, row: Mapping[str, Any], mask_id: int, context: int, 
 
 
 @torch.no_grad()
-def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
-                   max_mentions: int = 256, max_pieces: int = 8, context_tokens: int = 64, seed: int = 0,
-                   batch_size: int = 32, num_examples: int = 10,
-                   use_entities: bool | None = None) -> dict[str, Any]:
+def evaluate_cloze(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    max_mentions: int = 256,
+    max_pieces: int = 8,
+    context_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_examples: int = 10,
+    use_entities: bool | None = None,
+) -> dict[str, Any]:
     """Exact-match accuracy over held-out linked mentions (and per-piece accuracy).
 
     Returns ``{"accuracy", "piece_accuracy", "num_mentions", "num_available", "examples": [...],
@@ -104,9 +121,13 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
     item_ids: list[str] = []
     item_correct: list[int] = []
     for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        built = [_build(item, rows[item.row], mask_id, context_tokens, fusion,
-                        tokenizer.cls_token_id, tokenizer.sep_token_id) for item in chunk]
+        chunk = items[start : start + batch_size]
+        built = [
+            _build(
+                item, rows[item.row], mask_id, context_tokens, fusion, tokenizer.cls_token_id, tokenizer.sep_token_id
+            )
+            for item in chunk
+        ]
         input_ids = pad([b[0] for b in built], tokenizer.pad_token_id or 0)
         attention = pad([[1] * len(b[0]) for b in built], 0)
         entity_ids = pad([b[1] for b in built], -1) if fusion else None
@@ -115,8 +136,8 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
             select[i, positions] = True
         argmax = masked_logits(model, input_ids, attention, select, entity_ids).argmax(dim=-1).tolist()
         offset = 0
-        for i, (item, (ids, _, positions, gold)) in enumerate(zip(chunk, built)):
-            predicted = argmax[offset:offset + len(positions)]  # positions are increasing: row-major order
+        for item, (ids, _, positions, gold) in zip(chunk, built):
+            predicted = argmax[offset : offset + len(positions)]  # positions are increasing: row-major order
             offset += len(positions)
             hits = sum(int(p == g) for p, g in zip(predicted, gold))
             pieces_right += hits
@@ -126,13 +147,18 @@ def evaluate_cloze(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mappin
             item_ids.append(f"{item.doc_id}:{item.row}:{item.positions[0]}")
             item_correct.append(int(correct))
             if len(examples) < num_examples:
-                examples.append({
-                    "doc_id": item.doc_id, "row": item.row, "position": item.positions[0],
-                    "entity_id": item.entity_id,
-                    "context": tokenizer.decode(ids, skip_special_tokens=False),
-                    "gold": tokenizer.decode(gold), "prediction": tokenizer.decode(predicted),
-                    "correct": correct,
-                })
+                examples.append(
+                    {
+                        "doc_id": item.doc_id,
+                        "row": item.row,
+                        "position": item.positions[0],
+                        "entity_id": item.entity_id,
+                        "context": tokenizer.decode(ids, skip_special_tokens=False),
+                        "gold": tokenizer.decode(gold),
+                        "prediction": tokenizer.decode(predicted),
+                        "correct": correct,
+                    }
+                )
     count = len(items)
     return {
         "accuracy": exact / count if count else math.nan,

@@ -39,13 +39,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise KeptError(f"'{name}' is not a device", where="eval.device",
-                        fix="use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (not torch.cuda.is_available()
-                                  or (device.index or 0) >= torch.cuda.device_count()):
-        raise KeptError(f"device '{name}' is not available on this machine "
-                        f"({torch.cuda.device_count()} CUDA devices)", where="eval.device",
-                        fix="use --device auto or cpu, or run where the GPU is")
+        raise KeptError(f"'{name}' is not a device", where="eval.device", fix="use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise KeptError(
+            f"device '{name}' is not available on this machine ({torch.cuda.device_count()} CUDA devices)",
+            where="eval.device",
+            fix="use --device auto or cpu, or run where the GPU is",
+        )
     return device
 
 
@@ -98,8 +98,12 @@ def output_logits(output: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def forward_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   entity_ids: torch.Tensor | None = None) -> torch.Tensor:
+def forward_logits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    entity_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """MLM logits [B, L, V] of any masked-LM model; entity_ids only go to models that take them."""
     device = model_device(model)
     kwargs: dict[str, Any] = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
@@ -120,8 +124,13 @@ def _split_head(model: torch.nn.Module) -> tuple[Any, Any] | None:
 
 
 @torch.no_grad()
-def masked_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                  select: torch.Tensor, entity_ids: torch.Tensor | None = None) -> torch.Tensor:
+def masked_logits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    select: torch.Tensor,
+    entity_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """MLM logits [N, V] at the N positions where ``select`` [B, L] is true (row-major order).
 
     For BERT-style models the vocabulary projection runs on the selected positions only (the
@@ -165,5 +174,12 @@ def macro_f1(predictions: Sequence[int], labels: Sequence[int], num_labels: int 
     classes = None if num_labels is None else np.arange(num_labels)
     with warnings.catch_warnings():  # an all-absent class list warns before giving NaN
         warnings.simplefilter("ignore")
-        return float(f1_score(golds, np.asarray(list(predictions), dtype=np.int64), labels=classes,
-                              average="macro", zero_division=np.nan))
+        return float(
+            f1_score(
+                golds,
+                np.asarray(list(predictions), dtype=np.int64),
+                labels=classes,
+                average="macro",
+                zero_division=np.nan,
+            )
+        )

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
+
 
 @dataclass(frozen=True)
 class FinetuneSettings:
@@ -54,8 +56,15 @@ class _BestStateCallback:
         outer = self
 
         class _Callback(TrainerCallback):
-            def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Mapping[str, float] | None = None,
-                            model: torch.nn.Module | None = None, **kwargs: Any) -> None:
+            def on_evaluate(
+                self,
+                args: Any,
+                state: Any,
+                control: Any,
+                metrics: Mapping[str, float] | None = None,
+                model: torch.nn.Module | None = None,
+                **kwargs: Any,
+            ) -> None:
                 outer.record(state, metrics or {}, model)
 
         self.callback = _Callback()
@@ -68,8 +77,12 @@ class _BestStateCallback:
     def record(self, state: Any, metrics: Mapping[str, float], model: torch.nn.Module | None) -> None:
         value = float(metrics.get(f"eval_{self.metric}", math.nan))
         epoch = int(round(state.epoch or 0))
-        self.history.append({"epoch": epoch, **{k.removeprefix("eval_"): float(v) for k, v in metrics.items()
-                                                if isinstance(v, (int, float))}})
+        self.history.append(
+            {
+                "epoch": epoch,
+                **{k.removeprefix("eval_"): float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            }
+        )
         if model is not None and math.isfinite(value) and value > self.best:
             self.best, self.best_epoch = value, epoch
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -82,10 +95,16 @@ def freeze_sparse_embeddings(model: torch.nn.Module) -> None:
             module.weight.requires_grad_(False)
 
 
-def finetune(model: torch.nn.Module, train: Sequence[Mapping[str, Any]], dev: Sequence[Mapping[str, Any]], *,
-             collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
-             compute_metrics: Callable[[Any], dict[str, float]], metric: str,
-             settings: FinetuneSettings) -> FinetuneResult:
+def finetune(
+    model: torch.nn.Module,
+    train: Sequence[Mapping[str, Any]],
+    dev: Sequence[Mapping[str, Any]],
+    *,
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    compute_metrics: Callable[[Any], dict[str, float]],
+    metric: str,
+    settings: FinetuneSettings,
+) -> FinetuneResult:
     """Train ``model`` on ``train`` with ``transformers.Trainer``; evaluate on ``dev`` after each epoch
     (``compute_metrics(EvalPrediction) -> {name: value}``) and restore the epoch with the highest
     ``metric``. Without dev items the last epoch's weights are kept."""
@@ -123,18 +142,28 @@ def finetune(model: torch.nn.Module, train: Sequence[Mapping[str, Any]], dev: Se
         before = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
-            trainer = Trainer(model=model, args=args, train_dataset=list(train),
-                              eval_dataset=list(dev) if has_dev else None, data_collator=collate,
-                              compute_metrics=compute_metrics, callbacks=[best.callback])
+            trainer = Trainer(
+                model=model,
+                args=args,
+                train_dataset=list(train),
+                eval_dataset=list(dev) if has_dev else None,
+                data_collator=collate,
+                compute_metrics=compute_metrics,
+                callbacks=[best.callback],
+            )
             trainer.remove_callback(PrinterCallback)  # the figures go to the result, not to stdout
             output = trainer.train()
         finally:
             hf_logging.set_verbosity(before)
     if best.state is not None:
         model.load_state_dict(best.state)  # the Trainer trains this very module
-    return FinetuneResult(trainer=trainer, history=best.history, best_epoch=best.best_epoch,
-                          best_metric=best.best if best.state is not None else math.nan,
-                          train_loss=float(output.training_loss))
+    return FinetuneResult(
+        trainer=trainer,
+        history=best.history,
+        best_epoch=best.best_epoch,
+        best_metric=best.best if best.state is not None else math.nan,
+        train_loss=float(output.training_loss),
+    )
 
 
 def predict_logits(trainer: Any, items: Sequence[Mapping[str, Any]]) -> torch.Tensor:

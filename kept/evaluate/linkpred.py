@@ -24,18 +24,29 @@ KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
 def _pick(data: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in data.items():
-        if key in KEYS or key.startswith("hits_at_") or key in ("mean_rank", "adjusted_mean_rank",
-                                                                "adjusted_mean_rank_index"):
+        if (
+            key in KEYS
+            or key.startswith("hits_at_")
+            or key in ("mean_rank", "adjusted_mean_rank", "adjusted_mean_rank_index")
+        ):
             if finite(value):
                 result[key] = float(value)
-        elif key in ("model", "dim", "epochs", "seed", "evaluation", "split", "num_testing", "num_entities",
-                     "num_relations"):
+        elif key in (
+            "model",
+            "dim",
+            "epochs",
+            "seed",
+            "evaluation",
+            "split",
+            "num_testing",
+            "num_entities",
+            "num_relations",
+        ):
             result[key] = value
     return result
 
 
-def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, embedding_config: Any = None
-                      ) -> dict[str, Any]:
+def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, embedding_config: Any = None) -> dict[str, Any]:
     """Link-prediction figures of the run's KG embedding; a ``skipped`` note when there is none.
 
     ``recompute``: train the embedding again with ``embedding_config`` (a ``kg.EmbeddingConfig``, the
@@ -51,8 +62,10 @@ def evaluate_linkpred(run_dir: str | Path, *, recompute: bool = False, embedding
             own["kg_embedding_mrr"] = _pick(load_kg_metrics(run_dir)).get("mrr")
         return own
     if not path.is_file():
-        return {"skipped": f"{path} not found: the run has no KG embedding (run the kg embed step, "
-                           "or set eval.linkpred.recompute: true)"}
+        return {
+            "skipped": f"{path} not found: the run has no KG embedding (run the kg embed step, "
+            "or set eval.linkpred.recompute: true)"
+        }
     result = _pick(load_kg_metrics(run_dir))
     missing = [k for k in ("mrr", "hits_at_1") if k not in result]
     if missing:
@@ -118,8 +131,10 @@ def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] 
         kg_file = load_embeddings(embeddings, mmap=False)
         known = INTERACTIONS.get(str(kg_file.metadata.get("model", "")).lower())
         if known is None:
-            return {"skipped": f"the model trained its entity table, and the KG embedding's model "
-                               f"{kg_file.metadata.get('model')!r} has no interaction here (TransE, DistMult)"}
+            return {
+                "skipped": f"the model trained its entity table, and the KG embedding's model "
+                f"{kg_file.metadata.get('model')!r} has no interaction here (TransE, DistMult)"
+            }
         interaction = known
         import json
 
@@ -132,8 +147,9 @@ def model_linkpred(run_dir: str | Path, batch_size: int = 64) -> dict[str, Any] 
     return result
 
 
-def rank_test_triples(graph: Any, kg_dir: Path, entities: Any, relations: Any, interaction: str, norm: int = 1,
-                      batch_size: int = 64) -> dict[str, Any]:
+def rank_test_triples(
+    graph: Any, kg_dir: Path, entities: Any, relations: Any, interaction: str, norm: int = 1, batch_size: int = 64
+) -> dict[str, Any]:
     """PyKEEN's RankBasedEvaluator over the KG's test triples (filtered by training and validation
     triples) for entity vectors [num_entities, E] and relation vectors [num_relations, E]."""
     import torch
@@ -146,20 +162,32 @@ def rank_test_triples(graph: Any, kg_dir: Path, entities: Any, relations: Any, i
 
     if has_split(kg_dir):
         split = load_split(graph, kg_dir)
-        test, filters = split.triples(graph, "test"), [split.triples(graph, "train"), split.triples(graph, "validation")]
+        test, filters = (
+            split.triples(graph, "test"),
+            [split.triples(graph, "train"), split.triples(graph, "validation")],
+        )
         note = "the KG's test triples"
     else:  # as the kg embed step without a split: training triples (optimistic)
         test, filters = graph.triples, []
         note = "training triples (the KG has no split: optimistic)"
-    model: Any = ERModel(triples_factory=triples_factory(graph), interaction=interaction,
-                    interaction_kwargs={"p": norm} if interaction == "TransE" else None,
-                    entity_representations_kwargs={"shape": int(entities.shape[1])},
-                    relation_representations_kwargs={"shape": int(relations.shape[1])}, random_seed=0)
+    model: Any = ERModel(
+        triples_factory=triples_factory(graph),
+        interaction=interaction,
+        interaction_kwargs={"p": norm} if interaction == "TransE" else None,
+        entity_representations_kwargs={"shape": int(entities.shape[1])},
+        relation_representations_kwargs={"shape": int(relations.shape[1])},
+        random_seed=0,
+    )
     with torch.no_grad():
         model.entity_representations[0]._embeddings.weight.copy_(entities)
         model.relation_representations[0]._embeddings.weight.copy_(relations)
     model.eval()
-    results = RankBasedEvaluator().evaluate(model, test, additional_filter_triples=[f for f in filters if len(f)],
-                                            batch_size=batch_size, use_tqdm=False)
-    return {**rank_metrics(results), "num_testing": int(len(test)), "evaluated_on": note,
-            "evaluation": "rank-based, filtered, both sides, realistic ranks"}
+    results = RankBasedEvaluator().evaluate(
+        model, test, additional_filter_triples=[f for f in filters if len(f)], batch_size=batch_size, use_tqdm=False
+    )
+    return {
+        **rank_metrics(results),
+        "num_testing": int(len(test)),
+        "evaluated_on": note,
+        "evaluation": "rank-based, filtered, both sides, realistic ranks",
+    }

@@ -11,7 +11,8 @@ a masked entity would give its tokens away.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -26,8 +27,14 @@ def _features(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{k: list(row[k]) for k in FEATURE_KEYS if k in row} for row in rows]
 
 
-def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: int, entities: bool = False,
-                  masking: Mapping[str, Any] | None = None) -> Any:
+def make_collator(
+    tokenizer: Any,
+    strategy: str,
+    mlm_probability: float,
+    seed: int,
+    entities: bool = False,
+    masking: Mapping[str, Any] | None = None,
+) -> Any:
     """The masking collator of the run (its ``masking`` settings), with ``strategy``, a fixed seed, and
     no dEA corruption: with ``entities`` the batch carries the true alignments as ``entity_ids``.
     A staged ``ernie`` schedule is evaluated at its end (progress 1.0)."""
@@ -36,8 +43,15 @@ def make_collator(tokenizer: Any, strategy: str, mlm_probability: float, seed: i
     if isinstance(masking, MaskingConfig):
         masking = masking.model_dump()
     settings = {k: v for k, v in dict(masking or {}).items() if k in MaskingConfig.model_fields}
-    settings.update(strategy=strategy, mlm_probability=mlm_probability, seed=seed, dea=entities,
-                    dea_replace_prob=0.0, dea_remove_prob=0.0, pad_to_multiple_of=None)
+    settings.update(
+        strategy=strategy,
+        mlm_probability=mlm_probability,
+        seed=seed,
+        dea=entities,
+        dea_replace_prob=0.0,
+        dea_remove_prob=0.0,
+        pad_to_multiple_of=None,
+    )
     collator = KnowledgeMaskingCollator(tokenizer, config=MaskingConfig(**settings))
     collator.set_progress(1.0)
     return collator
@@ -47,17 +61,26 @@ def _padded(values: Sequence[int], length: int, left: bool) -> torch.Tensor:
     row = torch.full((length,), -1, dtype=torch.long)
     kept_values = torch.as_tensor(list(values)[:length], dtype=torch.long)
     if left:
-        row[length - len(kept_values):] = kept_values
+        row[length - len(kept_values) :] = kept_values
     else:
         row[: len(kept_values)] = kept_values
     return row
 
 
 @torch.no_grad()
-def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *,
-                 strategy: str = "token", mlm_probability: float = 0.15, seed: int = 0, batch_size: int = 32,
-                 collator: Any = None, masking: Mapping[str, Any] | None = None,
-                 use_entities: bool | None = None) -> dict[str, Any]:
+def evaluate_mlm(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    strategy: str = "token",
+    mlm_probability: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 32,
+    collator: Any = None,
+    masking: Mapping[str, Any] | None = None,
+    use_entities: bool | None = None,
+) -> dict[str, Any]:
     """MLM loss (mean cross-entropy over predicted tokens), accuracy (argmax == label), perplexity, and
     accuracy by the kind of unit of the predicted token (word / phrase / entity, from ``unit_kind``).
 
@@ -77,7 +100,7 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
     kind_total = torch.zeros(3, dtype=torch.long)
     left = getattr(tokenizer, "padding_side", "right") == "left"
     for start in range(0, len(features), batch_size):
-        chunk = features[start:start + batch_size]
+        chunk = features[start : start + batch_size]
         batch = collator([dict(f) for f in chunk])
         input_ids, labels = batch["input_ids"], batch["labels"]
         attention_mask = batch.get("attention_mask")
@@ -89,8 +112,11 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         length = input_ids.shape[1]
         entity_ids = batch.get("entity_ids") if fusion else None
         if entity_ids is not None:  # a masked mention's own entity would give it away
-            units = (torch.stack([_padded(f["unit_ids"], length, left) for f in chunk])
-                     if all("unit_ids" in f for f in chunk) else None)  # [B, L]
+            units = (
+                torch.stack([_padded(f["unit_ids"], length, left) for f in chunk])
+                if all("unit_ids" in f for f in chunk)
+                else None
+            )  # [B, L]
             entity_ids = hide_masked_alignments(entity_ids, units, labels)
         chosen = masked_logits(model, input_ids, attention_mask, where, entity_ids)  # [N, V]
         gold = labels[where].to(chosen.device)
@@ -111,8 +137,10 @@ def evaluate_mlm(model: torch.nn.Module, tokenizer: Any, rows: Sequence[Mapping[
         "perplexity": math.exp(min(loss, 50.0)) if predicted else math.nan,
         "num_predicted": predicted,
         "num_sequences": len(features),
-        "accuracy_by_kind": {name: (int(kind_right[i]) / int(kind_total[i])) if int(kind_total[i]) else math.nan
-                             for i, name in enumerate(("word", "phrase", "entity"))},
+        "accuracy_by_kind": {
+            name: (int(kind_right[i]) / int(kind_total[i])) if int(kind_total[i]) else math.nan
+            for i, name in enumerate(("word", "phrase", "entity"))
+        },
         "predicted_by_kind": {name: int(kind_total[i]) for i, name in enumerate(("word", "phrase", "entity"))},
         "mlm_probability": mlm_probability,
         "seed": seed,

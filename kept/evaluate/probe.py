@@ -20,14 +20,14 @@ import math
 import random
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 
-from kept.evaluate.config import check_template_slots
 from kept.evaluate.common import masked_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
-
+from kept.evaluate.config import check_template_slots
 
 #: The default template of each language (``eval.probe.language``).
 LANGUAGE_TEMPLATES: dict[str, str] = {"en": "[X] [R] [Y] .", "zh": "[X][R][Y]。"}
@@ -58,8 +58,11 @@ def probe_language(entity_labels: Sequence[str], language: str = "auto") -> str:
         if language not in LANGUAGE_TEMPLATES:
             from kept.errors import KeptError
 
-            raise KeptError(f"unknown probe language {language!r}", where="eval.probe.language",
-                            fix=f"use one of {', '.join(PROBE_LANGUAGES)}")
+            raise KeptError(
+                f"unknown probe language {language!r}",
+                where="eval.probe.language",
+                fix=f"use one of {', '.join(PROBE_LANGUAGES)}",
+            )
         return language
     from kg.aliases import is_cjk
 
@@ -77,12 +80,15 @@ def check_template(template: str, where: str = "eval.probe.templates") -> str:
         raise KeptError(str(error), where=where, fix="put [X] and [Y] in the template once each") from None
 
 
-def relation_templates(names: Sequence[str], words: Sequence[str], templates: dict[str, str] | None = None,
-                       default: str = DEFAULT_TEMPLATE) -> list[str]:
+def relation_templates(
+    names: Sequence[str], words: Sequence[str], templates: dict[str, str] | None = None, default: str = DEFAULT_TEMPLATE
+) -> list[str]:
     """The template of each relation: a user template keyed by the relation's name or words (case
     ignored), else ``default`` with ``[R]`` = its words."""
-    given = {key.strip().lower(): check_template(value, f"eval.probe.templates.{key}")
-             for key, value in (templates or {}).items()}
+    given = {
+        key.strip().lower(): check_template(value, f"eval.probe.templates.{key}")
+        for key, value in (templates or {}).items()
+    }
     check_template(default, "eval.probe.default_template")
     chosen = []
     for name, text in zip(names, words):
@@ -107,19 +113,22 @@ class ProbeFacts:
 
     def __post_init__(self) -> None:
         if not self.templates:
-            self.templates = relation_templates(self.relation_names, self.relation_words,
-                                                default=LANGUAGE_TEMPLATES.get(self.language, DEFAULT_TEMPLATE))
+            self.templates = relation_templates(
+                self.relation_names,
+                self.relation_words,
+                default=LANGUAGE_TEMPLATES.get(self.language, DEFAULT_TEMPLATE),
+            )
 
 
 @dataclass
 class _Query:
     fact: tuple[int, int, int]
-    left: list[int]                   # template pieces before the answer masks (head included when [X] comes first)
-    right: list[int]                  # template pieces after them
-    head_at: int                      # index of the head's first piece in left (or in right when head_in_right)
+    left: list[int]  # template pieces before the answer masks (head included when [X] comes first)
+    right: list[int]  # template pieces after them
+    head_at: int  # index of the head's first piece in left (or in right when head_in_right)
     head_in_right: bool
-    candidates: list[int]             # entity ids, gold first
-    pieces: list[list[int]]           # word pieces of each candidate
+    candidates: list[int]  # entity ids, gold first
+    pieces: list[list[int]]  # word pieces of each candidate
 
 
 def _template_pieces(template: str, head: str, tokenizer: Any) -> tuple[list[int], list[int], int, bool]:
@@ -139,8 +148,9 @@ def _template_pieces(template: str, head: str, tokenizer: Any) -> tuple[list[int
     return left, right, head_at, head_in_right
 
 
-def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: int, max_pieces: int,
-             filtered: bool, seed: int) -> tuple[list[_Query], int]:
+def _queries(
+    facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: int, max_pieces: int, filtered: bool, seed: int
+) -> tuple[list[_Query], int]:
     tails_of: dict[int, list[int]] = defaultdict(list)
     true_tails: dict[tuple[int, int], set[int]] = defaultdict(set)
     for h, r, t in facts.triples:
@@ -202,11 +212,21 @@ def _queries(facts: ProbeFacts, tokenizer: Any, max_facts: int, max_candidates: 
 
 
 @torch.no_grad()
-def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *, max_facts: int = 200,
-                   max_candidates: int = 100, max_pieces: int = 6, score: Literal["sum", "mean"] = "sum",
-                   filtered: bool = True, seed: int = 0, batch_size: int = 32,
-                   num_examples: int = 10,
-                   use_entities: bool | None = None) -> dict[str, Any]:
+def evaluate_probe(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    facts: ProbeFacts,
+    *,
+    max_facts: int = 200,
+    max_candidates: int = 100,
+    max_pieces: int = 6,
+    score: Literal["sum", "mean"] = "sum",
+    filtered: bool = True,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_examples: int = 10,
+    use_entities: bool | None = None,
+) -> dict[str, Any]:
     """hits@1/3/10 and MRR of the gold tail among the candidates, overall and per relation.
 
     The result's ``items`` hold each fact's outcome for `kept compare`'s paired bootstrap:
@@ -229,7 +249,7 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
             jobs.append((q, k))
     log_probs: dict[tuple[int, int], torch.Tensor] = {}  # -> [k, V]
     for start in range(0, len(jobs), batch_size):
-        chunk = jobs[start:start + batch_size]
+        chunk = jobs[start : start + batch_size]
         inputs, entities, offsets = [], [], []
         for q, k in chunk:
             query = queries[q]
@@ -245,12 +265,12 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
         attention = pad([[1] * len(i) for i in inputs], 0)
         select = torch.zeros_like(input_ids, dtype=torch.bool)
         for i, ((_, k), offset) in enumerate(zip(chunk, offsets)):
-            select[i, offset:offset + k] = True
+            select[i, offset : offset + k] = True
         logits = masked_logits(model, input_ids, attention, select, pad(entities, -1) if fusion else None)
         table = torch.log_softmax(logits, dim=-1).cpu()  # [sum of k, V], row-major
         start_row = 0
         for q, k in chunk:
-            log_probs[(q, k)] = table[start_row:start_row + k]
+            log_probs[(q, k)] = table[start_row : start_row + k]
             start_row += k
 
     ranks: list[float] = []
@@ -277,26 +297,40 @@ def evaluate_probe(model: torch.nn.Module, tokenizer: Any, facts: ProbeFacts, *,
         if len(examples) < num_examples:
             best = max(range(len(scores)), key=lambda j: scores[j])
             h, r, t = query.fact
-            examples.append({
-                "head": facts.entity_labels[h], "relation": facts.relation_names[r],
-                "prompt": facts.templates[r].replace("[X]", facts.entity_labels[h]).replace("[Y]", "[MASK]"),
-                "gold": facts.entity_labels[t], "prediction": facts.entity_labels[query.candidates[best]],
-                "rank": rank, "num_candidates": len(query.candidates),
-            })
+            examples.append(
+                {
+                    "head": facts.entity_labels[h],
+                    "relation": facts.relation_names[r],
+                    "prompt": facts.templates[r].replace("[X]", facts.entity_labels[h]).replace("[Y]", "[MASK]"),
+                    "gold": facts.entity_labels[t],
+                    "prediction": facts.entity_labels[query.candidates[best]],
+                    "rank": rank,
+                    "num_candidates": len(query.candidates),
+                }
+            )
     overall = rank_metrics(ranks)
     result: dict[str, Any] = {
-        "mrr": overall["mrr"], "hits_at_1": overall["hits_at_1"], "hits_at_3": overall["hits_at_3"],
-        "hits_at_10": overall["hits_at_10"], "mean_rank": overall["mean_rank"],
-        "num_facts": len(queries), "num_skipped": skipped,
+        "mrr": overall["mrr"],
+        "hits_at_1": overall["hits_at_1"],
+        "hits_at_3": overall["hits_at_3"],
+        "hits_at_10": overall["hits_at_10"],
+        "mean_rank": overall["mean_rank"],
+        "num_facts": len(queries),
+        "num_skipped": skipped,
         "mean_candidates": (sum(len(q.candidates) for q in queries) / len(queries)) if queries else math.nan,
-        "score": score, "filtered": filtered, "language": facts.language,
+        "score": score,
+        "filtered": filtered,
+        "language": facts.language,
         "per_relation": {
             facts.relation_names[r]: {k: v for k, v in rank_metrics(rs).items() if k in ("mrr", "hits_at_1", "count")}
             for r, rs in sorted(per_relation.items())
         },
         "examples": examples,
-        "items": {"ids": item_ids, "reciprocal_rank": [1.0 / rank for rank in ranks],
-                  "hits_at_1": [int(rank <= 1) for rank in ranks]},
+        "items": {
+            "ids": item_ids,
+            "reciprocal_rank": [1.0 / rank for rank in ranks],
+            "hits_at_1": [int(rank <= 1) for rank in ranks],
+        },
     }
     if facts.note:
         result["note"] = facts.note
@@ -311,11 +345,19 @@ def held_out_triples(num_triples: int, fraction: float, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(num_triples), min(count, num_triples)))
 
 
-def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[dict[str, Any]],
-                      triples: Sequence[tuple[str, str, str]], held_out: Sequence[tuple[str, str, str]] | None,
-                      fraction: float, seed: int, *, relation_labels: Mapping[str, str] | None = None,
-                      templates: dict[str, str] | None = None, default_template: str | None = None,
-                      language: str = "auto") -> ProbeFacts:
+def facts_from_tables(
+    entities: Sequence[dict[str, Any]],
+    relations: Sequence[dict[str, Any]],
+    triples: Sequence[tuple[str, str, str]],
+    held_out: Sequence[tuple[str, str, str]] | None,
+    fraction: float,
+    seed: int,
+    *,
+    relation_labels: Mapping[str, str] | None = None,
+    templates: dict[str, str] | None = None,
+    default_template: str | None = None,
+    language: str = "auto",
+) -> ProbeFacts:
     """Build ProbeFacts from KG rows (entities: id/name/label, relations: id/name/label, triples by name).
 
     ``held_out``: the KG's test triples when it has a split; else a seeded ``fraction`` of all triples.
@@ -341,8 +383,11 @@ def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[di
         relation_index[r["name"]] = i
 
     def to_ids(rows: Sequence[tuple[str, str, str]]) -> list[tuple[int, int, int]]:
-        return [(entity_index[h], relation_index[r], entity_index[t]) for h, r, t in rows
-                if h in entity_index and r in relation_index and t in entity_index]
+        return [
+            (entity_index[h], relation_index[r], entity_index[t])
+            for h, r, t in rows
+            if h in entity_index and r in relation_index and t in entity_index
+        ]
 
     all_triples = to_ids(triples)
     if held_out is not None:
@@ -351,16 +396,27 @@ def facts_from_tables(entities: Sequence[dict[str, Any]], relations: Sequence[di
         all_triples = list(dict.fromkeys(all_triples + test))
     else:
         test = [all_triples[i] for i in held_out_triples(len(all_triples), fraction, seed)]
-        note = (f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples (the KG has no saved split, "
-                "so the KG embedding may have been trained on them)")
+        note = (
+            f"held-out facts: a seeded {fraction:.0%} sample of the KG's triples (the KG has no saved split, "
+            "so the KG embedding may have been trained on them)"
+        )
     language = probe_language(labels, language)
     if default_template is None:
         default_template = LANGUAGE_TEMPLATES[language]
     chosen = relation_templates(names, words, templates, default_template)
-    unreadable_ids = sorted({r for _, r, _ in test if not words[r] and "[R]" in default_template
-                             and chosen[r] == re.sub(r"\s+", " ", default_template.replace("[R]", "")).strip()})
+    unreadable_ids = sorted(
+        {
+            r
+            for _, r, _ in test
+            if not words[r]
+            and "[R]" in default_template
+            and chosen[r] == re.sub(r"\s+", " ", default_template.replace("[R]", "")).strip()
+        }
+    )
     unreadable = sorted(names[r] for r in unreadable_ids)
     if unreadable:
-        note += (f"; {len(unreadable)} relation(s) without a readable label use "
-                 f"'{chosen[unreadable_ids[0]]}' prompts ({', '.join(unreadable[:5])}): give eval.probe.relation_labels or eval.probe.templates")
+        note += (
+            f"; {len(unreadable)} relation(s) without a readable label use "
+            f"'{chosen[unreadable_ids[0]]}' prompts ({', '.join(unreadable[:5])}): give eval.probe.relation_labels or eval.probe.templates"
+        )
     return ProbeFacts(labels, words, names, all_triples, test, note=note, templates=chosen, language=language)

@@ -23,9 +23,10 @@ import json
 import logging
 import math
 import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -71,8 +72,9 @@ def finetune_defaults(model: torch.nn.Module) -> SizeDefaults:
     return next(d for d in SIZE_DEFAULTS if parameters <= d.max_parameters)
 
 
-def split_examples(examples: Sequence[FewRelExample], *, max_relations: int, max_per_relation: int,
-                   test_fraction: float, seed: int) -> tuple[list[FewRelExample], list[FewRelExample], list[str]]:
+def split_examples(
+    examples: Sequence[FewRelExample], *, max_relations: int, max_per_relation: int, test_fraction: float, seed: int
+) -> tuple[list[FewRelExample], list[FewRelExample], list[str]]:
     """Seeded choice of relations (those with 2+ sentences) and a stratified train/test split."""
     by_relation: dict[str, list[FewRelExample]] = {}
     for example in examples:
@@ -93,9 +95,12 @@ def split_examples(examples: Sequence[FewRelExample], *, max_relations: int, max
     return train, test, relations
 
 
-def encode_examples(tokenizer: Any, examples: Sequence[RelationExample], max_length: int,
-                    entity_pairs: Sequence[tuple[int, int]] | None = None
-                    ) -> tuple[list[list[int]], list[int], list[int], list[list[int]]]:
+def encode_examples(
+    tokenizer: Any,
+    examples: Sequence[RelationExample],
+    max_length: int,
+    entity_pairs: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[list[int]], list[int], list[int], list[list[int]]]:
     """Word-piece ids of marked sentences (kept.fewrel.relation_examples), the index of each start
     marker, and per-token KG entity ids (``entity_pairs[i]`` = (head id, tail id), placed on the first
     piece of each mention as in ERNIE-THU; -1 elsewhere). The tokenizer must know the markers
@@ -128,7 +133,7 @@ def encode_examples(tokenizer: Any, examples: Sequence[RelationExample], max_len
         if len(ids) > max_length:
             lo = max(0, min(min(head_start, tail_start) - 4, len(ids) - max_length))
             lo = max(lo, max(head_start, tail_start) + 1 - max_length)
-            ids, entities = ids[lo:lo + max_length], entities[lo:lo + max_length]
+            ids, entities = ids[lo : lo + max_length], entities[lo : lo + max_length]
             head_start = min(max(head_start - lo, 0), len(ids) - 1)
             tail_start = min(max(tail_start - lo, 0), len(ids) - 1)
         all_ids.append(ids)
@@ -138,8 +143,9 @@ def encode_examples(tokenizer: Any, examples: Sequence[RelationExample], max_len
     return all_ids, head_starts, tail_starts, all_entities
 
 
-def split_dev(train: Sequence[FewRelExample], dev_fraction: float, seed: int
-              ) -> tuple[list[FewRelExample], list[FewRelExample]]:
+def split_dev(
+    train: Sequence[FewRelExample], dev_fraction: float, seed: int
+) -> tuple[list[FewRelExample], list[FewRelExample]]:
     """Seeded, stratified dev split carved from the training part: ``round(n * dev_fraction)`` of each
     relation's n sentences (at least 1, and at least 1 left for training, for relations with 2+);
     nothing when ``dev_fraction`` is 0. Both parts keep the order of ``train``."""
@@ -157,26 +163,37 @@ def split_dev(train: Sequence[FewRelExample], dev_fraction: float, seed: int
     return ([e for i, e in enumerate(train) if i not in chosen], [e for i, e in enumerate(train) if i in chosen])
 
 
-def entity_pairs(examples: Sequence[FewRelExample], entity_index: Mapping[str, int] | None
-                 ) -> list[tuple[int, int]] | None:
+def entity_pairs(
+    examples: Sequence[FewRelExample], entity_index: Mapping[str, int] | None
+) -> list[tuple[int, int]] | None:
     """(head KG id, tail KG id) of each example (-1 when not in ``entity_index``); None without an index."""
     if entity_index is None:
         return None
     return [(int(entity_index.get(e.head.kb_id, -1)), int(entity_index.get(e.tail.kb_id, -1))) for e in examples]
 
 
-def encode_features(tokenizer: Any, examples: Sequence[FewRelExample], relations: Sequence[str], max_length: int,
-                    entity_index: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+def encode_features(
+    tokenizer: Any,
+    examples: Sequence[FewRelExample],
+    relations: Sequence[str],
+    max_length: int,
+    entity_index: Mapping[str, int] | None = None,
+) -> list[dict[str, Any]]:
     """One feature dict per example (same order): input_ids, head_start, tail_start, entity_ids, label."""
     if not examples:
         return []
     marked, _ = relation_examples(examples, relations)
     if len(marked) != len(examples):
-        raise KeptError(f"{len(examples) - len(marked)} examples have a relation outside the chosen ones",
-                        where="relation fine-tune", fix="pass examples of the given relations only")
+        raise KeptError(
+            f"{len(examples) - len(marked)} examples have a relation outside the chosen ones",
+            where="relation fine-tune",
+            fix="pass examples of the given relations only",
+        )
     ids, heads, tails, entities = encode_examples(tokenizer, marked, max_length, entity_pairs(examples, entity_index))
-    return [{"input_ids": i, "head_start": h, "tail_start": t, "entity_ids": e, "label": m.label}
-            for i, h, t, e, m in zip(ids, heads, tails, entities, marked)]
+    return [
+        {"input_ids": i, "head_start": h, "tail_start": t, "entity_ids": e, "label": m.label}
+        for i, h, t, e, m in zip(ids, heads, tails, entities, marked)
+    ]
 
 
 @dataclass(frozen=True)
@@ -206,18 +223,34 @@ def _score_predictions(num_labels: int) -> Callable[[Any], dict[str, float]]:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         predicted = torch.as_tensor(logits).argmax(dim=-1)  # [N]
         gold = torch.as_tensor(prediction.label_ids).reshape(-1)  # [N]
-        return {"macro_f1": macro_f1(predicted.tolist(), gold.tolist(), num_labels=num_labels),
-                "accuracy": float((predicted == gold).float().mean()) if gold.numel() else math.nan}
+        return {
+            "macro_f1": macro_f1(predicted.tolist(), gold.tolist(), num_labels=num_labels),
+            "accuracy": float((predicted == gold).float().mean()) if gold.numel() else math.nan,
+        }
 
     return compute
 
 
-def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[FewRelExample],
-                       test: Sequence[FewRelExample], relations: Sequence[str], *, epochs: int | None = None,
-                       learning_rate: float | None = None, warmup_ratio: float = 0.1, weight_decay: float = 0.01,
-                       max_grad_norm: float = 1.0, dev_fraction: float = 0.15, batch_size: int = 16,
-                       max_length: int = 96, seed: int = 0, entity_index: Mapping[str, int] | None = None,
-                       device: torch.device | str | None = None, finetune_seed: int | None = None) -> dict[str, Any]:
+def finetune_and_score(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    train: Sequence[FewRelExample],
+    test: Sequence[FewRelExample],
+    relations: Sequence[str],
+    *,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    dev_fraction: float = 0.15,
+    batch_size: int = 16,
+    max_length: int = 96,
+    seed: int = 0,
+    entity_index: Mapping[str, int] | None = None,
+    device: torch.device | str | None = None,
+    finetune_seed: int | None = None,
+) -> dict[str, Any]:
     """Fine-tune ``model`` (forward(input_ids, attention_mask, head_start, tail_start[, entity_ids], labels)
     -> loss, logits) on ``train`` minus a dev split (:func:`split_dev`) through the shared
     ``transformers.Trainer`` fine-tune (:func:`kept.evaluate.finetune.finetune`: AdamW, linear warm-up
@@ -232,14 +265,29 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     learning_rate = float(learning_rate if learning_rate is not None else size.learning_rate)
     fit, dev = split_dev(train, dev_fraction, seed)
     entity_input = entity_index is not None
-    fit_rows, dev_rows, test_rows = (encode_features(tokenizer, part, relations, max_length, entity_index)
-                                     for part in (fit, dev, test))
+    fit_rows, dev_rows, test_rows = (
+        encode_features(tokenizer, part, relations, max_length, entity_index) for part in (fit, dev, test)
+    )
     target = torch.device(device) if device is not None else model_device(model)
-    settings = FinetuneSettings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                                warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                                seed=seed if finetune_seed is None else finetune_seed, device=str(target))
-    result = finetune(model, fit_rows, dev_rows, collate=RelationCollator(tokenizer.pad_token_id or 0, entity_input),
-                      compute_metrics=_score_predictions(len(relations)), metric="macro_f1", settings=settings)
+    settings = FinetuneSettings(
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        seed=seed if finetune_seed is None else finetune_seed,
+        device=str(target),
+    )
+    result = finetune(
+        model,
+        fit_rows,
+        dev_rows,
+        collate=RelationCollator(tokenizer.pad_token_id or 0, entity_input),
+        compute_metrics=_score_predictions(len(relations)),
+        metric="macro_f1",
+        settings=settings,
+    )
     predictions = predict_logits(result.trainer, test_rows).argmax(dim=-1).tolist()  # [N_test]
     golds = [row["label"] for row in test_rows]
     correct = sum(int(p == g) for p, g in zip(predictions, golds))
@@ -248,13 +296,22 @@ def finetune_and_score(model: torch.nn.Module, tokenizer: Any, train: Sequence[F
     return {
         "accuracy": correct / len(golds) if golds else math.nan,
         "macro_f1": macro_f1(predictions, golds, num_labels=len(relations)),
-        "num_labels": len(relations), "num_train": len(fit), "num_dev": len(dev), "num_test": len(test),
+        "num_labels": len(relations),
+        "num_train": len(fit),
+        "num_dev": len(dev),
+        "num_test": len(test),
         "chance": 1.0 / len(relations) if relations else math.nan,
-        "best_epoch": result.best_epoch, "dev_macro_f1": result.best_metric,
+        "best_epoch": result.best_epoch,
+        "dev_macro_f1": result.best_metric,
         "dev_history": [float(entry.get("macro_f1", math.nan)) for entry in result.history],
-        "final_train_loss": result.train_loss, "finetune_seed": settings.seed,
-        "epochs": epochs, "learning_rate": learning_rate, "warmup_ratio": warmup_ratio, "weight_decay": weight_decay,
-        "size_class": size.name, "derived": derived,
+        "final_train_loss": result.train_loss,
+        "finetune_seed": settings.seed,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "warmup_ratio": warmup_ratio,
+        "weight_decay": weight_decay,
+        "size_class": size.name,
+        "derived": derived,
         "relations": list(relations),
         "entity_input": entity_input,
         "linked_fraction": linked / (2 * (len(train) + len(test))) if train or test else 0.0,
@@ -311,34 +368,62 @@ def load_relation_model(model_dir: str | Path, num_labels: int) -> tuple[torch.n
         stored = _checkpoint_keys(model_dir)
         prefix = f"{model.base_model_prefix}."
         names = [name for name, _ in model.named_parameters()]
-        loaded = [n for n in names if n in stored or (n.startswith(prefix) and n[len(prefix):] in stored)]
+        loaded = [n for n in names if n in stored or (n.startswith(prefix) and n[len(prefix) :] in stored)]
         new = sorted(set(names) - set(loaded))
         summary = f"{model_dir}: {len(loaded)} tensors loaded, {len(new)} new"
     elif init == "bert":
         if "num_hidden_layers" not in raw:
-            raise KeptError("BERT config.json lacks num_hidden_layers", where=model_dir / "config.json",
-                            fix="use a complete BERT checkpoint directory")
+            raise KeptError(
+                "BERT config.json lacks num_hidden_layers",
+                where=model_dir / "config.json",
+                fix="use a complete BERT checkpoint directory",
+            )
         model, report = KeptForRelationClassification.from_bert(
-            str(model_dir), num_labels=num_labels, num_hidden_layers=int(raw["num_hidden_layers"]),
-            num_knowledge_layers=0)
+            str(model_dir),
+            num_labels=num_labels,
+            num_hidden_layers=int(raw["num_hidden_layers"]),
+            num_knowledge_layers=0,
+        )
         loaded, new, summary = list(report.loaded), list(report.new), report.summary()
     else:
-        raise KeptError(f"holds a '{init}' model; relation fine-tuning starts from a 'kept' or a 'bert' checkpoint",
-                        where=model_dir / "config.json",
-                        fix="evaluate a KEPT run's model directory or a BERT-architecture checkpoint")
+        raise KeptError(
+            f"holds a '{init}' model; relation fine-tuning starts from a 'kept' or a 'bert' checkpoint",
+            where=model_dir / "config.json",
+            fix="evaluate a KEPT run's model directory or a BERT-architecture checkpoint",
+        )
     logger.info("relation model (%s): %s", init, summary)
-    return model, {"init": init, "loaded_tensors": len(loaded), "new_tensors": len(new), "new_tensor_names": new,
-                   "t_layers": int(model.config.num_hidden_layers),
-                   "k_layers": int(model.config.num_knowledge_layers), "load_summary": summary}
+    return model, {
+        "init": init,
+        "loaded_tensors": len(loaded),
+        "new_tensors": len(new),
+        "new_tensor_names": new,
+        "t_layers": int(model.config.num_hidden_layers),
+        "k_layers": int(model.config.num_knowledge_layers),
+        "load_summary": summary,
+    }
 
 
-def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: str | Path | None, *,
-                      max_relations: int = 5, max_per_relation: int = 40, test_fraction: float = 0.3,
-                      dev_fraction: float = 0.15, epochs: int | None = None, learning_rate: float | None = None,
-                      warmup_ratio: float = 0.1, weight_decay: float = 0.01, max_grad_norm: float = 1.0,
-                      batch_size: int = 16, max_length: int = 96, seed: int = 0, device: torch.device | str = "cpu",
-                      entity_index: Mapping[str, int] | None = None, finetune_seed: int | None = None
-                      ) -> dict[str, Any]:
+def evaluate_relation(
+    model_dir: str | Path,
+    tokenizer_dir: str | Path,
+    data: str | Path | None,
+    *,
+    max_relations: int = 5,
+    max_per_relation: int = 40,
+    test_fraction: float = 0.3,
+    dev_fraction: float = 0.15,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    max_grad_norm: float = 1.0,
+    batch_size: int = 16,
+    max_length: int = 96,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    entity_index: Mapping[str, int] | None = None,
+    finetune_seed: int | None = None,
+) -> dict[str, Any]:
     """Fine-tune a fresh ``KeptForRelationClassification`` from ``model_dir`` (a KEPT model or a plain
     BERT directory, :func:`load_relation_model`) and score it (:func:`finetune_and_score`).
 
@@ -364,8 +449,9 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
     if not data.exists():
         return {"skipped": f"FewRel data not available: {data} does not exist"}
     examples = load_fewrel(data).examples
-    train, test, relations = split_examples(examples, max_relations=max_relations,
-                                            max_per_relation=max_per_relation, test_fraction=test_fraction, seed=seed)
+    train, test, relations = split_examples(
+        examples, max_relations=max_relations, max_per_relation=max_per_relation, test_fraction=test_fraction, seed=seed
+    )
     if len(relations) < 2:
         return {"skipped": f"{data} has fewer than 2 relations with 2+ sentences"}
     from transformers import AutoTokenizer, set_seed
@@ -379,10 +465,25 @@ def evaluate_relation(model_dir: str | Path, tokenizer_dir: str | Path, data: st
         note = "entity_index not used: a BERT checkpoint has no entity table"
     add_markers(tokenizer, model)
     model.to(device)
-    result = finetune_and_score(model, tokenizer, train, test, relations, epochs=epochs, learning_rate=learning_rate,
-                                warmup_ratio=warmup_ratio, weight_decay=weight_decay, max_grad_norm=max_grad_norm,
-                                dev_fraction=dev_fraction, batch_size=batch_size, max_length=max_length, seed=seed,
-                                finetune_seed=finetune_seed, entity_index=entity_index, device=device)
+    result = finetune_and_score(
+        model,
+        tokenizer,
+        train,
+        test,
+        relations,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        dev_fraction=dev_fraction,
+        batch_size=batch_size,
+        max_length=max_length,
+        seed=seed,
+        finetune_seed=finetune_seed,
+        entity_index=entity_index,
+        device=device,
+    )
     result.update(loaded)
     result["data"] = str(data)
     if note:

@@ -71,15 +71,36 @@ from kept.evaluate.typing_model import (
 )
 
 __all__ = [
-    "DEFAULT_LINK_THRESHOLD", "END_MARKER", "START_MARKER", "TYPE_RELATIONS", "UNTYPED_RELATIONS",
-    "KeptForEntityTyping", "TypingCollator", "TypingData", "TypingItem", "derive_typing_items",
-    "encode_typing_items", "evaluate_typing", "file_typing_data", "finetune_typing", "held_out_documents",
-    "kg_entity_types", "predict_types", "read_typing_file", "restrict_types", "run_typing_data",
-    "split_by_document", "type_frequency", "type_vocabulary", "typing_data", "typing_scores",
+    "DEFAULT_LINK_THRESHOLD",
+    "END_MARKER",
+    "START_MARKER",
+    "TYPE_RELATIONS",
+    "UNTYPED_RELATIONS",
+    "KeptForEntityTyping",
+    "TypingCollator",
+    "TypingData",
+    "TypingItem",
+    "derive_typing_items",
+    "encode_typing_items",
+    "evaluate_typing",
+    "file_typing_data",
+    "finetune_typing",
+    "held_out_documents",
+    "kg_entity_types",
+    "predict_types",
+    "read_typing_file",
+    "restrict_types",
+    "run_typing_data",
+    "split_by_document",
+    "type_frequency",
+    "type_vocabulary",
+    "typing_data",
+    "typing_scores",
 ]
 
 
 # ------------------------------------------------------------------ metrics
+
 
 def predict_types(logits: torch.Tensor, threshold: float = 0.5, at_least_one: bool = True) -> torch.Tensor:
     """Predicted type sets [N, T] (bool) from logits [N, T]: probability > ``threshold``, plus the
@@ -104,8 +125,15 @@ def typing_scores(gold: torch.Tensor, predicted: torch.Tensor) -> dict[str, floa
       adds 0), and the F1 of those averages.
     """
     if gold.shape[0] == 0:
-        names = ("strict_accuracy", "micro_precision", "micro_recall", "micro_f1",
-                 "macro_precision", "macro_recall", "macro_f1")
+        names = (
+            "strict_accuracy",
+            "micro_precision",
+            "micro_recall",
+            "micro_f1",
+            "macro_precision",
+            "macro_recall",
+            "macro_f1",
+        )
         return {name: math.nan for name in names}
     gold, predicted = gold.bool(), predicted.bool()
     correct = (gold & predicted).sum(dim=1).double()  # [N]
@@ -116,18 +144,35 @@ def typing_scores(gold: torch.Tensor, predicted: torch.Tensor) -> dict[str, floa
     macro_r = float(torch.where(n_gold > 0, correct / n_gold.clamp(min=1), torch.zeros_like(correct)).mean())
     return {
         "strict_accuracy": float((gold == predicted).all(dim=1).double().mean()),
-        "micro_precision": micro_p, "micro_recall": micro_r, "micro_f1": _f1(micro_p, micro_r),
-        "macro_precision": macro_p, "macro_recall": macro_r, "macro_f1": _f1(macro_p, macro_r),
+        "micro_precision": micro_p,
+        "micro_recall": micro_r,
+        "micro_f1": _f1(micro_p, micro_r),
+        "macro_precision": macro_p,
+        "macro_recall": macro_r,
+        "macro_f1": _f1(macro_p, macro_r),
     }
 
 
 # ------------------------------------------------------------------ the task
 
-def finetune_typing(model: torch.nn.Module, tokenizer: Any, data: TypingData, *, epochs: int = 3,
-                    learning_rate: float = 5e-5, batch_size: int = 16, max_length: int = 96, threshold: float = 0.5,
-                    seed: int = 0, device: torch.device | str = "cpu", entity_input: bool = False) -> dict[str, Any]:
+
+def finetune_typing(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: TypingData,
+    *,
+    epochs: int = 3,
+    learning_rate: float = 5e-5,
+    batch_size: int = 16,
+    max_length: int = 96,
+    threshold: float = 0.5,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    entity_input: bool = False,
+) -> dict[str, Any]:
     """Fine-tune a :class:`KeptForEntityTyping` (tokenizer with the markers) on ``data.train``, keep the
     best dev epoch, and score ``data.test``: ERNIE-THU's figures plus per-item ``items``."""
+
     def features(items: Sequence[TypingItem]) -> list[dict[str, Any]]:
         return encode_typing_items(tokenizer, items, data.types, max_length, entity_input=entity_input)
 
@@ -138,29 +183,56 @@ def finetune_typing(model: torch.nn.Module, tokenizer: Any, data: TypingData, *,
         gold = torch.as_tensor(prediction.label_ids) > 0.5
         return typing_scores(gold, predict_types(torch.as_tensor(logits), threshold))
 
-    settings = FinetuneSettings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-                                device=str(device))
-    result = finetune(model, train, dev, collate=TypingCollator(tokenizer.pad_token_id or 0),
-                      compute_metrics=compute_metrics, metric="micro_f1", settings=settings)
+    settings = FinetuneSettings(
+        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed, device=str(device)
+    )
+    result = finetune(
+        model,
+        train,
+        dev,
+        collate=TypingCollator(tokenizer.pad_token_id or 0),
+        compute_metrics=compute_metrics,
+        metric="micro_f1",
+        settings=settings,
+    )
     logits = predict_logits(result.trainer, test)  # [N, T]
     gold = torch.tensor([f["labels"] for f in test]) > 0.5  # [N, T]
     predicted = predict_types(logits, threshold) if len(test) else torch.zeros_like(gold)
     label_counts = gold.sum(dim=1).double()
     return {
         **typing_scores(gold, predicted),
-        "num_types": len(data.types), "num_train": len(train), "num_dev": len(dev), "num_test": len(test),
+        "num_types": len(data.types),
+        "num_train": len(train),
+        "num_dev": len(dev),
+        "num_test": len(test),
         "mean_labels_per_item": float(label_counts.mean()) if len(test) else math.nan,
-        "best_epoch": result.best_epoch, "dev_micro_f1": result.best_metric, "final_train_loss": result.train_loss,
-        "epochs": epochs, "learning_rate": learning_rate, "threshold": threshold, "entity_input": entity_input,
-        "types": list(data.types), **data.info,
-        "items": {"ids": [f["id"] for f in test],
-                  "gold": [torch.nonzero(row).flatten().tolist() for row in gold],
-                  "pred": [torch.nonzero(row).flatten().tolist() for row in predicted]},
+        "best_epoch": result.best_epoch,
+        "dev_micro_f1": result.best_metric,
+        "final_train_loss": result.train_loss,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "threshold": threshold,
+        "entity_input": entity_input,
+        "types": list(data.types),
+        **data.info,
+        "items": {
+            "ids": [f["id"] for f in test],
+            "gold": [torch.nonzero(row).flatten().tolist() for row in gold],
+            "pred": [torch.nonzero(row).flatten().tolist() for row in predicted],
+        },
     }
 
 
-def evaluate_typing(model_dir: str | Path, tokenizer_dir: str | Path, data: TypingData | str, *, config: Any,
-                    seed: int = 0, device: torch.device | str = "cpu", fusion: bool = False) -> dict[str, Any]:
+def evaluate_typing(
+    model_dir: str | Path,
+    tokenizer_dir: str | Path,
+    data: TypingData | str,
+    *,
+    config: Any,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    fusion: bool = False,
+) -> dict[str, Any]:
     """Fine-tune a fresh :class:`KeptForEntityTyping` from ``model_dir`` on ``data`` and score it
     (``config``: :class:`~kept.evaluate.config.TypingEvalConfig`). ``data`` given as a string is the
     reason there is no data: ``{"skipped": reason}``."""
@@ -170,14 +242,25 @@ def evaluate_typing(model_dir: str | Path, tokenizer_dir: str | Path, data: Typi
 
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=False)
-    model = quiet_from_pretrained(KeptForEntityTyping, str(model_dir), num_labels=len(data.types),
-                                  problem_type="multi_label_classification")
+    model = quiet_from_pretrained(
+        KeptForEntityTyping, str(model_dir), num_labels=len(data.types), problem_type="multi_label_classification"
+    )
     add_markers(tokenizer, model)
     model.init_type_prior(type_frequency(data.train, data.types))
     size = finetune_defaults(model)
-    entity_input = bool(fusion and config.entity_input and uses_fusion(model)
-                        and any(item.entities for item in data.train))
-    return finetune_typing(model, tokenizer, data, epochs=config.epochs or size.epochs,
-                           learning_rate=config.learning_rate or size.learning_rate,
-                           batch_size=config.batch_size, max_length=config.max_length, threshold=config.threshold,
-                           seed=seed, device=device, entity_input=entity_input)
+    entity_input = bool(
+        fusion and config.entity_input and uses_fusion(model) and any(item.entities for item in data.train)
+    )
+    return finetune_typing(
+        model,
+        tokenizer,
+        data,
+        epochs=config.epochs or size.epochs,
+        learning_rate=config.learning_rate or size.learning_rate,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        threshold=config.threshold,
+        seed=seed,
+        device=device,
+        entity_input=entity_input,
+    )

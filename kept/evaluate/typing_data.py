@@ -34,8 +34,9 @@ def _relation_type(label: str) -> str:
     return re.sub(r"\s*\d+$", "", text) or text
 
 
-def kg_entity_types(entity_labels: Mapping[str, str], relation_labels: Mapping[str, str],
-                    triples: Iterable[tuple[str, str, str]]) -> tuple[dict[str, frozenset[str]], str]:
+def kg_entity_types(
+    entity_labels: Mapping[str, str], relation_labels: Mapping[str, str], triples: Iterable[tuple[str, str, str]]
+) -> tuple[dict[str, frozenset[str]], str]:
     """Types of the KG's entities (by name) and where they come from.
 
     With an ``instance of`` relation (:data:`TYPE_RELATIONS`, by name or label): the labels of its
@@ -43,8 +44,11 @@ def kg_entity_types(entity_labels: Mapping[str, str], relation_labels: Mapping[s
     ``has R`` (R's label, separators as spaces, trailing digits dropped); :data:`UNTYPED_RELATIONS` skipped.
     """
     triples = list(triples)
-    type_relations = {name for name, label in relation_labels.items()
-                      if _key(name) in TYPE_RELATIONS or _key(label or "") in TYPE_RELATIONS}
+    type_relations = {
+        name
+        for name, label in relation_labels.items()
+        if _key(name) in TYPE_RELATIONS or _key(label or "") in TYPE_RELATIONS
+    }
     types: dict[str, set[str]] = {}
     if any(relation in type_relations for _, relation, _ in triples):
         for head, relation, tail in triples:
@@ -74,9 +78,14 @@ def _window(text: str, start: int, end: int, context_chars: int) -> tuple[int, i
     return lo, hi
 
 
-def derive_typing_items(documents: Iterable[Mapping[str, Any]], entity_types: Mapping[int, frozenset[str]], *,
-                        context_chars: int = 200, gold_only: bool = True,
-                        max_per_entity: int | None = None) -> list[TypingItem]:
+def derive_typing_items(
+    documents: Iterable[Mapping[str, Any]],
+    entity_types: Mapping[int, frozenset[str]],
+    *,
+    context_chars: int = 200,
+    gold_only: bool = True,
+    max_per_entity: int | None = None,
+) -> list[TypingItem]:
     """One item per linked mention (``spans`` with ``entity_id`` >= 0; ``source`` "gold" when
     ``gold_only``) whose entity has types; the sentence is a window of ``context_chars`` around it, and
     the other linked mentions inside the window come along as entities. Document order; at most
@@ -85,23 +94,39 @@ def derive_typing_items(documents: Iterable[Mapping[str, Any]], entity_types: Ma
     per_entity: dict[int, int] = {}
     for document in documents:
         text, doc_id = document["text"], str(document["id"])
-        linked = [s for s in (document.get("spans") or [])
-                  if s.get("entity_id") is not None and s["entity_id"] >= 0 and s["end"] > s["start"]
-                  and (not gold_only or s.get("source") == "gold")]
+        linked = [
+            s
+            for s in (document.get("spans") or [])
+            if s.get("entity_id") is not None
+            and s["entity_id"] >= 0
+            and s["end"] > s["start"]
+            and (not gold_only or s.get("source") == "gold")
+        ]
         for span in linked:
             entity = int(span["entity_id"])
             labels = entity_types.get(entity)
-            if not labels or not text[span["start"]:span["end"]].strip():
+            if not labels or not text[span["start"] : span["end"]].strip():
                 continue
             if max_per_entity is not None and per_entity.get(entity, 0) >= max_per_entity:
                 continue
             per_entity[entity] = per_entity.get(entity, 0) + 1
             lo, hi = _window(text, span["start"], span["end"], context_chars)
-            entities = tuple((s["start"] - lo, s["end"] - lo, int(s["entity_id"])) for s in linked
-                             if s["start"] >= lo and s["end"] <= hi)
-            items.append(TypingItem(id=f"{doc_id}:{span['start']}-{span['end']}", sent=text[lo:hi],
-                                    start=span["start"] - lo, end=span["end"] - lo, labels=tuple(sorted(labels)),
-                                    entities=entities, doc_id=doc_id))
+            entities = tuple(
+                (s["start"] - lo, s["end"] - lo, int(s["entity_id"]))
+                for s in linked
+                if s["start"] >= lo and s["end"] <= hi
+            )
+            items.append(
+                TypingItem(
+                    id=f"{doc_id}:{span['start']}-{span['end']}",
+                    sent=text[lo:hi],
+                    start=span["start"] - lo,
+                    end=span["end"] - lo,
+                    labels=tuple(sorted(labels)),
+                    entities=entities,
+                    doc_id=doc_id,
+                )
+            )
     return items
 
 
@@ -145,8 +170,9 @@ def _sample(items: Sequence[TypingItem], limit: int, rng: random.Random) -> list
     return [items[i] for i in chosen]
 
 
-def split_by_document(items: Sequence[TypingItem], fraction: float, seed: int
-                      ) -> tuple[list[TypingItem], list[TypingItem]]:
+def split_by_document(
+    items: Sequence[TypingItem], fraction: float, seed: int
+) -> tuple[list[TypingItem], list[TypingItem]]:
     """(rest, held) where ``held`` holds the items of a seeded ``fraction`` of the documents
     (items without a document count as their own document)."""
     docs = sorted({item.doc_id or item.id for item in items})
@@ -159,6 +185,7 @@ def split_by_document(items: Sequence[TypingItem], fraction: float, seed: int
 
 
 # ------------------------------------------------------------------ data of a run
+
 
 def held_out_documents(run_dir: Path, doc_ids: Sequence[str], validation_fraction: float, seed: int) -> set[str]:
     """The documents that the encode step held out for validation (the same seeded split as
@@ -175,14 +202,24 @@ def held_out_documents(run_dir: Path, doc_ids: Sequence[str], validation_fractio
         if "doc_id" in encoded.column_names:
             leaked = validation & {str(d) for d in encoded.unique("doc_id")}
             if leaked:
-                raise KeptError(f"document {sorted(leaked)[0]!r} is in the encoded training split but the encode "
-                                "settings hold it out", where=train_path,
-                                fix="re-run the encode step (`kept run CONFIG --force encode`)")
+                raise KeptError(
+                    f"document {sorted(leaked)[0]!r} is in the encoded training split but the encode "
+                    "settings hold it out",
+                    where=train_path,
+                    fix="re-run the encode step (`kept run CONFIG --force encode`)",
+                )
     return validation
 
 
-def run_typing_data(run_dir: str | Path, tables: Mapping[str, Any], *, validation_fraction: float, split_seed: int,
-                    config: Any, seed: int) -> TypingData | str:
+def run_typing_data(
+    run_dir: str | Path,
+    tables: Mapping[str, Any],
+    *,
+    validation_fraction: float,
+    split_seed: int,
+    config: Any,
+    seed: int,
+) -> TypingData | str:
     """Typing items derived from the run (see the module doc), or the reason why there are none.
 
     ``tables``: :func:`kept.analysis.load_kg_tables` of the run; ``validation_fraction``/``split_seed``:
@@ -195,8 +232,9 @@ def run_typing_data(run_dir: str | Path, tables: Mapping[str, Any], *, validatio
         return "no annotated corpus (corpus/annotated) to take entity links from; set eval.typing.data"
     entities, relations = tables["entities"], tables["relations"]
     labels = dict(zip(entities["name"], entities["label"]))
-    by_name, source = kg_entity_types(labels, dict(zip(relations["name"], relations["label"])),
-                                      tables["triples"].itertuples(index=False, name=None))
+    by_name, source = kg_entity_types(
+        labels, dict(zip(relations["name"], relations["label"])), tables["triples"].itertuples(index=False, name=None)
+    )
     ids = dict(zip(entities["name"], entities["id"].astype(int)))
     entity_types = {int(ids[name]): types for name, types in by_name.items() if name in ids}
     if not entity_types:
@@ -205,17 +243,25 @@ def run_typing_data(run_dir: str | Path, tables: Mapping[str, Any], *, validatio
     validation = held_out_documents(run_dir, [str(d) for d in documents["id"]], validation_fraction, split_seed)
     if not validation:
         return "no held-out documents (encode.validation_fraction is 0): test mentions must not be pretraining text"
-    common = dict(entity_types=entity_types, context_chars=config.context_chars, gold_only=config.gold_only,
-                  max_per_entity=config.max_per_entity)
+    common = dict(
+        entity_types=entity_types,
+        context_chars=config.context_chars,
+        gold_only=config.gold_only,
+        max_per_entity=config.max_per_entity,
+    )
     pool = derive_typing_items((d for d in documents if str(d["id"]) not in validation), **common)
     test = derive_typing_items((d for d in documents if str(d["id"]) in validation), **common)
-    info = {"data": "derived from the run's entity links", "type_source": source,
-            "test_documents": len({item.doc_id for item in test})}
+    info = {
+        "data": "derived from the run's entity links",
+        "type_source": source,
+        "test_documents": len({item.doc_id for item in test}),
+    }
     return _finish(pool, test, config, seed, info, dev_by_document=True)
 
 
-def file_typing_data(data: str | Path, *, entity_index: Mapping[str, int] | None, config: Any,
-                     seed: int) -> TypingData | str:
+def file_typing_data(
+    data: str | Path, *, entity_index: Mapping[str, int] | None, config: Any, seed: int
+) -> TypingData | str:
     """Typing items of ``eval.typing.data``: a file (split seeded into train/dev/test) or an
     ERNIE-THU directory with ``train.json``, ``test.json`` and optionally ``dev.json``."""
     data = Path(data)
@@ -241,8 +287,9 @@ def file_typing_data(data: str | Path, *, entity_index: Mapping[str, int] | None
     return _finish(pool, test, config, seed, info)
 
 
-def typing_data(run_dir: str | Path, config: Any, *, tables: Callable[[], Mapping[str, Any]], encode: Any,
-                seed: int) -> TypingData | str:
+def typing_data(
+    run_dir: str | Path, config: Any, *, tables: Callable[[], Mapping[str, Any]], encode: Any, seed: int
+) -> TypingData | str:
     """The typing items of a run's evaluation, or the reason there are none: ``config.data`` when set
     (KG entity names link its mentions), else items derived from the run (:func:`run_typing_data`).
     ``tables``: returns the run's KG tables (read once by the caller); ``encode``: the run's ``encode`` section."""
@@ -253,12 +300,26 @@ def typing_data(run_dir: str | Path, config: Any, *, tables: Callable[[], Mappin
         return file_typing_data(config.data, entity_index=index, config=config, seed=seed)
     if not has_kg:
         return "no typing data: set eval.typing.data, or give the run a KG to type its entity links"
-    return run_typing_data(run_dir, tables(), validation_fraction=encode.validation_fraction, split_seed=encode.seed,
-                           config=config, seed=seed)
+    return run_typing_data(
+        run_dir,
+        tables(),
+        validation_fraction=encode.validation_fraction,
+        split_seed=encode.seed,
+        config=config,
+        seed=seed,
+    )
 
 
-def _finish(pool: list[TypingItem], test: list[TypingItem], config: Any, seed: int, info: dict[str, Any], *,
-            dev: list[TypingItem] | None = None, dev_by_document: bool = False) -> TypingData | str:
+def _finish(
+    pool: list[TypingItem],
+    test: list[TypingItem],
+    config: Any,
+    seed: int,
+    info: dict[str, Any],
+    *,
+    dev: list[TypingItem] | None = None,
+    dev_by_document: bool = False,
+) -> TypingData | str:
     """Dev split, caps, the type vocabulary (from the training items) and its restriction."""
     rng = random.Random(seed)
     if dev is None:
@@ -280,8 +341,9 @@ def _finish(pool: list[TypingItem], test: list[TypingItem], config: Any, seed: i
     if not train or not test:
         return f"too few typed mentions: {len(train)} for training, {len(test)} for testing"
     train_entities = {e[2] for item in train for e in item.entities if (e[0], e[1]) == (item.start, item.end)}
-    test_entities = [next((e[2] for e in item.entities if (e[0], e[1]) == (item.start, item.end)), None)
-                     for item in test]
+    test_entities = [
+        next((e[2] for e in item.entities if (e[0], e[1]) == (item.start, item.end)), None) for item in test
+    ]
     linked = [e for e in test_entities if e is not None]
     info["test_entities_seen_in_training"] = sum(e in train_entities for e in linked) / len(linked) if linked else None
     return TypingData(train=train, dev=dev, test=test, types=types, info=info)

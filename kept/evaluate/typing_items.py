@@ -40,7 +40,6 @@ class TypingData:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-
 def _json_records(text: str, path: Path) -> Iterator[tuple[int, Any]]:
     """``(line, record)`` of a JSON array file (ERNIE-THU) or of a JSON-lines file."""
     decoder = json.JSONDecoder()
@@ -49,8 +48,12 @@ def _json_records(text: str, path: Path) -> Iterator[tuple[int, Any]]:
         return text.count("\n", 0, position) + 1
 
     def fail(what: str, position: int) -> KeptError:
-        return KeptError(what, where=path, line=line_of(position),
-                         fix="write a JSON array of typing items or one JSON object per line")
+        return KeptError(
+            what,
+            where=path,
+            line=line_of(position),
+            fix="write a JSON array of typing items or one JSON object per line",
+        )
 
     stripped = text.lstrip()
     if stripped.startswith("["):
@@ -62,9 +65,9 @@ def _json_records(text: str, path: Path) -> Iterator[tuple[int, Any]]:
             if position >= len(text):
                 raise fail("the JSON array is not closed (no ']')", position)
             if text[position] == "]":
-                rest = text[position + 1:].strip()
+                rest = text[position + 1 :].strip()
                 if rest:
-                    raise fail("text after the closing ']'", position + 1 + text[position + 1:].index(rest[0]))
+                    raise fail("text after the closing ']'", position + 1 + text[position + 1 :].index(rest[0]))
                 return
             if text[position] == ",":
                 if expect_item:
@@ -85,30 +88,42 @@ def _json_records(text: str, path: Path) -> Iterator[tuple[int, Any]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as error:
-            raise KeptError(f"not valid JSON ({error.msg}, column {error.colno})", where=path, line=number,
-                            fix="write one JSON object per line, or a JSON array of items") from None
+            raise KeptError(
+                f"not valid JSON ({error.msg}, column {error.colno})",
+                where=path,
+                line=number,
+                fix="write one JSON object per line, or a JSON array of items",
+            ) from None
 
 
-def _typing_record(record: Any, path: Path, line: int, entity_index: Mapping[str, int] | None,
-                   link_threshold: float) -> TypingItem:
+def _typing_record(
+    record: Any, path: Path, line: int, entity_index: Mapping[str, int] | None, link_threshold: float
+) -> TypingItem:
     """One item of the OpenEntity/FIGER format, checked; KeptError naming ``path:line`` otherwise."""
+
     def bad(what: str, fix: str) -> KeptError:
         return KeptError(what, where=path, line=line, fix=fix)
 
     if not isinstance(record, dict):
-        raise bad(f"expected a JSON object, found {type(record).__name__}",
-                  'write {"sent": ..., "start": ..., "end": ..., "labels": [...]}')
+        raise bad(
+            f"expected a JSON object, found {type(record).__name__}",
+            'write {"sent": ..., "start": ..., "end": ..., "labels": [...]}',
+        )
     missing = [key for key in ("sent", "start", "end", "labels") if key not in record]
     if missing:
-        raise bad(f"missing field(s) {', '.join(missing)}",
-                  'every item needs "sent" (text), "start" and "end" (character offsets) and "labels"')
+        raise bad(
+            f"missing field(s) {', '.join(missing)}",
+            'every item needs "sent" (text), "start" and "end" (character offsets) and "labels"',
+        )
     sent, start, end, labels = record["sent"], record["start"], record["end"], record["labels"]
     if not isinstance(sent, str) or not sent.strip():
         raise bad('"sent" must be a non-empty string', "give the sentence text")
     offsets_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end))
     if not offsets_ok or not 0 <= start < end <= len(sent):
-        raise bad(f'"start"/"end" ({start!r}, {end!r}) are not a character span of "sent" (length {len(sent)})',
-                  "give 0 <= start < end <= len(sent), character offsets of the mention")
+        raise bad(
+            f'"start"/"end" ({start!r}, {end!r}) are not a character span of "sent" (length {len(sent)})',
+            "give 0 <= start < end <= len(sent), character offsets of the mention",
+        )
     if not isinstance(labels, list) or not all(isinstance(label, str) and label.strip() for label in labels):
         raise bad('"labels" must be a list of non-empty strings', 'e.g. "labels": ["person", "politician"]')
     entities: list[tuple[int, int, int]] = []
@@ -127,13 +142,19 @@ def _typing_record(record: Any, path: Path, line: int, entity_index: Mapping[str
             if score > link_threshold and kb_id in entity_index and 0 <= link[1] < link[2] <= len(sent):
                 entities.append((link[1], link[2], int(entity_index[kb_id])))
     item_id = record.get("id")
-    return TypingItem(id=str(item_id) if item_id is not None else f"{path.name}:{line}", sent=sent, start=start,
-                      end=end, labels=tuple(dict.fromkeys(label.strip() for label in labels)),
-                      entities=tuple(sorted(set(entities))))
+    return TypingItem(
+        id=str(item_id) if item_id is not None else f"{path.name}:{line}",
+        sent=sent,
+        start=start,
+        end=end,
+        labels=tuple(dict.fromkeys(label.strip() for label in labels)),
+        entities=tuple(sorted(set(entities))),
+    )
 
 
-def read_typing_file(path: str | Path, *, entity_index: Mapping[str, int] | None = None,
-                     link_threshold: float = DEFAULT_LINK_THRESHOLD) -> list[TypingItem]:
+def read_typing_file(
+    path: str | Path, *, entity_index: Mapping[str, int] | None = None, link_threshold: float = DEFAULT_LINK_THRESHOLD
+) -> list[TypingItem]:
     """Items of an OpenEntity/FIGER-format file: a JSON array (ERNIE-THU) or JSON lines.
 
     ``entity_index`` (KG entity name -> KG id): linked mentions (``ents`` above ``link_threshold``,
@@ -141,15 +162,22 @@ def read_typing_file(path: str | Path, *, entity_index: Mapping[str, int] | None
     """
     path = Path(path)
     if not path.is_file():
-        raise KeptError("typing data file not found", where=path,
-                        fix="set eval.typing.data to an OpenEntity/FIGER-format JSON or JSON-lines file")
+        raise KeptError(
+            "typing data file not found",
+            where=path,
+            fix="set eval.typing.data to an OpenEntity/FIGER-format JSON or JSON-lines file",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise KeptError(f"not UTF-8 text (byte {error.start})", where=path, fix="save the file as UTF-8") from None
-    items = [_typing_record(record, path, line, entity_index, link_threshold)
-             for line, record in _json_records(text, path)]
+    items = [
+        _typing_record(record, path, line, entity_index, link_threshold) for line, record in _json_records(text, path)
+    ]
     if not items:
-        raise KeptError("no typing items in the file", where=path,
-                        fix='add items {"sent": ..., "start": ..., "end": ..., "labels": [...]}')
+        raise KeptError(
+            "no typing items in the file",
+            where=path,
+            fix='add items {"sent": ..., "start": ..., "end": ..., "labels": [...]}',
+        )
     return items

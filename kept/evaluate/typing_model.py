@@ -42,13 +42,22 @@ class KeptForEntityTyping(KeptPreTrainedModel):
         with torch.no_grad():
             self.classifier.bias.copy_(torch.log(p / (1 - p)).to(self.classifier.bias))
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                entity_ids: torch.Tensor | None = None, mention_start: torch.Tensor | None = None,
-                mention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **kwargs: Any) -> SequenceClassifierOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        entity_ids: torch.Tensor | None = None,
+        mention_start: torch.Tensor | None = None,
+        mention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
         if mention_start is None or mention_mask is None:
-            raise KeptError("entity typing needs mention_start [B] and mention_mask [B, L]", where="forward",
-                            fix="collate the items with TypingCollator")
+            raise KeptError(
+                "entity typing needs mention_start [B] and mention_mask [B, L]",
+                where="forward",
+                fix="collate the items with TypingCollator",
+            )
         out = self.kept(input_ids=input_ids, attention_mask=attention_mask, entity_ids=entity_ids)
         sequence = out.last_hidden_state  # [B, L, H]
         rows = torch.arange(sequence.shape[0], device=sequence.device)
@@ -58,20 +67,25 @@ class KeptForEntityTyping(KeptPreTrainedModel):
         logits = self.classifier(self.dropout(torch.cat([marker, mean], dim=-1)))  # [B, T]
         loss = None
         if labels is not None:
-            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(logits.device).float()) \
-                + self.entity_path_anchor(out.entity_last_hidden_state)
+            loss = F.binary_cross_entropy_with_logits(
+                logits.float(), labels.to(logits.device).float()
+            ) + self.entity_path_anchor(out.entity_last_hidden_state)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-def encode_typing_items(tokenizer: Any, items: Sequence[TypingItem], types: Sequence[str], max_length: int, *,
-                        entity_input: bool = False) -> list[dict[str, Any]]:
+def encode_typing_items(
+    tokenizer: Any, items: Sequence[TypingItem], types: Sequence[str], max_length: int, *, entity_input: bool = False
+) -> list[dict[str, Any]]:
     """Features of the items: ``[CLS] left [E1] mention [/E1] right [SEP]`` word pieces (a
     ``max_length`` window around the mention), the start-marker index, the mention-piece mask, the
     multi-hot labels over ``types`` and, with ``entity_input``, KG ids on the first piece of every
     linked mention (-1 elsewhere). The tokenizer must be fast (offsets) and know the markers."""
     if not getattr(tokenizer, "is_fast", False):
-        raise KeptError("entity typing needs a fast tokenizer (character offsets of word pieces)",
-                        where="tokenizer", fix="save the run's tokenizer with a tokenizer.json")
+        raise KeptError(
+            "entity typing needs a fast tokenizer (character offsets of word pieces)",
+            where="tokenizer",
+            fix="save the run's tokenizer with a tokenizer.json",
+        )
     start_id, end_id = tokenizer.convert_tokens_to_ids([START_MARKER, END_MARKER])
     cls_ids = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
     sep_ids = [tokenizer.sep_token_id] if tokenizer.sep_token_id is not None else []
@@ -84,7 +98,7 @@ def encode_typing_items(tokenizer: Any, items: Sequence[TypingItem], types: Sequ
         if not inside:
             continue  # the mention produced no word piece (e.g. only characters the tokenizer drops)
         first, last = inside[0], inside[-1]
-        body = ids[:first] + [start_id] + ids[first:last + 1] + [end_id] + ids[last + 1:]
+        body = ids[:first] + [start_id] + ids[first : last + 1] + [end_id] + ids[last + 1 :]
         mention = [0] * (first + 1) + [1] * (last + 1 - first) + [0] * (len(ids) - last)
         entities = [-1] * len(body)
         if entity_input:
@@ -97,7 +111,7 @@ def encode_typing_items(tokenizer: Any, items: Sequence[TypingItem], types: Sequ
             span = last + 3 - first
             lo = max(0, min(first - max(0, (budget - span) // 2), len(body) - budget))
             lo = min(lo, first)
-            body, mention, entities = body[lo:lo + budget], mention[lo:lo + budget], entities[lo:lo + budget]
+            body, mention, entities = body[lo : lo + budget], mention[lo : lo + budget], entities[lo : lo + budget]
             start = first - lo
         offset = len(cls_ids)
         feature = {

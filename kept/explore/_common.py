@@ -6,9 +6,17 @@ import io
 from typing import Any
 
 #: Colours of span sources in displaCy renderings (other sources get a grey).
-SOURCE_COLORS = {"gold": "#ffd166", "gazetteer": "#8ecae6", "ner": "#b5e48c", "noun_chunk": "#e0c3fc",
-                 "npmi": "#ffadad", "terms": "#caffbf", "regex": "#fdffb6", "pos_ner": "#b5e48c",
-                 "pos_phrase": "#e0c3fc"}
+SOURCE_COLORS = {
+    "gold": "#ffd166",
+    "gazetteer": "#8ecae6",
+    "ner": "#b5e48c",
+    "noun_chunk": "#e0c3fc",
+    "npmi": "#ffadad",
+    "terms": "#caffbf",
+    "regex": "#fdffb6",
+    "pos_ner": "#b5e48c",
+    "pos_phrase": "#e0c3fc",
+}
 ACTION_COLORS = {"[MASK]": "#ff8fa3", "RANDOM": "#ffd166", "KEPT": "#bde0fe"}
 UNIT_KINDS = {0: "word", 1: "phrase", 2: "entity"}
 

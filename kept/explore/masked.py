@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kept import analysis
 from kept.errors import KeptError
@@ -27,13 +28,32 @@ def _masking_settings(data_dir: Path) -> dict[str, Any]:
         masking = dict(analysis.load_config(data_dir).get("masking") or {})
     except KeptError:
         return {}
-    keep = ("mlm_probability", "mask_replace_prob", "random_replace_prob", "span_geometric_p", "span_max_words",
-            "entity_share", "phrase_share", "ernie_stages", "ernie_mixture", "dea_replace_prob", "dea_remove_prob")
+    keep = (
+        "mlm_probability",
+        "mask_replace_prob",
+        "random_replace_prob",
+        "span_geometric_p",
+        "span_max_words",
+        "entity_share",
+        "phrase_share",
+        "ernie_stages",
+        "ernie_mixture",
+        "dea_replace_prob",
+        "dea_remove_prob",
+    )
     return {k: v for k, v in masking.items() if k in keep and v is not None}
 
 
-def masked_batch(data_dir: str | Path, strategy: str, *, rows: int = 2, split: str = "validation", seed: int = 0,
-                 start: int = 0, **masking: Any) -> MaskedBatch:
+def masked_batch(
+    data_dir: str | Path,
+    strategy: str,
+    *,
+    rows: int = 2,
+    split: str = "validation",
+    seed: int = 0,
+    start: int = 0,
+    **masking: Any,
+) -> MaskedBatch:
     """Collate ``rows`` encoded examples of the run with ``masking.KnowledgeMaskingCollator`` and
     ``strategy`` (the run's other masking settings, overridable by keyword)."""
     from masking import KnowledgeMaskingCollator
@@ -41,8 +61,11 @@ def masked_batch(data_dir: str | Path, strategy: str, *, rows: int = 2, split: s
     data_dir = Path(data_dir)
     encoded = analysis.load_encoded(data_dir, split)
     if len(encoded) == 0:
-        raise KeptError(f"the encoded {split} split is empty", where=data_dir / "encoded" / split,
-                        fix="pick another split (split='train')")
+        raise KeptError(
+            f"the encoded {split} split is empty",
+            where=data_dir / "encoded" / split,
+            fix="pick another split (split='train')",
+        )
     stop = min(len(encoded), start + rows)
     features = encoded.select(range(start, stop)).to_list()
     tokenizer = analysis.load_tokenizer(data_dir)
@@ -75,7 +98,7 @@ def _row_actions(masked: MaskedBatch, row: int) -> tuple[list[str], list[int], l
     return tokens, units, actions, inputs
 
 
-def masked_tokens_frame(masked: MaskedBatch, row: int = 0) -> "Any":
+def masked_tokens_frame(masked: MaskedBatch, row: int = 0) -> Any:
     """One row per token of example ``row``: token, unit, unit kind, entity id (input/true), the
     masking action ([MASK], RANDOM, KEPT or blank) and the token the model sees."""
     import pandas as pd
@@ -86,9 +109,19 @@ def masked_tokens_frame(masked: MaskedBatch, row: int = 0) -> "Any":
     entity_true = list(feature.get("entity_ids", [-1] * len(tokens)))
     entity_input = masked.batch["entity_ids"][row].tolist() if "entity_ids" in masked.batch else [-1] * len(tokens)
     seen = masked.tokenizer.convert_ids_to_tokens(inputs)
-    rows = [{"position": i, "token": tokens[i], "unit": units[i], "unit_kind": UNIT_KINDS.get(kinds[i], kinds[i]),
-             "entity_id": entity_true[i], "entity_input": entity_input[i], "action": actions[i], "model_sees": seen[i]}
-            for i in range(len(tokens))]
+    rows = [
+        {
+            "position": i,
+            "token": tokens[i],
+            "unit": units[i],
+            "unit_kind": UNIT_KINDS.get(kinds[i], kinds[i]),
+            "entity_id": entity_true[i],
+            "entity_input": entity_input[i],
+            "action": actions[i],
+            "model_sees": seen[i],
+        }
+        for i in range(len(tokens))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -117,12 +150,16 @@ def masked_displacy(masked: MaskedBatch, row: int = 0) -> dict[str, Any]:
             ents.append({"start": offsets[i][0], "end": offsets[i][1], "label": label})
         previous = key
     masked_count = sum(1 for a in actions if a)
-    return {"text": text, "ents": ents,
-            "title": f"strategy {masked.strategy}: {masked_count} of {len(tokens)} tokens predicted"}
+    return {
+        "text": text,
+        "ents": ents,
+        "title": f"strategy {masked.strategy}: {masked_count} of {len(tokens)} tokens predicted",
+    }
 
 
-def masking_summary(data_dir: str | Path, strategies: Sequence[str], *, rows: int = 32, seed: int = 0,
-                    split: str = "validation") -> "Any":
+def masking_summary(
+    data_dir: str | Path, strategies: Sequence[str], *, rows: int = 32, seed: int = 0, split: str = "validation"
+) -> Any:
     """Per strategy, over ``rows`` encoded examples: share of tokens predicted, and of the predicted
     tokens the share in entity / phrase / word units and the [MASK] / random / kept split."""
     import pandas as pd
@@ -145,16 +182,19 @@ def masking_summary(data_dir: str | Path, strategies: Sequence[str], *, rows: in
             original[r, : len(values)] = torch.tensor(values)
         n = int(predicted.sum())
         is_mask = batch["input_ids"] == masked.tokenizer.mask_token_id
-        records.append({
-            "strategy": strategy, "sequences": len(masked.features),
-            "predicted_fraction": n / max(int(content.sum()), 1),
-            "in_entities": int((predicted & (kinds == 2)).sum()) / n if n else math.nan,
-            "in_phrases": int((predicted & (kinds == 1)).sum()) / n if n else math.nan,
-            "in_words": int((predicted & (kinds == 0)).sum()) / n if n else math.nan,
-            "as_mask": int((predicted & is_mask).sum()) / n if n else math.nan,
-            "as_random": int((predicted & ~is_mask & (batch["input_ids"] != original)).sum()) / n if n else math.nan,
-            "dea_alignments": int((batch["entity_labels"] != -100).sum()) if "entity_labels" in batch else 0,
-        })
+        records.append(
+            {
+                "strategy": strategy,
+                "sequences": len(masked.features),
+                "predicted_fraction": n / max(int(content.sum()), 1),
+                "in_entities": int((predicted & (kinds == 2)).sum()) / n if n else math.nan,
+                "in_phrases": int((predicted & (kinds == 1)).sum()) / n if n else math.nan,
+                "in_words": int((predicted & (kinds == 0)).sum()) / n if n else math.nan,
+                "as_mask": int((predicted & is_mask).sum()) / n if n else math.nan,
+                "as_random": int((predicted & ~is_mask & (batch["input_ids"] != original)).sum()) / n
+                if n
+                else math.nan,
+                "dea_alignments": int((batch["entity_labels"] != -100).sum()) if "entity_labels" in batch else 0,
+            }
+        )
     return pd.DataFrame(records).set_index("strategy")
-
-

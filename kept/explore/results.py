@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kept import analysis
 from kept.errors import KeptError
@@ -60,7 +61,7 @@ def skipped_metrics(runs: RunSet) -> dict[str, dict[str, str]]:
     return skipped
 
 
-def probe_per_relation(runs: RunSet, metric: str = "hits_at_1") -> "Any":
+def probe_per_relation(runs: RunSet, metric: str = "hits_at_1") -> Any:
     """KG-probe ``metric`` (hits@1 = probe accuracy; or ``mrr``) per relation (rows) and run
     (columns), with the number of facts; empty when no run has a per-relation breakdown."""
     import pandas as pd
@@ -79,7 +80,7 @@ def probe_per_relation(runs: RunSet, metric: str = "hits_at_1") -> "Any":
     return frame.sort_values("facts", ascending=False)
 
 
-def probe_per_relation_figure(frame: "Any", metric: str = "hits_at_1", top: int = 15) -> Any:
+def probe_per_relation_figure(frame: Any, metric: str = "hits_at_1", top: int = 15) -> Any:
     """Grouped horizontal bars of :func:`probe_per_relation` (``top`` relations by facts)."""
     shown = frame.head(top)
     runs = [c for c in shown.columns if c != "facts"]
@@ -118,8 +119,11 @@ def cloze_examples(run_dir: str | Path, recompute: int = 0) -> list[dict[str, An
     settings = EvalConfig.model_validate(record.get("eval_config") or {})
     model_dir = run_dir / "model"
     if not (model_dir / "config.json").is_file():
-        raise KeptError("model not found (no model/config.json)", where=model_dir,
-                        fix="pretrain the run first, or use the recorded examples (recompute=0)")
+        raise KeptError(
+            "model not found (no model/config.json)",
+            where=model_dir,
+            fix="pretrain the run first, or use the recorded examples (recompute=0)",
+        )
     validation = analysis.load_encoded(run_dir, "validation")
     # the rows and items kept.evaluate uses, so the first examples are the evaluation's own items
     rows = validation.select(range(min(settings.cloze.max_rows, len(validation)))).to_list()
@@ -127,14 +131,22 @@ def cloze_examples(run_dir: str | Path, recompute: int = 0) -> list[dict[str, An
     model = quiet_from_pretrained(KeptForMaskedLM, str(model_dir)).eval()
     fusion = bool((record.get("model") or {}).get("fusion"))
     torch.manual_seed(settings.seed)
-    result = evaluate_cloze(model, tokenizer, rows, max_mentions=max(recompute, settings.cloze.max_mentions),
-                            max_pieces=settings.cloze.max_pieces,
-                            context_tokens=settings.cloze.context_tokens, seed=settings.seed,
-                            batch_size=settings.batch_size, num_examples=recompute, use_entities=fusion)
+    result = evaluate_cloze(
+        model,
+        tokenizer,
+        rows,
+        max_mentions=max(recompute, settings.cloze.max_mentions),
+        max_pieces=settings.cloze.max_pieces,
+        context_tokens=settings.cloze.context_tokens,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
+        num_examples=recompute,
+        use_entities=fusion,
+    )
     return result["examples"]
 
 
-def cloze_comparison(baseline_dir: str | Path, knowledge_dir: str | Path, recompute: int = 0) -> "Any":
+def cloze_comparison(baseline_dir: str | Path, knowledge_dir: str | Path, recompute: int = 0) -> Any:
     """The entity-cloze examples of two runs side by side, joined on the item (document row and
     token position: both runs evaluate the same seeded held-out mentions on the same data).
 
@@ -143,23 +155,52 @@ def cloze_comparison(baseline_dir: str | Path, knowledge_dir: str | Path, recomp
     """
     import pandas as pd
 
-    def frame(run_dir: str | Path, suffix: str) -> "Any":
-        rows = [{"doc_id": e.get("doc_id"), "row": e.get("row"), "position": e.get("position"),
-                 "gold": e.get("gold"), f"context_{suffix}": e.get("context"),
-                 f"prediction_{suffix}": e.get("prediction"), f"correct_{suffix}": bool(e.get("correct"))}
-                for e in cloze_examples(run_dir, recompute)]
-        return pd.DataFrame(rows, columns=["doc_id", "row", "position", "gold", f"context_{suffix}",
-                                           f"prediction_{suffix}", f"correct_{suffix}"])
+    def frame(run_dir: str | Path, suffix: str) -> Any:
+        rows = [
+            {
+                "doc_id": e.get("doc_id"),
+                "row": e.get("row"),
+                "position": e.get("position"),
+                "gold": e.get("gold"),
+                f"context_{suffix}": e.get("context"),
+                f"prediction_{suffix}": e.get("prediction"),
+                f"correct_{suffix}": bool(e.get("correct")),
+            }
+            for e in cloze_examples(run_dir, recompute)
+        ]
+        return pd.DataFrame(
+            rows,
+            columns=[
+                "doc_id",
+                "row",
+                "position",
+                "gold",
+                f"context_{suffix}",
+                f"prediction_{suffix}",
+                f"correct_{suffix}",
+            ],
+        )
 
     base, know = frame(baseline_dir, "baseline"), frame(knowledge_dir, "knowledge")
     keys = ["doc_id", "row", "position", "gold"]
     merged = base.merge(know, on=keys, how="inner")
     merged = merged.rename(columns={"context_knowledge": "context"}).drop(columns=["context_baseline"])
-    return merged[["doc_id", "row", "position", "context", "gold", "prediction_baseline", "prediction_knowledge",
-                   "correct_baseline", "correct_knowledge"]]
+    return merged[
+        [
+            "doc_id",
+            "row",
+            "position",
+            "context",
+            "gold",
+            "prediction_baseline",
+            "prediction_knowledge",
+            "correct_baseline",
+            "correct_knowledge",
+        ]
+    ]
 
 
-def cloze_wins(baseline_dir: str | Path, knowledge_dir: str | Path, recompute: int = 0) -> "Any":
+def cloze_wins(baseline_dir: str | Path, knowledge_dir: str | Path, recompute: int = 0) -> Any:
     """Cloze examples the knowledge run gets right and the baseline gets wrong."""
     both = cloze_comparison(baseline_dir, knowledge_dir, recompute)
     return both[both["correct_knowledge"] & ~both["correct_baseline"]].reset_index(drop=True)

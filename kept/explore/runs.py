@@ -57,15 +57,25 @@ class RunSet:
             path = next((p for p in (self.root / path, self.root / "runs" / path) if p.exists()), self.root / path)
         if (path / "eval" / "metrics.json").is_file():
             return path.name, path.resolve()
-        raise KeptError(f"no evaluated run '{which}'", where=self.root,
-                        fix=f"give one of {', '.join(self.runs) or '(none)'} or a run directory with eval/metrics.json")
+        raise KeptError(
+            f"no evaluated run '{which}'",
+            where=self.root,
+            fix=f"give one of {', '.join(self.runs) or '(none)'} or a run directory with eval/metrics.json",
+        )
 
-    def describe(self) -> "Any":
+    def describe(self) -> Any:
         """One row per evaluated run: label, directory, strategy, fusion."""
         import pandas as pd
 
-        rows = [{"run": label, "directory": str(path), "strategy": self.info.get(label, {}).get("strategy"),
-                 "fusion": self.info.get(label, {}).get("fusion")} for label, path in self.runs.items()]
+        rows = [
+            {
+                "run": label,
+                "directory": str(path),
+                "strategy": self.info.get(label, {}).get("strategy"),
+                "fusion": self.info.get(label, {}).get("fusion"),
+            }
+            for label, path in self.runs.items()
+        ]
         return pd.DataFrame(rows, columns=["run", "directory", "strategy", "fusion"])
 
 
@@ -80,18 +90,27 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
     except KeptError:
         try:
             config = analysis.load_config(run_dir)
-            return {"strategy": (config.get("masking") or {}).get("strategy"),
-                    "fusion": bool((config.get("model") or {}).get("fusion"))}
+            return {
+                "strategy": (config.get("masking") or {}).get("strategy"),
+                "fusion": bool((config.get("model") or {}).get("fusion")),
+            }
         except KeptError:
             return {}
 
 
 #: What :func:`available` checks, as (name, path inside the run directory).
 ARTIFACTS: tuple[tuple[str, str], ...] = (
-    ("config", "config.yaml"), ("documents", "corpus/documents.jsonl"), ("annotations", "corpus/annotated"),
-    ("annotation_stats", "corpus/annotation_stats.json"), ("kg", "kg/entities.tsv"),
-    ("aliases", "kg/aliases.tsv"), ("embeddings", "kg/embeddings.safetensors"), ("kg_metrics", "kg/kg_metrics.json"),
-    ("tokenizer", "tokenizer"), ("encoded", "encoded/validation"), ("model", "model/config.json"),
+    ("config", "config.yaml"),
+    ("documents", "corpus/documents.jsonl"),
+    ("annotations", "corpus/annotated"),
+    ("annotation_stats", "corpus/annotation_stats.json"),
+    ("kg", "kg/entities.tsv"),
+    ("aliases", "kg/aliases.tsv"),
+    ("embeddings", "kg/embeddings.safetensors"),
+    ("kg_metrics", "kg/kg_metrics.json"),
+    ("tokenizer", "tokenizer"),
+    ("encoded", "encoded/validation"),
+    ("model", "model/config.json"),
     ("metrics", "eval/metrics.json"),
 )
 
@@ -112,8 +131,11 @@ def open_runs(path: str | Path) -> RunSet:
 
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise KeptError("run directory not found", where=root,
-                        fix="run `kept demo` (writes runs/demo), or set KEPT_RUN_DIR / RUN_DIR to a run directory")
+        raise KeptError(
+            "run directory not found",
+            where=root,
+            fix="run `kept demo` (writes runs/demo), or set KEPT_RUN_DIR / RUN_DIR to a run directory",
+        )
     root = root.resolve()
     compare = analysis.load_compare(root) if analysis.is_compare_dir(root) else None
     variants: dict[str, list[Path]] = {}
@@ -142,5 +164,3 @@ def open_runs(path: str | Path) -> RunSet:
     data_candidates = [root, root / "prepared", *runs.values()]
     data_dir = next((p for p in data_candidates if p.is_dir() and _has_data(p)), None)
     return RunSet(root=root, data_dir=data_dir, runs=runs, variants=variants, compare=compare, info=info)
-
-

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Sequence, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -21,8 +22,9 @@ class _Base(BaseModel):
 class NERConfig(_Base):
     type: Literal["ner"] = "ner"
     labels: list[str] | None = None
-    exclude_labels: list[str] = Field(default_factory=lambda: ["CARDINAL", "ORDINAL", "QUANTITY", "PERCENT",
-                                                               "MONEY", "DATE", "TIME"])
+    exclude_labels: list[str] = Field(
+        default_factory=lambda: ["CARDINAL", "ORDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME"]
+    )
     link: bool = True
     min_prior: float = 0.0
     trim: bool = True  # drop leading the/a/an and trailing 's from entity spans
@@ -38,11 +40,16 @@ class GazetteerConfig(_Base):
     type: Literal["gazetteer"] = "gazetteer"
     backend: Literal["fast", "spacy"] = "fast"
     case_insensitive: bool | Literal["auto"] | None = Field(
-        None, description="true: fold case; false: exact case; auto: fold when >= 90% of the KG's cased aliases "
-                          "are lower-case (exact-case aliases preferred); None: AnnotationConfig.case_insensitive, "
-                          "else auto")
-    min_chars: int | None = Field(None, ge=1, description="shorter aliases are skipped; None: by script "
-                                                          "(1 for CJK aliases such as 京, 2 for others)")
+        None,
+        description="true: fold case; false: exact case; auto: fold when >= 90% of the KG's cased aliases "
+        "are lower-case (exact-case aliases preferred); None: AnnotationConfig.case_insensitive, "
+        "else auto",
+    )
+    min_chars: int | None = Field(
+        None,
+        ge=1,
+        description="shorter aliases are skipped; None: by script (1 for CJK aliases such as 京, 2 for others)",
+    )
     stopwords: list[str] | None = None  # None: a built-in English list
 
 
@@ -58,9 +65,12 @@ class NPMIConfig(_Base):
     max_tokens: int = 4
     fit_max_documents: int | None = 100_000
     path: str | None = None  # a saved phrase table (skips fitting)
-    segmenter: str | None = Field(None, description="words from a segmenter (jieba, pkuseg[:dir], spacy:<pipeline>) "
-                                                    "for text without spaces; None: whitespace words, CJK "
-                                                    "characters one word each")
+    segmenter: str | None = Field(
+        None,
+        description="words from a segmenter (jieba, pkuseg[:dir], spacy:<pipeline>) "
+        "for text without spaces; None: whitespace words, CJK "
+        "characters one word each",
+    )
 
 
 class PosNERConfig(_Base):
@@ -68,8 +78,10 @@ class PosNERConfig(_Base):
 
     type: Literal["pos_ner"] = "pos_ner"
     segmenter: Literal["jieba"] = "jieba"
-    tags: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ENTITY_TAGS),
-                                 description="tag -> label; a tag also covers longer tags it starts (nr: nrfg)")
+    tags: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ENTITY_TAGS),
+        description="tag -> label; a tag also covers longer tags it starts (nr: nrfg)",
+    )
     labels: list[str] | None = None  # keep only these labels
     link: bool = True
     min_prior: float = 0.0
@@ -100,7 +112,7 @@ class PluginConfig(_Base):
     needs_kg: bool = False  # true: the run must have a KG (alias index) for this detector
 
     @model_validator(mode="after")
-    def _named(self) -> "PluginConfig":
+    def _named(self) -> PluginConfig:
         if not (self.plugin or self.name or self.factory):
             raise ValueError("a plugin detector needs name (a registered detector) or factory ('module:callable')")
         self.plugin = self.plugin or self.name or self.factory.rsplit(":", 1)[-1]  # type: ignore[union-attr]
@@ -124,10 +136,33 @@ class RegexConfig(_Base):
     label: str = "REGEX"
 
 
-DetectorConfig = Annotated[Union[NERConfig, NounChunkConfig, GazetteerConfig, GoldConfig, NPMIConfig, TermsConfig,
-                                 RegexConfig, PosNERConfig, PosPhraseConfig, PluginConfig], Field(discriminator="type")]
-DETECTOR_TYPES: tuple[str, ...] = ("ner", "noun_chunk", "gazetteer", "gold", "npmi", "terms", "regex", "pos_ner",
-                                   "pos_phrase", "plugin")
+DetectorConfig = Annotated[
+    Union[
+        NERConfig,
+        NounChunkConfig,
+        GazetteerConfig,
+        GoldConfig,
+        NPMIConfig,
+        TermsConfig,
+        RegexConfig,
+        PosNERConfig,
+        PosPhraseConfig,
+        PluginConfig,
+    ],
+    Field(discriminator="type"),
+]
+DETECTOR_TYPES: tuple[str, ...] = (
+    "ner",
+    "noun_chunk",
+    "gazetteer",
+    "gold",
+    "npmi",
+    "terms",
+    "regex",
+    "pos_ner",
+    "pos_phrase",
+    "plugin",
+)
 
 
 def _default_detectors() -> list[DetectorConfig]:
@@ -145,42 +180,57 @@ class AnnotationConfig(BaseModel):
     map_batch_size: int = Field(256, ge=1, description="documents per Dataset.map batch")
     num_proc: int = Field(1, ge=1)
     case_insensitive: bool | None = Field(
-        None, description="case folding for the gazetteer and term lists; None: each detector's own setting "
-                          "(gazetteer: auto, term lists: exact case)")
+        None,
+        description="case folding for the gazetteer and term lists; None: each detector's own setting "
+        "(gazetteer: auto, term lists: exact case)",
+    )
     invalid_spans: Literal["error", "drop"] = "error"
     long_documents: Literal["split", "error"] = "split"
     max_length: int | None = Field(None, ge=1000, description="spaCy nlp.max_length (None: the pipeline's)")
     undecodable: Literal["error", "replace"] = "error"  # non-UTF-8 lines / lone surrogates in the corpus
     missing_kg: Literal["error", "skip"] = "error"  # no RUN_DIR/kg: fail, or drop the gazetteer and linking
-    segmenter: str | None = Field(None, description="the words token_coverage counts (jieba, pkuseg[:dir], "
-                                                    "spacy:<pipeline>, none); None: kept uses encode.segmenter")
+    segmenter: str | None = Field(
+        None,
+        description="the words token_coverage counts (jieba, pkuseg[:dir], "
+        "spacy:<pipeline>, none); None: kept uses encode.segmenter",
+    )
 
     @classmethod
-    def from_names(cls, names: str | Sequence[str], **overrides: Any) -> "AnnotationConfig":
+    def from_names(cls, names: str | Sequence[str], **overrides: Any) -> AnnotationConfig:
         """``"ner,noun_chunk,gazetteer,gold"`` -> a config with those detectors and default options."""
         from masking.detectors.plugins import registered_detectors
 
         parts = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
         plugins = registered_detectors()
-        unknown = [n for n in parts if (n not in DETECTOR_TYPES or n in ("terms", "regex", "plugin"))
-                   and n not in plugins]
+        unknown = [
+            n for n in parts if (n not in DETECTOR_TYPES or n in ("terms", "regex", "plugin")) and n not in plugins
+        ]
         if unknown or not parts:
-            raise MaskingError(f"unknown detector name(s) {unknown or parts!r}", where="--detectors",
-                               fix=f"choose from ner, noun_chunk, gazetteer, gold, npmi, pos_ner, pos_phrase"
-                                   f"{', ' + ', '.join(plugins) if plugins else ''} (terms and regex need a config "
-                                   f"file)")
+            raise MaskingError(
+                f"unknown detector name(s) {unknown or parts!r}",
+                where="--detectors",
+                fix=f"choose from ner, noun_chunk, gazetteer, gold, npmi, pos_ner, pos_phrase"
+                f"{', ' + ', '.join(plugins) if plugins else ''} (terms and regex need a config "
+                f"file)",
+            )
         try:
-            return cls(detectors=[{"type": n} if n in DETECTOR_TYPES else {"type": "plugin", "name": n}
-                                  for n in parts], **overrides)
+            return cls(
+                detectors=[{"type": n} if n in DETECTOR_TYPES else {"type": "plugin", "name": n} for n in parts],
+                **overrides,
+            )
         except ValidationError as error:
-            raise MaskingError(f"invalid annotation config: {error.errors()[0]['msg']}", where="annotation config",
-                               fix="see masking.AnnotationConfig for the fields") from None
+            raise MaskingError(
+                f"invalid annotation config: {error.errors()[0]['msg']}",
+                where="annotation config",
+                fix="see masking.AnnotationConfig for the fields",
+            ) from None
 
     def needs_kg(self) -> bool:
-        return any(d.type == "gazetteer" or getattr(d, "link", False) or getattr(d, "needs_kg", False)
-                   for d in self.detectors)
+        return any(
+            d.type == "gazetteer" or getattr(d, "link", False) or getattr(d, "needs_kg", False) for d in self.detectors
+        )
 
-    def case_setting(self, detector: "GazetteerConfig | TermsConfig") -> bool | Literal["auto"]:
+    def case_setting(self, detector: GazetteerConfig | TermsConfig) -> bool | Literal["auto"]:
         """The detector's own ``case_insensitive``, else this config's, else auto (gazetteer) / exact (terms)."""
         if detector.case_insensitive is not None:
             return detector.case_insensitive
@@ -196,9 +246,13 @@ def gazetteer_case_modes(config: AnnotationConfig, alias_index: AliasIndexLike |
 
     if alias_index is None:
         return {}
-    return {cfg.name or cfg.type: resolve_case_mode(alias_index, config.case_setting(cfg),
-                                                    name=cfg.name or cfg.type).to_dict()
-            for cfg in config.detectors if isinstance(cfg, GazetteerConfig)}
+    return {
+        cfg.name or cfg.type: resolve_case_mode(
+            alias_index, config.case_setting(cfg), name=cfg.name or cfg.type
+        ).to_dict()
+        for cfg in config.detectors
+        if isinstance(cfg, GazetteerConfig)
+    }
 
 
 def _read_terms(cfg: TermsConfig) -> dict[str, str] | list[str]:
@@ -207,8 +261,11 @@ def _read_terms(cfg: TermsConfig) -> dict[str, str] | list[str]:
     try:
         lines = Path(cfg.path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise MaskingError(f"cannot read term list: {error}", where=cfg.path,
-                           fix="give a UTF-8 file with one term per line (term<TAB>label optional)") from None
+        raise MaskingError(
+            f"cannot read term list: {error}",
+            where=cfg.path,
+            fix="give a UTF-8 file with one term per line (term<TAB>label optional)",
+        ) from None
     terms: dict[str, str] = dict(cfg.terms) if isinstance(cfg.terms, dict) else {t: cfg.label for t in cfg.terms}
     for line in lines:
         if line.strip() and not line.startswith("#"):
@@ -217,8 +274,13 @@ def _read_terms(cfg: TermsConfig) -> dict[str, str] | list[str]:
     return terms
 
 
-def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None = None, *,
-                    entity_labels: Sequence[str] | None = None, nlp: Any = None) -> list[Any]:
+def build_detectors(
+    config: AnnotationConfig,
+    alias_index: AliasIndexLike | None = None,
+    *,
+    entity_labels: Sequence[str] | None = None,
+    nlp: Any = None,
+) -> list[Any]:
     """Instantiate the configured detectors. spaCy detectors share one pipeline with the union of the
     components they need (``nlp`` overrides loading ``config.spacy_model``)."""
     from masking.detectors.gazetteer import ENGLISH_STOPWORDS, GazetteerDetector
@@ -237,47 +299,105 @@ def build_detectors(config: AnnotationConfig, alias_index: AliasIndexLike | None
     for cfg in config.detectors:
         name = cfg.name or cfg.type
         if isinstance(cfg, NERConfig):
-            detectors.append(SpacyNERDetector(nlp, alias_index=alias_index if cfg.link else None,
-                                              labels=cfg.labels, exclude_labels=cfg.exclude_labels,
-                                              batch_size=config.batch_size, min_prior=cfg.min_prior, trim=cfg.trim,
-                                              name=name))
+            detectors.append(
+                SpacyNERDetector(
+                    nlp,
+                    alias_index=alias_index if cfg.link else None,
+                    labels=cfg.labels,
+                    exclude_labels=cfg.exclude_labels,
+                    batch_size=config.batch_size,
+                    min_prior=cfg.min_prior,
+                    trim=cfg.trim,
+                    name=name,
+                )
+            )
         elif isinstance(cfg, NounChunkConfig):
-            detectors.append(NounChunkDetector(nlp, min_tokens=cfg.min_tokens, trim=cfg.trim,
-                                               batch_size=config.batch_size, name=name))
+            detectors.append(
+                NounChunkDetector(
+                    nlp, min_tokens=cfg.min_tokens, trim=cfg.trim, batch_size=config.batch_size, name=name
+                )
+            )
         elif isinstance(cfg, GazetteerConfig):
             if alias_index is None:
-                raise MaskingError("the gazetteer detector needs the KG's alias index", where=f"detector {name}",
-                                   fix="build the KG first (RUN_DIR/kg/aliases.tsv) or drop 'gazetteer' from "
-                                       "--detectors")
-            detectors.append(GazetteerDetector(alias_index, case_insensitive=config.case_setting(cfg),
-                                               min_chars=cfg.min_chars,
-                                               stopwords=ENGLISH_STOPWORDS if cfg.stopwords is None else cfg.stopwords,
-                                               labels=entity_labels, backend=cfg.backend, name=name))
+                raise MaskingError(
+                    "the gazetteer detector needs the KG's alias index",
+                    where=f"detector {name}",
+                    fix="build the KG first (RUN_DIR/kg/aliases.tsv) or drop 'gazetteer' from --detectors",
+                )
+            detectors.append(
+                GazetteerDetector(
+                    alias_index,
+                    case_insensitive=config.case_setting(cfg),
+                    min_chars=cfg.min_chars,
+                    stopwords=ENGLISH_STOPWORDS if cfg.stopwords is None else cfg.stopwords,
+                    labels=entity_labels,
+                    backend=cfg.backend,
+                    name=name,
+                )
+            )
         elif isinstance(cfg, GoldConfig):
-            detectors.append(GoldSpanDetector(alias_index=alias_index if cfg.link else None,
-                                              on_invalid=config.invalid_spans, name=name))
+            detectors.append(
+                GoldSpanDetector(
+                    alias_index=alias_index if cfg.link else None, on_invalid=config.invalid_spans, name=name
+                )
+            )
         elif isinstance(cfg, NPMIConfig):
             detectors.append(npmi_detector(cfg))
         elif isinstance(cfg, TermsConfig):
-            detectors.append(TermListDetector(_read_terms(cfg), kind=cfg.kind, label=cfg.label,
-                                              case_insensitive=bool(config.case_setting(cfg)),
-                                              alias_index=alias_index, name=name))
+            detectors.append(
+                TermListDetector(
+                    _read_terms(cfg),
+                    kind=cfg.kind,
+                    label=cfg.label,
+                    case_insensitive=bool(config.case_setting(cfg)),
+                    alias_index=alias_index,
+                    name=name,
+                )
+            )
         elif isinstance(cfg, RegexConfig):
             detectors.append(RegexDetector(cfg.patterns, kind=cfg.kind, label=cfg.label, name=name))
         elif isinstance(cfg, PosNERConfig):
-            detectors.append(PosNERDetector(alias_index=alias_index if cfg.link else None, tags=cfg.tags,
-                                            labels=cfg.labels, min_prior=cfg.min_prior, merge=cfg.merge,
-                                            tagger=cfg.segmenter, user_dict=cfg.user_dict, name=name))
+            detectors.append(
+                PosNERDetector(
+                    alias_index=alias_index if cfg.link else None,
+                    tags=cfg.tags,
+                    labels=cfg.labels,
+                    min_prior=cfg.min_prior,
+                    merge=cfg.merge,
+                    tagger=cfg.segmenter,
+                    user_dict=cfg.user_dict,
+                    name=name,
+                )
+            )
         elif isinstance(cfg, PosPhraseConfig):
-            detectors.append(PosPhraseDetector(pattern=cfg.pattern, min_words=cfg.min_words, max_words=cfg.max_words,
-                                               label=cfg.label, tagger=cfg.segmenter, user_dict=cfg.user_dict,
-                                               name=name))
+            detectors.append(
+                PosPhraseDetector(
+                    pattern=cfg.pattern,
+                    min_words=cfg.min_words,
+                    max_words=cfg.max_words,
+                    label=cfg.label,
+                    tagger=cfg.segmenter,
+                    user_dict=cfg.user_dict,
+                    name=name,
+                )
+            )
         elif isinstance(cfg, PluginConfig):
             if cfg.needs_kg and alias_index is None:
-                raise MaskingError("the plug-in detector needs the KG's alias index", where=f"detector {name}",
-                                   fix="build the KG first (RUN_DIR/kg/aliases.tsv) or set needs_kg: false")
-            detectors.append(build_plugin(cfg.plugin or name, cfg.factory, cfg.options, alias_index=alias_index,
-                                          entity_labels=entity_labels, name=name))
+                raise MaskingError(
+                    "the plug-in detector needs the KG's alias index",
+                    where=f"detector {name}",
+                    fix="build the KG first (RUN_DIR/kg/aliases.tsv) or set needs_kg: false",
+                )
+            detectors.append(
+                build_plugin(
+                    cfg.plugin or name,
+                    cfg.factory,
+                    cfg.options,
+                    alias_index=alias_index,
+                    entity_labels=entity_labels,
+                    name=name,
+                )
+            )
     return detectors
 
 
@@ -290,6 +410,7 @@ def npmi_detector(cfg: NPMIConfig, texts: Iterable[str] | None = None) -> Any:
     segmenter = build_segmenter(cfg.segmenter) if cfg.segmenter else None
     if cfg.path:
         return NPMIPhraseDetector.load(cfg.path, name=name, **({"segmenter": segmenter} if segmenter else {}))
-    detector = NPMIPhraseDetector(min_count=cfg.min_count, threshold=cfg.threshold, max_tokens=cfg.max_tokens,
-                                  segmenter=segmenter, name=name)
+    detector = NPMIPhraseDetector(
+        min_count=cfg.min_count, threshold=cfg.threshold, max_tokens=cfg.max_tokens, segmenter=segmenter, name=name
+    )
     return detector if texts is None else detector.fit(texts)

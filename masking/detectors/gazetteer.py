@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
-from typing import Any, Iterable, Literal, Sequence, Union
+from typing import Any, Literal, Union
 
 from kg.aliases import CJK_CHARACTERS, script_min_chars
 from masking.detectors.base import AliasIndexLike
@@ -41,7 +42,8 @@ AUTO_FOLD_LOWERCASE_SHARE = 0.9
 CaseSetting = Union[bool, Literal["auto"]]
 
 # Single-token aliases that are common words are dropped (they would flood the corpus with false links).
-ENGLISH_STOPWORDS: frozenset[str] = frozenset("""
+ENGLISH_STOPWORDS: frozenset[str] = frozenset(
+    """
 a about above after again against all also am an and any are as at be because been before being below
 between both but by can could did do does doing down during each few for from further had has have having
 he her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor
@@ -49,7 +51,8 @@ not now of off on once only or other our ours ourselves out over own same she sh
 the their theirs them themselves then there these they this those through to too under until up very was we
 were what when where which while who whom why will with would you your yours yourself yourselves one two
 first new may can will s t
-""".split())
+""".split()
+)
 
 
 def normalise_text(text: str, case_insensitive: bool) -> str:
@@ -68,8 +71,11 @@ def tokenise(text: str) -> list[str]:
 
 def _require_alias_index(alias_index: Any) -> None:
     if alias_index is None or not hasattr(alias_index, "surface_forms"):
-        raise MaskingError("the gazetteer needs an alias index (kg.AliasIndex)", where="detector gazetteer",
-                           fix="build one with kg.AliasIndex.from_graph(graph) or load RUN_DIR/kg/aliases.tsv")
+        raise MaskingError(
+            "the gazetteer needs an alias index (kg.AliasIndex)",
+            where="detector gazetteer",
+            fix="build one with kg.AliasIndex.from_graph(graph) or load RUN_DIR/kg/aliases.tsv",
+        )
 
 
 def lowercase_alias_share(alias_index: AliasIndexLike) -> tuple[float | None, int]:
@@ -99,9 +105,13 @@ class CaseMode:
 
     def to_dict(self) -> dict[str, Any]:
         """The record ``annotation_stats.json`` keeps under ``gazetteer_case``."""
-        return {"mode": "folded" if self.folded else "exact", "setting": self.setting,
-                "lowercase_alias_share": None if self.lowercase_share is None else round(self.lowercase_share, 4),
-                "cased_aliases": self.cased_aliases, "threshold": AUTO_FOLD_LOWERCASE_SHARE}
+        return {
+            "mode": "folded" if self.folded else "exact",
+            "setting": self.setting,
+            "lowercase_alias_share": None if self.lowercase_share is None else round(self.lowercase_share, 4),
+            "cased_aliases": self.cased_aliases,
+            "threshold": AUTO_FOLD_LOWERCASE_SHARE,
+        }
 
 
 def resolve_case_mode(alias_index: AliasIndexLike, setting: CaseSetting, *, name: str = "gazetteer") -> CaseMode:
@@ -110,14 +120,22 @@ def resolve_case_mode(alias_index: AliasIndexLike, setting: CaseSetting, *, name
     if isinstance(setting, bool):
         return CaseMode(folded=setting, setting=str(setting).lower())
     if setting != "auto":
-        raise MaskingError(f"case_insensitive is {setting!r}", where=f"detector {name}",
-                           fix="use true (fold case), false (exact case) or auto (fold when the KG's aliases are "
-                               f"at least {AUTO_FOLD_LOWERCASE_SHARE:.0%} lower-case)")
+        raise MaskingError(
+            f"case_insensitive is {setting!r}",
+            where=f"detector {name}",
+            fix="use true (fold case), false (exact case) or auto (fold when the KG's aliases are "
+            f"at least {AUTO_FOLD_LOWERCASE_SHARE:.0%} lower-case)",
+        )
     share, cased = lowercase_alias_share(alias_index)
     folded = share is not None and share >= AUTO_FOLD_LOWERCASE_SHARE
     if folded and share is not None:
-        logger.info("%s: %.0f%% of the KG's %d cased aliases are lower-case; matching case-folded "
-                    "(exact-case aliases preferred)", name, 100 * share, cased)
+        logger.info(
+            "%s: %.0f%% of the KG's %d cased aliases are lower-case; matching case-folded "
+            "(exact-case aliases preferred)",
+            name,
+            100 * share,
+            cased,
+        )
     return CaseMode(folded=folded, setting="auto", lowercase_share=share, cased_aliases=cased)
 
 
@@ -134,9 +152,16 @@ class GazetteerTable:
     skipped: int = 0
 
     @classmethod
-    def from_alias_index(cls, alias_index: AliasIndexLike, *, case_insensitive: bool = False,
-                         min_chars: int | None = None, stopwords: Iterable[str] = ENGLISH_STOPWORDS,
-                         skip_numeric: bool = True, max_tokens: int = 12) -> "GazetteerTable":
+    def from_alias_index(
+        cls,
+        alias_index: AliasIndexLike,
+        *,
+        case_insensitive: bool = False,
+        min_chars: int | None = None,
+        stopwords: Iterable[str] = ENGLISH_STOPWORDS,
+        skip_numeric: bool = True,
+        max_tokens: int = 12,
+    ) -> GazetteerTable:
         """``min_chars``: shorter aliases are skipped; None: by script (1 for CJK aliases, 2 for others)."""
         _require_alias_index(alias_index)
         stop = {w.lower() for w in stopwords}
@@ -147,9 +172,14 @@ class GazetteerTable:
             surface = surface.strip()
             key = tuple(tokenise(normalise_text(surface, case_insensitive)))
             shortest = script_min_chars(surface) if min_chars is None else min_chars
-            if (not key or len(surface) < shortest or len(key) > max_tokens or not entity_ids
-                    or (len(key) == 1 and key[0].lower() in stop)
-                    or (skip_numeric and all(not t.isalpha() for t in key))):
+            if (
+                not key
+                or len(surface) < shortest
+                or len(key) > max_tokens
+                or not entity_ids
+                or (len(key) == 1 and key[0].lower() in stop)
+                or (skip_numeric and all(not t.isalpha() for t in key))
+            ):
                 table.skipped += 1
                 continue
             known = ids_per_key.setdefault(key, [])
@@ -160,10 +190,11 @@ class GazetteerTable:
             if case_insensitive:
                 written.setdefault(key, {}).setdefault(tuple(tokenise(surface)), []).extend(map(int, entity_ids))
         if not ids_per_key:
-            raise MaskingError("the alias index has no usable surface forms (no labels or aliases)",
-                               where="detector gazetteer",
-                               fix="give the KG entity names/aliases (kg/entities.tsv, kg/aliases.tsv) or drop the "
-                                   "gazetteer detector")
+            raise MaskingError(
+                "the alias index has no usable surface forms (no labels or aliases)",
+                where="detector gazetteer",
+                fix="give the KG entity names/aliases (kg/entities.tsv, kg/aliases.tsv) or drop the gazetteer detector",
+            )
         for key, ids in ids_per_key.items():
             best = ids[0]
             if len(ids) > 1:
@@ -279,19 +310,31 @@ class GazetteerDetector:
     module docstring); the outcome is ``case_mode`` (and ``case_insensitive``, a bool).
     """
 
-    def __init__(self, alias_index: AliasIndexLike, *, case_insensitive: CaseSetting = "auto",
-                 min_chars: int | None = None, stopwords: Iterable[str] = ENGLISH_STOPWORDS,
-                 labels: Sequence[str] | None = None, backend: str = "fast", nlp: Any = None,
-                 language: str = "en", batch_size: int = 256, name: str = "gazetteer") -> None:
+    def __init__(
+        self,
+        alias_index: AliasIndexLike,
+        *,
+        case_insensitive: CaseSetting = "auto",
+        min_chars: int | None = None,
+        stopwords: Iterable[str] = ENGLISH_STOPWORDS,
+        labels: Sequence[str] | None = None,
+        backend: str = "fast",
+        nlp: Any = None,
+        language: str = "en",
+        batch_size: int = 256,
+        name: str = "gazetteer",
+    ) -> None:
         if backend not in ("fast", "spacy"):
-            raise MaskingError(f"unknown gazetteer backend {backend!r}", where=f"detector {name}",
-                               fix="use 'fast' or 'spacy'")
+            raise MaskingError(
+                f"unknown gazetteer backend {backend!r}", where=f"detector {name}", fix="use 'fast' or 'spacy'"
+            )
         self.name = name
         self.case_mode = resolve_case_mode(alias_index, case_insensitive, name=name)
         self.case_insensitive = case_insensitive = self.case_mode.folded
         self.labels = list(labels) if labels is not None else None
-        self.table = GazetteerTable.from_alias_index(alias_index, case_insensitive=case_insensitive,
-                                                     min_chars=min_chars, stopwords=stopwords)
+        self.table = GazetteerTable.from_alias_index(
+            alias_index, case_insensitive=case_insensitive, min_chars=min_chars, stopwords=stopwords
+        )
         self.backend = backend
         self.batch_size = batch_size
         self._nlp: Any = None  # backend "spacy": a spaCy Language with the kept_gazetteer component
@@ -302,17 +345,21 @@ class GazetteerDetector:
             self._nlp = nlp if nlp is not None else spacy.blank(language)
             if "kept_gazetteer" in self._nlp.pipe_names:
                 self._nlp.remove_pipe("kept_gazetteer")
-            component = self._nlp.add_pipe("kept_gazetteer", config={"case_insensitive": case_insensitive,
-                                                                     "source": name})
+            component = self._nlp.add_pipe(
+                "kept_gazetteer", config={"case_insensitive": case_insensitive, "source": name}
+            )
             component.set_table(self.table, self.labels)
 
     def _label(self, entity_id: int) -> str:
         return entity_label(self.labels, entity_id)
 
     def detect_one(self, text: str) -> list[Span]:
-        return [Span(start=start, end=end, kind="entity", label=self._label(entity_id), entity_id=entity_id,
-                     source=self.name)
-                for start, end, entity_id in match_text(text, self.table, self.case_insensitive)]
+        return [
+            Span(
+                start=start, end=end, kind="entity", label=self._label(entity_id), entity_id=entity_id, source=self.name
+            )
+            for start, end, entity_id in match_text(text, self.table, self.case_insensitive)
+        ]
 
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         if self.backend == "fast":
@@ -321,6 +368,7 @@ class GazetteerDetector:
 
 
 # ----------------------------------------------------------------------------------------- spaCy component
+
 
 def register_spacy_components() -> None:
     """Register the ``kept_gazetteer`` factory and the ``kept_spans``/``kept_entity_id`` extensions (idempotent)."""
@@ -336,25 +384,31 @@ def register_spacy_components() -> None:
     if "kept_gazetteer" in Language.factories:
         return
 
-    @Language.factory("kept_gazetteer", default_config={"case_insensitive": False, "source": "gazetteer",
-                                                        "aliases_path": None, "min_chars": None})
-    def make_kept_gazetteer(nlp: Language, name: str, case_insensitive: bool, source: str,
-                            aliases_path: str | None, min_chars: int | None) -> "KeptGazetteer":
+    @Language.factory(
+        "kept_gazetteer",
+        default_config={"case_insensitive": False, "source": "gazetteer", "aliases_path": None, "min_chars": None},
+    )
+    def make_kept_gazetteer(
+        nlp: Language, name: str, case_insensitive: bool, source: str, aliases_path: str | None, min_chars: int | None
+    ) -> KeptGazetteer:
         component = KeptGazetteer(nlp, name, case_insensitive=case_insensitive, source=source)
         if aliases_path:
             from kg import AliasIndex  # masking may import kg
 
-            component.set_table(GazetteerTable.from_alias_index(AliasIndex.load(aliases_path),
-                                                                case_insensitive=case_insensitive,
-                                                                min_chars=min_chars))
+            component.set_table(
+                GazetteerTable.from_alias_index(
+                    AliasIndex.load(aliases_path), case_insensitive=case_insensitive, min_chars=min_chars
+                )
+            )
         return component
 
 
 class KeptGazetteer:
     """spaCy component: PhraseMatcher over the alias table, longest non-overlapping matches, linked ids."""
 
-    def __init__(self, nlp: Any, name: str = "kept_gazetteer", *, case_insensitive: bool = False,
-                 source: str = "gazetteer") -> None:
+    def __init__(
+        self, nlp: Any, name: str = "kept_gazetteer", *, case_insensitive: bool = False, source: str = "gazetteer"
+    ) -> None:
         from spacy.matcher import PhraseMatcher
 
         self.nlp = nlp
@@ -396,4 +450,3 @@ class KeptGazetteer:
         doc.spans[self.name] = chosen
         doc._.kept_spans = records
         return doc
-

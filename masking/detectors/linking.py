@@ -13,8 +13,14 @@ class MentionLinker:
     ``min_prior``: a best candidate with a lower prior is not trusted (stays unlinked).
     """
 
-    def __init__(self, alias_index: AliasIndexLike | None, *, min_prior: float = 0.0, exact: bool = False,
-                 cache_size: int = 200_000) -> None:
+    def __init__(
+        self,
+        alias_index: AliasIndexLike | None,
+        *,
+        min_prior: float = 0.0,
+        exact: bool = False,
+        cache_size: int = 200_000,
+    ) -> None:
         self.alias_index = alias_index
         self.min_prior = float(min_prior)
         self.exact = exact

@@ -14,10 +14,11 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from masking.detectors.gazetteer import ENGLISH_STOPWORDS, _CJK
+from masking.detectors.gazetteer import _CJK, ENGLISH_STOPWORDS
 from masking.errors import MaskingError
 from masking.spans import Span, make_span
 
@@ -28,7 +29,8 @@ _WORD_OR_BREAK = re.compile(rf"([{_CJK}]|[^\W{_CJK}]+)|[^\w\s]+")
 _PUNCTUATION = re.compile(r"[^\w\s]+")
 #: Chinese function words (segmented text): a phrase neither starts nor ends with one (的综合性大学 -> 综合性大学).
 CHINESE_STOPWORDS: frozenset[str] = frozenset(
-    "的 了 是 在 和 与 及 或 也 都 就 而 被 把 对 于 从 向 为 以 之 其 这 那 着 过 地 得 所 等 很 又 还 并 但 一 个 有".split())
+    "的 了 是 在 和 与 及 或 也 都 就 而 被 把 对 于 从 向 为 以 之 其 这 那 着 过 地 得 所 等 很 又 还 并 但 一 个 有".split()
+)
 
 
 class _Word:
@@ -69,8 +71,10 @@ def _segmented(text: str, segmenter: Any) -> Iterable[tuple[_Word, bool]]:
 def _word_runs(text: str, segmenter: Any = None) -> Iterable[list[Any]]:
     run: list[Any] = []
     items: Iterable[tuple[Any, bool]] = (
-        ((m, m.group(1) is None) for m in _WORD_OR_BREAK.finditer(text)) if segmenter is None
-        else _segmented(text, segmenter))
+        ((m, m.group(1) is None) for m in _WORD_OR_BREAK.finditer(text))
+        if segmenter is None
+        else _segmented(text, segmenter)
+    )
     for match, is_break in items:
         if is_break:
             if len(run) > 1:
@@ -85,12 +89,23 @@ def _word_runs(text: str, segmenter: Any = None) -> Iterable[list[Any]]:
 class NPMIPhraseDetector:
     """Phrases learned from the corpus by NPMI; call ``fit(texts)`` (or ``load``) before ``detect``."""
 
-    def __init__(self, *, min_count: int = 5, threshold: float = 0.5, max_tokens: int = 4,
-                 stopwords: Iterable[str] = ENGLISH_STOPWORDS | CHINESE_STOPWORDS, lowercase: bool = True, segmenter: Any = None,
-                 name: str = "npmi") -> None:
+    def __init__(
+        self,
+        *,
+        min_count: int = 5,
+        threshold: float = 0.5,
+        max_tokens: int = 4,
+        stopwords: Iterable[str] = ENGLISH_STOPWORDS | CHINESE_STOPWORDS,
+        lowercase: bool = True,
+        segmenter: Any = None,
+        name: str = "npmi",
+    ) -> None:
         if not -1.0 <= threshold <= 1.0:
-            raise MaskingError(f"NPMI threshold {threshold} is outside [-1, 1]", where=f"detector {name}",
-                               fix="use a threshold such as 0.5")
+            raise MaskingError(
+                f"NPMI threshold {threshold} is outside [-1, 1]",
+                where=f"detector {name}",
+                fix="use a threshold such as 0.5",
+            )
         self.name = name
         self.min_count = min_count
         self.threshold = threshold
@@ -104,7 +119,7 @@ class NPMIPhraseDetector:
     def _norm(self, word: str) -> str:
         return word.lower() if self.lowercase else word
 
-    def fit(self, texts: Iterable[str]) -> "NPMIPhraseDetector":
+    def fit(self, texts: Iterable[str]) -> NPMIPhraseDetector:
         unigrams: Counter[str] = Counter()
         bigrams: Counter[tuple[str, str]] = Counter()
         total_words = 0
@@ -131,9 +146,11 @@ class NPMIPhraseDetector:
 
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         if not self.fitted:
-            raise MaskingError("the NPMI phrase detector has not been fitted", where=f"detector {self.name}",
-                               fix="call fit(texts) on the corpus first (masking.annotate does this) or load() a "
-                                   "saved phrase table")
+            raise MaskingError(
+                "the NPMI phrase detector has not been fitted",
+                where=f"detector {self.name}",
+                fix="call fit(texts) on the corpus first (masking.annotate does this) or load() a saved phrase table",
+            )
         results: list[list[Span]] = []
         scores, stop = self.scores, self.stopwords
         for text in texts:
@@ -159,26 +176,37 @@ class NPMIPhraseDetector:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        payload = {"min_count": self.min_count, "threshold": self.threshold, "max_tokens": self.max_tokens,
-                   "lowercase": self.lowercase, "segmenter": getattr(self.segmenter, "name", None),
-                   "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())]}
+        payload = {
+            "min_count": self.min_count,
+            "threshold": self.threshold,
+            "max_tokens": self.max_tokens,
+            "lowercase": self.lowercase,
+            "segmenter": getattr(self.segmenter, "name", None),
+            "pairs": [[x, y, s] for (x, y), s in sorted(self.scores.items())],
+        }
         from kg._io import atomic_write_json
 
         atomic_write_json(path, payload, error=MaskingError, indent=None, ensure_ascii=True)  # one compact line
 
     @classmethod
-    def load(cls, path: str | Path, **kwargs: object) -> "NPMIPhraseDetector":
+    def load(cls, path: str | Path, **kwargs: Any) -> NPMIPhraseDetector:
         try:
             payload = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
-            raise MaskingError(f"cannot read NPMI phrase table: {error}", where=path,
-                               fix="save one with NPMIPhraseDetector.save") from None
+            raise MaskingError(
+                f"cannot read NPMI phrase table: {error}", where=path, fix="save one with NPMIPhraseDetector.save"
+            ) from None
         if "segmenter" not in kwargs and payload.get("segmenter"):  # the words the table was fitted on
             from masking.segmenters import build_segmenter
 
             kwargs["segmenter"] = build_segmenter(payload["segmenter"])
-        detector = cls(min_count=payload["min_count"], threshold=payload["threshold"],
-                       max_tokens=payload["max_tokens"], lowercase=payload["lowercase"], **kwargs)  # type: ignore[arg-type]
+        detector = cls(
+            min_count=payload["min_count"],
+            threshold=payload["threshold"],
+            max_tokens=payload["max_tokens"],
+            lowercase=payload["lowercase"],
+            **kwargs,
+        )
         detector.scores = {(x, y): float(s) for x, y, s in payload["pairs"]}
         detector.fitted = True
         return detector

@@ -58,18 +58,27 @@ def import_factory(path: str, where: str) -> Callable[..., Any]:
     """``"package.module:attribute"`` -> the callable it names."""
     module_name, _, attribute = path.partition(":")
     if not module_name or not attribute:
-        raise MaskingError(f"factory {path!r} is not 'package.module:callable'", where=where,
-                           fix="write the module path, a colon and the function name, e.g. my_pkg.ner:make_detector")
+        raise MaskingError(
+            f"factory {path!r} is not 'package.module:callable'",
+            where=where,
+            fix="write the module path, a colon and the function name, e.g. my_pkg.ner:make_detector",
+        )
     try:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as error:
-        raise MaskingError(f"cannot import factory {path!r} ({type(error).__name__}: {error})", where=where,
-                           fix="install the package or put its directory on PYTHONPATH") from None
+        raise MaskingError(
+            f"cannot import factory {path!r} ({type(error).__name__}: {error})",
+            where=where,
+            fix="install the package or put its directory on PYTHONPATH",
+        ) from None
     if not callable(target):
-        raise MaskingError(f"factory {path!r} is a {type(target).__name__}, not a callable", where=where,
-                           fix="point at a function or class that returns a detector")
+        raise MaskingError(
+            f"factory {path!r} is a {type(target).__name__}, not a callable",
+            where=where,
+            fix="point at a function or class that returns a detector",
+        )
     return target
 
 
@@ -82,16 +91,21 @@ def find_factory(name: str, factory: str | None = None, where: str = "detector p
     entry = _entry_points().get(name)
     if entry is None:
         known = registered_detectors()
-        raise MaskingError(f"no detector plug-in is registered as {name!r} (registered: {', '.join(known) or 'none'})",
-                           where=where, fix="give factory: 'package.module:callable', register it with "
-                                            f"@register_detector({name!r}), or install a package with a "
-                                            f"{ENTRY_POINT_GROUP!r} entry point")
+        raise MaskingError(
+            f"no detector plug-in is registered as {name!r} (registered: {', '.join(known) or 'none'})",
+            where=where,
+            fix="give factory: 'package.module:callable', register it with "
+            f"@register_detector({name!r}), or install a package with a "
+            f"{ENTRY_POINT_GROUP!r} entry point",
+        )
     try:
         return entry.load()
     except Exception as error:  # noqa: BLE001 - a broken plug-in package: say which one
-        raise MaskingError(f"cannot load the {ENTRY_POINT_GROUP} entry point {name}={entry.value} "
-                           f"({type(error).__name__}: {error})", where=where,
-                           fix="reinstall the package that provides it") from None
+        raise MaskingError(
+            f"cannot load the {ENTRY_POINT_GROUP} entry point {name}={entry.value} ({type(error).__name__}: {error})",
+            where=where,
+            fix="reinstall the package that provides it",
+        ) from None
 
 
 def code_digest(detectors: Sequence[Any]) -> str:
@@ -129,18 +143,29 @@ class CheckedDetector:
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
         results = self.inner.detect(texts)
         if len(results) != len(texts):
-            raise MaskingError(f"the plug-in returned {len(results)} span lists for {len(texts)} texts",
-                               where=f"detector {self.name}", fix="return one list of spans per text, in order")
+            raise MaskingError(
+                f"the plug-in returned {len(results)} span lists for {len(texts)} texts",
+                where=f"detector {self.name}",
+                fix="return one list of spans per text, in order",
+            )
         checked: list[list[Span]] = []
         for index, (text, spans) in enumerate(zip(texts, results)):
-            valid, _ = check_spans(text, list(spans), doc_id=str(index), field=f"detector {self.name} spans",
-                                   default_source=self.name)
+            valid, _ = check_spans(
+                text, list(spans), doc_id=str(index), field=f"detector {self.name} spans", default_source=self.name
+            )
             checked.append([{**span, "source": self.name} for span in valid])
         return checked
 
 
-def build_plugin(plugin: str, factory: str | None, options: Mapping[str, Any], *, name: str | None = None,
-                 alias_index: Any = None, entity_labels: Sequence[str] | None = None) -> Any:
+def build_plugin(
+    plugin: str,
+    factory: str | None,
+    options: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    alias_index: Any = None,
+    entity_labels: Sequence[str] | None = None,
+) -> Any:
     """Call the factory registered as ``plugin`` (or at ``factory``) with its options and the context it asks
     for; check what it returns. ``name``: the span ``source`` (default ``plugin``)."""
     name = name or plugin
@@ -156,14 +181,19 @@ def build_plugin(plugin: str, factory: str | None, options: Mapping[str, Any], *
     try:
         detector = make(**dict(options), **extra)
     except TypeError as error:
-        raise MaskingError(f"the plug-in factory refused its options ({error})", where=f"{where} field options",
-                           fix="give the keyword arguments its factory takes") from None
+        raise MaskingError(
+            f"the plug-in factory refused its options ({error})",
+            where=f"{where} field options",
+            fix="give the keyword arguments its factory takes",
+        ) from None
     if hasattr(detector, "spans_from_doc") and hasattr(detector, "nlp"):
         if getattr(detector, "name", None) != name:
             detector.name = name
         return detector  # a spaCy DocDetector: runs in the annotator's nlp.pipe pass
     if not callable(getattr(detector, "detect", None)):
-        raise MaskingError(f"the plug-in factory returned a {type(detector).__name__} without detect(texts)",
-                           where=where, fix="return an object with name and detect(texts) -> list of span lists "
-                                            "(masking.detectors.base.Detector)")
+        raise MaskingError(
+            f"the plug-in factory returned a {type(detector).__name__} without detect(texts)",
+            where=where,
+            fix="return an object with name and detect(texts) -> list of span lists (masking.detectors.base.Detector)",
+        )
     return CheckedDetector(detector, name)

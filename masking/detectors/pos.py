@@ -46,14 +46,20 @@ def build_tagger(name: str = "jieba", user_dict: str | None = None) -> Tagger:
     """The ``(word, tag)`` tagger that ``name`` names; ``user_dict``: a jieba user dictionary
     (``word [frequency] [tag]`` per line) loaded into this tagger only."""
     if name != "jieba":
-        raise MaskingError(f"unknown POS tagger {name!r}", where="detector segmenter",
-                           fix=f"use one of {', '.join(TAGGERS)} (POS tags come from jieba.posseg)")
+        raise MaskingError(
+            f"unknown POS tagger {name!r}",
+            where="detector segmenter",
+            fix=f"use one of {', '.join(TAGGERS)} (POS tags come from jieba.posseg)",
+        )
     try:
         import jieba
         import jieba.posseg as posseg
     except ImportError:
-        raise MaskingError("the POS detectors need the Python package 'jieba', which is not installed",
-                           where="detector segmenter", fix="pip install jieba  (or pip install 'kept[zh]')") from None
+        raise MaskingError(
+            "the POS detectors need the Python package 'jieba', which is not installed",
+            where="detector segmenter",
+            fix="pip install jieba  (or pip install 'kept[zh]')",
+        ) from None
     jieba.setLogLevel(logging.WARNING)
     tokenizer = posseg.dt
     if user_dict:
@@ -61,8 +67,11 @@ def build_tagger(name: str = "jieba", user_dict: str | None = None) -> Tagger:
         try:
             tokenizer.load_userdict(user_dict)
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise MaskingError(f"cannot read the jieba user dictionary: {error}", where=user_dict,
-                               fix="give a UTF-8 file with 'word [frequency] [tag]' per line") from None
+            raise MaskingError(
+                f"cannot read the jieba user dictionary: {error}",
+                where=user_dict,
+                fix="give a UTF-8 file with 'word [frequency] [tag]' per line",
+            ) from None
     return lambda text: ((pair.word, pair.flag) for pair in tokenizer.cut(text))
 
 
@@ -150,14 +159,26 @@ class _PosDetector:
 class PosNERDetector(_PosDetector):
     """Entity spans from entity POS tags; ``labels``: keep only these output labels (None: all)."""
 
-    def __init__(self, *, alias_index: AliasIndexLike | None = None, tags: Mapping[str, str] | None = None,
-                 labels: Iterable[str] | None = None, min_prior: float = 0.0, merge: bool = True,
-                 tagger: str | Tagger = "jieba", user_dict: str | None = None, name: str = "pos_ner") -> None:
+    def __init__(
+        self,
+        *,
+        alias_index: AliasIndexLike | None = None,
+        tags: Mapping[str, str] | None = None,
+        labels: Iterable[str] | None = None,
+        min_prior: float = 0.0,
+        merge: bool = True,
+        tagger: str | Tagger = "jieba",
+        user_dict: str | None = None,
+        name: str = "pos_ner",
+    ) -> None:
         self.name = name
         self.tags = dict(DEFAULT_ENTITY_TAGS if tags is None else tags)
         if not self.tags:
-            raise MaskingError("no entity tags", where=f"detector {name} field tags",
-                               fix='map tagger tags to labels, e.g. {nr: PERSON, ns: GPE, nt: ORG, nz: MISC}')
+            raise MaskingError(
+                "no entity tags",
+                where=f"detector {name} field tags",
+                fix="map tagger tags to labels, e.g. {nr: PERSON, ns: GPE, nt: ORG, nz: MISC}",
+            )
         self._by_length = sorted(self.tags, key=len, reverse=True)
         self.labels = frozenset(labels) if labels is not None else None
         self.merge = merge
@@ -179,8 +200,9 @@ class PosNERDetector(_PosDetector):
                 i += 1
                 continue
             end = i + 1  # a run of adjacent words with the same label
-            while (end < len(words) and words[end].start == words[end - 1].end
-                   and self.label_of(words[end].tag) == label):
+            while (
+                end < len(words) and words[end].start == words[end - 1].end and self.label_of(words[end].tag) == label
+            ):
                 end += 1
             i = self._emit(words, i, end, label, text, spans)
         return spans
@@ -192,7 +214,7 @@ class PosNERDetector(_PosDetector):
             entity_id, _ = self.linker.link(words[i].text)
             if self.merge:
                 for j in range(end, i + 1, -1):
-                    joined, _ = self.linker.link(text[words[i].start:words[j - 1].end])
+                    joined, _ = self.linker.link(text[words[i].start : words[j - 1].end])
                     if joined >= 0:
                         stop, entity_id = j, joined
                         break
@@ -206,15 +228,26 @@ class PosPhraseDetector(_PosDetector):
 
     _TAG = re.compile(r"<([^<>]+)>")
 
-    def __init__(self, *, pattern: str = DEFAULT_PHRASE_PATTERN, min_words: int = 2, max_words: int = 6,
-                 label: str = "NP", tagger: str | Tagger = "jieba", user_dict: str | None = None,
-                 name: str = "pos_phrase") -> None:
+    def __init__(
+        self,
+        *,
+        pattern: str = DEFAULT_PHRASE_PATTERN,
+        min_words: int = 2,
+        max_words: int = 6,
+        label: str = "NP",
+        tagger: str | Tagger = "jieba",
+        user_dict: str | None = None,
+        name: str = "pos_phrase",
+    ) -> None:
         self.name = name
         self.pattern = pattern
         self.regex = compile_tag_pattern(pattern, where=f"detector {name} field pattern")
         if not 1 <= min_words <= max_words:
-            raise MaskingError(f"min_words {min_words} and max_words {max_words}", where=f"detector {name}",
-                               fix="use 1 <= min_words <= max_words")
+            raise MaskingError(
+                f"min_words {min_words} and max_words {max_words}",
+                where=f"detector {name}",
+                fix="use 1 <= min_words <= max_words",
+            )
         self.min_words, self.max_words, self.label = min_words, max_words, label
         super().__init__(tagger, user_dict)
 
@@ -234,7 +267,7 @@ class PosPhraseDetector(_PosDetector):
             # a phrase does not jump over text between words (punctuation the tagger left out, line breaks)
             pieces: list[int] = [first]
             for k in range(first + 1, last):
-                if text[words[k - 1].end:words[k].start].strip() or "\n" in text[words[k - 1].end:words[k].start]:
+                if text[words[k - 1].end : words[k].start].strip() or "\n" in text[words[k - 1].end : words[k].start]:
                     pieces.append(k)
             pieces.append(last)
             for a, b in zip(pieces, pieces[1:]):
@@ -248,13 +281,19 @@ def compile_tag_pattern(pattern: str, where: str = "pattern") -> re.Pattern[str]
     """``<a|n.*>*<n>`` -> a regex over the tag string ``<a><n>...`` (each ``<...>`` matches one whole tag)."""
     outside = re.sub(r"<[^<>]+>", "", pattern)
     if not PosPhraseDetector._TAG.search(pattern) or not re.fullmatch(r"[()|*+?{},:\d\s]*", outside):
-        raise MaskingError(f"tag pattern {pattern!r} is not made of <tag> units", where=where,
-                           fix="write tags in angle brackets with regex operators between them, e.g. "
-                               f"{DEFAULT_PHRASE_PATTERN}")
+        raise MaskingError(
+            f"tag pattern {pattern!r} is not made of <tag> units",
+            where=where,
+            fix=f"write tags in angle brackets with regex operators between them, e.g. {DEFAULT_PHRASE_PATTERN}",
+        )
     translated = PosPhraseDetector._TAG.sub(
-        lambda m: "(?:<(?:" + m.group(1).replace(".", "[^<>]") + ")>)", pattern.replace(" ", ""))
+        lambda m: "(?:<(?:" + m.group(1).replace(".", "[^<>]") + ")>)", pattern.replace(" ", "")
+    )
     try:
         return re.compile(translated)
     except re.error as error:
-        raise MaskingError(f"tag pattern {pattern!r} is not a valid regular expression ({error})", where=where,
-                           fix=f"e.g. {DEFAULT_PHRASE_PATTERN}") from None
+        raise MaskingError(
+            f"tag pattern {pattern!r} is not a valid regular expression ({error})",
+            where=where,
+            fix=f"e.g. {DEFAULT_PHRASE_PATTERN}",
+        ) from None

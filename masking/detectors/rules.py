@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from masking.detectors.base import AliasIndexLike
 from masking.detectors.gazetteer import TOKEN_PATTERN, GazetteerTable, match_text, normalise_text
@@ -18,9 +19,16 @@ class TermListDetector:
     ``kind``: ``phrase`` (default) or ``entity``; with an ``alias_index`` entity terms are linked to the KG.
     """
 
-    def __init__(self, terms: Mapping[str, str] | Iterable[str], *, kind: SpanKind = "phrase", label: str = "TERM",
-                 case_insensitive: bool = True, alias_index: AliasIndexLike | None = None,
-                 name: str = "terms") -> None:
+    def __init__(
+        self,
+        terms: Mapping[str, str] | Iterable[str],
+        *,
+        kind: SpanKind = "phrase",
+        label: str = "TERM",
+        case_insensitive: bool = True,
+        alias_index: AliasIndexLike | None = None,
+        name: str = "terms",
+    ) -> None:
         self.name = name
         self.kind: SpanKind = kind
         self.case_insensitive = case_insensitive
@@ -37,8 +45,11 @@ class TermListDetector:
             self.targets.append((str(term_label or label), entity_id))
             table.first[key[0]] = max(table.first.get(key[0], 0), len(key))
         if not table.entries:
-            raise MaskingError("the term list is empty", where=f"detector {name}",
-                               fix="give at least one term (terms: [...] or a file with one term per line)")
+            raise MaskingError(
+                "the term list is empty",
+                where=f"detector {name}",
+                fix="give at least one term (terms: [...] or a file with one term per line)",
+            )
         self.table = table
 
     def detect(self, texts: Sequence[str]) -> list[list[Span]]:
@@ -55,8 +66,14 @@ class TermListDetector:
 class RegexDetector:
     """Spans from regular expressions: ``[{"pattern": ..., "label": ..., "kind": ..., "group": 0, "ignore_case": False}]``."""
 
-    def __init__(self, patterns: Sequence[Mapping[str, Any] | str], *, kind: SpanKind = "phrase",
-                 label: str = "REGEX", name: str = "regex") -> None:
+    def __init__(
+        self,
+        patterns: Sequence[Mapping[str, Any] | str],
+        *,
+        kind: SpanKind = "phrase",
+        label: str = "REGEX",
+        name: str = "regex",
+    ) -> None:
         self.name = name
         self.rules: list[tuple[re.Pattern[str], str, SpanKind, int | str]] = []
         for i, rule in enumerate(patterns):
@@ -64,12 +81,18 @@ class RegexDetector:
             try:
                 compiled = re.compile(rule["pattern"], re.IGNORECASE if rule.get("ignore_case") else 0)
             except (re.error, KeyError, TypeError) as error:
-                raise MaskingError(f"bad regular expression: {error}", where=f"detector {name} patterns[{i}]",
-                                   fix="give a valid Python regular expression under 'pattern'") from None
+                raise MaskingError(
+                    f"bad regular expression: {error}",
+                    where=f"detector {name} patterns[{i}]",
+                    fix="give a valid Python regular expression under 'pattern'",
+                ) from None
             rule_kind = rule.get("kind", kind)
             if rule_kind not in ("entity", "phrase"):
-                raise MaskingError(f"kind {rule_kind!r} is not entity or phrase", where=f"detector {name} patterns[{i}]",
-                                   fix="use kind: entity or kind: phrase")
+                raise MaskingError(
+                    f"kind {rule_kind!r} is not entity or phrase",
+                    where=f"detector {name} patterns[{i}]",
+                    fix="use kind: entity or kind: phrase",
+                )
             self.rules.append((compiled, str(rule.get("label", label)), rule_kind, rule.get("group", 0)))
         if not self.rules:
             raise MaskingError("no patterns given", where=f"detector {name}", fix="give at least one pattern")
@@ -97,30 +120,45 @@ class GoldSpanDetector:
 
     uses_input_spans = True
 
-    def __init__(self, *, alias_index: AliasIndexLike | None = None, source: str = "gold",
-                 on_invalid: str = "error", name: str = "gold") -> None:
+    def __init__(
+        self,
+        *,
+        alias_index: AliasIndexLike | None = None,
+        source: str = "gold",
+        on_invalid: str = "error",
+        name: str = "gold",
+    ) -> None:
         self.name = name
         self.source = source
         self.on_invalid = on_invalid
         self.linker = MentionLinker(alias_index)
         self.dropped = 0
 
-    def detect(self, texts: Sequence[str], spans: Sequence[Sequence[Mapping[str, Any]] | None] | None = None,
-               ids: Sequence[str] | None = None) -> list[list[Span]]:
+    def detect(
+        self,
+        texts: Sequence[str],
+        spans: Sequence[Sequence[Mapping[str, Any]] | None] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[list[Span]]:
         if spans is None:
             return [[] for _ in texts]
         results: list[list[Span]] = []
         for index, (text, raw) in enumerate(zip(texts, spans)):
             doc_id = ids[index] if ids is not None else str(index)
-            valid, dropped = check_spans(text, raw or [], doc_id=doc_id, on_invalid=self.on_invalid,  # type: ignore[arg-type]
-                                         default_source=self.source)
+            valid, dropped = check_spans(
+                text,
+                raw or [],
+                doc_id=doc_id,
+                on_invalid=self.on_invalid,  # type: ignore[arg-type]
+                default_source=self.source,
+            )
             self.dropped += dropped
             out: list[Span] = []
             for span in valid:
                 if span["source"] not in (self.source, ""):
                     continue  # spans of an earlier annotation run are recomputed, not carried
                 if span["entity_id"] < 0 and span["kind"] == "entity":
-                    span["entity_id"] = self.linker.link(text[span["start"]:span["end"]])[0]
+                    span["entity_id"] = self.linker.link(text[span["start"] : span["end"]])[0]
                 span["source"] = self.source
                 out.append(span)
             results.append(out)

