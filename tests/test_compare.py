@@ -410,3 +410,17 @@ def test_kept_compare_end_to_end_shares_prepared_data(tmp_path) -> None:
     assert merged["variants"] == ["entity", "entity+fusion", "token"] and merged["baseline"] == "entity"
     assert merged["runs"]["token"] == ["runs/token-seed0", "runs/token-seed1"]
     assert "merging the earlier variants entity, entity+fusion" in third.output
+
+
+def test_objectives_benchmark_config_adds_one_objective_per_variant() -> None:
+    """benchmarks/objectives.yaml: every variant is the base (entity masking + fusion, sentence pairs) plus one
+    objective, so the table reads as the objective's effect."""
+    plan = load_compare_config(Path(__file__).resolve().parent.parent / "benchmarks" / "objectives.yaml")
+    assert list(plan.runs) == ["mlm", "mlm+sop", "mlm+red", "electra"]
+    configs = {name: runs[0][1] for name, runs in plan.runs.items()}
+    assert all(c.encode.sentence_pairs and c.model.fusion for c in configs.values())
+    assert configs["mlm+sop"].model.overrides.get("use_sop") is True
+    assert not configs["mlm"].model.overrides.get("use_sop")
+    assert configs["mlm+red"].masking.replaced_entity_probability == 0.3
+    assert configs["mlm"].masking.replaced_entity_probability == 0
+    assert configs["electra"].model.objective == "electra" and configs["mlm"].model.objective == "mlm"
