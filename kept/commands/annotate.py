@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,22 +71,9 @@ def annotate_command(
             where="--num-shards",
             fix="drop --num-shards/--merge, or use --engine local for hand-made shards",
         )
-    if num_shards > 1 and not merge:  # shards run side by side: kept.annotation.annotate_shard takes the locks
-        _annotate(
-            run_dir,
-            console,
-            detectors,
-            config_file,
-            num_proc,
-            num_shards,
-            shard_index,
-            spacy_model,
-            batch_size,
-            case_insensitive,
-            merge,
-        )
-        return
-    with RunLock(run_dir, "kept annotate"):
+    # shards run side by side (kept.annotation.annotate_shard takes their locks); anything else holds the run
+    sharded = num_shards > 1 and not merge
+    with contextlib.nullcontext() if sharded else RunLock(run_dir, "kept annotate"):
         _annotate(
             run_dir,
             console,

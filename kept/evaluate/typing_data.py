@@ -15,7 +15,7 @@ import torch
 
 from kept.errors import KeptError
 from kept.evaluate.typing_items import TypingData, TypingItem, read_typing_file
-from kg.type_relations import TYPE_RELATION_KEYS, relation_key
+from kg.type_relations import TYPE_RELATION_KEYS, is_type_relation, relation_key
 
 #: Relations whose tails are the types of their heads (names or labels, compared case- and separator-free).
 TYPE_RELATIONS = TYPE_RELATION_KEYS
@@ -24,8 +24,6 @@ UNTYPED_RELATIONS = frozenset({"linksto", "relatedto", "seealso"})
 
 
 # ------------------------------------------------------------------ types from the KG, items from the corpus
-
-_key = relation_key
 
 
 def _relation_type(label: str) -> str:
@@ -44,11 +42,7 @@ def kg_entity_types(
     ``has R`` (R's label, separators as spaces, trailing digits dropped); :data:`UNTYPED_RELATIONS` skipped.
     """
     triples = list(triples)
-    type_relations = {
-        name
-        for name, label in relation_labels.items()
-        if _key(name) in TYPE_RELATIONS or _key(label or "") in TYPE_RELATIONS
-    }
+    type_relations = {name for name, label in relation_labels.items() if is_type_relation(name, label)}
     types: dict[str, set[str]] = {}
     if any(relation in type_relations for _, relation, _ in triples):
         for head, relation, tail in triples:
@@ -58,7 +52,7 @@ def kg_entity_types(
         return {k: frozenset(v) for k, v in types.items()}, f"instance-of relation ({', '.join(used)})"
     for head, relation, tail in triples:
         label = relation_labels.get(relation) or relation
-        if _key(relation) in UNTYPED_RELATIONS or _key(label) in UNTYPED_RELATIONS:
+        if relation_key(relation) in UNTYPED_RELATIONS or relation_key(label) in UNTYPED_RELATIONS:
             continue
         name = _relation_type(label)
         types.setdefault(tail, set()).add(name)
