@@ -17,17 +17,12 @@ _EXPORTS: dict[str, str] = {
     "AliasIndex": "kg.aliases",
     "Candidate": "kg.aliases",
     "normalize_mention": "kg.aliases",
+    "EmbeddingConfig": "kg.embeddings",
+    "EmbeddingResult": "kg.embeddings",
+    "train_embeddings": "kg.embeddings",
     **{
-        name: "kg.embeddings"
-        for name in (
-            "EmbeddingConfig",
-            "EmbeddingResult",
-            "LoadedEmbeddings",
-            "load_embeddings",
-            "save_embedding_tensors",
-            "save_embeddings",
-            "train_embeddings",
-        )
+        name: "kg.embedding_files"
+        for name in ("LoadedEmbeddings", "load_embeddings", "save_embedding_tensors", "save_embeddings")
     },
     "InputError": "kg.errors",
     "KGError": "kg.errors",
@@ -46,15 +41,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real names
     from kg.aliases import AliasIndex, Candidate, normalize_mention
-    from kg.embeddings import (
-        EmbeddingConfig,
-        EmbeddingResult,
-        LoadedEmbeddings,
-        load_embeddings,
-        save_embedding_tensors,
-        save_embeddings,
-        train_embeddings,
-    )
+    from kg.embedding_files import LoadedEmbeddings, load_embeddings, save_embedding_tensors, save_embeddings
+    from kg.embeddings import EmbeddingConfig, EmbeddingResult, train_embeddings
     from kg.errors import InputError, KGError
     from kg.graph import KGStats, KnowledgeGraph, Neighbourhood
     from kg.report import LoadReport
