@@ -30,7 +30,8 @@ import torch
 from kg.aliases import AliasIndex
 from kg.errors import KGError
 from kg.graph import KnowledgeGraph
-from kg.wikitext import ArticleParser, normalize_title
+from kg.wiki_titles import normalize_title
+from kg.wikitext import ArticleParser
 
 SAMPLE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 LINKS_TO = "links_to"

@@ -1,11 +1,10 @@
 """MediaWiki wikitext of one article -> plain text, hyperlinks and infobox facts.
 
-:class:`ArticleParser` pre-cleans the wikitext (comments, refs, tables, media, non-infobox templates),
-parses it with mwparserfromhell and walks the node tree into a :class:`TextBuilder` (whitespace
-collapsed, offsets of recorded links kept valid), recording each article link as (start, end, raw
-target, anchor) and each infobox field that links to an article as (field, raw target, anchor).
-:func:`normalize_title` is MediaWiki's title normalisation. :mod:`kg.wikipedia` reads the dump and
-builds the KG from what this returns.
+:class:`ArticleParser` pre-cleans the wikitext (:mod:`kg.wikitext_clean`), parses it with
+mwparserfromhell and walks the node tree into a :class:`TextBuilder` (whitespace collapsed, offsets of
+recorded links kept valid), recording each article link as (start, end, raw target, anchor) and each
+infobox field that links to an article as (field, raw target, anchor). Link titles are judged by
+:mod:`kg.wiki_titles`. :mod:`kg.wikipedia` reads the dump and builds the KG from what this returns.
 """
 
 from __future__ import annotations
@@ -14,65 +13,9 @@ import html
 import re
 from typing import Any
 
-# Namespaces and interwiki prefixes whose links are not article links.
-_NAMESPACES = {
-    "file",
-    "image",
-    "category",
-    "media",
-    "special",
-    "wikipedia",
-    "wp",
-    "project",
-    "help",
-    "portal",
-    "template",
-    "user",
-    "talk",
-    "user talk",
-    "module",
-    "mediawiki",
-    "book",
-    "draft",
-    "timedtext",
-    "wiktionary",
-    "wikt",
-    "wikisource",
-    "s",
-    "q",
-    "wikiquote",
-    "b",
-    "wikibooks",
-    "n",
-    "wikinews",
-    "v",
-    "wikiversity",
-    "commons",
-    "meta",
-    "m",
-    "species",
-    "d",
-    "wikidata",
-    "mw",
-    "c",
-    "voy",
-    "wikivoyage",
-    "iarchive",
-    "oldwikisource",
-    "w",
-    "wikipedia talk",
-    "template talk",
-    "category talk",
-    "file talk",
-    "portal talk",
-    "help talk",
-    "wp talk",
-    "h",
-    "t",
-    "cat",
-}
-_INVISIBLE_NAMESPACES = {"file", "image", "category", "media", "cat"}
-_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}(-[a-z]{2,8})*$")
+from kg.wiki_titles import is_hidden_namespace, is_invalid_title, link_namespace
+from kg.wikitext_clean import preclean
+
 _SKIP_TAGS = {
     "ref",
     "references",
@@ -137,116 +80,10 @@ _SKIP_INFOBOX_FIELDS = {
     "embed",
 }
 
-# Cheap pre-cleaning before the (comparatively slow) parser: comments, refs, magic words.
-_PRE_CLEAN = re.compile(
-    r"<!--.*?(?:-->|\Z)|<ref[^>]*?/>|<ref(?:\s[^>]*)?>.*?</ref\s*>|__[A-Z]+__",
-    re.DOTALL | re.IGNORECASE,
-)
 _HSPACE = re.compile(r"[ \t\u00a0\u2009\u200b]+")
 _NEWLINES = re.compile(r" *\n[ \n]*")
 _LINK_TRAIL = re.compile(r"[a-z]+")
 _PARENTHETICAL = re.compile(r"\s*\([^()]*\)\s*$")
-
-
-_INVALID_TITLE = re.compile(r"[\[\]{}|<>\n]")
-
-
-def _strip_tables(text: str) -> str:
-    """Drop wiki tables (``{| ... |}``, nested) line by line; malformed ones would leak markup as text."""
-    if "{|" not in text:
-        return text
-    kept: list[str] = []
-    depth = 0
-    for line in text.split("\n"):
-        stripped = line.lstrip()
-        if stripped.startswith("{|"):
-            depth += 1
-        if depth == 0:
-            kept.append(line)
-        elif stripped.startswith("|}"):
-            depth -= 1
-    return text if depth else "\n".join(kept)  # unbalanced: leave it to the parser
-
-
-def _balanced_end(text: str, start: int, opening: str, closing: str) -> int:
-    """The position just after the ``closing`` that balances the ``opening`` at ``start`` (nested), or -1."""
-    depth, cursor = 0, start
-    while True:
-        next_open, next_close = text.find(opening, cursor), text.find(closing, cursor)
-        if next_close < 0:
-            return -1
-        if 0 <= next_open < next_close:
-            depth += 1
-            cursor = next_open + len(opening)
-        else:
-            depth -= 1
-            cursor = next_close + len(closing)
-            if depth == 0:
-                return cursor
-
-
-_MEDIA_LINK = re.compile(r"\[\[\s*:?\s*(?:file|image|media)\s*:", re.IGNORECASE)
-
-
-def _strip_media(text: str) -> str:
-    """Drop ``[[File:...]]`` links with nested links in captions (the parser gives up on multi-line ones)."""
-    match = _MEDIA_LINK.search(text)
-    if match is None:
-        return text
-    pieces: list[str] = []
-    position = 0
-    while match is not None:
-        start = match.start()
-        cursor = _balanced_end(text, start, "[[", "]]")
-        if cursor < 0:
-            return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
-        pieces.append(text[position:start])
-        position = cursor
-        match = _MEDIA_LINK.search(text, position)
-    pieces.append(text[position:])
-    return "".join(pieces)
-
-
-def _strip_templates(text: str, keep_prefix: str = "infobox") -> str:
-    """Drop ``{{...}}`` templates (nested) except those named ``keep_prefix...``: they are never visible
-    text here, and leaving them out spares the parser most of its work."""
-    start = text.find("{{")
-    if start < 0:
-        return text
-    pieces: list[str] = []
-    position = 0
-    while start >= 0:
-        cursor = _balanced_end(text, start, "{{", "}}")
-        if cursor < 0:
-            return "".join(pieces) + text[position:]  # unbalanced: keep the rest for the parser
-        name = text[start + 2 : start + 40].lstrip("{ \n").lower().replace("_", " ")
-        pieces.append(text[position:start])
-        if name.startswith(keep_prefix):
-            pieces.append(text[start:cursor])
-        position = cursor
-        start = text.find("{{", position)
-    pieces.append(text[position:])
-    return "".join(pieces)
-
-
-def normalize_title(title: str) -> str:
-    """MediaWiki title normalisation: anchors dropped, ``_``->space, whitespace collapsed, first letter upper."""
-    title = html.unescape(title).replace("_", " ")
-    title = title.split("#", 1)[0]
-    title = " ".join(title.split()).lstrip(":").strip()
-    if not title:
-        return ""
-    return title[0].upper() + title[1:]
-
-
-def _namespace(title: str) -> str | None:
-    """The namespace/interwiki prefix of a link title (lower case), or None for an article link."""
-    if ":" not in title:
-        return None
-    prefix = title.split(":", 1)[0].strip().lower().replace("_", " ")
-    if prefix in _NAMESPACES or _LANGUAGE_CODE.match(prefix):
-        return prefix
-    return None
 
 
 class TextBuilder:
@@ -308,7 +145,7 @@ class ArticleParser:
 
     def parse(self, wikitext: str) -> tuple[str, list[tuple[int, int, str, str]], list[tuple[str, str, str]], int]:
         """Return (text, links as (start, end, raw target, anchor), infobox (field, raw target, anchor), #infoboxes)."""
-        code = self._mw.parse(_strip_media(_strip_tables(_strip_templates(_PRE_CLEAN.sub("", wikitext)))))
+        code = self._mw.parse(preclean(wikitext))
         builder = TextBuilder()
         links: list[list[Any]] = []
         self._skipping = False
@@ -327,7 +164,7 @@ class ArticleParser:
                     continue
                 for link in param.value.filter_wikilinks(recursive=True):
                     raw = str(link.title).strip()
-                    if _namespace(raw.lstrip(":")) is None and not _INVALID_TITLE.search(raw):
+                    if link_namespace(raw.lstrip(":")) is None and not is_invalid_title(raw):
                         anchor = link.text.strip_code() if link.text is not None else raw.lstrip(":")
                         facts.append((field_name, raw, " ".join(html.unescape(anchor).split())))
         text = builder.text()
@@ -387,12 +224,12 @@ class ArticleParser:
 
     def _link(self, node: Any, out: TextBuilder, links: list[list[Any]]) -> None:
         raw_title = str(node.title).strip()
-        if _INVALID_TITLE.search(raw_title):
+        if is_invalid_title(raw_title):
             return  # not a valid title: broken markup, not a link
         leading_colon = raw_title.startswith(":")
-        namespace = _namespace(raw_title.lstrip(":"))
+        namespace = link_namespace(raw_title.lstrip(":"))
         if namespace is not None:
-            if not leading_colon and (namespace in _INVISIBLE_NAMESPACES or _LANGUAGE_CODE.match(namespace)):
+            if not leading_colon and is_hidden_namespace(namespace):
                 return  # images, categories, interlanguage links: not visible text
             visible = node.text.strip_code() if node.text is not None else raw_title.lstrip(":")
             out.add(html.unescape(visible))
