@@ -118,7 +118,7 @@ def main() -> None:
     from kept.evaluate.cloze import evaluate_cloze, find_mentions, select_items
     from kept.evaluate.probe import ProbeFacts, _queries, evaluate_probe, held_out_triples, relation_words
     from kg.wikipedia import load_wikipedia_sample
-    from masking.align import encode_with_units
+    from masking.encoding import encode_with_units
 
     model, tokenizer = load_model_and_tokenizer()
     sample = load_wikipedia_sample(max_documents=args.documents)

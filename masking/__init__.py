@@ -16,7 +16,8 @@ _EXPORTS: dict[str, str] = {
     # alignment (masking/align.py)
     "AlignedUnits": "masking.align",
     "align_spans": "masking.align",
-    "encode_with_units": "masking.align",
+    # batched encoding (masking/encoding.py)
+    "encode_with_units": "masking.encoding",
     # masking strategies config
     "STRATEGIES": "masking.masking_config",
     "MaskingConfig": "masking.masking_config",
@@ -68,7 +69,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the real names
-    from masking.align import AlignedUnits, align_spans, encode_with_units
+    from masking.align import AlignedUnits, align_spans
     from masking.annotator import annotate, annotate_with_stats
     from masking.collator import ErnieStageCallback, KnowledgeMaskingCollator
     from masking.detectors import (
@@ -89,6 +90,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the real names
         register_detector,
     )
     from masking.documents import load_documents
+    from masking.encoding import encode_with_units
     from masking.errors import MaskingError
     from masking.masking_config import STRATEGIES, MaskingConfig
     from masking.segmenters import SEGMENTER_NAMES, build_segmenter

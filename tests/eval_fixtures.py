@@ -129,7 +129,7 @@ def mention_spans(text: str, entity_index: dict[str, int]) -> list[dict[str, Any
 
 
 def encode_rows(tokenizer: Any, texts: Sequence[str], max_length: int = 32) -> list[dict[str, Any]]:
-    from masking.align import encode_with_units
+    from masking.encoding import encode_with_units
 
     index = {name: i for i, (name, _, _) in enumerate(ENTITIES)}
     spans = [mention_spans(text, index) for text in texts]
