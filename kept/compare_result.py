@@ -296,7 +296,7 @@ class CompareResult:
 
     def plot(self, out_dir: str | Path, metrics: Sequence[str] | None = None) -> list[Path]:
         """Bar charts with error bars (one PNG per metric group), written atomically."""
-        from kept.report import metric_bars_figure, save_figure
+        from kept.figures import metric_bars_figure, save_figure
 
         metrics = list(metrics) if metrics is not None else self.shown_metrics()
         out_dir = Path(out_dir)

@@ -45,6 +45,6 @@ def show(figure: Any, dpi: int = 100) -> None:
 
 def _figure(width: float, height: float, rows: int = 1, columns: int = 1) -> tuple[Any, Any]:
     """A bare Figure and its axes grid (always 2-D), as the report's figures are built."""
-    from kept.report import subplots
+    from kept.figures import subplots
 
     return subplots(rows, columns, figsize=(width, height), squeeze=False)

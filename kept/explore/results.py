@@ -14,9 +14,9 @@ from kept.explore.runs import RunSet
 
 
 def learning_curves(runs: RunSet) -> tuple[Any | None, dict[str, str]]:
-    """A figure of every run's logged losses and learning rate (kept.report.learning_curve_figure),
+    """A figure of every run's logged losses and learning rate (kept.figures.learning_curve_figure),
     and ``{run: reason}`` for the runs without a log history."""
-    from kept.report import learning_curve_figure
+    from kept.figures import learning_curve_figure
 
     histories: dict[str, list[dict[str, Any]]] = {}
     missing: dict[str, str] = {}
@@ -44,7 +44,7 @@ def comparison(runs: RunSet) -> Any | None:
 
 def comparison_figure(result: Any, metrics: Sequence[str] | None = None) -> Any:
     """Bars per variant with error bars (sample std over seeds), one panel per metric."""
-    from kept.report import metric_bars_figure
+    from kept.figures import metric_bars_figure
 
     shown = list(metrics) if metrics is not None else result.shown_metrics()
     return metric_bars_figure(result, shown, title="mean ± std over seeds")
