@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import time
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--data", choices=sorted(DATA_FILES), default="nyt")
     parser.add_argument("--out", type=Path, default=Path("runs/knowledge_gain"))
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # kept's progress lines
     source = FEWREL_DIR / DATA_FILES[args.data]
     if not source.is_file():
         print(json.dumps({"benchmark": "knowledge_gain", "skipped": f"{source} not found"}))
@@ -188,7 +190,7 @@ def main() -> None:
     config_path = work / "compare.yaml"
     config_path.write_text(compare_yaml(work, size, offline_checkpoint_dir("minilm-l6")), encoding="utf-8")
     plan = load_compare_config(config_path)
-    result = run_compare(plan, log=lambda message: print(message, flush=True))
+    result = run_compare(plan)
     seconds = round(time.time() - started, 1)
     runs = {variant: [plan.out / r for r in rs] for variant, rs in result.runs.items()}
     figures = ("relation.macro_f1", "relation.accuracy", "cloze.accuracy", "probe.mrr", "mlm.token.accuracy")

@@ -55,7 +55,10 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
 ) -> None:
     """KEPT command line."""
+    from kept.commands.common import configure_logging
+
     _state["debug"] = debug
+    configure_logging()
 
 
 for _module in COMMAND_MODULES:

@@ -46,6 +46,7 @@ replaces its old runs) as long as the shared data are the same.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,8 @@ from kept.compare_result import (  # noqa: F401 - re-exported: kept.compare's na
     summarize,
 )
 from kept.errors import KeptError
+
+logger = logging.getLogger(__name__)
 
 
 class VariantSpec(BaseModel):
@@ -332,9 +335,7 @@ def base_fingerprint(plan: ComparePlan) -> str:
     )
 
 
-def earlier_runs(
-    plan: ComparePlan, shared: Mapping[str, str], log: Any
-) -> tuple[dict[str, list[Path]], CompareResult | None]:
+def earlier_runs(plan: ComparePlan, shared: Mapping[str, str]) -> tuple[dict[str, list[Path]], CompareResult | None]:
     """Runs of variants an earlier `kept compare` on this directory evaluated and this one does not
     re-run, with that summary; nothing when there is no summary or it was made on other shared data
     (its runs no longer match the prepared data)."""
@@ -345,7 +346,7 @@ def earlier_runs(
         return {}, None
     earlier = CompareResult.from_dict(load_compare(plan.out))
     if earlier.shared_data != dict(shared):
-        log(
+        logger.info(
             f"compare: {summary_path} was made on other shared data or another base configuration (budget, "
             "evaluation, seeds); its variants are not merged"
         )
@@ -356,50 +357,46 @@ def earlier_runs(
         if variant in plan.runs or not paths:
             continue
         if not all((path / "eval" / "metrics.json").is_file() for path in paths):
-            log(f"compare: the earlier runs of '{variant}' are incomplete; not merged")
+            logger.info(f"compare: the earlier runs of '{variant}' are incomplete; not merged")
             continue
         runs[variant] = paths
     if runs:
-        log(f"compare: merging the earlier variants {', '.join(runs)} from {summary_path}")
+        logger.info(f"compare: merging the earlier variants {', '.join(runs)} from {summary_path}")
     return runs, earlier
 
 
-def run_compare(
-    plan: ComparePlan, *, log: Any = lambda _: None, progress: bool = False, force: Sequence[str] = ()
-) -> CompareResult:
+def run_compare(plan: ComparePlan, *, progress: bool = False, force: Sequence[str] = ()) -> CompareResult:
     """Prepare the data once, train + evaluate every variant × seed, aggregate and save the summary
     (merged with the variants of an earlier summary in the same directory, see :func:`earlier_runs`)."""
     from kept.runner import run_pipeline
 
     check_baseline(plan.section.baseline, list(plan.runs))  # before hours of training, not after
     plan.out.mkdir(parents=True, exist_ok=True)
-    log(f"compare: preparing shared data in {plan.prepared_dir}")
+    logger.info(f"compare: preparing shared data in {plan.prepared_dir}")
     prepare_config = plan.base.model_copy(update={"name": "prepared"})
     run_pipeline(
         prepare_config,
         plan.prepared_dir,
         stages=list(SHARED_STAGES),
         force=[s for s in force if s in SHARED_STAGES],
-        log=log,
         progress=progress,
     )
     shared = shared_data_fingerprint(plan.prepared_dir)
     shared["variants_base"] = base_fingerprint(plan)  # same budget, evaluation and seeds, or no merge
-    by_variant, earlier = earlier_runs(plan, shared, log)
+    by_variant, earlier = earlier_runs(plan, shared)
     total = sum(len(v) for v in plan.runs.values())
     done = 0
     for variant, seeded in plan.runs.items():
         for seed, config in seeded:
             done += 1
             run_dir = plan.run_dir(variant, seed)
-            log(f"compare: [{done}/{total}] {variant}, seed {seed} -> {run_dir}")
+            logger.info(f"compare: [{done}/{total}] {variant}, seed {seed} -> {run_dir}")
             _link_shared(plan.prepared_dir, run_dir)
             run_pipeline(
                 config,
                 run_dir,
                 stages=list(VARIANT_STAGES),
                 force=[s for s in force if s in VARIANT_STAGES],
-                log=log,
                 progress=progress,
             )
             by_variant.setdefault(variant, []).append(run_dir)

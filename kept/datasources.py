@@ -8,12 +8,15 @@ and the runner's ``data`` stage call these; so can notebooks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kept.errors import KeptError
 from kept.rundir import RunPaths, run_paths
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from kept.config import RunConfig
@@ -251,7 +254,7 @@ def has_kg(config: RunConfig) -> bool:
     return data.source in KG_SOURCES or data.kg_triples is not None
 
 
-def prepare_data(run_dir: str | Path, config: RunConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def prepare_data(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
     """Write corpus/documents.jsonl and (when the source has one) kg/ for the configured source."""
     source = config.data.source
     if source not in DATA_SOURCES:
@@ -259,7 +262,7 @@ def prepare_data(run_dir: str | Path, config: RunConfig, log: Callable[[str], No
             f"unknown data.source '{source}'", where="data.source", fix=f"choose from {', '.join(DATA_SOURCES)}"
         )
     info: dict[str, Any] = {"source": source, **DATA_SOURCES[source](run_paths(run_dir), config)}
-    log(
+    logger.info(
         f"data: {info.get('documents', '?')} documents"
         + (f", {info['entities']} entities" if "entities" in info else "")
     )

@@ -124,7 +124,6 @@ def run_demo(
     lang: str = "en",
     model: str | None = None,
     overrides: Sequence[str] = (),
-    log: Any = print,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run a packaged demo into ``out``: ``{"result": CompareResult, "plan", "report": Path, "seconds"}``."""
@@ -135,6 +134,6 @@ def run_demo(
     plan = load_demo(out, lang=lang, model=model, overrides=overrides)
     plan.out.mkdir(parents=True, exist_ok=True)
     write_demo_config(plan, plan.out / "demo.yaml", lang, model or default_model(lang))
-    result = run_compare(plan, log=log, progress=progress)
+    result = run_compare(plan, progress=progress)
     report = report_compare_dir(plan.out)
     return {"result": result, "plan": plan, "report": report, "seconds": time.time() - started}

@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import replace
 from typing import Any
 
 from kept.optim import ParameterOrigins
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "discriminator."
 
@@ -25,9 +27,7 @@ def electra_on(config: Any) -> bool:
     return config.model.objective == "electra"
 
 
-def wrap_objective(
-    model: Any, origins: ParameterOrigins, config: Any, seed: int, log: Callable[[str], None]
-) -> tuple[Any, ParameterOrigins]:
+def wrap_objective(model: Any, origins: ParameterOrigins, config: Any, seed: int) -> tuple[Any, ParameterOrigins]:
     """(model, origins) unchanged for MLM; for ELECTRA the generator/discriminator pair and its origins."""
     if not electra_on(config):
         return model, origins
@@ -53,7 +53,7 @@ def wrap_objective(
         tied=[PREFIX + n for n in origins.tied],
     )
     generator = sum(p.numel() for n, p in params.items() if not n.startswith(PREFIX))
-    log(
+    logger.info(
         f"ELECTRA: generator {pair.generator.config.hidden_size} wide x {pair.generator.config.num_hidden_layers} "
         f"layers + RTD head ({generator / 1e6:.2f}M parameters), loss = generator MLM + "
         f"{config.model.rtd_weight:g} x RTD; model/ will be the discriminator"

@@ -20,7 +20,7 @@ share of [UNK] tokens is reported (stats.json ``unk_rate``, the log) and an enco
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +31,8 @@ from kept.config import RunConfig, resolve_init_from
 from kept.errors import KeptError
 from kept.rundir import atomic_dir, atomic_write_json, is_main_process, require, run_paths
 from masking.align import Segmenter
+
+logger = logging.getLogger(__name__)
 
 ENCODED_COLUMNS = ("input_ids", "attention_mask", "unit_ids", "unit_kind", "entity_ids", "word_ids", "doc_id")
 #: The further columns of sentence-order pairs (encode.sentence_pairs).
@@ -239,7 +241,6 @@ def _segmenter(name: str, given: Optional[Segmenter]) -> tuple[Optional[Segmente
 def encode_run(
     run_dir: str | Path,
     config: RunConfig,
-    log: Callable[[str], None] = lambda _: None,
     segmenter: Optional[Segmenter] = None,
 ) -> EncodeResult:
     """Build RUN_DIR/tokenizer and RUN_DIR/encoded/{train,validation} from corpus/annotated.
@@ -264,7 +265,7 @@ def encode_run(
         min_frequency=tok_cfg.min_frequency,
         lowercase=tok_cfg.lowercase,
     )
-    log(f"tokenizer: {source} ({len(tokenizer)} tokens); segmenter: {segmenter_name}")
+    logger.info(f"tokenizer: {source} ({len(tokenizer)} tokens); segmenter: {segmenter_name}")
     enc = config.encode
     limit = getattr(tokenizer, "model_max_length", None)
     if limit and limit < 10**6 and enc.max_length > limit:
@@ -291,7 +292,7 @@ def encode_run(
     counts = [_unk_count(split, tokenizer) for split in (train, validation)]
     content_tokens, unk_tokens = (sum(c[i] for c in counts) for i in (0, 1))
     unk_rate = unk_tokens / content_tokens if content_tokens else 0.0
-    log(f"[UNK] rate: {unk_rate:.2%} ({unk_tokens} of {content_tokens} tokens)")
+    logger.info(f"[UNK] rate: {unk_rate:.2%} ({unk_tokens} of {content_tokens} tokens)")
     check_unk_rate(unk_rate, enc.max_unk_rate, source)
     stats: dict[str, Any] = {
         "tokenizer": source,
@@ -314,7 +315,9 @@ def encode_run(
                 train.save_to_disk(str(tmp / "train"))
                 validation.save_to_disk(str(tmp / "validation"))
                 atomic_write_json(tmp / "stats.json", stats)
-    log(f"encoded: {stats['train']['sequences']} train / {stats['validation']['sequences']} validation sequences")
+    logger.info(
+        f"encoded: {stats['train']['sequences']} train / {stats['validation']['sequences']} validation sequences"
+    )
     return EncodeResult(source, len(tokenizer), stats)
 
 

@@ -18,12 +18,15 @@ the entity table the model trains (:mod:`fusion.kg_link`). This module is the ru
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kept.errors import KeptError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch loads with the functions that use it
     import torch
@@ -162,7 +165,7 @@ def model_overrides(config: Any, run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def init_relations(model: Any, config: Any, run_dir: str | Path, log: Callable[[str], None]) -> None:
+def init_relations(model: Any, config: Any, run_dir: str | Path) -> None:
     """Start the KG head's relation embeddings from the run's trained KG model when it matches (same
     interaction, same shape); else they train from their random start. Logs which."""
     head = getattr(model, "kg_head", None)
@@ -182,7 +185,7 @@ def init_relations(model: Any, config: Any, run_dir: str | Path, log: Callable[[
             f"random (the KG embedding is {loaded.metadata.get('model') or 'unnamed'} "
             f"{list(weight.shape)}, the head {head.interaction} {list(head.relation_embeddings.weight.shape)})"
         )
-    log(
+    logger.info(
         f"joint KG loss: {head.interaction} {head.loss} loss x {model.config.joint_kg_weight}, "
         f"relation embeddings {source}; {training_triples(run_dir).note}"
     )

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ from kept.config import RunConfig, resolve_init_from
 from kept.errors import KeptError
 from kept.optim import ModelSource, ParameterOrigins, kept_checkpoint_new_names
 from kept.rundir import require, run_paths
+
+logger = logging.getLogger(__name__)
 
 #: logs/ file: which parameters are new vs loaded (with counts), the optimizer plan, the derived defaults.
 LOADING_REPORT = "loading_report.json"
@@ -30,14 +32,12 @@ def _embedding_dim(path: Path) -> tuple[int, int]:
     return int(rows), int(dim)
 
 
-def build_model(config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]) -> Any:
+def build_model(config: RunConfig, run_dir: Path, tokenizer: Any) -> Any:
     """KeptForPreTraining from a preset, a previous stage (init_from) or a BERT checkpoint."""
-    return build_model_and_origins(config, run_dir, tokenizer, log)[0]
+    return build_model_and_origins(config, run_dir, tokenizer)[0]
 
 
-def build_model_and_origins(
-    config: RunConfig, run_dir: Path, tokenizer: Any, log: Callable[[str], None]
-) -> tuple[Any, ParameterOrigins]:
+def build_model_and_origins(config: RunConfig, run_dir: Path, tokenizer: Any) -> tuple[Any, ParameterOrigins]:
     """:func:`build_model` and which of its parameters are new (randomly initialised) and which loaded
     (from init_from or, for a trainable entity table, from the KG embeddings). Parameters that start
     from random are drawn from ``train.seed``, also when the rest comes from a checkpoint."""
@@ -91,11 +91,11 @@ def build_model_and_origins(
         torch.manual_seed(config.train.seed)
         model = KeptForPreTraining(model_config)
         new_names, source, unused, tied = {n for n, _ in model.named_parameters()}, "scratch", [], []
-        log(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
+        logger.info(f"model: preset {mcfg.preset} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters)")
     else:
         check_init_vocabulary(init_from, tokenizer)
         if mcfg.preset != "tiny":  # the default says nothing; a chosen preset that cannot apply is said
-            log(
+            logger.info(
                 f"model.preset {mcfg.preset} ignored: the init_from checkpoint gives the sizes "
                 "(set KeptConfig options through model.overrides)"
             )
@@ -104,13 +104,13 @@ def build_model_and_origins(
         if model_type == "kept":
             model = KeptForPreTraining.from_pretrained(str(init_from), trust_remote_code=False, **overrides)
             new_names, source, unused, tied = kept_checkpoint_new_names(model, init_from), "kept", [], []
-            log(f"model: continued from {init_from}")
+            logger.info(f"model: continued from {init_from}")
         else:
             if entity_dim is not None:
                 overrides["entity_dim"] = entity_dim
             model, report = KeptForPreTraining.from_bert(str(init_from), **overrides)
             new_names, source, unused, tied = set(report.new), "bert", report.unused, report.tied
-            log(f"model: initialised from BERT: {report.summary()}")
+            logger.info(f"model: initialised from BERT: {report.summary()}")
         if model.config.vocab_size != len(tokenizer):
             raise vocabulary_size_error(model.config.vocab_size, len(tokenizer))
         if mcfg.fusion and int(model.config.entity_dim) != entity_dim:
@@ -124,12 +124,12 @@ def build_model_and_origins(
             model.config.dea_weight = 0.0
     if mcfg.fusion:
         model.load_entity_table(paths.embeddings, trainable=not mcfg.freeze_entity_table)
-        log(
+        logger.info(
             f"entity table: {entity_rows} entities x {entity_dim} ({'frozen' if mcfg.freeze_entity_table else 'trained'})"
         )
-        joint_kg.init_relations(model, config, run_dir, log)
+        joint_kg.init_relations(model, config, run_dir)
     origins = ParameterOrigins.from_model(model, new_names, source, init_from, unused=unused, tied=tied)
-    log(origins.summary())
+    logger.info(origins.summary())
     return model, origins
 
 

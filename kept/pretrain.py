@@ -24,10 +24,11 @@ DDP, and only rank 0 writes run-directory artifacts.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,8 @@ from kept.rundir import (
 )
 from kept.scale import resolve_warmup
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class PretrainResult:
@@ -113,7 +116,6 @@ def pretrain_run(
     *,
     restart: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = lambda _: None,
     extra_callbacks: Sequence[Any] = (),
 ) -> PretrainResult:
     """Train (or resume) the run's model; returns final losses and where the model is.
@@ -134,7 +136,7 @@ def pretrain_run(
     # configuration: the derived train defaults resolved (and said)
     config, derived = resolve_train_defaults(config)
     if derived:
-        log(describe_derived(derived))
+        logger.info(describe_derived(derived))
 
     # data
     tokenizer = load_run_tokenizer(paths.tokenizer)
@@ -147,21 +149,19 @@ def pretrain_run(
     resume = prepare_checkpoints(config, run_dir, restart)
 
     # model
-    model, origins = build_model_and_origins(config, run_dir, tokenizer, log)
+    model, origins = build_model_and_origins(config, run_dir, tokenizer)
     check_sentence_pairs(bool(model.config.use_sop), int(model.config.type_vocab_size), train_data, paths.encoded_train)
     if is_main_process():  # only now: a run refused above (init_from, entity dim) leaves config.yaml as it was
         save_config(config, run_dir)  # the configuration as run, derived train defaults resolved
     if config.train.max_steps == 0:
-        return save_starting_model(
-            paths, model, tokenizer, config, started, log, random_mlm_head=origins.random_mlm_head
-        )
-    model, origins = electra.wrap_objective(model, origins, config, config.train.seed, log)  # model.objective
+        return save_starting_model(paths, model, tokenizer, config, started, random_mlm_head=origins.random_mlm_head)
+    model, origins = electra.wrap_objective(model, origins, config, config.train.seed)  # model.objective
     plan = OptimizerPlan.from_config(config, origins)
     if plan.ignored(config):
-        log(
+        logger.info(
             f"{', '.join(plan.ignored(config))} ignored: {'no parameter is new' if not origins.new else 'nothing is loaded'}"
         )
-    log(plan.describe())
+    logger.info(plan.describe())
     if is_main_process():
         atomic_write_json(
             paths.logs / LOADING_REPORT,
@@ -179,7 +179,7 @@ def pretrain_run(
     tcfg = config.train
     bf16 = resolve_bf16(tcfg.bf16)
     warmup = resolve_warmup(config)  # warmup_tokens -> steps (kept.scale)
-    log(warmup.describe())
+    logger.info(warmup.describe())
     report_to, report_callbacks = reporting(tcfg.report_to, paths.logs / "tensorboard")
     args = training_arguments(
         config, paths, bf16=bf16, warmup_steps=warmup.steps, report_to=report_to, evaluate=validation is not None
@@ -209,7 +209,7 @@ def pretrain_run(
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write_json(paths.checkpoints / TRAINING_SNAPSHOT, training_snapshot(config, run_dir))
     if resume:
-        log(f"resuming from {resume}")
+        logger.info(f"resuming from {resume}")
     try:
         with checkpoint_write_guard(paths.checkpoints):  # disk full: one line, the partial checkpoint removed
             train_output = trainer.train(resume_from_checkpoint=resume)
@@ -396,7 +396,6 @@ def save_starting_model(
     tokenizer: Any,
     config: RunConfig,
     started: float,
-    log: Callable[[str], None],
     random_mlm_head: bool = False,
 ) -> PretrainResult:
     """``train.max_steps: 0``: save the model as built (e.g. a BERT checkpoint through ``from_bert``) with
@@ -423,7 +422,7 @@ def save_starting_model(
         model.save_pretrained(str(partial))
         install_model(paths, partial, tokenizer, metrics)
     _barrier()
-    log("pretrain: train.max_steps is 0, saved the starting model without training")
+    logger.info("pretrain: train.max_steps is 0, saved the starting model without training")
     return PretrainResult(paths.model, 0, None, None, None, metrics["runtime_s"], metrics)
 
 

@@ -13,13 +13,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kept.errors import KeptError
+
+logger = logging.getLogger(__name__)
 
 
 def red_on(config: Any) -> bool:
@@ -67,9 +69,7 @@ def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
     return EntityPool(tokens=tokens, types=types, source=source)
 
 
-def wrap_collator(
-    collator: Any, config: Any, run_dir: str | Path, tokenizer: Any, log: Callable[[str], None] = lambda _: None
-) -> Any:
+def wrap_collator(collator: Any, config: Any, run_dir: str | Path, tokenizer: Any) -> Any:
     """The collator with WKLM swaps when ``masking.replaced_entity_probability`` > 0, else as it is (its
     ``pool.source`` says where the types came from)."""
     if not red_on(config):
@@ -77,7 +77,7 @@ def wrap_collator(
     from masking.replaced_entity import ReplacedEntityCollator
 
     pool = entity_pool(run_dir, tokenizer)
-    log(
+    logger.info(
         f"replaced-entity detection: {config.masking.replaced_entity_probability:.0%} of the linked mentions "
         f"swapped for {pool.source}; the swapped mention takes the new entity's id"
     )

@@ -12,6 +12,7 @@ after it run again.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +33,13 @@ from kept.rundir import (
     write_stamp,
 )
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StageContext:
     """What a stage's ``run`` gets besides the run directory and the configuration."""
 
-    log: Callable[[str], None]
     progress: bool = True
     restart_pretrain: bool = False
 
@@ -131,48 +133,48 @@ def _pretrain_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
 
 
 def _run_data(run_dir: Path, config: RunConfig, context: StageContext) -> None:
-    prepare_data(run_dir, config, context.log)
+    prepare_data(run_dir, config)
 
 
 def _run_kg(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.graphs import embed_run_dir
 
     metrics = embed_run_dir(run_dir, config.kg)
-    context.log(f"kg: {config.kg.model} embeddings, MRR {metrics.get('mrr', float('nan')):.3f}")
+    logger.info(f"kg: {config.kg.model} embeddings, MRR {metrics.get('mrr', float('nan')):.3f}")
 
 
 def _run_annotate(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.annotation import annotate_run_dir
 
     stats = annotate_run_dir(run_dir, annotation_config(config))
-    context.log(f"annotate: {stats.get('documents', '?')} documents annotated")
+    logger.info(f"annotate: {stats.get('documents', '?')} documents annotated")
 
 
 def _run_encode(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.encode import encode_run
 
-    encode_run(run_dir, config, log=context.log)
+    encode_run(run_dir, config)
 
 
 def _run_pretrain(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.pretrain import pretrain_run
 
-    result = pretrain_run(run_dir, config, log=context.log, progress=context.progress, restart=context.restart_pretrain)
-    context.log(f"pretrain: {result.steps} steps, train loss {result.train_loss}, eval loss {result.eval_loss}")
+    result = pretrain_run(run_dir, config, progress=context.progress, restart=context.restart_pretrain)
+    logger.info(f"pretrain: {result.steps} steps, train loss {result.train_loss}, eval loss {result.eval_loss}")
 
 
 def _run_evaluate(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.evaluate import evaluate_run_dir
 
-    evaluate_run_dir(run_dir, config, progress=context.log)
-    context.log(f"evaluate: {run_paths(run_dir).eval / 'metrics.json'}")
+    evaluate_run_dir(run_dir, config)
+    logger.info(f"evaluate: {run_paths(run_dir).eval / 'metrics.json'}")
 
 
 def _run_report(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.report import report_run_dir
 
     report_run_dir(run_dir)
-    context.log(f"report: {run_paths(run_dir).eval / 'report.md'}")
+    logger.info(f"report: {run_paths(run_dir).eval / 'report.md'}")
 
 
 #: Every stage of a run, in order. The configuration parts are what the stamps fingerprint: changing
@@ -259,7 +261,6 @@ def run_pipeline(
     stages: Sequence[str] | None = None,
     force: Sequence[str] = (),
     restart_pretrain: bool = False,
-    log: Callable[[str], None] = lambda _: None,
     progress: bool = True,
 ) -> RunResult:
     """Run the configured stages in order; skip the ones whose outputs and stamp are current.
@@ -273,7 +274,7 @@ def run_pipeline(
     check_stage_names(force, "--force")
     _check_config(config)
     result = RunResult(run_dir)
-    context = StageContext(log=log, progress=progress, restart_pretrain=restart_pretrain)
+    context = StageContext(progress=progress, restart_pretrain=restart_pretrain)
     make_run_dir(run_dir)
     with RunLock(run_dir, "kept run"):  # the lock also clears a killed writer's temporaries
         save_config(config, run_dir)
@@ -292,7 +293,7 @@ def run_pipeline(
                 and stage_done(run_dir, row.name, stamp_fingerprint(part, inputs), row.outputs(config, paths))
             ):
                 result.outcomes.append(StageOutcome(row.name, "skipped", detail="done and current"))
-                log(f"{row.name}: done, skipped")
+                logger.info(f"{row.name}: done, skipped")
                 continue
             started, cpu_started = time.time(), time.process_time()
             row.run(run_dir, config, context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import statistics
@@ -261,7 +262,7 @@ def test_compare_variants_list_applies_each_variants_overrides(tmp_path) -> None
         load_compare_config(path, ["compare.seeds=[]"])
 
 
-def test_a_second_compare_merges_the_earlier_summary(tmp_path) -> None:
+def test_a_second_compare_merges_the_earlier_summary(tmp_path, caplog) -> None:
     from kept.compare import earlier_runs
 
     path = tmp_path / "compare.yaml"
@@ -281,19 +282,19 @@ def test_a_second_compare_merges_the_earlier_summary(tmp_path) -> None:
     earlier.shared_data = dict(shared)
     earlier.runs = {v: [str(Path(r).relative_to(plan.out)) for r in rs] for v, rs in earlier.runs.items()}
     earlier.save(plan.out / "compare", figures=False)
-    messages: list[str] = []
-    runs, summary = earlier_runs(plan, shared, messages.append)
+    caplog.set_level(logging.INFO, logger="kept")
+    runs, summary = earlier_runs(plan, shared)
     # token is re-run by this plan: only entity is carried over, with the earlier baseline and order
     assert list(runs) == ["entity"] and runs["entity"] == [plan.out / "runs" / "entity-seed0"]
     assert summary is not None and summary.baseline == "entity" and summary.variants == ["entity", "token"]
-    assert "merging the earlier variants entity" in messages[-1]
+    assert "merging the earlier variants entity" in caplog.messages[-1]
     # other shared data: the earlier runs no longer match, nothing is merged
-    runs, summary = earlier_runs(plan, {"data": "changed", "encode": "def"}, messages.append)
-    assert runs == {} and summary is None and "other shared data" in messages[-1]
+    runs, summary = earlier_runs(plan, {"data": "changed", "encode": "def"})
+    assert runs == {} and summary is None and "other shared data" in caplog.messages[-1]
     # an earlier run without its metrics is not merged
     (plan.out / "runs" / "entity-seed0" / "eval" / "metrics.json").unlink()
-    runs, _ = earlier_runs(plan, shared, messages.append)
-    assert runs == {} and "incomplete" in messages[-1]
+    runs, _ = earlier_runs(plan, shared)
+    assert runs == {} and "incomplete" in caplog.messages[-1]
 
 
 def test_tables_are_not_cut_to_80_columns_when_stdout_is_not_a_terminal(capsys) -> None:

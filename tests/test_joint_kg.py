@@ -4,6 +4,7 @@ learns a toy KG, and a tiny run from YAML with kg_loss in the history and the ad
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -186,7 +187,7 @@ def test_joint_loss_needs_a_trainable_table(tmp_path: Path) -> None:
     assert ":3" in str(error.value)  # the line
 
 
-def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path) -> None:
+def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """From YAML (--set) on the tiny run: kg_loss and eval_kg_loss in the history, the adapted table and the
     KG head saved, reloaded by from_pretrained and ranked by the evaluation's link prediction."""
     from fusion import KeptForPreTraining
@@ -208,8 +209,9 @@ def test_tiny_run_trains_table_and_relations_jointly(tmp_path: Path) -> None:
         ],
     )
     encode_run(run_dir, config)
-    lines: list[str] = []
-    pretrain_run(run_dir, config, progress=False, log=lines.append)
+    caplog.set_level(logging.INFO, logger="kept")
+    pretrain_run(run_dir, config, progress=False)
+    lines = caplog.messages
     assert any(line.startswith("joint KG loss: TransE margin") for line in lines)
     history = json.loads((run_dir / "logs" / "train_history.json").read_text())["log_history"]
     train = [entry for entry in history if "loss" in entry]

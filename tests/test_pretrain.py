@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -135,7 +136,9 @@ def test_batch_seeded_collator_is_a_function_of_the_batch(run_dir: Path) -> None
 
 
 @pytest.mark.slow
-def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path: Path, minilm_dir: Path) -> None:
+def test_init_from_a_pretrained_bert_checkpoint(
+    encoded_template: Path, tmp_path: Path, minilm_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Domain-adaptive pretraining from real BERT weights (MiniLM-L6) with its own tokenizer."""
     bert_dir = minilm_dir
     run_dir = tmp_path / "dapt"
@@ -154,8 +157,9 @@ def test_init_from_a_pretrained_bert_checkpoint(encoded_template: Path, tmp_path
     )
     result = encode_run(run_dir, config)
     assert result.tokenizer_source.startswith("init_from:") and result.vocab_size == 30522
-    said: list[str] = []
-    trained = pretrain_run(run_dir, config, progress=False, log=said.append)
+    caplog.set_level(logging.INFO, logger="kept")
+    trained = pretrain_run(run_dir, config, progress=False)
+    said = caplog.messages
     assert trained.steps == 2 and trained.eval_loss is not None
     assert any("model.preset base ignored: the init_from checkpoint gives the sizes" in line for line in said)
     assert json.loads((run_dir / "model" / "config.json").read_text())["hidden_size"] == 384

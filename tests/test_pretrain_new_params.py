@@ -4,6 +4,7 @@ the loading report, and the training defaults derived from the model (kept.optim
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def test_warmup_holds_loaded_weights_bitwise_still_then_trains_them_and_resumes_
     reference = pretrain_run(whole, config, progress=False)
 
     initial, origins = build_model_and_origins(
-        resolve_train_defaults(config)[0], whole, load_run_tokenizer(whole / "tokenizer"), lambda _: None
+        resolve_train_defaults(config)[0], whole, load_run_tokenizer(whole / "tokenizer")
     )
     start = {name: p.detach().clone() for name, p in initial.named_parameters()}
     after_warmup, final = _checkpoint(whole, 3), _checkpoint(whole, 6)
@@ -212,25 +213,26 @@ def test_new_parameters_get_their_own_learning_rate_and_the_report_lists_them(te
 
     # continuing that stage: nothing is new, so a warm-up has nothing to hold still
     stage2 = load_run_config(run_dir, [f"model.init_from={run_dir / 'model'}", "train.new_params_warmup_steps=5"])
-    _, origins = build_model_and_origins(stage2, run_dir, load_run_tokenizer(run_dir / "tokenizer"), lambda _: None)
+    _, origins = build_model_and_origins(stage2, run_dir, load_run_tokenizer(run_dir / "tokenizer"))
     assert origins.source == "kept" and origins.new == [] and origins.loaded
     assert OptimizerPlan.from_config(resolve_train_defaults(stage2)[0], origins).active is False
 
 
 def test_derived_values_are_logged_written_to_config_yaml_and_resume_compares_them(
-    template: Path, tmp_path: Path
+    template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     import yaml
 
     run_dir = _copy(template, tmp_path / "derived")
-    lines: list[str] = []
+    caplog.set_level(logging.INFO, logger="kept")
     config = load_run_config(
         run_dir,
         _bert_overrides(
             template, "train.learning_rate=null", "train.max_steps=4", "train.save_steps=2", "train.eval_steps=2"
         ),
     )
-    pretrain_run(run_dir, config, progress=False, log=lines.append, extra_callbacks=[StopAtStep(2)])
+    pretrain_run(run_dir, config, progress=False, extra_callbacks=[StopAtStep(2)])
+    lines = caplog.messages
     derived_line = next(line for line in lines if line.startswith("train defaults:"))
     assert "learning_rate 0.0001" in derived_line and "new_params_warmup_steps 0" in derived_line
     assert any(line.startswith("parameters:") and " new tensors " in line for line in lines)

@@ -4,6 +4,7 @@ train.warmup_tokens becomes the right number of optimizer steps."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class _Record:
         return Recorder()
 
 
-def test_pretrain_passes_accumulation_and_warmup_tokens(tmp_path: Path) -> None:
+def test_pretrain_passes_accumulation_and_warmup_tokens(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """From the run's YAML: accumulation reaches the Trainer, the history counts optimizer steps, and
     warmup_tokens becomes ceil(tokens / (batch x accumulation x max_length)) Trainer warm-up steps."""
     from kept.encode import encode_run
@@ -97,8 +98,9 @@ def test_pretrain_passes_accumulation_and_warmup_tokens(tmp_path: Path) -> None:
     )
     encode_run(run_dir, config)
     seen: dict[str, Any] = {}
-    lines: list[str] = []
-    result = pretrain_run(run_dir, config, progress=False, log=lines.append, extra_callbacks=[_Record(seen)])
+    caplog.set_level(logging.INFO, logger="kept")
+    result = pretrain_run(run_dir, config, progress=False, extra_callbacks=[_Record(seen)])
+    lines = caplog.messages
     assert seen["accumulation"] == 2 and seen["optimizer_steps"] == 5 and result.steps == 5
     assert seen["warmup_steps"] == 3  # ceil(600 / (4 x 2 x 32))
     assert any(line.startswith("warm-up: 3 optimizer steps (train.warmup_tokens 600 / 256 tokens") for line in lines)

@@ -1,13 +1,47 @@
-"""Helpers shared by the kept/ product commands: flag → configuration overrides, console."""
+"""Helpers shared by the kept/ product commands: flag → configuration overrides, console, logging."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
 console = Console(stderr=True)
+
+#: The loggers of our packages: library code logs to ``logging.getLogger(__name__)``, the CLI shows them.
+PACKAGE_LOGGERS = ("kept", "kg", "masking", "fusion")
+
+
+class ConsoleHandler(logging.Handler):
+    """Prints our packages' log records on the CLI's rich console (stderr): INFO as the bare message,
+    WARNING and above with their level. Only the main process prints (one copy under torchrun)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        from kept.rundir import is_main_process
+
+        if not is_main_process():
+            return
+        try:
+            message = escape(record.getMessage())
+            if record.levelno >= logging.WARNING:
+                message = f"[yellow]{record.levelname.lower()}:[/] {message}"
+            console.print(message, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - a log line must never stop a run
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Show our packages' log records on the console (idempotent: one handler per logger). Records still
+    propagate, so pytest's ``caplog`` and a root handler of the caller's see them too."""
+    for name in PACKAGE_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(handler, ConsoleHandler) for handler in logger.handlers):
+            logger.addHandler(ConsoleHandler())
 
 
 def stdout_console() -> Console:

@@ -35,7 +35,7 @@ def compare_command(
     if out is not None:
         plan.out = out
     split = [s.strip() for s in force.split(",") if s.strip()] if force else []
-    result = run_compare(plan, log=lambda m: console.print(m, highlight=False), force=split)
+    result = run_compare(plan, force=split)
     stdout_console().print(result.rich_table())
     stdout_console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
     console.print(f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/")

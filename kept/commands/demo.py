@@ -57,7 +57,6 @@ def demo_command(
         lang=lang,
         model=model,
         overrides=[*overrides, *(set_ or [])],
-        log=lambda m: console.print(m, highlight=False),
     )
     result, plan = outcome["result"], outcome["plan"]
     stdout_console().print(result.rich_table())

@@ -44,10 +44,9 @@ def distill_command(
         )
     out = out if out is not None else default_out(teacher_run, cfg.distill.student)
     check_run_dir(out)
-    log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out, "kept distill"):
-        result = distill_run(teacher_run, cfg, out, restart=restart, progress=False, log=log)
+        result = distill_run(teacher_run, cfg, out, restart=restart, progress=False)
     if is_main_process():
         console.print(
             f"[green]distilled[/] {result.steps} steps: train loss {result.train_loss}, eval loss "

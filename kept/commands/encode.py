@@ -56,7 +56,7 @@ def encode_command(
     )
     cfg = resolve_run_config(run_dir, config, overrides)
     with RunLock(run_dir, "kept encode"):
-        result = encode_run(run_dir, cfg, log=lambda m: console.print(m, highlight=False))
+        result = encode_run(run_dir, cfg)
         save_config(cfg, run_dir)  # after encoding: a bad input leaves config.yaml as it was
     train, val = result.stats["train"], result.stats["validation"]
     console.print(

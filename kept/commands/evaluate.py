@@ -16,13 +16,11 @@ def evaluate_command(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (default: eval.device)."),
 ) -> None:
     """Evaluate a run's final model; writes RUN_DIR/eval/metrics.json."""
-    from rich.console import Console
-
+    from kept.commands.common import console
     from kept.config import load_run_config
     from kept.evaluate import evaluate_run_dir, metrics_path
     from kept.rundir import RunLock
 
-    console = Console(stderr=True)
     if not run_dir.is_dir():
         from kept.errors import KeptError
 
@@ -32,8 +30,8 @@ def evaluate_command(
     if device:
         eval_config = eval_config.model_copy(update={"device": device})
     with RunLock(run_dir, command="kept evaluate"):
-        with console.status("evaluating") as status:
-            record = evaluate_run_dir(run_dir, eval_config, progress=lambda m: status.update(f"evaluating: {m}"))
+        with console.status("evaluating"):  # each metric's line is logged above the spinner
+            record = evaluate_run_dir(run_dir, eval_config)
     print_summary(record, console)
     console.print(f"wrote {metrics_path(run_dir)}")
 

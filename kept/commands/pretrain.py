@@ -69,12 +69,11 @@ def pretrain_command(
         set_,
     )
     cfg = resolve_run_config(run_dir, config, overrides)
-    log = (lambda m: console.print(m, highlight=False)) if is_main_process() else (lambda _: None)
     with RunLock(run_dir, "kept pretrain"):
         if not restart:
             check_resume_compatible(cfg, run_dir)  # refuse before anything is written
         _check_init_from(cfg, run_dir)  # likewise: a wrong init_from leaves config.yaml as it was
-        result = pretrain_run(run_dir, cfg, restart=restart, log=log, progress=is_main_process())
+        result = pretrain_run(run_dir, cfg, restart=restart, progress=is_main_process())
     if is_main_process():
         console.print(
             f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "

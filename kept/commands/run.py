@@ -36,17 +36,12 @@ def run_command(
     def split(text: str | None) -> list[str] | None:
         return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
-    def log(message: str) -> None:
-        if is_main_process():
-            console.print(message, highlight=False)
-
     result = run_pipeline(
         cfg,
         out,
         stages=split(stages),
         force=split(force) or (),
         restart_pretrain=restart_pretrain,
-        log=log,
         progress=is_main_process(),
     )
     if is_main_process():

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -36,6 +37,8 @@ from kept.rundir import (
     read_json,
     run_paths,
 )
+
+logger = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "kept_distill.json"
 RECORD_FILE = "kept_distill.json"
@@ -129,7 +132,6 @@ def distill_run(
     *,
     restart: bool = False,
     progress: bool = False,
-    log: Callable[[str], None] = lambda _: None,
 ) -> DistillResult:
     """Distil the teacher run's model into ``config.distill.student``; returns losses and the report."""
     import torch
@@ -201,11 +203,10 @@ def distill_run(
         attentions=attentions,
         seed=config.train.seed,
         max_length=config.encode.max_length,
-        log=log,
     )
     teacher_layers = int(teacher.config.num_hidden_layers) + int(teacher.config.num_knowledge_layers)
     mapped = layer_map(d.layer_map, int(student.model.config.num_hidden_layers), teacher_layers)
-    log(f"layer map (student -> teacher layer): {dict(enumerate(mapped, start=1))}")
+    logger.info(f"layer map (student -> teacher layer): {dict(enumerate(mapped, start=1))}")
     torch.manual_seed(config.train.seed)
     model = DistillationModel(
         student.model, int(teacher.config.hidden_size), mapped, weights, d.temperature, d.attention_loss
@@ -292,12 +293,12 @@ def distill_run(
         ]
     finished = finished_state(resume, d.max_steps)
     if resume is not None and finished is not None:  # the Trainer would take one more step: load the checkpoint
-        log(f"already trained ({resume}); writing the model and the report")
+        logger.info(f"already trained ({resume}); writing the model and the report")
         load_checkpoint_weights(model, Path(resume))
         history, steps, train_loss_mean = finished["log_history"], int(finished["global_step"]), None
     else:
         if resume:
-            log(f"resuming from {resume}")
+            logger.info(f"resuming from {resume}")
         try:
             output = trainer.train(resume_from_checkpoint=resume)
         except KeyboardInterrupt:
@@ -334,7 +335,7 @@ def distill_run(
         tokenizer.save_pretrained(str(tmp))
         atomic_write_json(tmp / RECORD_FILE, record)
     atomic_write_json(paths.logs / "distill_train_metrics.json", record)
-    metrics = report(config, teacher_paths, paths, teacher, trained, tokenizer, validation, fusion, log)
+    metrics = report(config, teacher_paths, paths, teacher, trained, tokenizer, validation, fusion)
     return DistillResult(paths.root, paths.model, steps, record["train_loss"], eval_loss, resume, metrics)
 
 
@@ -347,7 +348,6 @@ def report(
     tokenizer: Any,
     validation: Any,
     fusion: bool,
-    log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Teacher vs student (quality and speed) into OUT/distill_metrics.json."""
     from kept.distill.report import METRICS_FILE, compare_models, relation_runner
@@ -376,7 +376,7 @@ def report(
         if not (config.distill.report_relation and eval_config.relation.enabled):
             return None
         model_dir, index = directories[which]
-        log(f"relation fine-tune of the {which}")
+        logger.info(f"relation fine-tune of the {which}")
         return relation_runner(
             model_dir, paths.tokenizer, eval_config, data, eval_config.seed, finetune_seed, device, index
         )

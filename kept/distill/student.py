@@ -15,7 +15,7 @@ the transform and the bias start from random (reported as ``new``). Its vocabula
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from typing import Any
 from kept.distill.losses import LayerMap, layer_map
 from kept.errors import KeptError
 from kept.rundir import RunPaths, require
+
+logger = logging.getLogger(__name__)
 
 #: preset name -> how it is sized (see the module docstring).
 STUDENT_PRESETS: tuple[str, ...] = ("tiny", "half", "small")
@@ -142,7 +144,6 @@ def build_student(
     attentions: bool,
     seed: int,
     max_length: int,
-    log: Callable[[str], None] = lambda _: None,
 ) -> Student:
     """A ``BertForMaskedLM`` student from a preset name or a BERT directory (see the module docstring)."""
     import torch
@@ -183,7 +184,7 @@ def build_student(
             where="distill.student",
             fix="choose a student with more position embeddings (or a run with a shorter encode.max_length)",
         )
-    log(student.summary())
+    logger.info(student.summary())
     return student
 
 

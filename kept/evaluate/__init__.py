@@ -40,6 +40,7 @@ A disabled metric is ``{"skipped": "disabled in eval config"}``; a figure that c
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,8 @@ from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, json_safe
 from kept.errors import KeptError
 from kept.evaluate.config import EvalConfig, coerce_eval_config
 from kept.rundir import read_json
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EvalConfig", "evaluate_run_dir", "metrics_path"]
 
@@ -112,9 +115,7 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], dict[str, Any]
     return result
 
 
-def evaluate_run_dir(
-    run_dir: str | Path, config: Any = None, *, progress: Callable[[str], None] | None = None
-) -> dict[str, Any]:
+def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     """Evaluate the run's final model and write ``RUN_DIR/eval/metrics.json`` (atomically).
 
     ``config``: an :class:`EvalConfig`, a ``RunConfig`` (its ``eval`` section is used), a dict, or None
@@ -132,7 +133,6 @@ def evaluate_run_dir(
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise KeptError("run directory not found", where=run_dir, fix="pass a run directory (runs/NAME)")
-    say = progress or (lambda message: None)
     if not (run_dir / "config.yaml").is_file():
         raise KeptError(
             "config.yaml not found (the run's strategy and fusion setting are read from it)",
@@ -192,7 +192,7 @@ def evaluate_run_dir(
     if eval_config.mlm.enabled and head_missing:
         metrics["mlm"] = {"skipped": head_missing}
     elif eval_config.mlm.enabled:
-        say("MLM")
+        logger.info("MLM")
         own_probability = eval_config.mlm.mlm_probability or settings["mlm_probability"]
         token_probability = eval_config.mlm.mlm_probability or 0.15
         mlm_rows = rows[: eval_config.mlm.max_examples]
@@ -227,7 +227,7 @@ def evaluate_run_dir(
     if eval_config.cloze.enabled and head_missing:
         metrics["cloze"] = {"skipped": head_missing}
     elif eval_config.cloze.enabled:
-        say("entity cloze")
+        logger.info("entity cloze")
         c = eval_config.cloze
         result = _timed(
             timings,
@@ -253,7 +253,7 @@ def evaluate_run_dir(
     if eval_config.probe.enabled and head_missing:
         metrics["probe"] = {"skipped": head_missing}
     elif eval_config.probe.enabled:
-        say("KG probe")
+        logger.info("KG probe")
         p = eval_config.probe
         kg = tables()
         held_out = _kg_test_split(run_dir)
@@ -298,7 +298,7 @@ def evaluate_run_dir(
         metrics["probe"] = dict(disabled)
 
     if eval_config.relation.enabled:
-        say("relation classification")
+        logger.info("relation classification")
         r = eval_config.relation
         data = r.data or settings["fewrel"]
         entity_index = None
@@ -325,7 +325,7 @@ def evaluate_run_dir(
     if eval_config.typing.enabled and model_type == "bert":
         metrics["typing"] = {"skipped": "entity typing fine-tunes kept models; this run's model is a BERT"}
     elif eval_config.typing.enabled:
-        say("entity typing")
+        logger.info("entity typing")
         from kept.evaluate import typing as entity_typing
 
         t = eval_config.typing
@@ -343,7 +343,7 @@ def evaluate_run_dir(
         metrics["typing"] = dict(disabled)
 
     if eval_config.linkpred.enabled:
-        say("KG link prediction")
+        logger.info("KG link prediction")
         recompute = eval_config.linkpred.recompute
         embedding = None
         if recompute:
