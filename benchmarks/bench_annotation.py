@@ -108,7 +108,7 @@ def main() -> None:
     import spacy
 
     from masking import AnnotationConfig, GazetteerDetector, annotate
-    from masking.annotator import clear_detector_cache
+    from masking.batch_annotator import clear_detector_cache
     from masking.detectors.spacy_model import load_spacy_pipeline, resolve_model_name
     from masking.documents import documents_from_records
 

@@ -50,7 +50,8 @@ def main() -> None:
     from kept.tokenizer import train_wordpiece
     from kg.sanguo import load_sanguo_sample
     from masking import encode_with_units
-    from masking.annotator import annotate_with_stats, clear_detector_cache
+    from masking.annotator import annotate_with_stats
+    from masking.batch_annotator import clear_detector_cache
     from masking.detectors.config import AnnotationConfig
     from masking.segmenters import build_segmenter
 

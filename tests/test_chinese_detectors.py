@@ -389,7 +389,7 @@ def test_kept_run_annotates_chinese_with_pos_detectors(tmp_path: Path) -> None:
 def test_clear_detector_cache_forgets_the_shared_pos_tags() -> None:
     """The POS taggers keep recent texts' tags per process; clearing the detector cache clears them too
     (else a second annotation of the same texts, e.g. a benchmark's repeat, never tags again)."""
-    from masking.annotator import clear_detector_cache
+    from masking.batch_annotator import clear_detector_cache
     from masking.detectors.pos import shared_tagging
 
     tagging = shared_tagging("jieba")

@@ -113,7 +113,7 @@ _SHARED: dict[tuple[str, str | None], Tagging] = {}  # (tagger name, user dictio
 
 
 def clear_shared_tagging() -> None:
-    """Forget the process's taggers and their recent tags (``masking.annotator.clear_detector_cache``)."""
+    """Forget the process's taggers and their recent tags (``masking.batch_annotator.clear_detector_cache``)."""
     _SHARED.clear()
 
 
