@@ -6,7 +6,8 @@ and each variant's difference to the baseline variant with a bootstrap 95% inter
 (:func:`difference_to_baseline`, :mod:`kept.significance`): over test items and seeds for figures with
 per-item outcomes in ``eval/metrics.json`` ``items`` (cloze, probe, relation), over seeds only for the
 others. :class:`CompareResult` formats itself (markdown, a rich table, a one-line verdict, bar figures) and
-saves ``summary.json`` (format ``kept.compare.summary``), ``summary.md`` and ``figures/*.png``.
+saves ``summary.json`` (format ``kept.compare.summary``), ``summary.md`` and ``figures/*.png`` through
+:mod:`kept.compare_render`.
 
 The compare YAML and `kept compare` itself are :mod:`kept.compare`, which re-exports these names.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kept.analysis import COMPARE_FORMAT, COMPARE_FORMAT_VERSION, flatten_metrics, json_safe, load_metrics
+from kept.analysis import COMPARE_FORMAT, COMPARE_FORMAT_VERSION, flatten_metrics, load_metrics
 from kept.errors import KeptError
 from kept.significance import ITEM_METRICS, Difference, paired_bootstrap, seed_bootstrap
 
@@ -145,63 +146,6 @@ class CompareResult:
         difference = self.differences.get(variant, {}).get(metric)
         return text, difference.format() if difference is not None else ""
 
-    def verdict(self, metric: str | None = None) -> str:
-        """One line saying what the comparison shows on ``metric`` (default: the first of
-        :data:`VERDICT_METRICS`, else of the headline metrics, that has differences), e.g. ``relation.macro_f1 vs token (0.800): entity+fusion +0.012 [-0.030, 0.050]
-        (interval includes 0: no difference shown); reference +0.045 [0.010, 0.080]* (better)``."""
-        if metric is None:
-            metric = next(
-                (
-                    m
-                    for m in (*VERDICT_METRICS, *self.shown_metrics())
-                    if any(m in rows for rows in self.differences.values())
-                ),
-                None,
-            )
-        if metric is None or self.baseline is None:
-            return "no difference to a baseline was computed (one variant, or no shared metric)"
-        lower = metric in LOWER_IS_BETTER
-        parts = []
-        for variant in self.variants:
-            difference = self.differences.get(variant, {}).get(metric)
-            if variant == self.baseline or difference is None or not math.isfinite(difference.delta):
-                continue
-            if not difference.significant:
-                word = (
-                    "interval includes 0: no difference shown"
-                    if math.isfinite(difference.ci_low)
-                    else "no interval: one run each without per-item outcomes"
-                )
-            else:
-                word = "better" if (difference.delta < 0) == lower else "worse"
-            parts.append(f"{variant} {difference.format()} ({word})")
-        base = self.table[self.baseline].get(metric)
-        base_text = f" ({base.mean:.3f})" if base is not None and base.n else ""
-        return f"{metric} vs {self.baseline}{base_text}: " + ("; ".join(parts) or "no other variant has it")
-
-    def legend(self) -> str:
-        """One line on how the differences were computed (empty without a baseline)."""
-        if self.baseline is None or not self.differences:
-            return ""
-        paired: dict[str, int] = {}
-        for rows in self.differences.values():
-            for metric, difference in rows.items():
-                if difference.method == "items+seeds":
-                    section = metric.split(".")[0]
-                    paired[section] = min(paired.get(section, difference.n_items), difference.n_items)
-        over = (
-            "over paired test items and seeds where the runs store per-item outcomes (paired items: "
-            + ", ".join(f"{section} {count}" for section, count in paired.items())
-            + "), else over seeds"
-            if paired
-            else "over seeds (no run stores per-item outcomes)"
-        )
-        return (
-            f"Difference to `{self.baseline}` (variant − baseline) with a bootstrap 95% interval "
-            f"({self.bootstrap.get('resamples')} resamples, seed {self.bootstrap.get('seed')}) {over}; "
-            "* the interval excludes 0; n/a: fewer than 2 seeds."
-        )
-
     def to_dict(self) -> dict[str, Any]:
         def row(variant: str, metric: str, stat: Stat) -> dict[str, Any]:
             difference = self.differences.get(variant, {}).get(metric)
@@ -251,77 +195,45 @@ class CompareResult:
             dict(data.get("shared_data") or {}),
         )
 
+    # The text and figures of a result live in kept.compare_render (imported on use: it imports this module).
+
+    def verdict(self, metric: str | None = None) -> str:
+        """One line saying what the comparison shows on ``metric`` (default: the first of
+        :data:`VERDICT_METRICS`, else of the headline metrics, that has differences), e.g. ``relation.macro_f1 vs token (0.800): entity+fusion +0.012 [-0.030, 0.050]
+        (interval includes 0: no difference shown); reference +0.045 [0.010, 0.080]* (better)``."""
+        from kept.compare_render import verdict
+
+        return verdict(self, metric)
+
+    def legend(self) -> str:
+        """One line on how the differences were computed (empty without a baseline)."""
+        from kept.compare_render import legend
+
+        return legend(self)
+
     def to_markdown(self, metrics: Sequence[str] | None = None) -> str:
         """Metrics as rows, variants as columns (runs per variant in the header), best in bold."""
-        metrics = list(metrics) if metrics is not None else self.shown_metrics()
-        header = "| metric | " + " | ".join(f"{v} (n={len(self.runs.get(v, []))})" for v in self.variants) + " |"
-        lines = [header, "|" + "---|" * (len(self.variants) + 1)]
-        for metric in metrics:
-            cells = []
-            best = self.best(metric) if len(self.variants) > 1 else None
-            for variant in self.variants:
-                text, difference = self.cell(variant, metric)
-                text = f"**{text}**" if variant == best else text
-                cells.append(f"{text} {difference}" if difference else text)
-            arrow = "↓" if metric in LOWER_IS_BETTER else "↑"
-            lines.append(f"| {metric} {arrow} | " + " | ".join(cells) + " |")
-        lines.append("")
-        lines.append("mean ± sample std over seeds (n runs per variant); best in bold; ↑ higher is better, ↓ lower.")
-        if self.legend():
-            lines.extend(["", self.legend(), "", f"What it shows: {self.verdict()}."])
-        return "\n".join(lines) + "\n"
+        from kept.compare_render import markdown_table
+
+        return markdown_table(self, metrics)
 
     def rich_table(self, metrics: Sequence[str] | None = None) -> Any:
         """The same table for the terminal: one row per metric, one column per variant."""
-        from rich.markup import escape
-        from rich.table import Table
+        from kept.compare_render import rich_table
 
-        metrics = list(metrics) if metrics is not None else self.shown_metrics()
-        title = "kept compare: mean ± std over seeds"
-        if self.baseline is not None and self.differences:
-            title += f"; Δ to {self.baseline} [95% bootstrap interval], * excludes 0"
-        table = Table(title=title)
-        table.add_column("metric", style="bold")
-        for variant in self.variants:
-            table.add_column(f"{variant}\n(n={len(self.runs.get(variant, []))})", justify="right")
-        for metric in metrics:
-            best = self.best(metric) if len(self.variants) > 1 else None
-            row = [metric + (" ↓" if metric in LOWER_IS_BETTER else " ↑")]
-            for variant in self.variants:
-                text, difference = self.cell(variant, metric)
-                text = f"[green]{text}[/]" if variant == best else text
-                row.append(f"{text}\n{escape(difference)}" if difference else text)
-            table.add_row(*row)
-        return table
+        return rich_table(self, metrics)
 
     def plot(self, out_dir: str | Path, metrics: Sequence[str] | None = None) -> list[Path]:
         """Bar charts with error bars (one PNG per metric group), written atomically."""
-        from kept.figures import metric_bars_figure, save_figure
+        from kept.compare_render import plot
 
-        metrics = list(metrics) if metrics is not None else self.shown_metrics()
-        out_dir = Path(out_dir)
-        paths = []
-        groups: dict[str, list[str]] = {}
-        for metric in metrics:
-            groups.setdefault(metric.split(".")[0], []).append(metric)
-        for group, names in groups.items():
-            figure = metric_bars_figure(self, names, title=f"{group}: mean ± std over seeds")
-            paths.append(save_figure(figure, out_dir / f"compare_{group}.png"))
-        return paths
+        return plot(self, out_dir, metrics)
 
     def save(self, out_dir: str | Path, figures: bool = True) -> dict[str, Path]:
         """Write summary.json, summary.md and figures/*.png under ``out_dir`` (atomically)."""
-        from kept.rundir import atomic_write_json, atomic_write_text
+        from kept.compare_render import save
 
-        out_dir = Path(out_dir)
-        written = {"summary.json": atomic_write_json(out_dir / "summary.json", json_safe(self.to_dict()))}
-        text = "# KEPT comparison\n\n" + self.to_markdown() + "\n## Runs\n\n"
-        text += "\n".join(f"- **{v}**: " + ", ".join(f"`{r}`" for r in self.runs.get(v, [])) for v in self.variants)
-        written["summary.md"] = atomic_write_text(out_dir / "summary.md", text + "\n")
-        if figures:
-            for path in self.plot(out_dir / "figures"):
-                written[f"figures/{path.name}"] = path
-        return written
+        return save(self, out_dir, figures)
 
 
 def _is_compared(metric: str) -> bool:

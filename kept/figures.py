@@ -2,7 +2,7 @@
 
 Every figure is drawn on a bare ``Figure`` (:func:`subplots`), never through pyplot, so no backend is
 chosen and a notebook's inline backend stays as it is; :func:`save_figure` writes a PNG atomically.
-Used by `kept report` (:mod:`kept.report`), the comparison's bar charts (:mod:`kept.compare_result`)
+Used by `kept report` (:mod:`kept.report`), the comparison's bar charts (:mod:`kept.compare_render`)
 and the notebooks' views (:mod:`kept.explore`).
 """
 
