@@ -82,7 +82,7 @@ def shard_dataset(dataset: Any, num_shards: int, shard_index: int) -> Any:
 
 def _fit_corpus_detectors(config: AnnotationConfig, dataset: Any) -> dict[int, Any]:
     """Detectors learned from the corpus (NPMI collocations) are fitted once, on the whole corpus (before sharding)."""
-    from masking.detectors.config import npmi_detector
+    from masking.detectors.build import npmi_detector
 
     fitted: dict[int, Any] = {}
     for position, cfg in enumerate(config.detectors):

@@ -12,7 +12,8 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from masking.detectors.config import AnnotationConfig, build_detectors
+from masking.detectors.build import build_detectors
+from masking.detectors.config import AnnotationConfig
 from masking.errors import MaskingError
 from masking.spans import Span, check_spans, resolve_overlaps
 from masking.stats import doc_counts

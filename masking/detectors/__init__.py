@@ -1,6 +1,7 @@
 """Detectors: texts in, Span records out. Combine them with ``AnnotationConfig`` + ``build_detectors``."""
 
 from masking.detectors.base import AliasIndexLike, Detector, DocDetector
+from masking.detectors.build import build_detectors
 from masking.detectors.config import (
     AnnotationConfig,
     DetectorConfig,
@@ -14,7 +15,6 @@ from masking.detectors.config import (
     PosPhraseConfig,
     RegexConfig,
     TermsConfig,
-    build_detectors,
 )
 from masking.detectors.gazetteer import GazetteerDetector, GazetteerTable, KeptGazetteer, register_spacy_components
 from masking.detectors.linking import MentionLinker
