@@ -56,6 +56,7 @@ from kept.optim import (
     param_group_trainer,
     resolve_train_defaults,
 )
+from kept.processes import wait_for_everyone, world_size
 from kept.resume import (  # noqa: E402,F401
     TRAINING_SNAPSHOT,
     check_resume_compatible,
@@ -236,7 +237,7 @@ def pretrain_run(
         "bf16": bf16,
         "resumed_from": resume,
         "runtime_s": round(time.time() - started, 2),
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": world_size(),
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
         "train_runtime_s": train_output.metrics.get("train_runtime"),
         "train_steps_per_second": train_output.metrics.get("train_steps_per_second"),
@@ -255,7 +256,7 @@ def pretrain_run(
         )
         if not stopped_early:
             install_model(paths, partial, tokenizer, metrics)
-    _barrier()
+    wait_for_everyone()
     return PretrainResult(
         paths.model, trainer.state.global_step, metrics["train_loss"], eval_loss, resume, metrics["runtime_s"], metrics
     )
@@ -411,7 +412,7 @@ def save_starting_model(
         "strategy": config.masking.strategy,
         "resumed_from": None,
         "runtime_s": round(time.time() - started, 2),
-        "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "world_size": world_size(),
         "num_parameters": int(sum(p.numel() for p in model.parameters())),
         "note": "train.max_steps 0: the starting model, not trained",
         "random_mlm_head": random_mlm_head,
@@ -421,7 +422,7 @@ def save_starting_model(
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(str(partial))
         install_model(paths, partial, tokenizer, metrics)
-    _barrier()
+    wait_for_everyone()
     logger.info("pretrain: train.max_steps is 0, saved the starting model without training")
     return PretrainResult(paths.model, 0, None, None, None, metrics["runtime_s"], metrics)
 
@@ -447,10 +448,3 @@ def final_evaluation(
         prefix = "final_eval"
     metrics = trainer.evaluate(with_index(validation, columns), metric_key_prefix=prefix)
     return float(metrics[f"{prefix}_loss"]), len(validation)
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()

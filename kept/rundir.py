@@ -41,6 +41,7 @@ from kept.atomic_io import (  # noqa: F401
     write_error,
 )
 from kept.errors import KeptError
+from kept.processes import is_main_process  # noqa: F401 - re-exported: the run-dir writers ask it here
 from kept.stamps import fingerprint, path_fingerprint, read_stamp, stage_done, stamp_fingerprint, write_stamp  # noqa: F401
 from kg._io import WRITE_ERRNOS  # noqa: F401 - re-exported: kept.cli reads it from here
 
@@ -50,11 +51,6 @@ LOCK_FILE = ".kept.lock"
 FORMAT_FILE = ".kept-run.json"
 RUN_FORMAT = "kept.run"
 RUN_FORMAT_VERSION = 1
-
-
-def is_main_process() -> bool:
-    """True on the process that writes run-dir artifacts (rank 0 under torchrun/accelerate)."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,11 @@ full), an upper bound of the real tokens without it (shorter documents leave pad
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from kept.errors import KeptError
-
-
-def world_size() -> int:
-    """Processes of a torchrun / accelerate launch (1 for a plain process)."""
-    return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+from kept.processes import world_size
 
 
 def tokens_per_step(batch_size: int, accumulation: int, max_length: int, processes: int = 1) -> int:
