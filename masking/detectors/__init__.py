@@ -16,7 +16,9 @@ from masking.detectors.config import (
     RegexConfig,
     TermsConfig,
 )
-from masking.detectors.gazetteer import GazetteerDetector, GazetteerTable, KeptGazetteer, register_spacy_components
+from masking.detectors.gazetteer import GazetteerDetector
+from masking.detectors.gazetteer_spacy import KeptGazetteer, register_spacy_components
+from masking.detectors.gazetteer_table import GazetteerTable
 from masking.detectors.linking import MentionLinker
 from masking.detectors.npmi import NPMIPhraseDetector
 from masking.detectors.plugins import register_detector, registered_detectors

@@ -55,7 +55,8 @@ def build_detectors(
 ) -> list[Any]:
     """Instantiate the configured detectors. spaCy detectors share one pipeline with the union of the
     components they need (``nlp`` overrides loading ``config.spacy_model``)."""
-    from masking.detectors.gazetteer import ENGLISH_STOPWORDS, GazetteerDetector
+    from masking.detectors.gazetteer import GazetteerDetector
+    from masking.detectors.gazetteer_table import ENGLISH_STOPWORDS
     from masking.detectors.plugins import build_plugin
     from masking.detectors.pos import PosNERDetector, PosPhraseDetector
     from masking.detectors.rules import GoldSpanDetector, RegexDetector, TermListDetector

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from masking.detectors.gazetteer import _CJK, ENGLISH_STOPWORDS
+from masking.detectors.gazetteer_table import _CJK, ENGLISH_STOPWORDS
 from masking.errors import MaskingError
 from masking.spans import Span, make_span
 

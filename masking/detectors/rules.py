@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from masking.detectors.base import AliasIndexLike
-from masking.detectors.gazetteer import TOKEN_PATTERN, GazetteerTable, match_text, normalise_text
+from masking.detectors.gazetteer_table import TOKEN_PATTERN, GazetteerTable, match_text, normalise_text
 from masking.detectors.linking import MentionLinker
 from masking.errors import MaskingError
 from masking.spans import Span, SpanKind, check_spans, make_span
