@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kept.analysis import json_safe
+from kept.analysis.files import json_safe
 from kept.compare_result import LOWER_IS_BETTER, VERDICT_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover

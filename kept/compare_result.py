@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kept.analysis import COMPARE_FORMAT, COMPARE_FORMAT_VERSION, flatten_metrics, load_metrics
+from kept.analysis import flatten_metrics, load_metrics
+from kept.analysis.compare_summary import COMPARE_FORMAT, COMPARE_FORMAT_VERSION
 from kept.errors import KeptError
 from kept.significance import ITEM_METRICS, Difference, paired_bootstrap, seed_bootstrap
 

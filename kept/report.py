@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from kept import analysis
+from kept.analysis.compare_summary import is_compare_dir
+from kept.analysis.history import log_history_path
 from kept.errors import KeptError
 from kept.figures import annotation_figure, learning_curve_figure, run_metrics_figure, save_figure
 
@@ -125,7 +127,7 @@ def report_run_dir(run_dir: str | Path) -> Path:
     parts.append("\n## Learning curves\n")
     try:
         history = analysis.load_log_history(run_dir)
-        source = analysis.log_history_path(run_dir)
+        source = log_history_path(run_dir)
         save_figure(learning_curve_figure({run_dir.name: history}), figures_dir / "learning_curves.png")
         parts.append(
             f"From `{source.relative_to(run_dir) if source else '?'}` ({len(history)} log entries).\n\n"
@@ -251,6 +253,6 @@ def report(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise KeptError("directory not found", where=path, fix="pass a run directory or a compare directory")
-    if analysis.is_compare_dir(path):
+    if is_compare_dir(path):
         return report_compare_dir(path)
     return report_run_dir(path)

@@ -242,7 +242,7 @@ def fake_run(root: Path, name: str, cloze: float, token_loss: float, relation: d
     """A run directory holding only a hand-written eval/metrics.json (known figures)."""
     run_dir = root / name
     (run_dir / "eval").mkdir(parents=True)
-    from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION
+    from kept.analysis.metrics import METRICS_FORMAT, METRICS_FORMAT_VERSION
 
     record = {
         "format": METRICS_FORMAT,

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from eval_fixtures import fake_run
 
-from kept.analysis import json_safe, load_compare
+from kept.analysis import load_compare
+from kept.analysis.files import json_safe
 from kept.compare import BootstrapSection, CompareResult, compare_runs, load_compare_config, summarize
 from kept.errors import KeptError
 

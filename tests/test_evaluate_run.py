@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from eval_fixtures import build_run_dir
 
-from kept.analysis import METRICS_FORMAT, load_metrics
+from kept.analysis import load_metrics
+from kept.analysis.metrics import METRICS_FORMAT
 from kept.errors import KeptError
 from kept.evaluate import EvalConfig, evaluate_run_dir
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION
+from kept.analysis.metrics import METRICS_FORMAT, METRICS_FORMAT_VERSION
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kept.analysis import finite, load_kg_metrics
+from kept.analysis import load_kg_metrics
+from kept.analysis.files import finite
 
 KEYS = ("mrr", "hits_at_1", "hits_at_3", "hits_at_10")
 

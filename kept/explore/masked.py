@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kept import analysis
+from kept.analysis.run import load_config
 from kept.errors import KeptError
 from kept.explore._common import UNIT_KINDS
 
@@ -25,7 +26,7 @@ class MaskedBatch:
 
 def _masking_settings(data_dir: Path) -> dict[str, Any]:
     try:
-        masking = dict(analysis.load_config(data_dir).get("masking") or {})
+        masking = dict(load_config(data_dir).get("masking") or {})
     except KeptError:
         return {}
     keep = (

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from kept import analysis
+from kept.analysis.compare_summary import is_compare_dir
+from kept.analysis.run import load_config
 from kept.errors import KeptError
 
 
@@ -89,7 +91,7 @@ def _run_info(run_dir: Path) -> dict[str, Any]:
         return {"strategy": model.get("strategy"), "fusion": bool(model.get("fusion"))}
     except KeptError:
         try:
-            config = analysis.load_config(run_dir)
+            config = load_config(run_dir)
             return {
                 "strategy": (config.get("masking") or {}).get("strategy"),
                 "fusion": bool((config.get("model") or {}).get("fusion")),
@@ -137,7 +139,7 @@ def open_runs(path: str | Path) -> RunSet:
             fix="run `kept demo` (writes runs/demo), or set KEPT_RUN_DIR / RUN_DIR to a run directory",
         )
     root = root.resolve()
-    compare = analysis.load_compare(root) if analysis.is_compare_dir(root) else None
+    compare = analysis.load_compare(root) if is_compare_dir(root) else None
     variants: dict[str, list[Path]] = {}
     if compare is not None:
         for variant, run_dirs in compare.get("runs", {}).items():
