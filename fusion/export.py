@@ -1,8 +1,8 @@
-"""A KEPT masked LM as a plain transformers ``BertForMaskedLM``: the inverse of fusion.loading's BERT -> KEPT map.
+"""A KEPT masked LM as a plain transformers ``BertForMaskedLM``: the inverse of fusion.bert_mapping's BERT -> KEPT map.
 
 T layers and the token side of K layers carry BertLayer's parameter names, so BERT layer i <- T layer i
 (i < T), <- K layer i - T (T <= i < T + K). The names are not listed again here: every tensor a
-``BertForMaskedLM`` has is looked up through ``fusion.loading.map_bert_key``. What BERT has no place for
+``BertForMaskedLM`` has is looked up through ``fusion.bert_mapping.map_bert_key``. What BERT has no place for
 (the K layers' entity side, the entity table, the dEA and SOP heads, the pooler) is reported as dropped.
 """
 
@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
+from fusion.bert_checkpoint import BERT_FIELDS
+from fusion.bert_mapping import kept_prefix, map_bert_key
 from fusion.errors import FusionError
-from fusion.loading import BERT_FIELDS, kept_prefix, map_bert_key
 
 # parts of a KEPT model that a BertForMaskedLM has no place for: (label, tensor-name pattern; {kept} is
 # where the model keeps its KeptModel, * a layer index); the first match names a tensor's part

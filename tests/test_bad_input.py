@@ -1012,7 +1012,7 @@ def test_legacy_bin_checkpoint_is_loaded_without_unpickling_code(tmp_path: Path)
     """A pytorch_model.bin that carries a pickled object (not tensors) is refused, not executed."""
     import torch
 
-    from fusion.loading import read_bert_state_dict
+    from fusion.bert_checkpoint import read_bert_state_dict
 
     class Payload:
         def __reduce__(self) -> tuple[Any, tuple[str]]:

@@ -16,7 +16,8 @@ from fusion import (
     KeptForSequenceClassification,
     KeptModel,
 )
-from fusion.loading import canonical_bert_key, iter_bert_tensors, map_bert_key, split_layers
+from fusion.bert_checkpoint import iter_bert_tensors
+from fusion.bert_mapping import canonical_bert_key, map_bert_key, split_layers
 
 ALL_CLASSES = [
     KeptModel,
