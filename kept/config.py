@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 # the names below moved to their own modules; kept.config re-exports them (and uses some itself)
 from kept.config_diff import NON_TRAINING_KEYS, TRAINING_SECTIONS, changed_keys, flatten, training_view  # noqa: F401
@@ -50,6 +50,7 @@ from kept.config_errors import (
     non_string_key,
 )
 from kept.errors import KeptError
+from kept.evaluate.config import EvalConfig
 from kept.init_from import REMOTE_CODE_FILES, check_checkpoint_dir, refuse_remote_code, resolve_init_from  # noqa: F401
 from kept.model_overrides import closest_name, kept_config_fields, override_range_problem, validate_model_overrides  # noqa: F401
 from kept.overrides import apply_overrides, override_pairs, parse_overrides  # noqa: F401
@@ -331,12 +332,6 @@ class DistillConfig(_Section):
     speed_batches: int = Field(10, ge=1, description="timed batches of the inference-speed comparison")
 
 
-def _eval_config_class() -> type[BaseModel]:
-    from kept.evaluate.config import EvalConfig
-
-    return EvalConfig
-
-
 class RunConfig(_Section):
     """A whole run: data → kg → annotation → tokenizer → encode → pretrain → eval."""
 
@@ -351,32 +346,16 @@ class RunConfig(_Section):
     masking: MaskingConfig = Field(default_factory=MaskingConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: dict[str, Any] = Field(default_factory=dict, validate_default=True)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
 
-    @field_validator("kg", "annotation", "masking", mode="before")
+    @field_validator("kg", "annotation", "masking", "eval", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         return {} if value is None else value  # `masking:` with every key commented out: the defaults
 
-    @field_validator("eval", mode="before")
-    @classmethod
-    def _eval(cls, value: Any) -> dict[str, Any]:
-        eval_cls = _eval_config_class()
-        if value is None:
-            value = {}
-        if isinstance(value, BaseModel):
-            value = value.model_dump(mode="json")
-        try:
-            return eval_cls.model_validate(value).model_dump(mode="json")
-        except ValidationError as error:
-            raise _ExternalError([(tuple(e["loc"]), e["type"], e["msg"]) for e in error.errors()]) from None
-
     def run_dir(self) -> Path:
         return self.runs_dir / self.name
-
-    def eval_config(self) -> Any:
-        return _eval_config_class().model_validate(self.eval)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

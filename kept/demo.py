@@ -93,8 +93,8 @@ def load_demo(out: str | Path, *, lang: str = "en", model: str | None = None, ov
     path = demo_config_path(lang, model)
     overrides = list(overrides)
     plan = load_compare_config(path, overrides)
-    relation = plan.base.eval["relation"]
-    if relation["enabled"] and relation["data"] is None:
+    relation = plan.base.eval.relation
+    if relation.enabled and relation.data is None:
         fewrel = fewrel_file()
         extra = _pair("eval.relation.data", str(fewrel)) if fewrel else _pair("eval.relation.enabled", False)
         plan = load_compare_config(path, [extra, *overrides])  # the user's --set still wins

@@ -33,7 +33,7 @@ def test_defaults_validate_and_fill_reused_sections() -> None:
     assert config.kg.model == "TransE"  # kg.EmbeddingConfig defaults
     assert config.masking.strategy == "entity"  # masking.MaskingConfig defaults
     assert [d.type for d in config.annotation.detectors]  # masking AnnotationConfig defaults
-    assert "mlm" in config.eval  # kept.evaluate EvalConfig defaults
+    assert config.eval.mlm.enabled and config.eval.relation.epochs is None  # the typed kept.evaluate EvalConfig
     assert config.to_dict()["kg"]["dim"] == config.kg.dim == 100
 
 

@@ -23,8 +23,8 @@ def test_packaged_demos_are_compare_configurations_with_todays_settings(tmp_path
     assert base.model.init_from == "packaged:minilm-l6" and base.tokenizer.base_model is None  # its tokenizer
     assert base.train.max_steps == 60 and base.train.learning_rate is None  # derived from the model size
     assert base.encode.max_length == 64 and base.kg.epochs == 30
-    relation = base.eval["relation"]
-    assert (relation["max_relations"], relation["max_per_relation"], relation["epochs"]) == (5, 50, 8)
+    relation = base.eval.relation
+    assert (relation.max_relations, relation.max_per_relation, relation.epochs) == (5, 50, 8)
     # the compared variants differ only in masking strategy and fusion (same data and budget), plus the checkpoint
     assert list(plan.runs) == ["token", "entity+fusion", "reference"]
     settings = {v: (c.masking.strategy, c.model.fusion, c.train.max_steps) for v, [(_, c)] in plan.runs.items()}
@@ -45,7 +45,7 @@ def test_packaged_demos_are_compare_configurations_with_todays_settings(tmp_path
     tiny = load_demo(tmp_path / "t", model="tiny", overrides=demo_overrides(steps=200, relation=False))
     assert tiny.base.model.preset == "tiny" and tiny.base.model.init_from is None
     assert tiny.base.encode.max_length == 128 and tiny.base.train.max_steps == 200 and tiny.base.train.eval_steps == 50
-    assert list(tiny.runs) == ["token", "entity+fusion"] and tiny.base.eval["relation"]["enabled"] is False
+    assert list(tiny.runs) == ["token", "entity+fusion"] and tiny.base.eval.relation.enabled is False
 
 
 def test_a_language_without_a_packaged_demo_is_one_line_exit_2(

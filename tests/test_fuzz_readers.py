@@ -235,13 +235,11 @@ def _section_fields() -> dict[str, list[str]]:
     """Every section of a run configuration and its real field names (model.overrides: KeptConfig's)."""
     from pydantic import BaseModel
 
-    from kept.config import RunConfig, _eval_config_class, kept_config_fields
+    from kept.config import RunConfig, kept_config_fields
 
     fields: dict[str, list[str]] = {}
     for name, info in RunConfig.model_fields.items():
         cls = info.annotation
-        if name == "eval":
-            cls = _eval_config_class()
         if isinstance(cls, type) and issubclass(cls, BaseModel):
             fields[name] = list(cls.model_fields)
         else:

@@ -26,7 +26,7 @@ def evaluate_command(
 
         raise KeptError("run directory not found", where=run_dir, fix="pass a run directory (runs/NAME)")
     config = load_run_config(run_dir, overrides or ())
-    eval_config = config.eval_config()
+    eval_config = config.eval
     if device:
         eval_config = eval_config.model_copy(update={"device": device})
     with RunLock(run_dir, command="kept evaluate"):

@@ -359,7 +359,7 @@ def report(
             where=teacher_paths.encoded_validation,
             fix="set encode.validation_fraction above 0 and re-run `kept encode` on the teacher",
         )
-    eval_config = config.eval_config()
+    eval_config = config.eval
     device = resolve_device(eval_config.device)
     rows = validation.select(range(min(eval_config.mlm.max_examples, len(validation)))).to_list()
     data = eval_config.relation.data or config.data.fewrel
