@@ -116,7 +116,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the aggregator layers are newly initialised
     from kept.evaluate.cloze import evaluate_cloze, find_mentions, select_items
-    from kept.evaluate.probe import ProbeFacts, _queries, evaluate_probe, held_out_triples, relation_words
+    from kept.evaluate.probe import evaluate_probe
+    from kept.evaluate.probe_facts import ProbeFacts, held_out_triples, relation_words
+    from kept.evaluate.probe_items import probe_queries
     from kg.wikipedia import load_wikipedia_sample
     from masking.encoding import encode_with_units
 
@@ -139,7 +141,7 @@ def main() -> None:
     started = time.perf_counter()
     kept = evaluate_probe(model, tokenizer, facts, batch_size=32, **kwargs)
     kept_probe_s = time.perf_counter() - started
-    queries, _ = _queries(facts, tokenizer, args.facts, args.candidates, 6, True, 0)
+    queries, _ = probe_queries(facts, tokenizer, args.facts, args.candidates, 6, True, 0)
     started = time.perf_counter()
     ref_ranks = reference_probe(model, tokenizer, queries)
     ref_probe_s = time.perf_counter() - started

@@ -306,7 +306,7 @@ def test_yaml_annotation_with_chinese_detectors_and_a_plugin(
 
 def test_probe_templates_per_language() -> None:
     from kept.evaluate.config import ProbeEvalConfig
-    from kept.evaluate.probe import facts_from_tables, probe_language
+    from kept.evaluate.probe_facts import facts_from_tables, probe_language
 
     entities = [{"id": i, "name": name, "label": name} for i, name in enumerate(ENTITIES)]
     relations = [{"id": i, "name": name, "label": name} for i, name in enumerate(RELATIONS)]
@@ -331,7 +331,8 @@ def test_probe_scores_chinese_prompts_with_a_chinese_vocabulary(tmp_path: Path) 
     import torch
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
-    from kept.evaluate.probe import evaluate_probe, facts_from_tables
+    from kept.evaluate.probe import evaluate_probe
+    from kept.evaluate.probe_facts import facts_from_tables
 
     characters = sorted({ch for text in [*ENTITIES, *RELATIONS, "。"] for ch in text})
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters]

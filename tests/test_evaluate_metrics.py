@@ -11,7 +11,8 @@ from eval_fixtures import SENTENCES, ScoreMLM, StubMLM, encode_rows, tiny_tokeni
 from kept.evaluate.cloze import evaluate_cloze, find_mentions, select_items
 from kept.evaluate.common import macro_f1, rank_metrics, ranks_from_scores
 from kept.evaluate.mlm import evaluate_mlm
-from kept.evaluate.probe import ProbeFacts, evaluate_probe, facts_from_tables, relation_templates, relation_words
+from kept.evaluate.probe import evaluate_probe
+from kept.evaluate.probe_facts import ProbeFacts, facts_from_tables, relation_templates, relation_words
 
 
 @pytest.fixture(scope="module")
