@@ -10,7 +10,8 @@ from eval_fixtures import tiny_tokenizer
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from kept.evaluate.relation import MARKERS, add_markers, encode_examples, finetune_and_score, split_examples
+from kept.evaluate.relation import finetune_and_score
+from kept.evaluate.relation_data import MARKERS, add_markers, encode_examples, split_examples
 from kept.fewrel import FewRelEntity, FewRelExample, relation_examples
 
 
@@ -127,7 +128,7 @@ def labelled(count: int, relations: int = 2) -> list[FewRelExample]:
 
 
 def test_dev_split_is_carved_from_train_stratified_seeded_and_disjoint_from_test() -> None:
-    from kept.evaluate.relation import split_dev
+    from kept.evaluate.relation_data import split_dev
 
     examples = labelled(60, relations=3)
     train, test, relations = split_examples(examples, max_relations=3, max_per_relation=20, test_fraction=0.3, seed=4)
@@ -236,7 +237,7 @@ def test_learning_rate_and_epochs_follow_the_model_size() -> None:
 def test_a_plain_bert_directory_is_the_plain_encoder(minilm_dir) -> None:
     from transformers import AutoTokenizer, BertModel
 
-    from kept.evaluate.relation import load_relation_model
+    from kept.evaluate.relation_model import load_relation_model
 
     model, info = load_relation_model(minilm_dir, num_labels=3)
     assert info["init"] == "bert" and info["t_layers"] == 6 and info["k_layers"] == 0
@@ -254,7 +255,7 @@ def test_a_plain_bert_directory_is_the_plain_encoder(minilm_dir) -> None:
 def test_a_kept_directory_reports_what_it_loaded(tmp_path) -> None:
     from eval_fixtures import build_run_dir
 
-    from kept.evaluate.relation import load_relation_model
+    from kept.evaluate.relation_model import load_relation_model
 
     run_dir = build_run_dir(tmp_path)
     model, info = load_relation_model(run_dir / "model", num_labels=4)

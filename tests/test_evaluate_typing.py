@@ -364,7 +364,7 @@ def test_run_report_has_a_typing_row(tmp_path: Path) -> None:
 def test_features_mark_the_mention_and_keep_it_in_a_short_window() -> None:
     from eval_fixtures import tiny_tokenizer
 
-    from kept.evaluate.relation import add_markers
+    from kept.evaluate.relation_data import add_markers
     from kept.evaluate.typing import TypingCollator, encode_typing_items
 
     tokenizer = tiny_tokenizer()

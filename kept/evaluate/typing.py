@@ -46,7 +46,8 @@ from torch.nn import functional as F
 
 from kept.evaluate.common import quiet_from_pretrained, uses_fusion
 from kept.evaluate.finetune import FinetuneSettings, finetune, predict_logits
-from kept.evaluate.relation import add_markers, finetune_defaults
+from kept.evaluate.relation import finetune_defaults
+from kept.evaluate.relation_data import add_markers
 from kept.evaluate.typing_data import (
     TYPE_RELATIONS,
     UNTYPED_RELATIONS,

@@ -15,7 +15,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from fusion import KeptModel, KeptPreTrainedModel
 from kept.errors import KeptError
 from kept.evaluate.common import pad
-from kept.evaluate.relation import MARKERS
+from kept.evaluate.relation_data import MARKERS
 from kept.evaluate.typing_items import TypingItem
 
 START_MARKER, END_MARKER = MARKERS[0], MARKERS[1]
