@@ -13,7 +13,7 @@ from kept.errors import KeptError
 def test_report_to_default_and_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers.integrations import is_tensorboard_available
 
-    from kept.pretrain import reporting
+    from kept.train_setup import reporting
 
     report_to, callbacks = reporting(None, tmp_path / "tb")
     assert report_to == ["none"]  # TensorBoard goes through kept's own callback (its directory set)
