@@ -245,7 +245,7 @@ def _looks_like_jsonl(path: Path) -> bool:
     return first.startswith(b"{") and first.endswith(b"}")
 
 
-def load_documents(
+def read_corpus(
     path: str | Path,
     *,
     text_field: str = "text",
@@ -253,7 +253,8 @@ def load_documents(
     title_field: str = "title",
     max_documents: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Documents of a corpus file or directory (ids made unique; empty texts dropped)."""
+    """Documents of a user's corpus file or directory in any supported format (ids made unique; empty texts
+    dropped). A run's own ``corpus/documents.jsonl`` is read by :mod:`masking.documents`."""
     documents: list[dict[str, Any]] = []
     seen: set[str] = set()
     for number, (row, where) in enumerate(iter_records(path)):
@@ -283,17 +284,6 @@ def write_documents(documents: Iterable[dict[str, Any]], path: str | Path) -> in
             handle.write(json.dumps(document, ensure_ascii=False) + "\n")
             count += 1
     return count
-
-
-def read_documents(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        raise KeptError(
-            "corpus/documents.jsonl not found",
-            where=path,
-            fix="run `kept corpus RUN_DIR --source ...` or `kept run CONFIG` first",
-        )
-    return [make_document(row, i, where=where) for i, (row, where) in enumerate(_iter_jsonl(path))]
 
 
 def documents_to_dataset(documents: list[dict[str, Any]]) -> Any:

@@ -134,7 +134,7 @@ def verbalize_graph(graph: Any, max_documents: int | None = None, per_document: 
 
 
 def _corpus_from_files(paths: RunPaths, config: RunConfig) -> int:
-    from kept.corpus import load_documents, write_documents
+    from kept.corpus import read_corpus, write_documents
 
     data = config.data
     if data.corpus is None:
@@ -143,7 +143,7 @@ def _corpus_from_files(paths: RunPaths, config: RunConfig) -> int:
             where="data.corpus",
             fix="give a txt/jsonl/parquet file or a saved HF dataset directory",
         )
-    documents = load_documents(
+    documents = read_corpus(
         data.corpus,
         text_field=data.text_field,
         id_field=data.id_field,

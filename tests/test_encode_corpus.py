@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kept.corpus import documents_to_dataset, load_documents, read_documents, write_documents
+from kept.corpus import documents_to_dataset, read_corpus, write_documents
 from kept.errors import KeptError
+from masking.documents import iter_documents
 
 DOCS = [
     {
@@ -24,21 +25,21 @@ DOCS = [
 def test_txt_file_blocks_and_directory_files(tmp_path: Path) -> None:
     path = tmp_path / "c.txt"
     path.write_text("First doc\nstill first.\n\nSecond doc.\n\n\n")
-    documents = load_documents(path)
+    documents = read_corpus(path)
     assert [d["text"] for d in documents] == ["First doc\nstill first.", "Second doc."]
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "x.txt").write_text("one")
     (folder / "y.txt").write_text("two")
-    assert [d["text"] for d in load_documents(folder)] == ["one", "two"]
+    assert [d["text"] for d in read_corpus(folder)] == ["one", "two"]
 
 
 def test_jsonl_keeps_gold_spans_and_field_names(tmp_path: Path) -> None:
     path = tmp_path / "c.jsonl"
     path.write_text("".join(json.dumps({**d, "body": d["text"]}) + "\n" for d in DOCS))
-    documents = load_documents(path)
+    documents = read_corpus(path)
     assert documents == DOCS
-    assert [d["text"] for d in load_documents(path, text_field="body", max_documents=1)] == [DOCS[0]["text"]]
+    assert [d["text"] for d in read_corpus(path, text_field="body", max_documents=1)] == [DOCS[0]["text"]]
 
 
 def test_parquet_and_hf_dataset_dir(tmp_path: Path) -> None:
@@ -46,15 +47,15 @@ def test_parquet_and_hf_dataset_dir(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
     pq.write_table(pa.Table.from_pylist([{"id": d["id"], "text": d["text"]} for d in DOCS]), tmp_path / "c.parquet")
-    assert [d["id"] for d in load_documents(tmp_path / "c.parquet")] == ["a", "b"]
+    assert [d["id"] for d in read_corpus(tmp_path / "c.parquet")] == ["a", "b"]
     documents_to_dataset(DOCS).save_to_disk(str(tmp_path / "hf"))
-    assert load_documents(tmp_path / "hf") == DOCS
+    assert read_corpus(tmp_path / "hf") == DOCS
 
 
 def test_write_and_read_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "corpus" / "documents.jsonl"
     assert write_documents(DOCS, path) == 2
-    assert read_documents(path) == DOCS
+    assert list(iter_documents(path)) == DOCS  # masking's reader of documents.jsonl reads what kept writes
     assert not list(path.parent.glob("*.tmp-*"))
 
 
@@ -75,18 +76,16 @@ def test_bad_jsonl_names_file_and_line(tmp_path: Path, line: str, match: str) ->
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "fine"}\n' + line + "\n")
     with pytest.raises(KeptError, match=match) as info:
-        load_documents(path)
+        read_corpus(path)
     assert str(path) in str(info.value) and ":2" in str(info.value)
 
 
 def test_missing_unsupported_and_empty(tmp_path: Path) -> None:
     with pytest.raises(KeptError, match="corpus not found"):
-        load_documents(tmp_path / "absent.txt")
+        read_corpus(tmp_path / "absent.txt")
     (tmp_path / "c.csv").write_text("a,b\n")
     with pytest.raises(KeptError, match="unsupported corpus format"):
-        load_documents(tmp_path / "c.csv")
+        read_corpus(tmp_path / "c.csv")
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(KeptError, match="no documents"):
-        load_documents(tmp_path / "empty.txt")
-    with pytest.raises(KeptError, match="documents.jsonl not found"):
-        read_documents(tmp_path / "nothing.jsonl")
+        read_corpus(tmp_path / "empty.txt")

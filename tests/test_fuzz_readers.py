@@ -121,14 +121,13 @@ def jsonl(records: list[Any]) -> bytes:
 @FUZZ
 @given(data=raw_bytes | documents.map(jsonl) | st.lists(json_values, max_size=4).map(jsonl))
 def test_documents_jsonl_readers(data: bytes) -> None:
-    from kept.corpus import load_documents, read_documents
+    from kept.corpus import read_corpus
     from masking.documents import iter_documents
 
     path = write(data, ".jsonl")
-    check_ours_or_success(lambda: load_documents(path))
-    check_ours_or_success(lambda: read_documents(path))
+    check_ours_or_success(lambda: read_corpus(path))
     check_ours_or_success(lambda: list(iter_documents(path)))
-    check_ours_or_success(lambda: load_documents(write(data, ".txt")))
+    check_ours_or_success(lambda: read_corpus(write(data, ".txt")))
 
 
 @FUZZ

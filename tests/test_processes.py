@@ -20,9 +20,7 @@ def test_before_the_process_group_the_launch_environment_answers(monkeypatch: py
     assert not is_main_process() and world_size() == 4
 
 
-def test_a_running_process_group_answers_through_partial_state(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_running_process_group_answers_through_partial_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch.distributed as dist
     from accelerate import PartialState
     from accelerate.state import AcceleratorState
