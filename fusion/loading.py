@@ -15,7 +15,6 @@ import torch
 from fusion.bert_checkpoint import (
     bert_config_values,
     iter_bert_tensors,
-    read_bert_state_dict,  # noqa: F401 - re-exported for kept.evaluate.relation
 )
 from fusion.bert_mapping import bert_layer_of, kept_prefix, map_bert_key, split_layers
 from fusion.configuration_kept import KeptConfig

@@ -18,12 +18,9 @@ below are the public API (README); import anything else from its module.
 
 from kept.analysis.compare_summary import load_compare
 from kept.analysis.corpus import load_annotation_stats, load_annotations, load_documents, load_encoded
-from kept.analysis.files import json_safe  # noqa: F401 - re-exported for kept.evaluate
 from kept.analysis.graph import load_kg, load_kg_metrics, load_kg_tables
 from kept.analysis.history import load_log_history
-from kept.analysis.metrics import (  # noqa: F401 - METRICS_FORMAT(_VERSION) re-exported for kept.evaluate
-    METRICS_FORMAT,
-    METRICS_FORMAT_VERSION,
+from kept.analysis.metrics import (
     examples_frame,
     flatten_metrics,
     load_metrics,

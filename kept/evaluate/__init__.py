@@ -46,7 +46,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kept.analysis import METRICS_FORMAT, METRICS_FORMAT_VERSION, json_safe
+from kept.analysis.files import json_safe
+from kept.analysis.metrics import METRICS_FORMAT, METRICS_FORMAT_VERSION
 from kept.errors import KeptError
 from kept.evaluate.config import EvalConfig, coerce_eval_config
 from kept.rundir import read_json
@@ -128,6 +129,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     from kept.config import load_run_config
     from kept.evaluate import cloze, linkpred, mlm, probe, relation
     from kept.evaluate.common import quiet_from_pretrained, resolve_device
+    from kept.evaluate.probe_facts import facts_from_tables
     from kept.rundir import atomic_write_json
 
     run_dir = Path(run_dir)
@@ -262,7 +264,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
             from kg.sources import read_relation_labels
 
             relation_labels = read_relation_labels(p.relation_labels)
-        facts = probe.facts_from_tables(
+        facts = facts_from_tables(
             kg["entities"].to_dict("records"),
             kg["relations"].to_dict("records"),
             list(kg["triples"].itertuples(index=False, name=None)),

@@ -16,10 +16,7 @@ from typing import Any, Literal
 import torch
 
 from kept.evaluate.common import masked_logits, pad, rank_metrics, ranks_from_scores, uses_fusion
-from kept.evaluate.probe_facts import (
-    ProbeFacts,
-    facts_from_tables,  # noqa: F401 - re-exported for kept.evaluate
-)
+from kept.evaluate.probe_facts import ProbeFacts
 from kept.evaluate.probe_items import probe_queries
 
 
