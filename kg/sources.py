@@ -188,18 +188,26 @@ def load_triples(
     return graph
 
 
-def _unknown(graph: KnowledgeGraph, name: str, path: Path, line_no: int, report: LoadReport, strict: bool) -> bool:
-    if graph.has_entity(name):
-        return False
-    if strict:
-        raise KGError(
-            f"entity {name!r} is not in the graph",
-            where=path,
-            line=line_no,
-            fix="add a triple that uses it, fix the name, or load without strict to skip such rows",
-        )
-    report.skip("unknown entity", line_no)
-    return True
+def _known_rows(
+    graph: KnowledgeGraph, path: Path, report: LoadReport, strict: bool, delimiter: str | None, encoding: str
+) -> Iterator[tuple[int, int, str]]:
+    """``(line_number, entity_id, value)`` of the ``name<TAB>value`` rows whose entity is in ``graph``.
+
+    Every row is counted in ``report``; a row for an unknown entity is skipped and counted (strict: KGError).
+    """
+    for line_no, (name, value) in iter_rows(path, delimiter=delimiter, encoding=encoding, columns=2):
+        report.rows += 1
+        if graph.has_entity(name):
+            yield line_no, graph.entity_id(name), value
+            continue
+        if strict:
+            raise KGError(
+                f"entity {name!r} is not in the graph",
+                where=path,
+                line=line_no,
+                fix="add a triple that uses it, fix the name, or load without strict to skip such rows",
+            )
+        report.skip("unknown entity", line_no)
 
 
 def apply_labels(
@@ -213,11 +221,8 @@ def apply_labels(
     """Set display labels from ``name<TAB>label`` rows; rows for unknown entities are skipped and counted."""
     path = Path(path)
     report = LoadReport(path=str(path))
-    for line_no, (name, label) in iter_rows(path, delimiter=delimiter, encoding=encoding, columns=2):
-        report.rows += 1
-        if _unknown(graph, name, path, line_no, report, strict):
-            continue
-        graph.entity_labels[graph.entity_id(name)] = label
+    for _, entity_id, label in _known_rows(graph, path, report, strict, delimiter, encoding):
+        graph.entity_labels[entity_id] = label
         report.kept += 1
     return report
 
@@ -236,11 +241,8 @@ def apply_aliases(
     """
     path = Path(path)
     report = LoadReport(path=str(path))
-    for line_no, (name, cell) in iter_rows(path, delimiter=delimiter, encoding=encoding, columns=2):
-        report.rows += 1
-        if _unknown(graph, name, path, line_no, report, strict):
-            continue
-        existing = graph.entity_aliases[graph.entity_id(name)]
+    for line_no, entity_id, cell in _known_rows(graph, path, report, strict, delimiter, encoding):
+        existing = graph.entity_aliases[entity_id]
         added = False
         for alias in (a.strip() for a in cell.split(ALIAS_SEPARATOR)):
             if alias and alias not in existing:
