@@ -119,11 +119,18 @@ def model_record(
 
     config: Any = model.config  # a transformers config: attributes by model type
     layers = int(config.num_hidden_layers) + int(getattr(config, "num_knowledge_layers", 0) or 0)
-    common: dict[str, Any] = dict(seed=seed, batch_size=batch_size, use_entities=fusion)
-    own = mlm.evaluate_mlm(
-        model, tokenizer, rows, strategy=strategy, mlm_probability=mlm_probability, masking=masking, **common
+    figures = mlm.evaluate_mlm_both(
+        model,
+        tokenizer,
+        rows,
+        strategy=strategy,
+        mlm_probability=mlm_probability,
+        masking=masking,
+        seed=seed,
+        batch_size=batch_size,
+        use_entities=fusion,
     )
-    token = mlm.evaluate_mlm(model, tokenizer, rows, strategy="token", mlm_probability=0.15, **common)
+    own, token = figures["strategy"], figures["token"]
     record: dict[str, Any] = {
         "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "shape": f"{layers} x {config.hidden_size}",

@@ -116,6 +116,16 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], dict[str, Any]
     return result
 
 
+_DISABLED = {"skipped": "disabled in eval config"}
+
+
+def _skipped(enabled: bool, head_missing: str | None) -> dict[str, str] | None:
+    """The record of a metric read through the MLM head (MLM, cloze, probe) that is not run, or None to run it."""
+    if not enabled:
+        return dict(_DISABLED)
+    return {"skipped": head_missing} if head_missing else None
+
+
 def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     """Evaluate the run's final model and write ``RUN_DIR/eval/metrics.json`` (atomically).
 
@@ -166,7 +176,6 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     examples: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
-    disabled = {"skipped": "disabled in eval config"}
     head_missing = untrained_mlm_head(run_dir)
     kg_tables: dict[str, Any] = {}
 
@@ -191,34 +200,27 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
                 fix="set encode.validation_fraction above 0 and re-run the encode step",
             )
 
-    if eval_config.mlm.enabled and head_missing:
-        metrics["mlm"] = {"skipped": head_missing}
-    elif eval_config.mlm.enabled:
+    if (skipped := _skipped(eval_config.mlm.enabled, head_missing)) is not None:
+        metrics["mlm"] = skipped
+    else:
         logger.info("MLM")
-        own_probability = eval_config.mlm.mlm_probability or settings["mlm_probability"]
-        token_probability = eval_config.mlm.mlm_probability or 0.15
         mlm_rows = rows[: eval_config.mlm.max_examples]
-
-        def run_mlm() -> dict[str, Any]:
-            common: dict[str, Any] = dict(seed=eval_config.seed, batch_size=eval_config.batch_size, use_entities=fusion)
-            own = mlm.evaluate_mlm(
+        metrics["mlm"] = _timed(
+            timings,
+            "mlm",
+            lambda: mlm.evaluate_mlm_both(
                 model,
                 tokenizer,
                 mlm_rows,
                 strategy=settings["strategy"],
-                mlm_probability=own_probability,
+                mlm_probability=eval_config.mlm.mlm_probability or settings["mlm_probability"],
                 masking=run_config.masking.to_dict(),
-                **common,
-            )
-            # the same task for every run: BERT token masking with default settings and the eval seed
-            token = mlm.evaluate_mlm(
-                model, tokenizer, mlm_rows, strategy="token", mlm_probability=token_probability, **common
-            )
-            return {"strategy": own, "token": token}
-
-        metrics["mlm"] = _timed(timings, "mlm", run_mlm)
-    else:
-        metrics["mlm"] = dict(disabled)
+                seed=eval_config.seed,
+                batch_size=eval_config.batch_size,
+                use_entities=fusion,
+                token_probability=eval_config.mlm.mlm_probability or 0.15,
+            ),
+        )
 
     from kept.electra import objective_figures
 
@@ -226,35 +228,42 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     if objectives:
         metrics["objectives"] = objectives
 
-    if eval_config.cloze.enabled and head_missing:
-        metrics["cloze"] = {"skipped": head_missing}
-    elif eval_config.cloze.enabled:
-        logger.info("entity cloze")
-        c = eval_config.cloze
+    def with_examples(name: str, evaluate: Callable[..., dict[str, Any]], data: Any, **options: Any) -> None:
+        """Run a metric read through the MLM head (cloze, probe), timed; its examples move to the top level."""
         result = _timed(
             timings,
-            "cloze",
-            lambda: cloze.evaluate_cloze(
+            name,
+            lambda: evaluate(
                 model,
                 tokenizer,
-                rows[: c.max_rows],
-                max_mentions=c.max_mentions,
-                max_pieces=c.max_pieces,
-                context_tokens=c.context_tokens,
+                data,
                 seed=eval_config.seed,
                 batch_size=eval_config.batch_size,
                 num_examples=eval_config.num_examples,
                 use_entities=fusion,
+                **options,
             ),
         )
-        examples["cloze"] = result.pop("examples")
-        metrics["cloze"] = result
-    else:
-        metrics["cloze"] = dict(disabled)
+        examples[name] = result.pop("examples")
+        metrics[name] = result
 
-    if eval_config.probe.enabled and head_missing:
-        metrics["probe"] = {"skipped": head_missing}
-    elif eval_config.probe.enabled:
+    if (skipped := _skipped(eval_config.cloze.enabled, head_missing)) is not None:
+        metrics["cloze"] = skipped
+    else:
+        logger.info("entity cloze")
+        c = eval_config.cloze
+        with_examples(
+            "cloze",
+            cloze.evaluate_cloze,
+            rows[: c.max_rows],
+            max_mentions=c.max_mentions,
+            max_pieces=c.max_pieces,
+            context_tokens=c.context_tokens,
+        )
+
+    if (skipped := _skipped(eval_config.probe.enabled, head_missing)) is not None:
+        metrics["probe"] = skipped
+    else:
         logger.info("KG probe")
         p = eval_config.probe
         kg = tables()
@@ -276,28 +285,16 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
             default_template=p.default_template,
             language=p.language,
         )
-        result = _timed(
-            timings,
+        with_examples(
             "probe",
-            lambda: probe.evaluate_probe(
-                model,
-                tokenizer,
-                facts,
-                max_facts=p.max_facts,
-                max_candidates=p.max_candidates,
-                max_pieces=p.max_pieces,
-                score=p.score,
-                filtered=p.filtered,
-                seed=eval_config.seed,
-                batch_size=eval_config.batch_size,
-                num_examples=eval_config.num_examples,
-                use_entities=fusion,
-            ),
+            probe.evaluate_probe,
+            facts,
+            max_facts=p.max_facts,
+            max_candidates=p.max_candidates,
+            max_pieces=p.max_pieces,
+            score=p.score,
+            filtered=p.filtered,
         )
-        examples["probe"] = result.pop("examples")
-        metrics["probe"] = result
-    else:
-        metrics["probe"] = dict(disabled)
 
     if eval_config.relation.enabled:
         logger.info("relation classification")
@@ -322,7 +319,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
             ),
         )
     else:
-        metrics["relation"] = dict(disabled)
+        metrics["relation"] = dict(_DISABLED)
 
     if eval_config.typing.enabled and model_type == "bert":
         metrics["typing"] = {"skipped": "entity typing fine-tunes kept models; this run's model is a BERT"}
@@ -342,7 +339,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
         if "skipped" in metrics["typing"]:
             del timings["typing"]  # nothing ran
     else:
-        metrics["typing"] = dict(disabled)
+        metrics["typing"] = dict(_DISABLED)
 
     if eval_config.linkpred.enabled:
         logger.info("KG link prediction")
@@ -356,7 +353,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
             lambda: linkpred.evaluate_linkpred(run_dir, recompute=recompute, embedding_config=embedding),
         )
     else:
-        metrics["linkpred"] = dict(disabled)
+        metrics["linkpred"] = dict(_DISABLED)
 
     items: dict[str, Any] = {}
     for name, result in metrics.items():  # per-item outcomes move out of the figures, to the top level

@@ -145,3 +145,26 @@ def evaluate_mlm(
         "mlm_probability": mlm_probability,
         "seed": seed,
     }
+
+
+def evaluate_mlm_both(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    strategy: str,
+    mlm_probability: float,
+    masking: Mapping[str, Any] | None,
+    seed: int,
+    batch_size: int,
+    use_entities: bool | None,
+    token_probability: float = 0.15,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_mlm` twice: ``"strategy"`` with the run's own masking, ``"token"`` with plain token
+    masking at ``token_probability`` and default settings, the same task for every run."""
+    common: dict[str, Any] = dict(seed=seed, batch_size=batch_size, use_entities=use_entities)
+    own = evaluate_mlm(
+        model, tokenizer, rows, strategy=strategy, mlm_probability=mlm_probability, masking=masking, **common
+    )
+    token = evaluate_mlm(model, tokenizer, rows, strategy="token", mlm_probability=token_probability, **common)
+    return {"strategy": own, "token": token}
