@@ -59,6 +59,27 @@ ERNIE_THU_OPTIONS: dict[str, Any] = dict(
 PRESETS["ernie_thu"] = {**PRESETS["base"], **ERNIE_THU_OPTIONS}
 FIRST_KNOWLEDGE_LAYERS: tuple[str, ...] = ("norm", "mix")
 ENTITY_BIAS_AT: tuple[str, ...] = ("aligned", "all")
+#: sizes that must be positive, counts that may be 0, and (width, head count) pairs where the count must divide
+#: the width: :meth:`KeptConfig.validate_sizes` and kept's check of ``model.overrides`` read the same lists.
+POSITIVE_SIZES: tuple[str, ...] = (
+    "vocab_size",
+    "hidden_size",
+    "num_attention_heads",
+    "intermediate_size",
+    "entity_dim",
+    "num_entity_attention_heads",
+    "max_position_embeddings",
+)
+NON_NEGATIVE_COUNTS: tuple[str, ...] = (
+    "num_hidden_layers",
+    "num_knowledge_layers",
+    "entity_vocab_size",
+    "dea_num_negatives",
+)
+HEAD_DIVISORS: tuple[tuple[str, str], ...] = (
+    ("hidden_size", "num_attention_heads"),
+    ("entity_dim", "num_entity_attention_heads"),
+)
 
 
 @strict
@@ -165,22 +186,14 @@ class KeptConfig(PreTrainedConfig):
 
     def validate_sizes(self) -> None:
         """Raise FusionError when head counts do not divide the widths or a size is not positive."""
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_attention_heads",
-            "intermediate_size",
-            "entity_dim",
-            "num_entity_attention_heads",
-            "max_position_embeddings",
-        ):
+        for name in POSITIVE_SIZES:
             if int(getattr(self, name)) <= 0:
                 raise FusionError(
                     f"{name} must be positive, got {getattr(self, name)}",
                     where=f"KeptConfig.{name}",
                     fix="Use a positive size.",
                 )
-        for name in ("num_hidden_layers", "num_knowledge_layers", "entity_vocab_size", "dea_num_negatives"):
+        for name in NON_NEGATIVE_COUNTS:
             if int(getattr(self, name)) < 0:
                 raise FusionError(
                     f"{name} must be >= 0, got {getattr(self, name)}",
@@ -212,19 +225,13 @@ class KeptConfig(PreTrainedConfig):
                     where=f"KeptConfig.{name}",
                     fix=f"Use one of: {', '.join(allowed)}.",
                 )
-        if self.hidden_size % self.num_attention_heads:
-            raise FusionError(
-                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}",
-                where="KeptConfig.num_attention_heads",
-                fix="Choose a head count that divides hidden_size.",
-            )
-        if self.entity_dim % self.num_entity_attention_heads:
-            raise FusionError(
-                f"entity_dim {self.entity_dim} is not a multiple of num_entity_attention_heads "
-                f"{self.num_entity_attention_heads}",
-                where="KeptConfig.num_entity_attention_heads",
-                fix="Choose a head count that divides entity_dim.",
-            )
+        for width, heads in HEAD_DIVISORS:
+            if getattr(self, width) % getattr(self, heads):
+                raise FusionError(
+                    f"{width} {getattr(self, width)} is not a multiple of {heads} {getattr(self, heads)}",
+                    where=f"KeptConfig.{heads}",
+                    fix=f"Choose a head count that divides {width}.",
+                )
 
     @property
     def num_total_layers(self) -> int:

@@ -10,6 +10,7 @@ a misspelt one gets the closest name, :func:`closest_name`), every value of its 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -50,48 +51,28 @@ def closest_name(name: str, names: Iterable[str]) -> str | None:
     return found[0] if found else None
 
 
-#: ranges of model.overrides values: (lowest, lowest allowed itself?, highest or None)
-_OVERRIDE_RANGES: dict[str, tuple[float, bool, float | None]] = {
-    **{
-        name: (0, False, None)
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_attention_heads",
-            "intermediate_size",
-            "entity_dim",
-            "num_entity_attention_heads",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "layer_norm_eps",
-            "max_entity_slots",
-        )
-    },
-    **{
-        name: (0, True, None)
-        for name in (
-            "num_hidden_layers",
-            "num_knowledge_layers",
-            "entity_vocab_size",
-            "dea_num_negatives",
-            "initializer_range",
-            "mlm_weight",
-            "dea_weight",
-            "sop_weight",
-            "red_weight",
-        )
-    },
-    **{name: (0, True, 1) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")},
-}
-#: widths and the head counts that must divide them
-_HEAD_DIVISORS = (("hidden_size", "num_attention_heads"), ("entity_dim", "num_entity_attention_heads"))
+@functools.cache
+def _override_ranges() -> dict[str, tuple[float, bool, float | None]]:
+    """Ranges of model.overrides values: (lowest, lowest allowed itself?, highest or None): the sizes and counts
+    ``KeptConfig.validate_sizes`` checks (fusion's lists, imported when first needed: fusion loads transformers)
+    plus fields it does not range-check itself."""
+    from fusion.configuration_kept import NON_NEGATIVE_COUNTS, POSITIVE_SIZES
+
+    positive = (*POSITIVE_SIZES, "type_vocab_size", "layer_norm_eps", "max_entity_slots")
+    non_negative = (*NON_NEGATIVE_COUNTS, "initializer_range", "mlm_weight", "dea_weight", "sop_weight", "red_weight")
+    probabilities = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+    return {
+        **{name: (0, False, None) for name in positive},
+        **{name: (0, True, None) for name in non_negative},
+        **{name: (0, True, 1) for name in probabilities},
+    }
 
 
 def override_range_problem(key: str, value: Any) -> str | None:
     """What is wrong with the (type-checked) value of ``model.overrides.<key>``, or None."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
-    bounds = _OVERRIDE_RANGES.get(key)
+    bounds = _override_ranges().get(key)
     if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     low, inclusive, high = bounds
@@ -104,11 +85,11 @@ def override_range_problem(key: str, value: Any) -> str | None:
 
 def _head_problems(validated: dict[str, Any], preset: str | None) -> list[tuple[tuple, str, str]]:
     """A head count that does not divide its width, the other from the overrides or else the preset."""
-    from fusion.configuration_kept import PRESETS
+    from fusion.configuration_kept import HEAD_DIVISORS, PRESETS
 
     base = PRESETS.get(preset or "", {})
     problems: list[tuple[tuple, str, str]] = []
-    for width_key, heads_key in _HEAD_DIVISORS:
+    for width_key, heads_key in HEAD_DIVISORS:
         if width_key not in validated and heads_key not in validated:
             continue
         width, heads = validated.get(width_key, base.get(width_key)), validated.get(heads_key, base.get(heads_key))
