@@ -46,7 +46,7 @@ class TrainingTriples:
 def training_triples(run_dir: str | Path) -> TrainingTriples:
     """The run's training triples (``kg/train_triples.tsv`` of the split; all triples when the KG has none)."""
     from kg import KnowledgeGraph
-    from kg.split import has_split, load_split
+    from kg.split import has_split, train_triples
 
     kg_dir = Path(run_dir) / "kg"
     if not (kg_dir / "triples.tsv").is_file():
@@ -56,12 +56,10 @@ def training_triples(run_dir: str | Path) -> TrainingTriples:
             fix="run the kg step (`kept run CONFIG`), or set model.joint_kg_weight: 0",
         )
     graph = KnowledgeGraph.load(kg_dir)
+    triples = train_triples(graph, kg_dir)
     if has_split(kg_dir):
-        split = load_split(graph, kg_dir)
-        triples = split.triples(graph, "train")
         note = f"{len(triples)} training triples of the KG split (held-out triples never enter the loss)"
     else:
-        triples = graph.triples
         note = f"{len(triples)} triples (the KG has no split: no held-out triples, all are training triples)"
     return TrainingTriples(triples.long().contiguous(), graph.num_entities, graph.num_relations, note)
 

@@ -36,7 +36,7 @@ def model_overrides(config: Any) -> dict[str, Any]:
 def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
     """The run KG's entities as swap candidates (label tokens, types and where the types came from)."""
     from kg import KnowledgeGraph
-    from kg.split import has_split, load_split
+    from kg.split import train_triples
     from kg.type_relations import type_relation_ids
     from masking.replaced_entity import EntityPool
 
@@ -53,7 +53,7 @@ def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
     types = np.full(graph.num_entities, -1, dtype=np.int64)
     names = set(type_relation_ids(graph))
     # the held-out triples (probe, link prediction) never shape training: types from the training split
-    known = load_split(graph, kg_dir).triples(graph, "train") if has_split(kg_dir) else graph.triples
+    known = train_triples(graph, kg_dir)
     if names and len(known):
         triples = known.numpy()
         typed = triples[np.isin(triples[:, 1], sorted(names))]

@@ -203,6 +203,12 @@ def load_split(graph: KnowledgeGraph, directory: str | Path) -> TripleSplit:
     return TripleSplit(parts["train"], parts["test"], parts["validation"], info)
 
 
+def train_triples(graph: KnowledgeGraph, directory: str | Path) -> torch.Tensor:
+    """[n, 3] the triples training may see: the train part of the split in ``directory``, or all of ``graph``'s
+    when it holds none (held-out triples feed only the probe and link prediction)."""
+    return load_split(graph, directory).triples(graph, "train") if has_split(directory) else graph.triples
+
+
 def describe(split: TripleSplit) -> str:
     """One line: sizes and what coverage cost."""
     info = split.info
