@@ -82,21 +82,33 @@ def reporting(report_to: Sequence[str] | None, tensorboard_dir: Path) -> tuple[l
 
 
 def training_arguments(
-    config: RunConfig, paths: RunPaths, *, bf16: bool, warmup_steps: int, report_to: list[str], evaluate: bool
+    config: RunConfig,
+    paths: RunPaths,
+    *,
+    bf16: bool,
+    warmup_steps: int,
+    report_to: list[str],
+    evaluate: bool,
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    progress: bool = False,
 ) -> Any:
-    """The Trainer's arguments from ``config.train``: checkpoints under checkpoints/, no tqdm, every encoded
-    column passed to the collator, seeded data order."""
+    """The Trainer's arguments from ``config.train``: checkpoints under checkpoints/, every encoded column passed
+    to the collator, seeded data order. ``max_steps``, ``batch_size`` and ``learning_rate`` replace train's when
+    given (`kept distill` has its own); ``progress`` shows transformers' progress bar."""
     import torch
     from transformers import TrainingArguments
 
     tcfg = config.train
-    learning_rate = tcfg.learning_rate
+    learning_rate = learning_rate if learning_rate is not None else tcfg.learning_rate
     assert learning_rate is not None, "set by kept.optim.resolve_train_defaults before training"
+    batch_size = batch_size or tcfg.batch_size
     return TrainingArguments(
         output_dir=str(paths.checkpoints),
-        max_steps=tcfg.max_steps,
-        per_device_train_batch_size=tcfg.batch_size,
-        per_device_eval_batch_size=tcfg.eval_batch_size or tcfg.batch_size,
+        max_steps=max_steps if max_steps is not None else tcfg.max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=tcfg.eval_batch_size or batch_size,
         gradient_accumulation_steps=tcfg.gradient_accumulation_steps,
         learning_rate=learning_rate,
         lr_scheduler_type=tcfg.lr_scheduler,
@@ -114,7 +126,7 @@ def training_arguments(
         logging_strategy="steps",
         logging_steps=tcfg.logging_steps,
         report_to=report_to,
-        disable_tqdm=True,
+        disable_tqdm=not progress,
         remove_unused_columns=False,
         prediction_loss_only=True,
         label_names=["labels"],

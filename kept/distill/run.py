@@ -95,7 +95,6 @@ def distill_run(
 ) -> DistillResult:
     """Distil the teacher run's model into ``config.distill.student``; returns losses and the report."""
     import torch
-    from transformers import TrainingArguments
 
     from kept.batches import INDEX_KEY, BatchSeededCollator
     from kept.callbacks import HistoryCallback
@@ -108,6 +107,7 @@ def distill_run(
     from kept.pretrain import last_logged, resolve_bf16
     from kept.resume import complete_checkpoints, remove_incomplete_checkpoints
     from kept.tokenizer import load_run_tokenizer
+    from kept.train_setup import training_arguments
     from masking import KnowledgeMaskingCollator
 
     teacher_paths = run_paths(teacher_run)
@@ -203,38 +203,17 @@ def distill_run(
         data = data.select_columns([c for c in columns if c in data.column_names])
         return data.add_column(INDEX_KEY, list(range(len(data))))
 
-    t = config.train
-    batch_size = d.batch_size or t.batch_size
-    args = TrainingArguments(
-        output_dir=str(paths.checkpoints),
-        max_steps=d.max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=t.eval_batch_size or batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=d.learning_rate,
-        lr_scheduler_type=t.lr_scheduler,
+    args = training_arguments(
+        config,
+        paths,
+        bf16=resolve_bf16(config.train.bf16),
         warmup_steps=int(round(d.warmup_ratio * d.max_steps)),
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        seed=t.seed,
-        data_seed=t.seed,
-        bf16=resolve_bf16(t.bf16),
-        eval_strategy="steps" if validation is not None else "no",
-        eval_steps=t.eval_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
-        logging_strategy="steps",
-        logging_steps=t.logging_steps,
         report_to=[],
-        disable_tqdm=not progress,
-        remove_unused_columns=False,
-        prediction_loss_only=True,
-        label_names=["labels"],
-        dataloader_num_workers=t.dataloader_num_workers,
-        use_cpu=t.use_cpu,
-        ddp_find_unused_parameters=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        evaluate=validation is not None,
+        max_steps=d.max_steps,
+        batch_size=d.batch_size,
+        learning_rate=d.learning_rate,
+        progress=progress,
     )
     trainer_class = distillation_trainer(teacher, fusion, eval_collate)
     trainer = trainer_class(
