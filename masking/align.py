@@ -210,6 +210,50 @@ def _join_texts(texts: Sequence[str], segmenter: Segmenter | None) -> tuple[str,
     return joined, bases, seg
 
 
+@dataclass(frozen=True)
+class JoinedTexts:
+    """Texts laid end to end (:func:`_join_texts`) with the word of every character and the spans as arrays:
+    what the token offsets of a batch are aligned against (:meth:`anchor`, then :meth:`align`)."""
+
+    joined: str
+    bases: np.ndarray  # [D] where each text starts in ``joined``
+    segment_starts: np.ndarray | None  # the segmenter's word starts in ``joined``, None without one
+    char_word: np.ndarray  # [C] word index of every character of ``joined``
+    nonspace: np.ndarray  # positions of the non-whitespace characters
+    spans: tuple[np.ndarray, ...]  # start, end, kind, entity id of every span, offsets into ``joined``
+
+    @classmethod
+    def of(
+        cls, texts: Sequence[str], spans_per_text: Sequence[Sequence[Mapping[str, Any]]], segmenter: Segmenter | None
+    ) -> JoinedTexts:
+        """``texts`` with their checked spans (sorted, disjoint; :func:`_check_spans`)."""
+        joined, bases, seg = _join_texts(texts, segmenter)
+        char_word, nonspace = _char_word_ids(joined, seg)
+        return cls(joined, bases, seg, char_word, nonspace, _span_arrays(spans_per_text, bases))
+
+    def anchor(self, starts: np.ndarray, ends: np.ndarray, text_end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Token offsets into ``joined`` moved off leading whitespace (:func:`masking.char_words._anchor`)."""
+        return _anchor(starts, ends, self.nonspace, text_end)
+
+    def align(
+        self, starts: np.ndarray, ends: np.ndarray, *, special: np.ndarray, seq_lengths: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
+        """:func:`_align_flat` of anchored token offsets against these words and spans: ``(unit_ids, unit_kind,
+        entity_ids, word_ids)``, flat, numbered inside each of the sequences of ``seq_lengths`` tokens."""
+        span_start, span_end, span_kind, span_eid = self.spans
+        return _align_flat(
+            tok_start=starts,
+            tok_end=ends,
+            special=special,
+            word=self.char_word[np.clip(starts, 0, self.char_word.shape[0] - 1)],
+            span_start=span_start,
+            span_end=span_end,
+            span_kind=span_kind,
+            span_eid=span_eid,
+            seq_lengths=seq_lengths,
+        )
+
+
 def align_spans(
     offsets: Sequence[Sequence[int]],
     spans: Sequence[Span],

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from masking.align import Segmenter, _align_flat, _check_spans, _join_texts, _span_arrays
-from masking.char_words import _anchor, _char_word_ids
+from masking.align import JoinedTexts, Segmenter, _check_spans
 from masking.errors import MaskingError
 from masking.spans import Span
 
@@ -174,9 +173,8 @@ def encode_with_units(
         flat_ids, flat_special, flat_off = flat_ids[keep_tok], flat_special[keep_tok], flat_off[keep_tok]
         lengths, sample = lengths[keep_row], sample[keep_row]
 
-    joined, bases, seg = _join_texts(texts, segmenter)
-    char_word, nonspace = _char_word_ids(joined, seg)
-    s_start, s_end, s_kind, s_eid = _span_arrays(checked, bases)
+    batch = JoinedTexts.of(texts, checked, segmenter)
+    bases = batch.bases
     tok_base = np.repeat(bases[sample], lengths)
     seq_lengths = _pack(lengths, max_length) if packing else lengths
     if packing:
@@ -186,18 +184,9 @@ def encode_with_units(
         row_sample = sample
     text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     tok_text_end = np.repeat(bases[sample] + text_len[sample], lengths)
-    tok_start, tok_end = _anchor(flat_off[:, 0] + tok_base, flat_off[:, 1] + tok_base, nonspace, tok_text_end)
-    word = char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)]
-    unit_ids, unit_kind, entity_ids, word_ids = _align_flat(
-        tok_start=tok_start,
-        tok_end=tok_end,
-        special=flat_special,
-        word=word,
-        span_start=s_start,
-        span_end=s_end,
-        span_kind=s_kind,
-        span_eid=s_eid,
-        seq_lengths=seq_lengths,
+    tok_start, tok_end = batch.anchor(flat_off[:, 0] + tok_base, flat_off[:, 1] + tok_base, tok_text_end)
+    unit_ids, unit_kind, entity_ids, word_ids = batch.align(
+        tok_start, tok_end, special=flat_special, seq_lengths=seq_lengths
     )
 
     bounds = np.concatenate(([0], np.cumsum(seq_lengths))).tolist()

@@ -27,14 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from masking.align import (
-    Segmenter,
-    _align_flat,
-    _check_spans,
-    _join_texts,
-    _span_arrays,
-)
-from masking.char_words import _anchor, _char_word_ids
+from masking.align import JoinedTexts, Segmenter, _check_spans
 from masking.errors import MaskingError
 from masking.spans import Span
 
@@ -153,9 +146,8 @@ def encode_sentence_pairs(
             fix="use a longer max_length",
         )
     checked = [_check_spans(s, len(t), i, overlaps) for i, (t, s) in enumerate(zip(texts, spans_per_text))]
-    joined, bases, seg = _join_texts(texts, segmenter)
-    char_word, nonspace = _char_word_ids(joined, seg)
-    s_start, s_end, s_kind, s_eid = _span_arrays(checked, bases)
+    batch = JoinedTexts.of(texts, checked, segmenter)
+    bases = batch.bases
     text_len = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
 
     # 1. every document once, without special tokens: its units tell where a cut may fall
@@ -170,21 +162,11 @@ def encode_sentence_pairs(
     doc_len = np.fromiter(map(len, docs["input_ids"]), dtype=np.int64, count=len(texts))
     off = np.asarray([o for row in docs["offset_mapping"] for o in row], dtype=np.int64).reshape(-1, 2)  # [T, 2]
     doc_of_tok = np.repeat(np.arange(len(texts)), doc_len)
-    start, end = _anchor(
-        off[:, 0] + bases[doc_of_tok], off[:, 1] + bases[doc_of_tok], nonspace, (bases + text_len)[doc_of_tok]
+    start, end = batch.anchor(
+        off[:, 0] + bases[doc_of_tok], off[:, 1] + bases[doc_of_tok], (bases + text_len)[doc_of_tok]
     )
-    unit_ids, _, _, _ = _align_flat(
-        tok_start=start,
-        tok_end=end,
-        special=np.zeros(len(start), dtype=bool),
-        word=char_word[np.clip(start, 0, char_word.shape[0] - 1)],
-        span_start=s_start,
-        span_end=s_end,
-        span_kind=s_kind,
-        span_eid=s_eid,
-        seq_lengths=doc_len,
-    )
-    codepoints = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    unit_ids, _, _, _ = batch.align(start, end, special=np.zeros(len(start), dtype=bool), seq_lengths=doc_len)
+    codepoints = np.frombuffer(batch.joined.encode("utf-32-le"), dtype=np.uint32)
     ends_sentence = np.isin(codepoints[np.maximum(off[:, 1] + bases[doc_of_tok] - 1, 0)], _SENTENCE_END_CODES)
 
     # 2. plan the pairs of every document (character ranges of the segment written first and second)
@@ -241,20 +223,10 @@ def encode_sentence_pairs(
     doc_base = bases[plan[row_of_tok, 0]]
     seg_start = np.where(types == 0, plan[row_of_tok, 1], plan[row_of_tok, 3])  # where the token's segment begins
     seg_end = np.where(types == 0, plan[row_of_tok, 2], plan[row_of_tok, 4])
-    tok_start, tok_end = _anchor(
-        pair_off[:, 0] + doc_base + seg_start, pair_off[:, 1] + doc_base + seg_start, nonspace, doc_base + seg_end
+    tok_start, tok_end = batch.anchor(
+        pair_off[:, 0] + doc_base + seg_start, pair_off[:, 1] + doc_base + seg_start, doc_base + seg_end
     )
-    aligned = _align_flat(
-        tok_start=tok_start,
-        tok_end=tok_end,
-        special=special,
-        word=char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)],
-        span_start=s_start,
-        span_end=s_end,
-        span_kind=s_kind,
-        span_eid=s_eid,
-        seq_lengths=lengths,
-    )
+    aligned = batch.align(tok_start, tok_end, special=special, seq_lengths=lengths)
     bounds = np.append(row_starts, int(lengths.sum())).tolist()
 
     def split_rows(flat: np.ndarray) -> list[list[int]]:

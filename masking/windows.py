@@ -97,8 +97,7 @@ def window_documents(
     segmenter)``; a short document is its own single window, unchanged; the segmenter returned knows
     the words of the windows already (:class:`KnownWords`), None when ``segmenter`` is None.
     """
-    from masking.align import _align_flat, _join_texts, _span_arrays
-    from masking.char_words import _anchor, _char_word_ids
+    from masking.align import JoinedTexts
 
     capacity = max_length - tokenizer.num_special_tokens_to_add()
     enc = tokenizer(
@@ -118,28 +117,18 @@ def window_documents(
     if not long_docs:
         return out_texts, out_spans, doc_of, segmenter
     long_texts = [texts[i] for i in long_docs]
-    joined, bases, seg = _join_texts(long_texts, segmenter)
-    char_word, nonspace = _char_word_ids(joined, seg)
-    s_start, s_end, s_kind, s_eid = _span_arrays([spans[i] for i in long_docs], bases)
+    batch = JoinedTexts.of(long_texts, [spans[i] for i in long_docs], segmenter)
+    bases, seg = batch.bases, batch.segment_starts
     offsets = [np.asarray(enc["offset_mapping"][i], dtype=np.int64).reshape(-1, 2) for i in long_docs]
     seq_lengths = lengths[long_docs]
     tok_base = np.repeat(bases, seq_lengths)
     flat = np.concatenate(offsets) if offsets else np.zeros((0, 2), dtype=np.int64)
     text_len = np.fromiter(map(len, long_texts), dtype=np.int64, count=len(long_texts))
-    tok_start, tok_end = _anchor(
-        flat[:, 0] + tok_base, flat[:, 1] + tok_base, nonspace, np.repeat(bases + text_len, seq_lengths)
+    tok_start, tok_end = batch.anchor(
+        flat[:, 0] + tok_base, flat[:, 1] + tok_base, np.repeat(bases + text_len, seq_lengths)
     )
-    word = char_word[np.clip(tok_start, 0, char_word.shape[0] - 1)]
-    unit_ids, _, _, word_ids = _align_flat(
-        tok_start=tok_start,
-        tok_end=tok_end,
-        special=np.zeros(flat.shape[0], dtype=bool),
-        word=word,
-        span_start=s_start,
-        span_end=s_end,
-        span_kind=s_kind,
-        span_eid=s_eid,
-        seq_lengths=seq_lengths,
+    unit_ids, _, _, word_ids = batch.align(
+        tok_start, tok_end, special=np.zeros(flat.shape[0], dtype=bool), seq_lengths=seq_lengths
     )
     rebuilt_texts: list[str] = []
     rebuilt_spans: list[list[dict[str, Any]]] = []
