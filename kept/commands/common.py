@@ -55,6 +55,8 @@ def stdout_console() -> Console:
 SET_OPTION = typer.Option(
     None, "--set", help="Override any configuration field: --set train.max_steps=50 (repeatable)."
 )
+#: ``--config`` of the commands that work on one run directory (its own config.yaml by default)
+CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml).")
 
 
 def flag_overrides(flags: dict[str, Any], sets: Optional[list[str]] = None) -> dict[str, Any]:

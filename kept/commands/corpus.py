@@ -7,14 +7,12 @@ from typing import Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
+from kept.commands.common import CONFIG_OPTION, SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def corpus_command(
     run_dir: Path = typer.Argument(..., help="Run directory to write corpus/documents.jsonl (and kg/) into."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."
-    ),
+    config: Optional[Path] = CONFIG_OPTION,
     source: Optional[str] = typer.Option(
         None, "--source", help="data.source: wikipedia_sample | pykeen | files | fewrel."
     ),

@@ -7,14 +7,12 @@ from typing import Any, Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
+from kept.commands.common import CONFIG_OPTION, SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def encode_command(
     run_dir: Path = typer.Argument(..., help="Run directory with corpus/annotated (from `kept annotate`)."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."
-    ),
+    config: Optional[Path] = CONFIG_OPTION,
     base_model: Optional[str] = typer.Option(
         None, "--base-model", help="tokenizer.base_model: a local model dir or hub name."
     ),

@@ -7,14 +7,12 @@ from typing import Any, Optional
 
 import typer
 
-from kept.commands.common import SET_OPTION, console, flag_overrides, quiet_libraries
+from kept.commands.common import CONFIG_OPTION, SET_OPTION, console, flag_overrides, quiet_libraries
 
 
 def pretrain_command(
     run_dir: Path = typer.Argument(..., help="Run directory with tokenizer/ and encoded/ (from `kept encode`)."),
-    config: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML run configuration (default: RUN_DIR/config.yaml)."
-    ),
+    config: Optional[Path] = CONFIG_OPTION,
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="train.max_steps."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="train.batch_size (per device)."),
     learning_rate: Optional[float] = typer.Option(None, "--lr", "--learning-rate", help="train.learning_rate."),
