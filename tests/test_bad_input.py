@@ -83,6 +83,15 @@ class Env:
             path.write_text(content, encoding="utf-8")
         return path
 
+    def with_config(self, command: str, name: str, content: str | bytes) -> list[str]:
+        """``kept COMMAND RUN --config FILE``: a copy of the tiny run, FILE (``name``) holding ``content``."""
+        run = self.tiny()
+        return [command, str(run), "--config", str(self.write(name, content))]
+
+    def load_corpus(self, corpus: Path) -> list[str]:
+        """``kept corpus`` of the files source ``corpus`` into a new run directory."""
+        return ["corpus", str(self.tmp / "run"), "--source", "files", "--corpus", str(corpus)]
+
 
 @dataclass
 class Case:
@@ -105,46 +114,46 @@ def _span(start: int, end: int, entity_id: int = -1) -> dict[str, Any]:
 
 def corpus_invalid_json(env: Env) -> list[str]:
     bad = env.write("bad.jsonl", _doc("Paris is nice.") + "\n" + '{"text": "no closing brace"\n')
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_latin1(env: Env) -> list[str]:
     bad = env.write("latin.jsonl", b'{"text": "ok"}\n' + '{"text": "caf\u00e9"}\n'.encode("latin-1"))
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_utf16_txt(env: Env) -> list[str]:
     bad = env.write("corpus.txt", "A first document.\n\nA second one.\n".encode("utf-16"))
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_empty_documents(env: Env) -> list[str]:
     bad = env.write("empty.jsonl", _doc("", doc_id="a") + "\n" + _doc("   ", doc_id="b") + "\n\n")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_huge_document(env: Env) -> list[str]:
     from kept.corpus import MAX_DOCUMENT_CHARS
 
     bad = env.write("huge.jsonl", _doc("word " * (MAX_DOCUMENT_CHARS // 5 + 1)) + "\n")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_span_outside_text(env: Env) -> list[str]:
     bad = env.write(
         "spans.jsonl", _doc("Paris is nice.", [_span(0, 5)]) + "\n" + _doc("Rome.", [_span(0, 40)], doc_id="e") + "\n"
     )
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_text_not_string(env: Env) -> list[str]:
     bad = env.write("types.jsonl", json.dumps({"id": "a", "text": 42}) + "\n")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_parquet_corrupt(env: Env) -> list[str]:
     bad = env.write("corpus.parquet", b"PAR1 this was cut off in the middle of a download")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_dataset_dir_corrupt(env: Env) -> list[str]:
@@ -152,7 +161,7 @@ def corpus_dataset_dir_corrupt(env: Env) -> list[str]:
     directory.mkdir()
     (directory / "dataset_info.json").write_text("{not json", encoding="utf-8")
     (directory / "state.json").write_text("{}", encoding="utf-8")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(directory)]
+    return env.load_corpus(directory)
 
 
 def corpus_overwrite_disk_full(env: Env) -> list[str]:
@@ -188,9 +197,7 @@ def annotate_corpus_bad_line(env: Env) -> list[str]:
 
 
 def annotate_config_bad_yaml(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("annotation.yaml", "detectors: [{type: gold\nbatch_size: 4\n")
-    return ["annotate", str(run), "--config", str(config)]
+    return env.with_config("annotate", "annotation.yaml", "detectors: [{type: gold\nbatch_size: 4\n")
 
 
 def annotate_disk_full(env: Env) -> list[str]:
@@ -226,33 +233,23 @@ def encode_disk_full(env: Env) -> list[str]:
 
 
 def config_yaml_syntax(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("bad.yaml", "name: tiny\ntrain: {max_steps: 5\nencode: {max_length: 32}\n")
-    return ["encode", str(run), "--config", str(config)]
+    return env.with_config("encode", "bad.yaml", "name: tiny\ntrain: {max_steps: 5\nencode: {max_length: 32}\n")
 
 
 def config_unknown_key(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("typo.yaml", "name: tiny\ntrain:\n  max_step: 5\n")
-    return ["encode", str(run), "--config", str(config)]
+    return env.with_config("encode", "typo.yaml", "name: tiny\ntrain:\n  max_step: 5\n")
 
 
 def config_wrong_type(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("type.yaml", "name: tiny\nencode:\n  max_length: many\n")
-    return ["encode", str(run), "--config", str(config)]
+    return env.with_config("encode", "type.yaml", "name: tiny\nencode:\n  max_length: many\n")
 
 
 def config_not_utf8(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("latin.yaml", "name: tiny\n# caf\u00e9\n".encode("latin-1"))
-    return ["encode", str(run), "--config", str(config)]
+    return env.with_config("encode", "latin.yaml", "name: tiny\n# caf\u00e9\n".encode("latin-1"))
 
 
 def config_not_a_mapping(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("list.yaml", "- name: tiny\n- train: {}\n")
-    return ["encode", str(run), "--config", str(config)]
+    return env.with_config("encode", "list.yaml", "- name: tiny\n- train: {}\n")
 
 
 def run_config_yaml_corrupt(env: Env) -> list[str]:
@@ -430,33 +427,27 @@ def init_from_auto_map(env: Env) -> list[str]:
 
 
 def config_duplicate_section(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write(
-        "twice.yaml", "name: tiny\ntrain:\n  max_steps: 5\nencode: {max_length: 32}\ntrain:\n  batch_size: 2\n"
+    return env.with_config(
+        "encode",
+        "twice.yaml",
+        "name: tiny\ntrain:\n  max_steps: 5\nencode: {max_length: 32}\ntrain:\n  batch_size: 2\n",
     )
-    return ["encode", str(run), "--config", str(config)]
 
 
 def config_yaml_alias_bomb(env: Env) -> list[str]:
     """A "billion laughs" file: a few lines whose aliases expand into 10^9 strings."""
-    run = env.tiny()
     lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]" for i in range(8)]
-    config = env.write("bomb.yaml", "\n".join(lines) + "\n")
-    return ["encode", str(run), "--config", str(config)]
+    return env.with_config("encode", "bomb.yaml", "\n".join(lines) + "\n")
 
 
 def annotate_config_alias(env: Env) -> list[str]:
     """kept annotate --config reads YAML with the same loader (aliases refused there too)."""
-    run = env.tiny()
-    config = env.write("annotation.yaml", "base: &gold {type: gold}\ndetectors: [*gold]\n")
-    return ["annotate", str(run), "--config", str(config)]
+    return env.with_config("annotate", "annotation.yaml", "base: &gold {type: gold}\ndetectors: [*gold]\n")
 
 
 def config_learning_rate_inf(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("inf.yaml", "name: tiny\ntrain:\n  max_steps: 5\n  learning_rate: .inf\n")
-    return ["pretrain", str(run), "--config", str(config)]
+    return env.with_config("pretrain", "inf.yaml", "name: tiny\ntrain:\n  max_steps: 5\n  learning_rate: .inf\n")
 
 
 def config_learning_rate_nan(env: Env) -> list[str]:
@@ -465,9 +456,7 @@ def config_learning_rate_nan(env: Env) -> list[str]:
 
 
 def config_max_steps_boolean(env: Env) -> list[str]:
-    run = env.tiny()
-    config = env.write("bool.yaml", "name: tiny\ntrain:\n  max_steps: true\n")
-    return ["pretrain", str(run), "--config", str(config)]
+    return env.with_config("pretrain", "bool.yaml", "name: tiny\ntrain:\n  max_steps: true\n")
 
 
 def corpus_span_float_offsets(env: Env) -> list[str]:
@@ -478,12 +467,12 @@ def corpus_span_float_offsets(env: Env) -> list[str]:
         + _doc("Rome is old.", [{**_span(0, 4), "end": 4.0}], doc_id="e")
         + "\n",
     )
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_span_boolean_offsets(env: Env) -> list[str]:
     bad = env.write("bools.jsonl", _doc("Rome is old.", [{**_span(0, 4), "start": False}]) + "\n")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def pretrain_entity_dim_mismatch(env: Env) -> list[str]:
@@ -494,23 +483,19 @@ def pretrain_entity_dim_mismatch(env: Env) -> list[str]:
 
 def config_overrides_unknown_key(env: Env) -> list[str]:
     """A misspelt KeptConfig field in model.overrides (it would land in model/config.json unused)."""
-    run = env.tiny()
-    config = env.write("typo.yaml", "name: tiny\nmodel:\n  overrides:\n    hiden_size: 8\n")
-    return ["pretrain", str(run), "--config", str(config)]
+    return env.with_config("pretrain", "typo.yaml", "name: tiny\nmodel:\n  overrides:\n    hiden_size: 8\n")
 
 
 def config_overrides_wrong_type(env: Env) -> list[str]:
     """A string where a KeptConfig number belongs (was a TypeError traceback while building the model)."""
-    run = env.tiny()
-    config = env.write("type.yaml", "name: tiny\nmodel:\n  overrides: {hidden_size: 32,\n    num_hidden_layers: two}\n")
-    return ["pretrain", str(run), "--config", str(config)]
+    return env.with_config(
+        "pretrain", "type.yaml", "name: tiny\nmodel:\n  overrides: {hidden_size: 32,\n    num_hidden_layers: two}\n"
+    )
 
 
 def pretrain_empty_config(env: Env) -> list[str]:
     """An empty --config file is refused, not read as "all defaults"."""
-    run = env.tiny()
-    config = env.write("empty.yaml", "# nothing here yet\n\n")
-    return ["pretrain", str(run), "--config", str(config)]
+    return env.with_config("pretrain", "empty.yaml", "# nothing here yet\n\n")
 
 
 # ------------------------------------------------------------------------------------------ tracebacks once (issue 14)
@@ -552,12 +537,12 @@ def run_dir_name_too_long(env: Env) -> list[str]:
 def corpus_lone_surrogate(env: Env) -> list[str]:
     """JSON may escape half of a UTF-16 pair ("\\ud800"): no Unicode text, so nothing can write it."""
     bad = env.write("surrogate.jsonl", _doc("Paris is nice.") + "\n" + '{"text": "bad \\ud800 here"}\n')
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def corpus_entity_id_too_large(env: Env) -> list[str]:
     bad = env.write("huge_id.jsonl", _doc("Paris is nice.", [_span(0, 5, entity_id=10**30)]) + "\n")
-    return ["corpus", str(env.tmp / "run"), "--source", "files", "--corpus", str(bad)]
+    return env.load_corpus(bad)
 
 
 def annotate_entity_id_too_large(env: Env) -> list[str]:
