@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from kept.cli import app
 from kept.config import load_run_config
 from kept.distill import attention_loss, distill_run, hidden_loss, kd_loss, layer_map
-from kept.distill.student import build_student, load_teacher
+from kept.distill.student import Student, build_student, load_teacher
 from kept.encode import encode_run
 from kept.errors import KeptError
 from kept.pretrain import pretrain_run
@@ -95,6 +96,23 @@ def test_layer_map_rules_and_lists() -> None:
 
 
 # ------------------------------------------------------------------ a tiny teacher
+
+
+def student_of(
+    spec: str, teacher: Any, tokenizer: Any, *, attentions: bool = False, overrides: dict[str, Any] | None = None
+) -> Student:
+    """``build_student`` with the settings every test here shares (uniform layer map, started from the teacher)."""
+    return build_student(
+        spec,
+        teacher,
+        tokenizer,
+        overrides=overrides or {},
+        rule="uniform",
+        init_from_teacher=True,
+        attentions=attentions,
+        seed=0,
+        max_length=32,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -207,17 +225,7 @@ def test_a_half_student_starts_from_the_teachers_text_layers(teacher_run: Path) 
     paths = run_paths(teacher_run)
     teacher = load_teacher(paths, fusion=True, attentions=True)
     tokenizer = load_run_tokenizer(paths.tokenizer)
-    student = build_student(
-        "half",
-        teacher,
-        tokenizer,
-        overrides={},
-        rule="uniform",
-        init_from_teacher=True,
-        attentions=True,
-        seed=0,
-        max_length=32,
-    )
+    student = student_of("half", teacher, tokenizer, attentions=True)
     assert student.from_teacher == [2] and student.new == []
     text = to_bert_for_masked_lm(teacher).model.state_dict()
     own = student.model.state_dict()
@@ -226,42 +234,12 @@ def test_a_half_student_starts_from_the_teachers_text_layers(teacher_run: Path) 
         text["bert.encoder.layer.1.attention.self.query.weight"],
     )  # teacher layer 2 (the K layer)
     assert torch.equal(own["bert.embeddings.word_embeddings.weight"], text["bert.embeddings.word_embeddings.weight"])
-    tiny = build_student(
-        "tiny",
-        teacher,
-        tokenizer,
-        overrides={},
-        rule="uniform",
-        init_from_teacher=True,
-        attentions=False,
-        seed=0,
-        max_length=32,
-    )
+    tiny = student_of("tiny", teacher, tokenizer)
     assert tiny.model.config.hidden_size == 64 and tiny.from_teacher == []
     with pytest.raises(KeptError, match="distill.student"):
-        build_student(
-            "huge",
-            teacher,
-            tokenizer,
-            overrides={},
-            rule="uniform",
-            init_from_teacher=True,
-            attentions=False,
-            seed=0,
-            max_length=32,
-        )
+        student_of("huge", teacher, tokenizer)
     with pytest.raises(KeptError, match="student_overrides"):
-        build_student(
-            "small",
-            teacher,
-            tokenizer,
-            overrides={"hiden_size": 8},
-            rule="uniform",
-            init_from_teacher=True,
-            attentions=False,
-            seed=0,
-            max_length=32,
-        )
+        student_of("small", teacher, tokenizer, overrides={"hiden_size": 8})
 
 
 def test_a_bert_directory_student(teacher_run: Path, tmp_path: Path) -> None:
@@ -272,17 +250,7 @@ def test_a_bert_directory_student(teacher_run: Path, tmp_path: Path) -> None:
     bert_dir = export_run(teacher_run, tmp_path / "bert", text_only=True).out  # the run's vocabulary
     teacher = load_teacher(paths, fusion=True, attentions=False)
     tokenizer = load_run_tokenizer(paths.tokenizer)
-    student = build_student(
-        str(bert_dir),
-        teacher,
-        tokenizer,
-        overrides={},
-        rule="uniform",
-        init_from_teacher=True,
-        attentions=False,
-        seed=0,
-        max_length=32,
-    )
+    student = student_of(str(bert_dir), teacher, tokenizer)
     assert student.new == [] and student.model.config.num_hidden_layers == 2
 
 
@@ -292,32 +260,12 @@ def test_minilm_student_gets_a_new_mlm_head_and_needs_the_runs_vocabulary(minilm
     from kept.tokenizer import load_run_tokenizer
 
     own_tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
-    student = build_student(
-        str(minilm_dir),
-        None,
-        own_tokenizer,
-        overrides={},
-        rule="uniform",
-        init_from_teacher=True,
-        attentions=False,
-        seed=0,
-        max_length=32,
-    )
+    student = student_of(str(minilm_dir), None, own_tokenizer)
     assert student.new and all(name.startswith("cls.predictions") for name in student.new)
     decoder = student.model.get_output_embeddings().weight
     assert decoder.data_ptr() == student.model.bert.embeddings.word_embeddings.weight.data_ptr()  # tied
     with pytest.raises(KeptError, match="distill.student"):
-        build_student(
-            str(minilm_dir),
-            None,
-            load_run_tokenizer(run_paths(teacher_run).tokenizer),
-            overrides={},
-            rule="uniform",
-            init_from_teacher=True,
-            attentions=False,
-            seed=0,
-            max_length=32,
-        )
+        student_of(str(minilm_dir), None, load_run_tokenizer(run_paths(teacher_run).tokenizer))
 
 
 def test_bad_distill_settings_are_one_line_errors(teacher_run: Path) -> None:
