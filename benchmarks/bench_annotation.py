@@ -7,6 +7,7 @@ Measurements (one process, best of ``--repeat``):
   1. NER annotation: ``masking.annotate`` (datasets map + detectors + linking + overlaps + stats) with
      en_core_web_sm vs bare ``nlp.pipe`` over the same texts with the same components enabled (the
      overhead we add, goal <= 10%) and vs bare ``nlp.pipe`` with the full pipeline (what a user runs by default);
+     paragraphs, then whole articles (a cost that grows with the document's length shows only there);
   2. gazetteer-only path in words/s (goal >= 1M words/s on one core): the detector alone, the whole
      ``annotate`` call, and the spaCy PhraseMatcher backend (spacy.blank + kept_gazetteer) as reference;
   3. ``num_proc`` 1 -> 2 scaling of NER annotation on ``--scaling-words`` words (wall clock, best of
@@ -58,6 +59,17 @@ def paragraphs(docs: list[dict], limit: int) -> list[dict]:
                     {"id": f"{doc['id']}-{len(subset)}", "title": doc["title"], "text": paragraph, "spans": []}
                 )
                 total += len(paragraph.split())
+    return subset
+
+
+def whole_documents(docs: list[dict], limit: int) -> list[dict]:
+    """The first whole documents up to ``limit`` words (at least one)."""
+    subset, total = [], 0
+    for doc in docs:
+        if subset and total + len(doc["text"].split()) > limit:
+            break
+        subset.append({**doc, "spans": []})
+        total += len(doc["text"].split())
     return subset
 
 
@@ -161,6 +173,35 @@ def main() -> None:
         ("ours: annotate(ner) (s)", f"{ours:.2f}  ({n_words / ours:,.0f} words/s)"),
         ("  overhead vs bare (goal <= 10%)", f"{overhead * 100:+.1f}%"),
         ("bare nlp.pipe, full pipeline (s)", f"{bare_full:.2f}  (ours is {bare_full / ours:.2f}x faster)"),
+    ]
+
+    # 1b. the same on whole articles: costs that grow with a document's length (not its paragraphs') show here
+    articles = whole_documents(docs, args.words)
+    article_texts = [d["text"] for d in articles]
+    article_words = words(article_texts)
+    article_dataset = documents_from_records(articles)
+    timed = interleaved(
+        {
+            "bare": lambda: [d.ents for d in nlp_ner.pipe(article_texts, batch_size=batch)],
+            "ours": lambda: annotate(
+                article_dataset, config, alias_index, entity_labels=labels, nlp=nlp_ner, load_from_cache_file=False
+            ),
+        },
+        args.repeat,
+    )
+    article_overhead = timed["ours"] / timed["bare"] - 1
+    result.update(
+        {
+            "article_words": article_words,
+            "article_texts": len(article_texts),
+            "bare_nlp_pipe_ner_articles_s": round(timed["bare"], 3),
+            "ours_ner_articles_s": round(timed["ours"], 3),
+            "ner_articles_overhead": round(article_overhead, 4),
+        }
+    )
+    rows += [
+        (f"whole articles ({len(article_texts)}): bare nlp.pipe (s)", f"{timed['bare']:.2f}"),
+        ("  ours: annotate(ner) (s)", f"{timed['ours']:.2f}  (overhead {article_overhead * 100:+.1f}%)"),
     ]
 
     # 2. gazetteer-only path

@@ -7,6 +7,7 @@ Per-document counts are plain nested dicts of integers, so shards and workers ad
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -59,6 +60,11 @@ def gold_matches(gold: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str,
     overlap), and of the exact hits where both are linked, ``link_total`` and ``link_correct`` (same id)."""
     counts = {"exact": 0, "overlap": 0, "link_total": 0, "link_correct": 0}
     by_offsets = {(s["start"], s["end"]): s for s in found}
+    # overlap test in O(log n): found spans (which may overlap each other) sorted by start, with the running
+    # maximum of their ends; a gold span is hit when a span starting before its end ends after its start
+    ordered = sorted(found, key=lambda s: s["start"])
+    starts = [s["start"] for s in ordered]
+    reach = list(itertools.accumulate((s["end"] for s in ordered), max))
     for g in gold:
         hit = by_offsets.get((g["start"], g["end"]))
         if hit is not None:
@@ -66,7 +72,8 @@ def gold_matches(gold: Sequence[Mapping[str, Any]], found: Sequence[Mapping[str,
             if int(g.get("entity_id", -1)) >= 0 and int(hit.get("entity_id", -1)) >= 0:
                 counts["link_total"] += 1
                 counts["link_correct"] += int(hit["entity_id"] == g["entity_id"])
-        if any(s["start"] < g["end"] and g["start"] < s["end"] for s in found):
+        before = bisect.bisect_left(starts, g["end"])  # spans starting before the gold span ends
+        if before and reach[before - 1] > g["start"]:
             counts["overlap"] += 1
     return counts
 

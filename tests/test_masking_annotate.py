@@ -342,3 +342,26 @@ def test_cli_config_file_with_terms_regex_and_npmi(tmp_path, graph, index):
     (tmp_path / "bad.yaml").write_text("annotation:\n  detectors: [{type: gazetteer, colour: red}]\n")
     result = CliRunner().invoke(app, ["annotate", str(run), "--config", str(tmp_path / "bad.yaml")])
     assert isinstance(result.exception, MaskingError) and "colour" in str(result.exception)
+
+
+def test_gold_overlap_counts_equal_the_pairwise_definition() -> None:
+    """gold_matches counts a gold span as hit when any found span overlaps it; found spans may overlap each
+    other (raw detector candidates). Checked against the pairwise definition on random spans."""
+    import random
+
+    from masking.stats import gold_matches
+
+    rng = random.Random(0)
+
+    def spans() -> list[dict[str, int]]:
+        out = []
+        for _ in range(rng.randrange(0, 9)):
+            start = rng.randrange(60)
+            out.append({"start": start, "end": start + rng.randrange(1, 9), "entity_id": rng.randrange(-1, 3)})
+        return out
+
+    for _ in range(2000):
+        gold, found = spans(), spans()
+        pairwise = sum(any(f["start"] < g["end"] and g["start"] < f["end"] for f in found) for g in gold)
+        assert gold_matches(gold, found)["overlap"] == pairwise
+

@@ -134,6 +134,7 @@ class SpacyNERDetector(_SpacyDetector):
 
     def spans_from_doc(self, doc: Any) -> list[Span]:
         spans: list[Span] = []
+        text = doc.text  # once: spaCy joins every token on each access (per entity it was quadratic)
         for ent in doc.ents:
             label = ent.label_
             if (self.labels is not None and label not in self.labels) or label in self.exclude_labels:
@@ -146,7 +147,7 @@ class SpacyNERDetector(_SpacyDetector):
                     end -= 1
             first, last = doc[start], doc[end - 1]
             start_char, end_char = first.idx, last.idx + len(last.text)
-            entity_id, _ = self.linker.link(doc.text[start_char:end_char])
+            entity_id, _ = self.linker.link(text[start_char:end_char])
             spans.append(make_span(start_char, end_char, "entity", label, entity_id, self.name))
         return spans
 
