@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eval_fixtures import build_run_dir
@@ -16,6 +17,13 @@ from kept.errors import KeptError
 from kept.evaluate import EvalConfig, evaluate_run_dir
 
 FAST = {"relation": {"enabled": False}, "batch_size": 8, "num_examples": 3}
+#: the metrics a test switches off to run one alone (typing is left as the eval config has it)
+METRICS = ("mlm", "cloze", "probe", "relation", "linkpred")
+
+
+def only(metric: str, **config: Any) -> dict[str, Any]:
+    """An eval config that runs ``metric`` alone of :data:`METRICS`, plus the other ``config`` fields."""
+    return {**{name: {"enabled": False} for name in METRICS if name != metric}, **config}
 
 
 @pytest.fixture(scope="module")
@@ -137,12 +145,7 @@ def test_run_config_of_another_version_names_config_yaml(tmp_path, run_dir) -> N
 def test_missing_kg_metrics_is_a_note_and_bad_ones_an_error(tmp_path, run_dir) -> None:
     other = tmp_path / "nokg"
     shutil.copytree(run_dir, other)
-    only_linkpred = {
-        "mlm": {"enabled": False},
-        "cloze": {"enabled": False},
-        "probe": {"enabled": False},
-        "relation": {"enabled": False},
-    }
+    only_linkpred = only("linkpred")
     (other / "kg" / "kg_metrics.json").unlink()
     result = evaluate_run_dir(other, only_linkpred)
     assert "kg_metrics.json not found" in result["metrics"]["linkpred"]["skipped"]
@@ -155,26 +158,9 @@ def test_missing_kg_metrics_is_a_note_and_bad_ones_an_error(tmp_path, run_dir) -
 
 
 def test_relation_skips_with_a_note_without_fewrel(run_dir) -> None:
-    result = evaluate_run_dir(
-        run_dir,
-        {
-            "mlm": {"enabled": False},
-            "cloze": {"enabled": False},
-            "probe": {"enabled": False},
-            "linkpred": {"enabled": False},
-        },
-    )
+    result = evaluate_run_dir(run_dir, only("relation"))
     assert "no FewRel data configured" in result["metrics"]["relation"]["skipped"]
-    missing = evaluate_run_dir(
-        run_dir,
-        {
-            "mlm": {"enabled": False},
-            "cloze": {"enabled": False},
-            "probe": {"enabled": False},
-            "linkpred": {"enabled": False},
-            "relation": {"data": str(run_dir / "nowhere.json")},
-        },
-    )
+    missing = evaluate_run_dir(run_dir, only("relation", relation={"data": str(run_dir / "nowhere.json")}))
     assert "does not exist" in missing["metrics"]["relation"]["skipped"]
 
 
@@ -182,19 +168,16 @@ def test_relation_skips_with_a_note_without_fewrel(run_dir) -> None:
 def test_relation_classification_on_fewrel(run_dir, fewrel_dir) -> None:
     result = evaluate_run_dir(
         run_dir,
-        {
-            "mlm": {"enabled": False},
-            "cloze": {"enabled": False},
-            "probe": {"enabled": False},
-            "linkpred": {"enabled": False},
-            "relation": {
+        only(
+            "relation",
+            relation={
                 "data": str(fewrel_dir / "val_nyt.json"),
                 "max_relations": 3,
                 "max_per_relation": 20,
                 "epochs": 2,
             },
-            "finetune_seed": 3,
-        },
+            finetune_seed=3,
+        ),
     )
     relation = result["metrics"]["relation"]
     assert relation["num_labels"] == 3 and relation["num_test"] == 18
