@@ -5,7 +5,8 @@ in the same directory and ``os.replace`` it; :func:`atomic_dir` does the same fo
 (``datasets.save_to_disk``, ``save_pretrained``), so a process killed while writing leaves the previous
 artifact or nothing, never half of one. The mechanism is ``kg._io``'s (one copy for every package).
 :func:`clean_stale_temporaries` removes what killed writers left; :func:`read_json` reads a file back with
-an error naming it. :mod:`kept.rundir` re-exports these names.
+an error naming it (:mod:`kept.rundir` re-exports these names). :func:`decode_utf8` gives the text of a user's
+file (corpus, configuration) with the line of a byte that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -53,6 +54,17 @@ def atomic_dir(path: str | Path) -> contextlib.AbstractContextManager[Path]:
     On an exception the temporary directory is removed and ``path`` is left as it was.
     """
     return _io.atomic_dir(path, error=KeptError)
+
+
+def decode_utf8(data: bytes, path: str | Path, fix: str) -> str:
+    """The UTF-8 text of a file's bytes without a leading BOM; bytes that are not UTF-8 raise a KeptError naming
+    the file, the line and the byte, with ``fix``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise KeptError(f"not UTF-8 text (byte {error.start})", where=path, line=line, fix=fix) from None
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from kept.atomic_io import decode_utf8
 from kept.errors import KeptError
 
 #: Longest document accepted (characters). Longer texts are almost always a file read the wrong way
@@ -29,17 +30,7 @@ MAX_DOCUMENT_CHARS = 10_000_000
 
 def _decode(data: bytes, path: Path) -> str:
     """UTF-8 text of a corpus file; a wrong encoding names the file and line."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise KeptError(
-            f"not UTF-8 text (byte {error.start})",
-            where=path,
-            line=line,
-            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)",
-        ) from None
-    return text[1:] if text.startswith("\ufeff") else text
+    return decode_utf8(data, path, fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 FILE)")
 
 
 def _check_spans(spans: Any, text: str, where: str) -> list[dict[str, Any]]:

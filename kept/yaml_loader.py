@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from kept.atomic_io import decode_utf8
 from kept.errors import KeptError
 
 
@@ -127,18 +128,7 @@ def read_yaml(path: str | Path) -> tuple[Any, str]:
         raise KeptError(
             "expected a YAML file, got a directory", where=path, fix="give the path of a YAML run configuration"
         )
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise KeptError(
-            f"not UTF-8 text (byte {error.start})",
-            where=path,
-            line=raw.count(b"\n", 0, error.start) + 1,
-            fix="save the configuration as UTF-8",
-        ) from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
+    text = decode_utf8(path.read_bytes(), path, fix="save the configuration as UTF-8")
     try:
         data = parse_yaml(text)
     except RefusedYaml as error:
