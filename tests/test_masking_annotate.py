@@ -364,4 +364,3 @@ def test_gold_overlap_counts_equal_the_pairwise_definition() -> None:
         gold, found = spans(), spans()
         pairwise = sum(any(f["start"] < g["end"] and g["start"] < f["end"] for f in found) for g in gold)
         assert gold_matches(gold, found)["overlap"] == pairwise
-
