@@ -67,18 +67,20 @@ def decode_utf8(data: bytes, path: str | Path, fix: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
+def read_json(path: str | Path, what: str = "JSON file", fix: str | None = None) -> Any:
+    """The JSON in ``path``; a KeptError naming ``what`` when it is missing (with ``fix``) or not valid JSON
+    (with the line). The one reader of a run directory's JSON files (stages, commands and the analysis loaders)."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KeptError(f"{what} not found", where=path) from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise KeptError(f"{what} not found", where=path, fix=fix) from None
     except json.JSONDecodeError as error:
         raise KeptError(
             f"{what} is not valid JSON: {error.msg}",
             where=path,
             line=error.lineno,
-            fix="delete it and re-run the stage that writes it",
+            fix="delete it and re-run the step that writes it",
         ) from None
 
 

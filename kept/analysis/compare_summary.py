@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kept.analysis.files import check_format, existing_dir, read_json_file
+from kept.analysis.files import check_format, existing_dir
+from kept.atomic_io import read_json
 
 COMPARE_FORMAT = "kept.compare.summary"
 COMPARE_FORMAT_VERSION = 1
@@ -31,6 +32,6 @@ def load_compare(compare_dir: str | Path) -> dict[str, Any]:
     if not path.is_file() and (compare_dir / "summary.json").is_file():
         path = compare_dir / "summary.json"
     fix = "run `kept compare CONFIG` first"
-    data = read_json_file(path, "compare summary", fix)
+    data = read_json(path, "compare summary", fix)
     check_format(data, path, COMPARE_FORMAT, COMPARE_FORMAT_VERSION, fix)
     return data

@@ -6,12 +6,12 @@ saying which step rewrites it, so a notebook or a command shows what to do inste
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kept.atomic_io import read_json
 from kept.errors import KeptError
 
 
@@ -25,24 +25,10 @@ def existing_dir(path: str | Path) -> Path:
     return path
 
 
-def read_json_file(path: Path, what: str, fix: str) -> Any:
-    """The JSON in ``path``; a KeptError naming ``what`` when it is missing (with ``fix``) or invalid."""
-    if not path.is_file():
-        raise KeptError(f"{what} not found", where=path, fix=fix)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise KeptError(
-            f"{what} is not valid JSON ({error.msg})",
-            where=path,
-            line=error.lineno,
-            fix="delete it and re-run the step that writes it",
-        ) from error
-
-
 def read_json_object(path: Path, what: str, fix: str, rerun: str) -> dict[str, Any]:
-    """:func:`read_json_file` for files that must hold one JSON object; ``rerun`` says which step rewrites it."""
-    data = read_json_file(path, what, fix)
+    """:func:`kept.atomic_io.read_json` for files that must hold one JSON object; ``rerun`` says which step
+    rewrites it."""
+    data = read_json(path, what, fix)
     if not isinstance(data, dict):
         raise KeptError(f"{what} must be a JSON object", where=path, fix=rerun)
     return data

@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kept.analysis.files import existing_dir, read_json_file
+from kept.analysis.files import existing_dir
+from kept.atomic_io import read_json
 from kept.errors import KeptError
 
 
@@ -48,7 +49,7 @@ def load_log_history(run_dir: str | Path) -> list[dict[str, Any]]:
             where=Path(run_dir) / "checkpoints",
             fix="pretrain the run first (`kept run CONFIG`)",
         )
-    data = read_json_file(path, "training log history", "re-run pretraining")
+    data = read_json(path, "training log history", "re-run pretraining")
     history = data.get("log_history") if isinstance(data, dict) else data
     if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
         raise KeptError("log history must be a list of objects", where=path, fix="re-run pretraining")

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kept.analysis.files import check_format, existing_dir, read_json_file
+from kept.analysis.files import check_format, existing_dir
+from kept.atomic_io import read_json
 from kept.errors import KeptError
 
 METRICS_FORMAT = "kept.eval.metrics"
@@ -18,7 +19,7 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     """``eval/metrics.json`` of a run, checked for its format version."""
     path = existing_dir(run_dir) / "eval" / "metrics.json"
     fix = f"run `kept evaluate {run_dir}`"
-    data = read_json_file(path, "metrics file", fix)
+    data = read_json(path, "metrics file", fix)
     check_format(data, path, METRICS_FORMAT, METRICS_FORMAT_VERSION, fix)
     return data
 
