@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,14 @@ def minilm_dir() -> Path:
     from kept.checkpoints import offline_checkpoint_dir
 
     return offline_checkpoint_dir("minilm-l6")
+
+
+@pytest.fixture(autouse=True)
+def _package_loggers_propagate() -> Iterator[None]:
+    """Every test starts with our packages' loggers propagating, so ``caplog`` (at the root) sees them: a CLI
+    test before it may have turned propagation off for the console (kept.commands.common.configure_logging)."""
+    from kept.commands.common import PACKAGE_LOGGERS
+
+    for name in PACKAGE_LOGGERS:
+        logging.getLogger(name).propagate = True
+    yield

@@ -35,11 +35,13 @@ class ConsoleHandler(logging.Handler):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Show our packages' log records on the console (idempotent: one handler per logger). Records still
-    propagate, so pytest's ``caplog`` and a root handler of the caller's see them too."""
+    """Show our packages' log records on the console (idempotent: one handler per logger). They stop
+    propagating: the CLI is where they are shown, and a root handler that a library installs on the way
+    (``logging.info`` on the root logger does, pykeen's evaluator triggers it) would print each line twice."""
     for name in PACKAGE_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(level)
+        logger.propagate = False
         if not any(isinstance(handler, ConsoleHandler) for handler in logger.handlers):
             logger.addHandler(ConsoleHandler())
 
