@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,9 @@ def main() -> None:
     parser.add_argument("--data", choices=sorted(DATA_FILES), default="nyt")
     parser.add_argument("--out", type=Path, default=Path("runs/knowledge_gain"))
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # kept's progress lines
+    progress = logging.getLogger("kept")  # kept's progress lines on stdout, as the runs go (other libraries stay quiet)
+    progress.setLevel(logging.INFO)
+    progress.addHandler(logging.StreamHandler(sys.stdout))
     source = FEWREL_DIR / DATA_FILES[args.data]
     if not source.is_file():
         print(json.dumps({"benchmark": "knowledge_gain", "skipped": f"{source} not found"}))

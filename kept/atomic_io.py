@@ -80,7 +80,7 @@ def read_json(path: str | Path, what: str = "JSON file", fix: str | None = None)
             f"{what} is not valid JSON: {error.msg}",
             where=path,
             line=error.lineno,
-            fix="delete it and re-run the step that writes it",
+            fix="delete it and re-run the stage that writes it",
         ) from None
 
 

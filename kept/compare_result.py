@@ -9,7 +9,7 @@ others. :class:`CompareResult` formats itself (markdown, a rich table, a one-lin
 saves ``summary.json`` (format ``kept.compare.summary``), ``summary.md`` and ``figures/*.png`` through
 :mod:`kept.compare_render`.
 
-The compare YAML and `kept compare` itself are :mod:`kept.compare`, which re-exports these names.
+The compare YAML is :mod:`kept.compare_plan`; running `kept compare` is :mod:`kept.compare`, which re-exports these names.
 """
 
 from __future__ import annotations

@@ -8,15 +8,12 @@ and the runner's ``data`` stage call these; so can notebooks.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kept.errors import KeptError
 from kept.rundir import RunPaths, run_paths
-
-logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from kept.config import RunConfig
@@ -261,9 +258,4 @@ def prepare_data(run_dir: str | Path, config: RunConfig) -> dict[str, Any]:
         raise KeptError(
             f"unknown data.source '{source}'", where="data.source", fix=f"choose from {', '.join(DATA_SOURCES)}"
         )
-    info: dict[str, Any] = {"source": source, **DATA_SOURCES[source](run_paths(run_dir), config)}
-    logger.info(
-        f"data: {info.get('documents', '?')} documents"
-        + (f", {info['entities']} entities" if "entities" in info else "")
-    )
-    return info
+    return {"source": source, **DATA_SOURCES[source](run_paths(run_dir), config)}

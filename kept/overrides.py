@@ -2,7 +2,7 @@
 
 :func:`parse_overrides` reads ``KEY=VALUE`` strings (values parsed as YAML), :func:`override_pairs` takes
 either form, :func:`apply_overrides` sets the keys in the mapping before it is validated. Used by the run
-configuration (:mod:`kept.config`, which re-exports these names) and the compare YAML (:mod:`kept.compare`).
+configuration (:mod:`kept.config`, which re-exports these names) and the compare YAML (:mod:`kept.compare_plan`).
 """
 
 from __future__ import annotations

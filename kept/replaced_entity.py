@@ -7,7 +7,8 @@
   without one is swapped for any entity. A KG without a type
   relation (the embedded Wikipedia sample's infobox relations have none) swaps for any entity; the pool's
   ``source`` says which, (``collator.pool.source``).
-* :func:`wrap_collator` — the masking collator wrapped in :class:`masking.replaced_entity.ReplacedEntityCollator`.
+* :func:`wrap_collators` — the training and evaluation collators wrapped in
+  :class:`masking.replaced_entity.ReplacedEntityCollator` (one entity pool).
 * :func:`model_overrides` — ``red_weight`` of the model (``model.red_weight``) when the swaps are on.
 """
 
@@ -69,11 +70,11 @@ def entity_pool(run_dir: str | Path, tokenizer: Any) -> Any:
     return EntityPool(tokens=tokens, types=types, source=source)
 
 
-def wrap_collator(collator: Any, config: Any, run_dir: str | Path, tokenizer: Any) -> Any:
-    """The collator with WKLM swaps when ``masking.replaced_entity_probability`` > 0, else as it is (its
-    ``pool.source`` says where the types came from)."""
+def wrap_collators(collators: tuple[Any, Any], config: Any, run_dir: str | Path, tokenizer: Any) -> tuple[Any, Any]:
+    """The (training, evaluation) collators with WKLM swaps when ``masking.replaced_entity_probability`` > 0,
+    else as they are; one entity pool for both, and one log line saying where its types came from."""
     if not red_on(config):
-        return collator
+        return collators
     from masking.replaced_entity import ReplacedEntityCollator
 
     pool = entity_pool(run_dir, tokenizer)
@@ -81,7 +82,9 @@ def wrap_collator(collator: Any, config: Any, run_dir: str | Path, tokenizer: An
         f"replaced-entity detection: {config.masking.replaced_entity_probability:.0%} of the linked mentions "
         f"swapped for {pool.source}; the swapped mention takes the new entity's id"
     )
-    return ReplacedEntityCollator(collator, pool, config.masking.replaced_entity_probability, config.encode.max_length)
+    probability, max_length = config.masking.replaced_entity_probability, config.encode.max_length
+    train, evaluation = (ReplacedEntityCollator(c, pool, probability, max_length) for c in collators)
+    return train, evaluation
 
 
-__all__ = ["red_on", "model_overrides", "entity_pool", "wrap_collator"]
+__all__ = ["red_on", "model_overrides", "entity_pool", "wrap_collators"]

@@ -133,7 +133,9 @@ def _pretrain_inputs(config: RunConfig, paths: RunPaths) -> list[Path]:
 
 
 def _run_data(run_dir: Path, config: RunConfig, context: StageContext) -> None:
-    prepare_data(run_dir, config)
+    info = prepare_data(run_dir, config)
+    entities = f", {info['entities']} entities" if "entities" in info else ""
+    logger.info(f"data: {info.get('documents', '?')} documents{entities}")
 
 
 def _run_kg(run_dir: Path, config: RunConfig, context: StageContext) -> None:

@@ -40,8 +40,9 @@ def masking_collators(config: RunConfig, tokenizer: Any, run_dir: Path) -> tuple
     by_batch = staged and config.train.dataloader_num_workers == 0
     total_batches = config.train.max_steps * config.train.gradient_accumulation_steps if by_batch else None
     staged_collator = collator  # the one ErnieStageCallback moves on (the wrappers below pass batches through it)
-    collator = replaced_entity.wrap_collator(collator, config, run_dir, tokenizer)  # WKLM swaps, when on
-    eval_collator = replaced_entity.wrap_collator(eval_collator, config, run_dir, tokenizer)
+    collator, eval_collator = replaced_entity.wrap_collators(  # WKLM swaps, when on
+        (collator, eval_collator), config, run_dir, tokenizer
+    )
     train_collate = BatchSeededCollator(
         joint_kg.wrap_collator(collator, config, run_dir), config.train.seed, salt=0, total_batches=total_batches
     )

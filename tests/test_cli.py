@@ -30,7 +30,9 @@ def test_console_script_runs_as_module() -> None:
     assert completed.stdout.strip() == f"kept {__version__}"
 
 
-def test_cli_shows_a_library_log_line_once_even_with_a_root_handler(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_shows_a_library_log_line_once_even_with_a_root_handler(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Library code logs to logging.getLogger(__name__); the CLI prints those records on its console, once,
     also after another library installed a root handler (``logging.info`` on the root logger does that)."""
     import io
@@ -52,3 +54,8 @@ def test_cli_shows_a_library_log_line_once_even_with_a_root_handler(capsys: pyte
     assert err.count("kg: TransE embeddings, MRR [0.031]") == 1  # printed literally (no rich markup)
     assert "warning: 3 spans dropped" in err
     assert root_stream.getvalue() == ""
+    monkeypatch.setenv("RANK", "1")  # another process of a torchrun launch: its warnings only
+    logging.getLogger("kept.pretrain").info("resuming from checkpoint-2")
+    logging.getLogger("kept.pretrain").warning("rank 1 saw a bad batch")
+    err = capsys.readouterr().err
+    assert "resuming" not in err and "warning: rank 1 saw a bad batch" in err

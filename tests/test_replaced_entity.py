@@ -4,6 +4,7 @@ collator's labels, the head, and a tiny run from YAML with red_loss/red_accuracy
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def test_head_loss_and_accuracy() -> None:
 
 
 @pytest.mark.parametrize("objective", ["mlm", "electra"])
-def test_red_run_from_yaml(tmp_path: Path, objective: str) -> None:
+def test_red_run_from_yaml(tmp_path: Path, objective: str, caplog: pytest.LogCaptureFixture) -> None:
     from fusion import KeptForPreTraining
     from kept.compare import compare_runs
     from kept.evaluate import evaluate_run_dir
@@ -147,7 +148,10 @@ def test_red_run_from_yaml(tmp_path: Path, objective: str) -> None:
     config = load_run_config(run_dir)
     assert config.masking.replaced_entity_probability == 0.5 and config.model.red_weight == 2.0
     encode_run(run_dir, config)
+    caplog.set_level(logging.INFO, logger="kept")
     pretrain_run(run_dir, config, progress=False)
+    said = [m for m in caplog.messages if m.startswith("replaced-entity detection: 50% of the linked mentions")]
+    assert len(said) == 1  # one pool and one line for the training and the evaluation collator
     history = json.loads((run_dir / "logs" / "train_history.json").read_text())["log_history"]
     train = [e for e in history if "loss" in e]
     assert len(train) == 3 and all(e["red_loss"] > 0 and 0 <= e["red_accuracy"] <= 1 for e in train)

@@ -15,15 +15,15 @@ PACKAGE_LOGGERS = ("kept", "kg", "masking", "fusion")
 
 
 class ConsoleHandler(logging.Handler):
-    """Prints our packages' log records on the CLI's rich console (stderr): INFO as the bare message,
-    WARNING and above with their level. Only the main process prints (one copy under torchrun)."""
+    """Prints our packages' log records on the CLI's rich console (stderr): INFO as the bare message (main
+    process only: one copy under torchrun), WARNING and above with their level from every process."""
 
     def emit(self, record: logging.LogRecord) -> None:
         from rich.markup import escape
 
         from kept.rundir import is_main_process
 
-        if not is_main_process():
+        if record.levelno < logging.WARNING and not is_main_process():
             return
         try:
             message = escape(record.getMessage())

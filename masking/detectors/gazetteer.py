@@ -95,14 +95,6 @@ def resolve_case_mode(alias_index: AliasIndexLike, setting: CaseSetting, *, name
         )
     share, cased = lowercase_alias_share(alias_index)
     folded = share is not None and share >= AUTO_FOLD_LOWERCASE_SHARE
-    if folded and share is not None:
-        logger.info(
-            "%s: %.0f%% of the KG's %d cased aliases are lower-case; matching case-folded "
-            "(exact-case aliases preferred)",
-            name,
-            100 * share,
-            cased,
-        )
     return CaseMode(folded=folded, setting="auto", lowercase_share=share, cased_aliases=cased)
 
 
@@ -135,6 +127,14 @@ class GazetteerDetector:
             )
         self.name = name
         self.case_mode = resolve_case_mode(alias_index, case_insensitive, name=name)
+        if self.case_mode.setting == "auto" and self.case_mode.folded:  # said once, by the detector that folds
+            logger.info(
+                "%s: %.0f%% of the KG's %d cased aliases are lower-case; matching case-folded "
+                "(exact-case aliases preferred)",
+                name,
+                100 * (self.case_mode.lowercase_share or 0.0),
+                self.case_mode.cased_aliases,
+            )
         self.case_insensitive = case_insensitive = self.case_mode.folded
         self.labels = list(labels) if labels is not None else None
         self.table = GazetteerTable.from_alias_index(
