@@ -2,7 +2,6 @@
 
 * :class:`HistoryCallback` writes the log history to ``logs/train_history.json`` after every log;
 * :class:`SkipEndOfTrainingEval` leaves the last step's evaluation to ``kept.pretrain.final_evaluation``;
-* :class:`RichProgressCallback` draws the progress bar;
 * :class:`BatchCounter` starts the batch count of a :class:`kept.pretrain.BatchSeededCollator` (staged
   ERNIE masking by batch) at the batches already trained, also after a resume.
 """
@@ -40,45 +39,6 @@ class SkipEndOfTrainingEval(TrainerCallback):
         if state.global_step >= state.max_steps and state.global_step % max(int(state.eval_steps or 1), 1):
             control.should_evaluate = False
         return control
-
-
-class RichProgressCallback(TrainerCallback):
-    """A rich progress bar for training (rank 0), with the last logged loss."""
-
-    def __init__(self) -> None:
-        self.progress: Any = None
-        self.task: Any = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("pretrain"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress is not None and logs:
-            parts = [f"{k}={v:.4g}" for k, v in logs.items() if k in ("loss", "eval_loss") and isinstance(v, float)]
-            if parts:
-                self.progress.update(self.task, info=" ".join(parts))
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
 
 
 class BatchCounter(TrainerCallback):

@@ -1,8 +1,9 @@
-"""How a comparison is shown: the markdown and terminal tables, the one-line verdict, the bar figures and
-the saved ``summary.json`` / ``summary.md`` / ``figures/*.png``.
+"""How a comparison is shown: the markdown table, the one-line verdict, the bar figures and the saved
+``summary.json`` / ``summary.md`` / ``figures/*.png`` (the terminal table is the CLI's:
+:func:`kept.commands.tables.compare_table`).
 
 Every function takes a :class:`kept.compare_result.CompareResult`; its methods of the same names
-(``to_markdown``, ``rich_table``, ``verdict``, ``legend``, ``plot``, ``save``) call these.
+(``to_markdown``, ``verdict``, ``legend``, ``plot``, ``save``) call these.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kept.analysis.files import json_safe
 from kept.compare_result import LOWER_IS_BETTER, VERDICT_METRICS
@@ -97,30 +98,6 @@ def markdown_table(result: CompareResult, metrics: Sequence[str] | None = None) 
     if legend(result):
         lines.extend(["", legend(result), "", f"What it shows: {verdict(result)}."])
     return "\n".join(lines) + "\n"
-
-
-def rich_table(result: CompareResult, metrics: Sequence[str] | None = None) -> Any:
-    """The same table for the terminal: one row per metric, one column per variant."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    metrics = list(metrics) if metrics is not None else result.shown_metrics()
-    title = "kept compare: mean ± std over seeds"
-    if result.baseline is not None and result.differences:
-        title += f"; Δ to {result.baseline} [95% bootstrap interval], * excludes 0"
-    table = Table(title=title)
-    table.add_column("metric", style="bold")
-    for variant in result.variants:
-        table.add_column(f"{variant}\n(n={len(result.runs.get(variant, []))})", justify="right")
-    for metric in metrics:
-        best = result.best(metric) if len(result.variants) > 1 else None
-        row = [metric + (" ↓" if metric in LOWER_IS_BETTER else " ↑")]
-        for variant in result.variants:
-            text, difference = result.cell(variant, metric)
-            text = f"[green]{text}[/]" if variant == best else text
-            row.append(f"{text}\n{escape(difference)}" if difference else text)
-        table.add_row(*row)
-    return table
 
 
 def plot(result: CompareResult, out_dir: str | Path, metrics: Sequence[str] | None = None) -> list[Path]:

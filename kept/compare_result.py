@@ -218,12 +218,6 @@ class CompareResult:
 
         return markdown_table(self, metrics)
 
-    def rich_table(self, metrics: Sequence[str] | None = None) -> Any:
-        """The same table for the terminal: one row per metric, one column per variant."""
-        from kept.compare_render import rich_table
-
-        return rich_table(self, metrics)
-
     def plot(self, out_dir: str | Path, metrics: Sequence[str] | None = None) -> list[Path]:
         """Bar charts with error bars (one PNG per metric group), written atomically."""
         from kept.compare_render import plot

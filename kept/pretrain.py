@@ -124,9 +124,9 @@ def pretrain_run(
 
     The recipe: configuration → data → checkpoints to resume → model → collators → trainer → train → install.
     """
-    from transformers import PrinterCallback, ProgressCallback
+    from transformers import PrinterCallback
 
-    from kept.callbacks import HistoryCallback, RichProgressCallback, SkipEndOfTrainingEval
+    from kept.callbacks import HistoryCallback, SkipEndOfTrainingEval
     from kept.encode import check_sentence_pairs, load_encoded
     from kept.tokenizer import load_run_tokenizer
     from kept.trainer import KeptTrainer
@@ -184,13 +184,18 @@ def pretrain_run(
     logger.info(warmup.describe())
     report_to, report_callbacks = reporting(tcfg.report_to, paths.logs / "tensorboard")
     args = training_arguments(
-        config, paths, bf16=bf16, warmup_steps=warmup.steps, report_to=report_to, evaluate=validation is not None
+        config,
+        paths,
+        bf16=bf16,
+        warmup_steps=warmup.steps,
+        report_to=report_to,
+        evaluate=validation is not None,
+        progress=progress,  # transformers' own bar; the CLI passes its rich bar in extra_callbacks instead
     )
     callbacks = [
         HistoryCallback(paths.train_history),
         SkipEndOfTrainingEval(),
         *report_callbacks,
-        *([RichProgressCallback()] if progress else []),
         *masking_callbacks,
         *extra_callbacks,
     ]
@@ -203,8 +208,8 @@ def pretrain_run(
         eval_dataset=with_index(validation, COLUMNS) if validation is not None else None,
         callbacks=callbacks,
     )
-    for quiet in (PrinterCallback, ProgressCallback):  # the rich bar instead
-        trainer.remove_callback(quiet)
+    if not progress:  # without its bar (disable_tqdm) transformers prints every log as a dict instead
+        trainer.remove_callback(PrinterCallback)
 
     # train
     if is_main_process():

@@ -42,6 +42,7 @@ class StageContext:
 
     progress: bool = True
     restart_pretrain: bool = False
+    pretrain_callbacks: tuple[Any, ...] = ()  # extra Trainer callbacks (the CLI's progress bar)
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,13 @@ def _run_encode(run_dir: Path, config: RunConfig, context: StageContext) -> None
 def _run_pretrain(run_dir: Path, config: RunConfig, context: StageContext) -> None:
     from kept.pretrain import pretrain_run
 
-    result = pretrain_run(run_dir, config, progress=context.progress, restart=context.restart_pretrain)
+    result = pretrain_run(
+        run_dir,
+        config,
+        progress=context.progress,
+        restart=context.restart_pretrain,
+        extra_callbacks=context.pretrain_callbacks,
+    )
     logger.info(f"pretrain: {result.steps} steps, train loss {result.train_loss}, eval loss {result.eval_loss}")
 
 
@@ -264,11 +271,14 @@ def run_pipeline(
     force: Sequence[str] = (),
     restart_pretrain: bool = False,
     progress: bool = True,
+    pretrain_callbacks: Sequence[Any] = (),
 ) -> RunResult:
     """Run the configured stages in order; skip the ones whose outputs and stamp are current.
 
     ``stages``: a subset to consider (default: all). ``force``: stages to run even when done (and
-    therefore every stage after them). Holds the run directory's lock for the whole run.
+    therefore every stage after them). ``progress``: transformers' progress bar while pretraining;
+    ``pretrain_callbacks``: Trainer callbacks added to pretraining. Holds the run directory's lock for the
+    whole run.
     """
     run_dir = Path(run_dir) if run_dir is not None else config.run_dir()
     wanted = list(stages) if stages else list(STAGES)
@@ -276,7 +286,9 @@ def run_pipeline(
     check_stage_names(force, "--force")
     _check_config(config)
     result = RunResult(run_dir)
-    context = StageContext(progress=progress, restart_pretrain=restart_pretrain)
+    context = StageContext(
+        progress=progress, restart_pretrain=restart_pretrain, pretrain_callbacks=tuple(pretrain_callbacks)
+    )
     make_run_dir(run_dir)
     with RunLock(run_dir, "kept run"):  # the lock also clears a killed writer's temporaries
         save_config(config, run_dir)

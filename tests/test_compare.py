@@ -88,8 +88,10 @@ def test_compare_outputs(tmp_path, runs) -> None:
     assert again.baseline == "token" and again.to_markdown() == result.to_markdown()
     from rich.console import Console
 
+    from kept.commands.tables import compare_table
+
     console = Console(record=True, width=200)
-    console.print(result.rich_table())
+    console.print(compare_table(result))
     text = console.export_text()
     assert "0.400 ± 0.100" in text and "+0.250 [0." in text and "Δ to token" in text
 

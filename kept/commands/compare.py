@@ -36,7 +36,9 @@ def compare_command(
         plan.out = out
     split = [s.strip() for s in force.split(",") if s.strip()] if force else []
     result = run_compare(plan, force=split)
-    stdout_console().print(result.rich_table())
+    from kept.commands.tables import compare_table
+
+    stdout_console().print(compare_table(result))
     stdout_console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
     console.print(f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/")
 

@@ -59,7 +59,9 @@ def demo_command(
         overrides=[*overrides, *(set_ or [])],
     )
     result, plan = outcome["result"], outcome["plan"]
-    stdout_console().print(result.rich_table())
+    from kept.commands.tables import compare_table
+
+    stdout_console().print(compare_table(result))
     stdout_console().print(f"[bold]what it shows[/]: {result.verdict()}", highlight=False)
     console.print(
         f"wrote {plan.out / 'compare' / 'summary.json'}, summary.md and figures/; "

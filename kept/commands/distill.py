@@ -27,9 +27,10 @@ def distill_command(
 ) -> None:
     """Distil the run's model into a BERT that needs no KG; writes OUT/model and OUT/distill_metrics.json."""
     quiet_libraries()
+    from kept.commands.tables import distill_table
     from kept.config import resolve_run_config
     from kept.distill import distill_run
-    from kept.distill.report import METRICS_FILE, render_table
+    from kept.distill.report import METRICS_FILE
     from kept.distill.run import default_out
     from kept.errors import KeptError
     from kept.rundir import RunLock, check_run_dir, is_main_process
@@ -53,7 +54,7 @@ def distill_command(
             f"{result.eval_loss} -> {result.model_dir}",
             highlight=False,
         )
-        console.print(render_table(result.metrics))
+        console.print(distill_table(result.metrics))
         console.print(f"wrote {result.out / METRICS_FILE}", highlight=False)
 
 

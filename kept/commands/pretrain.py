@@ -36,6 +36,7 @@ def pretrain_command(
 ) -> None:
     """Train KeptForPreTraining on encoded/ with the masking collator; resume from checkpoints."""
     quiet_libraries()
+    from kept.commands.progress import cli_pretrain_callbacks
     from kept.config import resolve_run_config
     from kept.pretrain import pretrain_run
     from kept.resume import check_resume_compatible
@@ -71,7 +72,7 @@ def pretrain_command(
         if not restart:
             check_resume_compatible(cfg, run_dir)  # refuse before anything is written
         _check_init_from(cfg, run_dir)  # likewise: a wrong init_from leaves config.yaml as it was
-        result = pretrain_run(run_dir, cfg, restart=restart, progress=is_main_process())
+        result = pretrain_run(run_dir, cfg, restart=restart, progress=False, extra_callbacks=cli_pretrain_callbacks())
     if is_main_process():
         console.print(
             f"[green]pretrained[/] {result.steps} steps: train loss {result.train_loss}, "

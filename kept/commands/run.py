@@ -26,6 +26,7 @@ def run_command(
     """Run data → kg embed → annotate → encode → pretrain → evaluate → report."""
     from rich.table import Table
 
+    from kept.commands.progress import cli_pretrain_callbacks
     from kept.config import load_config
     from kept.rundir import is_main_process
     from kept.runner import run_pipeline
@@ -42,7 +43,8 @@ def run_command(
         stages=split(stages),
         force=split(force) or (),
         restart_pretrain=restart_pretrain,
-        progress=is_main_process(),
+        progress=False,  # the rich bar below instead of transformers' own
+        pretrain_callbacks=cli_pretrain_callbacks(),
     )
     if is_main_process():
         table = Table(title=f"kept run {result.run_dir}")

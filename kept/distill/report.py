@@ -8,8 +8,8 @@
   ``encode.max_length``), in this process, on the same device, the models taking turns batch by batch
   (median time per batch, after a warm-up pass), with the MLM logits and with the encoder alone.
 
-``distill_metrics.json`` holds ``{"teacher": {...}, "student": {...}, "speed": {...}}``; :func:`render_table`
-prints it as a small table.
+``distill_metrics.json`` holds ``{"teacher": {...}, "student": {...}, "speed": {...}}``; the CLI prints it as
+a small table (:func:`kept.commands.tables.distill_table`, rows from ``TABLE_ROWS``).
 """
 
 from __future__ import annotations
@@ -220,32 +220,6 @@ def compare_models(
     }
 
 
-def render_table(record: dict[str, Any]) -> Any:
-    """A rich table: one row per figure, teacher and student columns."""
-    from rich.table import Table
-
-    table = Table(
-        title=f"teacher vs student ({record['speed']['device']}, batch {record['speed']['batch_size']} x "
-        f"{record['speed']['sequence_length']} tokens)"
-    )
-    for column in ("", "teacher", "student"):
-        table.add_column(column, justify="right" if column else "left")
-    for label, key, form in TABLE_ROWS:
-        cells = []
-        for name in ("teacher", "student"):
-            value = record[name].get(key)
-            cells.append("-" if value is None else form.format(value))
-        if key == "relation_macro_f1" and record["student"].get(key) is None:
-            cells[1] = "skipped (see distill_metrics.json)" if "skipped" in record["student"]["relation"] else "-"
-        table.add_row(label, *cells)
-    table.add_row(
-        "speed-up (MLM logits / encoder)",
-        "",
-        f"{record['speed']['speedup']:.2f}x / {record['speed']['encoder_speedup']:.2f}x",
-    )
-    return table
-
-
 def relation_runner(
     model_dir: Path,
     tokenizer_dir: Path,
@@ -276,4 +250,4 @@ def relation_runner(
     return run
 
 
-__all__ = ["METRICS_FILE", "compare_models", "render_table", "relation_runner", "sequences_per_second"]
+__all__ = ["METRICS_FILE", "compare_models", "relation_runner", "sequences_per_second"]

@@ -224,12 +224,10 @@ def distill_run(
         eval_dataset=indexed(validation) if validation is not None else None,
         callbacks=[HistoryCallback(paths.logs / "train_history.json")],
     )
-    if not progress:
-        trainer.callback_handler.callbacks = [
-            c
-            for c in trainer.callback_handler.callbacks
-            if type(c).__name__ not in ("PrinterCallback", "ProgressCallback")
-        ]
+    if not progress:  # without its bar (disable_tqdm) transformers prints every log as a dict instead
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     finished = finished_state(resume, d.max_steps)
     if resume is not None and finished is not None:  # the Trainer would take one more step: load the checkpoint
         logger.info(f"already trained ({resume}); writing the model and the report")
