@@ -203,7 +203,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     if (skipped := _skipped(eval_config.mlm.enabled, head_missing)) is not None:
         metrics["mlm"] = skipped
     else:
-        logger.info("MLM")
+        logger.info("evaluate: MLM")
         mlm_rows = rows[: eval_config.mlm.max_examples]
         metrics["mlm"] = _timed(
             timings,
@@ -250,7 +250,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     if (skipped := _skipped(eval_config.cloze.enabled, head_missing)) is not None:
         metrics["cloze"] = skipped
     else:
-        logger.info("entity cloze")
+        logger.info("evaluate: entity cloze")
         c = eval_config.cloze
         with_examples(
             "cloze",
@@ -264,7 +264,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     if (skipped := _skipped(eval_config.probe.enabled, head_missing)) is not None:
         metrics["probe"] = skipped
     else:
-        logger.info("KG probe")
+        logger.info("evaluate: KG probe")
         p = eval_config.probe
         kg = tables()
         held_out = _kg_test_split(run_dir)
@@ -297,7 +297,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
         )
 
     if eval_config.relation.enabled:
-        logger.info("relation classification")
+        logger.info("evaluate: relation classification")
         r = eval_config.relation
         data = r.data or settings["fewrel"]
         entity_index = None
@@ -324,7 +324,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
     if eval_config.typing.enabled and model_type == "bert":
         metrics["typing"] = {"skipped": "entity typing fine-tunes kept models; this run's model is a BERT"}
     elif eval_config.typing.enabled:
-        logger.info("entity typing")
+        logger.info("evaluate: entity typing")
         from kept.evaluate import typing as entity_typing
 
         t = eval_config.typing
@@ -342,7 +342,7 @@ def evaluate_run_dir(run_dir: str | Path, config: Any = None) -> dict[str, Any]:
         metrics["typing"] = dict(_DISABLED)
 
     if eval_config.linkpred.enabled:
-        logger.info("KG link prediction")
+        logger.info("evaluate: KG link prediction")
         recompute = eval_config.linkpred.recompute
         embedding = None
         if recompute:
