@@ -4,8 +4,9 @@ Shapes: B batch, L tokens, H hidden, I intermediate, E entity dim, S entity slot
 (the most aligned entities of any sequence in the batch), N aligned entities in the whole batch,
 C dEA candidate entities.
 
-Why one file of ~1,150 lines (ruff format lays signatures and calls one argument per line): this follows the Hugging Face one-model-file convention (transformers'
-``modeling_<model>.py`` beside ``configuration_<model>.py``): the outputs, the layers, the entity
+Why one file of ~1,150 lines (ruff format lays signatures and calls out one argument per line): this
+follows the Hugging Face one-model-file convention (transformers' ``modeling_<model>.py`` beside
+``configuration_<model>.py``): the outputs, the layers, the entity
 alignment, the base model and every head are read top to bottom in one place, in the order a forward pass
 uses them, as in ``modeling_bert.py``. The parts that are not the model proper already live beside it:
 the configuration (``configuration_kept``), the entity table (``entity_table``), checkpoint loading
